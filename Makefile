@@ -1,0 +1,30 @@
+# EchoTune: `make demo` runs the platform, `make test` runs the tests. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test pipeline serve bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/echotune demo
+
+test: install
+	$(BIN)/python -m pytest
+
+pipeline: install
+	$(BIN)/echotune pipeline
+
+serve: install
+	$(BIN)/echotune serve
+
+clean:
+	rm -rf data var dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs mlruns/*

@@ -1,0 +1,78 @@
+"""The ``echotune`` command line: one entry point for the demo, the pipeline, the API and the worker.
+
+Heavy libraries (Dagster, MLflow, LightFM, FastAPI) are imported inside the commands that need them,
+so ``echotune --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from echotune.settings import Settings, get_settings
+
+# One BLAS thread per serving process: threaded BLAS inside a threaded server is ~60x slower.
+_SINGLE_THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _use_dagster_home(settings: Settings) -> None:
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """EchoTune: music recommendations with Dagster, MLflow, Redis and FastAPI."""
+
+
+@main.command()
+def pipeline() -> None:
+    """Materialize every asset once on the configured data, then exit (non-zero on failure)."""
+    from echotune.redis_server import redis_url
+    from pipelines.runner import materialize_everything
+
+    settings = get_settings()
+    _use_dagster_home(settings)
+    with redis_url(settings.redis_url, settings.redis_dir) as url:
+        ok = materialize_everything(settings.model_copy(update={"redis_url": url}))
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default ECHOTUNE_API_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default ECHOTUNE_API_PORT).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default ECHOTUNE_API_WORKERS).")
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the recommendation API."""
+    os.environ.update(_SINGLE_THREADED_BLAS)
+    import uvicorn
+
+    from echotune.redis_server import redis_url
+
+    settings = get_settings()
+    with redis_url(settings.redis_url, settings.redis_dir) as url:
+        os.environ["ECHOTUNE_REDIS_URL"] = url  # worker processes read their settings from the environment
+        uvicorn.run(
+            "serving.main:create_app",
+            factory=True,
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            workers=workers or settings.api_workers,
+            log_level="warning",
+            access_log=False,
+        )
+
+
+@main.command()
+def demo() -> None:
+    """Generate the default data set, materialize every asset, then serve the API, the Dagster UI and
+    the MLflow UI until Ctrl-C."""
+    from echotune.demo import run_demo
+
+    sys.exit(run_demo(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The Redis key layout, the only place key names are spelled.
+
+Everything lives under ``<prefix>:v1:`` (the layout version). Model artefacts are versioned by the
+registered model version, so a new version is written beside the old one and made live by moving one
+alias key: readers never see a half-written set. Per-user keys carry the user id in a hash tag
+(``{u:<id>}``) so that, on Redis Cluster, all of a user's keys share a slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LAYOUT_VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = "echotune"
+
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}:{LAYOUT_VERSION}"
+
+    # --- model versions -------------------------------------------------------------------
+    def alias(self, name: str) -> str:
+        """String: the model version an alias (champion, challenger) points at."""
+        return f"{self.root}:alias:{name}"
+
+    def model_meta(self, version: str) -> str:
+        """Hash: algorithm, dimensions, item count, MLflow run id, publication time."""
+        return f"{self.root}:model:{version}:meta"
+
+    def model_items(self, version: str) -> str:
+        """String: parquet bytes of the version's item table (ids, metadata, popularity)."""
+        return f"{self.root}:model:{version}:items"
+
+    def model_item_vectors(self, version: str) -> str:
+        """String: .npy bytes of the float32 item matrix, row i = item i of ``model_items``."""
+        return f"{self.root}:model:{version}:item_vectors"
+
+    def user_vector(self, version: str, user_id: str) -> str:
+        """String: float32 bytes of the user's vector for this model version."""
+        return f"{self.root}:model:{version}:user:{{u:{user_id}}}"
+
+    def models_index(self) -> str:
+        """Sorted set: published model versions scored by publication time."""
+        return f"{self.root}:models"
+
+    # --- users ----------------------------------------------------------------------------
+    def user_played(self, user_id: str) -> str:
+        """Set: track ids the user has played (excluded from recommendations)."""
+        return f"{self.root}:user:{{u:{user_id}}}:played"
+
+    def user_prefix(self, user_id: str) -> str:
+        """Pattern for every key of one user (GDPR deletion scans for it)."""
+        return f"{self.root}:*{{u:{user_id}}}*"
+
+    # --- feedback (hash tag {fb}: the stream, its idempotency marks and counters share a slot, so
+    # one script can check, append and count atomically even on Redis Cluster) -----------------
+    def feedback_stream(self) -> str:
+        """Stream: accepted feedback events, one field ``e`` holding the event's JSON row."""
+        return f"{self.root}:{{fb}}:stream"
+
+    def feedback_dead_letters(self) -> str:
+        """Stream: events the worker could not apply, with the error."""
+        return f"{self.root}:{{fb}}:dead"
+
+    def feedback_accepted(self, event_id: str) -> str:
+        """String with TTL: marks an event id as accepted (idempotency of POST /feedback)."""
+        return f"{self.root}:{{fb}}:accepted:{event_id}"
+
+    def feedback_counters(self) -> str:
+        """Hash: monotonic counters shared by every process (accepted, applied, dead_lettered)."""
+        return f"{self.root}:{{fb}}:counters"

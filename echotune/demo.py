@@ -1,0 +1,120 @@
+"""``echotune demo``: the whole platform on one machine.
+
+Starts (or reuses) Redis, runs the pipeline once, then keeps the API, the feedback worker, the Dagster
+UI and the MLflow UI running until Ctrl-C, with their logs under ``var/logs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from echotune.redis_server import EmbeddedRedis
+from echotune.settings import Settings
+
+BIN = Path(sys.executable).parent
+
+
+def _say(message: str) -> None:
+    print(f"[echotune] {message}", flush=True)
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _demo_user(settings: Settings) -> str | None:
+    """A user with a typical (median-or-above) history, so the sample request shows personalisation."""
+    import pandas as pd
+
+    from echotune.tables import OfflineStore
+
+    try:
+        graded = OfflineStore(settings.tables_dir).read_interactions()
+    except FileNotFoundError:
+        return None
+    counts = graded[graded["positive"]].groupby("user_id").size().sort_values()
+    return str(counts.index[int(len(counts) * 0.75)]) if len(counts) else None
+
+
+def run_demo(settings: Settings) -> int:
+    for folder in (settings.data_dir, settings.var_dir / "logs", settings.dagster_home):
+        folder.mkdir(parents=True, exist_ok=True)
+    server = None
+    url = settings.redis_url
+    if not url:
+        server = EmbeddedRedis(settings.redis_dir)
+        url = server.start()
+        _say(f"embedded redis-server at {url} (data in {settings.redis_dir})")
+    env = {**os.environ, "ECHOTUNE_REDIS_URL": url, "DAGSTER_HOME": str(settings.dagster_home)}
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        _say("materializing every asset: synthetic data -> interactions -> model in MLflow -> vectors in Redis -> experiment report")
+        if subprocess.call([sys.executable, "-m", "echotune.cli", "pipeline"], env=env) != 0:
+            _say("the pipeline failed; see the output above")
+            return 1
+        logs = settings.var_dir / "logs"
+        commands = {
+            "api": [sys.executable, "-m", "echotune.cli", "serve", "--host", settings.api_host, "--port", str(settings.api_port)],
+            "dagster": [str(BIN / "dagster"), "dev", "-w", str(settings.home / "workspace.yaml"),
+                        "-h", settings.api_host, "-p", str(settings.dagster_port)],
+            "mlflow": [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,
+                       "--host", settings.api_host, "--port", str(settings.mlflow_port)],
+        }  # fmt: skip
+        for name, command in commands.items():
+            log = open(logs / f"{name}.log", "ab")
+            children[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.home, start_new_session=True)
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        if not _wait_http(f"{base}/health", 60):
+            _say(f"the API did not come up; see {logs / 'api.log'}")
+            return 1
+        user = _demo_user(settings) or "user_0001"
+        report = settings.reports_dir / "demo-lightfm-vs-popularity" / "report.html"
+        _say("ready:")
+        print(f"""
+  API              {base}/docs
+  Dagster UI       http://{settings.api_host}:{settings.dagster_port}
+  MLflow UI        http://{settings.api_host}:{settings.mlflow_port}
+  experiment report {report}
+
+  try:
+    curl -s '{base}/recommendations/{user}?count=5'
+    curl -s -X POST {base}/feedback -H 'Content-Type: application/json' \\
+         -d '{json.dumps({"user_id": user, "track_id": "bad-id", "type": "play"})}'
+
+  logs in {logs}; press Ctrl-C to stop everything.
+""", flush=True)  # fmt: skip
+        while all(p.poll() is None for p in children.values()):
+            time.sleep(1)
+        dead = [n for n, p in children.items() if p.poll() is not None]
+        _say(f"{', '.join(dead)} stopped unexpectedly; see {logs}")
+        return 1
+    except KeyboardInterrupt:
+        _say("stopping")
+        return 0
+    finally:
+        for process in children.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in children.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        if server is not None:
+            server.stop()

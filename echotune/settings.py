@@ -1,0 +1,102 @@
+"""The one settings object. Every knob is an ``ECHOTUNE_*`` environment variable (or a line in ``.env``).
+
+Nothing else in the project reads ``os.environ``: entry points call :func:`get_settings` once and pass
+the object (or the values they need) down.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ECHOTUNE_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    home: Path = Field(default_factory=Path.cwd, description="Project root; relative paths below resolve against it.")
+    data_dir: Path = Field(Path("data"), description="Offline store: parquet tables, model folders, reports.")
+    var_dir: Path = Field(Path("var"), description="Runtime state: embedded Redis data, feedback spool, caches.")
+    dagster_home: Path = Field(Path("dagster_home"), description="DAGSTER_HOME (instance config and run storage).")
+
+    # --- Redis --------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None, description="Redis to use, e.g. redis://host:6379/0. Unset: start an embedded redis-server."
+    )
+    redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")
+
+    # --- MLflow -------------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(None, description="Default sqlite:///<home>/mlruns/mlflow.db.")
+    mlflow_artifact_root: Path = Field(Path("mlruns/artifacts"), description="Where run artifacts are stored.")
+    mlflow_experiment: str = Field("echotune", description="MLflow experiment that training runs log to.")
+    registered_model: str = Field("echotune-recommender", description="MLflow registered model name.")
+    promotion_metric: str = Field("ndcg_at_10", description="Test metric a challenger must win on to become champion.")
+    promotion_margin: float = Field(0.0, ge=0.0, description="Relative margin a challenger must beat the champion by.")
+
+    # --- API ----------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = Field(1, ge=1)
+    api_keys: str = Field(
+        "", description="Comma-separated key:scope pairs (scope client or admin). Empty: the demo key only."
+    )
+    rate_limit_per_minute: int = Field(6000, ge=1, description="Requests per minute per API key.")
+    cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty disables CORS.")
+
+    # --- UIs started by `echotune demo` -------------------------------------------------------
+    dagster_port: int = 3000
+    mlflow_port: int = 5000
+
+    # --- synthetic default data ---------------------------------------------------------------
+    synth_tracks: int = Field(20_000, ge=50, description="Tracks in the generated catalog.")
+    synth_users: int = Field(2_000, ge=10, description="Users with latent tastes.")
+    synth_events: int = Field(300_000, ge=100, description="Feedback events in the generated history.")
+    synth_days: int = Field(30, ge=1, description="Days of history the events span (ending yesterday).")
+    synth_seed: int = Field(7, description="Seed: the same seed gives the same data set.")
+
+    # --- training -----------------------------------------------------------------------------
+    algorithm: Literal["lightfm", "popularity"] = Field("lightfm", description="Algorithm the pipeline trains.")
+    train_epochs: int = Field(30, ge=1)
+    train_components: int = Field(64, ge=2)
+    train_threads: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> "Settings":
+        self.home = self.home.expanduser().resolve()
+        for name in ("data_dir", "var_dir", "dagster_home", "mlflow_artifact_root"):
+            value: Path = getattr(self, name).expanduser()
+            setattr(self, name, value if value.is_absolute() else self.home / value)
+        if self.mlflow_tracking_uri is None:
+            self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
+        return self
+
+    # Derived locations: one place decides the offline store's layout.
+    @property
+    def tables_dir(self) -> Path:
+        return self.data_dir / "tables"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.var_dir / "redis"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.var_dir / "spool"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the environment once per process."""
+    return Settings()

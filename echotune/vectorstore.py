@@ -1,0 +1,175 @@
+"""The online feature store in Redis: versioned item tables, item vectors and user vectors.
+
+Writers (the publishing asset, the feedback worker) and readers (the API) go through this class, so
+the key layout in :class:`~echotune.contracts.redis_keys.RedisKeys` is the only place keys are built.
+A version is written completely before an alias is pointed at it; moving the alias is one SET, so
+readers switch atomically and a rollback is moving it back.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import redis
+
+from echotune.contracts.redis_keys import RedisKeys
+
+_BATCH = 2_000
+
+
+@dataclass
+class PublishedVersion:
+    version: str
+    items: pd.DataFrame  # track_id, metadata columns, popularity
+    item_vectors: np.ndarray  # float32 (n_items, d)
+    meta: dict[str, str]
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf, compression="zstd")
+    return buf.getvalue()
+
+
+class VectorStore:
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self.r = client
+        self.keys = keys
+
+    # --- writing a version ----------------------------------------------------------------
+    def publish(
+        self,
+        version: str,
+        items: pd.DataFrame,
+        item_vectors: np.ndarray,
+        user_ids: np.ndarray,
+        user_vectors: np.ndarray,
+        meta: Mapping[str, object],
+    ) -> dict[str, int]:
+        """Write every artefact of ``version``. Does not move any alias. Returns counts and bytes."""
+        if len(items) != len(item_vectors):
+            raise ValueError(f"{len(items)} items but {len(item_vectors)} item vectors")
+        if len(user_ids) != len(user_vectors):
+            raise ValueError(f"{len(user_ids)} users but {len(user_vectors)} user vectors")
+        items_blob, vectors_blob = _parquet_bytes(items), _npy_bytes(item_vectors)
+        self.r.set(self.keys.model_items(version), items_blob)
+        self.r.set(self.keys.model_item_vectors(version), vectors_blob)
+        user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
+        for start in range(0, len(user_ids), _BATCH):
+            pipe = self.r.pipeline(transaction=False)
+            for uid, vec in zip(user_ids[start : start + _BATCH], user_vectors[start : start + _BATCH]):
+                pipe.set(self.keys.user_vector(version, str(uid)), vec.tobytes())
+            pipe.execute()
+        full_meta = {
+            **{k: str(v) for k, v in meta.items()},
+            "version": version,
+            "dimensions": str(item_vectors.shape[1]),
+            "items": str(len(items)),
+            "users": str(len(user_ids)),
+            "published_at": str(time.time()),
+        }
+        self.r.hset(self.keys.model_meta(version), mapping=full_meta)
+        self.r.zadd(self.keys.models_index(), {version: time.time()})
+        return {"items": len(items), "users": len(user_ids), "bytes": len(items_blob) + len(vectors_blob) + user_vectors.nbytes}
+
+    def add_played(self, played: Mapping[str, Iterable[str]]) -> int:
+        """Add track ids to users' played sets (a union: plays recorded online are never dropped)."""
+        n = 0
+        pipe = self.r.pipeline(transaction=False)
+        for i, (uid, tracks) in enumerate(played.items(), start=1):
+            tracks = list(tracks)
+            if tracks:
+                pipe.sadd(self.keys.user_played(uid), *tracks)
+                n += len(tracks)
+            if i % _BATCH == 0:
+                pipe.execute()
+        pipe.execute()
+        return n
+
+    def set_alias(self, alias: str, version: str) -> str | None:
+        """Point ``alias`` at a published ``version``; returns the version it pointed at before."""
+        if not self.r.exists(self.keys.model_meta(version)):
+            raise KeyError(f"model version {version} is not published in Redis")
+        previous = self.r.set(self.keys.alias(alias), version, get=True)
+        return previous.decode() if previous else None
+
+    # --- reading --------------------------------------------------------------------------
+    def alias(self, alias: str) -> str | None:
+        value = self.r.get(self.keys.alias(alias))
+        return value.decode() if value else None
+
+    def versions(self) -> list[str]:
+        return [v.decode() for v in self.r.zrange(self.keys.models_index(), 0, -1)]
+
+    def meta(self, version: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.model_meta(version)).items()}
+
+    def load(self, version: str) -> PublishedVersion:
+        """Everything the API holds in memory for one version."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.keys.model_items(version))
+        pipe.get(self.keys.model_item_vectors(version))
+        pipe.hgetall(self.keys.model_meta(version))
+        items_blob, vectors_blob, meta = pipe.execute()
+        if items_blob is None or vectors_blob is None or not meta:
+            raise KeyError(f"model version {version} is not (completely) published in Redis")
+        items = pq.read_table(io.BytesIO(items_blob)).to_pandas()
+        vectors = np.load(io.BytesIO(vectors_blob), allow_pickle=False)
+        return PublishedVersion(version, items, vectors, {k.decode(): v.decode() for k, v in meta.items()})
+
+    def user_vector(self, version: str, user_id: str) -> np.ndarray | None:
+        raw = self.r.get(self.keys.user_vector(version, user_id))
+        return None if raw is None else np.frombuffer(raw, dtype=np.float32)
+
+    def set_user_vector(self, version: str, user_id: str, vector: np.ndarray) -> None:
+        self.r.set(self.keys.user_vector(version, user_id), np.asarray(vector, dtype=np.float32).tobytes())
+
+    def played(self, user_id: str) -> set[str]:
+        return {t.decode() for t in self.r.smembers(self.keys.user_played(user_id))}
+
+    def user_state(self, version: str, user_id: str) -> tuple[np.ndarray | None, set[str]]:
+        """User vector and played set in one round trip (the serving hot path)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.keys.user_vector(version, user_id))
+        pipe.smembers(self.keys.user_played(user_id))
+        raw, played = pipe.execute()
+        vector = None if raw is None else np.frombuffer(raw, dtype=np.float32)
+        return vector, {t.decode() for t in played}
+
+    # --- housekeeping ---------------------------------------------------------------------
+    def delete_version(self, version: str) -> int:
+        """Remove a version's artefacts (refuses while an alias points at it). Returns keys deleted."""
+        for alias_key in self.r.scan_iter(match=self.keys.alias("*")):
+            if self.r.get(alias_key) == version.encode():
+                raise ValueError(f"version {version} is still the target of {alias_key.decode()}")
+        n = 0
+        pattern = self.keys.user_vector(version, "*")  # braces are literal in Redis glob patterns
+        for batch in _chunks(self.r.scan_iter(match=pattern, count=1000), 1000):
+            n += self.r.delete(*batch)
+        n += self.r.delete(self.keys.model_items(version), self.keys.model_item_vectors(version), self.keys.model_meta(version))
+        self.r.zrem(self.keys.models_index(), version)
+        return n
+
+
+def _chunks(iterable: Iterable, size: int) -> Iterable[list]:
+    batch: list = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,95 @@
+"""Experiment definitions: what is compared, on whom, judged by which metrics."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+METRICS = ("ctr", "completion_rate", "skip_rate", "listening_minutes", "mean_rating")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class Variant(BaseModel):
+    """One arm: an algorithm, or a registered model by alias or version, and its share of traffic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    algorithm: str | None = None
+    model_alias: str | None = None
+    model_version: str | None = None
+    weight: float = Field(..., gt=0.0, le=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"variant name {value!r} must be lowercase letters, digits, _ or - (max 64)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "Variant":
+        targets = [t for t in (self.algorithm, self.model_alias, self.model_version) if t]
+        if len(targets) != 1:
+            raise ValueError(f"variant {self.name!r} needs exactly one of algorithm, model_alias, model_version")
+        return self
+
+
+class Experiment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    hypothesis: str = ""
+    surface: str = "recommendations"
+    variants: list[Variant] = Field(..., min_length=2)
+    traffic_allocation: float = Field(1.0, gt=0.0, le=1.0, description="Share of users in the experiment.")
+    primary_metric: Literal["ctr", "completion_rate", "skip_rate", "listening_minutes", "mean_rating"] = "ctr"
+    secondary_metrics: list[str] = Field(default_factory=list)
+    guardrail_metrics: list[str] = Field(default_factory=lambda: ["skip_rate"])
+    start: datetime | None = None
+    end: datetime | None = None
+    min_sample_size: int = Field(1000, ge=1, description="Users per variant before a verdict is allowed.")
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    status: Literal["draft", "running", "stopped"] = "draft"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"experiment id {value!r} must be lowercase letters, digits, _ or - (max 64)")
+        return value
+
+    @field_validator("secondary_metrics", "guardrail_metrics")
+    @classmethod
+    def _known_metrics(cls, values: list[str]) -> list[str]:
+        unknown = [v for v in values if v not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Experiment":
+        total = sum(v.weight for v in self.variants)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"variant weights must sum to 1 (they sum to {total:g})")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique (got {names})")
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    @property
+    def control(self) -> Variant:
+        """The first variant is the control every other is compared with."""
+        return self.variants[0]
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> "Experiment":
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()))

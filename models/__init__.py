@@ -1,0 +1,8 @@
+"""reco-core: recommendation algorithms, scoring, ranking and evaluation. A plain library: no Dagster,
+FastAPI or Redis imports, so pipelines, the API and notebooks all use the same code."""
+
+from models.base import Recommender
+from models.interactions import Interactions
+from models.registry import ALGORITHMS, create, load
+
+__all__ = ["ALGORITHMS", "Interactions", "Recommender", "create", "load"]

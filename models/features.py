@@ -1,0 +1,123 @@
+"""Item features for hybrid and content-based models: genres, binned audio features, decade, tags.
+
+Bins are fixed (not fitted to a catalog) so a track that arrives after training maps to the same
+features. A track with no audio features simply has fewer active features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+# audio feature -> bin edges (right-open); values outside the first/last edge fall in the end bins
+AUDIO_BINS: dict[str, tuple[float, ...]] = {
+    "danceability": (0.2, 0.4, 0.6, 0.8),
+    "energy": (0.2, 0.4, 0.6, 0.8),
+    "acousticness": (0.1, 0.3, 0.6, 0.85),
+    "instrumentalness": (0.01, 0.1, 0.5, 0.85),
+    "valence": (0.2, 0.4, 0.6, 0.8),
+    "speechiness": (0.05, 0.1, 0.2, 0.35),
+    "liveness": (0.15, 0.3, 0.6),
+    "tempo": (80.0, 100.0, 120.0, 140.0),
+    "loudness": (-20.0, -12.0, -8.0, -5.0),
+}
+# continuous audio features scaled to [0, 1], for content similarity
+CONTENT_SCALE: dict[str, tuple[float, float]] = {
+    "danceability": (0.0, 1.0),
+    "energy": (0.0, 1.0),
+    "acousticness": (0.0, 1.0),
+    "instrumentalness": (0.0, 1.0),
+    "valence": (0.0, 1.0),
+    "speechiness": (0.0, 1.0),
+    "liveness": (0.0, 1.0),
+    "tempo": (40.0, 220.0),
+    "loudness": (-40.0, 0.0),
+}
+
+
+@dataclass
+class ItemFeatures:
+    """Sparse items x features matrix, rows aligned with ``item_ids``."""
+
+    item_ids: np.ndarray
+    matrix: sp.csr_matrix
+    names: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return self.matrix.shape[1]
+
+    @classmethod
+    def from_pairs(cls, item_ids: np.ndarray, pairs: pd.DataFrame) -> "ItemFeatures":
+        """From a long table with columns item_id, feature, weight (tags, genres, anything)."""
+        item_ids = np.asarray(item_ids, dtype=str)
+        rows = pd.Index(item_ids).get_indexer(pairs["item_id"].astype(str))
+        keep = rows >= 0
+        names, cols = np.unique(pairs["feature"].astype(str).to_numpy()[keep], return_inverse=True)
+        weights = pairs["weight"].to_numpy(dtype=np.float32)[keep] if "weight" in pairs else np.ones(len(cols), np.float32)
+        matrix = sp.csr_matrix((weights, (rows[keep], cols)), shape=(len(item_ids), len(names)), dtype=np.float32)
+        matrix.sum_duplicates()
+        return cls(item_ids=item_ids, matrix=matrix, names=names)
+
+    def align(self, item_ids: np.ndarray) -> "ItemFeatures":
+        """Rows reordered to ``item_ids``; unknown items get an empty row."""
+        idx = pd.Index(self.item_ids).get_indexer(np.asarray(item_ids, dtype=str))
+        picker = sp.csr_matrix(
+            (np.ones((idx >= 0).sum(), np.float32), (np.flatnonzero(idx >= 0), idx[idx >= 0])),
+            shape=(len(item_ids), len(self.item_ids)),
+        )
+        return ItemFeatures(item_ids=np.asarray(item_ids, dtype=str), matrix=(picker @ self.matrix).tocsr(), names=self.names)
+
+    def normalized(self) -> sp.csr_matrix:
+        """Rows scaled to sum 1 (what LightFM expects of feature weights)."""
+        sums = np.asarray(self.matrix.sum(axis=1)).ravel()
+        return sp.diags(1.0 / np.where(sums > 0, sums, 1.0)).astype(np.float32) @ self.matrix
+
+
+def track_feature_pairs(tracks: pd.DataFrame) -> pd.DataFrame:
+    """Long (item_id, feature, weight) table of artists, genres, binned audio features, explicit and decade."""
+    parts = []
+    ids = tracks["track_id"].astype(str)
+    if "artist_ids" in tracks:  # tracks of one artist share listeners: the strongest content signal
+        a = tracks[["track_id", "artist_ids"]].explode("artist_ids").dropna()
+        parts.append(pd.DataFrame({"item_id": a["track_id"].astype(str), "feature": "artist:" + a["artist_ids"].astype(str)}))
+    if "genres" in tracks:
+        g = tracks[["track_id", "genres"]].explode("genres").dropna()
+        parts.append(pd.DataFrame({"item_id": g["track_id"].astype(str), "feature": "genre:" + g["genres"].astype(str)}))
+    for col, edges in AUDIO_BINS.items():
+        if col not in tracks:
+            continue
+        values = pd.to_numeric(tracks[col], errors="coerce")
+        known = values.notna().to_numpy()
+        bins = np.digitize(values.to_numpy()[known], edges)
+        parts.append(pd.DataFrame({"item_id": ids[known].to_numpy(), "feature": [f"{col}:{b}" for b in bins]}))
+    if "explicit" in tracks:
+        e = tracks["explicit"].dropna()
+        parts.append(pd.DataFrame({"item_id": ids[e.index], "feature": np.where(e.astype(bool), "explicit", "clean")}))
+    if "release_year" in tracks:
+        y = pd.to_numeric(tracks["release_year"], errors="coerce").dropna()
+        parts.append(pd.DataFrame({"item_id": ids[y.index], "feature": "decade:" + (y // 10 * 10).astype(int).astype(str)}))
+    pairs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["item_id", "feature"])
+    pairs["weight"] = 1.0
+    return pairs
+
+
+def track_features(tracks: pd.DataFrame, item_ids: np.ndarray | None = None) -> ItemFeatures:
+    """Item features of catalog tracks (rows in ``item_ids`` order, default the catalog's order)."""
+    ids = tracks["track_id"].astype(str).to_numpy() if item_ids is None else item_ids
+    return ItemFeatures.from_pairs(ids, track_feature_pairs(tracks))
+
+
+def content_matrix(tracks: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense (n_items, n_audio) audio features scaled to [0, 1], and a mask of items that have them."""
+    frame = tracks.set_index(tracks["track_id"].astype(str)).reindex(np.asarray(item_ids, dtype=str))
+    cols = []
+    for col, (low, high) in CONTENT_SCALE.items():
+        values = pd.to_numeric(frame[col], errors="coerce") if col in frame else pd.Series(np.nan, index=frame.index)
+        cols.append(((values - low) / (high - low)).clip(0, 1).to_numpy(dtype=np.float32))
+    dense = np.stack(cols, axis=1)
+    has = ~np.isnan(dense).any(axis=1)
+    return np.nan_to_num(dense, nan=0.5), has

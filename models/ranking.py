@@ -1,0 +1,64 @@
+"""Top-k selection with exclusions and item filters, shared by offline evaluation and serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def top_k(
+    scores: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best columns of each row, best first.
+
+    ``exclude``: sparse matrix of the same shape whose non-zeros are removed. ``allowed``: boolean mask
+    over columns. Rows with fewer than k eligible columns are padded with index -1 and score -inf.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=True, ndmin=2)
+    n_rows, n_cols = scores.shape
+    if allowed is not None:
+        scores[:, ~np.asarray(allowed, dtype=bool)] = -np.inf
+    if exclude is not None:
+        coo = sp.coo_matrix(exclude)
+        scores[coo.row, coo.col] = -np.inf
+    k_eff = min(k, n_cols)
+    if k_eff <= 0:
+        return np.full((n_rows, k), -1, dtype=np.int64), np.full((n_rows, k), -np.inf, dtype=np.float32)
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1)
+    best = np.take_along_axis(part_scores, order, axis=1)
+    idx = np.where(np.isneginf(best), -1, idx)
+    if k_eff < k:
+        idx = np.pad(idx, ((0, 0), (0, k - k_eff)), constant_values=-1)
+        best = np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-np.inf)
+    return idx.astype(np.int64), best
+
+
+def top_n(
+    scores: np.ndarray,
+    n: int,
+    excluded: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One row's best ``n`` indices and scores, best first (the serving hot path: no sparse matrices).
+
+    ``excluded``: indices never returned; ``allowed``: boolean mask of eligible indices. Fewer than
+    ``n`` results when fewer are eligible.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    if excluded is not None and len(excluded):
+        scores[excluded] = -np.inf
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    top = np.argpartition(-scores, n - 1)[:n]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    top = top[np.isfinite(scores[top])]
+    return top.astype(np.int64), scores[top]

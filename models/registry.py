@@ -1,0 +1,36 @@
+"""Algorithms by name, and loading a saved model folder of any of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from models.base import Recommender
+from models.lightfm_hybrid import LightFMHybrid
+from models.popularity import Popularity
+
+ALGORITHMS: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, LightFMHybrid)}
+DEFAULT_ALGORITHM = "lightfm"
+
+
+def create(name: str, **params: Any) -> Recommender:
+    """A fresh, unfitted model of algorithm ``name``."""
+    try:
+        cls = ALGORITHMS[name]
+    except KeyError:
+        raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}") from None
+    return cls(**params)
+
+
+def load(path: str | Path) -> Recommender:
+    """Load a model folder written by :meth:`Recommender.save`."""
+    path = Path(path)
+    meta_file = path / "model.json"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{path} is not a saved model folder (no model.json)")
+    meta = json.loads(meta_file.read_text())
+    cls = ALGORITHMS.get(meta["algorithm"])
+    if cls is None:
+        raise ValueError(f"{path} holds unknown algorithm {meta['algorithm']!r}")
+    return cls._from_folder(path, meta)

@@ -1,0 +1,112 @@
+"""Every external system as a ConfigurableResource. Values come from :class:`echotune.settings.Settings`
+when the code location loads (see ``definitions.py``); tests pass their own."""
+
+
+from pathlib import Path
+
+import dagster as dg
+import redis
+from pydantic import PrivateAttr
+
+from echotune.contracts.redis_keys import RedisKeys
+from echotune.redis_server import EmbeddedRedis
+from echotune.tables import OfflineStore
+from echotune.vectorstore import VectorStore
+
+
+class OfflineStoreResource(dg.ConfigurableResource):
+    """The parquet tables (``<data_dir>/tables``) and model folders (``<data_dir>/models``)."""
+
+    data_dir: str
+
+    @property
+    def tables(self) -> OfflineStore:
+        return OfflineStore(Path(self.data_dir) / "tables")
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.data_dir) / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return Path(self.data_dir) / "reports"
+
+
+class RedisResource(dg.ConfigurableResource):
+    """Redis at ``url``; when ``url`` is empty, the project's embedded server in ``embedded_dir``
+    (attached to if running, else started for the run and stopped after it)."""
+
+    url: str = ""
+    prefix: str = "echotune"
+    embedded_dir: str = "var/redis"
+
+    _server: EmbeddedRedis | None = PrivateAttr(default=None)
+    _client: redis.Redis | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        url = self.url
+        if not url:
+            self._server = EmbeddedRedis(Path(self.embedded_dir))
+            url = self._server.start()
+        self._client = redis.Redis.from_url(url)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._server is not None:
+            self._server.stop()
+
+    @property
+    def key_layout(self) -> RedisKeys:
+        return RedisKeys(self.prefix)
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            raise RuntimeError("RedisResource used outside of a run")
+        return self._client
+
+    @property
+    def vectors(self) -> VectorStore:
+        return VectorStore(self.client, self.key_layout)
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """The MLflow tracking store and registered model the training assets write to."""
+
+    tracking_uri: str
+    artifact_root: str
+    experiment: str = "echotune"
+    registered_model: str = "echotune-recommender"
+    promotion_metric: str = "ndcg_at_10"
+    promotion_margin: float = 0.0
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from models import tracking
+
+        tracking.configure(self.tracking_uri, Path(self.artifact_root), self.experiment)
+
+
+class SyntheticDataResource(dg.ConfigurableResource):
+    """Sizes and seed of the generated default data set."""
+
+    tracks: int = 20_000
+    users: int = 2_000
+    events: int = 300_000
+    days: int = 30
+    seed: int = 7
+
+
+class TrainingResource(dg.ConfigurableResource):
+    """Which algorithm the training asset fits, and its main knobs."""
+
+    algorithm: str = "lightfm"
+    epochs: int = 30
+    no_components: int = 64
+    num_threads: int = 2
+    k: int = 10
+
+    def params(self) -> dict[str, int]:
+        if self.algorithm == "popularity":
+            return {}
+        return {"epochs": self.epochs, "no_components": self.no_components, "num_threads": self.num_threads}

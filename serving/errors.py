@@ -1,0 +1,49 @@
+"""One JSON shape for every error: ``{"error": {"code", "message", "details"}, "request_id"}``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.schemas import ErrorBody, ErrorDetail, ErrorResponse
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: list[ErrorDetail] | None = None, headers: dict | None = None):
+        self.status, self.code, self.message, self.details, self.headers = status, code, message, details or [], headers
+
+
+def error_response(request: Request, status: int, code: str, message: str, details=None, headers=None) -> JSONResponse:
+    body = ErrorResponse(
+        error=ErrorBody(code=code, message=message, details=details or []),
+        request_id=getattr(request.state, "request_id", None),
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def field_of(loc: tuple) -> str:
+    """The field a pydantic error is about ('count', 'user_id', 'events.0.track_id'), without FastAPI's
+    'path'/'query'/'body' location prefix."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("path", "query", "body", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) if parts else "request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        details = [ErrorDetail(field=field_of(e["loc"]), problem=e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        message = "; ".join(f"{d.field}: {d.problem}" for d in details)
+        return error_response(request, 422, "validation_error", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(request, exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+
+from serving.deps import StateDep
+from serving.errors import ApiError
+from serving.feedback import MAX_BATCH, accept, parse_batch
+from serving.schemas import ErrorResponse, FeedbackAccepted
+
+router = APIRouter(tags=["feedback"])
+
+_BODY_SCHEMA = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/FeedbackEvent"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackEvent"}, "maxItems": MAX_BATCH},
+        {
+            "type": "object",
+            "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackEvent"}, "maxItems": MAX_BATCH}},
+            "required": ["events"],
+        },
+    ]
+}
+
+
+@router.post(
+    "/feedback",
+    status_code=202,
+    response_model=FeedbackAccepted,
+    responses={422: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}},
+)
+async def post_feedback(request: Request, state: StateDep) -> FeedbackAccepted:
+    """Accept one event or a batch (validated as a whole: one bad event rejects the batch with every
+    problem listed). Client-supplied event_ids are idempotency keys: a retried event is not counted twice."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_json", f"body is not valid JSON: {exc}") from exc
+    return await accept(state, parse_batch(body))

@@ -1,0 +1,64 @@
+"""Request and response models of the public API (what the OpenAPI document shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+API_VERSION = "1.0"
+
+
+class TrackOut(BaseModel):
+    track_id: str
+    name: str | None = None
+    artists: list[str] = Field(default_factory=list)
+    genres: list[str] = Field(default_factory=list)
+    score: float
+    position: int
+
+
+class RecommendationResponse(BaseModel):
+    user_id: str
+    tracks: list[TrackOut]
+    algorithm: str
+    model_version: str | None
+    confidence: float = Field(..., ge=0.0, le=1.0, description="How much the list is personalised (0 = not at all).")
+    experiment: str | None = None
+    variant: str | None = None
+    request_id: str
+    degraded: bool = False
+    degraded_reason: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class FeedbackAccepted(BaseModel):
+    accepted: int = Field(..., description="Events newly accepted (duplicates of earlier ids are not counted).")
+    duplicates: int = 0
+    event_ids: list[str]
+    spooled: bool = Field(False, description="True when Redis was down and the events wait in the local spool.")
+
+
+class Health(BaseModel):
+    status: str
+    redis: str
+    model_version: str | None
+    algorithm: str | None
+    api_version: str = API_VERSION
+
+
+class ErrorDetail(BaseModel):
+    index: int | None = None
+    field: str | None = None
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+    request_id: str | None = None

@@ -1,0 +1,52 @@
+"""The whole asset graph, materialized for real: parquet in tmp, MLflow in tmp, a real Redis."""
+
+import json
+
+import dagster as dg
+import pytest
+import redis
+
+from echotune.contracts import RedisKeys
+from echotune.vectorstore import VectorStore
+from models import tracking
+from pipelines.definitions import all_assets_job, build_defs
+
+pytestmark = pytest.mark.slow
+
+
+def test_materialize_everything(settings, redis_url):
+    defs = build_defs(settings)
+    result = defs.resolve_job_def(all_assets_job.name).execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+
+    tables = settings.tables_dir
+    assert (tables / "tracks.parquet").exists() and (tables / "interactions.parquet").exists()
+    assert any((tables / "events").glob("date=*/synthetic.parquet"))
+
+    mats = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert mats["tracks"]["dagster/row_count"].value == settings.synth_tracks
+    model_meta = mats["recommender_model"]
+    assert model_meta["test_ndcg_at_10"].value > 0
+    assert model_meta["promoted"].value is True  # the first model beats popularity on this data
+
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"tracks_have_unique_ids": True, "events_reference_known_tracks": True}
+
+    tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment)
+    champion = tracking.alias_version(settings.registered_model, tracking.CHAMPION)
+    assert champion == model_meta["version"].value
+
+    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
+    assert store.alias("champion") == champion
+    published = store.load(champion)
+    assert len(published.items) == settings.synth_tracks
+    assert {"track_id", "name", "genres", "popularity"} <= set(published.items.columns)
+
+    report = settings.reports_dir / "demo-lightfm-vs-popularity"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["verdict"] in {"ship", "don't ship", "keep running"}
+    page = (report / "report.html").read_text()
+    body = page.index("<body>")
+    # the verdict is the first thing in the body, above Evidently's own sections
+    assert page.index('id="echotune-verdict"') < page.index('<div id="root_', body)
+    assert f"Verdict: {summary['verdict'].upper()}" in page

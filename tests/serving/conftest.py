@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from echotune.contracts import RedisKeys
+from echotune.synthetic import SyntheticWorld
+from echotune.vectorstore import VectorStore
+from models import create
+from models.training import build_inputs
+from models.weighting import graded_interactions
+from serving.main import create_app
+
+
+@pytest.fixture(scope="session")
+def world():
+    return SyntheticWorld.generate(300, 60, seed=4)
+
+
+@pytest.fixture(scope="session")
+def trained(world):
+    events = world.events(5_000, days=3)
+    graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
+    matrix, features = build_inputs(graded, world.tracks)
+    model = create("lightfm", no_components=16, epochs=10, num_threads=1).fit(matrix, features)
+    return model, graded
+
+
+@pytest.fixture
+def published(settings, redis_url, world, trained):
+    """Version "1" of the model published under the test's key prefix, as the pipeline would."""
+    model, graded = trained
+    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
+    items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
+    items["popularity"] = np.log1p(np.asarray((model.train_matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
+    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name})
+    store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
+    store.set_alias("champion", "1")
+    return store
+
+
+@pytest.fixture
+def client(settings, published):
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
