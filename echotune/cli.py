@@ -7,6 +7,7 @@ so ``echotune --help`` answers at once.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -52,6 +53,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from echotune.redis_server import redis_url
 
     settings = get_settings()
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into an exit so the embedded Redis
+    # this command may have started is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with redis_url(settings.redis_url, settings.redis_dir) as url:
         os.environ["ECHOTUNE_REDIS_URL"] = url  # worker processes read their settings from the environment
         uvicorn.run(

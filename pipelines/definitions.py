@@ -3,8 +3,8 @@
 import dagster as dg
 
 from echotune.settings import Settings, get_settings
-from pipelines.experiment_reports.definitions import defs as experiment_defs
-from pipelines.ingestion.definitions import defs as ingestion_defs
+from pipelines.experiment_reports import definitions as experiment_reports
+from pipelines.ingestion import definitions as ingestion
 from pipelines.resources import (
     MlflowResource,
     OfflineStoreResource,
@@ -12,7 +12,7 @@ from pipelines.resources import (
     SyntheticDataResource,
     TrainingResource,
 )
-from pipelines.training.definitions import defs as training_defs
+from pipelines.training import definitions as training
 
 
 def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -43,9 +43,9 @@ all_assets_job = dg.define_asset_job("materialize_everything", selection=dg.Asse
 
 def build_defs(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
-        ingestion_defs,
-        training_defs,
-        experiment_defs,
+        ingestion.defs,
+        training.defs,
+        experiment_reports.defs,
         dg.Definitions(jobs=[all_assets_job], resources=resources_from(settings)),
     )
 

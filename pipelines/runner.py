@@ -13,5 +13,9 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
     """Run every asset (and its checks) once. Returns True when the run succeeded."""
     defs = build_defs(settings)
     job = defs.resolve_job_def(all_assets_job.name)
-    result = job.execute_in_process(instance=instance or dg.DagsterInstance.get(), raise_on_error=False)
+    result = job.execute_in_process(
+        instance=instance or dg.DagsterInstance.get(),
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
     return result.success
