@@ -1,7 +1,8 @@
 """The ``echotune`` command line: one entry point for the demo, the pipeline, the API and the worker.
 
-Heavy libraries (Dagster, MLflow, LightFM, FastAPI) are imported inside the commands that need them,
-so ``echotune --help`` answers at once.
+Platform commands live here; command groups for other jobs live in sibling modules of this package
+and are added to :func:`main` at the bottom. Heavy libraries (Dagster, MLflow, LightFM, FastAPI) are
+imported inside the commands that need them, so ``echotune --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -77,6 +78,19 @@ def demo() -> None:
 
     sys.exit(run_demo(get_settings()))
 
+
+def _add_command_modules() -> None:
+    """Sibling modules define their commands with ``@click.command``/``@click.group`` and list them in
+    ``COMMANDS``; adding one is adding its module name here."""
+    import importlib
+
+    for name in ():
+        module = importlib.import_module(f"echotune.cli.{name}")
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_add_command_modules()
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,3 @@
+from echotune.cli import main
+
+main()
