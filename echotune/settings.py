@@ -7,10 +7,13 @@ the object (or the values they need) down.
 from __future__ import annotations
 
 import functools
+import glob
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,6 +61,25 @@ class Settings(BaseSettings):
     synth_days: int = Field(30, ge=1, description="Days of history the events span (ending yesterday).")
     synth_seed: int = Field(7, description="Seed: the same seed gives the same data set.")
 
+    # --- ingestion ----------------------------------------------------------------------------
+    sources: str = Field(
+        "synthetic",
+        description="Comma-separated data sources the pipeline ingests: synthetic, track_files, spotify_api, "
+        "spotify_history, interaction_logs. Live feedback from the API is always drained.",
+    )
+    track_files: str = Field("", description="Comma-separated paths or globs of track feature files (CSV/Parquet/JSON).")
+    history_files: str = Field("", description="Comma-separated paths or globs of Spotify streaming history exports.")
+    interaction_files: str = Field("", description="Comma-separated paths or globs of user-item interaction logs.")
+    history_user: str = Field("", description="Owner of history exports without a username field (default: folder name).")
+    reject_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Largest share of rejected rows an import may have.")
+    partitions_start: str = Field("2025-01-01", description="First day of the daily event partitions in Dagster.")
+    pseudonym_key: SecretStr | None = Field(None, description="Hex key for user pseudonyms; default a key file in var/.")
+    spotify_base_url: str = Field("https://api.spotify.com", description="Web API base URL (compatible providers copy it).")
+    spotify_accounts_url: str = Field("https://accounts.spotify.com", description="Token endpoint base URL.")
+    spotify_client_id: str = Field("", description="Client-credentials app id.")
+    spotify_client_secret: SecretStr = Field(SecretStr(""), description="Client-credentials app secret.")
+    spotify_max_tracks: int = Field(10_000, ge=0, description="Most tracks the API enrichment fetches per run.")
+
     # --- training -----------------------------------------------------------------------------
     algorithm: Literal["lightfm", "popularity"] = Field("lightfm", description="Algorithm the pipeline trains.")
     train_epochs: int = Field(30, ge=1)
@@ -66,6 +88,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
+        unknown = set(self.enabled_sources) - set(KNOWN_SOURCES)
+        if unknown:
+            raise ValueError(f"ECHOTUNE_SOURCES: unknown sources {sorted(unknown)}; known: {', '.join(KNOWN_SOURCES)}")
         self.home = self.home.expanduser().resolve()
         for name in ("data_dir", "var_dir", "dagster_home", "mlflow_artifact_root"):
             value: Path = getattr(self, name).expanduser()
@@ -94,6 +119,20 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.var_dir / "spool"
+
+    @property
+    def enabled_sources(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.sources.split(",") if s.strip())
+
+    def paths(self, spec: str) -> list[Path]:
+        """Expand a comma-separated list of paths and globs (relative to home), sorted, deduplicated."""
+        found: list[Path] = []
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            pattern = Path(part).expanduser()
+            pattern = pattern if pattern.is_absolute() else self.home / pattern
+            matches = sorted(map(Path, glob.glob(str(pattern), recursive=True))) if any(c in part for c in "*?[") else [pattern]
+            found += [m for m in matches if m not in found]
+        return found
 
 
 @functools.lru_cache(maxsize=1)

@@ -313,3 +313,36 @@ class SyntheticWorld:
             }
         )
         return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)[EVENT_SCHEMA.names]
+
+
+def extended_history_export(world: SyntheticWorld, events: pd.DataFrame, username: str | None = None, seed: int = 0) -> list[dict]:
+    """The streams among ``events`` as rows of a Spotify extended streaming history export, with the
+    PII fields a real export carries (IP address, platform, country, optionally a username) and a few
+    podcast rows and incognito sessions mixed in, for testing and benchmarking the importer."""
+    rng = np.random.default_rng(seed)
+    streams = events[events["type"].isin(["track_completed", "track_skipped", "play"])]
+    meta = world.tracks.set_index("track_id")
+    names, artists, albums = meta["name"], meta["artists"].map(lambda a: a[0]), meta["album"]
+    reason = {"track_completed": "trackdone", "track_skipped": "fwdbtn", "play": "endplay"}
+    rows = []
+    for ts, track, kind, ms in zip(streams["timestamp"], streams["track_id"], streams["type"], streams["ms_played"]):
+        ip = f"{rng.integers(1, 255)}.{rng.integers(0, 255)}.{rng.integers(0, 255)}.{rng.integers(1, 255)}"
+        row = {
+            "ts": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "platform": "Android OS 14 API 34 (Google, Pixel 8)",
+            "ms_played": int(ms) if ms is not pd.NA else 0, "conn_country": "SE", "ip_addr": ip,
+            "master_metadata_track_name": names[track], "master_metadata_album_artist_name": artists[track],
+            "master_metadata_album_album_name": albums[track], "spotify_track_uri": f"spotify:track:{track}",
+            "episode_name": None, "episode_show_name": None, "spotify_episode_uri": None,
+            "reason_start": "clickrow", "reason_end": reason[kind], "shuffle": bool(rng.random() < 0.3),
+            "skipped": kind == "track_skipped", "offline": False, "offline_timestamp": None,
+            "incognito_mode": bool(rng.random() < 0.01),
+        }  # fmt: skip
+        if username:
+            row["username"] = username
+        rows.append(row)
+        if rng.random() < 0.02:  # a podcast episode: no track fields
+            rows.append({**row, "master_metadata_track_name": None, "master_metadata_album_artist_name": None,
+                         "master_metadata_album_album_name": None, "spotify_track_uri": None,
+                         "episode_name": "Episode", "episode_show_name": "Show",
+                         "spotify_episode_uri": "spotify:episode:0Q86acNRm6V9GYx55SXKwf"})  # fmt: skip
+    return rows

@@ -1,18 +1,35 @@
 """The code location: every domain's definitions merged, with resources built from the settings."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from echotune.settings import Settings, get_settings
-from pipelines.experiment_reports import definitions as experiment_reports
-from pipelines.ingestion import definitions as ingestion
+from pipelines.experiment_reports import definitions as experiment_report_defs
+from pipelines.ingestion import definitions as ingestion_defs
 from pipelines.resources import (
+    IngestionResource,
     MlflowResource,
     OfflineStoreResource,
     RedisResource,
+    SpotifyApiResource,
     SyntheticDataResource,
     TrainingResource,
 )
-from pipelines.training import definitions as training
+from pipelines.training import definitions as training_defs
+
+LIVE_FEEDBACK = dg.AssetSelection.assets("feedback_events")
+# one run for everything unpartitioned; live feedback is drained per day by its own job
+everything_job = dg.define_asset_job("materialize_everything", selection=dg.AssetSelection.all() - LIVE_FEEDBACK)
+drain_job = dg.define_asset_job("drain_feedback", selection=LIVE_FEEDBACK)
+
+
+@dg.schedule(job=drain_job, cron_schedule="*/15 * * * *", default_status=dg.DefaultScheduleStatus.STOPPED)
+def drain_feedback_every_15_minutes(context: dg.ScheduleEvaluationContext):
+    """Persist today's accepted feedback (and, just after midnight, finish yesterday's)."""
+    now = context.scheduled_execution_time
+    days = [now.date()] + ([now.date() - timedelta(days=1)] if now.hour == 0 else [])
+    return [dg.RunRequest(run_key=f"{d}-{now.isoformat()}", partition_key=d.isoformat()) for d in days]
 
 
 def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -35,18 +52,32 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             algorithm=settings.algorithm, epochs=settings.train_epochs,
             no_components=settings.train_components, num_threads=settings.train_threads,
         ),  # fmt: skip
+        "ingestion": IngestionResource(
+            track_files=[str(p) for p in settings.paths(settings.track_files)],
+            history_files=[str(p) for p in settings.paths(settings.history_files)],
+            interaction_files=[str(p) for p in settings.paths(settings.interaction_files)],
+            history_user=settings.history_user,
+            reject_threshold=settings.reject_threshold,
+            # secrets reach Dagster only through EnvVar, so they never appear in run config
+            pseudonym_key=dg.EnvVar("ECHOTUNE_PSEUDONYM_KEY") if settings.pseudonym_key else "",
+            var_dir=str(settings.var_dir),
+        ),
+        "spotify": SpotifyApiResource(
+            client_id=settings.spotify_client_id or "unset",
+            client_secret=dg.EnvVar("ECHOTUNE_SPOTIFY_CLIENT_SECRET") if "spotify_api" in settings.enabled_sources else "unset",
+            base_url=settings.spotify_base_url,
+            accounts_url=settings.spotify_accounts_url,
+            max_tracks=settings.spotify_max_tracks,
+        ),
     }
-
-
-all_assets_job = dg.define_asset_job("materialize_everything", selection=dg.AssetSelection.all())
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
-        ingestion.defs,
-        training.defs,
-        experiment_reports.defs,
-        dg.Definitions(jobs=[all_assets_job], resources=resources_from(settings)),
+        ingestion_defs.build(settings),
+        training_defs.build(settings),
+        experiment_report_defs.build(settings),
+        dg.Definitions(jobs=[everything_job, drain_job], schedules=[drain_feedback_every_15_minutes], resources=resources_from(settings)),
     )
 
 

@@ -110,3 +110,37 @@ class TrainingResource(dg.ConfigurableResource):
         if self.algorithm == "popularity":
             return {}
         return {"epochs": self.epochs, "no_components": self.no_components, "num_threads": self.num_threads}
+
+
+class IngestionResource(dg.ConfigurableResource):
+    """Where source files are and how strict imports are."""
+
+    track_files: list[str] = []
+    history_files: list[str] = []
+    interaction_files: list[str] = []
+    history_user: str = ""
+    reject_threshold: float = 0.05
+    # empty: the key file under var_dir (created once); set it through dg.EnvVar in production
+    pseudonym_key: str = ""
+    var_dir: str = "var"
+
+    def pseudonymizer(self):
+        from echotune.ingest.pseudonyms import Pseudonymizer, load_or_create_key
+
+        key = bytes.fromhex(self.pseudonym_key) if self.pseudonym_key else load_or_create_key(Path(self.var_dir) / "pseudonym.key")
+        return Pseudonymizer(key)
+
+
+class SpotifyApiResource(dg.ConfigurableResource):
+    """The Spotify Web API (or a compatible provider): client credentials arrive through dg.EnvVar."""
+
+    client_id: str
+    client_secret: str
+    base_url: str = "https://api.spotify.com"
+    accounts_url: str = "https://accounts.spotify.com"
+    max_tracks: int = 10_000
+
+    def client(self):
+        from echotune.ingest.spotify_api import SpotifyClient
+
+        return SpotifyClient(self.client_id, self.client_secret, base_url=self.base_url, accounts_url=self.accounts_url)

@@ -1,21 +1,30 @@
 """Materialize the whole asset graph in-process against the Dagster instance in DAGSTER_HOME, so the
-run shows up in the UI like any other."""
-
-from __future__ import annotations
+runs show up in the UI like any other: first the live feedback partitions that have data in the
+stream, then everything else."""
 
 import dagster as dg
+import redis
 
+from echotune.contracts.redis_keys import RedisKeys
+from echotune.ingest.live_feedback import stream_days
 from echotune.settings import Settings
-from pipelines.definitions import all_assets_job, build_defs
+from pipelines.definitions import build_defs, drain_job, everything_job
+
+_QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def materialize_everything(settings: Settings, instance: dg.DagsterInstance | None = None) -> bool:
-    """Run every asset (and its checks) once. Returns True when the run succeeded."""
+    """Drain live feedback, then run every other asset (and its checks) once. True when all succeeded."""
+    instance = instance or dg.DagsterInstance.get()
     defs = build_defs(settings)
-    job = defs.resolve_job_def(all_assets_job.name)
-    result = job.execute_in_process(
-        instance=instance or dg.DagsterInstance.get(),
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-    )
-    return result.success
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        days = stream_days(client, RedisKeys(settings.redis_prefix))
+    finally:
+        client.close()
+    drain = defs.resolve_job_def(drain_job.name)
+    ok = True
+    for day in days:
+        ok &= drain.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=_QUIET).success
+    result = defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
+    return ok and result.success

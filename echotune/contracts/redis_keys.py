@@ -69,6 +69,10 @@ class RedisKeys:
         """String with TTL: marks an event id as accepted (idempotency of POST /feedback)."""
         return f"{self.root}:{{fb}}:accepted:{event_id}"
 
+    def feedback_persisted(self) -> str:
+        """String: id of the newest stream entry durably written to parquet (trimming stops there)."""
+        return f"{self.root}:{{fb}}:persisted"
+
     def feedback_counters(self) -> str:
         """Hash: monotonic counters shared by every process (accepted, applied, dead_lettered)."""
         return f"{self.root}:{{fb}}:counters"

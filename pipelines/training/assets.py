@@ -9,33 +9,35 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from echotune.training_data import build_interactions
 from models import load as load_model
 from models import tracking
 from models.training import train
-from models.weighting import graded_interactions
-from pipelines.ingestion.assets import feedback_events, tracks
 from pipelines.resources import MlflowResource, OfflineStoreResource, RedisResource, TrainingResource
 
 
-@dg.asset(group_name="training", kinds={"parquet"}, deps=[feedback_events, tracks])
-def interactions(store: OfflineStoreResource) -> dg.MaterializeResult:
-    """Graded (user, track) pairs: events summed with the weights of ``models.weighting``."""
-    catalog = store.tables.read_tracks()
-    events = store.tables.read_events()
-    graded = graded_interactions(events, catalog.set_index("track_id")["duration_ms"])
-    store.tables.write_interactions(graded)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(graded),
-            "users": int(graded["user_id"].nunique()),
-            "tracks": int(graded["item_id"].nunique()),
-            "positive_share": float(graded["positive"].mean()),
-            "events_read": len(events),
-        }
-    )
+def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
+    @dg.asset(name="interactions", group_name="training", kinds={"parquet"}, deps=["tracks", *sources])
+    def interactions(store: OfflineStoreResource) -> dg.MaterializeResult:
+        """Graded (user, item) pairs: events weighted by ``models.weighting`` plus every interaction log."""
+        graded, inputs = build_interactions(store.tables)
+        store.tables.write_interactions(graded)
+        catalog = set(store.tables.read_tracks()["track_id"])
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(graded),
+                "users": int(graded["user_id"].nunique()),
+                "items": int(graded["item_id"].nunique()),
+                "items_outside_catalog": int((~graded["item_id"].drop_duplicates().isin(catalog)).sum()),
+                "positive_share": float(graded["positive"].mean()) if len(graded) else 0.0,
+                **{f"rows_{k}": v for k, v in inputs.items()},
+            }
+        )
+
+    return interactions
 
 
-@dg.asset(group_name="training", kinds={"mlflow", "lightfm"}, deps=[interactions, tracks])
+@dg.asset(group_name="training", kinds={"mlflow", "lightfm"}, deps=["interactions", "tracks"])
 def recommender_model(
     context: dg.AssetExecutionContext, training: TrainingResource, store: OfflineStoreResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:

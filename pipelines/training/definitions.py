@@ -1,5 +1,11 @@
 import dagster as dg
 
+from echotune.settings import Settings
+from pipelines.ingestion.definitions import event_sources
 from pipelines.training import assets
 
-defs = dg.Definitions(assets=[assets.interactions, assets.recommender_model, assets.serving_vectors])
+
+def build(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[assets.interactions_asset(event_sources(settings)), assets.recommender_model, assets.serving_vectors]
+    )

@@ -1,0 +1,87 @@
+"""Event sources: the synthetic history, Spotify exports, generic interaction logs, and live feedback
+drained from the Redis stream into daily partitions."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from echotune.ingest.live_feedback import drain_day
+from echotune.ingest.service import ingest_history, ingest_interaction_logs
+from echotune.synthetic import SyntheticWorld
+from pipelines.ingestion.accounting import import_materialization, rejects_check_spec
+from pipelines.resources import IngestionResource, OfflineStoreResource, RedisResource, SyntheticDataResource
+
+GROUP = "ingestion"
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["synthetic_catalog"])
+def synthetic_events(store: OfflineStoreResource, synthetic: SyntheticDataResource) -> dg.MaterializeResult:
+    """Generated listening and recommendation events following the synthetic users' tastes."""
+    events = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed).events(synthetic.events, days=synthetic.days)
+    store.tables.remove_event_part("synthetic")  # regenerated whole: yesterday's window must not linger
+    store.tables.write_events(events, part="synthetic", fsync=False)
+    by_type = events["type"].value_counts()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(events),
+            "users": int(events["user_id"].nunique()),
+            "tracks": int(events["track_id"].nunique()),
+            "days": int(events["timestamp"].dt.date.nunique()),
+            "first_event": str(events["timestamp"].min()),
+            "last_event": str(events["timestamp"].max()),
+            "events_by_type": dg.MetadataValue.md(pd.DataFrame({"events": by_type}).to_markdown()),
+        }
+    )
+
+
+def listening_history_asset(track_sources: list[str]) -> dg.AssetsDefinition:
+    @dg.asset(name="listening_history", group_name=GROUP, kinds={"parquet", "spotify"}, deps=track_sources,
+              check_specs=[rejects_check_spec("listening_history")])  # fmt: skip
+    def listening_history(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
+        """Plays, completions and skips from Spotify streaming history exports; PII dropped at the door,
+        listeners known only by keyed pseudonyms."""
+        paths = [Path(p) for p in ingestion.history_files]
+        if not paths:
+            raise dg.Failure("no history files configured (ECHOTUNE_HISTORY_FILES)")
+        result = ingest_history(store.tables, paths, ingestion.pseudonymizer(), user=ingestion.history_user or None)
+        return import_materialization(result, ingestion.reject_threshold, files=len(paths))
+
+    return listening_history
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, check_specs=[rejects_check_spec("interaction_logs")])
+def interaction_logs(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
+    """User-item listen counts or weights from other services (CSV, TSV/.dat, Parquet)."""
+    paths = [Path(p) for p in ingestion.interaction_files]
+    if not paths:
+        raise dg.Failure("no interaction files configured (ECHOTUNE_INTERACTION_FILES)")
+    result = ingest_interaction_logs(store.tables, paths)
+    return import_materialization(result, ingestion.reject_threshold, files=len(paths))
+
+
+def feedback_events_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(name="feedback_events", group_name=GROUP, kinds={"parquet", "redis"}, partitions_def=partitions)
+    def feedback_events(context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource) -> dg.MaterializeResult:
+        """Feedback the API accepted on this day, drained from the Redis stream. Entries leave the
+        stream only after they are fsync'd to parquet, and never before the worker acknowledged them."""
+        day = date.fromisoformat(context.partition_key)
+        result = drain_day(redis.client, redis.key_layout, store.tables, day)
+        result.save_rejects(store.tables)
+        return import_materialization(result, threshold=1.0, with_check=False, trimmed=result.extra.get("trimmed", 0))
+
+    return feedback_events
+
+
+def feedback_events_check(partitions: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset="feedback_events", partitions_def=partitions, blocking=True)
+    def feedback_events_are_valid(context: dg.AssetCheckExecutionContext, store: OfflineStoreResource) -> dg.AssetCheckResult:
+        """Stored live events of the day have unique ids and every required field."""
+        day = date.fromisoformat(context.partition_key)
+        events = store.tables.read_event_part(day, "live")
+        missing = int(events[["event_id", "user_id", "track_id", "type", "timestamp"]].isna().any(axis=1).sum())
+        duplicates = int(events["event_id"].duplicated().sum())
+        return dg.AssetCheckResult(passed=missing == 0 and duplicates == 0, metadata={"rows": len(events), "missing_fields": missing, "duplicate_ids": duplicates})
+
+    return feedback_events_are_valid
