@@ -25,6 +25,14 @@ class NotFittedError(RuntimeError):
     pass
 
 
+def checked_params(algorithm: str, params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``params`` over ``defaults``; an unknown name is an error that lists the known ones."""
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {algorithm} parameters: {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **params}
+
+
 class Recommender(ABC):
     """Base class: subclasses implement ``fit``, ``user_vectors``, ``item_vectors`` and their state."""
 

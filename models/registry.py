@@ -7,11 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from models.base import Recommender
+from models.content import ContentBased
+from models.ease import EASE
+from models.genre_popularity import GenrePopularity
 from models.lightfm_hybrid import LightFMHybrid
+from models.lowrank_ease import LowRankEASE
 from models.popularity import Popularity
 
-ALGORITHMS: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, LightFMHybrid)}
-DEFAULT_ALGORITHM = "lightfm"
+ALGORITHMS: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (Popularity, GenrePopularity, ContentBased, EASE, LowRankEASE, LightFMHybrid)
+}
+# the best measured on Last.fm (bench/quality_lastfm.py), servable (64 dimensions) and cold-start capable
+DEFAULT_ALGORITHM = "lowrank_ease"
 
 
 def create(name: str, **params: Any) -> Recommender:

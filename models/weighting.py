@@ -18,7 +18,12 @@ event                      contribution to the (user, track) score
 The per-pair score ``s`` is the sum of its events' contributions. Pairs with ``s > 0`` are positives
 with training weight ``log1p(s)`` (repeat listens count, with diminishing returns); pairs with
 ``s <= 0`` are negatives (returned separately; never positives). Listen counts (``count`` column, as
-in Last.fm or generic logs) get ``log1p(count)`` directly.
+in Last.fm or generic logs) get ``log1p(count)`` directly (:func:`count_weights`); a table that already
+has a ``weight`` column keeps it (:func:`table_weights`).
+
+Algorithms take these weights as they are: EASE and low-rank EASE use them as the matrix entries,
+LightFM as sample weights of binary positives, popularity and genre popularity count users with a
+positive weight, the content model averages item vectors with them. None re-weights them.
 """
 
 from __future__ import annotations
@@ -80,3 +85,13 @@ def graded_interactions(events: pd.DataFrame, durations: pd.Series | None = None
 def count_weights(counts: np.ndarray) -> np.ndarray:
     """Training weight of a listen count: log1p, since counts span 1 to 10^5."""
     return np.log1p(np.asarray(counts, dtype=np.float64)).astype(np.float32)
+
+
+def table_weights(frame: pd.DataFrame) -> np.ndarray:
+    """Training weights of a generic interactions table: its ``weight`` column as given (already
+    graded), else ``count_weights`` of its ``count`` column (raw listen counts)."""
+    if "weight" in frame:
+        return pd.to_numeric(frame["weight"], errors="raise").to_numpy(dtype=np.float32)
+    if "count" in frame:
+        return count_weights(pd.to_numeric(frame["count"], errors="raise").to_numpy())
+    raise ValueError(f"no 'weight' or 'count' column (columns: {', '.join(map(str, frame.columns))})")

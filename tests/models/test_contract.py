@@ -7,8 +7,14 @@ import scipy.sparse as sp
 from models import ALGORITHMS, create, load
 
 # small, fast settings per algorithm for a 40 x 60 matrix
-PARAMS = {"lightfm": {"no_components": 8, "epochs": 40, "num_threads": 1, "learning_rate": 0.05}}
-PERSONALISED = {"lightfm"}
+PARAMS = {
+    "lightfm": {"no_components": 8, "epochs": 40, "num_threads": 1, "learning_rate": 0.05},
+    "lowrank_ease": {"dimensions": 8},
+    "ease": {"regularization": 10.0},
+    "content": {"dimensions": 8},
+    "genre_popularity": {"feature_prefix": "block:"},
+}
+PERSONALISED = {"lightfm", "lowrank_ease", "ease", "content", "genre_popularity"}
 
 
 @pytest.fixture(params=sorted(ALGORITHMS), scope="module")

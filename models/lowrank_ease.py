@@ -1,0 +1,190 @@
+"""Low-rank EASE with feature-based cold start: the default algorithm.
+
+EASE (Steck 2019) learns an item-item matrix ``B`` in closed form; for a training user its scores on
+unplayed items are a spectral filter of the SVD ``X = Q S Vᵀ``: by the Woodbury identity, with
+``P = (XᵀX + λI)⁻¹`` and ``γ_j = 1 / P_jj``,
+
+    score(u, j) = x_u V diag(s² / (s² + λ)) Vᵀ e_j γ_j / λ      (j not played by u)
+
+Keeping the top ``r`` singular directions turns this into a dot-product model of dimension ``r`` with
+an exact fold-in for any user: ``user = x_u V_r diag(s²/(s²+λ))``. ``P_jj`` is taken from the same
+``r`` directions plus ``1/λ`` for the rest, which is exact when the dropped ``s²`` are small next to
+``λ``. Before the SVD, item columns are scaled by ``n_users(j)^-popularity_exponent`` (a long-tail
+correction measured to help on Last.fm) and user rows by ``‖x_u‖^-user_norm_exponent`` (so heavy
+users do not dominate the singular directions).
+
+Cold start: the last vector coordinate is an item bias (users have 1 there; items with plays have 0).
+Items without interactions get their whole vector from their features through a linear map ``W``
+fitted on the items with interactions so that ``user_vectors @ (F W)ᵀ`` reproduces the (scaled)
+interaction matrix (LinMap, Sedhain et al. 2017), solved as one ridge regression per dimension.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from scipy.sparse.linalg import lsqr, svds
+
+from models.base import Recommender, checked_params
+from models.features import ItemFeatures
+from models.interactions import Interactions
+
+# regularization and the two exponents: the best of a random search on a Last.fm validation split
+# (bench/tune_lastfm.py); 64 dimensions score a 50,000-track catalog in about 0.7 ms (one BLAS thread)
+DEFAULTS = {
+    "dimensions": 64,  # vector dimension: dimensions - 1 singular directions + the item-bias coordinate
+    "regularization": 3.7,  # λ relative to the smallest kept squared singular value
+    "popularity_exponent": 0.27,
+    "user_norm_exponent": 0.65,
+    "feature_regularization": 1000.0,  # ridge penalty of the feature -> vector map (cold items)
+    "random_state": 42,
+}
+# below this many rows or columns the SVD comes exactly from the dense Gram matrix of the smaller side
+_DENSE_GRAM_LIMIT = 8000
+
+
+class LowRankEASE(Recommender):
+    name = "lowrank_ease"
+
+    def __init__(self, **params) -> None:
+        super().__init__(**checked_params(self.name, params, DEFAULTS))
+        if int(self.params["dimensions"]) < 2:
+            raise ValueError("lowrank_ease dimensions must be at least 2 (one direction plus the bias coordinate)")
+
+    # --- fitting -------------------------------------------------------------------------
+    def _fit(self, interactions: Interactions, item_features: ItemFeatures | None) -> None:
+        p = self.params
+        x = interactions.matrix.astype(np.float64).tocsr()
+        users_per_item = np.asarray((x > 0).sum(axis=0)).ravel()
+        self._column_scale = np.maximum(users_per_item, 1).astype(np.float64) ** -float(p["popularity_exponent"])
+        scaled = (x @ sp.diags(self._column_scale)).tocsr()
+        row_norms = np.sqrt(np.asarray(scaled.multiply(scaled).sum(axis=1)).ravel())
+        balanced = (sp.diags(np.maximum(row_norms, 1e-12) ** -float(p["user_norm_exponent"])) @ scaled).tocsr()
+
+        s, v = _top_singular(balanced, int(p["dimensions"]) - 1, int(p["random_state"]))
+        lam = max(float(p["regularization"]) * s[-1] ** 2, 1e-9 * s[0] ** 2) if len(s) else 1.0
+        diag_p = (v**2 / (s**2 + lam)).sum(axis=1) + np.clip(1.0 - (v**2).sum(axis=1), 0.0, None) / lam
+        self._fold_in = (v * self._column_scale[:, None]) * (s**2 / (s**2 + lam))  # x_u @ this = user vector
+        item_vecs = np.hstack([v * (1.0 / (diag_p * lam))[:, None], np.zeros((x.shape[1], 1))])
+        self._user_vecs = self._with_bias(x @ self._fold_in)
+
+        warm = users_per_item > 0
+        self._feature_names = np.array([], dtype=str)
+        self._feature_map = np.zeros((0, item_vecs.shape[1]), dtype=np.float32)
+        if item_features is not None and item_features.n_features:
+            self._feature_names = np.asarray(item_features.names, dtype=str)
+            self._feature_map = _fit_feature_map(
+                _with_count_columns(item_features.matrix)[warm], scaled[:, warm], self._user_vecs, float(p["feature_regularization"])
+            ).astype(np.float32)
+            cold = np.flatnonzero(~warm)
+            item_vecs[cold] = _with_count_columns(item_features.matrix[cold]) @ self._feature_map
+        self._item_vecs = item_vecs.astype(np.float32)
+
+    @staticmethod
+    def _with_bias(user_part: np.ndarray) -> np.ndarray:
+        return np.hstack([user_part, np.ones((user_part.shape[0], 1))]).astype(np.float32)
+
+    # --- vectors -------------------------------------------------------------------------
+    def user_vectors(self) -> np.ndarray:
+        self._check_fitted()
+        return self._user_vecs
+
+    def item_vectors(self) -> np.ndarray:
+        self._check_fitted()
+        return self._item_vecs
+
+    def fold_in_users(self, matrix: sp.csr_matrix) -> np.ndarray:
+        """Vectors of users given as rows of weights over the model's items (e.g. new or updated
+        users); exactly what a training user with that row gets."""
+        self._check_fitted()
+        return self._with_bias(sp.csr_matrix(matrix, dtype=np.float64) @ self._fold_in)
+
+    def cold_item_vectors(self, features: ItemFeatures) -> np.ndarray:
+        """Vectors for items unseen in training, from their features alone (features the model was
+        not fitted with are ignored)."""
+        self._check_fitted()
+        if not len(self._feature_names):
+            raise ValueError("this lowrank_ease model was fitted without item features: it cannot place new items")
+        column = {n: i for i, n in enumerate(self._feature_names)}
+        idx = np.array([column.get(n, -1) for n in np.asarray(features.names, dtype=str)], dtype=np.int64)
+        known = np.flatnonzero(idx >= 0)
+        to_model_columns = sp.csr_matrix(
+            (np.ones(len(known)), (known, idx[known])), shape=(len(idx), len(self._feature_names))
+        )
+        aligned = features.matrix.astype(np.float64) @ to_model_columns
+        return (_with_count_columns(aligned) @ self._feature_map).astype(np.float32)
+
+    def similarity_vectors(self) -> np.ndarray:
+        v = self._item_vecs[:, :-1]  # without the bias coordinate
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    # --- persistence ---------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        return {
+            "user_vecs": self._user_vecs,
+            "item_vecs": self._item_vecs,
+            "fold_in": self._fold_in.astype(np.float32),
+            "feature_names": self._feature_names.astype(str),
+            "feature_map": self._feature_map,
+        }
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self._user_vecs = arrays["user_vecs"]
+        self._item_vecs = arrays["item_vecs"]
+        self._fold_in = arrays["fold_in"]
+        self._feature_names = arrays["feature_names"]
+        self._feature_map = arrays["feature_map"]
+
+
+def _top_singular(x: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``rank`` largest singular values of ``x`` (descending, zeros dropped) and their right
+    singular vectors (n_items, rank)."""
+    n_users, n_items = x.shape
+    rank = min(rank, n_users, n_items)
+    if min(n_users, n_items) <= _DENSE_GRAM_LIMIT:
+        small_side_users = n_users <= n_items
+        gram = (x @ x.T if small_side_users else x.T @ x).toarray()
+        n = gram.shape[0]
+        w, vecs = scipy.linalg.eigh(gram, subset_by_index=[n - rank, n - 1])
+        w, vecs = w[::-1], vecs[:, ::-1]
+        keep = w > 1e-10 * max(w[0], 1e-300)
+        s, vecs = np.sqrt(w[keep]), vecs[:, keep]
+        v = (x.T @ vecs) / s if small_side_users else vecs
+        return s, np.asarray(v)
+    rank = min(rank, min(n_users, n_items) - 1)
+    v0 = np.random.default_rng(seed).standard_normal(min(n_users, n_items))
+    _, s, vt = svds(x, k=rank, v0=v0)
+    order = np.argsort(-s)
+    keep = s[order] > 1e-10 * s.max()
+    return s[order][keep], vt[order][keep].T
+
+
+def _with_count_columns(features: sp.spmatrix) -> sp.csr_matrix:
+    """Features plus log1p(number of active features) and a constant: how much is known about an item
+    is itself a signal (on Last.fm, tag-rich artists are the popular ones)."""
+    features = sp.csr_matrix(features, dtype=np.float64)
+    extra = np.column_stack([np.log1p(np.diff(features.indptr)), np.ones(features.shape[0])])
+    return sp.hstack([features, sp.csr_matrix(extra)], format="csr")
+
+
+def _fit_feature_map(features: sp.csr_matrix, targets: sp.csr_matrix, user_vecs: np.ndarray, penalty: float) -> np.ndarray:
+    """W minimising ‖targets − U (F W)ᵀ‖² + penalty‖W‖², U = user_vecs, F = features (rows = items).
+
+    Rotating U to orthogonal columns (U E, with UᵀU = E Λ Eᵀ) splits the problem into one ridge
+    regression per column k: F w_k ≈ targetsᵀ U e_k / λ_k with penalty / λ_k. With few features the
+    regressions share one eigendecomposition of FᵀF; with many, each is solved iteratively.
+    """
+    u = user_vecs.astype(np.float64)
+    lam, e = np.linalg.eigh(u.T @ u)
+    lam = np.maximum(lam, 1e-12 * max(lam.max(), 1e-300))
+    projected = np.asarray(targets.T @ (u @ e)) / lam  # (n_items, d): the per-column regression targets
+    if features.shape[1] <= _DENSE_GRAM_LIMIT:
+        eig_f, basis = np.linalg.eigh((features.T @ features).toarray())
+        rhs = basis.T @ np.asarray(features.T @ projected)
+        w = basis @ (rhs / (eig_f[:, None] + penalty / lam[None, :]))
+    else:
+        w = np.column_stack(
+            [lsqr(features, projected[:, k], damp=np.sqrt(penalty / lam[k]), atol=1e-6, btol=1e-6)[0] for k in range(len(lam))]
+        )
+    return w @ e.T

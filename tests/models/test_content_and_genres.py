@@ -1,0 +1,42 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from models import create
+from models.features import ItemFeatures
+from models.weighting import count_weights, table_weights
+
+
+def test_content_ranks_an_item_nobody_played_by_its_features(blocks, block_features):
+    m = blocks.matrix.tolil()
+    m[:, 5] = 0
+    model = create("content", dimensions=8).fit(blocks.with_matrix(sp.csr_matrix(m)), block_features)
+    group0 = np.array([u.startswith("g0") for u in blocks.user_ids])
+    scores = model.scores(np.arange(blocks.n_users))[:, 5]
+    assert scores[group0].min() > scores[~group0].max()
+    new = ItemFeatures(np.array(["new"]), block_features.matrix[[5]], block_features.names)
+    np.testing.assert_allclose(model.cold_item_vectors(new), model.item_vectors()[[5]], atol=1e-6)
+
+
+def test_content_and_genre_popularity_need_features(blocks, block_features):
+    with pytest.raises(ValueError, match="needs item features"):
+        create("content").fit(blocks)
+    with pytest.raises(ValueError, match="no item feature name starts with 'genre:'"):
+        create("genre_popularity").fit(blocks, block_features)
+
+
+def test_genre_popularity_prefers_the_users_genre_then_popularity(blocks, block_features):
+    model = create("genre_popularity", feature_prefix="block:").fit(blocks, block_features)
+    idx, _ = model.recommend(np.array([0]), k=3)  # user g0u00, no exclusions: popular block-0 items first
+    popularity = np.asarray((blocks.matrix > 0).sum(axis=0)).ravel()
+    block0 = np.argsort(-popularity[:30], kind="stable")
+    assert set(idx[0]) <= set(range(30))
+    assert popularity[idx[0]].tolist() == sorted(popularity[block0][:3].tolist(), reverse=True)
+
+
+def test_table_weights_take_weights_as_given_and_counts_as_log1p():
+    np.testing.assert_allclose(table_weights(pd.DataFrame({"weight": [0.5, 2.0]})), [0.5, 2.0])
+    np.testing.assert_allclose(table_weights(pd.DataFrame({"count": [1, 100]})), count_weights(np.array([1, 100])))
+    with pytest.raises(ValueError, match="no 'weight' or 'count' column"):
+        table_weights(pd.DataFrame({"plays": [1]}))

@@ -1,0 +1,84 @@
+"""Low-rank EASE: the spectral identity it rests on, fold-in, and cold items from features."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from models import create
+from models.features import ItemFeatures
+from models.interactions import Interactions
+
+
+def _random_interactions(n_users=30, n_items=12, seed=3):
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_users, n_items)) < 0.3) * rng.integers(1, 5, (n_users, n_items))
+    dense[:, 0] = 0
+    dense[np.arange(n_users), 1 + np.arange(n_users) % (n_items - 1)] = 2  # every item but 0 played
+    matrix = sp.csr_matrix(dense.astype(np.float32))
+    return Interactions(matrix, np.array([f"u{i}" for i in range(n_users)]), np.array([f"i{j}" for j in range(n_items)]))
+
+
+def test_full_rank_scores_equal_ease_on_unplayed_items():
+    """With every singular direction kept and no re-scaling, the dot product is exactly EASE's score
+    (the Woodbury identity in the module docstring)."""
+    data = _random_interactions()
+    s = np.linalg.svd(data.matrix.toarray(), compute_uv=False)
+    lam = 7.0
+    rank = int((s > 1e-9).sum())
+    low = create("lowrank_ease", dimensions=rank + 1, regularization=lam / s[rank - 1] ** 2,
+                 popularity_exponent=0.0, user_norm_exponent=0.0).fit(data)  # fmt: skip
+    ease = create("ease", regularization=lam, min_users=1).fit(data)
+    unplayed = data.matrix.toarray() == 0
+    users = np.arange(data.n_users)
+    np.testing.assert_allclose(low.scores(users)[unplayed], ease.scores(users)[unplayed], rtol=1e-3, atol=1e-5)
+
+
+def test_fold_in_gives_training_users_their_own_vectors(blocks):
+    model = create("lowrank_ease", dimensions=8).fit(blocks)
+    np.testing.assert_allclose(model.fold_in_users(blocks.matrix[:5]), model.user_vectors()[:5], rtol=1e-4, atol=1e-6)
+
+
+def test_vector_dimension_is_the_parameter(blocks):
+    model = create("lowrank_ease", dimensions=6).fit(blocks)
+    assert model.user_vectors().shape[1] == model.item_vectors().shape[1] == 6
+
+
+def test_cold_items_are_placed_from_their_features(blocks, block_features):
+    m = blocks.matrix.tolil()
+    m[:, [5, 40]] = 0  # item 5 (block 0) and item 40 (block 1) lose every interaction
+    cold = blocks.with_matrix(sp.csr_matrix(m))
+    model = create("lowrank_ease", dimensions=8, feature_regularization=1.0).fit(cold, block_features)
+    group0 = np.array([u.startswith("g0") for u in blocks.user_ids])
+    scores = model.scores(np.arange(blocks.n_users))
+    assert scores[group0, 5].mean() > scores[~group0, 5].mean()
+    assert scores[~group0, 40].mean() > scores[group0, 40].mean()
+    # a brand-new item gets the same vector from cold_item_vectors as a zero-interaction column got
+    new = ItemFeatures(block_features.item_ids[[5, 40]], block_features.matrix[[5, 40]], block_features.names)
+    np.testing.assert_allclose(model.cold_item_vectors(new), model.item_vectors()[[5, 40]], rtol=1e-5, atol=1e-7)
+
+
+def test_without_features_cold_items_score_zero_and_cannot_be_placed(blocks):
+    m = blocks.matrix.tolil()
+    m[:, 5] = 0
+    model = create("lowrank_ease", dimensions=8).fit(blocks.with_matrix(sp.csr_matrix(m)))
+    assert not model.item_vectors()[5].any()
+    with pytest.raises(ValueError, match="without item features"):
+        model.cold_item_vectors(ItemFeatures(np.array(["x"]), sp.csr_matrix((1, 1)), np.array(["f"])))
+
+
+def test_dimensions_below_two_are_rejected():
+    with pytest.raises(ValueError, match="at least 2"):
+        create("lowrank_ease", dimensions=1)
+
+
+def test_large_matrices_use_the_sparse_svd(monkeypatch, blocks):
+    """The iterative SVD path (catalogs too large for a dense Gram matrix) ranks like the exact one."""
+    import models.lowrank_ease as module
+
+    exact = create("lowrank_ease", dimensions=6).fit(blocks)
+    monkeypatch.setattr(module, "_DENSE_GRAM_LIMIT", 5)
+    sparse = create("lowrank_ease", dimensions=6).fit(blocks)
+    users = np.arange(blocks.n_users)
+    top_exact, _ = exact.recommend(users, k=5, exclude=blocks.matrix)
+    top_sparse, _ = sparse.recommend(users, k=5, exclude=blocks.matrix)
+    assert (np.sort(top_exact, axis=1) == np.sort(top_sparse, axis=1)).mean() > 0.9
