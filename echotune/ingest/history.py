@@ -32,6 +32,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -49,6 +50,7 @@ PII_FIELDS = frozenset(
     {"ip_addr", "ip_addr_decrypted", "user_agent_decrypted", "username", "platform", "conn_country", "offline_timestamp"}
 )
 COMPLETED_SHARE = 0.8
+PARALLEL_FROM_BYTES = 32 << 20  # below this, starting parsing processes costs more than it saves
 SHORT_PLAY_MS = 30_000
 _TRACK_URI = r"^spotify:track:[0-9A-Za-z]{22}$"
 
@@ -86,7 +88,9 @@ class _ExtendedRow(msgspec.Struct, gc=False):
 
 
 _ROWS = msgspec.json.Decoder(list[_ExtendedRow])
-_GETTERS = [operator.attrgetter(name) for name in EXTENDED_SCHEMA.names]
+NAME_FIELDS = ("master_metadata_track_name", "master_metadata_album_artist_name", "master_metadata_album_album_name")
+CORE_SCHEMA = pa.schema([f for f in EXTENDED_SCHEMA if f.name not in NAME_FIELDS])
+_GETTERS = {name: operator.attrgetter(name) for name in EXTENDED_SCHEMA.names}
 
 
 def normalise_text(text: pd.Series) -> pd.Series:
@@ -111,8 +115,24 @@ def _read_rows(raw: bytes, path: Path) -> list:
     return data
 
 
-def read_extended(raw: bytes, path: Path) -> tuple[pa.Table, np.ndarray]:
-    """An extended-history file as an EXTENDED_SCHEMA table, and a per-row type problem ('' if none).
+@dataclass
+class ExtendedFile:
+    """A parsed extended-history file: the columns every row needs, type problems found by the
+    tolerant parser (None on the fast path), and the parsed rows, for the track-name columns that
+    are only read for a track's first appearance."""
+
+    table: pa.Table  # CORE_FIELDS
+    problems: np.ndarray | None
+    rows: list
+
+    def names(self, positions: np.ndarray) -> dict[str, list]:
+        if not self.rows or isinstance(self.rows[0], msgspec.Struct):
+            return {f: [getattr(self.rows[i], f) for i in positions] for f in NAME_FIELDS}
+        return {f: [v if isinstance(v := self.rows[i].get(f), str) else None for i in positions] for f in NAME_FIELDS}
+
+
+def read_extended(raw: bytes, path: Path) -> ExtendedFile:
+    """Parse an extended-history file.
 
     Fast path: typed decoding of only the fields above (measured faster here than Arrow's JSON reader,
     which must tokenise every field of these ~600-byte rows). A file with a value of the wrong type
@@ -124,17 +144,17 @@ def read_extended(raw: bytes, path: Path) -> tuple[pa.Table, np.ndarray]:
         return _read_extended_tolerant(_read_rows(raw, path))
     except msgspec.DecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    columns = [pa.array(list(map(getter, rows)), type=field.type) for getter, field in zip(_GETTERS, EXTENDED_SCHEMA)]
-    return pa.Table.from_arrays(columns, schema=EXTENDED_SCHEMA), np.full(len(rows), "", dtype=object)
+    columns = [pa.array(list(map(_GETTERS[f.name], rows)), type=f.type) for f in CORE_SCHEMA]
+    return ExtendedFile(pa.Table.from_arrays(columns, schema=CORE_SCHEMA), None, rows)
 
 
-def _read_extended_tolerant(rows: list) -> tuple[pa.Table, np.ndarray]:
+def _read_extended_tolerant(rows: list) -> ExtendedFile:
     problems = np.full(len(rows), "", dtype=object)
     columns = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             problems[i] = "row: not a JSON object"
-    for field in EXTENDED_SCHEMA:
+    for field in CORE_SCHEMA:
         values = [row.get(field.name) if isinstance(row, dict) else None for row in rows]
         if pa.types.is_boolean(field.type):
             ok = [v is None or isinstance(v, bool) for v in values]
@@ -149,21 +169,32 @@ def _read_extended_tolerant(rows: list) -> tuple[pa.Table, np.ndarray]:
         bad = ~np.array(ok, dtype=bool)
         problems[bad & (problems == "")] = problem
         columns[field.name] = pa.array([v if good else None for v, good in zip(values, ok)], type=field.type)
-    return pa.table(columns, schema=EXTENDED_SCHEMA), problems
+    return ExtendedFile(pa.table(columns, schema=CORE_SCHEMA), problems, rows)
 
 
 def _digest(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def _stable_hash(strings: pa.Array | pa.ChunkedArray, cache: dict[str, int]) -> np.ndarray:
-    """A 64-bit hash per string that is the same in every run (Python's hash() is salted); computed
-    once per distinct string, remembered in ``cache`` across files."""
+# powers of the 64-bit FNV prime, wrapping: a polynomial hash over the 22 bytes of a Spotify id
+_ID_WEIGHTS = np.cumprod(np.full(22, 1099511628211, dtype=np.uint64), dtype=np.uint64)
+
+
+def _track_hashes(track_id: pa.StringArray) -> np.ndarray:
+    """A stable 64-bit value per (validated, 22-character) track id, straight from Arrow's bytes."""
+    n = len(track_id)
+    offsets = np.frombuffer(track_id.buffers()[1], dtype=np.int32)[track_id.offset : track_id.offset + n + 1]
+    data = np.frombuffer(track_id.buffers()[2], dtype=np.uint8)
+    block = data[offsets[0] : offsets[0] + 22 * n].reshape(n, 22).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return (block * _ID_WEIGHTS).sum(axis=1, dtype=np.uint64)
+
+
+def _string_hashes(strings: pa.Array) -> np.ndarray:
+    """A stable 64-bit value per string (Python's hash() is salted), computed once per distinct value."""
     encoded = pc.dictionary_encode(strings)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    values = [cache[s] if s in cache else cache.setdefault(s, _digest(s)) for s in encoded.dictionary.to_pylist()]
-    return np.array(values, dtype=np.uint64)[encoded.indices.to_numpy(zero_copy_only=False)]
+    digests = np.array([_digest(s) for s in encoded.dictionary.to_pylist()], dtype=np.uint64)
+    return digests[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _mix(*columns: np.ndarray) -> np.ndarray:
@@ -178,21 +209,38 @@ def _mix(*columns: np.ndarray) -> np.ndarray:
     return h
 
 
-def _event_ids(user_id: pa.Array, timestamp_ms: np.ndarray, track_id: pa.Array, ms_played: np.ndarray, cache: dict[str, int]) -> pa.Array:
+def _event_ids(user_hash: np.ndarray, timestamp_ms: np.ndarray, track_hash: np.ndarray, ms_played: np.ndarray) -> pa.Array:
     """Deterministic ids from (user, time, track, ms played): the same stream imported twice is one event."""
-    h = _mix(
-        _stable_hash(user_id, cache), timestamp_ms.astype(np.int64).view(np.uint64),
-        _stable_hash(track_id, cache), ms_played.astype(np.int64).view(np.uint64),
-    )  # fmt: skip
-    hexed = np.frombuffer(h.astype(">u8").tobytes().hex().encode(), dtype="S16")
-    return pc.binary_join_element_wise("sh-", pa.array(hexed.astype(object), pa.string()), "")
+    h = _mix(user_hash, timestamp_ms.astype(np.int64).view(np.uint64), track_hash, ms_played.astype(np.int64).view(np.uint64))
+    return _hex_ids(h)
 
 
-def _classify(trackdone: np.ndarray, skipped: np.ndarray, fwdbtn: np.ndarray, ms: np.ndarray, duration: np.ndarray) -> np.ndarray:
+def _hex_ids(h: np.ndarray) -> pa.Array:
+    """'sh-' + 16 hex digits per value, built as one Arrow buffer (no Python string per row)."""
+    n = len(h)
+    digits = np.frombuffer(h.astype(">u8").tobytes().hex().encode(), dtype=np.uint8).reshape(n, 16)
+    body = np.empty((n, 19), dtype=np.uint8)
+    body[:, :3] = np.frombuffer(b"sh-", dtype=np.uint8)
+    body[:, 3:] = digits
+    offsets = np.arange(0, 19 * (n + 1), 19, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.tobytes()), pa.py_buffer(body.tobytes()))
+
+
+def _constant(value: str, n: int) -> pa.Array:
+    """A string column of one value, without a Python object per row."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)), pa.array([value])).cast(pa.string())
+
+
+KINDS = pa.array(["track_completed", "track_skipped", "play"])
+
+
+def _classify(trackdone: np.ndarray, skipped: np.ndarray, fwdbtn: np.ndarray, ms: np.ndarray, duration: np.ndarray) -> pa.Array:
+    """Event type per stream (see the module docstring), as an Arrow string column."""
     with np.errstate(invalid="ignore", divide="ignore"):
         completed = trackdone | (ms / duration >= COMPLETED_SHARE)
     skip = skipped | fwdbtn | (ms < SHORT_PLAY_MS)
-    return np.where(completed, "track_completed", np.where(skip, "track_skipped", "play"))
+    codes = np.where(completed, 0, np.where(skip, 1, 2)).astype(np.int8)
+    return pa.DictionaryArray.from_arrays(pa.array(codes), KINDS).cast(pa.string())
 
 
 def _flag(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -213,8 +261,7 @@ class HistoryImporter:
         first_artist = catalog["artists"].map(lambda a: a[0] if a is not None and len(a) else None)
         keys = normalise_text(first_artist) + "\x00" + normalise_text(catalog["name"])
         self._by_name = dict(zip(keys, catalog["track_id"]))
-        self._hashes: dict[str, int] = {}
-        self._seen_tracks: set[str] = set()
+        self._seen_tracks: set[int] = set()  # hashes of tracks whose metadata an earlier file gave
 
     def duration_of(self, track_id: pa.Array) -> np.ndarray:
         idx = pc.index_in(track_id, value_set=self._catalog_ids).to_numpy(zero_copy_only=False)
@@ -228,17 +275,19 @@ class HistoryImporter:
     ) -> tuple[pa.Table, pd.DataFrame, ImportResult]:
         """Returns (events as an EVENT_SCHEMA arrow table, track metadata seen in the exports, accounting).
 
-        Files are parsed in ``workers`` processes (default: one per core, at most 4), since parsing
-        JSON is the cost and it holds the GIL.
+        Files are parsed in ``workers`` processes, since parsing JSON is the cost and it holds the GIL.
+        Default: one per core (at most 4) when there is more than ``PARALLEL_FROM_BYTES`` to read, else 1.
         """
         jobs = [(Path(p), user or Path(p).parent.name or "listener") for p in paths]
-        workers = min(len(jobs), os.cpu_count() or 1, 4) if workers is None else workers
+        if workers is None:
+            size = sum(path.stat().st_size for path, _ in jobs)
+            workers = min(len(jobs), os.cpu_count() or 1, 4) if size >= PARALLEL_FROM_BYTES else 1
         result = ImportResult(source=self.source)
         events, tracks = [], []
         with contextlib.ExitStack() as stack:
             if workers > 1:
                 pool = stack.enter_context(
-                    ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(self,))
+                    ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_start_worker, initargs=(self,))
                 )
                 outcomes = pool.map(_import_in_worker, jobs)
             else:
@@ -271,13 +320,14 @@ class HistoryImporter:
             result.extra.update({"account_data_matched": found, "account_data_rows": len(rows)})
             result.read = len(rows)
             return frame, pd.DataFrame(columns=["track_id"]), result
-        table, problems = read_extended(raw, path)
-        frame, meta = self._extended(table, problems, path, owner, result)
-        result.read = len(table)
+        parsed = read_extended(raw, path)
+        frame, meta = self._extended(parsed, path, owner, result)
+        result.read = len(parsed.table)
         return frame, meta, result
 
     # --- extended streaming history ------------------------------------------------------------
-    def _extended(self, table: pa.Table, problems: np.ndarray, path: Path, owner: str, result: ImportResult) -> tuple[pa.Table, pd.DataFrame]:
+    def _extended(self, parsed: ExtendedFile, path: Path, owner: str, result: ImportResult) -> tuple[pa.Table, pd.DataFrame]:
+        table = parsed.table
         uri = table["spotify_track_uri"]
         podcast = pc.is_null(uri).to_numpy(zero_copy_only=False)
         incognito = _flag(table["incognito_mode"]) & ~podcast
@@ -290,59 +340,65 @@ class HistoryImporter:
         odd = (ts_ms < 0) & pc.is_valid(table["ts"]).to_numpy(zero_copy_only=False)
         if odd.any():  # other ISO-8601 spellings (fractions, offsets): the slow parser, for those rows only
             texts = pd.Series(table["ts"].to_numpy(zero_copy_only=False)[odd])
-            parsed = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601").dt.tz_localize(None)
-            ts_ms[odd] = parsed.to_numpy(dtype="datetime64[ms]").astype(np.int64)  # NaT stays negative: rejected below
+            parsed_ts = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601").dt.tz_localize(None)
+            ts_ms[odd] = parsed_ts.to_numpy(dtype="datetime64[ms]").astype(np.int64)  # NaT stays negative: rejected below
         ms = pc.fill_null(table["ms_played"], -1).to_numpy(zero_copy_only=False)
-        valid_uri = _flag(pc.match_substring_regex(uri, _TRACK_URI))
-        reasons = problems.copy()
-        reasons[(reasons == "") & (ms < 0)] = "ms_played: not a non-negative number"
-        reasons[(reasons == "") & (ts_ms < 0)] = "ts: not an ISO-8601 timestamp"
-        reasons[(reasons == "") & ~valid_uri] = "spotify_track_uri: not a spotify:track: URI"
-        reasons[podcast | incognito] = ""  # dropped rows are not judged
-        bad = reasons != ""
+        # 'spotify:track:' + 22 ASCII letters or digits, without a regex per row
+        tail = pc.utf8_slice_codeunits(uri, 14)
+        valid_uri = _flag(pc.and_(pc.and_(pc.starts_with(uri, "spotify:track:"), pc.equal(pc.binary_length(uri), 36)), pc.ascii_is_alnum(tail)))
+        checks = [("ms_played: not a non-negative number", ms < 0), ("ts: not an ISO-8601 timestamp", ts_ms < 0),
+                  ("spotify_track_uri: not a spotify:track: URI", ~valid_uri)]  # fmt: skip
+        bad = np.zeros(len(table), dtype=bool) if parsed.problems is None else parsed.problems != ""
+        for _, failed in checks:
+            bad |= failed
+        bad &= ~(podcast | incognito)  # dropped rows are not judged
         if bad.any():
             positions = np.flatnonzero(bad)
+            reasons = []
+            for i in positions:
+                reason = parsed.problems[i] if parsed.problems is not None and parsed.problems[i] else ""
+                reasons.append(reason or next(text for text, failed in checks if failed[i]))
             raws = [{k: v for k, v in row.items() if k not in PII_FIELDS} for row in table.take(pa.array(positions)).to_pylist()]
-            result.rejects.add_many(str(path), pd.Series(positions + 1), pd.Series(reasons[bad]), raws)
-        keep = pa.array(~(podcast | incognito | bad))
+            result.rejects.add_many(str(path), pd.Series(positions + 1), pd.Series(reasons), raws)
+        keep_np = ~(podcast | incognito | bad)
+        keep = pa.array(keep_np)
         kept = table.filter(keep)
-        ts_ms, ms = ts_ms[keep.to_numpy(zero_copy_only=False)], ms[keep.to_numpy(zero_copy_only=False)]
+        ts_ms, ms = ts_ms[keep_np], ms[keep_np]
+        n = len(kept)
 
         users = pc.fill_null(kept["username"], owner).combine_chunks().dictionary_encode()
         pseudonyms = pa.array([self.pseudonymize(u) for u in users.dictionary.to_pylist()], pa.string())
         user_id = pseudonyms.take(users.indices)
-        track_id = pc.utf8_slice_codeunits(kept["spotify_track_uri"], 14).combine_chunks()
+        track_id = tail.filter(keep).combine_chunks() if isinstance(tail, pa.ChunkedArray) else tail.filter(keep)
+        track_hash = _track_hashes(track_id)
         kinds = _classify(
             _flag(pc.equal(kept["reason_end"], "trackdone")), _flag(kept["skipped"]),
             _flag(pc.equal(kept["reason_end"], "fwdbtn")), ms, self.duration_of(track_id),
         )  # fmt: skip
-        n = len(kept)
         events = pa.Table.from_arrays(
             [
-                _event_ids(user_id, ts_ms, track_id, ms, self._hashes),
+                _event_ids(_string_hashes(user_id), ts_ms, track_hash, ms),
                 user_id,
                 track_id,
-                pa.array(kinds.astype(object), pa.string()),
+                kinds,
                 pa.array(ts_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
                 pa.array(ms, pa.int64()),
                 *[pa.nulls(n, EVENT_SCHEMA.field(c).type) for c in ("rating", "request_id", "algorithm", "model_version", "experiment_id", "variant", "position")],
-                pa.array(np.full(n, self.source, dtype=object), pa.string()),
+                _constant(self.source, n),
             ],
             schema=EVENT_SCHEMA,
         )
         # track metadata, one row per track not seen in an earlier file (its first appearance)
-        codes = track_id.dictionary_encode()
-        _, first = np.unique(codes.indices.to_numpy(zero_copy_only=False), return_index=True)
-        new = pc.invert(pc.is_in(track_id.take(pa.array(first)), value_set=pa.array(list(self._seen_tracks), pa.string())))
-        first = first[new.to_numpy(zero_copy_only=False)]
-        seen = kept.take(pa.array(first)).to_pydict()
-        self._seen_tracks.update(track_id.take(pa.array(first)).to_pylist())
+        _, first = np.unique(track_hash, return_index=True)
+        first = np.array([i for i in first if int(track_hash[i]) not in self._seen_tracks], dtype=np.int64)
+        self._seen_tracks.update(int(h) for h in track_hash[first])
+        names = parsed.names(np.flatnonzero(keep_np)[first])
         meta = pd.DataFrame(
             {
                 "track_id": track_id.take(pa.array(first)).to_pylist(),
-                "name": seen["master_metadata_track_name"],
-                "artists": [[a] if isinstance(a, str) else None for a in seen["master_metadata_album_artist_name"]],
-                "album": seen["master_metadata_album_album_name"],
+                "name": names["master_metadata_track_name"],
+                "artists": [[a] if isinstance(a, str) else None for a in names["master_metadata_album_artist_name"]],
+                "album": names["master_metadata_album_album_name"],
             }
         )
         return events, meta
@@ -377,10 +433,10 @@ class HistoryImporter:
         kinds = _classify(none, none, none, ms_played, self.duration_of(tracks))
         events = pd.DataFrame(
             {
-                "event_id": _event_ids(user_id, ts_ms, tracks, ms_played, self._hashes).to_numpy(zero_copy_only=False),
+                "event_id": _event_ids(_string_hashes(user_id), ts_ms, _track_hashes(tracks), ms_played).to_numpy(zero_copy_only=False),
                 "user_id": user_id.to_numpy(zero_copy_only=False),
                 "track_id": tracks.to_numpy(zero_copy_only=False),
-                "type": kinds,
+                "type": kinds.to_numpy(zero_copy_only=False),
                 "timestamp": pd.to_datetime(ts_ms, unit="ms", utc=True),
                 "ms_played": ms_played,
             }
@@ -410,6 +466,13 @@ def _add_up(total: ImportResult, one: ImportResult) -> None:
 
 
 _WORKER: HistoryImporter | None = None
+
+
+def _pool_context():
+    # fork: workers start at once with everything imported (spawn re-imports pandas and pyarrow, ~1.5 s
+    # per import run). Workers only parse and compute, taking no lock another thread could hold.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _start_worker(importer: HistoryImporter) -> None:

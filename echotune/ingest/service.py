@@ -45,9 +45,11 @@ def ingest_track_files(store: OfflineStore, paths: Sequence[Path], progress=None
     return result
 
 
-def ingest_history(store: OfflineStore, paths: Sequence[Path], pseudonyms: Pseudonymizer, user: str | None = None, progress=None) -> ImportResult:
+def ingest_history(
+    store: OfflineStore, paths: Sequence[Path], pseudonyms: Pseudonymizer, user: str | None = None, progress=None, workers: int | None = None
+) -> ImportResult:
     importer = HistoryImporter(pseudonyms, _catalog_or_empty(store))
-    events, tracks, result = importer.run(paths, user=user, progress=progress)
+    events, tracks, result = importer.run(paths, user=user, progress=progress, workers=workers)
     added = store.write_events(events, part="spotify_history", merge=True, fsync=False, by="month")
     result.extra["new_events"] = sum(added.values())
     result.extra["months"] = len(added)
