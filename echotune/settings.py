@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import glob
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
 
@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(6000, ge=1, description="Requests per minute per API key.")
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty disables CORS.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts (413 above).")
+    access_log: bool = Field(True, description="Log every request as a JSON line (request_id, route, status, duration).")
+    log_level: str = Field("INFO", description="Log level of the API and worker (JSON lines on stderr).")
 
     # --- UIs started by `echotune demo` -------------------------------------------------------
     dagster_port: int = 3000
@@ -81,10 +84,10 @@ class Settings(BaseSettings):
     spotify_max_tracks: int = Field(10_000, ge=0, description="Most tracks the API enrichment fetches per run.")
 
     # --- training -----------------------------------------------------------------------------
-    algorithm: Literal["lightfm", "popularity"] = Field("lightfm", description="Algorithm the pipeline trains.")
-    train_epochs: int = Field(30, ge=1)
-    train_components: int = Field(64, ge=2)
-    train_threads: int = Field(2, ge=1)
+    algorithm: str = Field("lowrank_ease", description="Algorithm the pipeline trains (see models.ALGORITHMS).")
+    train_params: dict[str, Any] = Field(
+        default_factory=dict, description='Parameters for the algorithm, JSON, e.g. {"dimensions": 32} or {"epochs": 20}.'
+    )
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":

@@ -30,6 +30,7 @@ class PublishedVersion:
     items: pd.DataFrame  # track_id, metadata columns, popularity
     item_vectors: np.ndarray  # float32 (n_items, d)
     meta: dict[str, str]
+    similarity_vectors: np.ndarray | None = None  # float32 (n_items, k), unit rows; None: use item_vectors
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -58,6 +59,7 @@ class VectorStore:
         user_ids: np.ndarray,
         user_vectors: np.ndarray,
         meta: Mapping[str, object],
+        similarity_vectors: np.ndarray | None = None,
     ) -> dict[str, int]:
         """Write every artefact of ``version``. Does not move any alias. Returns counts and bytes."""
         if len(items) != len(item_vectors):
@@ -67,6 +69,10 @@ class VectorStore:
         items_blob, vectors_blob = _parquet_bytes(items), _npy_bytes(item_vectors)
         self.r.set(self.keys.model_items(version), items_blob)
         self.r.set(self.keys.model_item_vectors(version), vectors_blob)
+        if similarity_vectors is not None:
+            if len(similarity_vectors) != len(items):
+                raise ValueError(f"{len(items)} items but {len(similarity_vectors)} similarity vectors")
+            self.r.set(self.keys.model_similarity_vectors(version), _npy_bytes(similarity_vectors))
         user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
         for start in range(0, len(user_ids), _BATCH):
             pipe = self.r.pipeline(transaction=False)
@@ -123,12 +129,14 @@ class VectorStore:
         pipe.get(self.keys.model_items(version))
         pipe.get(self.keys.model_item_vectors(version))
         pipe.hgetall(self.keys.model_meta(version))
-        items_blob, vectors_blob, meta = pipe.execute()
+        pipe.get(self.keys.model_similarity_vectors(version))
+        items_blob, vectors_blob, meta, similarity_blob = pipe.execute()
         if items_blob is None or vectors_blob is None or not meta:
             raise KeyError(f"model version {version} is not (completely) published in Redis")
         items = pq.read_table(io.BytesIO(items_blob)).to_pandas()
         vectors = np.load(io.BytesIO(vectors_blob), allow_pickle=False)
-        return PublishedVersion(version, items, vectors, {k.decode(): v.decode() for k, v in meta.items()})
+        similarity = None if similarity_blob is None else np.load(io.BytesIO(similarity_blob), allow_pickle=False)
+        return PublishedVersion(version, items, vectors, {k.decode(): v.decode() for k, v in meta.items()}, similarity)
 
     def user_vector(self, version: str, user_id: str) -> np.ndarray | None:
         raw = self.r.get(self.keys.user_vector(version, user_id))
@@ -159,7 +167,10 @@ class VectorStore:
         pattern = self.keys.user_vector(version, "*")  # braces are literal in Redis glob patterns
         for batch in _chunks(self.r.scan_iter(match=pattern, count=1000), 1000):
             n += self.r.delete(*batch)
-        n += self.r.delete(self.keys.model_items(version), self.keys.model_item_vectors(version), self.keys.model_meta(version))
+        n += self.r.delete(
+            self.keys.model_items(version), self.keys.model_item_vectors(version),
+            self.keys.model_similarity_vectors(version), self.keys.model_meta(version),
+        )  # fmt: skip
         self.r.zrem(self.keys.models_index(), version)
         return n
 

@@ -43,9 +43,15 @@ def fingerprint(frame: pd.DataFrame, columns: tuple[str, ...] = ("user_id", "ite
 
 
 def build_inputs(interactions: pd.DataFrame, tracks: pd.DataFrame | None) -> tuple[Interactions, ItemFeatures | None]:
-    """Positive interactions as a matrix (columns = the catalog when given) and the item features."""
+    """Positive interactions as a matrix and the item features. Columns: the catalog's tracks (so
+    tracks nobody played still get a column and a cold-start vector) followed by any interacted item
+    the catalog does not hold (an interaction log may name artists or items of another service)."""
     positives = interactions[interactions["weight"] > 0]
-    item_ids = tracks["track_id"].astype(str).to_numpy() if tracks is not None else None
+    item_ids = None
+    if tracks is not None:
+        catalog = tracks["track_id"].astype(str).to_numpy()
+        extra = pd.Index(positives["item_id"].astype(str).unique()).difference(pd.Index(catalog))
+        item_ids = np.concatenate([catalog, extra.to_numpy(dtype=str)]) if len(extra) else catalog
     matrix = Interactions.from_frame(positives, item_ids=item_ids)
     features = track_features(tracks, matrix.item_ids) if tracks is not None else None
     return matrix, features

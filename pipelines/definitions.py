@@ -1,5 +1,6 @@
 """The code location: every domain's definitions merged, with resources built from the settings."""
 
+import json
 from datetime import timedelta
 
 import dagster as dg
@@ -48,10 +49,7 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             tracks=settings.synth_tracks, users=settings.synth_users, events=settings.synth_events,
             days=settings.synth_days, seed=settings.synth_seed,
         ),  # fmt: skip
-        "training": TrainingResource(
-            algorithm=settings.algorithm, epochs=settings.train_epochs,
-            no_components=settings.train_components, num_threads=settings.train_threads,
-        ),  # fmt: skip
+        "training": TrainingResource(algorithm=settings.algorithm, params_json=json.dumps(settings.train_params)),
         "ingestion": IngestionResource(
             track_files=[str(p) for p in settings.paths(settings.track_files)],
             history_files=[str(p) for p in settings.paths(settings.history_files)],

@@ -98,18 +98,24 @@ class SyntheticDataResource(dg.ConfigurableResource):
 
 
 class TrainingResource(dg.ConfigurableResource):
-    """Which algorithm the training asset fits, and its main knobs."""
+    """Which algorithm the training asset fits and with which parameters (a JSON object, so any
+    algorithm's knobs can be set from the launchpad)."""
 
-    algorithm: str = "lightfm"
-    epochs: int = 30
-    no_components: int = 64
-    num_threads: int = 2
+    algorithm: str = "lowrank_ease"
+    params_json: str = "{}"
     k: int = 10
 
-    def params(self) -> dict[str, int]:
-        if self.algorithm == "popularity":
-            return {}
-        return {"epochs": self.epochs, "no_components": self.no_components, "num_threads": self.num_threads}
+    def params(self) -> dict:
+        import json
+
+        from models import ALGORITHMS
+
+        if self.algorithm not in ALGORITHMS:
+            raise dg.Failure(f"unknown algorithm {self.algorithm!r}; known: {', '.join(sorted(ALGORITHMS))}")
+        params = json.loads(self.params_json or "{}")
+        if not isinstance(params, dict):
+            raise dg.Failure(f"params_json must be a JSON object, not {self.params_json!r}")
+        return params
 
 
 class IngestionResource(dg.ConfigurableResource):

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator
 
 from echotune.contracts.events import safe_id
+from serving.errors import ApiError
+from serving.observability import RATE_LIMITED
+from serving.security import ApiKey, Scope
 from serving.state import AppState
+
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key with scope client (or admin).")
 
 
 def get_state(request: Request) -> AppState:
@@ -16,6 +22,32 @@ def get_state(request: Request) -> AppState:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def _require(scope: Scope):
+    async def check(request: Request, state: StateDep, presented: Annotated[str | None, Security(_API_KEY)]) -> ApiKey:
+        key = state.api_keys.identify(presented)
+        if key is None:
+            message = "missing X-API-Key header" if not presented else "X-API-Key is not a valid API key"
+            raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "ApiKey"})
+        request.state.key_id = key.key_id
+        if not key.allows(scope):
+            raise ApiError(403, "forbidden", f"this route needs an API key with scope {scope}; yours has scope {key.scope}")
+        retry_after = await state.over_rate_limit(key)
+        if retry_after is not None:
+            RATE_LIMITED.labels(key.key_id).inc()
+            raise ApiError(
+                429, "rate_limited",
+                f"more than {state.settings.rate_limit_per_minute} requests this minute; retry in {retry_after}s",
+                headers={"Retry-After": str(retry_after)},
+            )  # fmt: skip
+        return key
+
+    return check
+
+
+ClientKey = Annotated[ApiKey, Depends(_require("client"))]
+AdminKey = Annotated[ApiKey, Depends(_require("admin"))]
 UserId = Annotated[
     str, Path(description="The user's id: 1-128 letters, digits or _.:@-"), AfterValidator(lambda v: safe_id("user_id", v))
 ]

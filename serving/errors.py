@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -42,6 +44,11 @@ def install(app: FastAPI) -> None:
         details = [ErrorDetail(field=field_of(e["loc"]), problem=e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
         message = "; ".join(f"{d.field}: {d.problem}" for d in details)
         return error_response(request, 422, "validation_error", message, details)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        logging.getLogger("echotune.api").exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
+        return error_response(request, 500, "internal_error", "the server failed to answer; the request id identifies it in the logs")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

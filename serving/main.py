@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from echotune.contracts.events import FeedbackEvent
 from echotune.settings import Settings, get_settings
 from serving import errors
-from serving.routes import feedback, health, recommendations
+from serving.middleware import RequestContext
+from serving.observability import configure_logging
+from serving.routes import admin, feedback, health, recommendations
 from serving.schemas import API_VERSION
 from serving.state import AppState
 
@@ -26,21 +29,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="EchoTune",
         version=API_VERSION,
-        description="Live music recommendations and listening feedback.",
+        description="Live music recommendations and listening feedback. Every route but /health and /metrics "
+        "needs an X-API-Key header.",
         lifespan=lifespan,
     )
     errors.install(app)
-
-    @app.middleware("http")
-    async def api_version_header(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["X-API-Version"] = API_VERSION
-        return response
-
-    for module in (recommendations, feedback, health):
+    for module in (recommendations, feedback, health, admin):
         app.include_router(module.router)
+    if settings.cors_origins:
+        origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, log_requests=settings.access_log)
     _document_event_schema(app)
     return app
+
+
+def create_production_app() -> FastAPI:
+    """What ``echotune serve`` runs: JSON logs on stderr, then the app."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def _document_event_schema(app: FastAPI) -> None:

@@ -1,32 +1,109 @@
-"""The recommendation use case: user vector from Redis, scoring against the in-memory item vectors,
-exclusions, and a cold-start fallback. Routes call this; it knows nothing of HTTP."""
+"""The recommendation use cases: for a user, for a batch of users, and tracks like a given one.
+Routes call these; they know nothing of HTTP beyond raising ApiError.
+
+Scoring, by what is known about the user:
+
+* a user vector (a user the model knows, or one the feedback worker folded in): ``vectors @ user``;
+* no vector but seed tracks, genres or listening history: content-based, cosine between the tracks'
+  audio-feature and genre vectors and the mean vector of the seeds (or of the played tracks);
+* nothing: popularity.
+
+``confidence`` says how personal the list is: for a vector, ``min(1, log(1 + played) / log(51))``
+(50 played tracks count as fully known); for content-based lists a third of that with the seeds
+counted as history; 0 for popularity. When Redis is unavailable the list comes from the in-memory
+popularity ranking, flagged ``degraded`` with the reason.
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 
 import numpy as np
-import redis
 
 from models.ranking import top_n
 from serving.errors import ApiError
+from serving.filters import RecommendationContext, RecommendationFilters, allowed_mask, diversify, excluded_rows
 from serving.model_state import LoadedModel
+from serving.observability import DEGRADED, RECOMMENDATIONS
 from serving.schemas import RecommendationResponse, TrackOut
-from serving.state import AppState
+from serving.state import AppState, RedisUnavailable
 
-# confidence grows with the history the vector was learned from: 50 played tracks count as "fully"
-_CONFIDENT_HISTORY = 50
+POPULARITY, CONTENT = "popularity", "content"
+_FULL_HISTORY = np.log1p(50)
+_PERSONAL_WEIGHT = 0.25  # similar-tracks: how much the user's taste moves the ranking
+
+
+@dataclass
+class RecommendationRequest:
+    user_id: str
+    count: int = 20
+    algorithm: str | None = None
+    filters: RecommendationFilters = field(default_factory=RecommendationFilters)
+    context: RecommendationContext = field(default_factory=RecommendationContext)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class _Scored:
+    scores: np.ndarray
+    algorithm: str
+    confidence: float
+    cold_start: bool
+
+
+async def _model(state: AppState, alias: str = "champion") -> LoadedModel:
+    model = await state.models.refresh(alias)
+    if model is None:
+        raise ApiError(503, "no_model", "no model version is published yet: run the pipeline (echotune pipeline)")
+    return model
+
+
+async def _user(state: AppState, model: LoadedModel, user_id: str) -> tuple[np.ndarray | None, set[str], str | None]:
+    """(vector, played, degraded reason)."""
+    try:
+        vector, played = await state.user_state(model.version, user_id)
+        return vector, played, None
+    except RedisUnavailable as exc:
+        return None, set(), str(exc)
+
+
+def _check_algorithm(model: LoadedModel, algorithm: str | None) -> None:
+    known = (model.algorithm, POPULARITY, CONTENT)
+    if algorithm is not None and algorithm not in known:
+        raise ApiError(422, "validation_error", f"algorithm: {algorithm!r} is not served; choose one of {', '.join(known)}")
+
+
+def _content_scores(model: LoadedModel, seeds: np.ndarray) -> np.ndarray:
+    profile = model.content[seeds].mean(axis=0)
+    return model.content @ profile
+
+
+def _score(model: LoadedModel, request: RecommendationRequest, vector: np.ndarray | None, played: set[str]) -> _Scored:
+    history = len(played) + len(request.context.seed_tracks)
+    wanted = request.algorithm or model.algorithm
+    if wanted == model.algorithm and vector is not None:
+        if vector.shape[0] != model.vectors.shape[1]:
+            raise ApiError(500, "vector_mismatch", f"user vector has {vector.shape[0]} dimensions, model {model.version} {model.vectors.shape[1]}")
+        return _Scored(model.vectors @ vector, model.algorithm, min(1.0, float(np.log1p(len(played)) / _FULL_HISTORY)), False)
+    if wanted != POPULARITY:
+        seeds = model.rows(request.context.seed_tracks or played)
+        if len(seeds):
+            confidence = min(1.0, float(np.log1p(history) / _FULL_HISTORY)) / 3
+            return _Scored(_content_scores(model, seeds), CONTENT, confidence, vector is None)
+    return _Scored(model.popularity, POPULARITY, 0.0, vector is None and wanted != POPULARITY)
 
 
 def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[TrackOut]:
     items = model.items
-    names, artists, genres = items["name"].to_numpy(), items["artists"].to_numpy(), items["genres"].to_numpy()
+    ids, names = items["track_id"].to_numpy(), items["name"].to_numpy()
+    artists, genres = items["artists"].to_numpy(), items["genres"].to_numpy()
     return [
         TrackOut(
-            track_id=model.items["track_id"].iat[r],
+            track_id=ids[r],
             name=names[r],
-            artists=list(artists[r]) if artists[r] is not None else [],
-            genres=list(genres[r]) if genres[r] is not None else [],
+            artists=[] if artists[r] is None else list(artists[r]),
+            genres=[] if genres[r] is None else list(genres[r]),
             score=float(s),
             position=i,
         )
@@ -34,31 +111,81 @@ def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[Tr
     ]
 
 
-async def recommend(state: AppState, user_id: str, count: int) -> RecommendationResponse:
-    model = await state.models.refresh()
-    if model is None:
-        raise ApiError(503, "no_model", "no model version is published yet: run the pipeline (echotune pipeline)")
-    request_id = uuid.uuid4().hex
-    degraded_reason = None
-    try:
-        vector, played = await state.user_state(model.version, user_id)
-    except (redis.RedisError, OSError) as exc:
-        vector, played, degraded_reason = None, set(), f"redis unavailable ({type(exc).__name__}): popularity fallback"
-    excluded = model.rows(played)
-    if vector is not None:
-        rows, scores = top_n(model.vectors @ vector, count, excluded=excluded)
-        algorithm, confidence = model.algorithm, min(1.0, np.log1p(len(played)) / np.log1p(_CONFIDENT_HISTORY))
-    else:
-        rows, scores = top_n(model.items["popularity"].to_numpy(dtype=np.float32), count, excluded=excluded)
-        algorithm, confidence = "popularity", 0.0
+def _select(model: LoadedModel, scores: np.ndarray, request: RecommendationRequest, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mask = allowed_mask(model, request.filters)
+    cap = request.filters.max_per_artist
+    if cap is None:
+        return top_n(scores, request.count, excluded=excluded, allowed=mask)
+    # diversity: pick from a deeper pool; if one artist dominates even that, from the whole ranking
+    for pool in (min(model.n_items, request.count * 8), model.n_items):
+        rows, top = diversify(*top_n(scores, pool, excluded=excluded, allowed=mask), model.first_artist, cap, request.count)
+        if len(rows) == request.count:
+            break
+    return rows, top
+
+
+async def recommend(state: AppState, request: RecommendationRequest) -> RecommendationResponse:
+    model = await _model(state)
+    _check_algorithm(model, request.algorithm)
+    vector, played, degraded = await _user(state, model, request.user_id)
+    scored = _score(model, request, vector, played)
+    if request.context.genres and scored.algorithm == POPULARITY:
+        # a cold user who named genres: popular tracks of those genres first
+        boost = np.zeros(model.n_items, dtype=bool)
+        for genre in request.context.genres:
+            boost |= model.genre_mask(genre)
+        scored.scores = scored.scores + boost * (float(scored.scores.max()) + 1.0)
+    excluded = excluded_rows(model, request.filters, played, extra=tuple(request.context.seed_tracks))
+    rows, scores = _select(model, scored.scores, request, excluded)
+    RECOMMENDATIONS.labels(scored.algorithm, "none").inc()
+    if degraded:
+        DEGRADED.labels("redis_unavailable").inc()
+    return RecommendationResponse(
+        user_id=request.user_id,
+        tracks=_tracks(model, rows, scores),
+        algorithm=scored.algorithm,
+        model_version=model.version,
+        confidence=scored.confidence,
+        request_id=request.request_id,
+        degraded=degraded is not None,
+        degraded_reason=degraded,
+        metadata={"cold_start": scored.cold_start, "played_excluded": request.filters.exclude_played and bool(played)},
+    )
+
+
+async def similar(
+    state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str
+) -> RecommendationResponse:
+    """Tracks like ``track_id`` (cosine of item vectors), nudged towards the user's taste when the
+    user is known: score = z(similarity) + 0.25 z(user score)."""
+    model = await _model(state)
+    row = model.index.get(track_id)
+    if row is None:
+        raise ApiError(404, "unknown_track", f"track_id {track_id!r} is not in the catalog of model version {model.version}")
+    vector, played, degraded = await _user(state, model, user_id)
+    similarity = model.similarity @ model.similarity[row]
+    scores = _standardise(similarity)
+    personalised = vector is not None and vector.shape[0] == model.vectors.shape[1]
+    if personalised:
+        scores = scores + _PERSONAL_WEIGHT * _standardise(model.vectors @ vector)
+    request = RecommendationRequest(user_id=user_id, count=count, filters=filters, request_id=request_id)
+    rows, top = _select(model, scores, request, excluded_rows(model, filters, played, extra=(track_id,)))
+    RECOMMENDATIONS.labels("similar", "none").inc()
+    if degraded:
+        DEGRADED.labels("redis_unavailable").inc()
     return RecommendationResponse(
         user_id=user_id,
-        tracks=_tracks(model, rows, scores),
-        algorithm=algorithm,
+        tracks=_tracks(model, rows, top),
+        algorithm="similar",
         model_version=model.version,
-        confidence=float(confidence),
+        confidence=min(1.0, float(np.log1p(len(played)) / _FULL_HISTORY)) if personalised else 0.0,
         request_id=request_id,
-        degraded=degraded_reason is not None,
-        degraded_reason=degraded_reason,
-        metadata={"excluded_played": int(len(excluded)), "cold_start": vector is None and degraded_reason is None},
+        degraded=degraded is not None,
+        degraded_reason=degraded,
+        metadata={"seed_track": track_id, "personalised": personalised},
     )
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    std = float(values.std())
+    return (values - float(values.mean())) / (std if std > 0 else 1.0)

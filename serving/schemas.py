@@ -40,10 +40,11 @@ class FeedbackAccepted(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(..., description="ready, or not_ready (Redis down or no model loaded).")
     redis: str
-    model_version: str | None
+    model_version: str | None = Field(None, description="The champion version being served.")
     algorithm: str | None
+    models: dict[str, str] = Field(default_factory=dict, description="Loaded model version by alias.")
     api_version: str = API_VERSION
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +14,30 @@ from echotune.feedback_stream import APPEND_SCRIPT
 from echotune.redis_server import EmbeddedRedis
 from echotune.settings import Settings
 from echotune.vectorstore import VectorStore
-from serving.model_state import ModelCache
+from serving.model_state import DiskCache, ModelCache
+from serving.security import ApiKey, ApiKeys, demo_keys, rate_window
+
+REDIS_ERRORS = (redis.RedisError, OSError)
+
+
+class RedisUnavailable(Exception):
+    pass
+
+
+class RedisBreaker:
+    """After a Redis failure, requests skip Redis for ``cooldown`` seconds and answer degraded at once,
+    instead of each one waiting for a connection timeout."""
+
+    def __init__(self, cooldown: float = 1.0) -> None:
+        self.cooldown = cooldown
+        self._open_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._open_until
+
+    def failed(self) -> None:
+        self._open_until = time.monotonic() + self.cooldown
 
 
 @dataclass
@@ -23,7 +46,9 @@ class AppState:
     keys: RedisKeys
     redis: aredis.Redis
     models: ModelCache
-    append_feedback: object  # AsyncScript for APPEND_SCRIPT
+    api_keys: ApiKeys
+    append_feedback: object  # AsyncScript running APPEND_SCRIPT
+    breaker: RedisBreaker
     embedded: EmbeddedRedis | None = None
 
     @classmethod
@@ -34,15 +59,15 @@ class AppState:
             embedded = EmbeddedRedis(settings.redis_dir)
             url = embedded.start()
         keys = RedisKeys(settings.redis_prefix)
-        client = aredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=10)
-        sync_url = url
+        client = aredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
         def store() -> VectorStore:
-            return VectorStore(redis.Redis.from_url(sync_url, socket_timeout=10), keys)
+            return VectorStore(redis.Redis.from_url(url, socket_timeout=30), keys)
 
-        state = cls(settings, keys, client, ModelCache(store), client.register_script(APPEND_SCRIPT), embedded)
-        with contextlib.suppress(Exception):
-            await state.models.refresh(force=True)
+        models = ModelCache(client, keys, store, DiskCache(settings.var_dir / "serving_cache" / settings.redis_prefix))
+        api_keys = ApiKeys(settings.api_keys or demo_keys(settings.var_dir / "api_keys"))
+        state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(), embedded)
+        await state.models.refresh(force=True)
         return state
 
     async def close(self) -> None:
@@ -51,10 +76,34 @@ class AppState:
             self.embedded.stop()
 
     async def user_state(self, version: str, user_id: str) -> tuple[np.ndarray | None, set[str]]:
-        """The user's vector for ``version`` and played track ids, in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.keys.user_vector(version, user_id))
-            pipe.smembers(self.keys.user_played(user_id))
-            raw, played = await pipe.execute()
+        """The user's vector for ``version`` and played track ids, in one round trip. Raises
+        RedisUnavailable (at once while the breaker is open)."""
+        if not self.breaker.available:
+            raise RedisUnavailable("redis unavailable (recent failure)")
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(self.keys.user_vector(version, user_id))
+                pipe.smembers(self.keys.user_played(user_id))
+                raw, played = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            self.breaker.failed()
+            raise RedisUnavailable(f"redis unavailable ({type(exc).__name__})") from exc
         vector = None if raw is None else np.frombuffer(raw, dtype=np.float32)
         return vector, {t.decode() for t in played}
+
+    async def over_rate_limit(self, key: ApiKey) -> int | None:
+        """Count one request of ``key``; seconds to wait when it is over the per-minute limit, else
+        None. Without Redis the limit cannot be shared across processes, so requests pass."""
+        if not self.breaker.available:
+            return None
+        minute, retry_after = rate_window()
+        counter = self.keys.rate_limit(key.key_id, minute)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(counter, 0, ex=61, nx=True)
+                pipe.incr(counter)
+                _, count = await pipe.execute()
+        except REDIS_ERRORS:
+            self.breaker.failed()
+            return None
+        return retry_after if count > self.settings.rate_limit_per_minute else None

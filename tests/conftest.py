@@ -60,6 +60,5 @@ def settings(tmp_path: Path, redis_url: str, redis_prefix: str) -> Settings:
         synth_users=80,
         synth_events=6_000,
         synth_days=5,
-        train_epochs=5,
-        train_components=16,
+        train_params={"dimensions": 16},
     )

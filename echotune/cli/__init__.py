@@ -60,7 +60,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     with redis_url(settings.redis_url, settings.redis_dir) as url:
         os.environ["ECHOTUNE_REDIS_URL"] = url  # worker processes read their settings from the environment
         uvicorn.run(
-            "serving.main:create_app",
+            "serving.main:create_production_app",
             factory=True,
             host=host or settings.api_host,
             port=port or settings.api_port,

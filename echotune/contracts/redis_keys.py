@@ -38,6 +38,11 @@ class RedisKeys:
         """String: .npy bytes of the float32 item matrix, row i = item i of ``model_items``."""
         return f"{self.root}:model:{version}:item_vectors"
 
+    def model_similarity_vectors(self, version: str) -> str:
+        """String: .npy bytes of unit-norm item vectors for item-to-item similarity (when the model's
+        similarity differs from its scoring vectors, e.g. without a bias column)."""
+        return f"{self.root}:model:{version}:similarity_vectors"
+
     def user_vector(self, version: str, user_id: str) -> str:
         """String: float32 bytes of the user's vector for this model version."""
         return f"{self.root}:model:{version}:user:{{u:{user_id}}}"
@@ -51,9 +56,15 @@ class RedisKeys:
         """Set: track ids the user has played (excluded from recommendations)."""
         return f"{self.root}:user:{{u:{user_id}}}:played"
 
-    def user_prefix(self, user_id: str) -> str:
-        """Pattern for every key of one user (GDPR deletion scans for it)."""
-        return f"{self.root}:*{{u:{user_id}}}*"
+    def erased_users(self) -> str:
+        """Hash: user id -> epoch seconds of their erasure request (GDPR). The pipeline deletes their
+        stored events up to that time and never trains on them again."""
+        return f"{self.root}:erased_users"
+
+    # --- API ------------------------------------------------------------------------------
+    def rate_limit(self, key_id: str, minute: int) -> str:
+        """String with TTL: requests of one API key in one minute."""
+        return f"{self.root}:ratelimit:{key_id}:{minute}"
 
     # --- feedback (hash tag {fb}: the stream, its idempotency marks and counters share a slot, so
     # one script can check, append and count atomically even on Redis Cluster) -----------------

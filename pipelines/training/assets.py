@@ -37,7 +37,7 @@ def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
     return interactions
 
 
-@dg.asset(group_name="training", kinds={"mlflow", "lightfm"}, deps=["interactions", "tracks"])
+@dg.asset(group_name="training", kinds={"mlflow"}, deps=["interactions", "tracks"])
 def recommender_model(
     context: dg.AssetExecutionContext, training: TrainingResource, store: OfflineStoreResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
@@ -107,6 +107,7 @@ def serving_vectors(store: OfflineStoreResource, mlflow: MlflowResource, redis: 
                 redis.vectors.publish(
                     version, items, model.item_vectors(), model.user_ids, model.user_vectors(),
                     meta={"algorithm": model.name, "registered_model": mlflow.registered_model},
+                    similarity_vectors=model.similarity_vectors(),
                 )  # fmt: skip
             redis.vectors.set_alias(alias, version)
             published[alias] = version

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request
 
-from serving.deps import StateDep
+from serving.deps import ClientKey, StateDep
 from serving.errors import ApiError
 from serving.feedback import MAX_BATCH, accept, parse_batch
 from serving.schemas import ErrorResponse, FeedbackAccepted
@@ -27,10 +27,10 @@ _BODY_SCHEMA = {
     "/feedback",
     status_code=202,
     response_model=FeedbackAccepted,
-    responses={422: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+    responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 429: {"model": ErrorResponse}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}},
 )
-async def post_feedback(request: Request, state: StateDep) -> FeedbackAccepted:
+async def post_feedback(request: Request, state: StateDep, key: ClientKey) -> FeedbackAccepted:
     """Accept one event or a batch (validated as a whole: one bad event rejects the batch with every
     problem listed). Client-supplied event_ids are idempotency keys: a retried event is not counted twice."""
     try:

@@ -2,24 +2,166 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from serving.deps import StateDep, UserId
-from serving.recommender import recommend
-from serving.schemas import ErrorResponse, RecommendationResponse
+from echotune.contracts.events import safe_id
+from echotune.contracts.ids import parse_track_id
+from serving.deps import ClientKey, StateDep, UserId
+from serving.errors import ApiError
+from serving.filters import RecommendationContext, RecommendationFilters
+from serving.model_state import CONTINUOUS_FEATURES
+from serving.recommender import RecommendationRequest, recommend, similar
+from serving.schemas import ErrorDetail, ErrorResponse, RecommendationResponse
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
+ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+          429: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}  # fmt: skip
+MAX_BATCH = 100
 
 
-@router.get(
-    "/{user_id}",
-    response_model=RecommendationResponse,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+def _split(values: list[str]) -> list[str]:
+    """Repeated parameters or comma-separated values: both mean a list."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+class _ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    genres: list[str] = Field([], description="Only tracks with one of these genres (repeat or comma-separate).")
+    explicit: bool | None = Field(None, description="false: leave out explicit tracks.")
+    exclude_tracks: list[str] = Field([], description="Track ids never to return.")
+    exclude_artists: list[str] = Field([], description="Artist ids never to return.")
+    exclude_played: bool = Field(True, description="Leave out tracks the user already played.")
+    max_per_artist: int | None = Field(None, ge=1, le=100, description="At most this many tracks per artist.")
+
+    @field_validator("genres", "exclude_tracks", "exclude_artists", mode="before")
+    @classmethod
+    def _lists(cls, value):
+        return _split(value if isinstance(value, list) else [value])
+
+    def filters(self) -> RecommendationFilters:
+        audio = {}
+        for feature in CONTINUOUS_FEATURES:
+            low, high = getattr(self, f"{feature}_min"), getattr(self, f"{feature}_max")
+            if low is not None or high is not None:
+                audio[feature] = {"min": low, "max": high}
+        try:
+            return RecommendationFilters(
+                genres=self.genres, explicit=self.explicit, audio=audio, exclude_tracks=self.exclude_tracks,
+                exclude_artists=self.exclude_artists, exclude_played=self.exclude_played, max_per_artist=self.max_per_artist,
+            )  # fmt: skip
+        except ValidationError as exc:
+            raise _as_api_error(exc) from exc
+
+
+# audio feature ranges as query parameters: energy_min, energy_max, tempo_min, ...
+ListQuery = create_model(
+    "ListQuery",
+    __base__=_ListQuery,
+    **{f"{f}_{end}": (float | None, Field(None, description=f"{end}imum {f}")) for f in CONTINUOUS_FEATURES for end in ("min", "max")},
 )
+
+
+class UserQuery(ListQuery):  # type: ignore[misc, valid-type]
+    count: int = Field(20, ge=1, le=100, description="How many tracks to return.")
+    algorithm: str | None = Field(None, description="Override the algorithm: the model's own, content or popularity.")
+    seed_tracks: list[str] = Field([], description="Cold start: tracks to start from.")
+    context_genres: list[str] = Field([], description="Cold start: genres to start from.")
+
+    @field_validator("seed_tracks", "context_genres", mode="before")
+    @classmethod
+    def _context_lists(cls, value):
+        return _split(value if isinstance(value, list) else [value])
+
+    def context(self) -> RecommendationContext:
+        try:
+            return RecommendationContext(seed_tracks=self.seed_tracks, genres=self.context_genres)
+        except ValidationError as exc:
+            raise _as_api_error(exc) from exc
+
+
+class SimilarQuery(ListQuery):  # type: ignore[misc, valid-type]
+    count: int = Field(20, ge=1, le=100, description="How many tracks to return.")
+
+
+def _as_api_error(exc: ValidationError, index: int | None = None) -> ApiError:
+    details = [ErrorDetail(index=index, field=".".join(map(str, e["loc"])) or "request", problem=e["msg"].removeprefix("Value error, "))
+               for e in exc.errors()]  # fmt: skip
+    return ApiError(422, "validation_error", "; ".join(f"{d.field}: {d.problem}" for d in details), details)
+
+
+@router.get("/{user_id}", response_model=RecommendationResponse, responses=ERRORS)
 async def recommendations_for_user(
-    user_id: UserId,
-    state: StateDep,
-    count: Annotated[int, Query(ge=1, le=100, description="How many tracks to return.")] = 20,
+    request: Request, user_id: UserId, query: Annotated[UserQuery, Query()], state: StateDep, key: ClientKey
 ) -> RecommendationResponse:
-    """Ranked tracks for a user, excluding tracks the user already played. Unknown users get popular tracks."""
-    return await recommend(state, user_id, count)
+    """Ranked tracks for a user. Known users get the model's ranking; unknown users get content-based
+    tracks from seed tracks or genres when given, else popular tracks."""
+    wanted = RecommendationRequest(
+        user_id=user_id, count=query.count, algorithm=query.algorithm, filters=query.filters(), context=query.context(),
+        request_id=request.state.request_id,
+    )  # fmt: skip
+    return await recommend(state, wanted)
+
+
+@router.get("/{user_id}/similar/{track_id}", response_model=RecommendationResponse, responses={**ERRORS, 404: {"model": ErrorResponse}})
+async def similar_tracks(
+    request: Request,
+    user_id: UserId,
+    track_id: Annotated[str, Path(description="A Spotify track id or spotify:track: URI.")],
+    query: Annotated[SimilarQuery, Query()],
+    state: StateDep,
+    key: ClientKey,
+) -> RecommendationResponse:
+    """Tracks like this one, nudged towards the user's taste when the user is known."""
+    try:
+        track = parse_track_id(track_id)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]) from exc
+    return await similar(state, user_id, track, query.count, query.filters(), request.state.request_id)
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(..., max_length=128)
+    count: int = Field(20, ge=1, le=100)
+    algorithm: str | None = None
+    filters: RecommendationFilters = Field(default_factory=RecommendationFilters)
+    context: RecommendationContext = Field(default_factory=RecommendationContext)
+
+    @field_validator("user_id")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        return safe_id("user_id", value)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[BatchItem] = Field(..., min_length=1, max_length=MAX_BATCH)
+
+
+class BatchResult(BaseModel):
+    user_id: str
+    result: RecommendationResponse | None = None
+    error: ErrorResponse | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchResult]
+
+
+@router.post("/batch", response_model=BatchResponse, responses=ERRORS)
+async def recommendations_batch(request: Request, body: BatchRequest, state: StateDep, key: ClientKey) -> BatchResponse:
+    """Recommendations for up to 100 users in one call; each user's result or error in request order."""
+    results = []
+    for i, item in enumerate(body.requests):
+        wanted = RecommendationRequest(user_id=item.user_id, count=item.count, algorithm=item.algorithm, filters=item.filters,
+                                       context=item.context, request_id=f"{request.state.request_id}-{i}")  # fmt: skip
+        try:
+            results.append(BatchResult(user_id=item.user_id, result=await recommend(state, wanted)))
+        except ApiError as exc:
+            error = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}, "request_id": wanted.request_id}
+            results.append(BatchResult(user_id=item.user_id, error=error))
+    return BatchResponse(results=results)

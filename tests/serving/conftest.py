@@ -33,13 +33,30 @@ def published(settings, redis_url, world, trained):
     store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
     items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
     items["popularity"] = np.log1p(np.asarray((model.train_matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
-    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name})
+    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name},
+                  similarity_vectors=model.similarity_vectors())  # fmt: skip
     store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
     store.set_alias("champion", "1")
     return store
 
 
+CLIENT_KEY, ADMIN_KEY = "test-client-key-0123456789", "test-admin-key-0123456789"
+
+
+@pytest.fixture
+def settings(settings):
+    """The shared settings plus API keys of both scopes."""
+    return settings.model_copy(update={"api_keys": f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin"})
+
+
 @pytest.fixture
 def client(settings, published):
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), headers={"X-API-Key": CLIENT_KEY}) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def known_user_id(trained):
+    """The user with the longest history."""
+    _, graded = trained
+    return graded["user_id"].value_counts().index[0]

@@ -1,0 +1,74 @@
+"""Redis going away: recommendations keep answering (degraded), readiness says not ready, no 500s."""
+
+import time
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from echotune.contracts import RedisKeys
+from echotune.redis_server import EmbeddedRedis
+from echotune.vectorstore import VectorStore
+from serving.main import create_app
+from tests.serving.conftest import CLIENT_KEY
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis server of this test's own, so it can be stopped and started again."""
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def _publish(url, prefix, world, trained):
+    model, graded = trained
+    store = VectorStore(redis.Redis.from_url(url), RedisKeys(prefix))
+    items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
+    items["popularity"] = np.log1p(np.asarray((model.train_matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
+    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name})
+    store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
+    store.set_alias("champion", "1")
+
+
+def test_stopping_redis_mid_run_gives_degraded_200s(settings, own_redis, world, trained, known_user_id, tmp_path):
+    configured = settings.model_copy(update={"redis_url": own_redis.url})
+    _publish(own_redis.url, settings.redis_prefix, world, trained)
+    with TestClient(create_app(configured), headers={"X-API-Key": CLIENT_KEY}) as client:
+        before = client.get(f"/recommendations/{known_user_id}", params={"count": 5}).json()
+        assert before["algorithm"] == "lightfm" and not before["degraded"]
+
+        own_redis.stop()
+        responses = [client.get(f"/recommendations/{known_user_id}", params={"count": 5}) for _ in range(5)]
+        assert [r.status_code for r in responses] == [200] * 5
+        body = responses[-1].json()
+        assert body["degraded"] and "redis unavailable" in body["degraded_reason"]
+        assert body["algorithm"] == "popularity" and len(body["tracks"]) == 5
+        similar = client.get(f"/recommendations/{known_user_id}/similar/{before['tracks'][0]['track_id']}")
+        assert similar.status_code == 200 and similar.json()["degraded"]
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["redis"].startswith("down")
+        assert client.get("/health").status_code == 200  # alive, just not ready
+
+        own_redis.start()  # same folder, same data (append-only file)
+        time.sleep(1.1)  # the breaker lets Redis be tried again after its cooldown
+        after = client.get(f"/recommendations/{known_user_id}", params={"count": 5}).json()
+        assert not after["degraded"] and after["algorithm"] == "lightfm"
+
+
+def test_starting_while_redis_is_down_serves_the_last_cached_version(settings, own_redis, world, trained, known_user_id):
+    configured = settings.model_copy(update={"redis_url": own_redis.url})
+    _publish(own_redis.url, settings.redis_prefix, world, trained)
+    with TestClient(create_app(configured)):
+        pass  # first start: loads version 1 and caches it on disk
+    own_redis.stop()
+    with TestClient(create_app(configured), headers={"X-API-Key": CLIENT_KEY}) as client:
+        # keys cannot be rate limited without Redis, requests still pass
+        body = client.get(f"/recommendations/{known_user_id}", params={"count": 4}).json()
+        health = client.get("/health").json()
+    assert body["model_version"] == "1" and body["degraded"] and len(body["tracks"]) == 4
+    assert health["models"] == {"champion": "1"} and health["status"] == "not_ready"

@@ -1,0 +1,56 @@
+from fastapi.testclient import TestClient
+
+from echotune.contracts import RedisKeys
+from serving.main import create_app
+from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY
+
+
+def test_keys_and_scopes(client, known_user_id):
+    assert client.get("/recommendations/u1", headers={"X-API-Key": ""}).status_code == 401
+    wrong = client.get("/recommendations/u1", headers={"X-API-Key": "not-a-key-at-all-no"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
+    forbidden = client.delete(f"/users/{known_user_id}")
+    assert forbidden.status_code == 403 and "admin" in forbidden.json()["error"]["message"]
+    assert client.post("/feedback", json={}, headers={"X-API-Key": ""}).status_code == 401
+
+
+def test_burst_past_the_limit_gets_429_with_retry_after(settings, published):
+    limited = settings.model_copy(update={"rate_limit_per_minute": 5})
+    with TestClient(create_app(limited), headers={"X-API-Key": CLIENT_KEY}) as client:
+        codes = [client.get("/recommendations/u1").status_code for _ in range(8)]
+        refused = client.get("/recommendations/u1")
+        other_key = client.get("/recommendations/u1", headers={"X-API-Key": ADMIN_KEY})
+    assert codes[:5] == [200] * 5 and set(codes[5:]) == {429}
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert other_key.status_code == 200  # limits are per key
+
+
+def test_security_headers_and_body_limit(client):
+    response = client.get("/health")
+    for header in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy", "Strict-Transport-Security"):
+        assert header in response.headers, header
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    big = client.post("/feedback", content=b"[" + b" " * 2_000_000 + b"]", headers={"Content-Type": "application/json"})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+
+
+def test_cors_only_when_configured(settings, published):
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET"}
+    with TestClient(create_app(settings)) as closed:
+        assert "access-control-allow-origin" not in closed.options("/recommendations/u1", headers=preflight).headers
+    opened = settings.model_copy(update={"cors_origins": "https://app.example"})
+    with TestClient(create_app(opened)) as client:
+        response = client.options("/recommendations/u1", headers=preflight)
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_gdpr_erasure_removes_online_data_and_records_it(settings, client, published, known_user_id, redis_client):
+    keys = RedisKeys(settings.redis_prefix)
+    assert published.user_vector("1", known_user_id) is not None and published.played(known_user_id)
+    response = client.delete(f"/users/{known_user_id}", headers={"X-API-Key": ADMIN_KEY})
+    assert response.status_code == 202 and response.json()["deleted_keys"] == 2
+    assert published.user_vector("1", known_user_id) is None and not published.played(known_user_id)
+    assert redis_client.hexists(keys.erased_users(), known_user_id)
+    after = client.get(f"/recommendations/{known_user_id}").json()
+    assert after["algorithm"] == "popularity"  # no vector, no history: treated as a new user
