@@ -17,6 +17,7 @@ from pathlib import Path
 
 from echotune.redis_server import EmbeddedRedis
 from echotune.settings import Settings
+from serving.security import demo_keys, key_for_scope
 
 BIN = Path(sys.executable).parent
 
@@ -85,6 +86,8 @@ def run_demo(settings: Settings) -> int:
             return 1
         user = _demo_user(settings) or "user_0001"
         report = settings.reports_dir / "demo-lightfm-vs-popularity" / "report.html"
+        keys = settings.api_keys or demo_keys(settings.var_dir / "api_keys")
+        client_key, admin_key = key_for_scope(keys, "client"), key_for_scope(keys, "admin")
         _say("ready:")
         print(f"""
   API              {base}/docs
@@ -92,9 +95,12 @@ def run_demo(settings: Settings) -> int:
   MLflow UI        http://{settings.api_host}:{settings.mlflow_port}
   experiment report {report}
 
+  API keys         client {client_key}
+                   admin  {admin_key}   (ECHOTUNE_API_KEYS sets your own)
+
   try:
-    curl -s '{base}/recommendations/{user}?count=5'
-    curl -s -X POST {base}/feedback -H 'Content-Type: application/json' \\
+    curl -s -H 'X-API-Key: {client_key}' '{base}/recommendations/{user}?count=5'
+    curl -s -H 'X-API-Key: {client_key}' -X POST {base}/feedback -H 'Content-Type: application/json' \\
          -d '{json.dumps({"user_id": user, "track_id": "bad-id", "type": "play"})}'
 
   logs in {logs}; press Ctrl-C to stop everything.

@@ -17,14 +17,26 @@ from serving.state import AppState
 _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key with scope client (or admin).")
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async on purpose: FastAPI runs plain functions in a thread pool, a hop per request for nothing
     return request.app.state.echotune
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def _require(scope: Scope):
+def rate_limited(state: AppState, key: ApiKey, retry_after: int) -> ApiError:
+    RATE_LIMITED.labels(key.key_id).inc()
+    return ApiError(
+        429, "rate_limited", f"more than {state.settings.rate_limit_per_minute} requests this minute; retry in {retry_after}s",
+        headers={"Retry-After": str(retry_after)},
+    )  # fmt: skip
+
+
+def _require(scope: Scope, count_here: bool = True):
+    """Check the key and its scope; ``count_here=False`` for routes that count the request against
+    the rate limit themselves, in the same Redis round trip as their own reads."""
+
     async def check(request: Request, state: StateDep, presented: Annotated[str | None, Security(_API_KEY)]) -> ApiKey:
         key = state.api_keys.identify(presented)
         if key is None:
@@ -33,20 +45,18 @@ def _require(scope: Scope):
         request.state.key_id = key.key_id
         if not key.allows(scope):
             raise ApiError(403, "forbidden", f"this route needs an API key with scope {scope}; yours has scope {key.scope}")
-        retry_after = await state.over_rate_limit(key)
-        if retry_after is not None:
-            RATE_LIMITED.labels(key.key_id).inc()
-            raise ApiError(
-                429, "rate_limited",
-                f"more than {state.settings.rate_limit_per_minute} requests this minute; retry in {retry_after}s",
-                headers={"Retry-After": str(retry_after)},
-            )  # fmt: skip
+        if count_here:
+            retry_after = await state.over_rate_limit(key)
+            if retry_after is not None:
+                raise rate_limited(state, key, retry_after)
         return key
 
     return check
 
 
 ClientKey = Annotated[ApiKey, Depends(_require("client"))]
+# for routes that call AppState.user_state(..., key): the rate limit is counted in that round trip
+ClientKeyCountedLater = Annotated[ApiKey, Depends(_require("client", count_here=False))]
 AdminKey = Annotated[ApiKey, Depends(_require("admin"))]
 UserId = Annotated[
     str, Path(description="The user's id: 1-128 letters, digits or _.:@-"), AfterValidator(lambda v: safe_id("user_id", v))

@@ -26,7 +26,9 @@ from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters, allowed_mask, diversify, excluded_rows
 from serving.model_state import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS
+from serving.deps import rate_limited
 from serving.schemas import RecommendationResponse, TrackOut
+from serving.security import ApiKey
 from serving.state import AppState, RedisUnavailable
 
 POPULARITY, CONTENT = "popularity", "content"
@@ -42,6 +44,7 @@ class RecommendationRequest:
     filters: RecommendationFilters = field(default_factory=RecommendationFilters)
     context: RecommendationContext = field(default_factory=RecommendationContext)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    key: ApiKey | None = None  # counted against its rate limit with the user's reads
 
 
 @dataclass
@@ -59,13 +62,15 @@ async def _model(state: AppState, alias: str = "champion") -> LoadedModel:
     return model
 
 
-async def _user(state: AppState, model: LoadedModel, user_id: str) -> tuple[np.ndarray | None, set[str], str | None]:
-    """(vector, played, degraded reason)."""
+async def _user(state: AppState, model: LoadedModel, user_id: str, key: ApiKey | None) -> tuple[np.ndarray | None, set[str], str | None]:
+    """(vector, played, degraded reason); counts the request against ``key``'s rate limit."""
     try:
-        vector, played = await state.user_state(model.version, user_id)
-        return vector, played, None
+        vector, played, retry_after = await state.user_state(model.version, user_id, key)
     except RedisUnavailable as exc:
         return None, set(), str(exc)
+    if retry_after is not None:
+        raise rate_limited(state, key, retry_after)
+    return vector, played, None
 
 
 def _check_algorithm(model: LoadedModel, algorithm: str | None) -> None:
@@ -95,19 +100,13 @@ def _score(model: LoadedModel, request: RecommendationRequest, vector: np.ndarra
 
 
 def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[TrackOut]:
-    items = model.items
-    ids, names = items["track_id"].to_numpy(), items["name"].to_numpy()
-    artists, genres = items["artists"].to_numpy(), items["genres"].to_numpy()
+    # model_construct: every value comes from the loaded catalog, validated when it was imported
     return [
-        TrackOut(
-            track_id=ids[r],
-            name=names[r],
-            artists=[] if artists[r] is None else list(artists[r]),
-            genres=[] if genres[r] is None else list(genres[r]),
-            score=float(s),
-            position=i,
-        )
-        for i, (r, s) in enumerate(zip(rows, scores))
+        TrackOut.model_construct(
+            track_id=model.track_ids[r], name=model.names[r], artists=model.artist_names[r],
+            genres=model.genre_names[r], score=float(s), position=i,
+        )  # fmt: skip
+        for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist()))
     ]
 
 
@@ -127,7 +126,7 @@ def _select(model: LoadedModel, scores: np.ndarray, request: RecommendationReque
 async def recommend(state: AppState, request: RecommendationRequest) -> RecommendationResponse:
     model = await _model(state)
     _check_algorithm(model, request.algorithm)
-    vector, played, degraded = await _user(state, model, request.user_id)
+    vector, played, degraded = await _user(state, model, request.user_id, request.key)
     scored = _score(model, request, vector, played)
     if request.context.genres and scored.algorithm == POPULARITY:
         # a cold user who named genres: popular tracks of those genres first
@@ -154,7 +153,7 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
 
 
 async def similar(
-    state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str
+    state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str, key: ApiKey | None = None
 ) -> RecommendationResponse:
     """Tracks like ``track_id`` (cosine of item vectors), nudged towards the user's taste when the
     user is known: score = z(similarity) + 0.25 z(user score)."""
@@ -162,7 +161,7 @@ async def similar(
     row = model.index.get(track_id)
     if row is None:
         raise ApiError(404, "unknown_track", f"track_id {track_id!r} is not in the catalog of model version {model.version}")
-    vector, played, degraded = await _user(state, model, user_id)
+    vector, played, degraded = await _user(state, model, user_id, key)
     similarity = model.similarity @ model.similarity[row]
     scores = _standardise(similarity)
     personalised = vector is not None and vector.shape[0] == model.vectors.shape[1]

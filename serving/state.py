@@ -75,21 +75,29 @@ class AppState:
         if self.embedded is not None:
             self.embedded.stop()
 
-    async def user_state(self, version: str, user_id: str) -> tuple[np.ndarray | None, set[str]]:
-        """The user's vector for ``version`` and played track ids, in one round trip. Raises
-        RedisUnavailable (at once while the breaker is open)."""
+    async def user_state(self, version: str, user_id: str, key: ApiKey | None = None) -> tuple[np.ndarray | None, set[str], int | None]:
+        """The user's vector for ``version``, played track ids and, when ``key`` is given, the rate
+        limit verdict for that key (seconds to wait, or None), all in one round trip: the hot path
+        pays Redis latency once. Raises RedisUnavailable (at once while the breaker is open)."""
         if not self.breaker.available:
             raise RedisUnavailable("redis unavailable (recent failure)")
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                if key is not None:
+                    minute, retry_after = rate_window()
+                    counter = self.keys.rate_limit(key.key_id, minute)
+                    pipe.set(counter, 0, ex=61, nx=True)
+                    pipe.incr(counter)
                 pipe.get(self.keys.user_vector(version, user_id))
                 pipe.smembers(self.keys.user_played(user_id))
-                raw, played = await pipe.execute()
+                replies = await pipe.execute()
         except REDIS_ERRORS as exc:
             self.breaker.failed()
             raise RedisUnavailable(f"redis unavailable ({type(exc).__name__})") from exc
+        raw, played = replies[-2], replies[-1]
+        limited = retry_after if key is not None and replies[1] > self.settings.rate_limit_per_minute else None
         vector = None if raw is None else np.frombuffer(raw, dtype=np.float32)
-        return vector, {t.decode() for t in played}
+        return vector, {t.decode() for t in played}, limited
 
     async def over_rate_limit(self, key: ApiKey) -> int | None:
         """Count one request of ``key``; seconds to wait when it is over the per-minute limit, else

@@ -8,6 +8,7 @@ imported inside the commands that need them, so ``echotune --help`` answers at o
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 
@@ -54,6 +55,12 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from echotune.redis_server import redis_url
 
     settings = get_settings()
+    workers = workers or settings.api_workers
+    if workers > 1:  # every worker writes its metrics where /metrics can add them up
+        metrics_dir = settings.var_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into an exit so the embedded Redis
     # this command may have started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -64,7 +71,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             factory=True,
             host=host or settings.api_host,
             port=port or settings.api_port,
-            workers=workers or settings.api_workers,
+            workers=workers,
             log_level="warning",
             access_log=False,
         )

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from echotune.contracts.events import safe_id
 from echotune.contracts.ids import parse_track_id
-from serving.deps import ClientKey, StateDep, UserId
+from serving.deps import ClientKey, ClientKeyCountedLater, StateDep, UserId
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters
 from serving.model_state import CONTINUOUS_FEATURES
@@ -91,34 +91,67 @@ def _as_api_error(exc: ValidationError, index: int | None = None) -> ApiError:
     return ApiError(422, "validation_error", "; ".join(f"{d.field}: {d.problem}" for d in details), details)
 
 
-@router.get("/{user_id}", response_model=RecommendationResponse, responses=ERRORS)
-async def recommendations_for_user(
-    request: Request, user_id: UserId, query: Annotated[UserQuery, Query()], state: StateDep, key: ClientKey
-) -> RecommendationResponse:
+def _query_parameters(model: type[BaseModel]) -> list[dict]:
+    """OpenAPI parameters of a query model, for routes that parse their query string themselves."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "description": field.pop("description", ""),
+         "schema": field, **({"style": "form", "explode": True} if field.get("type") == "array" else {})}
+        for name, field in schema["properties"].items()
+    ]  # fmt: skip
+
+
+def _parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
+    """The query string validated in one step (FastAPI's per-parameter handling of a 30-field query
+    model costs milliseconds per request). Repeated and comma-separated values both make lists."""
+    raw: dict[str, object] = {}
+    for name, value in request.query_params.multi_items():
+        field = model.model_fields.get(name)
+        if field is not None and getattr(field.annotation, "__origin__", None) is list:
+            raw.setdefault(name, []).append(value)  # type: ignore[union-attr]
+        else:
+            raw[name] = value
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise _as_api_error(exc) from exc
+
+
+@router.get("/{user_id}", response_model=RecommendationResponse, responses=ERRORS,
+            openapi_extra={"parameters": _query_parameters(UserQuery)})  # fmt: skip
+async def recommendations_for_user(request: Request, user_id: UserId, state: StateDep, key: ClientKeyCountedLater) -> Response:
     """Ranked tracks for a user. Known users get the model's ranking; unknown users get content-based
     tracks from seed tracks or genres when given, else popular tracks."""
+    query = _parse_query(request, UserQuery)
     wanted = RecommendationRequest(
         user_id=user_id, count=query.count, algorithm=query.algorithm, filters=query.filters(), context=query.context(),
-        request_id=request.state.request_id,
+        request_id=request.state.request_id, key=key,
     )  # fmt: skip
-    return await recommend(state, wanted)
+    return _json(await recommend(state, wanted))
 
 
-@router.get("/{user_id}/similar/{track_id}", response_model=RecommendationResponse, responses={**ERRORS, 404: {"model": ErrorResponse}})
+@router.get("/{user_id}/similar/{track_id}", response_model=RecommendationResponse, responses={**ERRORS, 404: {"model": ErrorResponse}},
+            openapi_extra={"parameters": _query_parameters(SimilarQuery)})  # fmt: skip
 async def similar_tracks(
     request: Request,
     user_id: UserId,
     track_id: Annotated[str, Path(description="A Spotify track id or spotify:track: URI.")],
-    query: Annotated[SimilarQuery, Query()],
     state: StateDep,
-    key: ClientKey,
-) -> RecommendationResponse:
+    key: ClientKeyCountedLater,
+) -> Response:
     """Tracks like this one, nudged towards the user's taste when the user is known."""
+    query = _parse_query(request, SimilarQuery)
     try:
         track = parse_track_id(track_id)
     except ValueError as exc:
         raise ApiError(422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]) from exc
-    return await similar(state, user_id, track, query.count, query.filters(), request.state.request_id)
+    return _json(await similar(state, user_id, track, query.count, query.filters(), request.state.request_id, key))
+
+
+def _json(body: RecommendationResponse) -> Response:
+    # the use case built a valid model already: serialise it once, skip FastAPI's re-validation
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 class BatchItem(BaseModel):
