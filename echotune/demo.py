@@ -72,6 +72,7 @@ def run_demo(settings: Settings) -> int:
         logs = settings.var_dir / "logs"
         commands = {
             "api": [sys.executable, "-m", "echotune.cli", "serve", "--host", settings.api_host, "--port", str(settings.api_port)],
+            "worker": [sys.executable, "-m", "echotune.cli", "worker"],
             "dagster": [str(BIN / "dagster"), "dev", "-w", str(settings.home / "workspace.yaml"),
                         "-h", settings.api_host, "-p", str(settings.dagster_port)],
             "mlflow": [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,

@@ -39,13 +39,13 @@ return ids
 """
 
 
-def append_keys(keys: RedisKeys, events: Sequence[FeedbackEvent]) -> list[str]:
-    return [keys.feedback_stream(), keys.feedback_counters(), *[keys.feedback_accepted(e.event_id) for e in events]]
+def append_keys(keys: RedisKeys, event_ids: Sequence[str]) -> list[str]:
+    return [keys.feedback_stream(), keys.feedback_counters(), *[keys.feedback_accepted(i) for i in event_ids]]
 
 
-def append_args(events: Sequence[FeedbackEvent], source: str) -> list:
+def append_args(rows: Sequence[bytes]) -> list:
     # ARGV[i] is the payload of KEYS[i]; ARGV[2] (the counters key's slot) is unused
-    return [IDEMPOTENCY_TTL_SECONDS, b"", *[encode(e, source) for e in events]]
+    return [IDEMPOTENCY_TTL_SECONDS, b"", *rows]
 
 
 def encode(event: FeedbackEvent, source: str = "api") -> bytes:
@@ -76,7 +76,8 @@ class FeedbackStream:
 
     def append(self, events: Sequence[FeedbackEvent], source: str = "api") -> list[str | None]:
         """Append stamped events (each must have event_id); returns stream ids, None for duplicates."""
-        result = self._append(keys=append_keys(self.keys, events), args=append_args(events, source))
+        rows = [encode(e, source) for e in events]
+        result = self._append(keys=append_keys(self.keys, [e.event_id for e in events]), args=append_args(rows))
         return [(r.decode() if isinstance(r, bytes) else r) or None for r in result]
 
     def counters(self) -> dict[str, int]:

@@ -60,6 +60,7 @@ class VectorStore:
         user_vectors: np.ndarray,
         meta: Mapping[str, object],
         similarity_vectors: np.ndarray | None = None,
+        fold_in: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> dict[str, int]:
         """Write every artefact of ``version``. Does not move any alias. Returns counts and bytes."""
         if len(items) != len(item_vectors):
@@ -73,6 +74,9 @@ class VectorStore:
             if len(similarity_vectors) != len(items):
                 raise ValueError(f"{len(items)} items but {len(similarity_vectors)} similarity vectors")
             self.r.set(self.keys.model_similarity_vectors(version), _npy_bytes(similarity_vectors))
+        if fold_in is not None:  # (matrix, tail): how the feedback worker updates user vectors online
+            self.r.set(self.keys.model_fold_in(version), _npy_bytes(fold_in[0]))
+            meta = {**meta, "fold_in_tail": ",".join(f"{x:.9g}" for x in fold_in[1])}
         user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
         for start in range(0, len(user_ids), _BATCH):
             pipe = self.r.pipeline(transaction=False)
@@ -138,6 +142,14 @@ class VectorStore:
         similarity = None if similarity_blob is None else np.load(io.BytesIO(similarity_blob), allow_pickle=False)
         return PublishedVersion(version, items, vectors, {k.decode(): v.decode() for k, v in meta.items()}, similarity)
 
+    def fold_in(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The version's fold-in (matrix, tail), or None when it was published without one."""
+        raw = self.r.get(self.keys.model_fold_in(version))
+        tail = self.r.hget(self.keys.model_meta(version), "fold_in_tail")
+        if raw is None or tail is None:
+            return None
+        return np.load(io.BytesIO(raw), allow_pickle=False), np.array(tail.decode().split(","), dtype=np.float32)
+
     def user_vector(self, version: str, user_id: str) -> np.ndarray | None:
         raw = self.r.get(self.keys.user_vector(version, user_id))
         return None if raw is None else np.frombuffer(raw, dtype=np.float32)
@@ -169,7 +181,7 @@ class VectorStore:
             n += self.r.delete(*batch)
         n += self.r.delete(
             self.keys.model_items(version), self.keys.model_item_vectors(version),
-            self.keys.model_similarity_vectors(version), self.keys.model_meta(version),
+            self.keys.model_similarity_vectors(version), self.keys.model_fold_in(version), self.keys.model_meta(version),
         )  # fmt: skip
         self.r.zrem(self.keys.models_index(), version)
         return n

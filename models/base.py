@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.features import ItemFeatures
+from models.foldin import FoldIn, ridge_fold_in
 from models.interactions import Interactions
 from models.ranking import top_k
 
@@ -85,6 +86,12 @@ class Recommender(ABC):
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"{self.name} model is not fitted: call fit() or load() first")
+
+    def fold_in(self) -> FoldIn:
+        """The linear map from a user's item weights to a user vector (see :mod:`models.foldin`).
+        Default: the ridge projection onto the item vectors; models with an exact map override it."""
+        self._check_fitted()
+        return ridge_fold_in(self.item_vectors())
 
     def similarity_vectors(self) -> np.ndarray:
         """Unit-norm item vectors for item-to-item similarity (cosine)."""

@@ -22,6 +22,9 @@ DEFAULTS = {"regularization": 200.0, "min_users": 2, "max_items": 20000}
 class EASE(Recommender):
     name = "ease"
 
+    def fold_in(self):
+        raise NotImplementedError("ease has one vector dimension per item: it is an offline reference, not served online")
+
     def __init__(self, **params) -> None:
         super().__init__(**checked_params(self.name, params, DEFAULTS))
 

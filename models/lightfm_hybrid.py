@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from models.base import Recommender
 from models.features import ItemFeatures
+from models.foldin import FoldIn, ridge_fold_in
 from models.interactions import Interactions
 
 DEFAULTS = {
@@ -96,6 +97,13 @@ class LightFMHybrid(Recommender):
     def item_vectors(self) -> np.ndarray:
         self._check_fitted()
         return self._item_vecs
+
+    def fold_in(self) -> FoldIn:
+        """Ridge projection onto the item embeddings; the bias coordinate is fixed at 1."""
+        self._check_fitted()
+        emb = ridge_fold_in(self._item_vecs[:, :-1])
+        matrix = np.hstack([emb.matrix, np.zeros((emb.matrix.shape[0], 1), np.float32)])
+        return FoldIn(matrix, np.r_[emb.tail, 1.0].astype(np.float32))
 
     def similarity_vectors(self) -> np.ndarray:
         v = self._item_vecs[:, :-1]  # the embedding without the bias column

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import lsqr, svds
 
 from models.base import Recommender, checked_params
+from models.foldin import FoldIn
 from models.features import ItemFeatures
 from models.interactions import Interactions
 
@@ -93,6 +94,13 @@ class LowRankEASE(Recommender):
     def item_vectors(self) -> np.ndarray:
         self._check_fitted()
         return self._item_vecs
+
+    def fold_in(self) -> FoldIn:
+        """Exact: the map training users get, with the bias coordinate in the tail."""
+        self._check_fitted()
+        d = self._fold_in.shape[1]
+        matrix = np.hstack([self._fold_in, np.zeros((self._fold_in.shape[0], 1))]).astype(np.float32)
+        return FoldIn(matrix, np.r_[np.zeros(d), 1.0].astype(np.float32))
 
     def fold_in_users(self, matrix: sp.csr_matrix) -> np.ndarray:
         """Vectors of users given as rows of weights over the model's items (e.g. new or updated

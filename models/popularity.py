@@ -6,6 +6,7 @@ import numpy as np
 
 from models.base import Recommender
 from models.features import ItemFeatures
+from models.foldin import FoldIn
 from models.interactions import Interactions
 
 
@@ -25,6 +26,11 @@ class Popularity(Recommender):
     def item_vectors(self) -> np.ndarray:
         self._check_fitted()
         return self._item_scores[:, None]
+
+    def fold_in(self) -> FoldIn:
+        """Nothing personal: every user is [1]."""
+        self._check_fitted()
+        return FoldIn(np.zeros((len(self.item_ids), 1), np.float32), np.ones(1, np.float32))
 
     def similarity_vectors(self) -> np.ndarray:
         # popularity has no notion of likeness: "similar" means "popular"

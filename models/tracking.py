@@ -129,6 +129,13 @@ def run_metrics(registered_model: str, version: str) -> dict[str, float]:
     return dict(client.get_run(run_id).data.metrics) if run_id else {}
 
 
+def run_tags(registered_model: str, version: str) -> dict[str, str]:
+    """The tags of the run that produced a model version."""
+    client = MlflowClient()
+    run_id = client.get_model_version(registered_model, version).run_id
+    return dict(client.get_run(run_id).data.tags) if run_id else {}
+
+
 def set_alias(registered_model: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(registered_model, alias, version)
 

@@ -95,3 +95,10 @@ def table_weights(frame: pd.DataFrame) -> np.ndarray:
     if "count" in frame:
         return count_weights(pd.to_numeric(frame["count"], errors="raise").to_numpy())
     raise ValueError(f"no 'weight' or 'count' column (columns: {', '.join(map(str, frame.columns))})")
+
+
+def online_weight(score: np.ndarray | float) -> np.ndarray:
+    """Fold-in weight of a (user, track) score accumulated online: ``log1p(score)`` above zero, as in
+    training, and the score itself below (a skip, -0.75, pushes the user away from the track)."""
+    score = np.asarray(score, dtype=np.float64)
+    return np.where(score > 0, np.log1p(np.maximum(score, 0.0)), score)

@@ -1,4 +1,5 @@
-"""The feedback use case: validate a whole batch first, then append it to the stream in one script."""
+"""The feedback use case: validate a whole batch first, then append it to the stream in one script
+(or, while Redis is unavailable, to the durable local spool)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
+import asyncio
+
 from echotune.contracts.events import FeedbackEvent
-from echotune.feedback_stream import append_args, append_keys
+from echotune.feedback_stream import append_args, append_keys, encode
 from serving.errors import ApiError
+from serving.observability import SPOOLED
 from serving.schemas import ErrorDetail, FeedbackAccepted
-from serving.state import AppState
+from serving.spool import event_id_of
+from serving.state import REDIS_ERRORS, AppState
 
 MAX_BATCH = 1000
 
@@ -47,11 +52,24 @@ def parse_batch(body: Any) -> list[FeedbackEvent]:
     return events
 
 
+async def append_rows(state: AppState, rows: list[bytes]) -> list:
+    """Append encoded rows to the stream (idempotent on event_id); raises Redis errors."""
+    ids = [event_id_of(row) for row in rows]
+    return await state.append_feedback(keys=append_keys(state.keys, ids), args=append_args(rows))
+
+
 async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccepted:
+    """Into the stream; while Redis is unavailable, into the local spool (fsync'd) instead."""
     stamped = [e.stamped() for e in events]
-    try:
-        stream_ids = await state.append_feedback(keys=append_keys(state.keys, stamped), args=append_args(stamped, "api"))
-    except OSError as exc:  # the spool for this case arrives with the feedback processor
-        raise ApiError(503, "feedback_unavailable", f"feedback store unavailable, retry later ({exc})") from exc
-    new = sum(1 for s in stream_ids if s)
-    return FeedbackAccepted(accepted=new, duplicates=len(stamped) - new, event_ids=[e.event_id for e in stamped])
+    rows = [encode(e, "api") for e in stamped]
+    ids = [e.event_id for e in stamped]
+    if state.breaker.available:
+        try:
+            stream_ids = await append_rows(state, rows)
+            new = sum(1 for s in stream_ids if s)
+            return FeedbackAccepted(accepted=new, duplicates=len(rows) - new, event_ids=ids)
+        except REDIS_ERRORS:
+            state.breaker.failed()
+    await asyncio.to_thread(state.spool.append, rows)
+    SPOOLED.inc(len(rows))
+    return FeedbackAccepted(accepted=len(rows), duplicates=0, event_ids=ids, spooled=True)

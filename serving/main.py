@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,7 +15,8 @@ from serving.middleware import RequestContext
 from serving.observability import configure_logging
 from serving.routes import admin, feedback, health, recommendations
 from serving.schemas import API_VERSION
-from serving.state import AppState
+from serving.feedback import append_rows
+from serving.state import REDIS_ERRORS, AppState
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -22,9 +24,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.echotune = await AppState.open(settings)
+        state = await AppState.open(settings)
+        app.state.echotune = state
+        replay = asyncio.create_task(replay_spool_forever(state))
         yield
-        await app.state.echotune.close()
+        replay.cancel()
+        await state.close()
 
     app = FastAPI(
         title="EchoTune",
@@ -42,6 +47,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, log_requests=settings.access_log)
     _document_event_schema(app)
     return app
+
+
+async def replay_spool_forever(state: AppState, every: float = 1.0) -> None:
+    """Move spooled feedback into the stream whenever Redis answers."""
+    while True:
+        await asyncio.sleep(every)
+        if not state.spool.files() or not state.breaker.available:
+            continue
+        try:
+            await state.spool.replay(lambda rows: append_rows(state, rows))
+        except REDIS_ERRORS:
+            state.breaker.failed()
 
 
 def create_production_app() -> FastAPI:

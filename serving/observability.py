@@ -14,6 +14,7 @@ import time
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 REQUESTS = Counter("echotune_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
 ERRORS = Counter("echotune_http_errors_total", "Responses with status >= 500, by route.", ["route"])
@@ -28,6 +29,7 @@ RECOMMENDATIONS = Counter(
     "echotune_recommendations_served_total", "Recommendation lists served, by algorithm and experiment variant.", ["algorithm", "variant"]
 )
 DEGRADED = Counter("echotune_recommendations_degraded_total", "Lists served in a fallback mode, by reason.", ["reason"])
+SPOOLED = Counter("echotune_feedback_spooled_total", "Feedback events written to the local spool while Redis was unavailable.")
 RATE_LIMITED = Counter("echotune_rate_limited_total", "Requests refused with 429, by API key id.", ["key_id"])
 
 
@@ -38,6 +40,49 @@ def metrics_payload() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
+
+
+def feedback_exposition(counters: dict, aggregates: dict, stream_length: int, spooled: int) -> bytes:
+    """Feedback counters and online aggregates (kept in Redis by the API and the worker) as
+    Prometheus text."""
+
+    def value(field: str) -> float:
+        return float(counters.get(field.encode(), 0))
+
+    families = [
+        CounterMetricFamily("echotune_feedback_events_accepted", "Distinct feedback event ids accepted into the stream.", value("accepted")),
+        CounterMetricFamily("echotune_feedback_events_applied", "Distinct feedback event ids whose effect the worker stored.", value("applied")),
+        CounterMetricFamily("echotune_feedback_events_dead_lettered", "Stream entries moved to the dead-letter stream.", value("dead_lettered")),
+        GaugeMetricFamily("echotune_feedback_stream_length", "Entries in the feedback stream (not yet trimmed).", stream_length),
+        GaugeMetricFamily("echotune_feedback_spool_pending", "Events in this host's spool, waiting for Redis.", spooled),
+    ]
+    events = CounterMetricFamily("echotune_feedback_events", "Applied events by algorithm, variant and type.", labels=["algorithm", "variant", "type"])
+    shown: dict[tuple[str, str], float] = {}
+    clicked: dict[tuple[str, str], float] = {}
+    for field, count in aggregates.items():
+        algorithm, variant, kind = field.decode().split("|")
+        events.add_metric([algorithm, variant, kind], float(count))
+        if kind == "recommendation_shown":
+            shown[(algorithm, variant)] = float(count)
+        elif kind == "recommendation_clicked":
+            clicked[(algorithm, variant)] = float(count)
+    ctr = GaugeMetricFamily("echotune_recommendation_ctr", "Clicks per recommendation shown.", labels=["algorithm", "variant"])
+    for key, n in shown.items():
+        if n > 0:
+            ctr.add_metric(list(key), clicked.get(key, 0.0) / n)
+    registry = CollectorRegistry()
+    registry.register(_Fixed([*families, events, ctr]))
+    return generate_latest(registry)
+
+
+class _Fixed:
+    """A collector of ready-made metric families."""
+
+    def __init__(self, families: list) -> None:
+        self._families = families
+
+    def collect(self):
+        return iter(self._families)
 
 
 class JsonFormatter(logging.Formatter):

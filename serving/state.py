@@ -16,6 +16,7 @@ from echotune.settings import Settings
 from echotune.vectorstore import VectorStore
 from serving.model_state import DiskCache, ModelCache
 from serving.security import ApiKey, ApiKeys, demo_keys, rate_window
+from serving.spool import Spool
 
 REDIS_ERRORS = (redis.RedisError, OSError)
 
@@ -49,6 +50,7 @@ class AppState:
     api_keys: ApiKeys
     append_feedback: object  # AsyncScript running APPEND_SCRIPT
     breaker: RedisBreaker
+    spool: Spool
     embedded: EmbeddedRedis | None = None
 
     @classmethod
@@ -66,7 +68,8 @@ class AppState:
 
         models = ModelCache(client, keys, store, DiskCache(settings.var_dir / "serving_cache" / settings.redis_prefix))
         api_keys = ApiKeys(settings.api_keys or demo_keys(settings.var_dir / "api_keys"))
-        state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(), embedded)
+        spool = Spool(settings.spool_dir / settings.redis_prefix)
+        state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(), spool, embedded)
         await state.models.refresh(force=True)
         return state
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -75,6 +76,33 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             log_level="warning",
             access_log=False,
         )
+
+
+@main.command()
+@click.option("--batch", type=int, default=500, show_default=True, help="Stream entries read per round.")
+@click.option("--consumer", default=None, help="Consumer name in the group (default host-pid).")
+@click.option("--latency-log", type=click.Path(path_type=Path), default=None,
+              help="Append each applied event's accepted->applied latency (ms) to this file (benchmarks).")  # fmt: skip
+def worker(batch: int, consumer: str | None, latency_log: Path | None) -> None:
+    """Run the feedback processor: learn from the feedback stream until SIGTERM or Ctrl-C."""
+    os.environ.update(_SINGLE_THREADED_BLAS)
+    import threading
+
+    import redis
+
+    from echotune.contracts.redis_keys import RedisKeys
+    from echotune.redis_server import redis_url
+    from serving.observability import configure_logging
+    from serving.worker import FeedbackWorker
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with redis_url(settings.redis_url, settings.redis_dir) as url:
+        client = redis.Redis.from_url(url)
+        FeedbackWorker(client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, latency_log=latency_log).run(stop)
 
 
 @main.command()

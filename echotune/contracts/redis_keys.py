@@ -43,6 +43,10 @@ class RedisKeys:
         similarity differs from its scoring vectors, e.g. without a bias column)."""
         return f"{self.root}:model:{version}:similarity_vectors"
 
+    def model_fold_in(self, version: str) -> str:
+        """String: .npy bytes of the version's fold-in matrix (user = weights @ matrix + tail)."""
+        return f"{self.root}:model:{version}:fold_in"
+
     def user_vector(self, version: str, user_id: str) -> str:
         """String: float32 bytes of the user's vector for this model version."""
         return f"{self.root}:model:{version}:user:{{u:{user_id}}}"
@@ -55,6 +59,27 @@ class RedisKeys:
     def user_played(self, user_id: str) -> str:
         """Set: track ids the user has played (excluded from recommendations)."""
         return f"{self.root}:user:{{u:{user_id}}}:played"
+
+    # the user's online learning state (all in the user's slot, updated together by the worker)
+    def user_online_scores(self, user_id: str) -> str:
+        """Hash: track id -> graded score accumulated from events since the served model's training."""
+        return f"{self.root}:user:{{u:{user_id}}}:online"
+
+    def user_recent_events(self, user_id: str) -> str:
+        """List: the user's latest events as JSON [accepted_ms, track_id, contribution] (re-fold on a new version)."""
+        return f"{self.root}:user:{{u:{user_id}}}:recent"
+
+    def user_applied_events(self, user_id: str) -> str:
+        """Sorted set: event ids whose effect is stored, scored by time (dedupe window)."""
+        return f"{self.root}:user:{{u:{user_id}}}:applied"
+
+    def user_revision(self, user_id: str) -> str:
+        """String: incremented on every update of the user's online state (optimistic concurrency)."""
+        return f"{self.root}:user:{{u:{user_id}}}:revision"
+
+    def user_folded_version(self, user_id: str) -> str:
+        """String: the model version whose vector carries the user's online updates."""
+        return f"{self.root}:user:{{u:{user_id}}}:folded"
 
     def erased_users(self) -> str:
         """Hash: user id -> epoch seconds of their erasure request (GDPR). The pipeline deletes their
@@ -79,6 +104,14 @@ class RedisKeys:
     def feedback_accepted(self, event_id: str) -> str:
         """String with TTL: marks an event id as accepted (idempotency of POST /feedback)."""
         return f"{self.root}:{{fb}}:accepted:{event_id}"
+
+    def feedback_counted(self, day: str) -> str:
+        """Set: event ids counted as applied on one UTC day (keeps the counters exactly-once)."""
+        return f"{self.root}:{{fb}}:counted:{day}"
+
+    def feedback_aggregates(self) -> str:
+        """Hash: "algorithm|variant|type" -> events applied (online experiment and CTR aggregates)."""
+        return f"{self.root}:{{fb}}:aggregates"
 
     def feedback_persisted(self) -> str:
         """String: id of the newest stream entry durably written to parquet (trimming stops there)."""

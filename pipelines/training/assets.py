@@ -43,15 +43,17 @@ def recommender_model(
 ) -> dg.MaterializeResult:
     """A model trained on the interactions, measured on held-out interactions against popularity,
     logged to MLflow and registered. It becomes ``challenger``, and ``champion`` only if it passes the gate."""
-    result = train(
-        store.tables.read_interactions(), store.tables.read_tracks(), training.algorithm, training.params(), k=training.k
-    )
+    interactions = store.tables.read_interactions()
+    result = train(interactions, store.tables.read_tracks(), training.algorithm, training.params(), k=training.k)
+    last = pd.to_datetime(interactions["timestamp"], utc=True).max() if len(interactions) else pd.NaT
+    trained_until = "0" if pd.isna(last) else str(int(last.timestamp() * 1000))
     folder = result.model.save(store.models_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f"))
 
     metrics = {**result.metrics, **{f"popularity_{k}": v for k, v in result.baseline_metrics.items()}, "fit_seconds": result.fit_seconds}
     record = tracking.log_model_run(
         folder, mlflow.registered_model, result.algorithm, result.params, metrics,
-        tags={"dataset_fingerprint": result.fingerprint, "dagster_run_id": context.run_id, "refit_on_all_data": "true"},
+        tags={"dataset_fingerprint": result.fingerprint, "dagster_run_id": context.run_id, "refit_on_all_data": "true",
+              "trained_until_ms": trained_until},
     )  # fmt: skip
     tracking.set_alias(mlflow.registered_model, tracking.CHALLENGER, record.version)
 
@@ -104,10 +106,13 @@ def serving_vectors(store: OfflineStoreResource, mlflow: MlflowResource, redis: 
             if version not in redis.vectors.versions():
                 model = load_model(tracking.model_dir(mlflow.registered_model, version, Path(tmp) / version))
                 items = _served_items(catalog, model.item_ids, model.train_matrix)
+                fold = model.fold_in()
+                # events after the model's data ends are not in it: the feedback worker folds them in online
+                trained_until = tracking.run_tags(mlflow.registered_model, version).get("trained_until_ms", "0")
                 redis.vectors.publish(
                     version, items, model.item_vectors(), model.user_ids, model.user_vectors(),
-                    meta={"algorithm": model.name, "registered_model": mlflow.registered_model},
-                    similarity_vectors=model.similarity_vectors(),
+                    meta={"algorithm": model.name, "registered_model": mlflow.registered_model, "trained_until": trained_until},
+                    similarity_vectors=model.similarity_vectors(), fold_in=(fold.matrix, fold.tail),
                 )  # fmt: skip
             redis.vectors.set_alias(alias, version)
             published[alias] = version

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 
 from serving.deps import StateDep
-from serving.observability import metrics_payload
+from serving.observability import feedback_exposition, metrics_payload
 from serving.schemas import Health
 from serving.state import REDIS_ERRORS
 
@@ -45,6 +47,17 @@ async def ready(state: StateDep, response: Response) -> Health:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(state: StateDep) -> Response:
     """Prometheus exposition: HTTP rates, latencies and errors, in-flight requests, process memory and
-    CPU, recommendations by algorithm and variant, feedback counters."""
+    CPU, recommendations by algorithm and variant, and, from Redis (shared by every API process and
+    the worker): feedback accepted / applied / dead-lettered, events per algorithm, variant and type,
+    and the click-through rate they imply."""
     payload, content_type = metrics_payload()
-    return Response(payload, media_type=content_type)
+    try:
+        async with state.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(state.keys.feedback_counters())
+            pipe.hgetall(state.keys.feedback_aggregates())
+            pipe.xlen(state.keys.feedback_stream())
+            counters, aggregates, stream_length = await pipe.execute()
+    except REDIS_ERRORS:  # the process metrics are still worth a scrape
+        return Response(payload, media_type=content_type)
+    spooled = await asyncio.to_thread(state.spool.pending)
+    return Response(payload + feedback_exposition(counters, aggregates, stream_length, spooled), media_type=content_type)

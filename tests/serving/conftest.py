@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from echotune.contracts import RedisKeys
 from echotune.synthetic import SyntheticWorld
 from echotune.vectorstore import VectorStore
-from models import create
+from models import DEFAULT_ALGORITHM, create
 from models.training import build_inputs
 from models.weighting import graded_interactions
 from serving.main import create_app
@@ -22,7 +22,7 @@ def trained(world):
     events = world.events(5_000, days=3)
     graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
     matrix, features = build_inputs(graded, world.tracks)
-    model = create("lightfm", no_components=16, epochs=10, num_threads=1).fit(matrix, features)
+    model = create(DEFAULT_ALGORITHM).fit(matrix, features)
     return model, graded
 
 
@@ -33,8 +33,10 @@ def published(settings, redis_url, world, trained):
     store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
     items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
     items["popularity"] = np.log1p(np.asarray((model.train_matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
-    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name},
-                  similarity_vectors=model.similarity_vectors())  # fmt: skip
+    fold = model.fold_in()
+    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(),
+                  {"algorithm": model.name, "trained_until": int(graded["timestamp"].max().timestamp() * 1000)},
+                  similarity_vectors=model.similarity_vectors(), fold_in=(fold.matrix, fold.tail))  # fmt: skip
     store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
     store.set_alias("champion", "1")
     return store

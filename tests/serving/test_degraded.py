@@ -30,7 +30,9 @@ def _publish(url, prefix, world, trained):
     store = VectorStore(redis.Redis.from_url(url), RedisKeys(prefix))
     items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
     items["popularity"] = np.log1p(np.asarray((model.train_matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
-    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name})
+    fold = model.fold_in()
+    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name},
+                  fold_in=(fold.matrix, fold.tail))  # fmt: skip
     store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
     store.set_alias("champion", "1")
 
@@ -40,7 +42,7 @@ def test_stopping_redis_mid_run_gives_degraded_200s(settings, own_redis, world, 
     _publish(own_redis.url, settings.redis_prefix, world, trained)
     with TestClient(create_app(configured), headers={"X-API-Key": CLIENT_KEY}) as client:
         before = client.get(f"/recommendations/{known_user_id}", params={"count": 5}).json()
-        assert before["algorithm"] == "lightfm" and not before["degraded"]
+        assert before["algorithm"] == "lowrank_ease" and not before["degraded"]
 
         own_redis.stop()
         responses = [client.get(f"/recommendations/{known_user_id}", params={"count": 5}) for _ in range(5)]
@@ -57,7 +59,7 @@ def test_stopping_redis_mid_run_gives_degraded_200s(settings, own_redis, world, 
         own_redis.start()  # same folder, same data (append-only file)
         time.sleep(1.1)  # the breaker lets Redis be tried again after its cooldown
         after = client.get(f"/recommendations/{known_user_id}", params={"count": 5}).json()
-        assert not after["degraded"] and after["algorithm"] == "lightfm"
+        assert not after["degraded"] and after["algorithm"] == "lowrank_ease"
 
 
 def test_starting_while_redis_is_down_serves_the_last_cached_version(settings, own_redis, world, trained, known_user_id):
@@ -72,3 +74,29 @@ def test_starting_while_redis_is_down_serves_the_last_cached_version(settings, o
         health = client.get("/health").json()
     assert body["model_version"] == "1" and body["degraded"] and len(body["tracks"]) == 4
     assert health["models"] == {"champion": "1"} and health["status"] == "not_ready"
+
+
+def test_feedback_is_spooled_while_redis_is_down_and_replayed_once(settings, own_redis, world, trained, tmp_path):
+    configured = settings.model_copy(update={"redis_url": own_redis.url})
+    _publish(own_redis.url, settings.redis_prefix, world, trained)
+    keys = RedisKeys(settings.redis_prefix)
+    track = world.tracks["track_id"].iloc[0]
+    batch = [{"user_id": "u1", "track_id": track, "type": "play", "event_id": f"spooled-{i}"} for i in range(5)]
+    with TestClient(create_app(configured), headers={"X-API-Key": CLIENT_KEY}) as client:
+        own_redis.stop()
+        first = client.post("/feedback", json=batch[:3])
+        second = client.post("/feedback", json=batch)  # a client retry overlapping the first batch
+        assert first.status_code == second.status_code == 202
+        assert first.json()["spooled"] and second.json()["spooled"]
+        spool = client.app.state.echotune.spool
+        assert spool.pending() == 8  # on disk, fsync'd, before the 202
+        own_redis.start()
+        deadline = time.monotonic() + 10
+        while spool.pending() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert spool.pending() == 0
+        stream = redis.Redis.from_url(own_redis.url)
+        assert stream.xlen(keys.feedback_stream()) == 5  # every event once, though 8 were spooled
+        assert int(stream.hget(keys.feedback_counters(), "accepted")) == 5
+        again = client.post("/feedback", json=batch[:2]).json()
+        assert again == {"accepted": 0, "duplicates": 2, "event_ids": ["spooled-0", "spooled-1"], "spooled": False}

@@ -14,7 +14,7 @@ def test_known_user_gets_ranked_tracks_without_played_ones(client, published, kn
     response = client.get(f"/recommendations/{known_user}", params={"count": 7}, headers={"X-Request-ID": "trace-123"})
     assert response.status_code == 200
     body = response.json()
-    assert body["algorithm"] == "lightfm" and body["model_version"] == "1" and not body["degraded"]
+    assert body["algorithm"] == "lowrank_ease" and body["model_version"] == "1" and not body["degraded"]
     assert body["request_id"] == "trace-123" == response.headers["X-Request-ID"]
     tracks = body["tracks"]
     assert len(tracks) == 7 and [t["position"] for t in tracks] == list(range(7))
