@@ -315,15 +315,15 @@ class FeedbackWorker:
                     k.user_played(user), k.user_vector(version, user) if served else k.user_vector("none", user),
                     k.user_folded_version(user)]  # fmt: skip
             self._apply(keys=keys, args=args, client=writes)
-            order.append(user)
+            order.append((user, fresh))
         results = writes.execute() if order else []
         now = time.time() * 1000
         conflicts = {}
-        for user, result in zip(order, results):
+        for (user, fresh), result in zip(order, results):
             if result == -1:
                 conflicts[user] = users[user]
             elif self._latency is not None:
-                self._latency.write("".join(f"{now - e.accepted_ms:.1f}\n" for e in users[user]))
+                self._latency.write("".join(f"{now - e.accepted_ms:.1f}\n" for e in fresh))
         if self._latency is not None:
             self._latency.flush()
         return conflicts

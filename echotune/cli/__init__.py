@@ -81,9 +81,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 @main.command()
 @click.option("--batch", type=int, default=500, show_default=True, help="Stream entries read per round.")
 @click.option("--consumer", default=None, help="Consumer name in the group (default host-pid).")
+@click.option("--claim-idle-ms", type=int, default=30_000, show_default=True,
+              help="Take over entries another consumer has held unacknowledged this long (a crashed worker's).")  # fmt: skip
 @click.option("--latency-log", type=click.Path(path_type=Path), default=None,
               help="Append each applied event's accepted->applied latency (ms) to this file (benchmarks).")  # fmt: skip
-def worker(batch: int, consumer: str | None, latency_log: Path | None) -> None:
+def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Path | None) -> None:
     """Run the feedback processor: learn from the feedback stream until SIGTERM or Ctrl-C."""
     os.environ.update(_SINGLE_THREADED_BLAS)
     import threading
@@ -102,7 +104,9 @@ def worker(batch: int, consumer: str | None, latency_log: Path | None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     with redis_url(settings.redis_url, settings.redis_dir) as url:
         client = redis.Redis.from_url(url)
-        FeedbackWorker(client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, latency_log=latency_log).run(stop)
+        FeedbackWorker(
+            client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, claim_idle_ms=claim_idle_ms, latency_log=latency_log
+        ).run(stop)
 
 
 @main.command()

@@ -1,0 +1,237 @@
+"""Feedback throughput, accepted -> vector-updated latency, and a worker killed mid-run.
+
+Builds a stack (synthetic catalog and users, the default model published with its fold-in) on an
+embedded Redis, starts ``echotune serve --workers 2`` and ``echotune worker``, then:
+
+1. **throughput**: wrk posts batches of 100 events for N seconds (8 connections); prints accepted
+   events/s (distinct ids the API put in the stream) and the worker's processed events/s;
+2. **latency**: posts 1,000 events/s (ten batches of 100 per second) for N seconds; prints P50/P95/P99
+   of accepted -> user-vector-updated, as logged by the worker per event;
+3. **kill test**: keeps posting at 1,000 events/s, SIGKILLs the worker halfway, starts a new one
+   (it reclaims the dead one's pending entries), then prints accepted vs applied: they must match,
+   and the per-user applied sets must hold exactly as many distinct events (nothing twice).
+
+Targets (issue 6): >= 5,000 accepted events/s with batches; P95 accepted->applied <= 100 ms at 1,000/s.
+
+    .venv/bin/python bench/feedback.py [--seconds 20]
+Needs wrk (Debian: apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SUPPORT = Path(__file__).resolve().parent / "serving_support"
+KEY = "bench-client-key-0123456789abcdef"
+TYPES = ("play", "track_completed", "track_skipped", "like", "recommendation_shown")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def build(redis_url: str, prefix: str) -> tuple[list[str], list[str]]:
+    import redis
+
+    from echotune.contracts import RedisKeys
+    from echotune.synthetic import SyntheticWorld
+    from echotune.vectorstore import VectorStore
+    from models import DEFAULT_ALGORITHM, create
+    from models.training import build_inputs
+    from models.weighting import graded_interactions
+
+    world = SyntheticWorld.generate(20_000, 5_000, seed=5)
+    events = world.events(200_000, days=30)
+    graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
+    matrix, features = build_inputs(graded, world.tracks)
+    model = create(DEFAULT_ALGORITHM).fit(matrix, features)
+    items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
+    items["popularity"] = np.log1p(np.asarray((matrix.matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
+    fold = model.fold_in()
+    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(prefix))
+    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(),
+                  {"algorithm": model.name, "trained_until": int(events["timestamp"].max().timestamp() * 1000)},
+                  fold_in=(fold.matrix, fold.tail))  # fmt: skip
+    store.set_alias("champion", "1")
+    return list(model.user_ids), list(items["track_id"])
+
+
+class Paced:
+    """Posts batches of 100 events at ``rate`` events/s from a thread until stopped."""
+
+    def __init__(self, url: str, users: list[str], tracks: list[str], rate: int, tag: str) -> None:
+        self.url, self.users, self.tracks, self.rate, self.tag = url, users, tracks, rate, tag
+        self.sent, self.failed = 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(self.tag)
+        interval = 100 / self.rate
+        next_at = time.monotonic()
+        n = 0
+        while not self.stop.is_set():
+            batch = [{"event_id": f"{self.tag}-{n + i}", "user_id": rng.choice(self.users), "track_id": rng.choice(self.tracks),
+                      "type": rng.choice(TYPES), "ms_played": 120_000} for i in range(100)]  # fmt: skip
+            n += 100
+            request = urllib.request.Request(self.url, data=json.dumps(batch).encode(), method="POST",
+                                             headers={"Content-Type": "application/json", "X-API-Key": KEY})  # fmt: skip
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    self.sent += 100 if response.status == 202 else 0
+            except OSError:
+                self.failed += 100
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> "Paced":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+
+    import redis
+
+    from echotune.contracts import RedisKeys
+    from echotune.redis_server import EmbeddedRedis
+
+    folder = Path(tempfile.mkdtemp(prefix="echotune-feedback-"))
+    server = EmbeddedRedis(folder / "redis")
+    redis_url = server.start()
+    prefix = "bench"
+    keys = RedisKeys(prefix)
+    r = redis.Redis.from_url(redis_url)
+    processes: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, command: list[str]) -> None:
+        env = {**os.environ, "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": prefix,
+               "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
+        processes[name] = subprocess.Popen(command, env=env, stdout=(folder / f"{name}.log").open("ab"), stderr=subprocess.STDOUT,
+                                           cwd=ROOT, start_new_session=True)  # fmt: skip
+
+    def counters() -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in r.hgetall(keys.feedback_counters()).items()}
+
+    def wait_applied(target: int, timeout: float = 120) -> float:
+        started = time.monotonic()
+        while counters().get("applied", 0) < target and time.monotonic() - started < timeout:
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    latency_log = folder / "latency.log"
+    try:
+        users, tracks = build(redis_url, prefix)
+        (folder / "users.txt").write_text("\n".join(users))
+        (folder / "tracks.txt").write_text("\n".join(tracks))
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        start("api", [sys.executable, "-m", "echotune.cli", "serve", "--port", str(port), "--workers", "2"])
+        worker_cmd = [sys.executable, "-m", "echotune.cli", "worker", "--claim-idle-ms", "2000", "--latency-log", str(latency_log)]
+        start("worker", [*worker_cmd, "--consumer", "worker-1"])
+        wait_ready(f"{base}/health/ready")
+        time.sleep(2)  # the worker is up
+
+        # 1. throughput
+        before = counters()
+        t0 = time.monotonic()
+        env = {**os.environ, "WRK_USERS": str(folder / "users.txt"), "WRK_TRACKS": str(folder / "tracks.txt"), "WRK_KEY": KEY, "WRK_BATCH": "100"}
+        done = subprocess.run(["wrk", "-t2", "-c8", f"-d{args.seconds}s", "--timeout", "5s", "-s", str(SUPPORT / "feedback.lua"), base],
+                              capture_output=True, text=True, env=env, check=True)  # fmt: skip
+        posting_seconds = time.monotonic() - t0
+        wrk = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("JSON "))[5:])
+        accepted = counters().get("accepted", 0) - before.get("accepted", 0)
+        applied_during = counters().get("applied", 0) - before.get("applied", 0)
+        catch_up = wait_applied(before.get("applied", 0) + accepted, timeout=600)
+        worker_rate = accepted / (posting_seconds + catch_up)
+        print(f"throughput: {wrk['requests']:,} POSTs of 100 events in {posting_seconds:.1f}s, {wrk['status_errors'] + wrk['socket_errors']} errors")
+        print(f"  accepted events/s          {accepted / posting_seconds:10,.0f}   (distinct ids into the stream; target >= 5,000)")
+        print(f"  worker applied during post {applied_during / posting_seconds:10,.0f} events/s; all {accepted:,} applied "
+              f"{catch_up:.1f}s after posting stopped -> {worker_rate:,.0f} events/s overall")  # fmt: skip
+
+        # 2. latency at 1,000 events/s
+        latency_log.write_text("")
+        before = counters()
+        with Paced(f"{base}/feedback", users, tracks, 1000, "lat") as paced:
+            time.sleep(args.seconds)
+        wait_applied(before.get("applied", 0) + paced.sent)
+        latencies = np.loadtxt(latency_log) if latency_log.stat().st_size else np.zeros(1)
+        p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+        print(f"latency at 1,000 events/s for {args.seconds}s: {paced.sent:,} events posted, {len(latencies):,} applied; "
+              f"accepted->vector updated P50 {p50:.1f} ms, P95 {p95:.1f} ms, P99 {p99:.1f} ms (target P95 <= 100 ms)")  # fmt: skip
+
+        # 3. kill the worker mid-run
+        before = counters()
+        with Paced(f"{base}/feedback", users, tracks, 1000, "kill") as paced:
+            time.sleep(args.seconds / 2)
+            os.killpg(processes["worker"].pid, signal.SIGKILL)
+            processes["worker"].wait()
+            killed_at = counters()
+            time.sleep(1)
+            start("worker", [*worker_cmd, "--consumer", "worker-2"])
+            time.sleep(args.seconds / 2)
+        accepted_now = counters()["accepted"] - before["accepted"]
+        wait_applied(before["applied"] + accepted_now, timeout=120)
+        time.sleep(1)  # anything left would now be counted twice
+        after = counters()
+        accepted, applied = after["accepted"] - before["accepted"], after["applied"] - before["applied"]
+        distinct = sum(r.zcard(k) for k in r.scan_iter(match=keys.user_applied_events("*"), count=1000))
+        print(f"kill test: worker SIGKILLed after {killed_at['applied'] - before['applied']:,} applied, restarted as worker-2")
+        print(f"  accepted {accepted:,}   applied {applied:,}   -> {'MATCH' if accepted == applied else 'MISMATCH'}")
+        print(f"  all runs: accepted {after['accepted']:,}, applied {after['applied']:,}, distinct event ids in users' applied sets "
+              f"{distinct:,}, stream entries {r.xlen(keys.feedback_stream()):,} -> {'no duplicates' if distinct == after['applied'] == r.xlen(keys.feedback_stream()) else 'DUPLICATES'}")  # fmt: skip
+        print(f"  posting errors during the kill run: {paced.failed}")
+    finally:
+        for process in processes.values():
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
