@@ -86,7 +86,7 @@ def run_demo(settings: Settings) -> int:
             _say(f"the API did not come up; see {logs / 'api.log'}")
             return 1
         user = _demo_user(settings) or "user_0001"
-        report = settings.reports_dir / "demo-lightfm-vs-popularity" / "report.html"
+        report = settings.reports_dir / "demo-champion-vs-popularity" / "report.html"
         keys = settings.api_keys or demo_keys(settings.var_dir / "api_keys")
         client_key, admin_key = key_for_scope(keys, "client"), key_for_scope(keys, "admin")
         _say("ready:")

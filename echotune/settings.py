@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Offline store: parquet tables, model folders, reports.")
     var_dir: Path = Field(Path("var"), description="Runtime state: embedded Redis data, feedback spool, caches.")
     dagster_home: Path = Field(Path("dagster_home"), description="DAGSTER_HOME (instance config and run storage).")
+    experiments_dir: Path = Field(Path("experiments/definitions"), description="Experiment definitions (YAML) to register.")
 
     # --- Redis --------------------------------------------------------------------------------
     redis_url: str | None = Field(
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"ECHOTUNE_SOURCES: unknown sources {sorted(unknown)}; known: {', '.join(KNOWN_SOURCES)}")
         self.home = self.home.expanduser().resolve()
-        for name in ("data_dir", "var_dir", "dagster_home", "mlflow_artifact_root"):
+        for name in ("data_dir", "var_dir", "dagster_home", "mlflow_artifact_root", "experiments_dir"):
             value: Path = getattr(self, name).expanduser()
             setattr(self, name, value if value.is_absolute() else self.home / value)
         if self.mlflow_tracking_uri is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +11,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 METRICS = ("ctr", "completion_rate", "skip_rate", "listening_minutes", "mean_rating")
+# what a variant's ``algorithm`` may name: the serving strategies, or a model algorithm (meaning "the
+# published model, which must be of that algorithm")
+SERVING_ALGORITHMS = ("popularity", "content")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -30,6 +33,16 @@ class Variant(BaseModel):
     def _name(cls, value: str) -> str:
         if not _ID.match(value):
             raise ValueError(f"variant name {value!r} must be lowercase letters, digits, _ or - (max 64)")
+        return value
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str | None) -> str | None:
+        from models import ALGORITHMS
+
+        known = (*SERVING_ALGORITHMS, *ALGORITHMS)
+        if value is not None and value not in known:
+            raise ValueError(f"unknown algorithm {value!r}; known: {', '.join(sorted(set(known)))}")
         return value
 
     @model_validator(mode="after")
@@ -65,6 +78,13 @@ class Experiment(BaseModel):
             raise ValueError(f"experiment id {value!r} must be lowercase letters, digits, _ or - (max 64)")
         return value
 
+    @field_validator("start", "end")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
     @field_validator("secondary_metrics", "guardrail_metrics")
     @classmethod
     def _known_metrics(cls, values: list[str]) -> list[str]:
@@ -85,6 +105,13 @@ class Experiment(BaseModel):
             raise ValueError("end must be after start")
         return self
 
+    def overlaps(self, other: "Experiment") -> bool:
+        """Both run on the same surface at some common time (their users would be in both)."""
+        if self.id == other.id or self.surface != other.surface:
+            return False
+        lo, hi = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+        return max(self.start or lo, other.start or lo) < min(self.end or hi, other.end or hi)
+
     @property
     def control(self) -> Variant:
         """The first variant is the control every other is compared with."""
@@ -93,3 +120,4 @@ class Experiment(BaseModel):
     @classmethod
     def from_yaml(cls, path: Path) -> "Experiment":
         return cls.model_validate(yaml.safe_load(Path(path).read_text()))
+

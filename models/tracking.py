@@ -136,6 +136,14 @@ def run_tags(registered_model: str, version: str) -> dict[str, str]:
     return dict(client.get_run(run_id).data.tags) if run_id else {}
 
 
+def log_report(registered_model: str, version: str, folder: Path, artifact_path: str) -> None:
+    """Attach a report folder to the run that produced a model version (seen in the MLflow UI)."""
+    client = MlflowClient()
+    run_id = client.get_model_version(registered_model, version).run_id
+    if run_id:
+        client.log_artifacts(run_id, str(folder), artifact_path)
+
+
 def set_alias(registered_model: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(registered_model, alias, version)
 

@@ -9,6 +9,7 @@ from echotune.settings import Settings, get_settings
 from pipelines.experiment_reports import definitions as experiment_report_defs
 from pipelines.ingestion import definitions as ingestion_defs
 from pipelines.resources import (
+    ExperimentsResource,
     IngestionResource,
     MlflowResource,
     OfflineStoreResource,
@@ -20,8 +21,10 @@ from pipelines.resources import (
 from pipelines.training import definitions as training_defs
 
 LIVE_FEEDBACK = dg.AssetSelection.assets("feedback_events")
-# one run for everything unpartitioned; live feedback is drained per day by its own job
-everything_job = dg.define_asset_job("materialize_everything", selection=dg.AssetSelection.all() - LIVE_FEEDBACK)
+REPORTS = dg.AssetSelection.assets("experiment_report")
+# one run for everything unpartitioned; live feedback (by day) and experiment reports (by experiment)
+# have jobs of their own
+everything_job = dg.define_asset_job("materialize_everything", selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS)
 drain_job = dg.define_asset_job("drain_feedback", selection=LIVE_FEEDBACK)
 
 
@@ -60,6 +63,7 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             pseudonym_key=dg.EnvVar("ECHOTUNE_PSEUDONYM_KEY") if settings.pseudonym_key else "",
             var_dir=str(settings.var_dir),
         ),
+        "experiments": ExperimentsResource(definitions_dir=str(settings.experiments_dir)),
         "spotify": SpotifyApiResource(
             client_id=settings.spotify_client_id or "unset",
             client_secret=dg.EnvVar("ECHOTUNE_SPOTIFY_CLIENT_SECRET") if "spotify_api" in settings.enabled_sources else "unset",

@@ -150,3 +150,9 @@ class SpotifyApiResource(dg.ConfigurableResource):
         from echotune.ingest.spotify_api import SpotifyClient
 
         return SpotifyClient(self.client_id, self.client_secret, base_url=self.base_url, accounts_url=self.accounts_url)
+
+
+class ExperimentsResource(dg.ConfigurableResource):
+    """Where experiment definitions (YAML) live."""
+
+    definitions_dir: str = "experiments/definitions"

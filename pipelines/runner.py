@@ -1,6 +1,6 @@
 """Materialize the whole asset graph in-process against the Dagster instance in DAGSTER_HOME, so the
 runs show up in the UI like any other: first the live feedback partitions that have data in the
-stream, then everything else."""
+stream, then everything else, then a report for every running experiment."""
 
 import dagster as dg
 import redis
@@ -8,7 +8,9 @@ import redis
 from echotune.contracts.redis_keys import RedisKeys
 from echotune.ingest.live_feedback import stream_days
 from echotune.settings import Settings
+from experiments.registry import ExperimentRegistry
 from pipelines.definitions import build_defs, drain_job, everything_job
+from pipelines.experiment_reports.definitions import reports_job
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -27,4 +29,13 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
     for day in days:
         ok &= drain.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=_QUIET).success
     result = defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
-    return ok and result.success
+    ok &= result.success
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        running = [e.id for e in ExperimentRegistry(client, RedisKeys(settings.redis_prefix)).running()]
+    finally:
+        client.close()
+    reports = defs.resolve_job_def(reports_job.name)
+    for experiment_id in running:
+        ok &= reports.execute_in_process(instance=instance, partition_key=experiment_id, raise_on_error=False, run_config=_QUIET).success
+    return ok

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 import asyncio
 
-from echotune.contracts.events import FeedbackEvent
+from echotune.contracts.events import EventContext, FeedbackEvent
 from echotune.feedback_stream import append_args, append_keys, encode
 from serving.errors import ApiError
 from serving.observability import SPOOLED
@@ -58,9 +58,23 @@ async def append_rows(state: AppState, rows: list[bytes]) -> list:
     return await state.append_feedback(keys=append_keys(state.keys, ids), args=append_args(rows))
 
 
+def _with_assignment(state: AppState, event: FeedbackEvent) -> FeedbackEvent:
+    """Stamp the experiment and variant the user is assigned to on events that do not carry them:
+    assignment is deterministic, so the server re-derives it and experiment metrics do not depend
+    on clients echoing it back."""
+    if event.context is not None and event.context.experiment_id:
+        return event
+    assignment = state.experiments.assign(event.user_id)
+    if assignment is None:
+        return event
+    context = (event.context or EventContext()).model_copy(update={"experiment_id": assignment[0].id, "variant": assignment[1].name})
+    return event.model_copy(update={"context": context})
+
+
 async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccepted:
     """Into the stream; while Redis is unavailable, into the local spool (fsync'd) instead."""
-    stamped = [e.stamped() for e in events]
+    await state.experiments.refresh()
+    stamped = [_with_assignment(state, e.stamped()) for e in events]
     rows = [encode(e, "api") for e in stamped]
     ids = [e.event_id for e in stamped]
     if state.breaker.available:

@@ -13,7 +13,7 @@ from echotune.settings import Settings, get_settings
 from serving import errors
 from serving.middleware import RequestContext
 from serving.observability import configure_logging
-from serving.routes import admin, feedback, health, recommendations
+from serving.routes import admin, experiments, feedback, health, recommendations
 from serving.schemas import API_VERSION
 from serving.feedback import append_rows
 from serving.state import REDIS_ERRORS, AppState
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (recommendations, feedback, health, admin):
+    for module in (recommendations, feedback, health, admin, experiments):
         app.include_router(module.router)
     if settings.cors_origins:
         origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

@@ -49,7 +49,7 @@ class RequestContext:
         status = 500
         response_started = False
         extra_headers = [(b"x-request-id", request_id.encode()), (b"x-api-version", API_VERSION.encode()), *_SECURITY_HEADERS]
-        if not scope["path"].startswith(_DOCS):
+        if not scope["path"].startswith(_DOCS) and not scope["path"].endswith("/report"):
             extra_headers.append(_CSP)
 
         async def send_with_headers(message):

@@ -187,6 +187,20 @@ class ModelCache:
     def loaded(self) -> dict[str, str]:
         return {alias: model.version for alias, model in self._by_alias.items()}
 
+    async def version(self, version: str) -> LoadedModel | None:
+        """A published version by number (experiments may pin one); loaded once, kept."""
+        key = f"version:{version}"
+        if key in self._by_alias:
+            return self._by_alias[key]
+        async with self._lock:
+            try:
+                published = await asyncio.to_thread(self._store_factory().load, version)
+                self._by_alias[key] = await asyncio.to_thread(LoadedModel.from_published, published)
+            except Exception as exc:
+                log.warning("could not load model version %s: %s", version, exc)
+                return None
+            return self._by_alias[key]
+
     async def refresh(self, alias: str = "champion", force: bool = False) -> LoadedModel | None:
         """The loaded version of ``alias``, reloaded first if the alias moved. Redis errors keep what
         is loaded (or fall back to the disk cache when nothing is)."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from experiments.definition import Variant
 from models.ranking import top_n
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters, allowed_mask, diversify, excluded_rows
@@ -123,8 +124,30 @@ def _select(model: LoadedModel, scores: np.ndarray, request: RecommendationReque
     return rows, top
 
 
+async def _variant_model(state: AppState, variant: Variant) -> tuple[LoadedModel | None, str | None]:
+    """The model a variant serves and the algorithm it forces (None: the model's own)."""
+    if variant.model_alias:
+        return await state.models.refresh(variant.model_alias), None
+    if variant.model_version:
+        return await state.models.version(variant.model_version), None
+    if variant.algorithm in (POPULARITY, CONTENT):
+        return None, variant.algorithm
+    return None, None  # a model algorithm: the champion (its algorithm is checked below)
+
+
 async def recommend(state: AppState, request: RecommendationRequest) -> RecommendationResponse:
-    model = await _model(state)
+    await state.experiments.refresh()
+    assignment = state.experiments.assign(request.user_id) if request.algorithm is None else None
+    model, notes = None, {}
+    if assignment is not None:
+        experiment, variant = assignment
+        model, forced = await _variant_model(state, variant)
+        request.algorithm = forced
+        if model is None and (variant.model_alias or variant.model_version):
+            notes["variant_fallback"] = f"variant {variant.name}'s model is not published: serving the champion"
+    model = model or await _model(state)
+    if assignment is not None and assignment[1].algorithm not in (None, POPULARITY, CONTENT, model.algorithm):
+        notes["variant_fallback"] = f"variant {assignment[1].name} names {assignment[1].algorithm}; the champion is {model.algorithm}"
     _check_algorithm(model, request.algorithm)
     vector, played, degraded = await _user(state, model, request.user_id, request.key)
     scored = _score(model, request, vector, played)
@@ -136,7 +159,8 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
         scored.scores = scored.scores + boost * (float(scored.scores.max()) + 1.0)
     excluded = excluded_rows(model, request.filters, played, extra=tuple(request.context.seed_tracks))
     rows, scores = _select(model, scored.scores, request, excluded)
-    RECOMMENDATIONS.labels(scored.algorithm, "none").inc()
+    experiment, variant = (assignment[0].id, assignment[1].name) if assignment else (None, None)
+    RECOMMENDATIONS.labels(scored.algorithm, variant or "none").inc()
     if degraded:
         DEGRADED.labels("redis_unavailable").inc()
     return RecommendationResponse(
@@ -145,10 +169,12 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
         algorithm=scored.algorithm,
         model_version=model.version,
         confidence=scored.confidence,
+        experiment=experiment,
+        variant=variant,
         request_id=request.request_id,
         degraded=degraded is not None,
         degraded_reason=degraded,
-        metadata={"cold_start": scored.cold_start, "played_excluded": request.filters.exclude_played and bool(played)},
+        metadata={"cold_start": scored.cold_start, "played_excluded": request.filters.exclude_played and bool(played), **notes},
     )
 
 

@@ -14,6 +14,7 @@ from echotune.feedback_stream import APPEND_SCRIPT
 from echotune.redis_server import EmbeddedRedis
 from echotune.settings import Settings
 from echotune.vectorstore import VectorStore
+from serving.experiments import ExperimentRouter
 from serving.model_state import DiskCache, ModelCache
 from serving.security import ApiKey, ApiKeys, demo_keys, rate_window
 from serving.spool import Spool
@@ -51,6 +52,7 @@ class AppState:
     append_feedback: object  # AsyncScript running APPEND_SCRIPT
     breaker: RedisBreaker
     spool: Spool
+    experiments: ExperimentRouter
     embedded: EmbeddedRedis | None = None
 
     @classmethod
@@ -69,8 +71,10 @@ class AppState:
         models = ModelCache(client, keys, store, DiskCache(settings.var_dir / "serving_cache" / settings.redis_prefix))
         api_keys = ApiKeys(settings.api_keys or demo_keys(settings.var_dir / "api_keys"))
         spool = Spool(settings.spool_dir / settings.redis_prefix)
-        state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(), spool, embedded)
+        state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(), spool,
+                    ExperimentRouter(client, keys), embedded)  # fmt: skip
         await state.models.refresh(force=True)
+        await state.experiments.refresh()
         return state
 
     async def close(self) -> None:

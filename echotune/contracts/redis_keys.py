@@ -86,6 +86,11 @@ class RedisKeys:
         stored events up to that time and never trains on them again."""
         return f"{self.root}:erased_users"
 
+    # --- experiments ----------------------------------------------------------------------
+    def experiments(self) -> str:
+        """Hash: experiment id -> its definition and status (JSON)."""
+        return f"{self.root}:experiments"
+
     # --- API ------------------------------------------------------------------------------
     def rate_limit(self, key_id: str, minute: int) -> str:
         """String with TTL: requests of one API key in one minute."""

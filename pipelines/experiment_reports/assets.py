@@ -1,47 +1,73 @@
-"""Experiment reports: the demo experiment simulated on the synthetic users, analysed and reported."""
-
+"""Experiments: definitions registered from YAML, the demo experiment simulated on the synthetic
+users, and one report per experiment (a dynamic partition per experiment id)."""
 
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
 from echotune.synthetic import SyntheticWorld
-from echotune.tables import write_parquet_atomic
+import experiments as experiments_package
+from experiments.analysis import analyse
 from experiments.definition import Experiment
-from experiments.report import analyse, write_report
+from experiments.registry import ExperimentRegistry
+from experiments.report import served_tracks, write_report
 from experiments.simulation import simulate
 from models import create
 from models import load as load_model
 from models import tracking
 from models.interactions import Interactions
 from models.ranking import top_k
-from pipelines.resources import MlflowResource, OfflineStoreResource, SyntheticDataResource
-from pipelines.training.assets import serving_vectors
+from pipelines.resources import ExperimentsResource, MlflowResource, OfflineStoreResource, RedisResource, SyntheticDataResource
 
-DEMO_EXPERIMENT = Path(__file__).parents[2] / "experiments" / "definitions" / "demo-lightfm-vs-popularity.yaml"
-AUDIO = ["danceability", "energy", "acousticness", "instrumentalness", "valence", "tempo", "loudness", "speechiness"]
+GROUP = "experiments"
+EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
+DEMO_EXPERIMENT = Path(experiments_package.__file__).parent / "definitions" / "demo-champion-vs-popularity.yaml"
 
 
-@dg.asset(group_name="experiments", kinds={"evidently", "html"}, deps=[serving_vectors])
-def experiment_report(
-    context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, synthetic: SyntheticDataResource
+@dg.asset(group_name=GROUP, kinds={"yaml", "redis"})
+def experiment_definitions(context: dg.AssetExecutionContext, redis: RedisResource, experiments: ExperimentsResource) -> dg.MaterializeResult:
+    """Experiment definitions from the YAML folder registered in Redis (where the API reads them; a
+    status changed through the API is kept), and a report partition per experiment."""
+    registry = ExperimentRegistry(redis.client, redis.key_layout)
+    added = registry.import_folder(Path(experiments.definitions_dir))
+    every = registry.all()
+    known = set(context.instance.get_dynamic_partitions(EXPERIMENTS.name))
+    context.instance.add_dynamic_partitions(EXPERIMENTS.name, [e.id for e in every if e.id not in known])
+    return dg.MaterializeResult(
+        metadata={
+            "registered": len(every),
+            "running": ", ".join(e.id for e in every if e.status == "running") or "none",
+            "added_now": ", ".join(added) or "none",
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["serving_vectors", "experiment_definitions", "synthetic_events"])
+def demo_experiment_events(
+    context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, mlflow: MlflowResource, synthetic: SyntheticDataResource
 ) -> dg.MaterializeResult:
-    """The demo A/B test (champion model vs popularity) simulated on the synthetic users: events,
-    per-variant metrics, a verdict, and an Evidently HTML report."""
-    experiment = Experiment.from_yaml(DEMO_EXPERIMENT)
+    """The demo experiment run on the synthetic users: each user in the allocation is served lists by
+    their variant (the champion model, or popularity) and answers them with the same response model
+    that generated their history. The events land in the event log like live feedback would."""
+    registry = ExperimentRegistry(redis.client, redis.key_layout)
+    experiment = registry.get(DEMO_EXPERIMENT.stem)
+    if experiment is None:  # the demo's definition ships with the package: register it wherever home is
+        experiment = registry.put(Experiment.from_yaml(DEMO_EXPERIMENT))
+        context.instance.add_dynamic_partitions(EXPERIMENTS.name, [experiment.id])
     world = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed)
     champion = tracking.alias_version(mlflow.registered_model, tracking.CHAMPION)
     if champion is None:
         raise dg.Failure("no champion model: the experiment needs the recommender_model asset to promote one")
-    sessions, k = 4, 10
     with tempfile.TemporaryDirectory() as tmp:
         model = load_model(tracking.model_dir(mlflow.registered_model, champion, Path(tmp)))
     popularity = create("popularity").fit(Interactions(model.train_matrix, model.user_ids, model.item_ids))
     world_index = {t: i for i, t in enumerate(world.tracks["track_id"])}
-    to_world = np.array([world_index[t] for t in model.item_ids])
+    to_world = np.array([world_index.get(t, -1) for t in model.item_ids])
     model_row = {u: i for i, u in enumerate(model.user_ids)}
+    sessions, k = 4, 10
 
     def provider(recommender):
         def ranked(users_idx: np.ndarray) -> np.ndarray:
@@ -55,25 +81,48 @@ def experiment_report(
 
         return ranked
 
-    providers = {"control": provider(popularity), "treatment": provider(model)}
-    algorithms = {"control": "popularity", "treatment": model.name}
-    events = simulate(world, experiment, providers, algorithms, sessions=sessions, k=k, seed=synthetic.seed)
-    out_dir = store.reports_dir / experiment.id
-    write_parquet_atomic(events, out_dir / "events.parquet")
+    by_name = {v.name: v for v in experiment.variants}
+    providers = {name: provider(popularity if v.algorithm == "popularity" else model) for name, v in by_name.items()}
+    algorithms = {name: "popularity" if v.algorithm == "popularity" else model.name for name, v in by_name.items()}
+    history_end = store.tables.read_events()["timestamp"].max()
+    events = simulate(world, experiment, providers, algorithms, sessions=sessions, k=k, start=history_end - timedelta(days=7), days=7, seed=synthetic.seed)
+    events["model_version"] = np.where(events["algorithm"] == model.name, champion, None)
+    part = f"simulation-{experiment.id}"
+    store.tables.remove_event_part(part)
+    store.tables.write_events(events, part=part, fsync=False)
+    context.log.info("simulated %d events for %s", len(events), experiment.id)
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(events), "users": int(events["user_id"].nunique()), "champion_version": champion})
+
+
+@dg.asset(group_name=GROUP, kinds={"evidently", "html"}, partitions_def=EXPERIMENTS, deps=["experiment_definitions", "tracks"])
+def experiment_report(
+    context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """One experiment's analysis (sample ratio, guardrails, sequential and CUPED-adjusted lifts, power)
+    and its reports: summary.json and an Evidently HTML whose first screen is the verdict. Both are
+    also logged to the MLflow runs of the model versions under test."""
+    experiment = ExperimentRegistry(redis.client, redis.key_layout).get(context.partition_key)
+    if experiment is None:
+        raise dg.Failure(f"experiment {context.partition_key} is not registered")
+    events = store.tables.read_events()
     result = analyse(experiment, events)
-    shown = events[events["type"] == "recommendation_shown"][["variant", "track_id"]]
-    served = shown.merge(world.tracks[["track_id", *AUDIO]], on="track_id", how="left")
+    served = served_tracks(events, experiment.id, store.tables.read_tracks())
+    out_dir = store.reports_dir / experiment.id
     summary_path, html_path = write_report(result, served, out_dir)
+    versions = sorted({v for v in events.loc[events["experiment_id"] == experiment.id, "model_version"].dropna().unique()})
+    for version in versions:
+        tracking.log_report(mlflow.registered_model, version, out_dir, f"experiments/{experiment.id}")
     context.log.info("experiment %s: %s", experiment.id, result["verdict"])
-    primary = next((c for c in result["comparisons"] if c["metric"] == experiment.primary_metric), None)
+    primary = result["primary"][0] if result["primary"] else None
     return dg.MaterializeResult(
         metadata={
             "verdict": result["verdict"],
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in result["reasons"])),
+            "sample_ratio_mismatch": bool(result["sample_ratio"]["mismatch"]),
             "report": dg.MetadataValue.path(str(html_path)),
             "summary": dg.MetadataValue.path(str(summary_path)),
-            "events": len(events),
             "primary_relative_lift": float(primary["relative_lift"]) if primary else float("nan"),
-            "primary_p_value": float(primary["p_value"]) if primary else float("nan"),
+            "primary_p_value": float(primary["adjusted_p_value"] or primary["p_value"]) if primary else float("nan"),
+            "logged_to_model_versions": ", ".join(versions) or "none",
         }
     )

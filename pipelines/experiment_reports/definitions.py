@@ -1,9 +1,30 @@
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from echotune.settings import Settings
+from experiments.registry import ExperimentRegistry
 from pipelines.experiment_reports import assets
+from pipelines.resources import RedisResource
+
+reports_job = dg.define_asset_job("experiment_reports", selection=dg.AssetSelection.assets(assets.experiment_report), partitions_def=assets.EXPERIMENTS)
+
+
+@dg.sensor(job=reports_job, minimum_interval_seconds=600, default_status=dg.DefaultSensorStatus.RUNNING)
+def running_experiment_reports(context: dg.SensorEvaluationContext, redis: RedisResource):
+    """Once a day, a fresh report for every running experiment (adding partitions for new ones)."""
+    running = [e.id for e in ExperimentRegistry(redis.client, redis.key_layout).running()]
+    known = set(context.instance.get_dynamic_partitions(assets.EXPERIMENTS.name))
+    new = [i for i in running if i not in known]
+    today = datetime.now(UTC).date().isoformat()
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"{i}-{today}", partition_key=i) for i in running],
+        dynamic_partitions_requests=[assets.EXPERIMENTS.build_add_request(new)] if new else [],
+    )
 
 
 def build(settings: Settings) -> dg.Definitions:
-    # the demo experiment is simulated on the synthetic users: it exists only with the synthetic source
-    return dg.Definitions(assets=[assets.experiment_report] if "synthetic" in settings.enabled_sources else [])
+    demo = [assets.demo_experiment_events] if "synthetic" in settings.enabled_sources else []
+    return dg.Definitions(
+        assets=[assets.experiment_definitions, *demo, assets.experiment_report], jobs=[reports_job], sensors=[running_experiment_reports]
+    )

@@ -32,5 +32,5 @@ def test_validation_errors_are_clear():
 def test_demo_definition_loads():
     from pathlib import Path
 
-    exp = Experiment.from_yaml(Path(__file__).parents[2] / "experiments/definitions/demo-lightfm-vs-popularity.yaml")
+    exp = Experiment.from_yaml(Path(__file__).parents[2] / "experiments/definitions/demo-champion-vs-popularity.yaml")
     assert [v.name for v in exp.variants] == ["control", "treatment"]

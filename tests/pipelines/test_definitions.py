@@ -11,8 +11,8 @@ def test_graph_has_every_asset(settings):
     graph = build_defs(settings).resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
-        "synthetic_catalog", "synthetic_events", "tracks", "feedback_events",
-        "interactions", "recommender_model", "serving_vectors", "experiment_report",
+        "synthetic_catalog", "synthetic_events", "tracks", "feedback_events", "interactions", "recommender_model",
+        "serving_vectors", "experiment_definitions", "demo_experiment_events", "experiment_report",
     }  # fmt: skip
 
 
@@ -20,7 +20,7 @@ def test_sources_come_from_configuration(settings):
     configured = settings.model_copy(update={"sources": "track_files,spotify_history,spotify_api,interaction_logs"})
     keys = {k.to_user_string() for k in build_defs(configured).resolve_asset_graph().get_all_asset_keys()}
     assert {"track_files", "listening_history", "spotify_api_tracks", "interaction_logs", "tracks", "feedback_events"} <= keys
-    assert not {"synthetic_catalog", "synthetic_events", "experiment_report"} & keys
+    assert not {"synthetic_catalog", "synthetic_events", "demo_experiment_events"} & keys
 
 
 def test_code_location_loads_the_way_the_ui_loads_it():

@@ -1,0 +1,63 @@
+"""``echotune experiment ...``: rerun any experiment's analysis offline, from an events file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def experiment() -> None:
+    """Analyse experiments outside the pipeline."""
+
+
+@experiment.command()
+@click.option("--definition", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Experiment YAML.")
+@click.option("--events", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Events (CSV or Parquet): the event schema with experiment_id, variant, algorithm, position, request_id as columns.")  # fmt: skip
+@click.option("--tracks", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Catalog (Parquet/CSV with track_id and audio features) for the drift section.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for summary.json and report.html.")
+def analyze(definition: Path, events: Path, tracks: Path | None, out: Path) -> None:
+    """Write summary.json and report.html for an experiment; prints the verdict as one JSON line."""
+    import pandas as pd
+    from pydantic import ValidationError
+
+    from experiments.analysis import analyse
+    from experiments.definition import Experiment
+    from experiments.report import served_tracks, write_report
+
+    try:
+        spec = Experiment.from_yaml(definition)
+    except ValidationError as exc:
+        raise click.ClickException(f"{definition}: {exc}") from exc
+    frame = _read(events)
+    missing = {"user_id", "track_id", "type", "timestamp", "experiment_id", "variant"} - set(frame.columns)
+    if missing:
+        raise click.ClickException(f"{events}: missing columns {', '.join(sorted(missing))}")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="mixed")
+    for column in ("event_id", "ms_played", "rating", "position", "request_id", "algorithm", "model_version"):
+        if column not in frame:
+            frame[column] = None
+    if frame["event_id"].isna().all():
+        frame["event_id"] = [f"row-{i}" for i in range(len(frame))]
+    catalog = _read(tracks) if tracks else None
+    result = analyse(spec, frame)
+    summary, report = write_report(result, served_tracks(frame, spec.id, catalog), out)
+    click.echo(json.dumps({"experiment": spec.id, "verdict": result["verdict"], "reasons": result["reasons"],
+                           "summary": str(summary), "report": str(report)}))  # fmt: skip
+
+
+def _read(path: Path):
+    import pandas as pd
+
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        return pd.read_parquet(path)
+    if path.suffix.lower() in {".csv", ".txt"}:
+        return pd.read_csv(path)
+    raise click.ClickException(f"{path}: use .csv or .parquet")
+
+
+COMMANDS = [experiment]

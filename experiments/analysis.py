@@ -1,0 +1,157 @@
+"""The analysis of one experiment from its events: what a skeptical reviewer checks, in order.
+
+1. **Sample ratio**: users per variant against the configured weights (chi-square, flagged at
+   p < 0.001). A mismatch means assignment or logging is broken: no verdict can be trusted.
+2. **Guardrails** (skip rate, ...): one-sided tests for harm; a breach stops a ship.
+3. **Primary metric**, per treatment against the control: delta-method test on per-user sums, CUPED
+   with each user's pre-experiment activity when the events include any, judged by a group-sequential
+   design over the daily looks so far (so looking every day does not inflate false positives), Holm-
+   adjusted across treatments. Secondary metrics are reported with Holm-adjusted p-values.
+4. **Power**: the smallest relative lift the current sample can detect, and the sample a 5% lift needs.
+
+Verdict: ``don't ship`` (sample ratio mismatch, a breached guardrail, or a significant loss on the
+primary metric), ``ship`` (a significant gain with enough users), else ``keep running``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments.cuped import cuped_ratio_test
+from experiments.definition import Experiment
+from experiments.guardrails import guardrail_verdict
+from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, user_metrics, variant_summary
+from experiments.multiple_testing import adjust_comparisons
+from experiments.power import mde_for_mean, ratio_metric_sd, sample_size_for_mean
+from experiments.sequential import group_sequential_comparison
+from experiments.srm import sample_ratio_check
+from experiments.stats import Comparison, ratio_test
+
+SHIP, DONT_SHIP, KEEP_RUNNING = "ship", "don't ship", "keep running"
+
+
+def _pre_covariates(events: pd.DataFrame, experiment: Experiment, users: pd.Index) -> dict[str, pd.Series] | None:
+    """Per user and metric, the metric's numerator count before the user's first exposure in the
+    experiment (fixed before assignment, so CUPED stays unbiased). None when no pre-period exists."""
+    exposed = events[events["experiment_id"] == experiment.id]
+    if exposed.empty:
+        return None
+    start = exposed.groupby("user_id")["timestamp"].min()
+    before = events[events["experiment_id"] != experiment.id].merge(start.rename("start"), left_on="user_id", right_index=True)
+    before = before[before["timestamp"] < before["start"]]
+    if before.empty:
+        return None
+    pre = user_metrics(before.assign(experiment_id=experiment.id, variant="pre"), experiment.id).set_index("user_id")
+    return {metric: pre[num].reindex(users).fillna(0.0) for metric, (num, _) in RATIO_METRICS.items()}
+
+
+def _daily_looks(events: pd.DataFrame, experiment: Experiment, variants: tuple[str, str]) -> list[int]:
+    """Users of the two variants at the end of each earlier day (the looks a daily reviewer made)."""
+    exposed = events[(events["experiment_id"] == experiment.id) & events["variant"].isin(variants)]
+    first = exposed.groupby("user_id")["timestamp"].min().dt.tz_convert(UTC).dt.date
+    per_day = first.value_counts().sort_index().cumsum()
+    return [int(n) for n in per_day.iloc[:-1]]
+
+
+def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
+    """Everything the report shows, as plain data (JSON-serialisable): verdict, reasons, sample ratio,
+    guardrails, comparisons (raw and CUPED), power."""
+    per_user = user_metrics(events, experiment.id)
+    summary = variant_summary(per_user)
+    control = experiment.control.name
+    users = {v.name: int(summary["users"].get(v.name, 0)) for v in experiment.variants}
+    srm = sample_ratio_check(users, {v.name: v.weight for v in experiment.variants})
+    indexed = per_user.set_index("user_id")
+    pre = _pre_covariates(events, experiment, indexed.index.unique())
+
+    def compare(metric: str, treatment: str) -> Comparison | None:
+        c, t = indexed[indexed["variant"] == control], indexed[indexed["variant"] == treatment]
+        num, den = RATIO_METRICS[metric]
+        if len(c) < 2 or len(t) < 2 or c[den].sum() == 0 or t[den].sum() == 0:
+            return None
+        if pre is not None and (pre[metric] != 0).any():
+            result = cuped_ratio_test(metric, c[num], c[den], pre[metric].loc[c.index], t[num], t[den], pre[metric].loc[t.index], experiment.alpha)
+        else:
+            result = ratio_test(metric, c[num], c[den], t[num], t[den], experiment.alpha)
+        return dataclasses.replace(result, variant=treatment)
+
+    treatments = [v.name for v in experiment.variants[1:]]
+    primary, secondary, guardrails = [], [], []
+    for treatment in treatments:
+        main = compare(experiment.primary_metric, treatment)
+        if main is not None:
+            looks = _daily_looks(events, experiment, (control, treatment))
+            planned = max(2 * experiment.min_sample_size, main.n_control + main.n_treatment)
+            primary.append(group_sequential_comparison(main, planned, looks, experiment.alpha))
+        secondary += [c for m in experiment.secondary_metrics if (c := compare(m, treatment)) is not None]
+        for metric in experiment.guardrail_metrics:
+            if (c := compare(metric, treatment)) is not None:
+                guardrails.append(guardrail_verdict(c, metric in LOWER_IS_BETTER, experiment.alpha))
+    primary = adjust_comparisons(primary, "holm")
+    secondary = adjust_comparisons(secondary, "holm")
+
+    verdict, reasons = _verdict(experiment, srm, users, primary, guardrails)
+    return {
+        "experiment": experiment.model_dump(mode="json"),
+        "verdict": verdict,
+        "reasons": reasons,
+        "sample_ratio": srm.as_dict(),
+        "variants": summary.reset_index().to_dict(orient="records"),
+        "primary": [c.as_dict() for c in primary],
+        "secondary": [c.as_dict() for c in secondary],
+        "guardrails": [g.as_dict() for g in guardrails],
+        "power": _power(experiment, indexed, control, users),
+        "cuped": pre is not None,
+    }
+
+
+def _verdict(experiment: Experiment, srm, users: dict[str, int], primary: list[Comparison], guardrails) -> tuple[str, list[str]]:
+    if srm.mismatch:
+        observed = ", ".join(f"{v} {n:,}" for v, n in srm.observed.items())
+        return DONT_SHIP, [f"sample ratio mismatch (users {observed}; p = {srm.p_value:.2g}): assignment or logging is broken, no result can be trusted"]
+    breached = [g for g in guardrails if g.breached]
+    if breached:
+        return DONT_SHIP, [g.reason for g in breached]
+    small = [v for v, n in users.items() if n < experiment.min_sample_size]
+    if small:
+        return KEEP_RUNNING, [f"{', '.join(small)} below the minimum sample of {experiment.min_sample_size:,} users"]
+    if not primary:
+        return KEEP_RUNNING, [f"no {experiment.primary_metric} data for a comparison yet"]
+    lines, winners, losers = [], [], []
+    for c in primary:
+        p = c.adjusted_p_value if c.adjusted_p_value is not None else c.p_value
+        better = (c.absolute_lift < 0) if c.metric in LOWER_IS_BETTER else (c.absolute_lift > 0)
+        line = (f"{c.metric} {c.control:.4f} -> {c.treatment:.4f} in {c.variant} ({c.relative_lift:+.1%}, "
+                f"95% CI {c.relative_ci[0]:+.1%} to {c.relative_ci[1]:+.1%}, sequential p = {p:.2g})")  # fmt: skip
+        lines.append(line)
+        if p < experiment.alpha:
+            (winners if better else losers).append(c)
+    if losers:
+        return DONT_SHIP, [f"significantly worse: {lines[primary.index(c)]}" for c in losers]
+    if winners:
+        held = [g.reason for g in guardrails]
+        return SHIP, [f"significantly better: {lines[primary.index(c)]}" for c in winners] + held
+    return KEEP_RUNNING, [f"not significant yet: {line}" for line in lines]
+
+
+def _power(experiment: Experiment, indexed: pd.DataFrame, control: str, users: dict[str, int]) -> dict[str, Any]:
+    c = indexed[indexed["variant"] == control]
+    num, den = RATIO_METRICS[experiment.primary_metric]
+    if len(c) < 2 or c[den].sum() == 0:
+        return {}
+    baseline, sd = ratio_metric_sd(c[num].to_numpy(), c[den].to_numpy())
+    total = max(sum(users.values()), 4)
+    weights = tuple(v.weight for v in experiment.variants)  # every arm: alpha is split across treatments
+    usable = np.isfinite(sd) and sd > 0
+    return {
+        "metric": experiment.primary_metric,
+        "baseline": baseline,
+        "per_user_sd": sd,
+        "mde_at_current_size": mde_for_mean(baseline, sd, total, experiment.alpha, 0.8, weights) if usable else None,
+        "users_for_5pct_lift": sample_size_for_mean(baseline, sd, 0.05, experiment.alpha, 0.8, weights) if usable else None,
+    }

@@ -1,0 +1,72 @@
+"""The experiment registry: definitions and their status in Redis, shared by every API process, the
+pipeline and the CLI. YAML files in the definitions folder are how experiments are versioned in git;
+importing them registers the ones not registered yet (a status changed through the API is kept)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+from pydantic import ValidationError
+
+from echotune.contracts.redis_keys import RedisKeys
+from experiments.definition import Experiment
+
+
+class ExperimentConflict(ValueError):
+    pass
+
+
+class ExperimentRegistry:
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self.r = client
+        self.key = keys.experiments()
+
+    def all(self) -> list[Experiment]:
+        return sorted((Experiment.model_validate_json(raw) for raw in self.r.hvals(self.key)), key=lambda e: e.id)
+
+    def get(self, experiment_id: str) -> Experiment | None:
+        raw = self.r.hget(self.key, experiment_id)
+        return None if raw is None else Experiment.model_validate_json(raw)
+
+    def running(self, surface: str | None = None) -> list[Experiment]:
+        return [e for e in self.all() if e.status == "running" and (surface is None or e.surface == surface)]
+
+    def put(self, experiment: Experiment, replace: bool = False) -> Experiment:
+        """Register ``experiment``; refuses an existing id (unless ``replace``) and a running experiment
+        that overlaps another running one on the same surface."""
+        if not replace and self.r.hexists(self.key, experiment.id):
+            raise ExperimentConflict(f"experiment {experiment.id!r} already exists")
+        if experiment.status == "running":
+            self._check_overlap(experiment)
+        self.r.hset(self.key, experiment.id, experiment.model_dump_json())
+        return experiment
+
+    def set_status(self, experiment_id: str, status: str) -> Experiment:
+        current = self.get(experiment_id)
+        if current is None:
+            raise KeyError(f"no experiment {experiment_id!r}")
+        updated = Experiment.model_validate({**current.model_dump(), "status": status})
+        return self.put(updated, replace=True)
+
+    def import_folder(self, folder: Path) -> list[str]:
+        """Register every ``*.yaml`` definition not registered yet; returns their ids. A file that does
+        not validate raises ValueError naming the file and the problem."""
+        added = []
+        for path in sorted(Path(folder).glob("*.y*ml")):
+            try:
+                experiment = Experiment.from_yaml(path)
+            except ValidationError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            if not self.r.hexists(self.key, experiment.id):
+                self.put(experiment)
+                added.append(experiment.id)
+        return added
+
+    def _check_overlap(self, experiment: Experiment) -> None:
+        for other in self.running(experiment.surface):
+            if experiment.overlaps(other):
+                raise ExperimentConflict(
+                    f"experiment {experiment.id!r} would run on surface {experiment.surface!r} at the same time as {other.id!r}: "
+                    "stop one, or give them different surfaces or non-overlapping dates"
+                )

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import redis
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
+
+from experiments.definition import Experiment
+from experiments.registry import ExperimentConflict, ExperimentRegistry
+from serving.deps import AdminKey, ClientKey, StateDep
+from serving.errors import ApiError
+from serving.schemas import ErrorDetail, ErrorResponse
+
+router = APIRouter(prefix="/experiments", tags=["experiments"])
+ExperimentId = Annotated[str, Path(description="Experiment id: lowercase letters, digits, _ or -.", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+          409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}  # fmt: skip
+
+
+def _with_registry(state, method: str, *args):
+    # the registry is a small synchronous helper (admin calls are rare): one connection per call, in a thread
+    client = redis.Redis.from_url(state.settings.redis_url or state.embedded.url)
+    with contextlib.closing(client):
+        return getattr(ExperimentRegistry(client, state.keys), method)(*args)
+
+
+async def _call(state, method: str, *args):
+    try:
+        return await asyncio.to_thread(_with_registry, state, method, *args)
+    except ExperimentConflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from exc
+    except KeyError as exc:
+        raise ApiError(404, "not_found", str(exc).strip("'\"")) from exc
+
+
+@router.get("", response_model=list[Experiment], responses=ERRORS)
+async def list_experiments(state: StateDep, key: ClientKey) -> list[Experiment]:
+    """Every registered experiment with its status."""
+    return await _call(state, "all")
+
+
+@router.post("", status_code=201, response_model=Experiment, responses=ERRORS)
+async def create_experiment(request: Request, state: StateDep, key: AdminKey) -> Experiment:
+    """Register an experiment (status draft unless given): weights must sum to 1, algorithms must
+    exist, and a running experiment may not overlap another on the same surface."""
+    try:
+        experiment = Experiment.model_validate(json.loads(await request.body() or b"null"))
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_json", f"body is not valid JSON: {exc}") from exc
+    except ValidationError as exc:
+        details = [ErrorDetail(field=".".join(map(str, e["loc"])) or "experiment", problem=e["msg"].removeprefix("Value error, "))
+                   for e in exc.errors()]  # fmt: skip
+        raise ApiError(422, "validation_error", "; ".join(f"{d.field}: {d.problem}" for d in details), details) from exc
+    return await _call(state, "put", experiment)
+
+
+@router.post("/{experiment_id}/start", response_model=Experiment, responses=ERRORS)
+async def start_experiment(experiment_id: ExperimentId, state: StateDep, key: AdminKey) -> Experiment:
+    """Start assigning users (refused if it would overlap a running experiment on its surface)."""
+    return await _call(state, "set_status", experiment_id, "running")
+
+
+@router.post("/{experiment_id}/stop", response_model=Experiment, responses=ERRORS)
+async def stop_experiment(experiment_id: ExperimentId, state: StateDep, key: AdminKey) -> Experiment:
+    """Stop assigning users: everyone gets the default again."""
+    return await _call(state, "set_status", experiment_id, "stopped")
+
+
+@router.get("/{experiment_id}/report", response_class=HTMLResponse, responses=ERRORS)
+async def experiment_report(experiment_id: ExperimentId, state: StateDep, key: ClientKey) -> HTMLResponse:
+    """The latest report (verdict first, then Evidently's comparison), as written by the pipeline."""
+    path = state.settings.reports_dir / experiment_id / "report.html"
+    if not path.is_file() or path.resolve().parent.parent != state.settings.reports_dir.resolve():
+        raise ApiError(404, "not_found", f"no report for experiment {experiment_id!r} yet: the pipeline writes it (echotune pipeline)")
+    return HTMLResponse(await asyncio.to_thread(path.read_text), headers={"Content-Security-Policy": "default-src 'self' 'unsafe-inline' data: blob:"})
+
+
+@router.get("/{experiment_id}/summary", responses=ERRORS)
+async def experiment_summary(experiment_id: ExperimentId, state: StateDep, key: ClientKey) -> dict:
+    """The latest analysis as JSON: verdict, reasons, sample ratio, comparisons, guardrails, power."""
+    path = state.settings.reports_dir / experiment_id / "summary.json"
+    if not path.is_file() or path.resolve().parent.parent != state.settings.reports_dir.resolve():
+        raise ApiError(404, "not_found", f"no analysis for experiment {experiment_id!r} yet")
+    return json.loads(await asyncio.to_thread(path.read_text))

@@ -1,0 +1,61 @@
+from echotune.contracts import RedisKeys
+from echotune.feedback_stream import decode
+from experiments.assignment import Assigner
+from experiments.definition import Experiment
+from tests.serving.conftest import ADMIN_KEY
+
+ADMIN = {"X-API-Key": ADMIN_KEY}
+SPEC = {
+    "id": "home-test",
+    "name": "Home list",
+    "variants": [{"name": "control", "algorithm": "popularity", "weight": 0.5}, {"name": "treatment", "model_alias": "champion", "weight": 0.5}],
+}
+
+
+def test_create_validate_start_stop(client):
+    assert client.post("/experiments", json=SPEC).status_code == 403  # client key
+    created = client.post("/experiments", json=SPEC, headers=ADMIN)
+    assert created.status_code == 201 and created.json()["status"] == "draft"
+    assert client.post("/experiments", json=SPEC, headers=ADMIN).status_code == 409
+    bad = client.post("/experiments", json={**SPEC, "id": "bad", "variants": [{**SPEC["variants"][0], "weight": 0.7}, SPEC["variants"][1]]}, headers=ADMIN)
+    assert bad.status_code == 422 and "sum to 1" in bad.json()["error"]["message"]
+    unknown = client.post("/experiments", json={**SPEC, "id": "bad2", "variants": [{**SPEC["variants"][0], "algorithm": "magic"}, SPEC["variants"][1]]}, headers=ADMIN)
+    assert unknown.status_code == 422 and "unknown algorithm 'magic'" in unknown.json()["error"]["message"]
+    assert client.post("/experiments/home-test/start", headers=ADMIN).json()["status"] == "running"
+    client.post("/experiments", json={**SPEC, "id": "second"}, headers=ADMIN)
+    overlap = client.post("/experiments/second/start", headers=ADMIN)
+    assert overlap.status_code == 409 and "same time as 'home-test'" in overlap.json()["error"]["message"]
+    assert client.post("/experiments/nope/start", headers=ADMIN).status_code == 404
+    assert [e["id"] for e in client.get("/experiments").json()] == ["home-test", "second"]
+    assert client.post("/experiments/home-test/stop", headers=ADMIN).json()["status"] == "stopped"
+
+
+def test_running_experiment_routes_users_and_stamps_responses_and_events(client, settings, redis_client, trained):
+    client.post("/experiments", json={**SPEC, "status": "running"}, headers=ADMIN)
+    client.app.state.echotune.experiments._checked = -1e9  # see the new experiment now, not in 5 s
+    assigner = Assigner(Experiment.model_validate(SPEC))
+    _, graded = trained
+    seen = set()
+    for user in graded["user_id"].unique()[:20]:
+        body = client.get(f"/recommendations/{user}", params={"count": 5}).json()
+        variant = assigner.variant(user)
+        assert (body["experiment"], body["variant"]) == ("home-test", variant)
+        assert body["algorithm"] == ("popularity" if variant == "control" else "lowrank_ease")
+        seen.add(variant)
+    assert seen == {"control", "treatment"}
+    user = graded["user_id"].iloc[0]
+    client.post("/feedback", json={"user_id": user, "track_id": graded["item_id"].iloc[0], "type": "recommendation_clicked"})
+    row = decode(redis_client.xrange(RedisKeys(settings.redis_prefix).feedback_stream())[-1][1][b"e"])
+    assert (row["experiment_id"], row["variant"]) == ("home-test", assigner.variant(user))
+
+
+def test_report_and_summary_are_served_once_written(client, settings):
+    assert client.get("/experiments/home-test/report").status_code == 404
+    folder = settings.reports_dir / "home-test"
+    folder.mkdir(parents=True)
+    (folder / "report.html").write_text("<html><body><section id='echotune-verdict'>Verdict: SHIP</section></body></html>")
+    (folder / "summary.json").write_text('{"verdict": "ship"}')
+    page = client.get("/experiments/home-test/report")
+    assert page.status_code == 200 and "Verdict: SHIP" in page.text and page.headers["content-type"].startswith("text/html")
+    assert client.get("/experiments/home-test/summary").json() == {"verdict": "ship"}
+    assert client.get("/experiments/..%2F..%2Fetc/report").status_code in (404, 422)
