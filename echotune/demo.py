@@ -40,17 +40,24 @@ def _wait_http(url: str, timeout: float) -> bool:
 
 
 def _demo_user(settings: Settings) -> str | None:
-    """A user with a typical (median-or-above) history, so the sample request shows personalisation."""
-    import pandas as pd
-
+    """A user with a typical (upper-quartile) history whom the demo experiment serves the champion
+    model, so the sample request shows personalisation (a control user would get popularity)."""
+    import experiments
     from echotune.tables import OfflineStore
+    from experiments.assignment import Assigner
+    from experiments.definition import Experiment
 
     try:
         graded = OfflineStore(settings.tables_dir).read_interactions()
     except FileNotFoundError:
         return None
     counts = graded[graded["positive"]].groupby("user_id").size().sort_values()
-    return str(counts.index[int(len(counts) * 0.75)]) if len(counts) else None
+    if not len(counts):
+        return None
+    experiment = Experiment.from_yaml(Path(experiments.__file__).parent / "definitions" / "demo-champion-vs-popularity.yaml")
+    assigner, serves_model = Assigner(experiment), {v.name for v in experiment.variants if v.model_alias}
+    candidates = [str(u) for u in counts.index[int(len(counts) * 0.75) :]]
+    return next((u for u in candidates if assigner.variant(u) in serves_model), candidates[0])
 
 
 def run_demo(settings: Settings) -> int:
@@ -115,6 +122,7 @@ def run_demo(settings: Settings) -> int:
         _say("stopping")
         return 0
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the children
         for process in children.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)

@@ -127,7 +127,7 @@ def _events(entries):
 
 
 @pytest.mark.slow
-def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(settings, world, trained, tmp_path):
+def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(request, settings, world, trained, tmp_path):
     import threading
     import time
 
@@ -138,6 +138,7 @@ def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(settings, world
 
     server = EmbeddedRedis(tmp_path / "redis")
     url = server.start()
+    request.addfinalizer(server.stop)
     _publish(url, settings.redis_prefix, world, trained)
     keys = RedisKeys(settings.redis_prefix)
     client = redis.Redis.from_url(url, socket_timeout=2)
@@ -163,4 +164,3 @@ def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(settings, world
     counters = stream.counters()
     assert counters["accepted"] == 40 and counters["applied"] == 40
     assert redis.Redis.from_url(url).zcard(keys.user_applied_events("listener")) == 40
-    server.stop()
