@@ -138,3 +138,32 @@ def grid_search(algorithm: str, space: Space, split: Split, **kwargs: Any) -> Se
 def random_search(algorithm: str, space: Space, split: Split, n_trials: int = 20, seed: int = 0, **kwargs: Any) -> SearchResult:
     """:func:`search` over ``n_trials`` seeded random draws from ``space``."""
     return search(algorithm, sample(space, n_trials, seed), split, **kwargs)
+
+
+def space_from_json(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A search space from JSON (what a data scientist types in the Dagster launchpad): a list is a set
+    of choices; ``{"uniform": [a, b]}``, ``{"log_uniform": [a, b]}`` and ``{"int_uniform": [a, b]}`` are
+    distributions. Raises ValueError naming the parameter when a value is neither."""
+    kinds = {"uniform": Uniform, "log_uniform": LogUniform, "int_uniform": IntUniform}
+    space: dict[str, Any] = {}
+    for name, value in spec.items():
+        if isinstance(value, list) and value:
+            space[name] = value
+        elif isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in kinds:
+            kind, bounds = next(iter(value.items()))
+            if not (isinstance(bounds, list) and len(bounds) == 2):
+                raise ValueError(f"{name}: {kind} needs [low, high]")
+            space[name] = kinds[kind](*bounds)
+        else:
+            raise ValueError(f"{name}: give a list of choices or one of {', '.join(kinds)} with [low, high] (got {value!r})")
+    return space
+
+
+# what the Dagster search job tries when not told otherwise
+DEFAULT_SPACES: dict[str, dict[str, Any]] = {
+    "lowrank_ease": {"dimensions": [32, 64, 96], "regularization": {"log_uniform": [0.5, 10.0]},
+                     "popularity_exponent": {"uniform": [0.0, 0.5]}, "user_norm_exponent": {"uniform": [0.3, 0.9]}},
+    "lightfm": {"no_components": [32, 64], "learning_rate": {"log_uniform": [0.01, 0.1]}, "epochs": [10, 20, 30],
+                "loss": ["warp", "bpr"]},
+    "ease": {"regularization": {"log_uniform": [50.0, 1000.0]}},
+}  # fmt: skip

@@ -22,9 +22,10 @@ from pipelines.training import definitions as training_defs
 
 LIVE_FEEDBACK = dg.AssetSelection.assets("feedback_events")
 REPORTS = dg.AssetSelection.assets("experiment_report")
+SEARCH = dg.AssetSelection.assets("hyperparameter_search")
 # one run for everything unpartitioned; live feedback (by day) and experiment reports (by experiment)
-# have jobs of their own
-everything_job = dg.define_asset_job("materialize_everything", selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS)
+# have jobs of their own, and the hyperparameter search runs when a data scientist launches it
+everything_job = dg.define_asset_job("materialize_everything", selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS - SEARCH)
 drain_job = dg.define_asset_job("drain_feedback", selection=LIVE_FEEDBACK)
 
 

@@ -2,10 +2,14 @@ import dagster as dg
 
 from echotune.settings import Settings
 from pipelines.ingestion.definitions import event_sources
-from pipelines.training import assets
+from pipelines.training import assets, rollback, search
+
+search_job = dg.define_asset_job("search_hyperparameters", selection=dg.AssetSelection.assets(search.hyperparameter_search))
 
 
 def build(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
-        assets=[assets.interactions_asset(event_sources(settings)), assets.recommender_model, assets.serving_vectors]
-    )
+        assets=[assets.interactions_asset(event_sources(settings)), assets.recommender_model, assets.serving_vectors,
+                search.hyperparameter_search],
+        jobs=[search_job, rollback.rollback_champion],
+    )  # fmt: skip

@@ -12,7 +12,7 @@ def test_graph_has_every_asset(settings):
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
         "synthetic_catalog", "synthetic_events", "tracks", "feedback_events", "interactions", "recommender_model",
-        "serving_vectors", "experiment_definitions", "demo_experiment_events", "experiment_report",
+        "serving_vectors", "experiment_definitions", "demo_experiment_events", "experiment_report", "hyperparameter_search",
     }  # fmt: skip
 
 

@@ -1,0 +1,71 @@
+"""Rollback from Dagster and the CLI, and the hyperparameter search job with its MLflow trials."""
+
+import json
+
+import dagster as dg
+import pytest
+import redis
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from echotune.cli import main
+from echotune.contracts import RedisKeys
+from echotune.settings import get_settings
+from echotune.vectorstore import VectorStore
+from models import tracking
+from pipelines.definitions import build_defs, everything_job
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_versions(settings):
+    """Two pipeline runs: versions 1 and 2 registered and published, one of them champion."""
+    instance = dg.DagsterInstance.ephemeral()
+    defs = build_defs(settings)
+    for _ in range(2):
+        assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
+    tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment)
+    # make version 2 the champion, as a better model would be
+    tracking.set_alias(settings.registered_model, tracking.CHAMPION, "2")
+    MlflowClient().set_model_version_tag(settings.registered_model, "2", "promotion", "promoted")
+    return defs, instance
+
+
+def test_rollback_from_dagster_moves_mlflow_and_redis(settings, redis_url, two_versions):
+    defs, instance = two_versions
+    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
+    store.set_alias("champion", "2")
+    result = defs.resolve_job_def("rollback_champion").execute_in_process(instance=instance, run_config={"ops": {"move_champion_back": {"config": {"to_version": "1"}}}})
+    assert result.success
+    assert tracking.alias_version(settings.registered_model, tracking.CHAMPION) == "1" and store.alias("champion") == "1"
+
+
+def test_rollback_from_the_cli(settings, redis_url, two_versions, monkeypatch):
+    for name, value in {"HOME": settings.home, "REDIS_URL": redis_url, "REDIS_PREFIX": settings.redis_prefix}.items():
+        monkeypatch.setenv(f"ECHOTUNE_{name}", str(value))
+    get_settings.cache_clear()
+    try:
+        out = CliRunner().invoke(main, ["model", "rollback", "--to", "1"])
+        status = CliRunner().invoke(main, ["model", "status"])
+    finally:
+        get_settings.cache_clear()
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output.strip().splitlines()[-1]) == {"previous_champion": "2", "champion": "1"}
+    lines = [json.loads(line) for line in status.output.strip().splitlines()]
+    assert [line["version"] for line in lines] == ["1", "2"] and "champion" in lines[0]["aliases"]
+    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
+    assert store.alias("champion") == "1"
+
+
+def test_hyperparameter_search_logs_every_trial(settings, two_versions):
+    defs, instance = two_versions
+    config = {"ops": {"hyperparameter_search": {"config": {"n_trials": 3, "space_json": json.dumps({"dimensions": [8, 16], "regularization": {"log_uniform": [1, 5]}})}}}}
+    result = defs.resolve_job_def("search_hyperparameters").execute_in_process(instance=instance, run_config=config)
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    parent = meta["mlflow_parent_run"].value
+    trials = MlflowClient().search_runs([MlflowClient().get_run(parent).info.experiment_id],
+                                        filter_string=f"tags.mlflow.parentRunId = '{parent}'")  # fmt: skip
+    assert len(trials) == 3 and all("validation_ndcg_at_10" in t.data.metrics for t in trials)
+    assert set(meta["best_params"].value) == {"dimensions", "regularization"}
