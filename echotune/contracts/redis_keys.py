@@ -81,6 +81,14 @@ class RedisKeys:
         """String: the model version whose vector carries the user's online updates."""
         return f"{self.root}:user:{{u:{user_id}}}:folded"
 
+    def user_keys(self, user_id: str, versions: list[str]) -> list[str]:
+        """Every key that holds something of the user (what a GDPR erasure deletes): their vector in
+        each model version and all of their online state. A new per-user key belongs here too."""
+        return [self.user_vector(v, user_id) for v in versions] + [
+            self.user_played(user_id), self.user_online_scores(user_id), self.user_recent_events(user_id),
+            self.user_applied_events(user_id), self.user_revision(user_id), self.user_folded_version(user_id),
+        ]  # fmt: skip
+
     def erased_users(self) -> str:
         """Hash: user id -> epoch seconds of their erasure request (GDPR). The pipeline deletes their
         stored events up to that time and never trains on them again."""

@@ -1,7 +1,7 @@
 import dagster as dg
 
 from echotune.settings import Settings
-from pipelines.ingestion import checks, events, tracks
+from pipelines.ingestion import checks, erasure, events, tracks
 
 
 def build(settings: Settings) -> dg.Definitions:
@@ -19,7 +19,8 @@ def build(settings: Settings) -> dg.Definitions:
         assets.append(events.interaction_logs)
     catalog_inputs = [a.key.to_user_string() for a in assets if a.key.to_user_string() in {*track_sources, "listening_history", "spotify_api_tracks"}]
     partitions = dg.DailyPartitionsDefinition(start_date=settings.partitions_start, end_offset=1)
-    assets += [tracks.tracks_asset(catalog_inputs), events.feedback_events_asset(partitions)]
+    assets += [tracks.tracks_asset(catalog_inputs), events.feedback_events_asset(partitions),
+               erasure.user_erasures_asset(event_sources(settings))]  # fmt: skip
     return dg.Definitions(
         assets=assets,
         asset_checks=[checks.tracks_have_unique_ids, checks.tracks_have_audio_features, events.feedback_events_check(partitions)],

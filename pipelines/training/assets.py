@@ -17,7 +17,7 @@ from pipelines.resources import MlflowResource, OfflineStoreResource, RedisResou
 
 
 def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
-    @dg.asset(name="interactions", group_name="training", kinds={"parquet"}, deps=["tracks", *sources])
+    @dg.asset(name="interactions", group_name="training", kinds={"parquet"}, deps=["tracks", "user_erasures", *sources])
     def interactions(store: OfflineStoreResource) -> dg.MaterializeResult:
         """Graded (user, item) pairs: events weighted by ``models.weighting`` plus every interaction log."""
         graded, inputs = build_interactions(store.tables)

@@ -15,7 +15,7 @@ router = APIRouter(tags=["admin"])
 
 class Erasure(BaseModel):
     user_id: str
-    deleted_keys: int = Field(..., description="Online keys removed now (vectors of every model version, played tracks).")
+    deleted_keys: int = Field(..., description="Online keys removed now (vectors of every model version, played tracks, online learning state).")
     offline: str = Field(..., description="What happens to the stored events.")
 
 
@@ -27,8 +27,7 @@ async def erase_user(user_id: UserId, state: StateDep, key: AdminKey) -> Erasure
     keys = state.keys
     try:
         versions = [v.decode() for v in await state.redis.zrange(keys.models_index(), 0, -1)]
-        doomed = [keys.user_vector(v, user_id) for v in versions] + [keys.user_played(user_id)]
-        deleted = await state.redis.delete(*doomed)
+        deleted = await state.redis.delete(*keys.user_keys(user_id, versions))
         await state.redis.hset(keys.erased_users(), user_id, str(time.time()))
     except REDIS_ERRORS as exc:
         raise ApiError(503, "redis_unavailable", f"cannot erase while Redis is unavailable ({type(exc).__name__}); retry") from exc

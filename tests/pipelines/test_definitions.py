@@ -13,6 +13,7 @@ def test_graph_has_every_asset(settings):
     assert keys == {
         "synthetic_catalog", "synthetic_events", "tracks", "feedback_events", "interactions", "recommender_model",
         "serving_vectors", "experiment_definitions", "demo_experiment_events", "experiment_report", "hyperparameter_search",
+        "user_erasures",
     }  # fmt: skip
 
 

@@ -48,8 +48,12 @@ def test_cors_only_when_configured(settings, published):
 def test_gdpr_erasure_removes_online_data_and_records_it(settings, client, published, known_user_id, redis_client):
     keys = RedisKeys(settings.redis_prefix)
     assert published.user_vector("1", known_user_id) is not None and published.played(known_user_id)
+    # online learning state as the worker leaves it
+    redis_client.rpush(keys.user_recent_events(known_user_id), b"event")
+    redis_client.set(keys.user_revision(known_user_id), 3)
     response = client.delete(f"/users/{known_user_id}", headers={"X-API-Key": ADMIN_KEY})
-    assert response.status_code == 202 and response.json()["deleted_keys"] == 2
+    assert response.status_code == 202 and response.json()["deleted_keys"] == 4
+    assert not any(redis_client.exists(k) for k in keys.user_keys(known_user_id, ["1"]))
     assert published.user_vector("1", known_user_id) is None and not published.played(known_user_id)
     assert redis_client.hexists(keys.erased_users(), known_user_id)
     after = client.get(f"/recommendations/{known_user_id}").json()
