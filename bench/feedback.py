@@ -34,32 +34,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from serving_support.processes import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = Path(__file__).resolve().parent / "serving_support"
 KEY = "bench-client-key-0123456789abcdef"
 TYPES = ("play", "track_completed", "track_skipped", "like", "recommendation_shown")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not become ready")
 
 
 def build(redis_url: str, prefix: str) -> tuple[list[str], list[str]]:

@@ -152,3 +152,18 @@ class Recommender(ABC):
             model._train = sp.load_npz(path / "train.npz").tocsr()
         model._restore(arrays)
         return model
+
+
+class StoredVectors(Recommender):
+    """A recommender whose fit leaves its vectors in ``_user_vecs`` and ``_item_vecs``."""
+
+    _user_vecs: np.ndarray
+    _item_vecs: np.ndarray
+
+    def user_vectors(self) -> np.ndarray:
+        self._check_fitted()
+        return self._user_vecs
+
+    def item_vectors(self) -> np.ndarray:
+        self._check_fitted()
+        return self._item_vecs

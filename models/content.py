@@ -12,14 +12,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from models.base import Recommender, checked_params
+from models.base import StoredVectors, checked_params
 from models.features import ItemFeatures
 from models.interactions import Interactions
 
 DEFAULTS = {"dimensions": 64, "random_state": 42}
 
 
-class ContentBased(Recommender):
+class ContentBased(StoredVectors):
     name = "content"
 
     def __init__(self, **params) -> None:
@@ -54,14 +54,6 @@ class ContentBased(Recommender):
         known = np.flatnonzero(idx >= 0)
         picker = sp.csr_matrix((np.ones(len(known)), (known, idx[known])), shape=(len(idx), len(self._feature_names)))
         return np.asarray(_unit_rows(features.matrix @ picker) @ self._projection, dtype=np.float32)
-
-    def user_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self._user_vecs
-
-    def item_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self._item_vecs
 
     def _state(self) -> dict[str, np.ndarray]:
         return {

@@ -14,14 +14,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import Recommender, checked_params
+from models.base import StoredVectors, checked_params
 from models.features import ItemFeatures
 from models.interactions import Interactions
 
 DEFAULTS = {"feature_prefix": "genre:", "prior_weight": 1.0, "global_weight": 0.01}
 
 
-class GenrePopularity(Recommender):
+class GenrePopularity(StoredVectors):
     name = "genre_popularity"
 
     def __init__(self, **params) -> None:
@@ -51,14 +51,6 @@ class GenrePopularity(Recommender):
         shares = (per_genre + prior * catalog_mix) / (per_genre.sum(axis=1, keepdims=True) + prior)
         global_column = np.full((shares.shape[0], 1), float(self.params["global_weight"]))
         return np.hstack([shares, global_column]).astype(np.float32)
-
-    def user_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self._user_vecs
-
-    def item_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self._item_vecs
 
     def _state(self) -> dict[str, np.ndarray]:
         member = self._member.tocoo()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import Recommender
+from models.base import StoredVectors
 from models.features import ItemFeatures
 from models.foldin import FoldIn, ridge_fold_in
 from models.interactions import Interactions
@@ -30,7 +30,7 @@ DEFAULTS = {
 }
 
 
-class LightFMHybrid(Recommender):
+class LightFMHybrid(StoredVectors):
     name = "lightfm"
 
     def __init__(self, **params) -> None:
@@ -89,14 +89,6 @@ class LightFMHybrid(Recommender):
         self._feature_names = item_features.names if item_features is not None else np.array([], dtype=str)
         self._feature_emb = model.item_embeddings[n_id:].astype(np.float32)
         self._feature_bias = model.item_biases[n_id:].astype(np.float32)
-
-    def user_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self._user_vecs
-
-    def item_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self._item_vecs
 
     def fold_in(self) -> FoldIn:
         """Ridge projection onto the item embeddings; the bias coordinate is fixed at 1."""

@@ -26,7 +26,7 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import lsqr, svds
 
-from models.base import Recommender, checked_params
+from models.base import StoredVectors, checked_params
 from models.foldin import FoldIn
 from models.features import ItemFeatures
 from models.interactions import Interactions
@@ -45,7 +45,7 @@ DEFAULTS = {
 _DENSE_GRAM_LIMIT = 8000
 
 
-class LowRankEASE(Recommender):
+class LowRankEASE(StoredVectors):
     name = "lowrank_ease"
 
     def __init__(self, **params) -> None:
@@ -87,14 +87,6 @@ class LowRankEASE(Recommender):
         return np.hstack([user_part, np.ones((user_part.shape[0], 1))]).astype(np.float32)
 
     # --- vectors -------------------------------------------------------------------------
-    def user_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self._user_vecs
-
-    def item_vectors(self) -> np.ndarray:
-        self._check_fitted()
-        return self._item_vecs
-
     def fold_in(self) -> FoldIn:
         """Exact: the map training users get, with the bias coordinate in the tail."""
         self._check_fitted()

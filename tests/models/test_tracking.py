@@ -1,6 +1,5 @@
 """MLflow logging, registration and the promotion gate, against a real tracking store in tmp."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -8,7 +8,6 @@ import pytest
 from echotune.contracts import FeedbackEvent, RedisKeys
 from echotune.feedback_stream import FeedbackStream
 from serving.worker import GROUP, FeedbackWorker
-from tests.serving.conftest import CLIENT_KEY
 
 
 @pytest.fixture
