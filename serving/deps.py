@@ -37,7 +37,8 @@ def _require(scope: Scope, count_here: bool = True):
     """Check the key and its scope; ``count_here=False`` for routes that count the request against
     the rate limit themselves, in the same Redis round trip as their own reads."""
 
-    async def check(request: Request, state: StateDep, presented: Annotated[str | None, Security(_API_KEY)]) -> ApiKey:
+    async def check(request: Request, presented: Annotated[str | None, Security(_API_KEY)]) -> ApiKey:
+        state: AppState = request.app.state.echotune  # not StateDep: one dependency less to solve per request
         key = state.api_keys.identify(presented)
         if key is None:
             message = "missing X-API-Key header" if not presented else "X-API-Key is not a valid API key"

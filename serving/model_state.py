@@ -53,17 +53,18 @@ class LoadedModel:
     meta: dict[str, str] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
     # response columns as plain arrays (indexing a DataFrame per request costs more than the ranking)
-    track_ids: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    names: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    track_ids: list = field(default=None, repr=False)  # type: ignore[assignment]
+    names: list = field(default=None, repr=False)  # type: ignore[assignment]
     artist_names: list = field(default=None, repr=False)  # type: ignore[assignment]
     genre_names: list = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         items = self.items
-        self.track_ids = items["track_id"].astype(str).to_numpy()
-        self.names = items["name"].to_numpy() if "name" in items else np.full(len(items), None)
-        self.artist_names = [[] if a is None else list(a) for a in (items["artists"] if "artists" in items else [None] * len(items))]
-        self.genre_names = [[] if g is None else list(g) for g in (items["genres"] if "genres" in items else [None] * len(items))]
+        # plain lists of JSON-ready values: responses index them per track
+        self.track_ids = items["track_id"].astype(str).tolist()
+        self.names = [n if isinstance(n, str) else None for n in (items["name"] if "name" in items else [None] * len(items))]
+        self.artist_names = [[] if a is None else [str(x) for x in a] for a in (items["artists"] if "artists" in items else [None] * len(items))]
+        self.genre_names = [[] if g is None else [str(x) for x in g] for g in (items["genres"] if "genres" in items else [None] * len(items))]
     _genre_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from experiments.definition import Variant
 from models.ranking import top_n
@@ -28,7 +29,7 @@ from serving.filters import RecommendationContext, RecommendationFilters, allowe
 from serving.model_state import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS
 from serving.deps import rate_limited
-from serving.schemas import RecommendationResponse, TrackOut
+from serving.schemas import RecommendationResponse
 from serving.security import ApiKey
 from serving.state import AppState, RedisUnavailable
 
@@ -46,6 +47,31 @@ class RecommendationRequest:
     context: RecommendationContext = field(default_factory=RecommendationContext)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     key: ApiKey | None = None  # counted against its rate limit with the user's reads
+
+
+@dataclass
+class Recommendations:
+    """A use case's answer: the fields of RecommendationResponse with the tracks as plain dicts. The
+    single-user routes serialise it straight to JSON (orjson reads dataclasses); validating it into
+    the pydantic model costs more than the rest of the request's Python, so only the batch route does."""
+
+    user_id: str
+    tracks: list[dict]
+    algorithm: str
+    model_version: str | None
+    confidence: float
+    request_id: str
+    experiment: str | None = None
+    variant: str | None = None
+    degraded: bool = False
+    degraded_reason: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def json(self) -> bytes:
+        return orjson.dumps(self)
+
+    def response(self) -> RecommendationResponse:
+        return RecommendationResponse.model_validate(self.__dict__)
 
 
 @dataclass
@@ -100,13 +126,11 @@ def _score(model: LoadedModel, request: RecommendationRequest, vector: np.ndarra
     return _Scored(model.popularity, POPULARITY, 0.0, vector is None and wanted != POPULARITY)
 
 
-def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[TrackOut]:
-    # model_construct: every value comes from the loaded catalog, validated when it was imported
+def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
+    # every value comes from the loaded catalog, validated when it was imported
+    ids, names, artists, genres = model.track_ids, model.names, model.artist_names, model.genre_names
     return [
-        TrackOut.model_construct(
-            track_id=model.track_ids[r], name=model.names[r], artists=model.artist_names[r],
-            genres=model.genre_names[r], score=float(s), position=i,
-        )  # fmt: skip
+        {"track_id": ids[r], "name": names[r], "artists": artists[r], "genres": genres[r], "score": s, "position": i}
         for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist()))
     ]
 
@@ -135,7 +159,7 @@ async def _variant_model(state: AppState, variant: Variant) -> tuple[LoadedModel
     return None, None  # a model algorithm: the champion (its algorithm is checked below)
 
 
-async def recommend(state: AppState, request: RecommendationRequest) -> RecommendationResponse:
+async def recommend(state: AppState, request: RecommendationRequest) -> Recommendations:
     await state.experiments.refresh()
     assignment = state.experiments.assign(request.user_id) if request.algorithm is None else None
     model, notes = None, {}
@@ -163,7 +187,7 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
     RECOMMENDATIONS.labels(scored.algorithm, variant or "none").inc()
     if degraded:
         DEGRADED.labels("redis_unavailable").inc()
-    return RecommendationResponse(
+    return Recommendations(
         user_id=request.user_id,
         tracks=_tracks(model, rows, scores),
         algorithm=scored.algorithm,
@@ -180,7 +204,7 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
 
 async def similar(
     state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str, key: ApiKey | None = None
-) -> RecommendationResponse:
+) -> Recommendations:
     """Tracks like ``track_id`` (cosine of item vectors), nudged towards the user's taste when the
     user is known: score = z(similarity) + 0.25 z(user score)."""
     model = await _model(state)
@@ -198,7 +222,7 @@ async def similar(
     RECOMMENDATIONS.labels("similar", "none").inc()
     if degraded:
         DEGRADED.labels("redis_unavailable").inc()
-    return RecommendationResponse(
+    return Recommendations(
         user_id=user_id,
         tracks=_tracks(model, rows, top),
         algorithm="similar",

@@ -11,7 +11,7 @@ from serving.deps import ClientKey, ClientKeyCountedLater, StateDep, UserId
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters
 from serving.model_state import CONTINUOUS_FEATURES
-from serving.recommender import RecommendationRequest, recommend, similar
+from serving.recommender import RecommendationRequest, Recommendations, recommend, similar
 from serving.schemas import ErrorDetail, ErrorResponse, RecommendationResponse
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
@@ -149,9 +149,9 @@ async def similar_tracks(
     return _json(await similar(state, user_id, track, query.count, query.filters(), request.state.request_id, key))
 
 
-def _json(body: RecommendationResponse) -> Response:
-    # the use case built a valid model already: serialise it once, skip FastAPI's re-validation
-    return Response(body.model_dump_json(), media_type="application/json")
+def _json(body: Recommendations) -> Response:
+    # built from validated catalog values: serialise once, skip FastAPI's response-model validation
+    return Response(body.json(), media_type="application/json")
 
 
 class BatchItem(BaseModel):
@@ -193,7 +193,7 @@ async def recommendations_batch(request: Request, body: BatchRequest, state: Sta
         wanted = RecommendationRequest(user_id=item.user_id, count=item.count, algorithm=item.algorithm, filters=item.filters,
                                        context=item.context, request_id=f"{request.state.request_id}-{i}")  # fmt: skip
         try:
-            results.append(BatchResult(user_id=item.user_id, result=await recommend(state, wanted)))
+            results.append(BatchResult(user_id=item.user_id, result=(await recommend(state, wanted)).response()))
         except ApiError as exc:
             error = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}, "request_id": wanted.request_id}
             results.append(BatchResult(user_id=item.user_id, error=error))
