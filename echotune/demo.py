@@ -60,7 +60,14 @@ def _demo_user(settings: Settings) -> str | None:
     return next((u for u in candidates if assigner.variant(u) in serves_model), candidates[0])
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings) -> int:
+    # SIGTERM or a closed terminal stop the demo like Ctrl-C does: children and Redis go with it
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     for folder in (settings.data_dir, settings.var_dir / "logs", settings.dagster_home):
         folder.mkdir(parents=True, exist_ok=True)
     server = None
@@ -122,7 +129,8 @@ def run_demo(settings: Settings) -> int:
         _say("stopping")
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan the children
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal must not orphan the children
+            signal.signal(sig, signal.SIG_IGN)
         for process in children.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
