@@ -51,18 +51,19 @@ class RecommendationRequest:
 
 @dataclass
 class Recommendations:
-    """A use case's answer: the fields of RecommendationResponse with the tracks as plain dicts. The
-    single-user routes serialise it straight to JSON (orjson reads dataclasses); validating it into
-    the pydantic model costs more than the rest of the request's Python, so only the batch route does."""
+    """A use case's answer: the fields of RecommendationResponse, in its order, with the tracks as
+    plain dicts. The single-user routes serialise it straight to JSON (orjson reads dataclasses);
+    validating it into the pydantic model costs more than the rest of the request's Python, so only
+    the batch route does."""
 
     user_id: str
     tracks: list[dict]
     algorithm: str
     model_version: str | None
     confidence: float
+    experiment: str | None
+    variant: str | None
     request_id: str
-    experiment: str | None = None
-    variant: str | None = None
     degraded: bool = False
     degraded_reason: str | None = None
     metadata: dict = field(default_factory=dict)
@@ -228,6 +229,8 @@ async def similar(
         algorithm="similar",
         model_version=model.version,
         confidence=min(1.0, float(np.log1p(len(played)) / _FULL_HISTORY)) if personalised else 0.0,
+        experiment=None,
+        variant=None,
         request_id=request_id,
         degraded=degraded is not None,
         degraded_reason=degraded,
