@@ -13,6 +13,7 @@ from serving.filters import RecommendationContext, RecommendationFilters
 from serving.model_state import CONTINUOUS_FEATURES
 from serving.recommender import RecommendationRequest, Recommendations, recommend, similar
 from serving.schemas import ErrorDetail, ErrorResponse, RecommendationResponse
+from serving.state import AppState
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
 ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -120,9 +121,10 @@ def _parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
 
 @router.get("/{user_id}", response_model=RecommendationResponse, responses=ERRORS,
             openapi_extra={"parameters": _query_parameters(UserQuery)})  # fmt: skip
-async def recommendations_for_user(request: Request, user_id: UserId, state: StateDep, key: ClientKeyCountedLater) -> Response:
+async def recommendations_for_user(request: Request, user_id: UserId, key: ClientKeyCountedLater) -> Response:
     """Ranked tracks for a user. Known users get the model's ranking; unknown users get content-based
     tracks from seed tracks or genres when given, else popular tracks."""
+    state = _state(request)
     query = _parse_query(request, UserQuery)
     wanted = RecommendationRequest(
         user_id=user_id, count=query.count, algorithm=query.algorithm, filters=query.filters(), context=query.context(),
@@ -137,16 +139,21 @@ async def similar_tracks(
     request: Request,
     user_id: UserId,
     track_id: Annotated[str, Path(description="A Spotify track id or spotify:track: URI.")],
-    state: StateDep,
     key: ClientKeyCountedLater,
 ) -> Response:
     """Tracks like this one, nudged towards the user's taste when the user is known."""
+    state = _state(request)
     query = _parse_query(request, SimilarQuery)
     try:
         track = parse_track_id(track_id)
     except ValueError as exc:
         raise ApiError(422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]) from exc
     return _json(await similar(state, user_id, track, query.count, query.filters(), request.state.request_id, key))
+
+
+def _state(request: Request) -> AppState:
+    # the two hot routes read the app state directly: a StateDep is one more dependency to solve per request
+    return request.app.state.echotune
 
 
 def _json(body: Recommendations) -> Response:
