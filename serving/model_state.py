@@ -11,6 +11,7 @@ also written to a local cache folder, so an API that starts while Redis is down 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import shutil
@@ -121,6 +122,17 @@ class LoadedModel:
         return mask
 
 
+def _freeze_long_lived() -> None:
+    """Move what is alive now (the loaded catalog: ~100k lists of artists and genres) out of the
+    garbage collector's reach. A full collection otherwise walks all of it, a 60 ms pause for every
+    request in flight (measured on a 50,000-track catalog); frozen, it costs nothing. Each call
+    thaws and collects first, so a replaced model is freed even if pandas left cycles in it, and
+    nothing dead stays frozen: one such pause per model swap instead of one every few seconds."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def _content_vectors(items: pd.DataFrame, features: dict[str, np.ndarray]) -> np.ndarray:
     """Unit vectors of standardised audio features plus weighted genre indicators. Tracks without
     features sit at the catalog mean, so genres alone place them."""
@@ -197,6 +209,7 @@ class ModelCache:
             try:
                 published = await asyncio.to_thread(self._store_factory().load, version)
                 self._by_alias[key] = await asyncio.to_thread(LoadedModel.from_published, published)
+                _freeze_long_lived()
             except Exception as exc:
                 log.warning("could not load model version %s: %s", version, exc)
                 return None
@@ -230,6 +243,7 @@ class ModelCache:
                 log.warning("could not load model version %s for alias %s: %s", version, alias, exc)
                 return current
             self._by_alias[alias] = loaded  # the atomic swap
+            _freeze_long_lived()
             log.info("serving model version %s (%s) for alias %s", loaded.version, loaded.algorithm, alias)
             try:
                 await asyncio.to_thread(self._disk.save, alias, published)
@@ -247,4 +261,5 @@ class ModelCache:
             log.warning("Redis unavailable (%s): serving cached model version %s for alias %s", cause, published.version, alias)
             loaded = await asyncio.to_thread(LoadedModel.from_published, published)
             self._by_alias[alias] = loaded
+            _freeze_long_lived()
             return loaded
