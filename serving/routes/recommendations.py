@@ -7,13 +7,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from echotune.contracts.events import safe_id
 from echotune.contracts.ids import parse_track_id
-from serving.deps import ClientKey, ClientKeyCountedLater, StateDep, UserId
+from serving.deps import ClientKey, ClientKeyCountedLater, StateDep, UserId, app_state
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters
 from serving.model_state import CONTINUOUS_FEATURES
 from serving.recommender import RecommendationRequest, Recommendations, recommend, similar
 from serving.schemas import ErrorDetail, ErrorResponse, RecommendationResponse
-from serving.state import AppState
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
 ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -124,7 +123,7 @@ def _parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
 async def recommendations_for_user(request: Request, user_id: UserId, key: ClientKeyCountedLater) -> Response:
     """Ranked tracks for a user. Known users get the model's ranking; unknown users get content-based
     tracks from seed tracks or genres when given, else popular tracks."""
-    state = _state(request)
+    state = app_state(request)
     query = _parse_query(request, UserQuery)
     wanted = RecommendationRequest(
         user_id=user_id, count=query.count, algorithm=query.algorithm, filters=query.filters(), context=query.context(),
@@ -142,18 +141,13 @@ async def similar_tracks(
     key: ClientKeyCountedLater,
 ) -> Response:
     """Tracks like this one, nudged towards the user's taste when the user is known."""
-    state = _state(request)
+    state = app_state(request)
     query = _parse_query(request, SimilarQuery)
     try:
         track = parse_track_id(track_id)
     except ValueError as exc:
         raise ApiError(422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]) from exc
     return _json(await similar(state, user_id, track, query.count, query.filters(), request.state.request_id, key))
-
-
-def _state(request: Request) -> AppState:
-    # the two hot routes read the app state directly: a StateDep is one more dependency to solve per request
-    return request.app.state.echotune
 
 
 def _json(body: Recommendations) -> Response:
