@@ -62,6 +62,19 @@ def test_stopping_redis_mid_run_gives_degraded_200s(settings, own_redis, world, 
         assert not after["degraded"] and after["algorithm"] == "lowrank_ease"
 
 
+def test_a_connection_redis_dropped_costs_no_degraded_answer(settings, own_redis, world, trained, known_user_id):
+    """Redis restarts and idle timeouts close pooled connections; the next request must find out and
+    reconnect, not answer degraded (and open the breaker for everyone)."""
+    configured = settings.model_copy(update={"redis_url": own_redis.url})
+    _publish(own_redis.url, settings.redis_prefix, world, trained)
+    with TestClient(create_app(configured), headers={"X-API-Key": CLIENT_KEY}) as client:
+        assert not client.get(f"/recommendations/{known_user_id}").json()["degraded"]
+        killed = redis.Redis.from_url(own_redis.url).client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        bodies = [client.get(f"/recommendations/{known_user_id}").json() for _ in range(3)]
+    assert [b["degraded"] for b in bodies] == [False] * 3 and bodies[0]["algorithm"] == "lowrank_ease"
+
+
 def test_starting_while_redis_is_down_serves_the_last_cached_version(settings, own_redis, world, trained, known_user_id):
     configured = settings.model_copy(update={"redis_url": own_redis.url})
     _publish(own_redis.url, settings.redis_prefix, world, trained)
