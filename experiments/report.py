@@ -72,6 +72,7 @@ def summary_html(result: dict[str, Any]) -> str:
     )
     header = "<tr><th>variant</th><th>metric</th><th>control</th><th>treatment</th><th>relative lift</th><th>95% CI</th><th>p (adjusted)</th><th>method</th></tr>"
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result["reasons"])
+    reasons += "".join(f"<li><b>Caveat:</b> {html.escape(c)}</li>" for c in result.get("caveats", []))
     table = 'border="1" cellpadding="4" style="border-collapse:collapse;margin:6px 0"'
     return f"""
 <section id="echotune-verdict" style="font-family:system-ui,sans-serif;max-width:1150px;margin:16px auto;padding:16px;border:3px solid {colour};border-radius:8px">

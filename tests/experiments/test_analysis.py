@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from echotune.cli import main
-from experiments.analysis import DONT_SHIP, KEEP_RUNNING, SHIP, analyse
+from experiments.analysis import DONT_SHIP, KEEP_RUNNING, SHIP, analyse, caveats
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
-from experiments.report import served_tracks, write_report
+from experiments.report import served_tracks, summary_html, write_report
 
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 
@@ -88,6 +88,21 @@ def test_a_breached_guardrail_blocks_a_winner():
 def test_too_few_users_keeps_running():
     spec = experiment(min_sample_size=5000, guardrail_metrics=[])  # (a guardrail may still stop it early: tested above)
     assert analyse(spec, simulate(spec, ctr=(0.10, 0.14)))["verdict"] == KEEP_RUNNING
+
+
+def test_a_challenger_without_online_learning_is_flagged_as_a_caveat():
+    assert caveats(experiment()) == []  # popularity vs champion: nothing to flag
+    challenger = experiment(variants=[{"name": "control", "model_alias": "champion", "weight": 0.5},
+                                      {"name": "treatment", "model_alias": "challenger", "weight": 0.5}])  # fmt: skip
+    [caveat] = caveats(challenger)
+    assert "treatment serves model alias 'challenger'" in caveat and "favours control" in caveat
+    pinned = experiment(variants=[{"name": "control", "model_version": "3", "weight": 0.5},
+                                  {"name": "treatment", "model_version": "4", "weight": 0.5}])  # fmt: skip
+    assert caveats(pinned) == []  # neither learns online: a fair comparison
+    result = analyse(challenger, simulate(challenger, n_users=400))
+    assert result["caveats"] == [caveat]
+    first_screen = summary_html(result)
+    assert first_screen.index("Caveat:") < first_screen.index("Sample ratio")
 
 
 def test_report_puts_the_verdict_first(tmp_path):
