@@ -3,6 +3,7 @@ when the code location loads (see ``definitions.py``); tests pass their own."""
 
 
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 import redis
@@ -129,6 +130,13 @@ class IngestionResource(dg.ConfigurableResource):
     # empty: the key file under var_dir (created once); set it through dg.EnvVar in production
     pseudonym_key: str = ""
     var_dir: str = "var"
+
+    def paths(self, setting: Literal["track_files", "history_files", "interaction_files"]) -> list[Path]:
+        """The files configured for a source; a Failure naming the environment variable when none are."""
+        paths = [Path(p) for p in getattr(self, setting)]
+        if not paths:
+            raise dg.Failure(f"no {setting.replace('_', ' ')} configured (ECHOTUNE_{setting.upper()})")
+        return paths
 
     def pseudonymizer(self):
         from echotune.ingest.pseudonyms import Pseudonymizer, load_or_create_key

@@ -2,7 +2,6 @@
 drained from the Redis stream into daily partitions."""
 
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -42,9 +41,7 @@ def listening_history_asset(track_sources: list[str]) -> dg.AssetsDefinition:
     def listening_history(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
         """Plays, completions and skips from Spotify streaming history exports; PII dropped at the door,
         listeners known only by keyed pseudonyms."""
-        paths = [Path(p) for p in ingestion.history_files]
-        if not paths:
-            raise dg.Failure("no history files configured (ECHOTUNE_HISTORY_FILES)")
+        paths = ingestion.paths("history_files")
         result = ingest_history(store.tables, paths, ingestion.pseudonymizer(), user=ingestion.history_user or None)
         return import_materialization(result, ingestion.reject_threshold, files=len(paths))
 
@@ -54,9 +51,7 @@ def listening_history_asset(track_sources: list[str]) -> dg.AssetsDefinition:
 @dg.asset(group_name=GROUP, kinds={"parquet"}, check_specs=[rejects_check_spec("interaction_logs")])
 def interaction_logs(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
     """User-item listen counts or weights from other services (CSV, TSV/.dat, Parquet)."""
-    paths = [Path(p) for p in ingestion.interaction_files]
-    if not paths:
-        raise dg.Failure("no interaction files configured (ECHOTUNE_INTERACTION_FILES)")
+    paths = ingestion.paths("interaction_files")
     result = ingest_interaction_logs(store.tables, paths)
     return import_materialization(result, ingestion.reject_threshold, files=len(paths))
 

@@ -1,7 +1,5 @@
 """Track sources and the merged catalog. Which sources exist depends on the configuration."""
 
-from pathlib import Path
-
 import dagster as dg
 
 from echotune.ingest.catalog import build_catalog, upsert_source
@@ -24,9 +22,7 @@ def synthetic_catalog(store: OfflineStoreResource, synthetic: SyntheticDataResou
 @dg.asset(group_name=GROUP, kinds={"parquet"}, check_specs=[rejects_check_spec("track_files")])
 def track_files(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
     """Track metadata and audio features from CSV/Parquet/JSON files in Spotify's schema."""
-    paths = [Path(p) for p in ingestion.track_files]
-    if not paths:
-        raise dg.Failure("no track files configured (ECHOTUNE_TRACK_FILES)")
+    paths = ingestion.paths("track_files")
     result = ingest_track_files(store.tables, paths)
     return import_materialization(result, ingestion.reject_threshold, files=len(paths))
 
