@@ -88,21 +88,27 @@ class AppState:
         pays Redis latency once. Raises RedisUnavailable (at once while the breaker is open)."""
         if not self.breaker.available:
             raise RedisUnavailable("redis unavailable (recent failure)")
-        commands: list[tuple] = []
-        if key is not None:
-            minute, retry_after = rate_window()
-            counter = self.keys.rate_limit(key.key_id, minute)
-            commands += [("SET", counter, 0, "EX", 61, "NX"), ("INCR", counter)]
-        commands += [("GET", self.keys.user_vector(version, user_id)), ("SMEMBERS", self.keys.user_played(user_id))]
+        commands = [("GET", self.keys.user_vector(version, user_id)), ("SMEMBERS", self.keys.user_played(user_id))]
+        limit = self._rate_limit_commands(key) if key is not None else None
         try:
-            replies = await self._round_trip(commands)
+            replies = await self._round_trip(commands + (limit[0] if limit else []))
         except REDIS_ERRORS as exc:
             self.breaker.failed()
             raise RedisUnavailable(f"redis unavailable ({type(exc).__name__})") from exc
-        raw, played = replies[-2], replies[-1]
-        limited = retry_after if key is not None and replies[1] > self.settings.rate_limit_per_minute else None
+        raw, played = replies[0], replies[1]
+        limited = self._verdict(limit[1], replies[-1]) if limit else None
         vector = None if raw is None else np.frombuffer(raw, dtype=np.float32)
         return vector, {t.decode() for t in played}, limited
+
+    def _rate_limit_commands(self, key: ApiKey) -> tuple[list[tuple], int]:
+        """Count one request of ``key`` in this minute's window (the counter expires with it); the
+        INCR's reply is the count. Returns the commands and the seconds left in the window."""
+        minute, retry_after = rate_window()
+        counter = self.keys.rate_limit(key.key_id, minute)
+        return [("SET", counter, 0, "EX", 61, "NX"), ("INCR", counter)], retry_after
+
+    def _verdict(self, retry_after: int, count: int) -> int | None:
+        return retry_after if count > self.settings.rate_limit_per_minute else None
 
     async def _round_trip(self, commands: list[tuple]) -> list:
         """Send ``commands`` in one write on a pooled connection and read their replies: what a
@@ -124,14 +130,10 @@ class AppState:
         None. Without Redis the limit cannot be shared across processes, so requests pass."""
         if not self.breaker.available:
             return None
-        minute, retry_after = rate_window()
-        counter = self.keys.rate_limit(key.key_id, minute)
+        commands, retry_after = self._rate_limit_commands(key)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(counter, 0, ex=61, nx=True)
-                pipe.incr(counter)
-                _, count = await pipe.execute()
+            replies = await self._round_trip(commands)
         except REDIS_ERRORS:
             self.breaker.failed()
             return None
-        return retry_after if count > self.settings.rate_limit_per_minute else None
+        return self._verdict(retry_after, replies[-1])
