@@ -26,6 +26,17 @@ def test_burst_past_the_limit_gets_429_with_retry_after(settings, published):
     assert other_key.status_code == 200  # limits are per key
 
 
+def test_routes_that_count_in_their_dependency_are_limited_too(settings, published):
+    """POST /feedback counts the key in the dependency, not in the recommendation round trip."""
+    limited = settings.model_copy(update={"rate_limit_per_minute": 3})
+    play = {"user_id": "u1", "track_id": "4uLU6hMCjMI75M1A2tKUQC", "type": "play"}
+    with TestClient(create_app(limited), headers={"X-API-Key": CLIENT_KEY}) as client:
+        codes = [client.post("/feedback", json=play).status_code for _ in range(5)]
+        refused = client.post("/feedback", json=play)
+    assert codes[:3] == [202] * 3 and set(codes[3:]) == {429}
+    assert refused.json()["error"]["code"] == "rate_limited" and 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
 def test_security_headers_and_body_limit(client):
     response = client.get("/health")
     for header in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy", "Strict-Transport-Security"):
