@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.cuped import cuped_ratio_test
-from experiments.definition import SERVING_ALGORITHMS, Experiment
+from experiments.definition import Experiment
 from experiments.guardrails import guardrail_verdict
 from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, user_metrics, variant_summary
 from experiments.multiple_testing import adjust_comparisons
@@ -113,20 +113,10 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
 
 def caveats(experiment: Experiment) -> list[str]:
     """What the verdict cannot see in the data. The feedback worker folds live events into the user
-    vectors of the champion version only, so a variant serving another model version (by alias or
-    number) competes without real-time learning against a variant that has it."""
-    def learns_online(v) -> bool:
-        return v.model_alias == "champion" or (v.model_alias is None and v.model_version is None and v.algorithm not in SERVING_ALGORITHMS)
-
-    def other_version(v) -> str | None:
-        if v.model_version is not None:
-            return f"{v.name} serves model version {v.model_version}"
-        if v.model_alias not in (None, "champion"):
-            return f"{v.name} serves model alias {v.model_alias!r}"
-        return None
-
-    online = [v.name for v in experiment.variants if learns_online(v)]
-    offline = [line for v in experiment.variants if (line := other_version(v))]
+    vectors of the champion version only, so a variant pinned to another model version competes
+    without real-time learning against a variant that has it."""
+    online = [v.name for v in experiment.variants if v.serves_champion]
+    offline = [f"{v.name} serves {v.other_model}" for v in experiment.variants if v.other_model]
     if not online or not offline:
         return []
     return [f"{'; '.join(offline)}: its users' vectors are the trained ones only, while {', '.join(online)} "

@@ -45,6 +45,20 @@ class Variant(BaseModel):
             raise ValueError(f"unknown algorithm {value!r}; known: {', '.join(sorted(set(known)))}")
         return value
 
+    @property
+    def serves_champion(self) -> bool:
+        """The champion model answers for this variant: alias ``champion``, or a model algorithm by name."""
+        return self.model_alias == "champion" or (self.algorithm is not None and self.algorithm not in SERVING_ALGORITHMS)
+
+    @property
+    def other_model(self) -> str | None:
+        """``model alias 'x'`` or ``model version n`` when the variant is pinned to a model other than the champion."""
+        if self.model_version is not None:
+            return f"model version {self.model_version}"
+        if self.model_alias not in (None, "champion"):
+            return f"model alias {self.model_alias!r}"
+        return None
+
     @model_validator(mode="after")
     def _one_target(self) -> "Variant":
         targets = [t for t in (self.algorithm, self.model_alias, self.model_version) if t]
