@@ -23,18 +23,17 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-from serving_support.processes import free_port, wait_ready
+from serving_support.processes import free_port, require_wrk, scratch_redis, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = Path(__file__).resolve().parent / "serving_support"
@@ -109,17 +108,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    require_wrk()
 
     import redis
 
     from echotune.contracts import RedisKeys
-    from echotune.redis_server import EmbeddedRedis
 
-    folder = Path(tempfile.mkdtemp(prefix="echotune-feedback-"))
-    server = EmbeddedRedis(folder / "redis")
-    redis_url = server.start()
+    cleanup = ExitStack()  # the scratch folder and its Redis, closed after the processes stop
+    folder, redis_url = cleanup.enter_context(scratch_redis("feedback"))
     prefix = "bench"
     keys = RedisKeys(prefix)
     r = redis.Redis.from_url(redis_url)
@@ -204,13 +200,8 @@ def main() -> None:
         print(f"  posting errors during the kill run: {paced.failed}")
     finally:
         for process in processes.values():
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+            stop(process)
+        cleanup.close()
 
 
 if __name__ == "__main__":

@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from serving_support.processes import free_port, wait_ready
+from serving_support.processes import free_port, require_wrk, scratch_redis, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = Path(__file__).resolve().parent / "serving_support"
@@ -77,73 +74,62 @@ def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(command, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--events", type=int, default=400_000)
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+    require_wrk()
+    processes: list[subprocess.Popen] = []
+    with scratch_redis("serving") as (folder, redis_url):
+        try:
+            _run(args, folder, redis_url, processes)
+        finally:
+            for process in processes:
+                stop(process)
 
-    from echotune.redis_server import EmbeddedRedis
 
-    folder = Path(tempfile.mkdtemp(prefix="echotune-serving-"))
-    server = EmbeddedRedis(folder / "redis")
-    redis_url = server.start()
+def _run(args, folder: Path, redis_url: str, processes: list[subprocess.Popen]) -> None:
+    """Build the stack, start the API and the floor app (appended to ``processes``), drive both, print."""
     prefix = "bench"
-    processes = []
-    try:
-        users, tracks = build_stack(folder, redis_url, prefix, args.events)
-        (folder / "users.txt").write_text("\n".join(users))
-        (folder / "tracks.txt").write_text("\n".join(tracks))
-        blas = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        api_port, floor_port = free_port(), free_port()
-        api_env = {**blas, "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": prefix,
-                   "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
-        api = start([sys.executable, "-m", "echotune.cli", "serve", "--port", str(api_port), "--workers", "2"], api_env, folder / "api.log")
-        processes.append(api)
-        wait_ready(f"http://127.0.0.1:{api_port}/health/ready")
-        floor = start([sys.executable, "-m", "uvicorn", "bench.serving_support.floor_app:app", "--port", str(floor_port),
-                       "--workers", "2", "--log-level", "warning", "--no-access-log"], blas, folder / "floor.log")  # fmt: skip
-        processes.append(floor)
-        wait_ready(f"http://127.0.0.1:{floor_port}/recommendations/warmup")
+    users, tracks = build_stack(folder, redis_url, prefix, args.events)
+    (folder / "users.txt").write_text("\n".join(users))
+    (folder / "tracks.txt").write_text("\n".join(tracks))
+    blas = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    api_port, floor_port = free_port(), free_port()
+    api_env = {**blas, "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": prefix,
+               "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
+    api = start([sys.executable, "-m", "echotune.cli", "serve", "--port", str(api_port), "--workers", "2"], api_env, folder / "api.log")
+    processes.append(api)
+    wait_ready(f"http://127.0.0.1:{api_port}/health/ready")
+    floor = start([sys.executable, "-m", "uvicorn", "bench.serving_support.floor_app:app", "--port", str(floor_port),
+                   "--workers", "2", "--log-level", "warning", "--no-access-log"], blas, folder / "floor.log")  # fmt: skip
+    processes.append(floor)
+    wait_ready(f"http://127.0.0.1:{floor_port}/recommendations/warmup")
 
-        wrk_env = {"WRK_USERS": str(folder / "users.txt"), "WRK_TRACKS": str(folder / "tracks.txt"), "WRK_KEY": KEY}
-        runs = []
-        for name, port, mode in (("GET /recommendations", api_port, "recommend"), ("GET /similar", api_port, "similar"),
-                                 ("floor app", floor_port, "recommend")):  # fmt: skip
-            for connections in (8, 64):
-                run_wrk(f"http://127.0.0.1:{port}", connections, 3, {**wrk_env, "WRK_MODE": mode})  # warm-up
-                figures = run_wrk(f"http://127.0.0.1:{port}", connections, args.seconds, {**wrk_env, "WRK_MODE": mode})
-                runs.append((name, connections, figures))
-                print(f"  {name:22s} c={connections:<3d} {figures['rps']:8,.0f} req/s", flush=True)
-
-        print(f"\n{args.seconds} s per run, wrk -t2, on this machine ({os.cpu_count()} cores shared by server and load generator)")
-        print(f"{'endpoint':22s} {'conns':>5s} {'req/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'errors':>7s}")
-        for name, connections, f in runs:
-            errors = f["status_errors"] + f["socket_errors"]
-            print(f"{name:22s} {connections:5d} {f['rps']:9,.0f} {f['p50_us'] / 1000:8.2f} {f['p95_us'] / 1000:8.2f} {f['p99_us'] / 1000:8.2f} {errors:7d}")
-        by = {(n, c): f for n, c, f in runs}
+    wrk_env = {"WRK_USERS": str(folder / "users.txt"), "WRK_TRACKS": str(folder / "tracks.txt"), "WRK_KEY": KEY}
+    runs = []
+    for name, port, mode in (("GET /recommendations", api_port, "recommend"), ("GET /similar", api_port, "similar"),
+                             ("floor app", floor_port, "recommend")):  # fmt: skip
         for connections in (8, 64):
-            ratio = by[("GET /recommendations", connections)]["rps"] / by[("floor app", connections)]["rps"]
-            print(f"GET /recommendations / floor at {connections} connections: {ratio:.2f}")
-        eight, sixty_four = by[("GET /recommendations", 8)], by[("GET /recommendations", 64)]
-        print("\ntargets: 8 conns >= 1,500 req/s: {}; P99 <= 20 ms: {}; >= 0.75 x floor: {}; 64 conns zero errors: {}; P99 <= 150 ms: {}".format(
-            eight["rps"] >= 1500, eight["p99_us"] <= 20_000, eight["rps"] / by[("floor app", 8)]["rps"] >= 0.75,
-            sixty_four["status_errors"] + sixty_four["socket_errors"] == 0, sixty_four["p99_us"] <= 150_000))  # fmt: skip
-    finally:
-        for process in processes:
-            stop(process)
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+            run_wrk(f"http://127.0.0.1:{port}", connections, 3, {**wrk_env, "WRK_MODE": mode})  # warm-up
+            figures = run_wrk(f"http://127.0.0.1:{port}", connections, args.seconds, {**wrk_env, "WRK_MODE": mode})
+            runs.append((name, connections, figures))
+            print(f"  {name:22s} c={connections:<3d} {figures['rps']:8,.0f} req/s", flush=True)
+
+    print(f"\n{args.seconds} s per run, wrk -t2, on this machine ({os.cpu_count()} cores shared by server and load generator)")
+    print(f"{'endpoint':22s} {'conns':>5s} {'req/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'errors':>7s}")
+    for name, connections, f in runs:
+        errors = f["status_errors"] + f["socket_errors"]
+        print(f"{name:22s} {connections:5d} {f['rps']:9,.0f} {f['p50_us'] / 1000:8.2f} {f['p95_us'] / 1000:8.2f} {f['p99_us'] / 1000:8.2f} {errors:7d}")
+    by = {(n, c): f for n, c, f in runs}
+    for connections in (8, 64):
+        ratio = by[("GET /recommendations", connections)]["rps"] / by[("floor app", connections)]["rps"]
+        print(f"GET /recommendations / floor at {connections} connections: {ratio:.2f}")
+    eight, sixty_four = by[("GET /recommendations", 8)], by[("GET /recommendations", 64)]
+    print("\ntargets: 8 conns >= 1,500 req/s: {}; P99 <= 20 ms: {}; >= 0.75 x floor: {}; 64 conns zero errors: {}; P99 <= 150 ms: {}".format(
+        eight["rps"] >= 1500, eight["p99_us"] <= 20_000, eight["rps"] / by[("floor app", 8)]["rps"] >= 0.75,
+        sixty_four["status_errors"] + sixty_four["socket_errors"] == 0, sixty_four["p99_us"] <= 150_000))  # fmt: skip
 
 
 if __name__ == "__main__":

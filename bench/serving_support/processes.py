@@ -1,10 +1,50 @@
-"""What the HTTP benchmarks share: a free port, and waiting for a server to answer."""
+"""What the HTTP benchmarks share: wrk, a scratch folder with its own Redis, starting and stopping
+process groups, a free port, and waiting for a server to answer."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def require_wrk() -> None:
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+
+
+@contextmanager
+def scratch_redis(tag: str) -> Iterator[tuple[Path, str]]:
+    """A temporary folder with an embedded Redis server in it: (folder, redis url); both go on exit."""
+    from echotune.redis_server import EmbeddedRedis
+
+    folder = Path(tempfile.mkdtemp(prefix=f"echotune-{tag}-"))
+    server = EmbeddedRedis(folder / "redis")
+    try:
+        yield folder, server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group, SIGKILL if it is still there after 20 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def free_port() -> int:
