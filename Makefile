@@ -18,6 +18,7 @@ demo: install
 	$(BIN)/echotune demo
 
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 pipeline: install

@@ -44,9 +44,10 @@ TYPES = ("play", "track_completed", "track_skipped", "like", "recommendation_sho
 def build(redis_url: str, prefix: str) -> tuple[list[str], list[str]]:
     import redis
 
-    from echotune.contracts import RedisKeys
-    from echotune.synthetic import SyntheticWorld
-    from echotune.vectorstore import VectorStore
+    from core import release
+    from core.contracts import RedisKeys
+    from core.synthetic import SyntheticWorld
+    from core.vectorstore import VectorStore
     from models import DEFAULT_ALGORITHM, create
     from models.training import build_inputs
     from models.weighting import graded_interactions
@@ -56,15 +57,10 @@ def build(redis_url: str, prefix: str) -> tuple[list[str], list[str]]:
     graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
     matrix, features = build_inputs(graded, world.tracks)
     model = create(DEFAULT_ALGORITHM).fit(matrix, features)
-    items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
-    items["popularity"] = np.log1p(np.asarray((matrix.matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
-    fold = model.fold_in()
     store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(prefix))
-    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(),
-                  {"algorithm": model.name, "trained_until": int(events["timestamp"].max().timestamp() * 1000)},
-                  fold_in=(fold.matrix, fold.tail))  # fmt: skip
-    store.set_alias("champion", "1")
-    return list(model.user_ids), list(items["track_id"])
+    trained_until = int(events["timestamp"].max().timestamp() * 1000)
+    release.publish(store, "1", model, world.tracks, trained_until, alias="champion")
+    return list(model.user_ids), list(model.item_ids)
 
 
 class Paced:
@@ -112,7 +108,7 @@ def main() -> None:
 
     import redis
 
-    from echotune.contracts import RedisKeys
+    from core.contracts import RedisKeys
 
     cleanup = ExitStack()  # the scratch folder and its Redis, closed after the processes stop
     folder, redis_url = cleanup.enter_context(scratch_redis("feedback"))

@@ -2,7 +2,7 @@
 
 Writes N synthetic export rows (default 1,000,000) as Spotify does: JSON arrays of ~25,000 rows per
 file, full field set including PII, a few podcast and incognito rows, then imports them in a fresh
-process with ``echotune.ingest.service.ingest_history`` and prints events/s and the importing process's
+process with ``core.ingest.service.ingest_history`` and prints events/s and the importing process's
 peak memory (RSS high-water mark). Target: >= 200,000 events/s and < 1 GiB.
 
     .venv/bin/python bench/ingest_history.py [--rows 1000000] [--keep DIR]
@@ -28,7 +28,7 @@ ROWS_PER_FILE = 25_000
 
 def write_exports(folder: Path, rows: int, seed: int = 0) -> int:
     """Export files for 4 listeners; returns bytes written."""
-    from echotune.synthetic import SyntheticWorld
+    from core.synthetic import SyntheticWorld
 
     rng = np.random.default_rng(seed)
     world = SyntheticWorld.generate(20_000, 10, seed=seed)
@@ -77,9 +77,9 @@ def write_exports(folder: Path, rows: int, seed: int = 0) -> int:
 IMPORT = """
 import json, resource, sys, time
 from pathlib import Path
-from echotune.ingest.pseudonyms import Pseudonymizer
-from echotune.ingest.service import ingest_history
-from echotune.tables import OfflineStore
+from core.ingest.pseudonyms import Pseudonymizer
+from core.ingest.service import ingest_history
+from core.tables import OfflineStore
 folder, out, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) or None
 files = sorted(folder.glob("*/*.json"))
 started = time.perf_counter()

@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from serving_support.processes import free_port, require_wrk, scratch_redis, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +35,10 @@ def build_stack(folder: Path, redis_url: str, prefix: str, n_events: int) -> tup
     """Train the default algorithm on a 50k x 10k synthetic world and publish it; returns user ids and track ids."""
     import redis
 
-    from echotune.contracts import RedisKeys
-    from echotune.synthetic import SyntheticWorld
-    from echotune.vectorstore import VectorStore
+    from core import release
+    from core.contracts import RedisKeys
+    from core.synthetic import SyntheticWorld
+    from core.vectorstore import VectorStore
     from models import DEFAULT_ALGORITHM, create
     from models.training import build_inputs
     from models.weighting import graded_interactions
@@ -49,16 +49,13 @@ def build_stack(folder: Path, redis_url: str, prefix: str, n_events: int) -> tup
     graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
     matrix, features = build_inputs(graded, world.tracks)
     model = create(DEFAULT_ALGORITHM).fit(matrix, features)
-    items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
-    items["popularity"] = np.log1p(np.asarray((matrix.matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
     store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(prefix))
-    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name},
-                  similarity_vectors=model.similarity_vectors())  # fmt: skip
-    store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
-    store.set_alias("champion", "1")
-    print(f"stack: {len(items):,} tracks, {len(model.user_ids):,} users with vectors ({model.item_vectors().shape[1]}-d {model.name}), "
+    trained_until = int(events["timestamp"].max().timestamp() * 1000)
+    release.publish(store, "1", model, world.tracks, trained_until, alias="champion")
+    release.publish_played(store, graded)
+    print(f"stack: {len(model.item_ids):,} tracks, {len(model.user_ids):,} users with vectors ({model.item_vectors().shape[1]}-d {model.name}), "
           f"{len(events):,} events, built in {time.perf_counter() - started:.0f}s", flush=True)  # fmt: skip
-    return list(model.user_ids), list(items["track_id"])
+    return list(model.user_ids), list(model.item_ids)
 
 
 def run_wrk(url: str, connections: int, seconds: int, env: dict) -> dict:

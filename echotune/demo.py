@@ -15,8 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from echotune.redis_server import EmbeddedRedis
-from echotune.settings import Settings
+from core.redis_server import EmbeddedRedis
+from core.settings import Settings
 from serving.security import demo_keys, key_for_scope
 
 BIN = Path(sys.executable).parent
@@ -43,7 +43,7 @@ def _demo_user(settings: Settings) -> str | None:
     """A user with a typical (upper-quartile) history whom the demo experiment serves the champion
     model, so the sample request shows personalisation (a control user would get popularity)."""
     import experiments
-    from echotune.tables import OfflineStore
+    from core.tables import OfflineStore
     from experiments.assignment import Assigner
     from experiments.definition import Experiment
 

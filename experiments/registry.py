@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 from pydantic import ValidationError
 
-from echotune.contracts.redis_keys import RedisKeys
+from core.contracts.redis_keys import RedisKeys
 from experiments.definition import Experiment
 
 

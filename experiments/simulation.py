@@ -2,7 +2,7 @@
 
 Each user in the allocation is served lists by their variant's recommender; clicks, completions and
 skips are drawn from the same response model that generated the training history
-(:func:`echotune.synthetic.click_given_affinity`), so a variant that knows users' tastes earns more clicks.
+(:func:`core.synthetic.click_given_affinity`), so a variant that knows users' tastes earns more clicks.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from echotune.contracts.events import EVENT_SCHEMA
-from echotune.synthetic import SyntheticWorld, click_given_affinity, completion_given_affinity
+from core.contracts.events import EVENT_SCHEMA
+from core.synthetic import SyntheticWorld, click_given_affinity, completion_given_affinity
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
 

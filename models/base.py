@@ -38,6 +38,10 @@ class Recommender(ABC):
     """Base class: subclasses implement ``fit``, ``user_vectors``, ``item_vectors`` and their state."""
 
     name: ClassVar[str]
+    # Served online: the API ranks items by user vector @ item vectors, and the feedback worker learns
+    # with a linear fold-in. A model that cannot do both is trained and evaluated offline only.
+    servable: ClassVar[bool] = True
+    not_servable_because: ClassVar[str] = ""
 
     def __init__(self, **params: Any) -> None:
         self.params = params

@@ -20,9 +20,11 @@ DEFAULTS = {"regularization": 200.0, "min_users": 2, "max_items": 20000}
 
 class EASE(Recommender):
     name = "ease"
+    servable = False
+    not_servable_because = "its vectors have one dimension per item and it has no linear fold-in (an offline reference; lowrank_ease serves its scores in 64 dimensions)"
 
     def fold_in(self):
-        raise NotImplementedError("ease has one vector dimension per item: it is an offline reference, not served online")
+        raise NotImplementedError(f"{self.name} cannot be served online: {self.not_servable_because}")
 
     def __init__(self, **params) -> None:
         super().__init__(**checked_params(self.name, params, DEFAULTS))

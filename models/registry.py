@@ -17,6 +17,7 @@ from models.popularity import Popularity
 ALGORITHMS: dict[str, type[Recommender]] = {
     cls.name: cls for cls in (Popularity, GenrePopularity, ContentBased, EASE, LowRankEASE, LightFMHybrid)
 }
+SERVABLE_ALGORITHMS: tuple[str, ...] = tuple(sorted(n for n, cls in ALGORITHMS.items() if cls.servable))
 # the best measured on Last.fm (bench/quality_lastfm.py), servable (64 dimensions) and cold-start capable
 DEFAULT_ALGORITHM = "lowrank_ease"
 
@@ -28,6 +29,21 @@ def create(name: str, **params: Any) -> Recommender:
     except KeyError:
         raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(sorted(ALGORITHMS))}") from None
     return cls(**params)
+
+
+def check_servable(name: str) -> str:
+    """``name`` if models of that algorithm can be served online (vectors and a linear fold-in), else
+    ValueError saying which algorithms can."""
+    cls = ALGORITHMS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown algorithm {name!r}; servable algorithms: {', '.join(SERVABLE_ALGORITHMS)}")
+    if not cls.servable:
+        raise ValueError(
+            f"algorithm {name!r} cannot be served online: {cls.not_servable_because}. "
+            f"The pipeline trains what the API serves: choose one of {', '.join(SERVABLE_ALGORITHMS)} "
+            "(`echotune train` still trains any algorithm offline)"
+        )
+    return name
 
 
 def load(path: str | Path) -> Recommender:

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from echotune.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from pipelines.experiment_reports import definitions as experiment_report_defs
 from pipelines.ingestion import definitions as ingestion_defs
 from pipelines.resources import (

@@ -1,4 +1,4 @@
-"""Every external system as a ConfigurableResource. Values come from :class:`echotune.settings.Settings`
+"""Every external system as a ConfigurableResource. Values come from :class:`core.settings.Settings`
 when the code location loads (see ``definitions.py``); tests pass their own."""
 
 
@@ -9,10 +9,11 @@ import dagster as dg
 import redis
 from pydantic import PrivateAttr
 
-from echotune.contracts.redis_keys import RedisKeys
-from echotune.redis_server import EmbeddedRedis
-from echotune.tables import OfflineStore
-from echotune.vectorstore import VectorStore
+from core.contracts.redis_keys import RedisKeys
+from core.model_registry import ModelRegistry
+from core.redis_server import EmbeddedRedis
+from core.tables import OfflineStore
+from core.vectorstore import VectorStore
 
 
 class OfflineStoreResource(dg.ConfigurableResource):
@@ -82,10 +83,16 @@ class MlflowResource(dg.ConfigurableResource):
     promotion_metric: str = "ndcg_at_10"
     promotion_margin: float = 0.0
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        from models import tracking
+    _registry: ModelRegistry | None = PrivateAttr(default=None)
 
-        tracking.configure(self.tracking_uri, Path(self.artifact_root), self.experiment)
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._registry = ModelRegistry.open(self.tracking_uri, self.artifact_root, self.experiment, self.registered_model)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        if self._registry is None:
+            raise RuntimeError("MlflowResource used outside of a run")
+        return self._registry
 
 
 class SyntheticDataResource(dg.ConfigurableResource):
@@ -100,7 +107,8 @@ class SyntheticDataResource(dg.ConfigurableResource):
 
 class TrainingResource(dg.ConfigurableResource):
     """Which algorithm the training asset fits and with which parameters (a JSON object, so any
-    algorithm's knobs can be set from the launchpad)."""
+    algorithm's knobs can be set from the launchpad). Only servable algorithms: the pipeline releases
+    what it trains to the API."""
 
     algorithm: str = "lowrank_ease"
     params_json: str = "{}"
@@ -109,10 +117,12 @@ class TrainingResource(dg.ConfigurableResource):
     def params(self) -> dict:
         import json
 
-        from models import ALGORITHMS
+        from models import check_servable
 
-        if self.algorithm not in ALGORITHMS:
-            raise dg.Failure(f"unknown algorithm {self.algorithm!r}; known: {', '.join(sorted(ALGORITHMS))}")
+        try:
+            check_servable(self.algorithm)
+        except ValueError as exc:
+            raise dg.Failure(str(exc)) from None
         params = json.loads(self.params_json or "{}")
         if not isinstance(params, dict):
             raise dg.Failure(f"params_json must be a JSON object, not {self.params_json!r}")
@@ -139,7 +149,7 @@ class IngestionResource(dg.ConfigurableResource):
         return paths
 
     def pseudonymizer(self):
-        from echotune.ingest.pseudonyms import Pseudonymizer, load_or_create_key
+        from core.ingest.pseudonyms import Pseudonymizer, load_or_create_key
 
         key = bytes.fromhex(self.pseudonym_key) if self.pseudonym_key else load_or_create_key(Path(self.var_dir) / "pseudonym.key")
         return Pseudonymizer(key)
@@ -155,7 +165,7 @@ class SpotifyApiResource(dg.ConfigurableResource):
     max_tracks: int = 10_000
 
     def client(self):
-        from echotune.ingest.spotify_api import SpotifyClient
+        from core.ingest.spotify_api import SpotifyClient
 
         return SpotifyClient(self.client_id, self.client_secret, base_url=self.base_url, accounts_url=self.accounts_url)
 

@@ -5,9 +5,9 @@ stream, then everything else, then a report for every running experiment."""
 import dagster as dg
 import redis
 
-from echotune.contracts.redis_keys import RedisKeys
-from echotune.ingest.live_feedback import stream_days
-from echotune.settings import Settings
+from core.contracts.redis_keys import RedisKeys
+from core.ingest.live_feedback import stream_days
+from core.settings import Settings
 from experiments.registry import ExperimentRegistry
 from pipelines.definitions import build_defs, drain_job, everything_job
 from pipelines.experiment_reports.definitions import reports_job

@@ -8,7 +8,7 @@ from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator
 
-from echotune.contracts.events import safe_id
+from core.contracts.events import safe_id
 from serving.errors import ApiError
 from serving.observability import RATE_LIMITED
 from serving.security import ApiKey, Scope

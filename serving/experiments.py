@@ -9,7 +9,7 @@ import time
 import redis.asyncio as aredis
 from pydantic import ValidationError
 
-from echotune.contracts.redis_keys import RedisKeys
+from core.contracts.redis_keys import RedisKeys
 from experiments.assignment import Assigner
 from experiments.definition import Experiment, Variant
 

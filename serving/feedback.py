@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 import asyncio
 
-from echotune.contracts.events import EventContext, FeedbackEvent
-from echotune.feedback_stream import append_args, append_keys, encode
+from core.contracts.events import EventContext, FeedbackEvent
+from core.feedback_stream import append_args, append_keys, encode
 from serving.errors import ApiError
 from serving.observability import SPOOLED
 from serving.schemas import ErrorDetail, FeedbackAccepted

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from echotune.contracts.ids import parse_track_id
+from core.contracts.ids import parse_track_id
 from serving.model_state import CONTINUOUS_FEATURES, LoadedModel
 
 MAX_LIST = 200

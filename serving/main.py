@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from echotune.contracts.events import FeedbackEvent
-from echotune.settings import Settings, get_settings
+from core.clock import SYSTEM_CLOCK, Clock
+from core.contracts.events import FeedbackEvent
+from core.settings import Settings, get_settings
 from serving import errors
 from serving.middleware import RequestContext
 from serving.observability import configure_logging
@@ -19,12 +20,14 @@ from serving.feedback import append_rows
 from serving.state import REDIS_ERRORS, AppState
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
+    """The API for ``settings``; ``clock`` is the time it reads (rate-limit windows, the Redis breaker's
+    cooldown), injected by tests."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = await AppState.open(settings)
+        state = await AppState.open(settings, clock)
         app.state.echotune = state
         replay = asyncio.create_task(replay_spool_forever(state))
         yield

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import redis.asyncio as aredis
 
-from echotune.contracts.redis_keys import RedisKeys
-from echotune.vectorstore import PublishedVersion
+from core.contracts.redis_keys import RedisKeys
+from core.vectorstore import PublishedVersion
 from models.features import CONTENT_SCALE
 
 log = logging.getLogger(__name__)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import redis
 import redis.asyncio as aredis
 
-from echotune.contracts.redis_keys import RedisKeys
-from echotune.feedback_stream import APPEND_SCRIPT
-from echotune.redis_server import EmbeddedRedis
-from echotune.settings import Settings
-from echotune.vectorstore import VectorStore
+from core.clock import SYSTEM_CLOCK, Clock
+from core.contracts.redis_keys import RedisKeys
+from core.feedback_stream import APPEND_SCRIPT
+from core.redis_server import EmbeddedRedis
+from core.settings import Settings
+from core.vectorstore import VectorStore
 from serving.experiments import ExperimentRouter
 from serving.model_state import DiskCache, ModelCache
 from serving.security import ApiKey, ApiKeys, demo_keys, rate_window
@@ -30,16 +30,17 @@ class RedisBreaker:
     """After a Redis failure, requests skip Redis for ``cooldown`` seconds and answer degraded at once,
     instead of each one waiting for a connection timeout."""
 
-    def __init__(self, cooldown: float = 1.0) -> None:
+    def __init__(self, cooldown: float = 1.0, clock: Clock = SYSTEM_CLOCK) -> None:
         self.cooldown = cooldown
-        self._open_until = 0.0
+        self.clock = clock
+        self._open_until = float("-inf")
 
     @property
     def available(self) -> bool:
-        return time.monotonic() >= self._open_until
+        return self.clock.monotonic() >= self._open_until
 
     def failed(self) -> None:
-        self._open_until = time.monotonic() + self.cooldown
+        self._open_until = self.clock.monotonic() + self.cooldown
 
 
 @dataclass
@@ -54,9 +55,10 @@ class AppState:
     spool: Spool
     experiments: ExperimentRouter
     embedded: EmbeddedRedis | None = None
+    clock: Clock = field(default=SYSTEM_CLOCK)
 
     @classmethod
-    async def open(cls, settings: Settings) -> "AppState":
+    async def open(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> "AppState":
         embedded = None
         url = settings.redis_url
         if not url:  # run standalone: attach to (or start) the project's embedded server
@@ -71,8 +73,8 @@ class AppState:
         models = ModelCache(client, keys, store, DiskCache(settings.var_dir / "serving_cache" / settings.redis_prefix))
         api_keys = ApiKeys(settings.api_keys or demo_keys(settings.var_dir / "api_keys"))
         spool = Spool(settings.spool_dir / settings.redis_prefix)
-        state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(), spool,
-                    ExperimentRouter(client, keys), embedded)  # fmt: skip
+        state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(clock=clock), spool,
+                    ExperimentRouter(client, keys), embedded, clock)  # fmt: skip
         await state.models.refresh(force=True)
         await state.experiments.refresh()
         return state
@@ -103,7 +105,7 @@ class AppState:
     def _rate_limit_commands(self, key: ApiKey) -> tuple[list[tuple], int]:
         """Count one request of ``key`` in this minute's window (the counter expires with it); the
         INCR's reply is the count. Returns the commands and the seconds left in the window."""
-        minute, retry_after = rate_window()
+        minute, retry_after = rate_window(self.clock.now())
         counter = self.keys.rate_limit(key.key_id, minute)
         return [("SET", counter, 0, "EX", 61, "NX"), ("INCR", counter)], retry_after
 

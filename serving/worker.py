@@ -36,10 +36,10 @@ import orjson
 import pandas as pd
 import redis
 
-from echotune.contracts.events import EVENT_TYPES
-from echotune.contracts.redis_keys import RedisKeys
-from echotune.feedback_stream import decode
-from echotune.vectorstore import VectorStore
+from core.contracts.events import EVENT_TYPES
+from core.contracts.redis_keys import RedisKeys
+from core.feedback_stream import decode
+from core.vectorstore import VectorStore
 from models.foldin import FoldIn
 from models.weighting import event_contributions, online_weight
 

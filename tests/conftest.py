@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from echotune.redis_server import EmbeddedRedis
-from echotune.settings import Settings
+from core.redis_server import EmbeddedRedis
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

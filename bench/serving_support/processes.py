@@ -25,7 +25,7 @@ def require_wrk() -> None:
 @contextmanager
 def scratch_redis(tag: str) -> Iterator[tuple[Path, str]]:
     """A temporary folder with an embedded Redis server in it: (folder, redis url); both go on exit."""
-    from echotune.redis_server import EmbeddedRedis
+    from core.redis_server import EmbeddedRedis
 
     folder = Path(tempfile.mkdtemp(prefix=f"echotune-{tag}-"))
     server = EmbeddedRedis(folder / "redis")

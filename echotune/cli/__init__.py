@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from echotune.settings import Settings, get_settings
+from core.settings import Settings
+from echotune.config import load_settings
 
 # One BLAS thread per serving process: threaded BLAS inside a threaded server is ~60x slower.
 _SINGLE_THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -34,10 +35,10 @@ def main() -> None:
 @main.command()
 def pipeline() -> None:
     """Materialize every asset once on the configured data, then exit (non-zero on failure)."""
-    from echotune.redis_server import redis_url
+    from core.redis_server import redis_url
     from pipelines.runner import materialize_everything
 
-    settings = get_settings()
+    settings = load_settings()
     _use_dagster_home(settings)
     with redis_url(settings.redis_url, settings.redis_dir) as url:
         ok = materialize_everything(settings.model_copy(update={"redis_url": url}))
@@ -53,9 +54,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     os.environ.update(_SINGLE_THREADED_BLAS)
     import uvicorn
 
-    from echotune.redis_server import redis_url
+    from core.redis_server import redis_url
 
-    settings = get_settings()
+    settings = load_settings()
     workers = workers or settings.api_workers
     if workers > 1:  # every worker writes its metrics where /metrics can add them up
         metrics_dir = settings.var_dir / "prometheus"
@@ -92,12 +93,12 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
 
     import redis
 
-    from echotune.contracts.redis_keys import RedisKeys
-    from echotune.redis_server import redis_url
+    from core.contracts.redis_keys import RedisKeys
+    from core.redis_server import redis_url
     from serving.observability import configure_logging
     from serving.worker import FeedbackWorker
 
-    settings = get_settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,7 +116,7 @@ def demo() -> None:
     the MLflow UI until Ctrl-C."""
     from echotune.demo import run_demo
 
-    sys.exit(run_demo(get_settings()))
+    sys.exit(run_demo(load_settings()))
 
 
 def _add_command_modules() -> None:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import click
 
-from echotune.settings import get_settings
+from echotune.config import load_settings
 
 EXIT_TOO_MANY_REJECTS = 3
 
 
 def _finish(result) -> None:
-    settings = get_settings()
+    settings = load_settings()
     summary = result.summary()
     summary["rejects_table"] = str(settings.tables_dir / "rejects" / f"{result.source}.parquet")
     click.echo(json.dumps(summary, default=str))
@@ -36,12 +36,12 @@ def _finish(result) -> None:
 def _run(paths: tuple[Path, ...], work: Callable) -> None:
     from tqdm import tqdm
 
-    from echotune.tables import OfflineStore
+    from core.tables import OfflineStore
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise click.UsageError(f"no such file: {', '.join(missing)}")
-    store = OfflineStore(get_settings().tables_dir)
+    store = OfflineStore(load_settings().tables_dir)
     with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=None) as bar:
         rows = 0
 
@@ -70,7 +70,7 @@ def ingest() -> None:
 @_PATHS
 def tracks(paths: tuple[Path, ...]) -> None:
     """Track metadata and audio features from CSV, Parquet or JSON files in Spotify's schema."""
-    from echotune.ingest.service import ingest_track_files
+    from core.ingest.service import ingest_track_files
 
     _run(paths, lambda store, p, progress: ingest_track_files(store, p, progress))
 
@@ -80,10 +80,10 @@ def tracks(paths: tuple[Path, ...]) -> None:
 @click.option("--user", default=None, help="Owner of exports without a username field (default: each file's folder name).")
 def history(paths: tuple[Path, ...], user: str | None) -> None:
     """Spotify streaming history exports (extended or account data) as feedback events, PII removed."""
-    from echotune.ingest.service import ingest_history, pseudonymizer
+    from core.ingest.service import ingest_history, pseudonymizer
 
-    pseudonyms = pseudonymizer(get_settings())
-    _run(paths, lambda store, p, progress: ingest_history(store, p, pseudonyms, user=user or get_settings().history_user or None, progress=progress))
+    pseudonyms = pseudonymizer(load_settings())
+    _run(paths, lambda store, p, progress: ingest_history(store, p, pseudonyms, user=user or load_settings().history_user or None, progress=progress))
 
 
 @ingest.command()
@@ -93,7 +93,7 @@ def history(paths: tuple[Path, ...], user: str | None) -> None:
               help="What the value column holds: listen counts (log1p at training) or ready weights.")  # fmt: skip
 def interactions(paths: tuple[Path, ...], source: str, kind: str) -> None:
     """User-item logs (user, item or track id, count or weight, optional timestamp) from CSV, TSV/.dat or Parquet."""
-    from echotune.ingest.service import ingest_interaction_logs
+    from core.ingest.service import ingest_interaction_logs
 
     _run(paths, lambda store, p, progress: ingest_interaction_logs(store, p, source=source, kind=kind, progress=progress))
 

@@ -6,15 +6,13 @@ import json
 
 import click
 
-from echotune.settings import get_settings
+from echotune.config import load_settings
 
 
-def _configure():
-    from models import tracking
+def _registry(settings):
+    from core.model_registry import ModelRegistry
 
-    settings = get_settings()
-    tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment)
-    return settings, tracking
+    return ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
 
 
 @click.group()
@@ -25,25 +23,20 @@ def model() -> None:
 @model.command()
 def status() -> None:
     """Every version with its aliases, gate verdict and held-out metric, as JSON lines."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    settings, tracking = _configure()
-    client = MlflowClient()
-    try:
-        registered = client.get_registered_model(settings.registered_model)
-    except MlflowException as exc:
-        raise click.ClickException(f"no model registered as {settings.registered_model!r} yet: run `echotune pipeline`") from exc
-    # search_model_versions leaves aliases empty on some stores; the registered model always carries them.
+    settings = load_settings()
+    registry = _registry(settings)
+    versions = registry.versions()
+    if not versions:
+        raise click.ClickException(f"no model registered as {settings.registered_model!r} yet: run `echotune pipeline`")
     aliases: dict[str, list[str]] = {}
-    for alias, number in registered.aliases.items():
-        aliases.setdefault(str(number), []).append(alias)
-    for version in sorted(client.search_model_versions(f"name = '{settings.registered_model}'"), key=lambda v: int(v.version)):
-        metrics = tracking.run_metrics(settings.registered_model, version.version)
+    for alias, version in registry.aliases().items():
+        aliases.setdefault(version, []).append(alias)
+    for version in versions:
+        tags = registry.version_tags(version)
+        metrics = registry.run_metrics(version)
         click.echo(json.dumps({
-            "version": str(version.version), "aliases": sorted(aliases.get(str(version.version), [])), "promotion": version.tags.get("promotion"),
-            "reason": version.tags.get("promotion_reason"),
-            settings.promotion_metric: metrics.get(f"test_{settings.promotion_metric}"),
+            "version": version, "aliases": sorted(aliases.get(version, [])), "promotion": tags.get("promotion"),
+            "reason": tags.get("promotion_reason"), settings.promotion_metric: metrics.get(f"test_{settings.promotion_metric}"),
         }))  # fmt: skip
 
 
@@ -53,20 +46,19 @@ def rollback(to_version: str | None) -> None:
     """Move the champion alias back, in MLflow and in Redis: the API serves the old version within seconds."""
     import redis
 
-    from echotune.contracts.redis_keys import RedisKeys
-    from echotune.redis_server import redis_url
-    from echotune.vectorstore import VectorStore
+    from core import release
+    from core.contracts.redis_keys import RedisKeys
+    from core.redis_server import redis_url
+    from core.vectorstore import VectorStore
 
-    settings, tracking = _configure()
-    try:
-        previous, now = tracking.rollback(settings.registered_model, to_version)
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from exc
+    settings = load_settings()
+    registry = _registry(settings)
     with redis_url(settings.redis_url, settings.redis_dir) as url:
         store = VectorStore(redis.Redis.from_url(url), RedisKeys(settings.redis_prefix))
-        if now not in store.versions():
-            raise click.ClickException(f"champion is now version {now} in MLflow, but it is not published in Redis: run `echotune pipeline`")
-        store.set_alias("champion", now)
+        try:
+            previous, now = release.rollback(registry, store, to_version)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"previous_champion": previous, "champion": now}))
 
 

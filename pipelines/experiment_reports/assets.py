@@ -8,16 +8,16 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from echotune.synthetic import SyntheticWorld
+from core.synthetic import SyntheticWorld
 import experiments as experiments_package
 from experiments.analysis import analyse
 from experiments.definition import Experiment
 from experiments.registry import ExperimentRegistry
 from experiments.report import served_tracks, write_report
 from experiments.simulation import simulate
+from core.model_registry import CHAMPION
 from models import create
 from models import load as load_model
-from models import tracking
 from models.interactions import Interactions
 from models.ranking import top_k
 from pipelines.resources import ExperimentsResource, MlflowResource, OfflineStoreResource, RedisResource, SyntheticDataResource
@@ -58,11 +58,11 @@ def demo_experiment_events(
         experiment = registry.put(Experiment.from_yaml(DEMO_EXPERIMENT))
         context.instance.add_dynamic_partitions(EXPERIMENTS.name, [experiment.id])
     world = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed)
-    champion = tracking.alias_version(mlflow.registered_model, tracking.CHAMPION)
+    champion = mlflow.registry.alias(CHAMPION)
     if champion is None:
         raise dg.Failure("no champion model: the experiment needs the recommender_model asset to promote one")
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(tracking.model_dir(mlflow.registered_model, champion, Path(tmp)))
+        model = load_model(mlflow.registry.download(champion, Path(tmp)))
     popularity = create("popularity").fit(Interactions(model.train_matrix, model.user_ids, model.item_ids))
     world_index = {t: i for i, t in enumerate(world.tracks["track_id"])}
     to_world = np.array([world_index.get(t, -1) for t in model.item_ids])
@@ -111,7 +111,7 @@ def experiment_report(
     summary_path, html_path = write_report(result, served, out_dir)
     versions = sorted({v for v in events.loc[events["experiment_id"] == experiment.id, "model_version"].dropna().unique()})
     for version in versions:
-        tracking.log_report(mlflow.registered_model, version, out_dir, f"experiments/{experiment.id}")
+        mlflow.registry.log_report(version, out_dir, f"experiments/{experiment.id}")
     context.log.info("experiment %s: %s", experiment.id, result["verdict"])
     primary = result["primary"][0] if result["primary"] else None
     return dg.MaterializeResult(

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from echotune.settings import Settings
+from core.settings import Settings
 from experiments.registry import ExperimentRegistry
 from pipelines.experiment_reports import assets
 from pipelines.resources import RedisResource

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from echotune.ingest.result import ImportResult
+from core.ingest.result import ImportResult
 
 REJECTS_CHECK = "rejected_share_within_threshold"
 

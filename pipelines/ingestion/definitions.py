@@ -1,6 +1,6 @@
 import dagster as dg
 
-from echotune.settings import Settings
+from core.settings import Settings
 from pipelines.ingestion import checks, erasure, events, tracks
 
 

@@ -6,9 +6,9 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from echotune.ingest.live_feedback import drain_day
-from echotune.ingest.service import ingest_history, ingest_interaction_logs
-from echotune.synthetic import SyntheticWorld
+from core.ingest.live_feedback import drain_day
+from core.ingest.service import ingest_history, ingest_interaction_logs
+from core.synthetic import SyntheticWorld
 from pipelines.ingestion.accounting import import_materialization, rejects_check_spec
 from pipelines.resources import IngestionResource, OfflineStoreResource, RedisResource, SyntheticDataResource
 

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from echotune.ingest.catalog import build_catalog, upsert_source
-from echotune.ingest.service import ingest_spotify_api, ingest_track_files, tracks_to_enrich
-from echotune.synthetic import SyntheticWorld
+from core.ingest.catalog import build_catalog, upsert_source
+from core.ingest.service import ingest_spotify_api, ingest_track_files, tracks_to_enrich
+from core.synthetic import SyntheticWorld
 from pipelines.ingestion.accounting import import_materialization, rejects_check_spec
 from pipelines.resources import IngestionResource, OfflineStoreResource, SpotifyApiResource, SyntheticDataResource
 

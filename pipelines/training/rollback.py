@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from models import tracking
+from core import release
 from pipelines.resources import MlflowResource, RedisResource
 
 
@@ -12,10 +12,10 @@ class RollbackConfig(dg.Config):
 
 @dg.op
 def move_champion_back(context: dg.OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource, redis: RedisResource) -> str:
-    previous, now = tracking.rollback(mlflow.registered_model, config.to_version or None)
-    if now not in redis.vectors.versions():
-        raise dg.Failure(f"version {now} is champion in MLflow but not published in Redis: materialize serving_vectors")
-    redis.vectors.set_alias("champion", now)
+    try:
+        previous, now = release.rollback(mlflow.registry, redis.vectors, config.to_version or None)
+    except LookupError as exc:
+        raise dg.Failure(str(exc)) from None
     context.log.info("champion moved from version %s back to %s (API follows within seconds)", previous, now)
     return now
 

@@ -3,6 +3,7 @@
 import json
 
 import dagster as dg
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from models.evaluation import random_holdout
 from models.search import DEFAULT_SPACES, random_search, space_from_json
@@ -23,8 +24,6 @@ def hyperparameter_search(context: dg.AssetExecutionContext, config: SearchConfi
     """Random search on a validation split carved out of the training part (the test part the model
     is reported on is never seen). Each trial is a nested MLflow run under one parent run; the best
     parameters are in the metadata, ready for ECHOTUNE_TRAIN_PARAMS."""
-    import mlflow as ml
-
     spec = json.loads(config.space_json) if config.space_json else DEFAULT_SPACES.get(config.algorithm)
     if not spec:
         raise dg.Failure(f"no default search space for {config.algorithm}: give space_json")
@@ -32,26 +31,37 @@ def hyperparameter_search(context: dg.AssetExecutionContext, config: SearchConfi
     matrix, features = build_inputs(store.tables.read_interactions(), store.tables.read_tracks())
     train = random_holdout(matrix, seed=config.seed).train  # the test part stays unseen
     validation = random_holdout(train, seed=config.seed + 1)
-    with ml.start_run(run_name=f"search-{config.algorithm}") as parent:
-        ml.set_tags({"kind": "hyperparameter_search", "algorithm": config.algorithm, "dagster_run_id": context.run_id})
-        ml.log_params({"space": json.dumps(spec)[:500], "n_trials": config.n_trials, "metric": config.metric})
+    client, experiment_id = mlflow.registry.client, mlflow.registry.experiment_id
+    parent = client.create_run(experiment_id, run_name=f"search-{config.algorithm}",
+                               tags={"kind": "hyperparameter_search", "algorithm": config.algorithm, "dagster_run_id": context.run_id})  # fmt: skip
+    parent_id = parent.info.run_id
+    for name, value in {"space": json.dumps(spec)[:500], "n_trials": config.n_trials, "metric": config.metric}.items():
+        client.log_param(parent_id, name, value)
 
-        def log_trial(trial) -> None:
-            with ml.start_run(run_name=f"trial-{trial.number}", nested=True):
-                ml.log_params(trial.params)
-                ml.log_metrics({**{f"validation_{k}": v for k, v in trial.metrics.items()}, "fit_seconds": trial.fit_seconds})
-            context.log.info("trial %d: %s=%.4f %s", trial.number, config.metric, trial.metrics[config.metric], trial.params)
+    def log_trial(trial) -> None:
+        run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={MLFLOW_PARENT_RUN_ID: parent_id})
+        for name, value in trial.params.items():
+            client.log_param(run.info.run_id, name, value)
+        for name, value in {**{f"validation_{k}": v for k, v in trial.metrics.items()}, "fit_seconds": trial.fit_seconds}.items():
+            client.log_metric(run.info.run_id, name, float(value))
+        client.set_terminated(run.info.run_id)
+        context.log.info("trial %d: %s=%.4f %s", trial.number, config.metric, trial.metrics[config.metric], trial.params)
 
+    try:
         result = random_search(config.algorithm, space, validation, n_trials=config.n_trials, seed=config.seed,
                                metric=config.metric, item_features=features, callback=log_trial)  # fmt: skip
-        best = result.best
-        ml.log_metrics({f"best_validation_{config.metric}": best.metrics[config.metric]})
-        ml.log_dict(best.params, "best_params.json")
+    except BaseException:
+        client.set_terminated(parent_id, status="FAILED")
+        raise
+    best = result.best
+    client.log_metric(parent_id, f"best_validation_{config.metric}", best.metrics[config.metric])
+    client.log_dict(parent_id, best.params, "best_params.json")
+    client.set_terminated(parent_id)
     return dg.MaterializeResult(
         metadata={
             "best_params": dg.MetadataValue.json(best.params),
             f"best_validation_{config.metric}": best.metrics[config.metric],
             "trials": len(result.trials),
-            "mlflow_parent_run": parent.info.run_id,
+            "mlflow_parent_run": parent_id,
         }
     )

@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from echotune.contracts.events import safe_id
-from echotune.contracts.ids import parse_track_id
+from core.contracts.events import safe_id
+from core.contracts.ids import parse_track_id
 from serving.deps import ClientKey, ClientKeyCountedLater, StateDep, UserId, app_state
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters

@@ -6,8 +6,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from echotune.contracts import FeedbackEvent, RedisKeys
-from echotune.feedback_stream import FeedbackStream
+from core.contracts import FeedbackEvent, RedisKeys
+from core.feedback_stream import FeedbackStream
 from pipelines.definitions import build_defs, resources_from
 from pipelines.resources import SpotifyApiResource
 from tests.conftest import SHARED_DATA
@@ -73,8 +73,8 @@ def test_web_api_without_audio_feature_access(settings):
         fake.features_forbidden = True
         configured = settings.model_copy(update={"sources": "synthetic,spotify_api", "synth_tracks": 60})
         # the synthetic catalog's ids are unknown to the fake: pretend a history referenced these tracks
-        from echotune.ingest.catalog import upsert_source
-        from echotune.tables import OfflineStore
+        from core.ingest.catalog import upsert_source
+        from core.tables import OfflineStore
 
         upsert_source(OfflineStore(configured.tables_dir), "spotify_history", pd.DataFrame({"track_id": list(fake.tracks)}))
         spotify = SpotifyApiResource(client_id="test-id", client_secret="test-secret", base_url=fake.url, accounts_url=fake.url)
@@ -91,9 +91,11 @@ def test_web_api_without_audio_feature_access(settings):
 def test_live_feedback_partition(settings, redis_client):
     stream = FeedbackStream(redis_client, RedisKeys(settings.redis_prefix))
     events = [FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="like", event_id=f"x{i}").stamped() for i in range(5)]
-    stream.append(events)
-    today = datetime.now(UTC).date().isoformat()
-    result = materialize(settings, ["feedback_events"], partition_key=today)
+    stream_ids = stream.append(events)
+    # the day the server accepted them (stream ids are acceptance ms): reading the clock here instead
+    # would name the next day when the events were appended just before midnight
+    day = datetime.fromtimestamp(int(stream_ids[0].split("-")[0]) / 1000, tz=UTC).date().isoformat()
+    result = materialize(settings, ["feedback_events"], partition_key=day)
     assert result.success
     assert metadata(result, "feedback_events")["accepted"] == 5
     assert stream.length() == 0  # persisted, no consumer group waiting: trimmed

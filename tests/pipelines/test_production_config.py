@@ -45,13 +45,14 @@ def test_dagster_instance_on_postgres(database, settings, monkeypatch, tmp_path)
 
 
 def test_mlflow_registry_on_postgres(database, tmp_path, blocks_like):
-    from models import create, tracking
+    from core.model_registry import CHAMPION, ModelRegistry
+    from models import create
 
-    tracking.configure(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}", tmp_path / "artifacts", "prod-test")
+    registry = ModelRegistry.open(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}", tmp_path / "artifacts", "prod-test", "prod-model")
     model = create("popularity").fit(blocks_like)
-    record = tracking.log_model_run(model.save(tmp_path / "m"), "prod-model", "popularity", {}, {"test_ndcg_at_10": 0.1}, {})
-    tracking.set_alias("prod-model", tracking.CHAMPION, record.version)
-    assert tracking.alias_version("prod-model", tracking.CHAMPION) == record.version == "1"
+    record = registry.log_version(model.save(tmp_path / "m"), "popularity", {}, {"test_ndcg_at_10": 0.1}, {})
+    registry.set_alias(CHAMPION, record.version)
+    assert registry.alias(CHAMPION) == record.version == "1"
 
 
 @pytest.fixture

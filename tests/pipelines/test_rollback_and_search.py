@@ -6,13 +6,12 @@ import dagster as dg
 import pytest
 import redis
 from click.testing import CliRunner
-from mlflow import MlflowClient
 
 from echotune.cli import main
-from echotune.contracts import RedisKeys
-from echotune.settings import get_settings
-from echotune.vectorstore import VectorStore
-from models import tracking
+from core.contracts import RedisKeys
+from core.settings import get_settings
+from core.vectorstore import VectorStore
+from core.model_registry import CHAMPION, ModelRegistry
 from pipelines.definitions import build_defs, everything_job
 
 pytestmark = pytest.mark.slow
@@ -25,20 +24,20 @@ def two_versions(settings):
     defs = build_defs(settings)
     for _ in range(2):
         assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
-    tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment)
+    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
     # make version 2 the champion, as a better model would be
-    tracking.set_alias(settings.registered_model, tracking.CHAMPION, "2")
-    MlflowClient().set_model_version_tag(settings.registered_model, "2", "promotion", "promoted")
-    return defs, instance
+    registry.set_alias(CHAMPION, "2")
+    registry.client.set_model_version_tag(settings.registered_model, "2", "promotion", "promoted")
+    return defs, instance, registry
 
 
 def test_rollback_from_dagster_moves_mlflow_and_redis(settings, redis_url, two_versions):
-    defs, instance = two_versions
+    defs, instance, registry = two_versions
     store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
     store.set_alias("champion", "2")
     result = defs.resolve_job_def("rollback_champion").execute_in_process(instance=instance, run_config={"ops": {"move_champion_back": {"config": {"to_version": "1"}}}})
     assert result.success
-    assert tracking.alias_version(settings.registered_model, tracking.CHAMPION) == "1" and store.alias("champion") == "1"
+    assert registry.alias(CHAMPION) == "1" and store.alias("champion") == "1"
 
 
 def test_rollback_from_the_cli(settings, redis_url, two_versions, monkeypatch):
@@ -59,13 +58,12 @@ def test_rollback_from_the_cli(settings, redis_url, two_versions, monkeypatch):
 
 
 def test_hyperparameter_search_logs_every_trial(settings, two_versions):
-    defs, instance = two_versions
+    defs, instance, registry = two_versions
     config = {"ops": {"hyperparameter_search": {"config": {"n_trials": 3, "space_json": json.dumps({"dimensions": [8, 16], "regularization": {"log_uniform": [1, 5]}})}}}}
     result = defs.resolve_job_def("search_hyperparameters").execute_in_process(instance=instance, run_config=config)
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     parent = meta["mlflow_parent_run"].value
-    trials = MlflowClient().search_runs([MlflowClient().get_run(parent).info.experiment_id],
-                                        filter_string=f"tags.mlflow.parentRunId = '{parent}'")  # fmt: skip
+    trials = registry.client.search_runs([registry.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     assert len(trials) == 3 and all("validation_ndcg_at_10" in t.data.metrics for t in trials)
     assert set(meta["best_params"].value) == {"dimensions", "regularization"}

@@ -1,11 +1,11 @@
-import numpy as np
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from echotune.contracts import RedisKeys
-from echotune.synthetic import SyntheticWorld
-from echotune.vectorstore import VectorStore
+from core import release
+from core.contracts import RedisKeys
+from core.synthetic import SyntheticWorld
+from core.vectorstore import VectorStore
 from models import DEFAULT_ALGORITHM, create
 from models.training import build_inputs
 from models.weighting import graded_interactions
@@ -26,20 +26,21 @@ def trained(world):
     return model, graded
 
 
+def publish_trained(url: str, prefix: str, world, trained) -> VectorStore:
+    """Version "1" of the trained model published under ``prefix`` through the release path the
+    pipeline takes, and made champion."""
+    model, graded = trained
+    store = VectorStore(redis.Redis.from_url(url), RedisKeys(prefix))
+    trained_until = int(graded["timestamp"].max().timestamp() * 1000)
+    release.publish(store, "1", model, world.tracks, trained_until, alias="champion")
+    release.publish_played(store, graded)
+    return store
+
+
 @pytest.fixture
 def published(settings, redis_url, world, trained):
     """Version "1" of the model published under the test's key prefix, as the pipeline would."""
-    model, graded = trained
-    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
-    items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
-    items["popularity"] = np.log1p(np.asarray((model.train_matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
-    fold = model.fold_in()
-    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(),
-                  {"algorithm": model.name, "trained_until": int(graded["timestamp"].max().timestamp() * 1000)},
-                  similarity_vectors=model.similarity_vectors(), fold_in=(fold.matrix, fold.tail))  # fmt: skip
-    store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
-    store.set_alias("champion", "1")
-    return store
+    return publish_trained(redis_url, settings.redis_prefix, world, trained)
 
 
 CLIENT_KEY, ADMIN_KEY = "test-client-key-0123456789", "test-admin-key-0123456789"

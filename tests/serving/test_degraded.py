@@ -2,16 +2,15 @@
 
 import time
 
-import numpy as np
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from echotune.contracts import RedisKeys
-from echotune.redis_server import EmbeddedRedis
-from echotune.vectorstore import VectorStore
+from core.clock import ManualClock
+from core.contracts import RedisKeys
+from core.redis_server import EmbeddedRedis
 from serving.main import create_app
-from tests.serving.conftest import CLIENT_KEY
+from tests.serving.conftest import CLIENT_KEY, publish_trained
 
 pytestmark = pytest.mark.slow
 
@@ -25,22 +24,11 @@ def own_redis(tmp_path):
     server.stop()
 
 
-def _publish(url, prefix, world, trained):
-    model, graded = trained
-    store = VectorStore(redis.Redis.from_url(url), RedisKeys(prefix))
-    items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
-    items["popularity"] = np.log1p(np.asarray((model.train_matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
-    fold = model.fold_in()
-    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name},
-                  fold_in=(fold.matrix, fold.tail))  # fmt: skip
-    store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
-    store.set_alias("champion", "1")
-
-
 def test_stopping_redis_mid_run_gives_degraded_200s(settings, own_redis, world, trained, known_user_id, tmp_path):
     configured = settings.model_copy(update={"redis_url": own_redis.url})
-    _publish(own_redis.url, settings.redis_prefix, world, trained)
-    with TestClient(create_app(configured), headers={"X-API-Key": CLIENT_KEY}) as client:
+    publish_trained(own_redis.url, settings.redis_prefix, world, trained)
+    clock = ManualClock()
+    with TestClient(create_app(configured, clock=clock), headers={"X-API-Key": CLIENT_KEY}) as client:
         before = client.get(f"/recommendations/{known_user_id}", params={"count": 5}).json()
         assert before["algorithm"] == "lowrank_ease" and not before["degraded"]
 
@@ -57,7 +45,8 @@ def test_stopping_redis_mid_run_gives_degraded_200s(settings, own_redis, world, 
         assert client.get("/health").status_code == 200  # alive, just not ready
 
         own_redis.start()  # same folder, same data (append-only file)
-        time.sleep(1.1)  # the breaker lets Redis be tried again after its cooldown
+        assert client.get(f"/recommendations/{known_user_id}").json()["degraded"]  # the breaker is still open
+        clock.advance(1.1)  # past the breaker's cooldown: Redis is tried again
         after = client.get(f"/recommendations/{known_user_id}", params={"count": 5}).json()
         assert not after["degraded"] and after["algorithm"] == "lowrank_ease"
 
@@ -66,7 +55,7 @@ def test_a_connection_redis_dropped_costs_no_degraded_answer(settings, own_redis
     """Redis restarts and idle timeouts close pooled connections; the next request must find out and
     reconnect, not answer degraded (and open the breaker for everyone)."""
     configured = settings.model_copy(update={"redis_url": own_redis.url})
-    _publish(own_redis.url, settings.redis_prefix, world, trained)
+    publish_trained(own_redis.url, settings.redis_prefix, world, trained)
     with TestClient(create_app(configured), headers={"X-API-Key": CLIENT_KEY}) as client:
         assert not client.get(f"/recommendations/{known_user_id}").json()["degraded"]
         killed = redis.Redis.from_url(own_redis.url).client_kill_filter(_type="normal", skipme=True)
@@ -77,7 +66,7 @@ def test_a_connection_redis_dropped_costs_no_degraded_answer(settings, own_redis
 
 def test_starting_while_redis_is_down_serves_the_last_cached_version(settings, own_redis, world, trained, known_user_id):
     configured = settings.model_copy(update={"redis_url": own_redis.url})
-    _publish(own_redis.url, settings.redis_prefix, world, trained)
+    publish_trained(own_redis.url, settings.redis_prefix, world, trained)
     with TestClient(create_app(configured)):
         pass  # first start: loads version 1 and caches it on disk
     own_redis.stop()
@@ -91,7 +80,7 @@ def test_starting_while_redis_is_down_serves_the_last_cached_version(settings, o
 
 def test_feedback_is_spooled_while_redis_is_down_and_replayed_once(settings, own_redis, world, trained, tmp_path):
     configured = settings.model_copy(update={"redis_url": own_redis.url})
-    _publish(own_redis.url, settings.redis_prefix, world, trained)
+    publish_trained(own_redis.url, settings.redis_prefix, world, trained)
     keys = RedisKeys(settings.redis_prefix)
     track = world.tracks["track_id"].iloc[0]
     batch = [{"user_id": "u1", "track_id": track, "type": "play", "event_id": f"spooled-{i}"} for i in range(5)]

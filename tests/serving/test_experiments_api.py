@@ -1,5 +1,5 @@
-from echotune.contracts import RedisKeys
-from echotune.feedback_stream import decode
+from core.contracts import RedisKeys
+from core.feedback_stream import decode
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
 from tests.serving.conftest import ADMIN_KEY

@@ -1,5 +1,5 @@
-from echotune.contracts import RedisKeys
-from echotune.feedback_stream import FeedbackStream
+from core.contracts import RedisKeys
+from core.feedback_stream import FeedbackStream
 
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 

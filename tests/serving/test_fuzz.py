@@ -6,18 +6,15 @@ import threading
 import time
 import uuid
 
-import numpy as np
 import pytest
 import redis
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
 
-from echotune.contracts import RedisKeys
-from echotune.settings import Settings
-from echotune.vectorstore import VectorStore
+from core.settings import Settings
 from serving.main import create_app
-from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY
+from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY, publish_trained
 
 pytestmark = pytest.mark.slow
 schema = schemathesis.openapi.from_dict(create_app(Settings(api_keys=f"{CLIENT_KEY}:client")).openapi())
@@ -28,13 +25,7 @@ schema.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE, sch
 @pytest.fixture(scope="module")
 def live_url(redis_url, world, trained, tmp_path_factory):
     prefix = f"fuzz-{uuid.uuid4().hex[:8]}"
-    model, graded = trained
-    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(prefix))
-    items = world.tracks.set_index("track_id").reindex(model.item_ids).reset_index()
-    items["popularity"] = np.log1p(np.asarray((model.train_matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
-    store.publish("1", items, model.item_vectors(), model.user_ids, model.user_vectors(), {"algorithm": model.name})
-    store.add_played(graded.groupby("user_id")["item_id"].agg(list).to_dict())
-    store.set_alias("champion", "1")
+    store = publish_trained(redis_url, prefix, world, trained)
     configured = Settings(home=tmp_path_factory.mktemp("fuzz"), redis_url=redis_url, redis_prefix=prefix,
                           api_keys=f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin", rate_limit_per_minute=1_000_000, access_log=False)  # fmt: skip
     with socket.socket() as s:

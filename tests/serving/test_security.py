@@ -1,6 +1,7 @@
 from fastapi.testclient import TestClient
 
-from echotune.contracts import RedisKeys
+from core.clock import ManualClock
+from core.contracts import RedisKeys
 from serving.main import create_app
 from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY
 
@@ -16,7 +17,8 @@ def test_keys_and_scopes(client, known_user_id):
 
 def test_burst_past_the_limit_gets_429_with_retry_after(settings, published):
     limited = settings.model_copy(update={"rate_limit_per_minute": 5})
-    with TestClient(create_app(limited), headers={"X-API-Key": CLIENT_KEY}) as client:
+    # a clock that stands still: with the real one, a minute boundary in the burst resets the window
+    with TestClient(create_app(limited, clock=ManualClock()), headers={"X-API-Key": CLIENT_KEY}) as client:
         codes = [client.get("/recommendations/u1").status_code for _ in range(8)]
         refused = client.get("/recommendations/u1")
         other_key = client.get("/recommendations/u1", headers={"X-API-Key": ADMIN_KEY})
@@ -30,7 +32,7 @@ def test_routes_that_count_in_their_dependency_are_limited_too(settings, publish
     """POST /feedback counts the key in the dependency, not in the recommendation round trip."""
     limited = settings.model_copy(update={"rate_limit_per_minute": 3})
     play = {"user_id": "u1", "track_id": "4uLU6hMCjMI75M1A2tKUQC", "type": "play"}
-    with TestClient(create_app(limited), headers={"X-API-Key": CLIENT_KEY}) as client:
+    with TestClient(create_app(limited, clock=ManualClock()), headers={"X-API-Key": CLIENT_KEY}) as client:
         codes = [client.post("/feedback", json=play).status_code for _ in range(5)]
         refused = client.post("/feedback", json=play)
     assert codes[:3] == [202] * 3 and set(codes[3:]) == {429}

@@ -5,9 +5,10 @@ import collections
 import numpy as np
 import pytest
 
-from echotune.contracts import FeedbackEvent, RedisKeys
-from echotune.feedback_stream import FeedbackStream
+from core.contracts import FeedbackEvent, RedisKeys
+from core.feedback_stream import FeedbackStream
 from serving.worker import GROUP, FeedbackWorker
+from tests.serving.conftest import publish_trained
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_skipping_a_genre_brings_fewer_of_it_without_retraining(client, worker, 
 
 def _events(entries):
     from serving.worker import Event
-    from echotune.feedback_stream import decode
+    from core.feedback_stream import decode
 
     return [Event(i.decode(), int(i.decode().split("-")[0]), decode(f[b"e"])) for i, f in entries]
 
@@ -132,13 +133,12 @@ def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(request, settin
 
     import redis
 
-    from echotune.redis_server import EmbeddedRedis
-    from tests.serving.test_degraded import _publish
+    from core.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path / "redis")
     url = server.start()
     request.addfinalizer(server.stop)
-    _publish(url, settings.redis_prefix, world, trained)
+    publish_trained(url, settings.redis_prefix, world, trained)
     keys = RedisKeys(settings.redis_prefix)
     client = redis.Redis.from_url(url, socket_timeout=2)
     stream = FeedbackStream(client, keys)

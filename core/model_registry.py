@@ -1,0 +1,152 @@
+"""The MLflow side of a release: training runs, registered versions, aliases and their artifacts.
+
+A :class:`ModelRegistry` holds its own ``MlflowClient`` (tracking store and registry at one URI) and
+the experiment its runs go to, so nothing here sets MLflow's process-wide tracking URI. A model is
+logged as a pyfunc "model from code" (:mod:`models.pyfunc_model`, the saved model folder as its
+artifact, ``k`` as a signature param). The steps that use it are in :mod:`core.release`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+import models
+from models.promotion import PromotionDecision
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PYFUNC_FILE = Path(models.__file__).with_name("pyfunc_model.py")
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "user_id")]),
+    outputs=Schema([ColSpec("string", "user_id"), ColSpec("string", "item_id"), ColSpec("long", "rank"), ColSpec("double", "score")]),
+    params=ParamSchema([ParamSpec("k", "long", 10)]),
+)
+
+
+@dataclass(frozen=True)
+class Registration:
+    run_id: str
+    version: str
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """One registered model in one MLflow tracking store."""
+
+    client: MlflowClient
+    name: str
+    experiment_id: str
+
+    @classmethod
+    def open(cls, tracking_uri: str, artifact_root: str | Path, experiment: str, name: str) -> "ModelRegistry":
+        """The registry at ``tracking_uri``; creates the experiment (artifacts under ``artifact_root``,
+        a local path or a URI) on first use."""
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep logs readable
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return cls(client, name, found.experiment_id)
+        root = str(artifact_root)
+        if "://" not in root:
+            Path(root).mkdir(parents=True, exist_ok=True)
+            root = Path(root).resolve().as_uri()
+        return cls(client, name, client.create_experiment(experiment, artifact_location=root))
+
+    # --- runs and versions ---------------------------------------------------------------------
+    def log_version(
+        self, model_dir: Path, algorithm: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str], run_name: str | None = None
+    ) -> Registration:
+        """Log one training run (params, metrics, tags, the pyfunc model) and register a new version."""
+        # MLflow logs models only through its fluent API, which reads the process-wide tracking URI:
+        # this client's URI is set for the duration of the call and the previous one put back after.
+        with _use_tracking_uri(self.client.tracking_uri), warnings.catch_warnings():
+            # the signature is given explicitly; an input example would only make MLflow load the model once more
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+            with mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name or f"train-{algorithm}") as run:
+                mlflow.log_params({k: v for k, v in params.items() if v is not None})
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+                mlflow.set_tags({"algorithm": algorithm, **tags})
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_FILE),
+                    artifacts={"model_dir": str(model_dir)},
+                    signature=SIGNATURE,
+                    registered_model_name=self.name,
+                    pip_requirements=["lightfm-next==1.19.0", "numpy", "scipy", "pandas"],
+                    code_paths=[str(PYFUNC_FILE.parent)],
+                )
+        return Registration(run_id=run.info.run_id, version=str(info.registered_model_version), model_uri=info.model_uri)
+
+    def versions(self) -> list[str]:
+        """Every registered version, oldest first."""
+        found = self.client.search_model_versions(f"name = '{self.name}'")
+        return [str(v) for v in sorted(int(v.version) for v in found)]
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(self.name, version).tags)
+
+    def run_metrics(self, version: str) -> dict[str, float]:
+        """The metrics logged by the run that produced a model version."""
+        run_id = self.client.get_model_version(self.name, version).run_id
+        return dict(self.client.get_run(run_id).data.metrics) if run_id else {}
+
+    def run_tags(self, version: str) -> dict[str, str]:
+        """The tags of the run that produced a model version."""
+        run_id = self.client.get_model_version(self.name, version).run_id
+        return dict(self.client.get_run(run_id).data.tags) if run_id else {}
+
+    # --- aliases ---------------------------------------------------------------------------------
+    def alias(self, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException:
+            return None
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> version. (search_model_versions leaves aliases empty on some stores; the registered
+        model always carries them.)"""
+        try:
+            return {alias: str(v) for alias, v in self.client.get_registered_model(self.name).aliases.items()}
+        except MlflowException:
+            return {}
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.name, alias, version)
+
+    # --- what the gate said, reports, artifacts ------------------------------------------------
+    def record_decision(self, version: str, decision: PromotionDecision) -> None:
+        """Keep the gate's verdict on the model version, where the MLflow UI shows it."""
+        self.client.set_model_version_tag(self.name, version, "promotion", "promoted" if decision.promoted else "rejected")
+        self.client.set_model_version_tag(self.name, version, "promotion_reason", decision.reason)
+        run_id = self.client.get_model_version(self.name, version).run_id
+        if run_id:
+            self.client.log_text(run_id, json.dumps(decision.as_dict(), indent=2), "promotion.json")
+
+    def log_report(self, version: str, folder: Path, artifact_path: str) -> None:
+        """Attach a report folder to the run that produced a model version (seen in the MLflow UI)."""
+        run_id = self.client.get_model_version(self.name, version).run_id
+        if run_id:
+            self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def download(self, version: str, destination: Path) -> Path:
+        """Download the saved model folder behind a registered version; returns its path."""
+        # the version's own storage location: a models:/ URI would be resolved through the
+        # process-wide registry URI, not this client's
+        source = self.client.get_model_version_download_uri(self.name, version)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(destination), tracking_uri=self.client.tracking_uri))
+        found = [p.parent for p in (local / "artifacts").glob("*/model.json")]
+        if len(found) != 1:
+            raise FileNotFoundError(f"version {version} of {self.name} holds no saved model folder")
+        return found[0]

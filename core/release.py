@@ -1,0 +1,142 @@
+"""Releasing a model: the one path from a trained model to what the API serves, and back.
+
+1. :func:`register` logs the trained model to MLflow as a new version and makes it ``challenger``.
+2. :func:`gate` compares it with the champion and popularity on held-out data
+   (:func:`models.promotion.decide_promotion`), records the verdict on the version and, when it
+   passes, moves ``champion`` to it.
+3. :func:`publish_aliases` writes the vectors of every aliased version to Redis (:func:`publish`) and
+   only then moves the Redis alias, so the API switches atomically; :func:`publish_played` adds what
+   users played.
+4. :func:`rollback` moves ``champion`` back, in MLflow and Redis together.
+5. :func:`retire` deletes published vector sets beyond the newest few, never one an alias or a
+   running experiment still serves.
+
+The Dagster assets, the rollback job, the CLI, the tests and the benchmarks all call these functions;
+each takes its MLflow registry and its vector store as arguments.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Collection
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Registration
+from core.vectorstore import VectorStore
+from models.base import Recommender
+from models.promotion import PromotionDecision, decide_promotion
+from models.registry import load
+from models.training import TrainingResult
+
+ALIASES = (CHAMPION, CHALLENGER)
+
+
+def register(registry: ModelRegistry, result: TrainingResult, model_dir: Path, tags: dict[str, str]) -> Registration:
+    """Log a trained model (its held-out metrics next to popularity's) as a new version: ``challenger``."""
+    metrics = {**result.metrics, **{f"popularity_{k}": v for k, v in result.baseline_metrics.items()}, "fit_seconds": result.fit_seconds}
+    record = registry.log_version(model_dir, result.algorithm, result.params, metrics, tags)
+    registry.set_alias(CHALLENGER, record.version)
+    return record
+
+
+def gate(registry: ModelRegistry, version: str, result: TrainingResult, metric: str, margin: float) -> PromotionDecision:
+    """The champion gate for ``version``: its held-out ``metric`` (e.g. ``test_ndcg_at_10``) must beat
+    popularity's and the champion's by ``margin``. Records the verdict; promotes when it passes."""
+    champion = registry.alias(CHAMPION)
+    champion_metrics = registry.run_metrics(champion) if champion and champion != version else None
+    decision = decide_promotion(metric, result.metrics, champion_metrics, result.baseline_metrics, margin)
+    registry.record_decision(version, decision)
+    if decision.promoted:
+        registry.set_alias(CHAMPION, version)
+    return decision
+
+
+def served_items(catalog: pd.DataFrame, model: Recommender) -> pd.DataFrame:
+    """The item table published with a version: catalog metadata in the model's item order, plus
+    popularity (log1p of the users who played each item)."""
+    items = catalog.set_index("track_id").reindex(model.item_ids).reset_index()
+    train = model.train_matrix
+    users_per_item = np.asarray((train > 0).sum(axis=0)).ravel() if train is not None else 0
+    items["popularity"] = np.log1p(users_per_item).astype(np.float32)
+    return items
+
+
+def publish(
+    store: VectorStore, version: str, model: Recommender, catalog: pd.DataFrame, trained_until_ms: int = 0,
+    registered_model: str = "", alias: str | None = None,
+) -> dict[str, int]:  # fmt: skip
+    """Write every artefact of ``version`` to Redis: item table and vectors, similarity vectors, the
+    fold-in the feedback worker learns with, user vectors. Moves ``alias`` to it afterwards when
+    given. ``trained_until_ms``: the newest event in the model's data (the worker folds in newer ones).
+    Raises ValueError for a model that cannot be served (see ``Recommender.servable``)."""
+    if not model.servable:
+        raise ValueError(f"{model.name} models cannot be served: {model.not_servable_because}")
+    fold = model.fold_in()
+    counts = store.publish(
+        version, served_items(catalog, model), model.item_vectors(), model.user_ids, model.user_vectors(),
+        meta={"algorithm": model.name, "registered_model": registered_model, "trained_until": str(int(trained_until_ms))},
+        similarity_vectors=model.similarity_vectors(), fold_in=(fold.matrix, fold.tail),
+    )  # fmt: skip
+    if alias is not None:
+        store.set_alias(alias, version)
+    return counts
+
+
+def publish_aliases(registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES) -> dict[str, str]:
+    """For each MLflow alias that points at a version: publish the version to Redis unless it already
+    is, then move the Redis alias. Returns alias -> version."""
+    published: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for alias in aliases:
+            version = registry.alias(alias)
+            if version is None:
+                continue
+            if version not in store.versions():
+                model = load(registry.download(version, Path(tmp) / version))
+                trained_until = int(registry.run_tags(version).get("trained_until_ms", "0"))
+                publish(store, version, model, catalog, trained_until, registered_model=registry.name)
+            store.set_alias(alias, version)
+            published[alias] = version
+    return published
+
+
+def publish_played(store: VectorStore, interactions: pd.DataFrame) -> int:
+    """Add every (user, item) of the training interactions to the users' played sets."""
+    return store.add_played(interactions.groupby("user_id")["item_id"].agg(list).to_dict())
+
+
+def rollback(registry: ModelRegistry, store: VectorStore, to_version: str | None = None) -> tuple[str | None, str]:
+    """Move ``champion`` to ``to_version`` (default: the newest earlier version the gate promoted), in
+    MLflow and in Redis. Returns (previous champion, new champion). Raises LookupError when there is
+    nothing to go back to or the target is not published in Redis; then nothing has moved."""
+    current = registry.alias(CHAMPION)
+    if to_version is None:
+        earlier = [v for v in registry.versions() if current is None or int(v) < int(current)]
+        promoted = [v for v in earlier if registry.version_tags(v).get("promotion") == "promoted"]
+        if not promoted:
+            raise LookupError(f"no earlier promoted version of {registry.name} than champion {current}")
+        to_version = promoted[-1]
+    if to_version not in registry.versions():
+        raise LookupError(f"{registry.name} has no version {to_version}; versions: {', '.join(registry.versions())}")
+    if to_version not in store.versions():
+        raise LookupError(f"version {to_version} is not published in Redis: publish it first (materialize serving_vectors)")
+    registry.set_alias(CHAMPION, to_version)
+    store.set_alias(CHAMPION, to_version)
+    return current, to_version
+
+
+def retire(store: VectorStore, keep: int, protected: Collection[str] = ()) -> list[str]:
+    """Delete the published vector sets beyond the ``keep`` newest, except versions an alias points at
+    and ``protected`` ones (e.g. served by a running experiment). Returns the versions deleted."""
+    versions = store.versions()  # oldest first
+    kept = set(versions[-keep:]) if keep > 0 else set()
+    spared = kept | set(protected) | set(store.aliases().values())
+    deleted = []
+    for version in versions:
+        if version not in spared:
+            store.delete_version(version)
+            deleted.append(version)
+    return deleted

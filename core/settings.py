@@ -1,0 +1,152 @@
+"""The one settings object. Every knob is an ``ECHOTUNE_*`` environment variable (or a line in ``.env``).
+
+Nothing else in the project reads ``os.environ``: entry points call :func:`get_settings` once and pass
+the object (or the values they need) down.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+from pathlib import Path
+from typing import Any
+
+KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ECHOTUNE_", env_file=".env", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    home: Path = Field(default_factory=Path.cwd, description="Project root; relative paths below resolve against it.")
+    data_dir: Path = Field(Path("data"), description="Offline store: parquet tables, model folders, reports.")
+    var_dir: Path = Field(Path("var"), description="Runtime state: embedded Redis data, feedback spool, caches.")
+    dagster_home: Path = Field(Path("dagster_home"), description="DAGSTER_HOME (instance config and run storage).")
+    experiments_dir: Path = Field(Path("experiments/definitions"), description="Experiment definitions (YAML) to register.")
+
+    # --- Redis --------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        None, description="Redis to use, e.g. redis://host:6379/0. Unset: start an embedded redis-server."
+    )
+    redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")
+
+    # --- MLflow -------------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(None, description="Default sqlite:///<home>/mlruns/mlflow.db.")
+    mlflow_artifact_root: Path = Field(Path("mlruns/artifacts"), description="Where run artifacts are stored.")
+    mlflow_experiment: str = Field("echotune", description="MLflow experiment that training runs log to.")
+    registered_model: str = Field("echotune-recommender", description="MLflow registered model name.")
+    promotion_metric: str = Field("ndcg_at_10", description="Test metric a challenger must win on to become champion.")
+    promotion_margin: float = Field(0.0, ge=0.0, description="Relative margin a challenger must beat the champion by.")
+
+    # --- API ----------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = Field(1, ge=1)
+    api_keys: str = Field(
+        "", description="Comma-separated key:scope pairs (scope client or admin). Empty: the demo key only."
+    )
+    rate_limit_per_minute: int = Field(6000, ge=1, description="Requests per minute per API key.")
+    cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty disables CORS.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts (413 above).")
+    access_log: bool = Field(True, description="Log every request as a JSON line (request_id, route, status, duration).")
+    log_level: str = Field("INFO", description="Log level of the API and worker (JSON lines on stderr).")
+
+    # --- UIs started by `echotune demo` -------------------------------------------------------
+    dagster_port: int = 3000
+    mlflow_port: int = 5000
+
+    # --- synthetic default data ---------------------------------------------------------------
+    synth_tracks: int = Field(20_000, ge=50, description="Tracks in the generated catalog.")
+    synth_users: int = Field(2_000, ge=10, description="Users with latent tastes.")
+    synth_events: int = Field(300_000, ge=100, description="Feedback events in the generated history.")
+    synth_days: int = Field(30, ge=1, description="Days of history the events span (ending yesterday).")
+    synth_seed: int = Field(7, description="Seed: the same seed gives the same data set.")
+
+    # --- ingestion ----------------------------------------------------------------------------
+    sources: str = Field(
+        "synthetic",
+        description="Comma-separated data sources the pipeline ingests: synthetic, track_files, spotify_api, "
+        "spotify_history, interaction_logs. Live feedback from the API is always drained.",
+    )
+    track_files: str = Field("", description="Comma-separated paths or globs of track feature files (CSV/Parquet/JSON).")
+    history_files: str = Field("", description="Comma-separated paths or globs of Spotify streaming history exports.")
+    interaction_files: str = Field("", description="Comma-separated paths or globs of user-item interaction logs.")
+    history_user: str = Field("", description="Owner of history exports without a username field (default: folder name).")
+    reject_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Largest share of rejected rows an import may have.")
+    partitions_start: str = Field("2025-01-01", description="First day of the daily event partitions in Dagster.")
+    pseudonym_key: SecretStr | None = Field(None, description="Hex key for user pseudonyms; default a key file in var/.")
+    spotify_base_url: str = Field("https://api.spotify.com", description="Web API base URL (compatible providers copy it).")
+    spotify_accounts_url: str = Field("https://accounts.spotify.com", description="Token endpoint base URL.")
+    spotify_client_id: str = Field("", description="Client-credentials app id.")
+    spotify_client_secret: SecretStr = Field(SecretStr(""), description="Client-credentials app secret.")
+    spotify_max_tracks: int = Field(10_000, ge=0, description="Most tracks the API enrichment fetches per run.")
+
+    # --- training -----------------------------------------------------------------------------
+    algorithm: str = Field("lowrank_ease", description="Algorithm the pipeline trains and releases (see models.SERVABLE_ALGORITHMS).")
+    train_params: dict[str, Any] = Field(
+        default_factory=dict, description='Parameters for the algorithm, JSON, e.g. {"dimensions": 32} or {"epochs": 20}.'
+    )
+
+    @field_validator("algorithm")
+    @classmethod
+    def _servable(cls, value: str) -> str:
+        from models.registry import check_servable  # the models are only loaded when settings are read
+
+        return check_servable(value)
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> "Settings":
+        unknown = set(self.enabled_sources) - set(KNOWN_SOURCES)
+        if unknown:
+            raise ValueError(f"ECHOTUNE_SOURCES: unknown sources {sorted(unknown)}; known: {', '.join(KNOWN_SOURCES)}")
+        self.home = self.home.expanduser().resolve()
+        for name in ("data_dir", "var_dir", "dagster_home", "mlflow_artifact_root", "experiments_dir"):
+            value: Path = getattr(self, name).expanduser()
+            setattr(self, name, value if value.is_absolute() else self.home / value)
+        if self.mlflow_tracking_uri is None:
+            self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
+        return self
+
+    # Derived locations: one place decides the offline store's layout.
+    @property
+    def tables_dir(self) -> Path:
+        return self.data_dir / "tables"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.var_dir / "redis"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.var_dir / "spool"
+
+    @property
+    def enabled_sources(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.sources.split(",") if s.strip())
+
+    def paths(self, spec: str) -> list[Path]:
+        """Expand a comma-separated list of paths and globs (relative to home), sorted, deduplicated."""
+        found: list[Path] = []
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            pattern = Path(part).expanduser()
+            pattern = pattern if pattern.is_absolute() else self.home / pattern
+            matches = sorted(map(Path, glob.glob(str(pattern), recursive=True))) if any(c in part for c in "*?[") else [pattern]
+            found += [m for m in matches if m not in found]
+        return found
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the environment once per process."""
+    return Settings()

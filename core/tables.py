@@ -1,0 +1,252 @@
+"""The offline store: parquet tables under ``<data_dir>/tables``, one layout used by every writer.
+
+``tracks.parquet``                    the catalog (TRACK_SCHEMA), one row per track id
+``events/date=YYYY-MM-DD/<part>.parquet``  feedback events (EVENT_SCHEMA), partitioned by UTC day
+``events/month=YYYY-MM/<part>.parquet``     (bulk imports spanning years go by month);
+                                      each source writes its own part files, so re-running one source
+                                      replaces its files and never touches another's
+``interactions.parquet``              graded (user, item) pairs that training reads
+``rejects/<source>.parquet``          rows that failed validation, with the reason
+``sources/tracks/<source>.parquet``   each track source's own table, merged into ``tracks.parquet``
+``sources/interactions/<source>.parquet``  user-item logs (counts or weights) read beside events
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from core.contracts.events import EVENT_SCHEMA
+from core.contracts.tracks import TRACK_SCHEMA
+
+
+def write_parquet_atomic(
+    table: pa.Table | pd.DataFrame, path: Path, schema: pa.Schema | None = None, fsync: bool = True
+) -> Path:
+    """Write to a temporary file beside ``path``, fsync, then rename: readers see the old or the new
+    file, never half of one, and a crash leaves no torn file. ``fsync=False`` for outputs that a rerun
+    recreates (bulk imports), where a flush per file would dominate the run."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, schema=schema, preserve_index=False, safe=False)
+    elif schema is not None:
+        table = table.cast(schema, safe=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class OfflineStore:
+    def __init__(self, tables_dir: Path) -> None:
+        self.root = Path(tables_dir)
+
+    # --- paths ------------------------------------------------------------------------------
+    @property
+    def tracks_path(self) -> Path:
+        return self.root / "tracks.parquet"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.root / "events"
+
+    @property
+    def interactions_path(self) -> Path:
+        return self.root / "interactions.parquet"
+
+    def rejects_path(self, source: str) -> Path:
+        return self.root / "rejects" / f"{source}.parquet"
+
+    def track_source_path(self, source: str) -> Path:
+        """One source's own track table (merged into ``tracks.parquet`` by the catalog)."""
+        return self.root / "sources" / "tracks" / f"{source}.parquet"
+
+    def track_sources(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "sources" / "tracks").glob("*.parquet"))
+
+    def interaction_source_path(self, source: str) -> Path:
+        """One source's user-item log (listen counts or weights) that training reads beside events."""
+        return self.root / "sources" / "interactions" / f"{source}.parquet"
+
+    def interaction_sources(self) -> list[str]:
+        return sorted(p.stem for p in (self.root / "sources" / "interactions").glob("*.parquet"))
+
+    def event_partition(self, day: date | str) -> Path:
+        return self.events_dir / f"date={day}"
+
+    # --- tracks -----------------------------------------------------------------------------
+    def write_tracks(self, tracks: pd.DataFrame) -> Path:
+        return write_parquet_atomic(tracks[TRACK_SCHEMA.names], self.tracks_path, TRACK_SCHEMA)
+
+    def read_tracks(self) -> pd.DataFrame:
+        if not self.tracks_path.exists():
+            raise FileNotFoundError(f"no catalog at {self.tracks_path}: materialize the tracks asset first")
+        return pd.read_parquet(self.tracks_path)
+
+    # --- events -----------------------------------------------------------------------------
+    def write_events(
+        self, events: pa.Table | pd.DataFrame, part: str, merge: bool = False, fsync: bool = True, by: str = "day"
+    ) -> dict[str, int]:
+        """Write events into their UTC ``day`` (``date=YYYY-MM-DD``) or ``month`` (``month=YYYY-MM``)
+        partitions as ``<part>.parquet``; no other part is touched.
+
+        Live and generated events go by day. Bulk imports spanning years go by month: a day file
+        per part would mean thousands of tiny files that are slow to write and slower to read.
+        ``merge=False`` replaces the part's files for the partitions written; ``merge=True`` adds to
+        them, keeping the stored row when an event_id is already there (re-imports add nothing).
+        Returns rows newly stored per partition.
+        """
+        if by not in ("day", "month"):
+            raise ValueError(f"by must be 'day' or 'month', not {by!r}")
+        table = _as_event_table(events)
+        if not len(table):
+            return {}
+        codes, names = _partitions(table, by)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        table = table.take(pa.array(order))
+
+        def write(k: int) -> int:
+            rows = table.slice(bounds[k], bounds[k + 1] - bounds[k])
+            path = self.events_dir / f"{'date' if by == 'day' else 'month'}={names[k]}" / f"{part}.parquet"
+            before = 0
+            if merge and path.exists():
+                existing = pq.read_table(path, schema=EVENT_SCHEMA)
+                before = len(existing)
+                rows = pa.concat_tables([existing, rows])
+                rows = rows.filter(pa.array(~pd.Series(rows["event_id"].to_numpy(zero_copy_only=False)).duplicated().to_numpy()))
+            write_parquet_atomic(rows, path, EVENT_SCHEMA, fsync=fsync)
+            return len(rows) - before
+
+        # parquet encoding releases the GIL: partitions are written on every core
+        with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1, 4)) as pool:
+            return dict(zip(map(str, names), pool.map(write, range(len(names)))))
+
+    def _event_files(self) -> list[Path]:
+        if not self.events_dir.exists():
+            return []
+        return sorted(self.events_dir.glob("date=*/*.parquet")) + sorted(self.events_dir.glob("month=*/*.parquet"))
+
+    def event_days(self) -> list[str]:
+        """Days with a daily partition (live and generated events)."""
+        return sorted({f.parent.name.split("=", 1)[1] for f in self._event_files() if f.parent.name.startswith("date=")})
+
+    def read_events(self, days: Iterable[str] | None = None) -> pd.DataFrame:
+        """All events (or those on ``days``, UTC), deduplicated on event_id, oldest first."""
+        files = self._event_files()
+        if days is not None:
+            wanted = set(days)
+            months = {d[:7] for d in wanted}
+            files = [f for f in files if f.parent.name.split("=", 1)[1] in (wanted if f.parent.name.startswith("date=") else months)]
+        if not files:
+            return EVENT_SCHEMA.empty_table().to_pandas()
+        table = ds.dataset(files, schema=EVENT_SCHEMA, format="parquet").to_table()  # multi-threaded C++ read
+        if days is not None:
+            codes, names = _partitions(table, "day")
+            table = table.filter(pa.array(np.isin(names, sorted(wanted))[codes]))
+        frame = table.to_pandas()
+        return frame.drop_duplicates("event_id").sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+    def remove_event_part(self, part: str) -> int:
+        """Delete ``part`` from every partition (a source that regenerates its events replaces them all)."""
+        files = [f for f in self._event_files() if f.name == f"{part}.parquet"]
+        for f in files:
+            f.unlink()
+        return len(files)
+
+    def read_event_part(self, day: date | str, part: str) -> pd.DataFrame:
+        path = self.event_partition(day) / f"{part}.parquet"
+        return pq.read_table(path, schema=EVENT_SCHEMA).to_pandas() if path.exists() else EVENT_SCHEMA.empty_table().to_pandas()
+
+    # --- erasure (GDPR) ----------------------------------------------------------------------
+    def erase_users(self, erasures: dict[str, float]) -> dict[str, int]:
+        """Delete every stored row of the users in ``erasures`` (user id -> epoch seconds of the
+        request) dated up to their request: events, interaction logs, the interactions table, and
+        rejected rows that mention them. Files are rewritten atomically and only when they hold such a
+        row, so a second call changes nothing. Returns rows deleted per table kind."""
+        deleted = {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
+        if not erasures:
+            return deleted
+        users = pa.array(sorted(erasures), pa.string())
+        cutoffs = pa.array([int(erasures[u] * 1000) for u in users.to_pylist()], pa.int64())
+
+        def doomed(table: pa.Table) -> pa.Array:
+            """Rows of an erased user, dated at or before their request (undated rows count as before)."""
+            index = pc.index_in(table["user_id"], value_set=users)
+            hit = pc.is_valid(index)
+            if "timestamp" not in table.column_names or not pc.any(hit).as_py():
+                return hit
+            cutoff = pc.take(cutoffs, pc.fill_null(index, 0))
+            when = pc.cast(pc.cast(table["timestamp"], pa.timestamp("ms", tz="UTC"), safe=False), pa.int64())
+            return pc.and_(hit, pc.fill_null(pc.less_equal(when, cutoff), True))
+
+        def rewrite(path: Path, schema: pa.Schema | None, kind: str, mask_of) -> None:
+            table = pq.read_table(path, schema=schema)
+            mask = mask_of(table)
+            n = pc.sum(pc.cast(mask, pa.int64())).as_py() or 0
+            if n:
+                write_parquet_atomic(table.filter(pc.invert(mask)), path, schema)
+                deleted[kind] += n
+
+        for path in self._event_files():
+            rewrite(path, EVENT_SCHEMA, "events", doomed)
+        for source in self.interaction_sources():
+            rewrite(self.interaction_source_path(source), None, "interaction_logs", doomed)
+        if self.interactions_path.exists():
+            rewrite(self.interactions_path, None, "interactions", doomed)
+        quoted = [f'"{u}"' for u in users.to_pylist()]
+        for path in sorted((self.root / "rejects").glob("*.parquet")):
+            # a rejected row is kept as raw text: drop every one that names an erased user
+            rewrite(path, None, "rejects", lambda t: _mentions(t["raw"], quoted))
+        return deleted
+
+    # --- interactions -----------------------------------------------------------------------
+    def write_interactions(self, interactions: pd.DataFrame) -> Path:
+        return write_parquet_atomic(interactions, self.interactions_path)
+
+    def read_interactions(self) -> pd.DataFrame:
+        if not self.interactions_path.exists():
+            raise FileNotFoundError(f"no interactions at {self.interactions_path}: materialize interactions first")
+        return pd.read_parquet(self.interactions_path)
+
+
+def _mentions(column: pa.ChunkedArray, needles: list[str]) -> pa.Array:
+    mask = pa.array(np.zeros(len(column), dtype=bool))
+    for needle in needles:
+        mask = pc.or_(mask, pc.fill_null(pc.match_substring(column, needle), False))
+    return mask
+
+
+def _as_event_table(events: pa.Table | pd.DataFrame) -> pa.Table:
+    # safe=False: timestamps are stored at millisecond precision; sub-ms digits are dropped, not refused
+    if isinstance(events, pa.Table):
+        return events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA, safe=False)
+    return pa.Table.from_pandas(events[EVENT_SCHEMA.names], schema=EVENT_SCHEMA, preserve_index=False, safe=False)
+
+
+def _partitions(table: pa.Table, by: str) -> tuple[np.ndarray, np.ndarray]:
+    """Partition of each row as an integer code, and the names ('YYYY-MM-DD' by day, 'YYYY-MM' by
+    month) the codes index: integer arithmetic per row, string formatting once per partition."""
+    unit = "D" if by == "day" else "M"
+    stamps = table["timestamp"].cast(pa.int64()).to_numpy().astype("datetime64[ms]").astype(f"datetime64[{unit}]")
+    unique, codes = np.unique(stamps, return_inverse=True)
+    return codes, np.datetime_as_string(unique, unit=unit)

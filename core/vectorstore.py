@@ -1,0 +1,194 @@
+"""The online feature store in Redis: versioned item tables, item vectors and user vectors.
+
+Writers (the publishing asset, the feedback worker) and readers (the API) go through this class, so
+the key layout in :class:`~core.contracts.redis_keys.RedisKeys` is the only place keys are built.
+A version is written completely before an alias is pointed at it; moving the alias is one SET, so
+readers switch atomically and a rollback is moving it back.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import redis
+
+from core.contracts.redis_keys import RedisKeys
+
+_BATCH = 2_000
+
+
+@dataclass
+class PublishedVersion:
+    version: str
+    items: pd.DataFrame  # track_id, metadata columns, popularity
+    item_vectors: np.ndarray  # float32 (n_items, d)
+    meta: dict[str, str]
+    similarity_vectors: np.ndarray | None = None  # float32 (n_items, k), unit rows; None: use item_vectors
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf, compression="zstd")
+    return buf.getvalue()
+
+
+class VectorStore:
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self.r = client
+        self.keys = keys
+
+    # --- writing a version ----------------------------------------------------------------
+    def publish(
+        self,
+        version: str,
+        items: pd.DataFrame,
+        item_vectors: np.ndarray,
+        user_ids: np.ndarray,
+        user_vectors: np.ndarray,
+        meta: Mapping[str, object],
+        similarity_vectors: np.ndarray | None = None,
+        fold_in: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> dict[str, int]:
+        """Write every artefact of ``version``. Does not move any alias. Returns counts and bytes."""
+        if len(items) != len(item_vectors):
+            raise ValueError(f"{len(items)} items but {len(item_vectors)} item vectors")
+        if len(user_ids) != len(user_vectors):
+            raise ValueError(f"{len(user_ids)} users but {len(user_vectors)} user vectors")
+        items_blob, vectors_blob = _parquet_bytes(items), _npy_bytes(item_vectors)
+        self.r.set(self.keys.model_items(version), items_blob)
+        self.r.set(self.keys.model_item_vectors(version), vectors_blob)
+        if similarity_vectors is not None:
+            if len(similarity_vectors) != len(items):
+                raise ValueError(f"{len(items)} items but {len(similarity_vectors)} similarity vectors")
+            self.r.set(self.keys.model_similarity_vectors(version), _npy_bytes(similarity_vectors))
+        if fold_in is not None:  # (matrix, tail): how the feedback worker updates user vectors online
+            self.r.set(self.keys.model_fold_in(version), _npy_bytes(fold_in[0]))
+            meta = {**meta, "fold_in_tail": ",".join(f"{x:.9g}" for x in fold_in[1])}
+        user_vectors = np.ascontiguousarray(user_vectors, dtype=np.float32)
+        for start in range(0, len(user_ids), _BATCH):
+            pipe = self.r.pipeline(transaction=False)
+            for uid, vec in zip(user_ids[start : start + _BATCH], user_vectors[start : start + _BATCH]):
+                pipe.set(self.keys.user_vector(version, str(uid)), vec.tobytes())
+            pipe.execute()
+        full_meta = {
+            **{k: str(v) for k, v in meta.items()},
+            "version": version,
+            "dimensions": str(item_vectors.shape[1]),
+            "items": str(len(items)),
+            "users": str(len(user_ids)),
+            "published_at": str(time.time()),
+        }
+        self.r.hset(self.keys.model_meta(version), mapping=full_meta)
+        self.r.zadd(self.keys.models_index(), {version: time.time()})
+        return {"items": len(items), "users": len(user_ids), "bytes": len(items_blob) + len(vectors_blob) + user_vectors.nbytes}
+
+    def add_played(self, played: Mapping[str, Iterable[str]]) -> int:
+        """Add track ids to users' played sets (a union: plays recorded online are never dropped)."""
+        n = 0
+        pipe = self.r.pipeline(transaction=False)
+        for i, (uid, tracks) in enumerate(played.items(), start=1):
+            tracks = list(tracks)
+            if tracks:
+                pipe.sadd(self.keys.user_played(uid), *tracks)
+                n += len(tracks)
+            if i % _BATCH == 0:
+                pipe.execute()
+        pipe.execute()
+        return n
+
+    def set_alias(self, alias: str, version: str) -> str | None:
+        """Point ``alias`` at a published ``version``; returns the version it pointed at before."""
+        if not self.r.exists(self.keys.model_meta(version)):
+            raise KeyError(f"model version {version} is not published in Redis")
+        previous = self.r.set(self.keys.alias(alias), version, get=True)
+        return previous.decode() if previous else None
+
+    # --- reading --------------------------------------------------------------------------
+    def alias(self, alias: str) -> str | None:
+        value = self.r.get(self.keys.alias(alias))
+        return value.decode() if value else None
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the version it points at."""
+        names = list(self.r.scan_iter(match=self.keys.alias("*"), count=1000))
+        values = self.r.mget(names) if names else []
+        prefix = len(self.keys.alias(""))
+        return {n.decode()[prefix:]: v.decode() for n, v in zip(names, values) if v is not None}
+
+    def versions(self) -> list[str]:
+        """Published versions, oldest first."""
+        return [v.decode() for v in self.r.zrange(self.keys.models_index(), 0, -1)]
+
+    def meta(self, version: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.model_meta(version)).items()}
+
+    def load(self, version: str) -> PublishedVersion:
+        """Everything the API holds in memory for one version."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.keys.model_items(version))
+        pipe.get(self.keys.model_item_vectors(version))
+        pipe.hgetall(self.keys.model_meta(version))
+        pipe.get(self.keys.model_similarity_vectors(version))
+        items_blob, vectors_blob, meta, similarity_blob = pipe.execute()
+        if items_blob is None or vectors_blob is None or not meta:
+            raise KeyError(f"model version {version} is not (completely) published in Redis")
+        items = pq.read_table(io.BytesIO(items_blob)).to_pandas()
+        vectors = np.load(io.BytesIO(vectors_blob), allow_pickle=False)
+        similarity = None if similarity_blob is None else np.load(io.BytesIO(similarity_blob), allow_pickle=False)
+        return PublishedVersion(version, items, vectors, {k.decode(): v.decode() for k, v in meta.items()}, similarity)
+
+    def fold_in(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The version's fold-in (matrix, tail), or None when it was published without one."""
+        raw = self.r.get(self.keys.model_fold_in(version))
+        tail = self.r.hget(self.keys.model_meta(version), "fold_in_tail")
+        if raw is None or tail is None:
+            return None
+        return np.load(io.BytesIO(raw), allow_pickle=False), np.array(tail.decode().split(","), dtype=np.float32)
+
+    def user_vector(self, version: str, user_id: str) -> np.ndarray | None:
+        raw = self.r.get(self.keys.user_vector(version, user_id))
+        return None if raw is None else np.frombuffer(raw, dtype=np.float32)
+
+    def played(self, user_id: str) -> set[str]:
+        return {t.decode() for t in self.r.smembers(self.keys.user_played(user_id))}
+
+    # --- housekeeping ---------------------------------------------------------------------
+    def delete_version(self, version: str) -> int:
+        """Remove a version's artefacts (refuses while an alias points at it). Returns keys deleted."""
+        for alias, target in self.aliases().items():
+            if target == version:
+                raise ValueError(f"version {version} is still the target of alias {alias}")
+        n = 0
+        pattern = self.keys.user_vector(version, "*")  # braces are literal in Redis glob patterns
+        for batch in _chunks(self.r.scan_iter(match=pattern, count=1000), 1000):
+            n += self.r.delete(*batch)
+        n += self.r.delete(
+            self.keys.model_items(version), self.keys.model_item_vectors(version),
+            self.keys.model_similarity_vectors(version), self.keys.model_fold_in(version), self.keys.model_meta(version),
+        )  # fmt: skip
+        self.r.zrem(self.keys.models_index(), version)
+        return n
+
+
+def _chunks(iterable: Iterable, size: int) -> Iterable[list]:
+    batch: list = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,64 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.contracts import FeedbackEvent, RedisKeys
+from core.feedback_stream import encode
+from core.ingest.live_feedback import drain_day, stream_days
+from core.tables import OfflineStore
+
+TRACK = "4uLU6hMCjMI75M1A2tKUQC"
+
+
+def _add(client, keys, when: datetime, n: int, start: int = 0):
+    ms = int(when.timestamp() * 1000)
+    for i in range(start, start + n):
+        event = FeedbackEvent(user_id="u1", track_id=TRACK, type="play", event_id=f"e{i}", timestamp=when).stamped()
+        client.xadd(keys.feedback_stream(), {"e": encode(event)}, id=f"{ms}-{i}")
+
+
+@pytest.fixture
+def days():
+    """Two fixed days in the past. Regression: this used "today at 12:00", which the event schema
+    rightly refused as a future timestamp whenever the suite ran before noon UTC."""
+    today = datetime(2025, 3, 2, 12, tzinfo=UTC)
+    return today - timedelta(days=1), today
+
+
+def test_drain_persists_a_day_then_trims_behind_it(redis_client, redis_prefix, tmp_path, days):
+    keys, store = RedisKeys(redis_prefix), OfflineStore(tmp_path)
+    yesterday, today = days
+    _add(redis_client, keys, yesterday, 5)
+    _add(redis_client, keys, today, 3, start=5)
+    assert stream_days(redis_client, keys, today=today.date()) == [yesterday.date(), today.date()]
+    result = drain_day(redis_client, keys, store, yesterday.date())
+    assert (result.read, result.accepted) == (5, 5)
+    assert sorted(store.read_event_part(yesterday.date(), "live")["event_id"]) == [f"e{i}" for i in range(5)]
+    assert redis_client.xlen(keys.feedback_stream()) == 3  # today's entries stay
+
+
+def test_crash_between_write_and_trim_duplicates_nothing(redis_client, redis_prefix, tmp_path, days, monkeypatch):
+    keys, store = RedisKeys(redis_prefix), OfflineStore(tmp_path)
+    yesterday, _ = days
+    _add(redis_client, keys, yesterday, 4)
+    with monkeypatch.context() as patch:
+        patch.setattr(type(redis_client), "xtrim", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("crash")))
+        with pytest.raises(ConnectionError):
+            drain_day(redis_client, keys, store, yesterday.date())
+    assert redis_client.xlen(keys.feedback_stream()) == 4  # nothing left the stream
+    again = drain_day(redis_client, keys, store, yesterday.date())
+    assert again.accepted == 0 and again.duplicates == 4
+    assert len(store.read_event_part(yesterday.date(), "live")) == 4
+
+
+def test_never_trims_what_the_worker_has_not_acknowledged(redis_client, redis_prefix, tmp_path, days):
+    keys, store = RedisKeys(redis_prefix), OfflineStore(tmp_path)
+    yesterday, _ = days
+    _add(redis_client, keys, yesterday, 6)
+    stream = keys.feedback_stream()
+    redis_client.xgroup_create(stream, "workers", id="0")
+    delivered = redis_client.xreadgroup("workers", "w1", {stream: ">"}, count=4)[0][1]
+    redis_client.xack(stream, "workers", *[entry_id for entry_id, _ in delivered[:2]])  # 2 acked, 2 pending
+    drain_day(redis_client, keys, store, yesterday.date())
+    assert len(store.read_event_part(yesterday.date(), "live")) == 6  # all persisted
+    assert redis_client.xlen(stream) == 4  # but only the acknowledged ones left the stream

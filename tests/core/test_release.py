@@ -1,0 +1,122 @@
+"""The release path against a real MLflow store in tmp and a real Redis: register, gate, publish,
+roll back, retire. Every other caller (assets, CLI, fixtures, benchmarks) goes through these functions."""
+
+import os
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+
+from core import release
+from core.contracts import RedisKeys
+from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+from core.vectorstore import VectorStore
+from models import create
+from models.promotion import decide_promotion
+from models.training import train
+from tests.models.conftest import block_matrix
+
+METRIC = "test_ndcg_at_10"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A low-rank EASE trained on the two-taste block matrix (it beats popularity there by far)."""
+    return train(block_matrix().to_frame(), None, "lowrank_ease", {"dimensions": 4}, k=5)
+
+
+@pytest.fixture
+def catalog(trained):
+    ids = trained.model.item_ids
+    return pd.DataFrame({"track_id": ids, "name": [f"Song {i}" for i in ids], "duration_ms": 200_000})
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return ModelRegistry.open(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", "test", "test-model")
+
+
+@pytest.fixture
+def store(redis_client, redis_prefix):
+    return VectorStore(redis_client, RedisKeys(redis_prefix))
+
+
+def _register(registry, trained, tmp_path, n):
+    return release.register(registry, trained, trained.model.save(tmp_path / f"m{n}"), {"trained_until_ms": "1000"}).version
+
+
+def test_register_gate_and_publish(registry, store, trained, catalog, tmp_path):
+    uri_before = mlflow.get_tracking_uri()
+    first = _register(registry, trained, tmp_path, 1)
+    assert registry.alias(CHALLENGER) == first and registry.alias(CHAMPION) is None
+    decision = release.gate(registry, first, trained, "test_ndcg_at_5", margin=0.0)
+    assert decision.promoted and registry.alias(CHAMPION) == first
+    # the same model again cannot beat itself: it stays challenger, the champion stays
+    second = _register(registry, trained, tmp_path, 2)
+    again = release.gate(registry, second, trained, "test_ndcg_at_5", margin=0.0)
+    assert not again.promoted and "champion" in again.reason
+    assert (registry.alias(CHAMPION), registry.alias(CHALLENGER)) == (first, second)
+    assert registry.version_tags(second)["promotion"] == "rejected"
+    # nothing here set MLflow's process-wide tracking URI
+    assert mlflow.get_tracking_uri() == uri_before and registry.client.tracking_uri not in os.environ.get("MLFLOW_TRACKING_URI", "")
+
+    assert release.publish_aliases(registry, store, catalog) == {CHAMPION: first, CHALLENGER: second}
+    assert store.aliases() == {CHAMPION: first, CHALLENGER: second}
+    published = store.load(first)
+    assert list(published.items["track_id"]) == list(trained.model.item_ids)
+    np.testing.assert_allclose(published.item_vectors, trained.model.item_vectors(), rtol=1e-6)
+    assert published.similarity_vectors is not None and store.fold_in(first) is not None
+    assert published.meta["trained_until"] == "1000" and published.meta["registered_model"] == "test-model"
+    user = trained.model.user_ids[0]
+    np.testing.assert_allclose(store.user_vector(first, user), trained.model.user_vectors()[0], rtol=1e-6)
+
+
+def test_rollback_moves_mlflow_and_redis_together(registry, store, trained, catalog, tmp_path):
+    versions = [_register(registry, trained, tmp_path, n) for n in (1, 2, 3)]
+    for version in versions[:2]:
+        registry.record_decision(version, decide_promotion(METRIC, {METRIC: 1.0}, None, None, 0.0))
+        registry.set_alias(CHAMPION, version)
+    release.publish_aliases(registry, store, catalog)  # champion 2 and challenger 3 published; 1 is not
+    with pytest.raises(LookupError, match="not published in Redis"):
+        release.rollback(registry, store)  # to version 1, which Redis does not hold
+    assert registry.alias(CHAMPION) == store.alias(CHAMPION) == versions[1]  # nothing moved
+
+    release.publish(store, versions[0], trained.model, catalog)
+    assert release.rollback(registry, store) == (versions[1], versions[0])
+    assert registry.alias(CHAMPION) == store.alias(CHAMPION) == versions[0]
+    with pytest.raises(LookupError, match="no earlier promoted version"):
+        release.rollback(registry, store)
+    with pytest.raises(LookupError, match="has no version 9"):
+        release.rollback(registry, store, "9")
+
+
+def test_retire_keeps_the_newest_and_everything_still_served(store, trained, catalog):
+    for version in "123456":
+        release.publish(store, version, trained.model, catalog)
+    store.set_alias(CHAMPION, "1")
+    deleted = release.retire(store, keep=2, protected={"3"})
+    assert deleted == ["2", "4"]
+    assert store.versions() == ["1", "3", "5", "6"]
+    assert store.user_vector("2", trained.model.user_ids[0]) is None and store.meta("2") == {}
+
+
+def test_an_unservable_model_is_never_published(store, catalog):
+    ease = create("ease", min_users=1).fit(block_matrix())
+    with pytest.raises(ValueError, match="cannot be served"):
+        release.publish(store, "1", ease, catalog)
+    assert store.versions() == []
+
+
+def test_the_registered_pyfunc_answers_with_k(registry, trained, tmp_path):
+    version = _register(registry, trained, tmp_path, 1)
+    with mlflow.tracking._tracking_service.utils._use_tracking_uri(registry.client.tracking_uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/test-model/{version}")
+    model = trained.model
+    out = loaded.predict(pd.DataFrame({"user_id": [model.user_ids[0], "nobody"]}), params={"k": 3})
+    assert list(out.columns) == ["user_id", "item_id", "rank", "score"]
+    assert len(out) == 3 and set(out["user_id"]) == {model.user_ids[0]}
+    assert not set(out["item_id"]) & set(model.item_ids[model.train_matrix[0].indices])
+    restored = registry.download(version, tmp_path / "download")
+    assert (restored / "model.json").exists()
