@@ -13,6 +13,7 @@ from typing import Any
 
 KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
 
+from core.layout import Layout
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -110,26 +111,10 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
         return self
 
-    # Derived locations: one place decides the offline store's layout.
     @property
-    def tables_dir(self) -> Path:
-        return self.data_dir / "tables"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
-
-    @property
-    def redis_dir(self) -> Path:
-        return self.var_dir / "redis"
-
-    @property
-    def spool_dir(self) -> Path:
-        return self.var_dir / "spool"
+    def layout(self) -> Layout:
+        """Every folder and file under the data and var roots (see :mod:`core.layout`)."""
+        return Layout(self.data_dir, self.var_dir)
 
     @property
     def enabled_sources(self) -> tuple[str, ...]:

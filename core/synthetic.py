@@ -204,22 +204,6 @@ class SyntheticWorld:
             z[row] += 1.5 * np.isin(artists, self.user_artists[u])
         return z
 
-    def click_probability(self, users: np.ndarray, tracks: np.ndarray) -> np.ndarray:
-        """P(click | shown) for user-track pairs (same shape); rises steeply with affinity."""
-        return click_given_affinity(self._pair_affinity(users, tracks))
-
-    def completion_probability(self, users: np.ndarray, tracks: np.ndarray) -> np.ndarray:
-        """P(track completed | started) for user-track pairs."""
-        return completion_given_affinity(self._pair_affinity(users, tracks))
-
-    def _pair_affinity(self, users: np.ndarray, tracks: np.ndarray) -> np.ndarray:
-        users, tracks = np.broadcast_arrays(np.asarray(users), np.asarray(tracks))
-        out = np.empty(users.shape, dtype=np.float64)
-        for u in np.unique(users):
-            mask = users == u
-            out[mask] = self.affinity(np.array([u]))[0, tracks[mask]]
-        return out
-
     def events(self, n_events: int, days: int = 30, end: date | None = None) -> pd.DataFrame:
         """Simulate ``n_events`` feedback events over ``days`` days ending at midnight UTC of ``end``.
 

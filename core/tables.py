@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -75,6 +74,9 @@ class OfflineStore:
 
     def rejects_path(self, source: str) -> Path:
         return self.root / "rejects" / f"{source}.parquet"
+
+    def rejects_files(self) -> list[Path]:
+        return sorted((self.root / "rejects").glob("*.parquet"))
 
     def track_source_path(self, source: str) -> Path:
         """One source's own track table (merged into ``tracks.parquet`` by the catalog)."""
@@ -141,18 +143,14 @@ class OfflineStore:
         with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1, 4)) as pool:
             return dict(zip(map(str, names), pool.map(write, range(len(names)))))
 
-    def _event_files(self) -> list[Path]:
+    def event_files(self) -> list[Path]:
         if not self.events_dir.exists():
             return []
         return sorted(self.events_dir.glob("date=*/*.parquet")) + sorted(self.events_dir.glob("month=*/*.parquet"))
 
-    def event_days(self) -> list[str]:
-        """Days with a daily partition (live and generated events)."""
-        return sorted({f.parent.name.split("=", 1)[1] for f in self._event_files() if f.parent.name.startswith("date=")})
-
     def read_events(self, days: Iterable[str] | None = None) -> pd.DataFrame:
         """All events (or those on ``days``, UTC), deduplicated on event_id, oldest first."""
-        files = self._event_files()
+        files = self.event_files()
         if days is not None:
             wanted = set(days)
             months = {d[:7] for d in wanted}
@@ -168,7 +166,7 @@ class OfflineStore:
 
     def remove_event_part(self, part: str) -> int:
         """Delete ``part`` from every partition (a source that regenerates its events replaces them all)."""
-        files = [f for f in self._event_files() if f.name == f"{part}.parquet"]
+        files = [f for f in self.event_files() if f.name == f"{part}.parquet"]
         for f in files:
             f.unlink()
         return len(files)
@@ -176,48 +174,6 @@ class OfflineStore:
     def read_event_part(self, day: date | str, part: str) -> pd.DataFrame:
         path = self.event_partition(day) / f"{part}.parquet"
         return pq.read_table(path, schema=EVENT_SCHEMA).to_pandas() if path.exists() else EVENT_SCHEMA.empty_table().to_pandas()
-
-    # --- erasure (GDPR) ----------------------------------------------------------------------
-    def erase_users(self, erasures: dict[str, float]) -> dict[str, int]:
-        """Delete every stored row of the users in ``erasures`` (user id -> epoch seconds of the
-        request) dated up to their request: events, interaction logs, the interactions table, and
-        rejected rows that mention them. Files are rewritten atomically and only when they hold such a
-        row, so a second call changes nothing. Returns rows deleted per table kind."""
-        deleted = {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
-        if not erasures:
-            return deleted
-        users = pa.array(sorted(erasures), pa.string())
-        cutoffs = pa.array([int(erasures[u] * 1000) for u in users.to_pylist()], pa.int64())
-
-        def doomed(table: pa.Table) -> pa.Array:
-            """Rows of an erased user, dated at or before their request (undated rows count as before)."""
-            index = pc.index_in(table["user_id"], value_set=users)
-            hit = pc.is_valid(index)
-            if "timestamp" not in table.column_names or not pc.any(hit).as_py():
-                return hit
-            cutoff = pc.take(cutoffs, pc.fill_null(index, 0))
-            when = pc.cast(pc.cast(table["timestamp"], pa.timestamp("ms", tz="UTC"), safe=False), pa.int64())
-            return pc.and_(hit, pc.fill_null(pc.less_equal(when, cutoff), True))
-
-        def rewrite(path: Path, schema: pa.Schema | None, kind: str, mask_of) -> None:
-            table = pq.read_table(path, schema=schema)
-            mask = mask_of(table)
-            n = pc.sum(pc.cast(mask, pa.int64())).as_py() or 0
-            if n:
-                write_parquet_atomic(table.filter(pc.invert(mask)), path, schema)
-                deleted[kind] += n
-
-        for path in self._event_files():
-            rewrite(path, EVENT_SCHEMA, "events", doomed)
-        for source in self.interaction_sources():
-            rewrite(self.interaction_source_path(source), None, "interaction_logs", doomed)
-        if self.interactions_path.exists():
-            rewrite(self.interactions_path, None, "interactions", doomed)
-        quoted = [f'"{u}"' for u in users.to_pylist()]
-        for path in sorted((self.root / "rejects").glob("*.parquet")):
-            # a rejected row is kept as raw text: drop every one that names an erased user
-            rewrite(path, None, "rejects", lambda t: _mentions(t["raw"], quoted))
-        return deleted
 
     # --- interactions -----------------------------------------------------------------------
     def write_interactions(self, interactions: pd.DataFrame) -> Path:
@@ -227,13 +183,6 @@ class OfflineStore:
         if not self.interactions_path.exists():
             raise FileNotFoundError(f"no interactions at {self.interactions_path}: materialize interactions first")
         return pd.read_parquet(self.interactions_path)
-
-
-def _mentions(column: pa.ChunkedArray, needles: list[str]) -> pa.Array:
-    mask = pa.array(np.zeros(len(column), dtype=bool))
-    for needle in needles:
-        mask = pc.or_(mask, pc.fill_null(pc.match_substring(column, needle), False))
-    return mask
 
 
 def _as_event_table(events: pa.Table | pd.DataFrame) -> pa.Table:

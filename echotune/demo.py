@@ -48,7 +48,7 @@ def _demo_user(settings: Settings) -> str | None:
     from experiments.definition import Experiment
 
     try:
-        graded = OfflineStore(settings.tables_dir).read_interactions()
+        graded = OfflineStore(settings.layout.tables).read_interactions()
     except FileNotFoundError:
         return None
     counts = graded[graded["positive"]].groupby("user_id").size().sort_values()
@@ -68,14 +68,14 @@ def run_demo(settings: Settings) -> int:
     # SIGTERM or a closed terminal stop the demo like Ctrl-C does: children and Redis go with it
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    for folder in (settings.data_dir, settings.var_dir / "logs", settings.dagster_home):
+    for folder in (settings.data_dir, settings.layout.logs, settings.dagster_home):
         folder.mkdir(parents=True, exist_ok=True)
     server = None
     url = settings.redis_url
     if not url:
-        server = EmbeddedRedis(settings.redis_dir)
+        server = EmbeddedRedis(settings.layout.redis)
         url = server.start()
-        _say(f"embedded redis-server at {url} (data in {settings.redis_dir})")
+        _say(f"embedded redis-server at {url} (data in {settings.layout.redis})")
     env = {**os.environ, "ECHOTUNE_REDIS_URL": url, "DAGSTER_HOME": str(settings.dagster_home)}
     children: dict[str, subprocess.Popen] = {}
     try:
@@ -83,7 +83,7 @@ def run_demo(settings: Settings) -> int:
         if subprocess.call([sys.executable, "-m", "echotune.cli", "pipeline"], env=env) != 0:
             _say("the pipeline failed; see the output above")
             return 1
-        logs = settings.var_dir / "logs"
+        logs = settings.layout.logs
         commands = {
             "api": [sys.executable, "-m", "echotune.cli", "serve", "--host", settings.api_host, "--port", str(settings.api_port)],
             "worker": [sys.executable, "-m", "echotune.cli", "worker"],
@@ -100,8 +100,8 @@ def run_demo(settings: Settings) -> int:
             _say(f"the API did not come up; see {logs / 'api.log'}")
             return 1
         user = _demo_user(settings) or "user_0001"
-        report = settings.reports_dir / "demo-champion-vs-popularity" / "report.html"
-        keys = settings.api_keys or demo_keys(settings.var_dir / "api_keys")
+        report = settings.layout.reports / "demo-champion-vs-popularity" / "report.html"
+        keys = settings.api_keys or demo_keys(settings.layout.api_keys)
         client_key, admin_key = key_for_scope(keys, "client"), key_for_scope(keys, "admin")
         _say("ready:")
         print(f"""

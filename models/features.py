@@ -6,6 +6,8 @@ features. A track with no audio features simply has fewer active features.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,13 +113,35 @@ def track_features(tracks: pd.DataFrame, item_ids: np.ndarray | None = None) -> 
     return ItemFeatures.from_pairs(ids, track_feature_pairs(tracks))
 
 
-def content_matrix(tracks: pd.DataFrame, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dense (n_items, n_audio) audio features scaled to [0, 1], and a mask of items that have them."""
-    frame = tracks.set_index(tracks["track_id"].astype(str)).reindex(np.asarray(item_ids, dtype=str))
-    cols = []
-    for col, (low, high) in CONTENT_SCALE.items():
-        values = pd.to_numeric(frame[col], errors="coerce") if col in frame else pd.Series(np.nan, index=frame.index)
-        cols.append(((values - low) / (high - low)).clip(0, 1).to_numpy(dtype=np.float32))
-    dense = np.stack(cols, axis=1)
-    has = ~np.isnan(dense).any(axis=1)
-    return np.nan_to_num(dense, nan=0.5), has
+CONTINUOUS_FEATURES: tuple[str, ...] = tuple(CONTENT_SCALE)
+# a shared genre counts about as much as a close sound in content similarity
+GENRE_WEIGHT = 0.5
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero), as float32."""
+    return (matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def content_vectors(audio: dict[str, np.ndarray], genres: Sequence[Sequence[str] | None]) -> np.ndarray:
+    """Unit content vectors of a catalog for cold start and content similarity: each continuous audio
+    feature standardised over the catalog, plus one indicator column per genre weighted by
+    ``GENRE_WEIGHT``·sqrt(#features). ``audio`` maps each of ``CONTINUOUS_FEATURES`` to a float array
+    (NaN where unknown; a missing feature counts as unknown everywhere); ``genres`` holds each track's
+    genre list or None. A track without audio features sits at the catalog mean, so its genres alone
+    place it. Returns float32 (n_tracks, n_features + n_genres)."""
+    n = len(genres)
+    dense = np.stack([np.asarray(audio.get(f, np.full(n, np.nan)), dtype=np.float64) for f in CONTINUOUS_FEATURES], axis=1)
+    with warnings.catch_warnings():  # a feature no track has: its mean is NaN, handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std = np.nanmean(dense, axis=0), np.nanstd(dense, axis=0)
+    mean, std = np.nan_to_num(mean), np.where(np.nan_to_num(std) > 0, std, 1.0)
+    dense = np.nan_to_num((dense - mean) / std)
+    names = sorted({g for gs in genres if gs is not None for g in gs})
+    column = {g: i for i, g in enumerate(names)}
+    onehot = np.zeros((n, len(names)), dtype=np.float64)
+    for row, gs in enumerate(genres):
+        if gs is not None:
+            for g in gs:
+                onehot[row, column[g]] = 1.0
+    return unit_rows(np.hstack([dense, onehot * (GENRE_WEIGHT * np.sqrt(len(CONTINUOUS_FEATURES)))]))

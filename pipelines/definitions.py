@@ -39,8 +39,8 @@ def drain_feedback_every_15_minutes(context: dg.ScheduleEvaluationContext):
 
 def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "store": OfflineStoreResource(data_dir=str(settings.data_dir)),
-        "redis": RedisResource(url=settings.redis_url or "", prefix=settings.redis_prefix, embedded_dir=str(settings.redis_dir)),
+        "store": OfflineStoreResource(data_dir=str(settings.data_dir), var_dir=str(settings.var_dir)),
+        "redis": RedisResource(url=settings.redis_url or "", prefix=settings.redis_prefix, embedded_dir=str(settings.layout.redis)),
         "mlflow": MlflowResource(
             tracking_uri=settings.mlflow_tracking_uri,
             artifact_root=str(settings.mlflow_artifact_root),
@@ -62,7 +62,7 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             reject_threshold=settings.reject_threshold,
             # secrets reach Dagster only through EnvVar, so they never appear in run config
             pseudonym_key=dg.EnvVar("ECHOTUNE_PSEUDONYM_KEY") if settings.pseudonym_key else "",
-            var_dir=str(settings.var_dir),
+            pseudonym_key_file=str(settings.layout.pseudonym_key),
         ),
         "experiments": ExperimentsResource(definitions_dir=str(settings.experiments_dir)),
         "spotify": SpotifyApiResource(

@@ -10,6 +10,7 @@ import redis
 from pydantic import PrivateAttr
 
 from core.contracts.redis_keys import RedisKeys
+from core.layout import Layout
 from core.model_registry import ModelRegistry
 from core.redis_server import EmbeddedRedis
 from core.tables import OfflineStore
@@ -17,21 +18,18 @@ from core.vectorstore import VectorStore
 
 
 class OfflineStoreResource(dg.ConfigurableResource):
-    """The parquet tables (``<data_dir>/tables``) and model folders (``<data_dir>/models``)."""
+    """The offline store under ``data_dir`` (folders as :class:`core.layout.Layout` names them)."""
 
     data_dir: str
+    var_dir: str = "var"
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(Path(self.data_dir), Path(self.var_dir))
 
     @property
     def tables(self) -> OfflineStore:
-        return OfflineStore(Path(self.data_dir) / "tables")
-
-    @property
-    def models_dir(self) -> Path:
-        return Path(self.data_dir) / "models"
-
-    @property
-    def reports_dir(self) -> Path:
-        return Path(self.data_dir) / "reports"
+        return OfflineStore(self.layout.tables)
 
 
 class RedisResource(dg.ConfigurableResource):
@@ -137,9 +135,9 @@ class IngestionResource(dg.ConfigurableResource):
     interaction_files: list[str] = []
     history_user: str = ""
     reject_threshold: float = 0.05
-    # empty: the key file under var_dir (created once); set it through dg.EnvVar in production
+    # empty: the key file (created once); set it through dg.EnvVar in production
     pseudonym_key: str = ""
-    var_dir: str = "var"
+    pseudonym_key_file: str = "var/pseudonym.key"
 
     def paths(self, setting: Literal["track_files", "history_files", "interaction_files"]) -> list[Path]:
         """The files configured for a source; a Failure naming the environment variable when none are."""
@@ -151,7 +149,7 @@ class IngestionResource(dg.ConfigurableResource):
     def pseudonymizer(self):
         from core.ingest.pseudonyms import Pseudonymizer, load_or_create_key
 
-        key = bytes.fromhex(self.pseudonym_key) if self.pseudonym_key else load_or_create_key(Path(self.var_dir) / "pseudonym.key")
+        key = bytes.fromhex(self.pseudonym_key) if self.pseudonym_key else load_or_create_key(Path(self.pseudonym_key_file))
         return Pseudonymizer(key)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,13 +27,25 @@ def error_response(request: Request, status: int, code: str, message: str, detai
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
-def field_of(loc: tuple) -> str:
+def field_of(loc: tuple, default: str = "request") -> str:
     """The field a pydantic error is about ('count', 'user_id', 'events.0.track_id'), without FastAPI's
-    'path'/'query'/'body' location prefix."""
+    'path'/'query'/'body' location prefix; ``default`` when the error is about the whole input."""
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("path", "query", "body", "header", "cookie"):
         parts = parts[1:]
-    return ".".join(parts) if parts else "request"
+    return ".".join(parts) if parts else default
+
+
+def error_details(errors: Iterable[Mapping[str, Any]], index: int | None = None, default_field: str = "request") -> list[ErrorDetail]:
+    """pydantic's errors (``exc.errors()``) as the API's error details: field and problem, plus the
+    item's ``index`` in a batch."""
+    return [ErrorDetail(index=index, field=field_of(e["loc"], default_field), problem=e["msg"].removeprefix("Value error, ")) for e in errors]
+
+
+def validation_error(details: list[ErrorDetail], summary: str | None = None) -> ApiError:
+    """A 422 whose message names each field and its problem (or ``summary``)."""
+    message = summary or "; ".join(f"{d.field}: {d.problem}" for d in details)
+    return ApiError(422, "validation_error", message, details)
 
 
 def install(app: FastAPI) -> None:
@@ -41,9 +55,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        details = [ErrorDetail(field=field_of(e["loc"]), problem=e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        message = "; ".join(f"{d.field}: {d.problem}" for d in details)
-        return error_response(request, 422, "validation_error", message, details)
+        error = validation_error(error_details(exc.errors()))
+        return error_response(request, error.status, error.code, error.message, error.details)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

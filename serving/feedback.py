@@ -11,9 +11,9 @@ import asyncio
 
 from core.contracts.events import EventContext, FeedbackEvent
 from core.feedback_stream import append_args, append_keys, encode
-from serving.errors import ApiError
+from serving.errors import ApiError, error_details, validation_error
 from serving.observability import SPOOLED
-from serving.schemas import ErrorDetail, FeedbackAccepted
+from serving.schemas import FeedbackAccepted
 from serving.spool import event_id_of
 from serving.state import REDIS_ERRORS, AppState
 
@@ -43,12 +43,10 @@ def parse_batch(body: Any) -> list[FeedbackEvent]:
         try:
             events.append(FeedbackEvent.model_validate(item))
         except ValidationError as exc:
-            for err in exc.errors():
-                field = ".".join(str(p) for p in err["loc"]) or "event"
-                problems.append(ErrorDetail(index=index, field=field, problem=err["msg"].removeprefix("Value error, ")))
+            problems += error_details(exc.errors(), index=index, default_field="event")
     if problems:
         summary = "; ".join(f"events[{p.index}].{p.field}: {p.problem}" for p in problems[:5])
-        raise ApiError(422, "validation_error", f"{len(problems)} problem(s), nothing accepted: {summary}", problems)
+        raise validation_error(problems, f"{len(problems)} problem(s), nothing accepted: {summary}")
     return events
 
 

@@ -6,7 +6,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.contracts.ids import parse_track_id
-from serving.model_state import CONTINUOUS_FEATURES, LoadedModel
+from models.features import CONTINUOUS_FEATURES
+from serving.loaded_model import LoadedModel
 
 MAX_LIST = 200
 

@@ -26,7 +26,7 @@ from experiments.definition import Variant
 from models.ranking import top_n
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters, allowed_mask, diversify, excluded_rows
-from serving.model_state import LoadedModel
+from serving.loaded_model import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS
 from serving.deps import rate_limited
 from serving.schemas import RecommendationResponse

@@ -15,7 +15,8 @@ from core.redis_server import EmbeddedRedis
 from core.settings import Settings
 from core.vectorstore import VectorStore
 from serving.experiments import ExperimentRouter
-from serving.model_state import DiskCache, ModelCache
+from serving.disk_cache import DiskCache
+from serving.model_cache import ModelCache
 from serving.security import ApiKey, ApiKeys, demo_keys, rate_window
 from serving.spool import Spool
 
@@ -62,7 +63,7 @@ class AppState:
         embedded = None
         url = settings.redis_url
         if not url:  # run standalone: attach to (or start) the project's embedded server
-            embedded = EmbeddedRedis(settings.redis_dir)
+            embedded = EmbeddedRedis(settings.layout.redis)
             url = embedded.start()
         keys = RedisKeys(settings.redis_prefix)
         client = aredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -70,9 +71,9 @@ class AppState:
         def store() -> VectorStore:
             return VectorStore(redis.Redis.from_url(url, socket_timeout=30), keys)
 
-        models = ModelCache(client, keys, store, DiskCache(settings.var_dir / "serving_cache" / settings.redis_prefix))
-        api_keys = ApiKeys(settings.api_keys or demo_keys(settings.var_dir / "api_keys"))
-        spool = Spool(settings.spool_dir / settings.redis_prefix)
+        models = ModelCache(client, keys, store, DiskCache(settings.layout.serving_cache(settings.redis_prefix)))
+        api_keys = ApiKeys(settings.api_keys or demo_keys(settings.layout.api_keys))
+        spool = Spool(settings.layout.spool(settings.redis_prefix))
         state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(clock=clock), spool,
                     ExperimentRouter(client, keys), embedded, clock)  # fmt: skip
         await state.models.refresh(force=True)

@@ -134,8 +134,6 @@ class FeedbackEvent(BaseModel):
         }
 
 
-CONTEXT_COLUMNS: tuple[str, ...] = tuple(EventContext.model_fields)
-
 EVENT_SCHEMA = pa.schema(
     [
         pa.field("event_id", pa.string(), nullable=False),

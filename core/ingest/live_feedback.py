@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-import pandas as pd
 import redis
 from pydantic import ValidationError
 
@@ -103,8 +102,3 @@ def drain_day(client: redis.Redis, keys: RedisKeys, store: OfflineStore, day: da
         result.extra["trimmed"] = int(client.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=False))
     result.extra["day"] = str(day)
     return result
-
-
-def pending_events(store: OfflineStore, day: date) -> pd.DataFrame:
-    """The live events stored for a day (for checks and tests)."""
-    return store.read_event_part(day, "live")

@@ -29,7 +29,7 @@ from core.tables import OfflineStore, write_parquet_atomic
 
 def pseudonymizer(settings: Settings) -> Pseudonymizer:
     key = settings.pseudonym_key
-    raw = bytes.fromhex(key.get_secret_value()) if key else load_or_create_key(settings.var_dir / "pseudonym.key")
+    raw = bytes.fromhex(key.get_secret_value()) if key else load_or_create_key(settings.layout.pseudonym_key)
     return Pseudonymizer(raw)
 
 

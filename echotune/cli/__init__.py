@@ -40,7 +40,7 @@ def pipeline() -> None:
 
     settings = load_settings()
     _use_dagster_home(settings)
-    with redis_url(settings.redis_url, settings.redis_dir) as url:
+    with redis_url(settings.redis_url, settings.layout.redis) as url:
         ok = materialize_everything(settings.model_copy(update={"redis_url": url}))
     sys.exit(0 if ok else 1)
 
@@ -59,14 +59,14 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     settings = load_settings()
     workers = workers or settings.api_workers
     if workers > 1:  # every worker writes its metrics where /metrics can add them up
-        metrics_dir = settings.var_dir / "prometheus"
+        metrics_dir = settings.layout.prometheus
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into an exit so the embedded Redis
     # this command may have started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with redis_url(settings.redis_url, settings.redis_dir) as url:
+    with redis_url(settings.redis_url, settings.layout.redis) as url:
         os.environ["ECHOTUNE_REDIS_URL"] = url  # worker processes read their settings from the environment
         uvicorn.run(
             "serving.main:create_production_app",
@@ -103,7 +103,7 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with redis_url(settings.redis_url, settings.redis_dir) as url:
+    with redis_url(settings.redis_url, settings.layout.redis) as url:
         client = redis.Redis.from_url(url)
         FeedbackWorker(
             client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, claim_idle_ms=claim_idle_ms, latency_log=latency_log

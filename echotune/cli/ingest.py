@@ -21,9 +21,11 @@ EXIT_TOO_MANY_REJECTS = 3
 
 
 def _finish(result) -> None:
+    from core.tables import OfflineStore
+
     settings = load_settings()
     summary = result.summary()
-    summary["rejects_table"] = str(settings.tables_dir / "rejects" / f"{result.source}.parquet")
+    summary["rejects_table"] = str(OfflineStore(settings.layout.tables).rejects_path(result.source))
     click.echo(json.dumps(summary, default=str))
     if result.rejected_share > settings.reject_threshold:
         click.echo(
@@ -41,7 +43,7 @@ def _run(paths: tuple[Path, ...], work: Callable) -> None:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise click.UsageError(f"no such file: {', '.join(missing)}")
-    store = OfflineStore(load_settings().tables_dir)
+    store = OfflineStore(load_settings().layout.tables)
     with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=None) as bar:
         rows = 0
 

@@ -3,6 +3,7 @@ records the request in Redis; this asset deletes their stored rows before anythi
 
 import dagster as dg
 
+from core.erasure import erase_users
 from pipelines.resources import OfflineStoreResource, RedisResource
 
 
@@ -13,7 +14,7 @@ def user_erasures_asset(sources: list[str]) -> dg.AssetsDefinition:
         a re-import of an old export cannot bring an erased user's rows back into training."""
         raw = redis.client.hgetall(redis.key_layout.erased_users())
         erasures = {k.decode(): float(v) for k, v in raw.items()}
-        deleted = store.tables.erase_users(erasures)
+        deleted = erase_users(store.tables, erasures)
         return dg.MaterializeResult(
             metadata={"erased_users": len(erasures), **{f"deleted_{kind}": n for kind, n in deleted.items()}}
         )

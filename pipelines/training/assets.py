@@ -43,7 +43,7 @@ def recommender_model(
     result = train(interactions, store.tables.read_tracks(), training.algorithm, training.params(), k=training.k)
     last = pd.to_datetime(interactions["timestamp"], utc=True).max() if len(interactions) else pd.NaT
     trained_until = "0" if pd.isna(last) else str(int(last.timestamp() * 1000))
-    folder = result.model.save(store.models_dir / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f"))
+    folder = result.model.save(store.layout.models / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f"))
     registry = mlflow.registry
     record = release.register(
         registry, result, folder,

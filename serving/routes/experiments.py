@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from experiments.definition import Experiment
 from experiments.registry import ExperimentConflict, ExperimentRegistry
 from serving.deps import AdminKey, ClientKey, StateDep
-from serving.errors import ApiError
-from serving.schemas import ErrorDetail, ErrorResponse
+from serving.errors import ApiError, error_details, validation_error
+from serving.schemas import ErrorResponse
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 ExperimentId = Annotated[str, Path(description="Experiment id: lowercase letters, digits, _ or -.", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -55,9 +55,7 @@ async def create_experiment(request: Request, state: StateDep, key: AdminKey) ->
     except json.JSONDecodeError as exc:
         raise ApiError(422, "invalid_json", f"body is not valid JSON: {exc}") from exc
     except ValidationError as exc:
-        details = [ErrorDetail(field=".".join(map(str, e["loc"])) or "experiment", problem=e["msg"].removeprefix("Value error, "))
-                   for e in exc.errors()]  # fmt: skip
-        raise ApiError(422, "validation_error", "; ".join(f"{d.field}: {d.problem}" for d in details), details) from exc
+        raise validation_error(error_details(exc.errors(), default_field="experiment")) from exc
     return await _call(state, "put", experiment)
 
 
@@ -76,8 +74,8 @@ async def stop_experiment(experiment_id: ExperimentId, state: StateDep, key: Adm
 @router.get("/{experiment_id}/report", response_class=HTMLResponse, responses=ERRORS)
 async def experiment_report(experiment_id: ExperimentId, state: StateDep, key: ClientKey) -> HTMLResponse:
     """The latest report (verdict first, then Evidently's comparison), as written by the pipeline."""
-    path = state.settings.reports_dir / experiment_id / "report.html"
-    if not path.is_file() or path.resolve().parent.parent != state.settings.reports_dir.resolve():
+    path = state.settings.layout.reports / experiment_id / "report.html"
+    if not path.is_file() or path.resolve().parent.parent != state.settings.layout.reports.resolve():
         raise ApiError(404, "not_found", f"no report for experiment {experiment_id!r} yet: the pipeline writes it (echotune pipeline)")
     return HTMLResponse(await asyncio.to_thread(path.read_text), headers={"Content-Security-Policy": "default-src 'self' 'unsafe-inline' data: blob:"})
 
@@ -85,7 +83,7 @@ async def experiment_report(experiment_id: ExperimentId, state: StateDep, key: C
 @router.get("/{experiment_id}/summary", responses=ERRORS)
 async def experiment_summary(experiment_id: ExperimentId, state: StateDep, key: ClientKey) -> dict:
     """The latest analysis as JSON: verdict, reasons, sample ratio, comparisons, guardrails, power."""
-    path = state.settings.reports_dir / experiment_id / "summary.json"
-    if not path.is_file() or path.resolve().parent.parent != state.settings.reports_dir.resolve():
+    path = state.settings.layout.reports / experiment_id / "summary.json"
+    if not path.is_file() or path.resolve().parent.parent != state.settings.layout.reports.resolve():
         raise ApiError(404, "not_found", f"no analysis for experiment {experiment_id!r} yet")
     return json.loads(await asyncio.to_thread(path.read_text))

@@ -8,9 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from core.contracts.events import safe_id
 from core.contracts.ids import parse_track_id
 from serving.deps import ClientKey, ClientKeyCountedLater, StateDep, UserId, app_state
-from serving.errors import ApiError
+from serving.errors import ApiError, error_details, validation_error
 from serving.filters import RecommendationContext, RecommendationFilters
-from serving.model_state import CONTINUOUS_FEATURES
+from models.features import CONTINUOUS_FEATURES
 from serving.recommender import RecommendationRequest, Recommendations, recommend, similar
 from serving.schemas import ErrorDetail, ErrorResponse, RecommendationResponse
 
@@ -52,7 +52,7 @@ class _ListQuery(BaseModel):
                 exclude_artists=self.exclude_artists, exclude_played=self.exclude_played, max_per_artist=self.max_per_artist,
             )  # fmt: skip
         except ValidationError as exc:
-            raise _as_api_error(exc) from exc
+            raise validation_error(error_details(exc.errors())) from exc
 
 
 # audio feature ranges as query parameters: energy_min, energy_max, tempo_min, ...
@@ -78,17 +78,11 @@ class UserQuery(ListQuery):  # type: ignore[misc, valid-type]
         try:
             return RecommendationContext(seed_tracks=self.seed_tracks, genres=self.context_genres)
         except ValidationError as exc:
-            raise _as_api_error(exc) from exc
+            raise validation_error(error_details(exc.errors())) from exc
 
 
 class SimilarQuery(ListQuery):  # type: ignore[misc, valid-type]
     count: int = Field(20, ge=1, le=100, description="How many tracks to return.")
-
-
-def _as_api_error(exc: ValidationError, index: int | None = None) -> ApiError:
-    details = [ErrorDetail(index=index, field=".".join(map(str, e["loc"])) or "request", problem=e["msg"].removeprefix("Value error, "))
-               for e in exc.errors()]  # fmt: skip
-    return ApiError(422, "validation_error", "; ".join(f"{d.field}: {d.problem}" for d in details), details)
 
 
 def _query_parameters(model: type[BaseModel]) -> list[dict]:
@@ -115,7 +109,7 @@ def _parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise _as_api_error(exc) from exc
+        raise validation_error(error_details(exc.errors())) from exc
 
 
 @router.get("/{user_id}", response_model=RecommendationResponse, responses=ERRORS,

@@ -4,6 +4,7 @@ import pandas as pd
 import pyarrow as pa
 
 from core.contracts.events import EVENT_SCHEMA
+from core.erasure import erase_users
 from core.ingest.interaction_logs import LOG_SCHEMA
 from core.ingest.result import REJECTS_SCHEMA
 from core.tables import OfflineStore, write_parquet_atomic
@@ -31,7 +32,7 @@ def test_erasure_removes_the_users_rows_up_to_the_request_and_nothing_else(tmp_p
     write_parquet_atomic(rejects, store.rejects_path("live"))
 
     requested = pd.Timestamp("2026-02-01", tz="UTC").timestamp()
-    deleted = store.erase_users({"gone": requested})
+    deleted = erase_users(store, {"gone": requested})
 
     assert deleted == {"events": 2, "interaction_logs": 1, "interactions": 0, "rejects": 1}
     events = store.read_events()
@@ -41,12 +42,12 @@ def test_erasure_removes_the_users_rows_up_to_the_request_and_nothing_else(tmp_p
     assert pd.read_parquet(store.rejects_path("live"))["row"].tolist() == [2]
     # applying it again finds nothing left to delete and rewrites nothing
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}
-    assert store.erase_users({"gone": requested}) == {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
+    assert erase_users(store, {"gone": requested}) == {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")} == before
 
 
 def test_no_erasures_touch_nothing(tmp_path):
     store = OfflineStore(tmp_path)
     store.write_events(_events([("kept", "2026-01-01")]), part="live")
-    assert store.erase_users({}) == {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
+    assert erase_users(store, {}) == {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
     assert len(store.read_events()) == 1

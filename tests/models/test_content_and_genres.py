@@ -40,3 +40,26 @@ def test_table_weights_take_weights_as_given_and_counts_as_log1p():
     np.testing.assert_allclose(table_weights(pd.DataFrame({"count": [1, 100]})), count_weights(np.array([1, 100])))
     with pytest.raises(ValueError, match="no 'weight' or 'count' column"):
         table_weights(pd.DataFrame({"plays": [1]}))
+
+
+def test_content_vectors_place_tracks_by_sound_and_genre():
+    from models.features import CONTINUOUS_FEATURES, content_vectors
+
+    # tracks 0 and 1 sound alike, 2 is the opposite; 3 has no audio features, only track 2's genre
+    audio = {f: np.array([0.1, 0.12, 0.9, np.nan], dtype=np.float32) for f in CONTINUOUS_FEATURES}
+    genres = [["rock"], ["rock"], ["jazz"], ["jazz"]]
+    vectors = content_vectors(audio, genres)
+    assert vectors.shape == (4, len(CONTINUOUS_FEATURES) + 2)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+    cosine = vectors @ vectors.T
+    assert cosine[0, 1] > 0.99 and cosine[0, 2] < 0
+    # no sound of its own: it sits at the catalog mean, so its genre alone decides its neighbour
+    assert np.argmax(cosine[3, :3]) == 2
+    np.testing.assert_allclose(vectors[3, : len(CONTINUOUS_FEATURES)], 0.0, atol=1e-6)
+
+
+def test_content_vectors_without_any_audio_features_use_genres():
+    from models.features import content_vectors
+
+    vectors = content_vectors({}, [["a"], ["b"], None])
+    assert vectors[0] @ vectors[1] == pytest.approx(0.0) and not vectors[2].any()

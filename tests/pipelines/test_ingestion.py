@@ -62,7 +62,7 @@ def test_too_many_rejects_fail_the_check_and_block_downstream(settings, tmp_path
     assert (meta["accepted"], meta["rejected"]) == (90, 10)  # the valid rows are stored anyway
     assert [e.passed for e in result.get_asset_check_evaluations()] == [False]
     assert not [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "tracks"]
-    rejects = pd.read_parquet(configured.tables_dir / "rejects" / "track_files.parquet")
+    rejects = pd.read_parquet(configured.layout.tables / "rejects" / "track_files.parquet")
     assert len(rejects) == 10 and rejects["reason"].str.startswith("energy: 7.0 is outside").all()
 
 
@@ -76,7 +76,7 @@ def test_web_api_without_audio_feature_access(settings):
         from core.ingest.catalog import upsert_source
         from core.tables import OfflineStore
 
-        upsert_source(OfflineStore(configured.tables_dir), "spotify_history", pd.DataFrame({"track_id": list(fake.tracks)}))
+        upsert_source(OfflineStore(configured.layout.tables), "spotify_history", pd.DataFrame({"track_id": list(fake.tracks)}))
         spotify = SpotifyApiResource(client_id="test-id", client_secret="test-secret", base_url=fake.url, accounts_url=fake.url)
         result = materialize(configured, ["synthetic_catalog", "spotify_api_tracks", "tracks"], resources={"spotify": spotify})
     assert result.success
@@ -84,7 +84,7 @@ def test_web_api_without_audio_feature_access(settings):
     assert meta["accepted"] == 30 and meta["audio_features_available"] is False
     assert "403" in meta["audio_features_error"]
     assert meta["not_found"] == 60  # the synthetic ids
-    catalog = pd.read_parquet(configured.tables_dir / "tracks.parquet").set_index("track_id")
+    catalog = pd.read_parquet(configured.layout.tables / "tracks.parquet").set_index("track_id")
     assert catalog.loc["000" + "C" * 19, "name"] == "Song 0" and pd.isna(catalog.loc["000" + "C" * 19, "energy"])
 
 

@@ -26,7 +26,7 @@ def test_materialize_everything(settings, redis_url):
     result = defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance)
     assert result.success  # and running it again on the same data works too
 
-    tables = settings.tables_dir
+    tables = settings.layout.tables
     assert (tables / "tracks.parquet").exists() and (tables / "interactions.parquet").exists()
     assert any((tables / "events").glob("date=*/synthetic.parquet"))
 
@@ -55,7 +55,7 @@ def test_materialize_everything(settings, redis_url):
     assert len(published.items) == settings.synth_tracks
     assert {"track_id", "name", "genres", "popularity"} <= set(published.items.columns)
 
-    report = settings.reports_dir / "demo-champion-vs-popularity"
+    report = settings.layout.reports / "demo-champion-vs-popularity"
     summary = json.loads((report / "summary.json").read_text())
     assert summary["verdict"] in {"ship", "don't ship", "keep running"}
     assert summary["sample_ratio"]["mismatch"] is False
@@ -70,9 +70,9 @@ def test_an_erased_user_is_gone_from_storage_and_training_after_the_next_run(set
     instance = dg.DagsterInstance.ephemeral()
     job = build_defs(settings).resolve_job_def(everything_job.name)
     assert job.execute_in_process(instance=instance).success
-    interactions = pd.read_parquet(settings.tables_dir / "interactions.parquet")
+    interactions = pd.read_parquet(settings.layout.tables / "interactions.parquet")
     user = interactions["user_id"].value_counts().index[0]  # the most active user: plenty to delete
-    assert user in set(pd.read_parquet(settings.tables_dir / "events")["user_id"])
+    assert user in set(pd.read_parquet(settings.layout.tables / "events")["user_id"])
 
     client = redis.Redis.from_url(redis_url)
     client.hset(RedisKeys(settings.redis_prefix).erased_users(), user, str(time.time()))  # what DELETE /users/{id} records
@@ -82,8 +82,8 @@ def test_an_erased_user_is_gone_from_storage_and_training_after_the_next_run(set
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
     # the synthetic source regenerated the user's events in this very run: the erasure removed them again
     assert meta["user_erasures"]["erased_users"].value == 1 and meta["user_erasures"]["deleted_events"].value > 0
-    assert user not in set(pd.read_parquet(settings.tables_dir / "events")["user_id"])
-    assert user not in set(pd.read_parquet(settings.tables_dir / "interactions.parquet")["user_id"])
+    assert user not in set(pd.read_parquet(settings.layout.tables / "events")["user_id"])
+    assert user not in set(pd.read_parquet(settings.layout.tables / "interactions.parquet")["user_id"])
     vectors = VectorStore(client, RedisKeys(settings.redis_prefix))
     assert "2" in vectors.versions() and vectors.user_vector("1", user) is not None
     assert vectors.user_vector("2", user) is None  # the model trained after the erasure never saw them

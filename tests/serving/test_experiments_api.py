@@ -51,7 +51,7 @@ def test_running_experiment_routes_users_and_stamps_responses_and_events(client,
 
 def test_report_and_summary_are_served_once_written(client, settings):
     assert client.get("/experiments/home-test/report").status_code == 404
-    folder = settings.reports_dir / "home-test"
+    folder = settings.layout.reports / "home-test"
     folder.mkdir(parents=True)
     (folder / "report.html").write_text("<html><body><section id='echotune-verdict'>Verdict: SHIP</section></body></html>")
     (folder / "summary.json").write_text('{"verdict": "ship"}')

@@ -1,0 +1,61 @@
+"""The last loaded version of each alias on local disk, so an API that starts while Redis is down still
+answers (degraded) from the last version it saw."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.vectorstore import PublishedVersion
+
+
+class DiskCache:
+    """One file per alias (``<alias>.npz``: item table, vectors, similarity vectors, meta).
+
+    Every writer writes a temporary file of its own and renames it over the alias's file: API worker
+    processes caching the same version at once each finish a whole file, and a reader sees one whole
+    file or the other (regression: they shared one temporary folder and failed with
+    "could not cache model version 1 on disk ... .champion.tmp/vectors.npy")."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, alias: str) -> Path:
+        return self.folder / f"{alias}.npz"
+
+    def save(self, alias: str, published: PublishedVersion) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        items = io.BytesIO()
+        published.items.to_parquet(items)
+        arrays = {
+            "items": np.frombuffer(items.getvalue(), dtype=np.uint8),
+            "vectors": np.asarray(published.item_vectors, dtype=np.float32),
+            "meta": np.frombuffer(json.dumps(published.meta).encode(), dtype=np.uint8),
+        }
+        if published.similarity_vectors is not None:
+            arrays["similarity"] = np.asarray(published.similarity_vectors, dtype=np.float32)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{alias}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(tmp, self.path(alias))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.path(alias)
+
+    def load(self, alias: str) -> PublishedVersion | None:
+        path = self.path(alias)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes())
+            items = pd.read_parquet(io.BytesIO(data["items"].tobytes()))
+            similarity = data["similarity"] if "similarity" in data.files else None
+            return PublishedVersion(meta["version"], items, data["vectors"], meta, similarity)

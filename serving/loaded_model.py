@@ -1,0 +1,99 @@
+"""What the API holds in memory for one model version: the item table, item vectors, similarity and
+content vectors, precomputed filter columns and a popularity ranking. User vectors stay in Redis."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from core.vectorstore import PublishedVersion
+from models.features import CONTINUOUS_FEATURES, content_vectors, unit_rows
+
+
+@dataclass
+class LoadedModel:
+    version: str
+    algorithm: str
+    items: pd.DataFrame
+    vectors: np.ndarray  # float32 (n_items, d): score = vectors @ user_vector
+    similarity: np.ndarray  # float32 (n_items, k), unit rows: cosine between items
+    content: np.ndarray  # float32 (n_items, f), unit rows: audio features + genres (cold start)
+    popularity: np.ndarray  # float32 (n_items,)
+    index: dict[str, int]  # track id -> row
+    explicit: np.ndarray  # bool (n_items,)
+    features: dict[str, np.ndarray]  # audio feature -> float32 (NaN where unknown)
+    artist_rows: dict[str, np.ndarray]  # artist id -> item rows
+    first_artist: np.ndarray  # int code of each item's first artist (diversity)
+    meta: dict[str, str] = field(default_factory=dict)
+    loaded_at: float = field(default_factory=time.time)
+    # response columns as plain arrays (indexing a DataFrame per request costs more than the ranking)
+    track_ids: list = field(default=None, repr=False)  # type: ignore[assignment]
+    names: list = field(default=None, repr=False)  # type: ignore[assignment]
+    artist_names: list = field(default=None, repr=False)  # type: ignore[assignment]
+    genre_names: list = field(default=None, repr=False)  # type: ignore[assignment]
+    _genre_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        items = self.items
+        # plain lists of JSON-ready values: responses index them per track
+        self.track_ids = items["track_id"].astype(str).tolist()
+        self.names = [n if isinstance(n, str) else None for n in (items["name"] if "name" in items else [None] * len(items))]
+        self.artist_names = [[] if a is None else [str(x) for x in a] for a in (items["artists"] if "artists" in items else [None] * len(items))]
+        self.genre_names = [[] if g is None else [str(x) for x in g] for g in (items["genres"] if "genres" in items else [None] * len(items))]
+
+    @classmethod
+    def from_published(cls, published: PublishedVersion) -> "LoadedModel":
+        items = published.items.reset_index(drop=True)
+        n = len(items)
+        vectors = np.ascontiguousarray(published.item_vectors, dtype=np.float32)
+        similarity = published.similarity_vectors if published.similarity_vectors is not None else vectors
+        popularity = items["popularity"].to_numpy(dtype=np.float32) if "popularity" in items else np.zeros(n, np.float32)
+        features = {
+            f: pd.to_numeric(items[f], errors="coerce").to_numpy(dtype=np.float32) if f in items else np.full(n, np.nan, np.float32)
+            for f in CONTINUOUS_FEATURES
+        }
+        genres = items["genres"] if "genres" in items else pd.Series([None] * n)
+        artist_lists = items["artist_ids"] if "artist_ids" in items else pd.Series([None] * n)
+        artist_rows: dict[str, list[int]] = {}
+        first_artist = np.full(n, -1, dtype=np.int64)
+        codes: dict[str, int] = {}
+        for row, artists in enumerate(artist_lists):
+            if artists is None or not len(artists):
+                continue
+            for artist in artists:
+                artist_rows.setdefault(str(artist), []).append(row)
+            first_artist[row] = codes.setdefault(str(artists[0]), len(codes))
+        return cls(
+            version=published.version,
+            algorithm=published.meta.get("algorithm", "unknown"),
+            items=items,
+            vectors=vectors,
+            similarity=unit_rows(np.asarray(similarity, dtype=np.float32)),
+            content=content_vectors(features, list(genres)),
+            popularity=popularity,
+            index={t: i for i, t in enumerate(items["track_id"].astype(str))},
+            explicit=items["explicit"].fillna(False).astype(bool).to_numpy() if "explicit" in items else np.zeros(n, bool),
+            features=features,
+            artist_rows={a: np.array(r, dtype=np.int64) for a, r in artist_rows.items()},
+            first_artist=first_artist,
+            meta=published.meta,
+        )
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def rows(self, track_ids) -> np.ndarray:
+        return np.fromiter((self.index[t] for t in track_ids if t in self.index), dtype=np.int64)
+
+    def genre_mask(self, genre: str) -> np.ndarray:
+        mask = self._genre_masks.get(genre)
+        if mask is None:
+            target = genre.lower()
+            genres = self.items["genres"] if "genres" in self.items else pd.Series([None] * self.n_items)
+            mask = np.fromiter((g is not None and target in (x.lower() for x in g) for g in genres), dtype=bool, count=self.n_items)
+            self._genre_masks[genre] = mask
+        return mask
