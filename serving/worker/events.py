@@ -1,0 +1,62 @@
+"""A feedback stream entry as the worker handles it: decoded, checked, with its times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.contracts.events import EVENT_TYPES
+from core.feedback_stream import decode
+
+STREAMED = {"play", "track_completed", "track_skipped", "like"}  # tracks the user has heard: excluded from lists
+
+
+@dataclass
+class Event:
+    """One feedback event read from the stream."""
+
+    stream_id: str
+    accepted_ms: int  # when the API appended it (the stream id's milliseconds)
+    row: dict  # the event as decoded (core.contracts.events schema)
+
+    @property
+    def user(self) -> str:
+        return self.row["user_id"]
+
+    @property
+    def event_id(self) -> str:
+        return self.row["event_id"]
+
+    @property
+    def track_id(self) -> str:
+        return self.row["track_id"]
+
+    @property
+    def event_ms(self) -> int:
+        """When the event happened (its timestamp), else when it was accepted."""
+        ts = self.row.get("timestamp")
+        return int(ts.timestamp() * 1000) if isinstance(ts, datetime) else self.accepted_ms
+
+    @property
+    def played(self) -> bool:
+        """Whether the user heard the track (it joins their played set)."""
+        return self.row["type"] in STREAMED
+
+
+def stream_id_of(entry_id: bytes | str) -> str:
+    """A stream entry id as text (redis-py returns bytes)."""
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def entry_ms(stream_id: str) -> int:
+    """The milliseconds part of a stream id: when Redis appended the entry."""
+    return int(stream_id.split("-")[0])
+
+
+def parse_entry(stream_id: str, fields: dict) -> Event:
+    """The event in a stream entry's fields (``e``: its JSON row). Raises KeyError, ValueError or
+    TypeError for an entry that is not a feedback event (the worker dead-letters it)."""
+    row = decode(fields[b"e"])
+    if row.get("type") not in EVENT_TYPES or not row.get("user_id") or not row.get("track_id") or not row.get("event_id"):
+        raise ValueError(f"not a feedback event: {str(row)[:200]}")
+    return Event(stream_id, entry_ms(stream_id), row)

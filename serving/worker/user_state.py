@@ -1,0 +1,152 @@
+"""Each user's online learning state in Redis: read in one pipeline (step 1), stored by one script (step 3).
+
+A user's state is their revision, the model version their vector carries online updates for, the
+vector, the ids of the events already applied (the dedupe window), their online score per track, their
+recent events (for re-folding on a new version) and their played set: all keys of
+:class:`~core.contracts.redis_keys.RedisKeys` in the user's slot, so one script updates them together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import redis
+
+from core.contracts.redis_keys import RedisKeys
+from serving.worker.events import Event
+
+DEDUPE_SECONDS = 7 * 24 * 3600
+RECENT_EVENTS = 500
+
+# KEYS: revision, applied, online, recent, played, vector, folded
+# ARGV: expected revision ('' = none yet), applied cutoff ms, version, vector bytes, refold flag, n events,
+#       n * (event_id, accepted_ms, event_ms, track_id, contribution, played flag), [m, m * (track, score)]
+APPLY_SCRIPT = """
+local rev = redis.call('GET', KEYS[1]) or ''
+if rev ~= ARGV[1] then return -1 end
+local n = tonumber(ARGV[6])
+local base = 7
+for k = 0, n - 1 do
+  if redis.call('ZSCORE', KEYS[2], ARGV[base + k * 6]) then return -1 end
+end
+local refold = ARGV[5] == '1'
+if refold then
+  redis.call('DEL', KEYS[3])
+  local at = base + n * 6
+  local m = tonumber(ARGV[at])
+  for k = 0, m - 1 do
+    redis.call('HSET', KEYS[3], ARGV[at + 1 + 2 * k], ARGV[at + 2 + 2 * k])
+  end
+end
+for k = 0, n - 1 do
+  local b = base + k * 6
+  redis.call('ZADD', KEYS[2], ARGV[b + 1], ARGV[b])
+  if not refold then redis.call('HINCRBYFLOAT', KEYS[3], ARGV[b + 3], ARGV[b + 4]) end
+  redis.call('LPUSH', KEYS[4], '[' .. ARGV[b + 2] .. ',"' .. ARGV[b + 3] .. '",' .. ARGV[b + 4] .. ']')
+  if ARGV[b + 5] == '1' then redis.call('SADD', KEYS[5], ARGV[b + 3]) end
+end
+redis.call('LTRIM', KEYS[4], 0, %d)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4]) end
+redis.call('SET', KEYS[7], ARGV[3])
+redis.call('INCR', KEYS[1])
+return n
+""" % (RECENT_EVENTS - 1)
+
+
+@dataclass
+class UserState:
+    """One user's online state as read in step 1, for the events of one batch."""
+
+    revision: str  # '' = never updated; step 3 stores only if it is still this
+    folded_version: str  # the model version the vector carries online updates for ('' = none)
+    vector: np.ndarray | None  # float32, the user's vector of the served version (None: none stored)
+    applied_event_ids: set[str]  # which of the batch's events are applied already
+    online_scores: dict[str, float]  # online score of the batch's tracks that have one
+
+
+@dataclass
+class UserUpdate:
+    """What step 3 stores for one user."""
+
+    user: str
+    revision: str  # the revision read in step 1
+    version: str  # the served model version ('' = none)
+    vector: np.ndarray | None  # the new vector (None: no model served, no vector written)
+    events: list[Event]  # the events applied: marked applied, remembered, their tracks played
+    contributions: list[float]  # their score contributions, in order
+    online_scores: dict[str, float] | None = None  # re-fold: replaces the online scores; else events add to them
+
+
+class UserStateStore:
+    """Reads and stores users' online state (keys from :class:`RedisKeys`, writes through APPLY_SCRIPT)."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+        self.r = client
+        self.keys = keys
+        self._apply = client.register_script(APPLY_SCRIPT)
+
+    def _vector_key(self, version: str, user: str) -> str:
+        return self.keys.user_vector(version or "none", user)
+
+    def read(self, version: str, users: Mapping[str, Sequence[Event]]) -> dict[str, UserState]:
+        """Step 1: the state of each user of ``users`` (user id -> their events in the batch), with their
+        vector of model ``version`` ('' = none served), in one round trip."""
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        for user, events in users.items():
+            pipe.get(k.user_revision(user))
+            pipe.get(k.user_folded_version(user))
+            pipe.get(self._vector_key(version, user))
+            pipe.zmscore(k.user_applied_events(user), [e.event_id for e in events])
+            pipe.hmget(k.user_online_scores(user), [e.track_id for e in events])
+        replies = pipe.execute()
+        states = {}
+        for i, (user, events) in enumerate(users.items()):
+            revision, folded, vector, applied, scores = replies[i * 5 : i * 5 + 5]
+            states[user] = UserState(
+                revision=(revision or b"").decode(),
+                folded_version=(folded or b"").decode(),
+                vector=np.frombuffer(vector, dtype=np.float32).copy() if vector else None,
+                applied_event_ids={e.event_id for e, score in zip(events, applied) if score is not None},
+                online_scores={e.track_id: float(s) for e, s in zip(events, scores) if s is not None},
+            )
+        return states
+
+    def recent_events(self, users: Sequence[str]) -> dict[str, list[tuple[int, str, float]]]:
+        """The remembered events of each of ``users``, newest first, as (event time in ms, track id,
+        contribution): what a re-fold on a new model version replays."""
+        if not users:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for user in users:
+            pipe.lrange(self.keys.user_recent_events(user), 0, -1)
+        return {user: [tuple(orjson.loads(entry)) for entry in entries] for user, entries in zip(users, pipe.execute())}
+
+    def write(self, updates: Sequence[UserUpdate]) -> list[bool]:
+        """Step 3: stores each update with APPLY_SCRIPT, all in one pipeline. Returns, per update, whether
+        it was stored: False when the user's revision moved or one of the events got applied since step
+        1 (another worker got there first: read again)."""
+        if not updates:
+            return []
+        k = self.keys
+        cutoff = str(int(time.time() * 1000) - DEDUPE_SECONDS * 1000)
+        pipe = self.r.pipeline(transaction=False)
+        for update in updates:
+            user, refold = update.user, update.online_scores is not None
+            vector = b"" if update.vector is None else update.vector.astype(np.float32).tobytes()
+            args = [update.revision, cutoff, update.version, vector, "1" if refold else "0", len(update.events)]
+            for e, contribution in zip(update.events, update.contributions):
+                args += [e.event_id, e.accepted_ms, e.event_ms, e.track_id, repr(contribution), "1" if e.played else "0"]
+            if refold:
+                args.append(len(update.online_scores))
+                for track, score in update.online_scores.items():
+                    args += [track, repr(score)]
+            keys = [k.user_revision(user), k.user_applied_events(user), k.user_online_scores(user), k.user_recent_events(user),
+                    k.user_played(user), self._vector_key(update.version, user), k.user_folded_version(user)]  # fmt: skip
+            self._apply(keys=keys, args=args, client=pipe)
+        return [result != -1 for result in pipe.execute()]
