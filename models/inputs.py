@@ -3,13 +3,18 @@ training wants them. Errors name the file and the column that is wrong."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from models.features import ItemFeatures, track_features
-from models.weighting import table_weights
+from models.weighting import raw_count_evidence, table_weights
+
+
+class RawCountsWarning(UserWarning):
+    """A ``weight`` column that looks like raw listen counts (see :func:`models.weighting.raw_count_evidence`)."""
 
 ID_COLUMNS = ("user_id", "item_id", "track_id")
 
@@ -48,6 +53,13 @@ def interactions_frame(path: str | Path) -> pd.DataFrame:
         weights = table_weights(frame)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+    evidence = raw_count_evidence(weights) if "weight" in frame else None
+    if evidence:
+        warnings.warn(
+            f"{path}: column 'weight' {evidence}: these look like raw listen counts, which training takes as "
+            "final weights. Name the column 'count' to have them graded (log1p), or give weights already graded.",
+            RawCountsWarning, stacklevel=2,
+        )  # fmt: skip
     if not np.isfinite(weights).all():
         bad = "weight" if "weight" in frame else "count"
         raise ValueError(f"{path}: column {bad!r} has missing or non-numeric values")

@@ -24,11 +24,17 @@ def _params(value: str | None) -> dict:
 
 
 def _inputs(interactions: Path, item_features: Path | None):
-    from models.inputs import interactions_frame, item_features_from_file
+    import warnings
+
+    from models.inputs import RawCountsWarning, interactions_frame, item_features_from_file
     from models.interactions import Interactions
 
     try:
-        frame = interactions_frame(interactions)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RawCountsWarning)
+            frame = interactions_frame(interactions)
+        for warning in caught:
+            click.echo(f"warning: {warning.message}", err=True)
         matrix = Interactions.from_frame(frame)
         features = item_features_from_file(item_features, matrix.item_ids) if item_features else None
     except (ValueError, FileNotFoundError) as error:

@@ -63,3 +63,13 @@ def test_content_vectors_without_any_audio_features_use_genres():
 
     vectors = content_vectors({}, [["a"], ["b"], None])
     assert vectors[0] @ vectors[1] == pytest.approx(0.0) and not vectors[2].any()
+
+
+def test_raw_count_evidence_tells_counts_from_graded_weights():
+    from models.weighting import count_weights, raw_count_evidence
+
+    counts = np.array([1, 3, 12, 40, 250, 260, 900, 352_698])
+    assert "heavy tail" in raw_count_evidence(counts)
+    assert raw_count_evidence(count_weights(counts)) is None  # graded: log-scaled floats
+    assert raw_count_evidence(np.array([1, 2, 3, 5, 4])) is None  # small integers: ratings, not counts
+    assert raw_count_evidence(np.array([100, 120, 150, 140])) is None  # no tail
