@@ -1,10 +1,15 @@
+import hashlib
 import json
 
+import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 import pytest
 
+from core.contracts.events import EVENT_SCHEMA
 from core.ingest.history import HistoryImporter, normalise_text
+from core.ingest.history.event_ids import event_ids, string_hashes, track_hashes
 from core.ingest.pseudonyms import Pseudonymizer
 from core.ingest.service import ingest_history
 from core.synthetic import SyntheticWorld, extended_history_export
@@ -120,3 +125,66 @@ def test_account_data_export_is_matched_by_artist_and_title(world, tmp_path):
 def test_text_normalisation():
     got = normalise_text(pd.Series(["Beyoncé - Halo (Remastered 2019)", "AC/DC feat. Someone", None]))
     assert list(got) == ["beyonce", "ac dc", ""]
+
+
+# Ids computed by the importer before it was split into a package (core/ingest/history.py): stored
+# events carry them, so a re-import only adds nothing while these stay the same.
+PINNED_CATALOG = pd.DataFrame(
+    {"track_id": ["4uLU6hMCjMI75M1A2tKUQC", "3n3Ppam7vgaVa1iaRUc9Lp"], "name": ["Never Gonna Give You Up", "Mr. Brightside"],
+     "artists": [["Rick Astley"], ["The Killers"]], "duration_ms": [213_000, 222_000]}
+)  # fmt: skip
+PINNED_EVENTS = {
+    # (event_id, user_id, track_id, type, ms_played)
+    ("sh-dbf3c18855484fcf", "p_b555aefd06e042851237", "4uLU6hMCjMI75M1A2tKUQC", "track_completed", 213_000),  # extended, own username
+    ("sh-11401b04fc636b79", "p_f5d17c44114f12451c03", "3n3Ppam7vgaVa1iaRUc9Lp", "track_skipped", 12_000),  # extended, folder owner
+    ("sh-71fe8d87b5d9fd2f", "p_f5d17c44114f12451c03", "4uLU6hMCjMI75M1A2tKUQC", "play", 100_000),  # account data
+    ("sh-2fc1bc93d6109c1e", "p_f5d17c44114f12451c03", "3n3Ppam7vgaVa1iaRUc9Lp", "track_completed", 200_000),  # account data
+}
+
+
+def test_event_ids_of_both_export_kinds_are_the_ids_already_stored(tmp_path):
+    folder = tmp_path / "dave"
+    folder.mkdir()
+    extended = [
+        {"ts": "2024-05-01T10:00:00Z", "ms_played": 213_000, "spotify_track_uri": "spotify:track:4uLU6hMCjMI75M1A2tKUQC",
+         "reason_end": "trackdone", "skipped": False, "incognito_mode": False, "username": "alice.smith@example.com", "ip_addr": "10.0.0.1"},
+        {"ts": "2024-05-01T10:04:00Z", "ms_played": 12_000, "spotify_track_uri": "spotify:track:3n3Ppam7vgaVa1iaRUc9Lp",
+         "reason_end": "fwdbtn", "skipped": True, "incognito_mode": False, "username": None},
+    ]  # fmt: skip
+    account = [
+        {"endTime": "2024-02-01 10:03", "artistName": "Rick Astley", "trackName": "Never Gonna Give You Up (Remastered 2022)", "msPlayed": 100_000},
+        {"endTime": "2024-02-01 10:07", "artistName": "THE KILLERS", "trackName": "Mr. Brightside", "msPlayed": 200_000},
+    ]  # fmt: skip
+    (folder / "Streaming_History_Audio_2024_0.json").write_bytes(orjson.dumps(extended))
+    (folder / "StreamingHistory_music_0.json").write_bytes(orjson.dumps(account))
+    events, _, _ = HistoryImporter(PSEUDONYMS, PINNED_CATALOG).run(sorted(folder.glob("*.json")))
+    got = set(zip(*(events[c].to_pylist() for c in ("event_id", "user_id", "track_id", "type", "ms_played"))))
+    assert got == PINNED_EVENTS
+    assert events.schema.equals(EVENT_SCHEMA) and set(events["source"].to_pylist()) == {"spotify_history"}
+
+
+def test_event_id_hashing_matches_a_plain_python_reference_and_the_pinned_ids():
+    users = ["p_alice", "p_bob", "p_alice"]
+    tracks = ["4uLU6hMCjMI75M1A2tKUQC", "3n3Ppam7vgaVa1iaRUc9Lp", "0VjIjW4GlUZAMYd2vXMi3b"]
+    timestamps = [1_714_557_600_000, 1_600_000_000_123, 0]
+    played = [200_000, 0, 31_000]
+    ids = event_ids(
+        string_hashes(pa.array(users)), np.array(timestamps, np.int64), track_hashes(pa.array(tracks)), np.array(played, np.int64)
+    ).to_pylist()
+    assert ids == ["sh-9712b2ac4207ca3a", "sh-c1373945587a1bc9", "sh-d3800fe0ecb2b3fd"]  # computed before the split
+    assert ids == [_reference_event_id(*stream) for stream in zip(users, timestamps, tracks, played)]
+
+
+def _reference_event_id(user: str, timestamp_ms: int, track_id: str, ms_played: int) -> str:
+    """The id scheme written out one stream at a time: splitmix64 over (blake2b-64 of the user, time,
+    FNV-prime polynomial of the track id's bytes, ms played)."""
+    mask = (1 << 64) - 1
+    user_hash = int.from_bytes(hashlib.blake2b(user.encode(), digest_size=8).digest(), "little")
+    track_hash = sum(byte * pow(1099511628211, i + 1, 1 << 64) for i, byte in enumerate(track_id.encode())) & mask
+    h = 0x9E3779B97F4A7C15
+    for value in (user_hash, timestamp_ms & mask, track_hash, ms_played & mask):
+        h ^= value
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & mask
+        h ^= h >> 31
+    return f"sh-{h:016x}"
