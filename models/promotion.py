@@ -48,5 +48,6 @@ def decide_promotion(
     if champ is not None and not value > champ * (1 + margin):
         return decision(False, f"{metric} {value:.4f} does not beat the champion's {champ:.4f} by {margin:.0%}")
     if champ is None:
-        return decision(True, f"first model to pass the gate: {metric} {value:.4f} vs popularity {base}")
+        versus = "no popularity baseline" if base is None else f"popularity {base:.4f}"
+        return decision(True, f"first model to pass the gate: {metric} {value:.4f} vs {versus}")
     return decision(True, f"{metric} {value:.4f} beats the champion's {champ:.4f} by more than {margin:.0%}")

@@ -7,6 +7,7 @@ imported inside the commands that need them, so ``echotune --help`` answers at o
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -35,11 +36,12 @@ def main() -> None:
 @main.command()
 def pipeline() -> None:
     """Materialize every asset once on the configured data, then exit (non-zero on failure)."""
+    settings = load_settings()  # first: the pipeline's modules read the settings when imported
     from core.redis_server import redis_url
     from pipelines.runner import materialize_everything
 
-    settings = load_settings()
     _use_dagster_home(settings)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines are about creating its own tables
     with redis_url(settings.redis_url, settings.layout.redis) as url:
         ok = materialize_everything(settings.model_copy(update={"redis_url": url}))
     sys.exit(0 if ok else 1)
