@@ -130,6 +130,11 @@ class RedisKeys:
         """String: id of the newest stream entry durably written to parquet (trimming stops there)."""
         return f"{self.root}:{{fb}}:persisted"
 
+    def worker_heartbeats(self) -> str:
+        """Hash: feedback worker consumer name -> epoch ms of its last heartbeat (readiness and
+        operators tell from it whether any worker is alive)."""
+        return f"{self.root}:{{fb}}:heartbeats"
+
     def feedback_counters(self) -> str:
         """Hash: monotonic counters shared by every process (accepted, applied, dead_lettered)."""
         return f"{self.root}:{{fb}}:counters"
