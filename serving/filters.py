@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from core.contracts.ids import parse_track_id
 from models.features import CONTINUOUS_FEATURES
 from serving.loaded_model import LoadedModel
 
 MAX_LIST = 200
+# every string a client sends has a length cap, named in the 422 when it is exceeded
+Genre = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ArtistId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+TrackRef = Annotated[str, StringConstraints(min_length=1, max_length=100)]  # an id, URI or open.spotify.com URL
+AlgorithmName = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 
 
 class FeatureRange(BaseModel):
@@ -30,11 +37,11 @@ class RecommendationFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    genres: list[str] = Field(default_factory=list, max_length=50, description="Only tracks with at least one of these genres.")
+    genres: list[Genre] = Field(default_factory=list, max_length=50, description="Only tracks with at least one of these genres.")
     explicit: bool | None = Field(None, description="false: no explicit tracks.")
     audio: dict[str, FeatureRange] = Field(default_factory=dict, description="Audio feature ranges, e.g. {\"tempo\": {\"min\": 100}}.")
-    exclude_tracks: list[str] = Field(default_factory=list, max_length=MAX_LIST)
-    exclude_artists: list[str] = Field(default_factory=list, max_length=MAX_LIST, description="Spotify artist ids.")
+    exclude_tracks: list[TrackRef] = Field(default_factory=list, max_length=MAX_LIST)
+    exclude_artists: list[ArtistId] = Field(default_factory=list, max_length=MAX_LIST, description="Spotify artist ids.")
     exclude_played: bool = Field(True, description="Leave out tracks the user already played.")
     max_per_artist: int | None = Field(None, ge=1, le=100, description="Diversity: at most this many tracks per artist.")
 
@@ -61,8 +68,8 @@ class RecommendationContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed_tracks: list[str] = Field(default_factory=list, max_length=50, description="Tracks to start from (cold start).")
-    genres: list[str] = Field(default_factory=list, max_length=20, description="Genres to start from (cold start).")
+    seed_tracks: list[TrackRef] = Field(default_factory=list, max_length=50, description="Tracks to start from (cold start).")
+    genres: list[Genre] = Field(default_factory=list, max_length=20, description="Genres to start from (cold start).")
 
     @field_validator("seed_tracks")
     @classmethod
@@ -76,10 +83,7 @@ def allowed_mask(model: LoadedModel, filters: RecommendationFilters) -> np.ndarr
         return None
     mask = np.ones(model.n_items, dtype=bool)
     if filters.genres:
-        genre_mask = np.zeros(model.n_items, dtype=bool)
-        for genre in filters.genres:
-            genre_mask |= model.genre_mask(genre)
-        mask &= genre_mask
+        mask &= model.genre_mask(filters.genres)
     if filters.explicit is False:
         mask &= ~model.explicit
     for feature, bounds in filters.audio.items():

@@ -4,6 +4,7 @@ content vectors, precomputed filter columns and a popularity ranking. User vecto
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +27,7 @@ class LoadedModel:
     explicit: np.ndarray  # bool (n_items,)
     features: dict[str, np.ndarray]  # audio feature -> float32 (NaN where unknown)
     artist_rows: dict[str, np.ndarray]  # artist id -> item rows
+    genre_rows: dict[str, np.ndarray]  # lower-cased genre -> item rows: the version's genre vocabulary
     first_artist: np.ndarray  # int code of each item's first artist (diversity)
     meta: dict[str, str] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
@@ -34,7 +36,6 @@ class LoadedModel:
     names: list = field(default=None, repr=False)  # type: ignore[assignment]
     artist_names: list = field(default=None, repr=False)  # type: ignore[assignment]
     genre_names: list = field(default=None, repr=False)  # type: ignore[assignment]
-    _genre_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         items = self.items
@@ -66,6 +67,11 @@ class LoadedModel:
             for artist in artists:
                 artist_rows.setdefault(str(artist), []).append(row)
             first_artist[row] = codes.setdefault(str(artists[0]), len(codes))
+        by_genre: dict[str, list[int]] = {}
+        for row, names in enumerate(genres):
+            if names is not None:
+                for name in {str(g).lower() for g in names}:
+                    by_genre.setdefault(name, []).append(row)
         return cls(
             version=published.version,
             algorithm=published.meta.get("algorithm", "unknown"),
@@ -78,6 +84,7 @@ class LoadedModel:
             explicit=items["explicit"].fillna(False).astype(bool).to_numpy() if "explicit" in items else np.zeros(n, bool),
             features=features,
             artist_rows={a: np.array(r, dtype=np.int64) for a, r in artist_rows.items()},
+            genre_rows={g: np.array(r, dtype=np.int64) for g, r in by_genre.items()},
             first_artist=first_artist,
             meta=published.meta,
         )
@@ -89,11 +96,13 @@ class LoadedModel:
     def rows(self, track_ids) -> np.ndarray:
         return np.fromiter((self.index[t] for t in track_ids if t in self.index), dtype=np.int64)
 
-    def genre_mask(self, genre: str) -> np.ndarray:
-        mask = self._genre_masks.get(genre)
-        if mask is None:
-            target = genre.lower()
-            genres = self.items["genres"] if "genres" in self.items else pd.Series([None] * self.n_items)
-            mask = np.fromiter((g is not None and target in (x.lower() for x in g) for g in genres), dtype=bool, count=self.n_items)
-            self._genre_masks[genre] = mask
+    def genre_mask(self, genres: Iterable[str]) -> np.ndarray:
+        """Items of any of ``genres`` (case-insensitive). The genres come from a vocabulary built once
+        when the version is loaded: a genre the catalog does not have matches nothing and costs one
+        dict lookup, so a client sending thousands of made-up genres leaves nothing behind."""
+        mask = np.zeros(self.n_items, dtype=bool)
+        for genre in genres:
+            rows = self.genre_rows.get(genre.lower())
+            if rows is not None:
+                mask[rows] = True
         return mask

@@ -29,10 +29,6 @@ _SECURITY_HEADERS = [
 _CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class RequestContext:
     def __init__(self, app, max_body_bytes: int, log_requests: bool = True) -> None:
         self.app = app
@@ -47,41 +43,24 @@ class RequestContext:
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
-        response_started = False
         extra_headers = [(b"x-request-id", request_id.encode()), (b"x-api-version", API_VERSION.encode()), *_SECURITY_HEADERS]
         if not scope["path"].startswith(_DOCS) and not scope["path"].endswith("/report"):
             extra_headers.append(_CSP)
 
         async def send_with_headers(message):
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                response_started = True
                 message["headers"] = list(message.get("headers", [])) + extra_headers
             await send(message)
 
-        length = dict(scope["headers"]).get(b"content-length")
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise BodyTooLarge()
-            return message
-
         IN_FLIGHT.inc()
         try:
-            if length is not None and length.isdigit() and int(length) > self.max_body:
+            receive_app = await self._read_body(scope, receive)
+            if receive_app is None:
                 await self._too_large(send_with_headers, request_id)
             else:
-                try:
-                    await self.app(scope, limited_receive, send_with_headers)
-                except BodyTooLarge:
-                    if not response_started:
-                        await self._too_large(send_with_headers, request_id)
+                await self.app(scope, receive_app, send_with_headers)
         finally:
             IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
@@ -92,12 +71,35 @@ class RequestContext:
             if status >= 500:
                 ERRORS.labels(template).inc()
             if self.log_requests:
+                # the route template, not the path: paths carry user ids, which logs must not keep
                 access_log.info(
                     "request",
-                    extra={"request_id": request_id, "method": scope["method"], "path": scope["path"], "route": template,
+                    extra={"request_id": request_id, "method": scope["method"], "route": template,
                            "status": status, "duration_ms": round(elapsed * 1000, 3),
                            "key_id": scope["state"].get("key_id")},
                 )  # fmt: skip
+
+    async def _read_body(self, scope, receive):
+        """The request body read here, up to the limit, and a ``receive`` that hands it to the app; None
+        when the body is over the limit. Reading it here means every route answers 413 to an oversized
+        body, declared or chunked (a route reading it itself would turn the error into a 400)."""
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return None
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return receive
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                return _replay([], message, receive)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return _replay(chunks, None, receive)
 
     async def _too_large(self, send, request_id: str) -> None:
         body = orjson.dumps(
@@ -106,3 +108,13 @@ class RequestContext:
         )  # fmt: skip
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(chunks: list[bytes], last: dict | None, receive):
+    """A ``receive`` that yields the body read so far as one message (or ``last``), then the real one."""
+    pending = [last if last is not None else {"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+    async def replayed():
+        return pending.pop() if pending else await receive()
+
+    return replayed

@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from core.contracts.events import LABEL
+
 REQUESTS = Counter("echotune_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
 ERRORS = Counter("echotune_http_errors_total", "Responses with status >= 500, by route.", ["route"])
 LATENCY = Histogram(
@@ -60,12 +62,21 @@ def feedback_exposition(counters: dict, aggregates: dict, stream_length: int, sp
     shown: dict[tuple[str, str], float] = {}
     clicked: dict[tuple[str, str], float] = {}
     for field, count in aggregates.items():
-        algorithm, variant, kind = field.decode().split("|")
-        events.add_metric([algorithm, variant, kind], float(count))
+        # stored values are written by our own worker from validated events, but a scrape must never
+        # fail on one: a field of another shape (an older version, a hand edit) is skipped, not raised
+        parts = field.decode("utf-8", errors="replace").split("|")
+        try:
+            value = float(count)
+        except (TypeError, ValueError):
+            continue
+        if len(parts) != 3 or not all(LABEL.match(p) for p in parts):
+            continue
+        algorithm, variant, kind = parts
+        events.add_metric([algorithm, variant, kind], value)
         if kind == "recommendation_shown":
-            shown[(algorithm, variant)] = float(count)
+            shown[(algorithm, variant)] = value
         elif kind == "recommendation_clicked":
-            clicked[(algorithm, variant)] = float(count)
+            clicked[(algorithm, variant)] = value
     ctr = GaugeMetricFamily("echotune_recommendation_ctr", "Clicks per recommendation shown.", labels=["algorithm", "variant"])
     for key, n in shown.items():
         if n > 0:

@@ -95,6 +95,9 @@ async def _user(state: AppState, model: LoadedModel, user_id: str, key: ApiKey |
     try:
         vector, played, retry_after = await state.user_state(model.version, user_id, key)
     except RedisUnavailable as exc:
+        retry_after = state.local_verdict(key) if key is not None else None
+        if retry_after is not None:
+            raise rate_limited(state, key, retry_after) from exc
         return None, set(), str(exc)
     if retry_after is not None:
         raise rate_limited(state, key, retry_after)
@@ -178,9 +181,7 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
     scored = _score(model, request, vector, played)
     if request.context.genres and scored.algorithm == POPULARITY:
         # a cold user who named genres: popular tracks of those genres first
-        boost = np.zeros(model.n_items, dtype=bool)
-        for genre in request.context.genres:
-            boost |= model.genre_mask(genre)
+        boost = model.genre_mask(request.context.genres)
         scored.scores = scored.scores + boost * (float(scored.scores.max()) + 1.0)
     excluded = excluded_rows(model, request.filters, played, extra=tuple(request.context.seed_tracks))
     rows, scores = _select(model, scored.scores, request, excluded)

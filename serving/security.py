@@ -84,3 +84,24 @@ def rate_window(now: float | None = None) -> tuple[int, int]:
     now = time.time() if now is None else now
     minute = int(now // 60)
     return minute, max(1, int((minute + 1) * 60 - now + 0.999))
+
+
+class LocalRateLimiter:
+    """The per-minute limit counted in this process, for when Redis (where every process shares the
+    count) is unavailable: a key then gets at most the limit per process instead of no limit at all.
+    Windows are the same minutes as in Redis; a window's counters are dropped when the next begins,
+    so memory is bounded by the keys seen in one minute."""
+
+    def __init__(self, limit_per_minute: int) -> None:
+        self.limit = limit_per_minute
+        self._minute = -1
+        self._counts: dict[str, int] = {}
+
+    def over(self, key_id: str, now: float, n: int = 1) -> int | None:
+        """Count ``n`` requests of ``key_id``; seconds to wait when that is over the limit, else None."""
+        minute, retry_after = rate_window(now)
+        if minute != self._minute:
+            self._minute, self._counts = minute, {}
+        count = self._counts.get(key_id, 0) + n
+        self._counts[key_id] = count
+        return retry_after if count > self.limit else None

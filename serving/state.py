@@ -17,7 +17,7 @@ from core.vectorstore import VectorStore
 from serving.experiments import ExperimentRouter
 from serving.disk_cache import DiskCache
 from serving.model_cache import ModelCache
-from serving.security import ApiKey, ApiKeys, demo_keys, rate_window
+from serving.security import ApiKey, ApiKeys, LocalRateLimiter, demo_keys, rate_window
 from serving.spool import Spool
 
 REDIS_ERRORS = (redis.RedisError, OSError)
@@ -57,6 +57,11 @@ class AppState:
     experiments: ExperimentRouter
     embedded: EmbeddedRedis | None = None
     clock: Clock = field(default=SYSTEM_CLOCK)
+    local_limits: LocalRateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.local_limits is None:
+            self.local_limits = LocalRateLimiter(self.settings.rate_limit_per_minute)
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> "AppState":
@@ -88,7 +93,9 @@ class AppState:
     async def user_state(self, version: str, user_id: str, key: ApiKey | None = None) -> tuple[np.ndarray | None, set[str], int | None]:
         """The user's vector for ``version``, played track ids and, when ``key`` is given, the rate
         limit verdict for that key (seconds to wait, or None), all in one round trip: the hot path
-        pays Redis latency once. Raises RedisUnavailable (at once while the breaker is open)."""
+        pays Redis latency once. Raises RedisUnavailable (at once while the breaker is open); the
+        request is then counted by the in-process limiter, and the caller reads the verdict from
+        :meth:`local_verdict`."""
         if not self.breaker.available:
             raise RedisUnavailable("redis unavailable (recent failure)")
         commands = [("GET", self.keys.user_vector(version, user_id)), ("SMEMBERS", self.keys.user_played(user_id))]
@@ -103,12 +110,16 @@ class AppState:
         vector = None if raw is None else np.frombuffer(raw, dtype=np.float32)
         return vector, {t.decode() for t in played}, limited
 
-    def _rate_limit_commands(self, key: ApiKey) -> tuple[list[tuple], int]:
-        """Count one request of ``key`` in this minute's window (the counter expires with it); the
-        INCR's reply is the count. Returns the commands and the seconds left in the window."""
+    def local_verdict(self, key: ApiKey, n: int = 1) -> int | None:
+        """Count ``n`` requests of ``key`` in this process (Redis is unavailable): seconds to wait, or None."""
+        return self.local_limits.over(key.key_id, self.clock.now(), n)
+
+    def _rate_limit_commands(self, key: ApiKey, n: int = 1) -> tuple[list[tuple], int]:
+        """Count ``n`` requests of ``key`` in this minute's window (the counter expires with it); the
+        INCRBY's reply is the count. Returns the commands and the seconds left in the window."""
         minute, retry_after = rate_window(self.clock.now())
         counter = self.keys.rate_limit(key.key_id, minute)
-        return [("SET", counter, 0, "EX", 61, "NX"), ("INCR", counter)], retry_after
+        return [("SET", counter, 0, "EX", 61, "NX"), ("INCRBY", counter, n)], retry_after
 
     def _verdict(self, retry_after: int, count: int) -> int | None:
         return retry_after if count > self.settings.rate_limit_per_minute else None
@@ -128,15 +139,15 @@ class AppState:
         finally:
             await pool.release(connection)
 
-    async def over_rate_limit(self, key: ApiKey) -> int | None:
-        """Count one request of ``key``; seconds to wait when it is over the per-minute limit, else
-        None. Without Redis the limit cannot be shared across processes, so requests pass."""
+    async def over_rate_limit(self, key: ApiKey, n: int = 1) -> int | None:
+        """Count ``n`` requests of ``key``; seconds to wait when it is over the per-minute limit, else
+        None. Without Redis the count is kept in this process (:class:`LocalRateLimiter`)."""
         if not self.breaker.available:
-            return None
-        commands, retry_after = self._rate_limit_commands(key)
+            return self.local_verdict(key, n)
+        commands, retry_after = self._rate_limit_commands(key, n)
         try:
             replies = await self._round_trip(commands)
         except REDIS_ERRORS:
             self.breaker.failed()
-            return None
+            return self.local_verdict(key, n)
         return self._verdict(retry_after, replies[-1])

@@ -3,6 +3,7 @@ event table stores (with the context flattened into columns), and what experimen
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
@@ -35,6 +36,18 @@ def safe_id(field: str, value: str) -> str:
     return value
 
 
+# Context values become metric labels and aggregate keys ("algorithm|variant|type"): a safe alphabet
+# with no separator, quote or newline, so no stored value can break an exporter or a key.
+LABEL = re.compile(r"^[0-9A-Za-z_.:-]{1,64}$")
+
+
+def safe_label(field: str, value: str | None) -> str | None:
+    """``value`` if it may become a metric label (1-64 of letters, digits and _.:-), else ValueError naming ``field``."""
+    if value is not None and not LABEL.match(value):
+        raise ValueError(f"{field} must be 1-64 characters of letters, digits and _.:- (got {value[:40]!r})")
+    return value
+
+
 class EventContext(BaseModel):
     """Where the event came from: the recommendation response it answers and the experiment arm."""
 
@@ -46,6 +59,11 @@ class EventContext(BaseModel):
     experiment_id: str | None = Field(None, max_length=64)
     variant: str | None = Field(None, max_length=64)
     position: int | None = Field(None, ge=0, le=10_000)
+
+    @field_validator("request_id", "algorithm", "model_version", "experiment_id", "variant")
+    @classmethod
+    def _labels(cls, value: str | None, info) -> str | None:
+        return safe_label(info.field_name, value)
 
 
 class FeedbackEvent(BaseModel):

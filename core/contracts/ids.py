@@ -25,5 +25,6 @@ def parse_track_id(value: str) -> str:
             text = text[len(prefix) :].split("?", 1)[0]
             break
     if not is_spotify_id(text):
-        raise ValueError(f"{value!r} is not a Spotify track ID (22 base-62 characters) or spotify:track: URI")
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ValueError(f"{shown!r} is not a Spotify track ID (22 base-62 characters) or spotify:track: URI")
     return text

@@ -7,9 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from core.contracts.events import safe_id
 from core.contracts.ids import parse_track_id
-from serving.deps import ClientKey, ClientKeyCountedLater, StateDep, UserId, app_state
+from serving.deps import ClientKeyCountedLater, StateDep, UserId, app_state, rate_limited
 from serving.errors import ApiError, error_details, validation_error
-from serving.filters import RecommendationContext, RecommendationFilters
+from serving.filters import MAX_LIST, AlgorithmName, ArtistId, Genre, RecommendationContext, RecommendationFilters, TrackRef
 from models.features import CONTINUOUS_FEATURES
 from serving.recommender import RecommendationRequest, Recommendations, recommend, similar
 from serving.schemas import ErrorDetail, ErrorResponse, RecommendationResponse
@@ -28,10 +28,10 @@ def _split(values: list[str]) -> list[str]:
 class _ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    genres: list[str] = Field([], description="Only tracks with one of these genres (repeat or comma-separate).")
+    genres: list[Genre] = Field([], max_length=50, description="Only tracks with one of these genres (repeat or comma-separate).")
     explicit: bool | None = Field(None, description="false: leave out explicit tracks.")
-    exclude_tracks: list[str] = Field([], description="Track ids never to return.")
-    exclude_artists: list[str] = Field([], description="Artist ids never to return.")
+    exclude_tracks: list[TrackRef] = Field([], max_length=MAX_LIST, description="Track ids never to return.")
+    exclude_artists: list[ArtistId] = Field([], max_length=MAX_LIST, description="Artist ids never to return.")
     exclude_played: bool = Field(True, description="Leave out tracks the user already played.")
     max_per_artist: int | None = Field(None, ge=1, le=100, description="At most this many tracks per artist.")
 
@@ -65,9 +65,9 @@ ListQuery = create_model(
 
 class UserQuery(ListQuery):  # type: ignore[misc, valid-type]
     count: int = Field(20, ge=1, le=100, description="How many tracks to return.")
-    algorithm: str | None = Field(None, description="Override the algorithm: the model's own, content or popularity.")
-    seed_tracks: list[str] = Field([], description="Cold start: tracks to start from.")
-    context_genres: list[str] = Field([], description="Cold start: genres to start from.")
+    algorithm: AlgorithmName | None = Field(None, description="Override the algorithm: the model's own, content or popularity.")
+    seed_tracks: list[TrackRef] = Field([], max_length=50, description="Cold start: tracks to start from.")
+    context_genres: list[Genre] = Field([], max_length=20, description="Cold start: genres to start from.")
 
     @field_validator("seed_tracks", "context_genres", mode="before")
     @classmethod
@@ -131,7 +131,7 @@ async def recommendations_for_user(request: Request, user_id: UserId, key: Clien
 async def similar_tracks(
     request: Request,
     user_id: UserId,
-    track_id: Annotated[str, Path(description="A Spotify track id or spotify:track: URI.")],
+    track_id: Annotated[str, Path(max_length=100, description="A Spotify track id or spotify:track: URI (at most 100 characters).")],
     key: ClientKeyCountedLater,
 ) -> Response:
     """Tracks like this one, nudged towards the user's taste when the user is known."""
@@ -154,7 +154,7 @@ class BatchItem(BaseModel):
 
     user_id: str = Field(..., max_length=128)
     count: int = Field(20, ge=1, le=100)
-    algorithm: str | None = None
+    algorithm: AlgorithmName | None = None
     filters: RecommendationFilters = Field(default_factory=RecommendationFilters)
     context: RecommendationContext = Field(default_factory=RecommendationContext)
 
@@ -181,8 +181,12 @@ class BatchResponse(BaseModel):
 
 
 @router.post("/batch", response_model=BatchResponse, responses=ERRORS)
-async def recommendations_batch(request: Request, body: BatchRequest, state: StateDep, key: ClientKey) -> BatchResponse:
-    """Recommendations for up to 100 users in one call; each user's result or error in request order."""
+async def recommendations_batch(request: Request, body: BatchRequest, state: StateDep, key: ClientKeyCountedLater) -> BatchResponse:
+    """Recommendations for up to 100 users in one call; each user's result or error in request order.
+    Each user counts as one request against the key's rate limit."""
+    retry_after = await state.over_rate_limit(key, len(body.requests))
+    if retry_after is not None:
+        raise rate_limited(state, key, retry_after)
     results = []
     for i, item in enumerate(body.requests):
         wanted = RecommendationRequest(user_id=item.user_id, count=item.count, algorithm=item.algorithm, filters=item.filters,
