@@ -62,8 +62,9 @@ def _responds(url: str) -> bool:
 class EmbeddedRedis:
     """One redis-server process with its data in ``directory``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, maxmemory: str = "2gb") -> None:
         self.directory = Path(directory)
+        self.maxmemory = maxmemory
         self.url: str | None = None
         self._process: subprocess.Popen | None = None
 
@@ -98,6 +99,10 @@ class EmbeddedRedis:
             "--dir", str(self.directory),
             "--appendonly", "yes",
             "--appendfsync", "everysec",
+            # bounded, and never evicting: a full Redis refuses writes (the API spools feedback, the
+            # worker retries) rather than silently dropping vectors or accepted events
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", "noeviction",
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
@@ -145,12 +150,12 @@ class EmbeddedRedis:
 
 
 @contextlib.contextmanager
-def redis_url(configured: str | None, directory: Path) -> Iterator[str]:
+def redis_url(configured: str | None, directory: Path, maxmemory: str = "2gb") -> Iterator[str]:
     """Yield the configured Redis URL, or the URL of an embedded server kept alive for the block."""
     if configured:
         yield configured
         return
-    server = EmbeddedRedis(directory)
+    server = EmbeddedRedis(directory, maxmemory)
     server.start()
     try:
         yield server.url

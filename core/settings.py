@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         None, description="Redis to use, e.g. redis://host:6379/0. Unset: start an embedded redis-server."
     )
     redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")
+    embedded_redis_maxmemory: str = Field(
+        "2gb", description="maxmemory of the embedded redis-server (policy noeviction: writes fail loudly instead of losing keys)."
+    )
 
     # --- MLflow -------------------------------------------------------------------------------
     mlflow_tracking_uri: str | None = Field(None, description="Default sqlite:///<home>/mlruns/mlflow.db.")
@@ -55,8 +58,10 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="Log every request as a JSON line (request_id, route, status, duration).")
     log_level: str = Field("INFO", description="Log level of the API and worker (JSON lines on stderr).")
 
-    # --- UIs started by `echotune demo` -------------------------------------------------------
+    # --- UIs started by `echotune demo` (no authentication: keep them on loopback) -------------
+    dagster_host: str = Field("127.0.0.1", description="Interface of the Dagster UI. It has no login: anyone who reaches it can launch runs.")
     dagster_port: int = 3000
+    mlflow_host: str = Field("127.0.0.1", description="Interface of the MLflow UI. It has no login: anyone who reaches it can move `champion`.")
     mlflow_port: int = 5000
 
     # --- synthetic default data ---------------------------------------------------------------

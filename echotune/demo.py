@@ -73,7 +73,7 @@ def run_demo(settings: Settings) -> int:
     server = None
     url = settings.redis_url
     if not url:
-        server = EmbeddedRedis(settings.layout.redis)
+        server = EmbeddedRedis(settings.layout.redis, settings.embedded_redis_maxmemory)
         url = server.start()
         _say(f"embedded redis-server at {url} (data in {settings.layout.redis})")
     env = {**os.environ, "ECHOTUNE_REDIS_URL": url, "DAGSTER_HOME": str(settings.dagster_home)}
@@ -88,9 +88,9 @@ def run_demo(settings: Settings) -> int:
             "api": [sys.executable, "-m", "echotune.cli", "serve", "--host", settings.api_host, "--port", str(settings.api_port)],
             "worker": [sys.executable, "-m", "echotune.cli", "worker"],
             "dagster": [str(BIN / "dagster"), "dev", "-w", str(settings.home / "workspace.yaml"),
-                        "-h", settings.api_host, "-p", str(settings.dagster_port)],
+                        "-h", settings.dagster_host, "-p", str(settings.dagster_port)],
             "mlflow": [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,
-                       "--host", settings.api_host, "--port", str(settings.mlflow_port)],
+                       "--host", settings.mlflow_host, "--port", str(settings.mlflow_port)],
         }  # fmt: skip
         for name, command in commands.items():
             log = open(logs / f"{name}.log", "ab")
@@ -106,8 +106,8 @@ def run_demo(settings: Settings) -> int:
         _say("ready:")
         print(f"""
   API              {base}/docs
-  Dagster UI       http://{settings.api_host}:{settings.dagster_port}
-  MLflow UI        http://{settings.api_host}:{settings.mlflow_port}
+  Dagster UI       http://{settings.dagster_host}:{settings.dagster_port}   (no login: keep it on loopback)
+  MLflow UI        http://{settings.mlflow_host}:{settings.mlflow_port}   (no login: keep it on loopback)
   experiment report {report}
 
   API keys         client {client_key}

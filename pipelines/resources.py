@@ -39,6 +39,7 @@ class RedisResource(dg.ConfigurableResource):
     url: str = ""
     prefix: str = "echotune"
     embedded_dir: str = "var/redis"
+    embedded_maxmemory: str = "2gb"
 
     _server: EmbeddedRedis | None = PrivateAttr(default=None)
     _client: redis.Redis | None = PrivateAttr(default=None)
@@ -46,7 +47,7 @@ class RedisResource(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         url = self.url
         if not url:
-            self._server = EmbeddedRedis(Path(self.embedded_dir))
+            self._server = EmbeddedRedis(Path(self.embedded_dir), self.embedded_maxmemory)
             url = self._server.start()
         self._client = redis.Redis.from_url(url)
 

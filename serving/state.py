@@ -68,7 +68,7 @@ class AppState:
         embedded = None
         url = settings.redis_url
         if not url:  # run standalone: attach to (or start) the project's embedded server
-            embedded = EmbeddedRedis(settings.layout.redis)
+            embedded = EmbeddedRedis(settings.layout.redis, settings.embedded_redis_maxmemory)
             url = embedded.start()
         keys = RedisKeys(settings.redis_prefix)
         client = aredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)

@@ -53,7 +53,7 @@ def rollback(to_version: str | None) -> None:
 
     settings = load_settings()
     registry = _registry(settings)
-    with redis_url(settings.redis_url, settings.layout.redis) as url:
+    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
         store = VectorStore(redis.Redis.from_url(url), RedisKeys(settings.redis_prefix))
         try:
             previous, now = release.rollback(registry, store, to_version)

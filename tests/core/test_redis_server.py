@@ -34,3 +34,23 @@ def test_configured_url_is_used_as_is(tmp_path):
     with redis_url("redis://example.invalid:6379/0", tmp_path) as url:
         assert url == "redis://example.invalid:6379/0"
     assert not (tmp_path / "redis.url").exists()
+
+
+def test_embedded_server_is_bounded_and_never_evicts(tmp_path):
+    server = EmbeddedRedis(tmp_path, maxmemory="1mb")
+    client = redis.Redis.from_url(server.start())
+    try:
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert int(client.config_get("maxmemory")["maxmemory"]) == 1024 * 1024
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        client.set("first", "kept")
+        try:
+            for i in range(10_000):  # fill it: writes fail loudly, nothing already stored goes
+                client.set(f"filler:{i}", "x" * 1000)
+            raise AssertionError("a full Redis accepted every write")
+        except redis.ResponseError as exc:
+            assert "OOM" in str(exc)
+        assert client.get("first") == b"kept"
+    finally:
+        client.close()
+        server.stop()
