@@ -4,13 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test pipeline serve bench clean
+.PHONY: install demo test pipeline serve audit bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=78.1.1"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
@@ -26,6 +26,11 @@ pipeline: install
 
 serve: install
 	$(BIN)/echotune serve
+
+# known advisories in the installed environment (needs PyPI's vulnerability API; not part of CI)
+audit: install
+	@$(BIN)/python -m pip install --quiet "pip-audit>=2.7,<3"
+	@$(BIN)/python .ci/audit.py
 
 clean:
 	rm -rf data var dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs mlruns/*
