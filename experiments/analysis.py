@@ -8,6 +8,8 @@
    design over the daily looks so far (so looking every day does not inflate false positives), Holm-
    adjusted across treatments. Secondary metrics are reported with Holm-adjusted p-values.
 4. **Power**: the smallest relative lift the current sample can detect, and the sample a 5% lift needs.
+5. **Ranking quality** of what each variant served (NDCG, precision, hit rate, MRR at 10 with clicks as
+   relevance), per served list and averaged over lists (:mod:`experiments.ranking_quality`).
 
 Verdict: ``don't ship`` (sample ratio mismatch, a breached guardrail, or a significant loss on the
 primary metric), ``ship`` (a significant gain with enough users), else ``keep running``.
@@ -28,6 +30,7 @@ from experiments.guardrails import guardrail_verdict
 from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, user_metrics, variant_summary
 from experiments.multiple_testing import adjust_comparisons
 from experiments.power import mde_for_mean, ratio_metric_sd, sample_size_for_mean
+from experiments.ranking_quality import ranking_quality, served_lists
 from experiments.sequential import group_sequential_comparison
 from experiments.srm import sample_ratio_check
 from experiments.stats import Comparison, ratio_test
@@ -59,8 +62,11 @@ def _daily_looks(events: pd.DataFrame, experiment: Experiment, variants: tuple[s
 
 
 def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
-    """Everything the report shows, as plain data (JSON-serialisable): verdict, reasons, sample ratio,
-    guardrails, comparisons (raw and CUPED), power."""
+    """Everything the report shows, as plain data (JSON-serialisable once non-finite floats are
+    nulled, see :func:`experiments.report.strict_summary`): verdict, reasons, sample ratio, guardrails,
+    comparisons (raw and CUPED), power, ranking quality per variant. Raises
+    :class:`~experiments.ranking_quality.ServedListError` when the shown events do not form lists."""
+    served = served_lists(events, experiment.id)
     per_user = user_metrics(events, experiment.id)
     summary = variant_summary(per_user)
     control = experiment.control.name
@@ -108,6 +114,7 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "guardrails": [g.as_dict() for g in guardrails],
         "power": _power(experiment, indexed, control, users),
         "cuped": pre is not None,
+        "ranking_quality": ranking_quality(served, [v.name for v in experiment.variants]),
     }
 
 

@@ -1,12 +1,20 @@
 """The reports reviewers read: ``summary.json`` (the analysis, verdict first) and ``report.html``, whose
-first screen states the verdict, the lifts with their intervals, the sample-ratio check and the
-guardrails, followed by Evidently's comparison of the variants: ranking quality of what each served
-(NDCG, precision, hit rate, MRR at k, clicks as relevance) and drift of the served tracks' audio features."""
+first screen states the verdict, the lifts with their intervals, the sample-ratio check, the guardrails
+and the ranking quality per variant, followed by Evidently's comparison of each treatment with the
+control: ranking quality of what each served (NDCG, precision, hit rate, MRR at k, one served list per
+request id, clicks as relevance) and drift of the served tracks' audio features.
+
+``summary.json`` is strict JSON: a value that is undefined (NaN in the analysis, e.g. a relative lift
+over a control rate of 0) is written as ``null``, and the top-level ``nulls`` map gives the reason for
+each, keyed by the value's JSON pointer (``{"/primary/0/relative_lift": "the control's value is 0 ..."}``).
+Every number the HTML shows is in ``summary.json``: the Evidently figures are checked against the
+analysis's ``ranking_quality`` before the page is written."""
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +22,29 @@ import numpy as np
 import pandas as pd
 
 from experiments.analysis import analyse  # noqa: F401  (re-exported: analyse + write_report is the API)
+from experiments.metrics import RATIO_METRICS
+from experiments.ranking_quality import METRICS as RANKING_METRICS
+from experiments.ranking_quality import check_served_lists, served_lists
 
 AUDIO = ["danceability", "energy", "acousticness", "instrumentalness", "valence", "tempo", "loudness", "speechiness"]
 _COLOURS = {"ship": "#1a7f37", "don't ship": "#cf222e", "keep running": "#9a6700"}
 
 
 def served_tracks(events: pd.DataFrame, experiment_id: str, tracks: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per track shown in the experiment: variant, user, track, rank (position + 1), whether it
-    was clicked, and the track's audio features (when the catalog has them)."""
-    ev = events[events["experiment_id"] == experiment_id]
-    shown = ev[ev["type"] == "recommendation_shown"][["variant", "user_id", "track_id", "position", "request_id"]].copy()
-    clicks = ev[ev["type"] == "recommendation_clicked"][["request_id", "track_id"]].drop_duplicates().assign(target=1)
-    shown = shown.merge(clicks, on=["request_id", "track_id"], how="left")
-    shown["target"] = shown["target"].fillna(0).astype(int)
-    shown["rank"] = pd.to_numeric(shown["position"], errors="coerce").fillna(0).astype(int) + 1
+    """One row per track shown in the experiment (:func:`experiments.ranking_quality.served_lists`:
+    variant, request, user, track, rank, clicked) with the track's audio features when the catalog has them."""
+    shown = served_lists(events, experiment_id)
     if tracks is not None:
         shown = shown.merge(tracks[["track_id", *[c for c in AUDIO if c in tracks]]], on="track_id", how="left")
-    return shown.drop(columns=["position"])
+    return shown
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:+.2%}"
+
+
+def _share(x: float | None) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
 def _rows(comparisons: list[dict]) -> str:
@@ -70,6 +80,15 @@ def summary_html(result: dict[str, Any]) -> str:
         f"<td>{v['completion_rate']:.4f}</td><td>{v['skip_rate']:.4f}</td><td>{v['listening_minutes']:.1f}</td></tr>"
         for v in result["variants"]
     )
+    ranking = result.get("ranking_quality") or {}
+    k = next(iter(ranking.values()), {}).get("k")
+    ranking_rows = "".join(
+        f"<tr><td>{html.escape(variant)}</td><td>{q['lists']:,}</td><td>{q['lists_clicked']:,}</td>"
+        + "".join(f"<td>{_share(q[f'{name}@{k}'])}</td>" for name in RANKING_METRICS) + "</tr>"
+        for variant, q in ranking.items()
+    )
+    ranking_header = "<tr><th>variant</th><th>lists</th><th>lists with a click</th>" + "".join(
+        f"<th>{label}@{k}</th>" for label in ("NDCG", "precision", "hit rate", "MRR")) + "</tr>"  # fmt: skip
     header = "<tr><th>variant</th><th>metric</th><th>control</th><th>treatment</th><th>relative lift</th><th>95% CI</th><th>p (adjusted)</th><th>method</th></tr>"
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result["reasons"])
     reasons += "".join(f"<li><b>Caveat:</b> {html.escape(c)}</li>" for c in result.get("caveats", []))
@@ -88,43 +107,151 @@ def summary_html(result: dict[str, Any]) -> str:
   <table {table}>{header}{_rows(result['secondary'])}</table>
   <h3 style="margin:8px 0 0 0">Variants</h3>
   <table {table}><tr><th>variant</th><th>users</th><th>exposures</th><th>CTR</th><th>completion</th><th>skip</th><th>minutes/user</th></tr>{variants}</table>
+  <h3 style="margin:8px 0 0 0">Ranking quality (per served list, clicks as relevance, mean over lists)</h3>
+  <table id="echotune-ranking-quality" {table}>{ranking_header}{ranking_rows}</table>
   <p><b>Power:</b> {power_line}</p>
-  <p style="color:#555">Below: Evidently's comparison of what the variants served (control = reference): ranking quality
-  with clicks as relevance, and drift of the served tracks' audio features.</p>
+  <p style="color:#555">Below: Evidently's comparison of each treatment (current) with the control (reference): ranking
+  quality, where Evidently's "users" are served lists (request ids) and "no feedback users included" means a list without a
+  click counts as 0, and drift of the served tracks' audio features.</p>
 </section>"""
 
 
-def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path, k: int = 10) -> tuple[Path, Path]:
-    """Write ``summary.json`` and ``report.html`` into ``out_dir``; returns their paths."""
-    from evidently import DataDefinition, Dataset, Recsys, Report
-    from evidently.metrics import MRR, NDCG, HitRate, PrecisionTopK
-    from evidently.presets import DataDriftPreset
+def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``summary.json`` (strict JSON, see the module docstring) and ``report.html`` into
+    ``out_dir``; returns their paths. ``served`` is :func:`served_tracks` of the analysed events.
+    Raises ServedListError when ``served`` does not form lists, and ValueError when Evidently's ranking
+    figures differ from the analysis's ``ranking_quality`` (the page would contradict the summary)."""
+    from evidently.core.metric_types import render_widgets
+    from evidently.legacy.renderers.html_widgets import group_widget
 
+    check_served_lists(served)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
-    summary_path.write_text(json.dumps(result, indent=2, default=_json_default))
+    summary_path.write_text(json.dumps(strict_summary(result), indent=2, allow_nan=False, default=_json_default))
     control = result["experiment"]["variants"][0]["name"]
-    audio = [c for c in AUDIO if c in served and served[c].notna().any()]
-    definition = DataDefinition(
-        numerical_columns=["rank", "target", *audio],
-        ranking=[Recsys(user_id="user_id", item_id="track_id", target="target", prediction="rank", recommendations_type="rank")],
-    )
-    k = max(1, min(k, int(served["rank"].max()) if len(served) else 1))  # Evidently needs every rank up to k
-    metrics: list = [NDCG(k=k), PrecisionTopK(k=k), HitRate(k=k), MRR(k=k)]
-    if audio:
-        metrics.append(DataDriftPreset(columns=audio))
-    reference, current = served[served["variant"] == control], served[served["variant"] != control]
+    k = result["ranking_quality"][control]["k"]
+    groups = []  # one Evidently comparison per treatment: a pooled "current" would match no variant's figures
+    for treatment in [v["name"] for v in result["experiment"]["variants"][1:]]:
+        pair = served[served["variant"].isin([control, treatment])]
+        if not ((pair["variant"] == control).any() and (pair["variant"] == treatment).any()):
+            continue
+        snapshot = ranking_snapshot(pair, control, treatment, k)
+        shown = evidently_ranking_quality(snapshot, k)
+        check_agreement({treatment: shown["current"], control: shown["reference"]}, result["ranking_quality"])
+        model = snapshot.to_snapshot_model()
+        groups.append(group_widget(title=f"{treatment} (current) vs {control} (reference)", widgets=model.widgets + model.tests_widgets))
     html_path = out_dir / "report.html"
-    if len(reference) and len(current):
-        columns = ["user_id", "track_id", "rank", "target", *audio]
-        snapshot = Report(metrics).run(
-            Dataset.from_pandas(current[columns], data_definition=definition), Dataset.from_pandas(reference[columns], data_definition=definition)
-        )
-        page = snapshot.get_html_str(as_iframe=False).replace("<body>", "<body>" + summary_html(result), 1)
+    if groups:
+        page = render_widgets(groups, as_iframe=False).replace("<body>", "<body>" + summary_html(result), 1)
     else:  # nothing served yet: the summary alone
         page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(result['experiment']['id'])}</title></head><body>{summary_html(result)}</body></html>"
     html_path.write_text(page)
     return summary_path, html_path
+
+
+def ranking_snapshot(served: pd.DataFrame, control: str, treatment: str, k: int):
+    """Evidently's run of ``treatment`` (current) against ``control`` (reference): ranking quality at
+    ``k`` with one list per request id (lists without a click included), and drift of the audio features."""
+    from evidently import DataDefinition, Dataset, Recsys, Report
+    from evidently.presets import DataDriftPreset
+
+    audio = [c for c in AUDIO if c in served and served[c].notna().any()]
+    definition = DataDefinition(
+        numerical_columns=["rank", "clicked", *audio],
+        ranking=[Recsys(user_id="request_id", item_id="track_id", target="clicked", prediction="rank", recommendations_type="rank")],
+    )
+    metrics: list = [metric(k=k, no_feedback_users=True) for metric in _evidently_metrics().values()]
+    if audio:
+        metrics.append(DataDriftPreset(columns=audio))
+    columns = ["request_id", "track_id", "rank", "clicked", *audio]
+    current, reference = (Dataset.from_pandas(served.loc[served["variant"] == v, columns], data_definition=definition) for v in (treatment, control))
+    return Report(metrics).run(current, reference)
+
+
+def evidently_ranking_quality(snapshot, k: int) -> dict[str, dict[str, float]]:
+    """The ranking figures an Evidently snapshot shows, ``{"current"|"reference": {"ndcg@k": ...}}``."""
+    out: dict[str, dict[str, float]] = {"current": {}, "reference": {}}
+    for name, metric_type in _evidently_metrics().items():
+        metric = metric_type(k=k, no_feedback_users=True)
+        current = snapshot.context.get_metric_result(metric)
+        reference = snapshot.context.get_reference_metric_result(metric.metric_id)
+        # one row per k = 1, 2, ... in order; read by position, because Evidently 0.7.23 labels the rows
+        # of NDCG and MRR one rank too high (its series start at 1 and it adds 1 again)
+        out["current"][f"{name}@{k}"] = float(current.value["value"].iloc[k - 1])
+        out["reference"][f"{name}@{k}"] = float(reference.value["value"].iloc[k - 1])
+    return out
+
+
+def check_agreement(shown: dict[str, dict[str, float]], ranking_quality: dict[str, dict[str, Any]], tolerance: float = 1e-6) -> None:
+    """ValueError unless every figure in ``shown`` (variant -> {"ndcg@k": ...}) lies in [0, 1] and
+    equals the analysis's value for that variant within ``tolerance``."""
+    for variant, figures in shown.items():
+        for key, value in figures.items():
+            ours = ranking_quality[variant][key]
+            if not 0.0 <= value <= 1.0 or not abs(value - ours) <= tolerance:
+                raise ValueError(f"Evidently shows {key} = {value:.6f} for {variant}, the analysis computed {ours:.6f} per served list; "
+                                 "the report would contradict summary.json: check the ranking definition (one list per request id)")  # fmt: skip
+
+
+def _evidently_metrics() -> dict[str, type]:
+    from evidently.metrics import MRR, NDCG, HitRate, PrecisionTopK
+
+    return {"ndcg": NDCG, "precision": PrecisionTopK, "hit_rate": HitRate, "mrr": MRR}
+
+
+# why a value of the analysis can be undefined, by its field name
+_UNDEFINED = {
+    "relative_lift": "the control's value is 0, so a relative change is undefined",
+    "relative_ci": "a relative interval needs both variants' values above 0",
+    "log_ratio_std_error": "a relative interval needs both variants' values above 0",
+    "harm": "the control's value is 0, so a relative harm is undefined",
+    "per_user_sd": "too few control users with exposures to estimate a spread",
+    "mde_at_current_size": "the control's per-user values do not vary: no power calculation",
+    "users_for_5pct_lift": "the control's per-user values do not vary: no power calculation",
+}
+
+
+def strict_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with every non-finite float (and every known-undefined None) as None, plus ``nulls``:
+    the reason for each, keyed by JSON pointer. The output serialises with ``allow_nan=False``."""
+    nulls: dict[str, str] = {}
+
+    def walk(value: Any, path: list[str]) -> Any:
+        if isinstance(value, dict):
+            return {key: walk(item, [*path, str(key)]) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(item, [*path, str(i)]) for i, item in enumerate(value)]
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            nulls[_pointer(path)] = _why_undefined(path)
+            return None
+        if value is None and _field(path) in _UNDEFINED:
+            nulls[_pointer(path)] = _why_undefined(path)
+        return value.item() if isinstance(value, np.generic) else value
+
+    out = walk(result, [])
+    out["nulls"] = nulls
+    return out
+
+
+def _pointer(path: list[str]) -> str:
+    """RFC 6901 JSON pointer: ``/primary/0/relative_lift``."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def _field(path: list[str]) -> str:
+    """The field a value belongs to: the last key that is not a list index."""
+    return next((p for p in reversed(path) if not p.isdigit()), "")
+
+
+def _why_undefined(path: list[str]) -> str:
+    field = _field(path)
+    if field in _UNDEFINED:
+        return _UNDEFINED[field]
+    if path[0] == "ranking_quality":
+        return "the variant served no lists"
+    if path[0] == "variants" and field in RATIO_METRICS:
+        return f"{field} is {' / '.join(RATIO_METRICS[field])} and this variant has no {RATIO_METRICS[field][1]}"
+    return "not a finite number for these data (a division by zero or too few observations)"
 
 
 def _json_default(value: Any) -> Any:

@@ -21,12 +21,14 @@ def experiment() -> None:
               help="Catalog (Parquet/CSV with track_id and audio features) for the drift section.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for summary.json and report.html.")
 def analyze(definition: Path, events: Path, tracks: Path | None, out: Path) -> None:
-    """Write summary.json and report.html for an experiment; prints the verdict as one JSON line."""
+    """Write summary.json (strict JSON, with ranking quality per variant and served list) and report.html
+    for an experiment; prints the verdict as one JSON line."""
     import pandas as pd
     from pydantic import ValidationError
 
     from experiments.analysis import analyse
     from experiments.definition import Experiment
+    from experiments.ranking_quality import ServedListError
     from experiments.report import served_tracks, write_report
 
     try:
@@ -44,8 +46,11 @@ def analyze(definition: Path, events: Path, tracks: Path | None, out: Path) -> N
     if frame["event_id"].isna().all():
         frame["event_id"] = [f"row-{i}" for i in range(len(frame))]
     catalog = _read(tracks) if tracks else None
-    result = analyse(spec, frame)
-    summary, report = write_report(result, served_tracks(frame, spec.id, catalog), out)
+    try:
+        result = analyse(spec, frame)
+        summary, report = write_report(result, served_tracks(frame, spec.id, catalog), out)
+    except ServedListError as exc:
+        raise click.ClickException(f"{events}: {exc}") from exc
     click.echo(json.dumps({"experiment": spec.id, "verdict": result["verdict"], "reasons": result["reasons"],
                            "summary": str(summary), "report": str(report)}))  # fmt: skip
 

@@ -47,6 +47,21 @@ def ndcg_at_k(recommended: np.ndarray, relevant: sp.csr_matrix, k: int = 10) -> 
     return _per_user(dcg / ideal, n_rel)
 
 
+def shown_precision_at_k(recommended: np.ndarray, relevant: sp.csr_matrix, k: int = 10) -> np.ndarray:
+    """Precision over the items a list actually holds in its top k: hits / non-padding entries, so a
+    list shorter than k is not charged for slots it never had (:func:`precision_at_k` divides by k)."""
+    hits, n_rel = _hits(recommended[:, :k], relevant)
+    shown = (recommended[:, :k] >= 0).sum(axis=1)
+    return _per_user(hits.sum(axis=1) / np.maximum(shown, 1), n_rel)
+
+
+def reciprocal_rank_at_k(recommended: np.ndarray, relevant: sp.csr_matrix, k: int = 10) -> np.ndarray:
+    """1 / rank of the first relevant item in the top k (ranks start at 1), 0 when none is there."""
+    hits, n_rel = _hits(recommended[:, :k], relevant)
+    first = hits.argmax(axis=1) + 1
+    return _per_user(np.where(hits.any(axis=1), 1.0 / first, 0.0), n_rel)
+
+
 def average_precision_at_k(recommended: np.ndarray, relevant: sp.csr_matrix, k: int = 10) -> np.ndarray:
     """AP@k: mean of precision@i over the ranks i of hits, divided by min(n_relevant, k)."""
     hits, n_rel = _hits(recommended[:, :k], relevant)

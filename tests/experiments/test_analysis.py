@@ -15,6 +15,7 @@ from experiments.definition import Experiment
 from experiments.report import served_tracks, summary_html, write_report
 
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
+TRACKS = [TRACK[:-1] + c for c in "ABCDEFGHIJ"]  # one list: ten distinct tracks
 
 
 def experiment(**changes) -> Experiment:
@@ -42,11 +43,12 @@ def simulate(spec: Experiment, n_users=3000, ctr=(0.10, 0.10), skip=(0.3, 0.3), 
         for s in range(int(rng.integers(1, 4))):
             request = f"r{u}-{s}"
             for pos in range(10):
-                rows.append((f"s{u}-{s}-{pos}", user, TRACK, "recommendation_shown", when, None, spec.id, variant, request, pos))
+                track = TRACKS[pos]
+                rows.append((f"s{u}-{s}-{pos}", user, track, "recommendation_shown", when, None, spec.id, variant, request, pos))
                 if rng.random() < ctr[arm] * min(2.5, taste):
-                    rows.append((f"c{u}-{s}-{pos}", user, TRACK, "recommendation_clicked", when, None, spec.id, variant, request, pos))
+                    rows.append((f"c{u}-{s}-{pos}", user, track, "recommendation_clicked", when, None, spec.id, variant, request, pos))
                     kind = "track_skipped" if rng.random() < skip[arm] else "track_completed"
-                    rows.append((f"t{u}-{s}-{pos}", user, TRACK, kind, when, 100_000, spec.id, variant, request, pos))
+                    rows.append((f"t{u}-{s}-{pos}", user, track, kind, when, 100_000, spec.id, variant, request, pos))
     frame = pd.DataFrame(rows, columns=["event_id", "user_id", "track_id", "type", "timestamp", "ms_played", "experiment_id", "variant", "request_id", "position"])
     frame["rating"], frame["algorithm"], frame["model_version"] = None, None, None
     return frame
@@ -108,7 +110,7 @@ def test_a_challenger_without_online_learning_is_flagged_as_a_caveat():
 def test_report_puts_the_verdict_first(tmp_path):
     spec = experiment()
     events = simulate(spec, ctr=(0.10, 0.12))
-    tracks = pd.DataFrame({"track_id": [TRACK], "energy": [0.5], "tempo": [120.0]})
+    tracks = pd.DataFrame({"track_id": TRACKS, "energy": np.linspace(0.2, 0.8, 10), "tempo": np.linspace(90.0, 150.0, 10)})
     summary, page = write_report(analyse(spec, events), served_tracks(events, spec.id, tracks), tmp_path)
     text = page.read_text()
     assert text.index('id="echotune-verdict"') < text.index("<div id=\"root_", text.index("<body>"))

@@ -61,10 +61,24 @@ def ref_hit(u):
     return float(any(i in rel for i in rec))
 
 
+def ref_shown_precision(u):
+    rec, rel = _sets(u)  # padding already dropped: divide by what the list holds
+    return sum(i in rel for i in rec) / len(rec)
+
+
+def ref_reciprocal_rank(u):
+    rec, rel = _sets(u)
+    for r, i in enumerate(rec):
+        if i in rel:
+            return 1 / (r + 1)
+    return 0.0
+
+
 @pytest.mark.parametrize(
     "fast, ref",
     [(m.precision_at_k, ref_precision), (m.recall_at_k, ref_recall), (m.ndcg_at_k, ref_ndcg),
-     (m.average_precision_at_k, ref_ap), (m.hit_rate_at_k, ref_hit)],
+     (m.average_precision_at_k, ref_ap), (m.hit_rate_at_k, ref_hit), (m.shown_precision_at_k, ref_shown_precision),
+     (m.reciprocal_rank_at_k, ref_reciprocal_rank)],
 )  # fmt: skip
 def test_ranking_metrics_match_reference(fast, ref):
     values = fast(REC, REL, K)
@@ -106,3 +120,12 @@ def test_coverage_novelty_diversity_references():
     div = m.intra_list_diversity(np.array([[0, 1, 2]]), vecs)[0]
     cos = 1 / math.sqrt(2)
     assert div == pytest.approx(1 - (0 + cos + cos) / 3)
+
+
+def test_short_lists_and_first_hits():
+    rel = sp.csr_matrix(np.array([[0, 1, 0, 0, 1]]))
+    short = np.array([[0, 1, -1, -1, -1]])  # two items shown, one relevant
+    assert m.shown_precision_at_k(short, rel, 5)[0] == pytest.approx(0.5)
+    assert m.precision_at_k(short, rel, 5)[0] == pytest.approx(0.2)
+    assert m.reciprocal_rank_at_k(np.array([[2, 3, 4, 1]]), rel, 4)[0] == pytest.approx(1 / 3)
+    assert m.reciprocal_rank_at_k(np.array([[2, 3, 4, 1]]), rel, 2)[0] == 0.0  # the first hit is below k
