@@ -1,67 +1,110 @@
-"""GDPR erasure in the offline store: every stored row of an erased user is deleted, in every table.
+"""GDPR erasure: deleting an erased user's rows offline, and keeping Redis's copy of who was erased.
 
-Called before every training run with every erasure ever requested, so a re-import of an old export
-cannot bring an erased user's rows back into training. Files are rewritten atomically
-(:func:`core.tables.write_parquet_atomic`) and only when they hold such a row.
+:class:`core.erasure_log.ErasureLog` is the append-only authority on who was erased (by keyed digest,
+never by id). An erased user stays erased: their rows are deleted from every table
+(:func:`erase_users`, run before every training), new rows of theirs are never written
+(:meth:`core.tables.OfflineStore.without_erased`), the API refuses their events and the worker drops
+any that were already queued.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import redis
 
 from core.contracts.events import EVENT_SCHEMA
-from core.tables import OfflineStore, write_parquet_atomic
+from core.contracts.redis_keys import RedisKeys
+from core.parquet_files import write_parquet_atomic
+from core.tables import OfflineStore
 
 
-def erase_users(store: OfflineStore, erasures: dict[str, float]) -> dict[str, int]:
-    """Delete every stored row of the users in ``erasures`` (user id -> epoch seconds of the
-    request) dated up to their request: events, interaction logs, the interactions table, and
-    rejected rows that mention them. Files are rewritten atomically and only when they hold such a
-    row, so a second call changes nothing. Returns rows deleted per table kind."""
+def erase_users(store: OfflineStore, subjects: Iterable[str]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Delete every stored row of the erased ``subjects`` (digests, see ``ErasureLog.digest``): events,
+    interaction logs, the interactions table, and rejected rows that mention them. Files are
+    rewritten atomically and only when they hold such a row, so a second call changes nothing.
+    Returns rows deleted per table kind, and per subject and kind (subjects with nothing deleted are
+    left out)."""
     deleted = {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
-    if not erasures:
-        return deleted
-    users = pa.array(sorted(erasures), pa.string())
-    cutoffs = pa.array([int(erasures[u] * 1000) for u in users.to_pylist()], pa.int64())
+    per_user: dict[str, dict[str, int]] = {}
+    subjects = set(subjects)
+    if not subjects:
+        return deleted, per_user
+    log = store.erasures
 
-    def doomed(table: pa.Table) -> pa.Array:
-        """Rows of an erased user, dated at or before their request (undated rows count as before)."""
-        index = pc.index_in(table["user_id"], value_set=users)
-        hit = pc.is_valid(index)
-        if "timestamp" not in table.column_names or not pc.any(hit).as_py():
-            return hit
-        cutoff = pc.take(cutoffs, pc.fill_null(index, 0))
-        when = pc.cast(pc.cast(table["timestamp"], pa.timestamp("ms", tz="UTC"), safe=False), pa.int64())
-        return pc.and_(hit, pc.fill_null(pc.less_equal(when, cutoff), True))
+    def count(kind: str, owners: list[str]) -> None:
+        for owner in owners:
+            per_user.setdefault(owner, {}).setdefault(kind, 0)
+            per_user[owner][kind] += 1
 
-    def rewrite(path: Path, schema: pa.Schema | None, kind: str, mask_of) -> None:
+    def rewrite(path: Path, schema: pa.Schema | None, kind: str) -> None:
         table = pq.read_table(path, schema=schema)
-        mask = mask_of(table)
+        if kind == "rejects":  # a rejected row is kept as raw text: drop every one that names an erased user
+            owners = [_erased_in_text(raw, log, subjects) for raw in table["raw"].to_pylist()]
+            mask = pa.array([o is not None for o in owners])
+            owners = [o for o in owners if o is not None]
+        else:
+            erased = log.erased_among(pc.unique(table["user_id"]).drop_null().to_pylist(), subjects)
+            mask = pc.fill_null(pc.is_in(table["user_id"], value_set=pa.array(sorted(erased), pa.string())), False)
+            owners = [log.digest(u) for u in table.filter(mask)["user_id"].to_pylist()]
         n = pc.sum(pc.cast(mask, pa.int64())).as_py() or 0
         if n:
+            count(kind, owners)
             write_parquet_atomic(table.filter(pc.invert(mask)), path, schema)
             deleted[kind] += n
 
     for path in store.event_files():
-        rewrite(path, EVENT_SCHEMA, "events", doomed)
+        rewrite(path, EVENT_SCHEMA, "events")
     for source in store.interaction_sources():
-        rewrite(store.interaction_source_path(source), None, "interaction_logs", doomed)
+        rewrite(store.interaction_source_path(source), None, "interaction_logs")
     if store.interactions_path.exists():
-        rewrite(store.interactions_path, None, "interactions", doomed)
-    quoted = [f'"{u}"' for u in users.to_pylist()]
+        rewrite(store.interactions_path, None, "interactions")
     for path in store.rejects_files():
-        # a rejected row is kept as raw text: drop every one that names an erased user
-        rewrite(path, None, "rejects", lambda t: _mentions(t["raw"], quoted))
-    return deleted
+        rewrite(path, None, "rejects")
+    return deleted, per_user
 
 
-def _mentions(column: pa.ChunkedArray, needles: list[str]) -> pa.Array:
-    mask = pa.array(np.zeros(len(column), dtype=bool))
-    for needle in needles:
-        mask = pc.or_(mask, pc.fill_null(pc.match_substring(column, needle), False))
-    return mask
+def sync_erasures(store: OfflineStore, client: redis.Redis, keys: RedisKeys) -> dict[str, float]:
+    """Every erased subject (-> epoch seconds of the request): the offline log and Redis's copy, each
+    completed from the other. A Redis that was flushed, or runs without an append-only file, gets
+    every erasure back; one recorded only in Redis is logged."""
+    logged = store.erasures.subjects()
+    cached = {k.decode(): float(v) for k, v in client.hgetall(keys.erased_users()).items()}
+    for subject, at in cached.items():
+        if subject not in logged:
+            store.erasures.record_request(subject, at)
+    everyone = {**cached, **logged}
+    missing = {s: at for s, at in everyone.items() if s not in cached}
+    if missing:
+        client.hset(keys.erased_users(), mapping={s: str(at) for s, at in missing.items()})
+        client.incr(keys.erasures_version())
+    return everyone
+
+
+def _erased_in_text(raw: str | None, log, subjects: set[str]) -> str | None:
+    """The erased subject a raw rejected row (JSON of whatever the source held) names in any of its
+    string values, if any: a rejected row keeps the source's own column names (userID, username...)."""
+    if not raw:
+        return None
+    try:
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    values = row.values() if isinstance(row, dict) else row if isinstance(row, list) else [row]
+    for value in values:
+        if isinstance(value, str) and 0 < len(value) <= 128:
+            subject = log.digest(value)
+            if subject in subjects:
+                return subject
+    return None
+
+
+def receipt_entries(counts: dict[str, int], place: str) -> list[tuple[str, int, str]]:
+    """One receipt entry for rows deleted per table kind, e.g. ``offline_tables``: 5 (events 4, rejects 1)."""
+    detail = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()) if n)
+    return [(place, sum(counts.values()), detail)] if detail else []

@@ -19,6 +19,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -93,6 +94,23 @@ class ModelRegistry:
         """Every registered version, oldest first."""
         found = self.client.search_model_versions(f"name = '{self.name}'")
         return [str(v) for v in sorted(int(v.version) for v in found)]
+
+    def created_at(self, version: str) -> float:
+        """Epoch seconds when ``version`` was registered."""
+        return self.client.get_model_version(self.name, version).creation_timestamp / 1000.0
+
+    def delete_version(self, version: str) -> None:
+        """Delete ``version`` for good: its model artifacts, its run's artifacts (reports, the gate's
+        verdict) and the registered version. The run's params and metrics stay, for the history."""
+        found = self.client.get_model_version(self.name, version)
+        sources = [self.client.get_model_version_download_uri(self.name, version)]
+        if found.run_id:
+            sources.append(self.client.get_run(found.run_id).info.artifact_uri)
+        for source in sources:
+            get_artifact_repository(source).delete_artifacts()
+        self.client.delete_model_version(self.name, version)
+        if found.model_id:
+            self.client.delete_logged_model(found.model_id)
 
     def version_tags(self, version: str) -> dict[str, str]:
         return dict(self.client.get_model_version(self.name, version).tags)

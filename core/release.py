@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.erasure_log import ErasureLog
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Registration
 from core.vectorstore import VectorStore
 from models.base import Recommender
@@ -42,12 +43,18 @@ def register(registry: ModelRegistry, result: TrainingResult, model_dir: Path, t
     return record
 
 
-def gate(registry: ModelRegistry, version: str, result: TrainingResult, metric: str, margin: float) -> PromotionDecision:
+def gate(
+    registry: ModelRegistry, version: str, result: TrainingResult, metric: str, margin: float, erasures: dict[str, float] | None = None
+) -> PromotionDecision:
     """The champion gate for ``version``: its held-out ``metric`` (e.g. ``test_ndcg_at_10``) must beat
-    popularity's and the champion's by ``margin``. Records the verdict; promotes when it passes."""
+    popularity's and the champion's by ``margin``. A champion trained before a user's erasure
+    (``erasures``: user -> request time) has to go: then beating popularity is enough. Records the
+    verdict; promotes when it passes."""
     champion = registry.alias(CHAMPION)
     champion_metrics = registry.run_metrics(champion) if champion and champion != version else None
-    decision = decide_promotion(metric, result.metrics, champion_metrics, result.baseline_metrics, margin)
+    tainted = champion is not None and champion != version and _trained_before_erasure(registry, champion, erasures or {})
+    reason = "it was trained on data of a user erased since (GDPR)" if tainted else None
+    decision = decide_promotion(metric, result.metrics, champion_metrics, result.baseline_metrics, margin, champion_must_go=reason)
     registry.record_decision(version, decision)
     if decision.promoted:
         registry.set_alias(CHAMPION, version)
@@ -66,17 +73,23 @@ def served_items(catalog: pd.DataFrame, model: Recommender) -> pd.DataFrame:
 
 def publish(
     store: VectorStore, version: str, model: Recommender, catalog: pd.DataFrame, trained_until_ms: int = 0,
-    registered_model: str = "", alias: str | None = None,
+    registered_model: str = "", alias: str | None = None, erased: ErasureLog | None = None,
 ) -> dict[str, int]:  # fmt: skip
     """Write every artefact of ``version`` to Redis: item table and vectors, similarity vectors, the
-    fold-in the feedback worker learns with, user vectors. Moves ``alias`` to it afterwards when
-    given. ``trained_until_ms``: the newest event in the model's data (the worker folds in newer ones).
-    Raises ValueError for a model that cannot be served (see ``Recommender.servable``)."""
+    fold-in the feedback worker learns with, user vectors (none for users ``erased`` names: a model
+    trained before their erasure still holds them). Moves ``alias`` to it afterwards when given. ``trained_until_ms``: the
+    newest event in the model's data (the worker folds in newer ones). Raises ValueError for a model
+    that cannot be served (see ``Recommender.servable``)."""
     if not model.servable:
         raise ValueError(f"{model.name} models cannot be served: {model.not_servable_because}")
     fold = model.fold_in()
+    user_ids, user_vectors = model.user_ids, model.user_vectors()
+    gone = erased.erased_among(map(str, user_ids)) if erased is not None else set()
+    if gone:
+        keep = ~np.isin(user_ids.astype(str), np.array(sorted(gone), dtype=str))
+        user_ids, user_vectors = user_ids[keep], user_vectors[keep]
     counts = store.publish(
-        version, served_items(catalog, model), model.item_vectors(), model.user_ids, model.user_vectors(),
+        version, served_items(catalog, model), model.item_vectors(), user_ids, user_vectors,
         meta={"algorithm": model.name, "registered_model": registered_model, "trained_until": str(int(trained_until_ms))},
         similarity_vectors=model.similarity_vectors(), fold_in=(fold.matrix, fold.tail),
     )  # fmt: skip
@@ -85,9 +98,11 @@ def publish(
     return counts
 
 
-def publish_aliases(registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES) -> dict[str, str]:
+def publish_aliases(
+    registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES, erased: ErasureLog | None = None
+) -> dict[str, str]:
     """For each MLflow alias that points at a version: publish the version to Redis unless it already
-    is, then move the Redis alias. Returns alias -> version."""
+    is (without the vectors of users ``erased`` names), then move the Redis alias. Returns alias -> version."""
     published: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for alias in aliases:
@@ -97,7 +112,7 @@ def publish_aliases(registry: ModelRegistry, store: VectorStore, catalog: pd.Dat
             if version not in store.versions():
                 model = load(registry.download(version, Path(tmp) / version))
                 trained_until = int(registry.run_tags(version).get("trained_until_ms", "0"))
-                publish(store, version, model, catalog, trained_until, registered_model=registry.name)
+                publish(store, version, model, catalog, trained_until, registered_model=registry.name, erased=erased)
             store.set_alias(alias, version)
             published[alias] = version
     return published
@@ -140,3 +155,38 @@ def retire(store: VectorStore, keep: int, protected: Collection[str] = ()) -> li
             store.delete_version(version)
             deleted.append(version)
     return deleted
+
+
+def purge_erased(registry: ModelRegistry, store: VectorStore, erasures: dict[str, float]) -> dict[str, float]:
+    """Retire every model version trained on data that included a user erased since (registered
+    before their request): its MLflow artifacts, registered version and Redis vector set are deleted.
+    Only once the champion itself is clean (trained after every erasure), so the API keeps serving.
+    ``erasures``: user -> epoch seconds of the request. Returns each version deleted -> when it had
+    been registered (so a receipt can name the versions that held each user)."""
+    champion = registry.alias(CHAMPION)
+    if not erasures or champion is None or _trained_before_erasure(registry, champion, erasures):
+        return {}
+    doomed = {v: registry.created_at(v) for v in registry.versions() if _trained_before_erasure(registry, v, erasures)}
+    aliases = store.aliases()
+    for version in doomed:
+        for alias, target in aliases.items():
+            if target == version:
+                store.remove_alias(alias)
+        if version in store.versions():
+            store.delete_version(version)
+        registry.delete_version(version)
+    return doomed
+
+
+def purge_receipts(purged: dict[str, float], erasures: dict[str, float]) -> dict[str, list[tuple[str, int, str]]]:
+    """Receipt entries of a purge: for each erased subject, the deleted versions that held them."""
+    receipts = {}
+    for subject, erased_at in erasures.items():
+        held = sorted((v for v, registered in purged.items() if registered < erased_at), key=int)
+        if held:
+            receipts[subject] = [("model_versions", len(held), f"versions {', '.join(held)}: MLflow artifacts, registered version and Redis vectors deleted")]
+    return receipts
+
+
+def _trained_before_erasure(registry: ModelRegistry, version: str, erasures: dict[str, float]) -> bool:
+    return bool(erasures) and registry.created_at(version) < max(erasures.values())

@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts (413 above).")
     access_log: bool = Field(True, description="Log every request as a JSON line (request_id, route, status, duration).")
     log_level: str = Field("INFO", description="Log level of the API and worker (JSON lines on stderr).")
+    spool_max_bytes: int = Field(
+        268_435_456,
+        ge=4096,
+        description="Largest size of this host's feedback spool (events accepted while Redis is down); when it is full "
+        "POST /feedback answers 503 with Retry-After and stores nothing.",
+    )
+    worker_stale_seconds: float = Field(
+        30.0, gt=0, description="A feedback worker whose last heartbeat is older than this counts as not alive (readiness, /metrics)."
+    )
 
     # --- UIs started by `echotune demo` (no authentication: keep them on loopback) -------------
     dagster_host: str = Field("127.0.0.1", description="Interface of the Dagster UI. It has no login: anyone who reaches it can launch runs.")

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -23,41 +22,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from core.contracts.events import EVENT_SCHEMA
 from core.contracts.tracks import TRACK_SCHEMA
-
-
-def write_parquet_atomic(
-    table: pa.Table | pd.DataFrame, path: Path, schema: pa.Schema | None = None, fsync: bool = True
-) -> Path:
-    """Write to a temporary file beside ``path``, fsync, then rename: readers see the old or the new
-    file, never half of one, and a crash leaves no torn file. ``fsync=False`` for outputs that a rerun
-    recreates (bulk imports), where a flush per file would dominate the run."""
-    if isinstance(table, pd.DataFrame):
-        table = pa.Table.from_pandas(table, schema=schema, preserve_index=False, safe=False)
-    elif schema is not None:
-        table = table.cast(schema, safe=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from core.erasure_log import ErasureLog
+from core.parquet_files import write_parquet_atomic
 
 
 class OfflineStore:
     def __init__(self, tables_dir: Path) -> None:
         self.root = Path(tables_dir)
+        # who was erased (GDPR): their rows are never written here again, whatever path they come by
+        self.erasures = ErasureLog(self.root / "erasures")
 
     # --- paths ------------------------------------------------------------------------------
     @property
@@ -119,7 +98,7 @@ class OfflineStore:
         """
         if by not in ("day", "month"):
             raise ValueError(f"by must be 'day' or 'month', not {by!r}")
-        table = _as_event_table(events)
+        table = self.without_erased(_as_event_table(events))
         if not len(table):
             return {}
         codes, names = _partitions(table, by)
@@ -142,6 +121,21 @@ class OfflineStore:
         # parquet encoding releases the GIL: partitions are written on every core
         with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1, 4)) as pool:
             return dict(zip(map(str, names), pool.map(write, range(len(names)))))
+
+    def without_erased(self, table: pa.Table) -> pa.Table:
+        """``table`` without the rows of erased users (every writer of user rows passes through here)."""
+        if not len(table) or not self.erasures.subjects():
+            return table
+        erased = self.erasures.erased_among(pc.unique(table["user_id"]).drop_null().to_pylist())
+        if not erased:
+            return table
+        return table.filter(pc.invert(pc.fill_null(pc.is_in(table["user_id"], value_set=pa.array(sorted(erased), pa.string())), False)))
+
+    def write_interaction_source(self, source: str, logs: pd.DataFrame, schema: pa.Schema) -> int:
+        """Store one source's user-item log (erased users' rows left out); returns the rows stored."""
+        table = self.without_erased(pa.Table.from_pandas(logs, schema=schema, preserve_index=False, safe=False))
+        write_parquet_atomic(table, self.interaction_source_path(source), schema)
+        return len(table)
 
     def event_files(self) -> list[Path]:
         if not self.events_dir.exists():

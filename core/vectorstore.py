@@ -116,6 +116,9 @@ class VectorStore:
         previous = self.r.set(self.keys.alias(alias), version, get=True)
         return previous.decode() if previous else None
 
+    def remove_alias(self, alias: str) -> None:
+        self.r.delete(self.keys.alias(alias))
+
     # --- reading --------------------------------------------------------------------------
     def alias(self, alias: str) -> str | None:
         value = self.r.get(self.keys.alias(alias))

@@ -1,23 +1,29 @@
 """The feedback use case: validate a whole batch first, then append it to the stream in one script
-(or, while Redis is unavailable, to the durable local spool)."""
+(or, while Redis is unavailable, to the durable local spool, which a background task replays)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 
 import asyncio
+import logging
+import time
 
 from core.contracts.events import EventContext, FeedbackEvent
 from core.feedback_stream import append_args, append_keys, encode
 from serving.errors import ApiError, error_details, validation_error
-from serving.observability import SPOOLED
-from serving.schemas import FeedbackAccepted
-from serving.spool import event_id_of
+from serving.observability import SPOOL_REFUSED, SPOOLED
+from serving.schemas import ErrorDetail, FeedbackAccepted
+from serving.spool import SpoolFull, event_id_of
 from serving.state import REDIS_ERRORS, AppState
 
 MAX_BATCH = 1000
+SPOOL_RETRY_AFTER_SECONDS = 5  # what a 503 of a full spool asks clients to wait: a few replay rounds
+
+log = logging.getLogger(__name__)
 
 
 def parse_batch(body: Any) -> list[FeedbackEvent]:
@@ -69,8 +75,23 @@ def _with_assignment(state: AppState, event: FeedbackEvent) -> FeedbackEvent:
     return event.model_copy(update={"context": context})
 
 
+def refuse_erased(state: AppState, events: list[FeedbackEvent]) -> None:
+    """422 naming every event of an erased user: their data is not taken in again (GDPR)."""
+    problems = []
+    for index, event in enumerate(events):
+        at = state.erased.erased_at(event.user_id)
+        if at is not None:
+            when = time.strftime("%Y-%m-%d", time.gmtime(at))
+            problems.append(ErrorDetail(index=index, field="user_id", problem=f"user {event.user_id!r} was erased on {when} (GDPR): their events are not accepted"))
+    if problems:
+        raise ApiError(422, "erased_user", f"{len(problems)} event(s) of erased users, nothing accepted: {problems[0].problem}", problems)
+
+
 async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccepted:
-    """Into the stream; while Redis is unavailable, into the local spool (fsync'd) instead."""
+    """Into the stream; while Redis is unavailable, into the local spool (fsync'd) instead. Events of
+    erased users are refused."""
+    await state.erased.refresh()
+    refuse_erased(state, events)
     await state.experiments.refresh()
     stamped = [_with_assignment(state, e.stamped()) for e in events]
     rows = [encode(e, "api") for e in stamped]
@@ -82,6 +103,45 @@ async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccept
             return FeedbackAccepted(accepted=new, duplicates=len(rows) - new, event_ids=ids)
         except REDIS_ERRORS:
             state.breaker.failed()
-    await asyncio.to_thread(state.spool.append, rows)
-    SPOOLED.inc(len(rows))
+    await _spool(state, rows)
     return FeedbackAccepted(accepted=len(rows), duplicates=0, event_ids=ids, spooled=True)
+
+
+async def _spool(state: AppState, rows: list[bytes]) -> None:
+    """Into the local spool, or a 503 with Retry-After when it cannot take them: a 202 always means
+    stored."""
+    retry, wait = {"Retry-After": str(SPOOL_RETRY_AFTER_SECONDS)}, f"retry after {SPOOL_RETRY_AFTER_SECONDS}s"
+    try:
+        await asyncio.to_thread(state.spool.append, rows, state.settings.spool_max_bytes)
+    except SpoolFull as exc:
+        SPOOL_REFUSED.inc(len(rows))
+        message = f"Redis is unavailable and this server's feedback spool is full ({exc}); nothing was stored: {wait}"
+        raise ApiError(503, "spool_full", message, headers=retry) from exc
+    except OSError as exc:
+        SPOOL_REFUSED.inc(len(rows))
+        log.error("could not write the feedback spool in %s (%s)", state.spool.folder, exc)
+        message = f"Redis is unavailable and this server's feedback spool cannot be written ({exc.strerror}); nothing was stored: {wait}"
+        raise ApiError(503, "spool_unavailable", message, headers=retry) from exc
+    SPOOLED.inc(len(rows))
+
+
+async def replay_spool_forever(state: AppState, every: float = 1.0) -> None:
+    """Move spooled feedback into the stream whenever Redis answers (runs for the app's lifetime)."""
+    while True:
+        await asyncio.sleep(every)
+        await replay_spool(state)
+
+
+async def replay_spool(state: AppState) -> None:
+    """One replay round, if anything is spooled and Redis is not known to be down. Never raises: a Redis
+    failure opens the breaker, anything else (a disk error, a bug) is logged, and the next round
+    tries again, so one bad file never stops the spool for good."""
+    if not state.breaker.available or not await asyncio.to_thread(state.spool.files):
+        return
+    try:
+        await state.spool.replay(lambda rows: append_rows(state, rows))
+    except redis.RedisError as exc:  # (an OSError here is the disk's: redis-py wraps socket errors)
+        state.breaker.failed()
+        log.warning("spool replay paused: redis unavailable (%s: %s)", type(exc).__name__, exc)
+    except Exception:
+        log.exception("spool replay failed; the next round tries again")

@@ -16,8 +16,8 @@ from serving.middleware import RequestContext
 from serving.observability import configure_logging
 from serving.routes import admin, experiments, feedback, health, recommendations
 from serving.schemas import API_VERSION
-from serving.feedback import append_rows
-from serving.state import REDIS_ERRORS, AppState
+from serving.feedback import replay_spool_forever
+from serving.state import AppState
 
 
 def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
@@ -50,18 +50,6 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, log_requests=settings.access_log)
     _document_event_schema(app)
     return app
-
-
-async def replay_spool_forever(state: AppState, every: float = 1.0) -> None:
-    """Move spooled feedback into the stream whenever Redis answers."""
-    while True:
-        await asyncio.sleep(every)
-        if not state.spool.files() or not state.breaker.available:
-            continue
-        try:
-            await state.spool.replay(lambda rows: append_rows(state, rows))
-        except REDIS_ERRORS:
-            state.breaker.failed()
 
 
 def create_production_app() -> FastAPI:

@@ -32,6 +32,12 @@ RECOMMENDATIONS = Counter(
 )
 DEGRADED = Counter("echotune_recommendations_degraded_total", "Lists served in a fallback mode, by reason.", ["reason"])
 SPOOLED = Counter("echotune_feedback_spooled_total", "Feedback events written to the local spool while Redis was unavailable.")
+SPOOL_REFUSED = Counter(
+    "echotune_feedback_spool_refused_total", "Feedback events refused with 503: Redis unavailable and the spool full or unwritable."
+)
+SPOOL_QUARANTINED = Counter(
+    "echotune_feedback_spool_quarantined_total", "Spool lines that were not event rows (torn writes), moved to the quarantine file."
+)
 RATE_LIMITED = Counter("echotune_rate_limited_total", "Requests refused with 429, by API key id.", ["key_id"])
 
 
@@ -44,9 +50,23 @@ def metrics_payload() -> tuple[bytes, str]:
     return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
 
 
-def feedback_exposition(counters: dict, aggregates: dict, stream_length: int, spooled: int) -> bytes:
-    """Feedback counters and online aggregates (kept in Redis by the API and the worker) as
-    Prometheus text."""
+def spool_exposition(pending: int, size_bytes: int, max_bytes: int, quarantined_bytes: int) -> bytes:
+    """This host's feedback spool as Prometheus text (read from disk, so also while Redis is down)."""
+    families = [
+        GaugeMetricFamily("echotune_feedback_spool_pending", "Events in this host's spool, waiting for Redis.", pending),
+        GaugeMetricFamily("echotune_feedback_spool_bytes", "Bytes in this host's spool.", size_bytes),
+        GaugeMetricFamily("echotune_feedback_spool_max_bytes", "The spool's size cap (ECHOTUNE_SPOOL_MAX_BYTES): 503 beyond it.", max_bytes),
+        GaugeMetricFamily("echotune_feedback_spool_quarantine_bytes", "Bytes of torn spool lines kept in the quarantine file.", quarantined_bytes),
+    ]
+    registry = CollectorRegistry()
+    registry.register(_Fixed(families))
+    return generate_latest(registry)
+
+
+def feedback_exposition(counters: dict, aggregates: dict, stream_length: int, heartbeat_age: float | None, workers_alive: int) -> bytes:
+    """Feedback counters and online aggregates (kept in Redis by the API and the worker) and the feedback
+    workers' liveness (``heartbeat_age``: seconds since the newest heartbeat, None when there is none)
+    as Prometheus text."""
 
     def value(field: str) -> float:
         return float(counters.get(field.encode(), 0))
@@ -56,8 +76,11 @@ def feedback_exposition(counters: dict, aggregates: dict, stream_length: int, sp
         CounterMetricFamily("echotune_feedback_events_applied", "Distinct feedback event ids whose effect the worker stored.", value("applied")),
         CounterMetricFamily("echotune_feedback_events_dead_lettered", "Stream entries moved to the dead-letter stream.", value("dead_lettered")),
         GaugeMetricFamily("echotune_feedback_stream_length", "Entries in the feedback stream (not yet trimmed).", stream_length),
-        GaugeMetricFamily("echotune_feedback_spool_pending", "Events in this host's spool, waiting for Redis.", spooled),
+        GaugeMetricFamily("echotune_feedback_workers_alive", "Feedback workers with a fresh heartbeat (ECHOTUNE_WORKER_STALE_SECONDS).", workers_alive),
     ]
+    if heartbeat_age is not None:
+        age = GaugeMetricFamily("echotune_feedback_worker_heartbeat_age_seconds", "Seconds since the newest feedback worker heartbeat.", heartbeat_age)
+        families.append(age)
     events = CounterMetricFamily("echotune_feedback_events", "Applied events by algorithm, variant and type.", labels=["algorithm", "variant", "type"])
     shown: dict[tuple[str, str], float] = {}
     clicked: dict[tuple[str, str], float] = {}

@@ -45,6 +45,11 @@ class Health(BaseModel):
     model_version: str | None = Field(None, description="The champion version being served.")
     algorithm: str | None
     models: dict[str, str] = Field(default_factory=dict, description="Loaded model version by alias.")
+    worker_alive: bool | None = Field(
+        None, description="Whether a feedback worker's heartbeat is fresh (ECHOTUNE_WORKER_STALE_SECONDS); None when Redis is down. "
+        "Readiness does not depend on it: feedback is still accepted and waits in the stream.",
+    )  # fmt: skip
+    worker_heartbeat_age_seconds: float | None = Field(None, description="Seconds since the newest worker heartbeat (None: none, or Redis down).")
     api_version: str = API_VERSION
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +15,9 @@ from core.feedback_stream import APPEND_SCRIPT
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
 from core.vectorstore import VectorStore
+from core.erasure_log import ErasureLog
+from core.tables import OfflineStore
+from serving.erasure import ErasedUsers
 from serving.experiments import ExperimentRouter
 from serving.disk_cache import DiskCache
 from serving.model_cache import ModelCache
@@ -58,10 +62,18 @@ class AppState:
     embedded: EmbeddedRedis | None = None
     clock: Clock = field(default=SYSTEM_CLOCK)
     local_limits: LocalRateLimiter | None = None
+    erased: ErasedUsers | None = None
 
     def __post_init__(self) -> None:
         if self.local_limits is None:
             self.local_limits = LocalRateLimiter(self.settings.rate_limit_per_minute)
+        if self.erased is None:
+            self.erased = ErasedUsers(self.erasure_log, self.redis, self.keys, clock=self.clock)
+
+    @functools.cached_property
+    def erasure_log(self) -> ErasureLog:
+        """The offline erasure log (the authority on who was erased)."""
+        return OfflineStore(self.settings.layout.tables).erasures
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> "AppState":
@@ -83,6 +95,7 @@ class AppState:
                     ExperimentRouter(client, keys), embedded, clock)  # fmt: skip
         await state.models.refresh(force=True)
         await state.experiments.refresh()
+        await state.erased.refresh(force=True)
         return state
 
     async def close(self) -> None:

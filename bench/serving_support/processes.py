@@ -64,3 +64,19 @@ def wait_ready(url: str, timeout: float = 120) -> None:
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{url} did not become ready")
+
+
+def killable_redis(folder: Path):
+    """An embedded Redis in ``folder`` that can also be SIGKILLed (``kill()``) and started again on the
+    same socket, data and append-only file (``start()``)."""
+    from core.redis_server import EmbeddedRedis
+
+    class KillableRedis(EmbeddedRedis):
+        def kill(self) -> None:
+            """SIGKILL: no shutdown, no final flush; what the append-only file holds is what survives."""
+            if self._process is not None:
+                self._process.kill()
+                self._process.wait()
+                self._process = None
+
+    return KillableRedis(folder)

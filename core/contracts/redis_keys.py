@@ -90,9 +90,14 @@ class RedisKeys:
         ]  # fmt: skip
 
     def erased_users(self) -> str:
-        """Hash: user id -> epoch seconds of their erasure request (GDPR). The pipeline deletes their
-        stored events up to that time and never trains on them again."""
+        """Hash: erased subject (a keyed digest of the user id, never the id) -> epoch seconds of the
+        request (GDPR): a copy of the offline erasure log (``core.erasure_log``) for the hot paths."""
         return f"{self.root}:erased_users"
+
+    def erasures_version(self) -> str:
+        """String: incremented on every erasure, so the worker reloads the erased subjects only when
+        they changed (one GET per batch)."""
+        return f"{self.root}:erasures_version"
 
     # --- experiments ----------------------------------------------------------------------
     def experiments(self) -> str:

@@ -11,7 +11,8 @@ import pandas as pd
 
 from core.contracts.tracks import TRACK_SCHEMA
 from core.ingest.track_files import merge_duplicates, to_schema
-from core.tables import OfflineStore, write_parquet_atomic
+from core.parquet_files import write_parquet_atomic
+from core.tables import OfflineStore
 
 SOURCE_PRIORITY = ("spotify_api", "track_files", "spotify_history", "synthetic")
 

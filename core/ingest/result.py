@@ -14,7 +14,8 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from core.tables import OfflineStore, write_parquet_atomic
+from core.parquet_files import write_parquet_atomic
+from core.tables import OfflineStore
 
 REJECTS_SCHEMA = pa.schema(
     [

@@ -24,7 +24,7 @@ from core.ingest.result import ImportResult
 from core.ingest.spotify_api import SpotifyClient
 from core.ingest.track_files import import_track_files
 from core.settings import Settings
-from core.tables import OfflineStore, write_parquet_atomic
+from core.tables import OfflineStore
 
 
 def pseudonymizer(settings: Settings) -> Pseudonymizer:
@@ -67,9 +67,9 @@ def ingest_interaction_logs(store: OfflineStore, paths: Sequence[Path], source: 
         existing = pd.read_parquet(path)
         before = len(existing)
         logs = pd.concat([existing, logs], ignore_index=True).drop_duplicates(["user_id", "item_id", "timestamp"], keep="last")
-    write_parquet_atomic(logs[LOG_SCHEMA.names], path, LOG_SCHEMA)
-    result.extra["new_rows"] = len(logs) - before
-    result.extra["table_rows"] = len(logs)
+    stored = store.write_interaction_source(source, logs[LOG_SCHEMA.names], LOG_SCHEMA)
+    result.extra["new_rows"] = stored - before
+    result.extra["table_rows"] = stored
     result.save_rejects(store)
     return result
 

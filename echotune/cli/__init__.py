@@ -42,7 +42,7 @@ def pipeline() -> None:
 
     _use_dagster_home(settings)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines are about creating its own tables
-    with redis_url(settings.redis_url, settings.layout.redis) as url:
+    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
         ok = materialize_everything(settings.model_copy(update={"redis_url": url}))
     sys.exit(0 if ok else 1)
 
@@ -68,7 +68,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into an exit so the embedded Redis
     # this command may have started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with redis_url(settings.redis_url, settings.layout.redis) as url:
+    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
         os.environ["ECHOTUNE_REDIS_URL"] = url  # worker processes read their settings from the environment
         uvicorn.run(
             "serving.main:create_production_app",
@@ -93,12 +93,11 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
     os.environ.update(_SINGLE_THREADED_BLAS)
     import threading
 
-    import redis
-
     from core.contracts.redis_keys import RedisKeys
     from core.redis_server import redis_url
     from serving.observability import configure_logging
     from serving.worker import FeedbackWorker
+    from serving.worker.connection import worker_client
 
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -106,7 +105,7 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with redis_url(settings.redis_url, settings.layout.redis) as url:
-        client = redis.Redis.from_url(url)
+        client = worker_client(url)  # timeouts, keepalive and health checks: a dead connection never hangs it
         FeedbackWorker(
             client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, claim_idle_ms=claim_idle_ms, latency_log=latency_log
         ).run(stop)
@@ -126,7 +125,7 @@ def _add_command_modules() -> None:
     ``COMMANDS``; adding one is adding its module name here."""
     import importlib
 
-    for name in ("ingest", "offline", "experiment", "model"):
+    for name in ("ingest", "offline", "experiment", "model", "privacy"):
         module = importlib.import_module(f"echotune.cli.{name}")
         for command in module.COMMANDS:
             main.add_command(command)

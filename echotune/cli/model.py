@@ -62,4 +62,34 @@ def rollback(to_version: str | None) -> None:
     click.echo(json.dumps({"previous_champion": previous, "champion": now}))
 
 
+@model.command()
+def purge() -> None:
+    """Retire now every model version trained on data of a user erased since: MLflow artifacts,
+    registered version and Redis vectors (the pipeline does it on every run). Needs a champion trained
+    after the last erasure; prints the versions deleted as JSON."""
+    import redis
+
+    from core import release
+    from core.contracts.redis_keys import RedisKeys
+    from core.erasure import sync_erasures
+    from core.redis_server import redis_url
+    from core.tables import OfflineStore
+    from core.vectorstore import VectorStore
+
+    settings = load_settings()
+    registry = _registry(settings)
+    tables = OfflineStore(settings.layout.tables)
+    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
+        client = redis.Redis.from_url(url)
+        keys = RedisKeys(settings.redis_prefix)
+        erasures = sync_erasures(tables, client, keys)
+        champion = registry.alias(release.CHAMPION)
+        purged = release.purge_erased(registry, VectorStore(client, keys), erasures)
+    for subject, receipt in release.purge_receipts(purged, erasures).items():
+        tables.erasures.append(subject, receipt)
+    if erasures and not purged and champion is not None and registry.created_at(champion) < max(erasures.values()):
+        raise click.ClickException(f"champion version {champion} was trained before the last erasure: run `echotune pipeline` to train one without the erased users, then purge")
+    click.echo(json.dumps({"erased_users": len(erasures), "deleted_versions": sorted(purged, key=int)}))
+
+
 COMMANDS = [model]

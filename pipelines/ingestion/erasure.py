@@ -1,9 +1,10 @@
 """GDPR erasure, offline half: ``DELETE /users/{id}`` removes the user's online data at once and
-records the request in Redis; this asset deletes their stored rows before anything trains on them."""
+records the request (offline erasure log and Redis); this asset deletes their stored rows before
+anything trains on them, and adds what it removed to each user's receipt."""
 
 import dagster as dg
 
-from core.erasure import erase_users
+from core.erasure import erase_users, receipt_entries, sync_erasures
 from pipelines.resources import OfflineStoreResource, RedisResource
 
 
@@ -11,12 +12,16 @@ def user_erasures_asset(sources: list[str]) -> dg.AssetsDefinition:
     @dg.asset(name="user_erasures", group_name="ingestion", kinds={"parquet", "redis"}, deps=sources)
     def user_erasures(store: OfflineStoreResource, redis: RedisResource) -> dg.MaterializeResult:
         """Every erasure ever requested is applied on every run, after the sources are ingested:
-        a re-import of an old export cannot bring an erased user's rows back into training."""
-        raw = redis.client.hgetall(redis.key_layout.erased_users())
-        erasures = {k.decode(): float(v) for k, v in raw.items()}
-        deleted = erase_users(store.tables, erasures)
+        a re-import of an old export cannot bring an erased user's rows back into training. A Redis
+        that lost its copy of the erasures gets it back from the offline log here."""
+        tables = store.tables
+        erasures = sync_erasures(tables, redis.client, redis.key_layout)
+        deleted, per_user = erase_users(tables, erasures)
+        for subject, counts in per_user.items():
+            tables.erasures.append(subject, receipt_entries(counts, "offline_tables"))
         return dg.MaterializeResult(
-            metadata={"erased_users": len(erasures), **{f"deleted_{kind}": n for kind, n in deleted.items()}}
+            metadata={"erased_users": len(erasures), "erased_users_with_rows_deleted_now": len(per_user),
+                      **{f"deleted_{kind}": n for kind, n in deleted.items()}}  # fmt: skip
         )
 
     return user_erasures

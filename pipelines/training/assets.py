@@ -1,7 +1,8 @@
 """Training: graded interactions -> a registered model behind the champion gate -> vectors in Redis."""
 
 
-from datetime import UTC, datetime
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -43,15 +44,17 @@ def recommender_model(
     result = train(interactions, store.tables.read_tracks(), training.algorithm, training.params(), k=training.k)
     last = pd.to_datetime(interactions["timestamp"], utc=True).max() if len(interactions) else pd.NaT
     trained_until = "0" if pd.isna(last) else str(int(last.timestamp() * 1000))
-    folder = result.model.save(store.layout.models / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f"))
     registry = mlflow.registry
-    record = release.register(
-        registry, result, folder,
-        tags={"dataset_fingerprint": result.fingerprint, "dagster_run_id": context.run_id, "refit_on_all_data": "true",
-              "trained_until_ms": trained_until},
-    )  # fmt: skip
+    # the saved folder only travels to MLflow: no local copy of users' factors outlives the run (an
+    # erased user's vector must be deletable in one place)
+    with tempfile.TemporaryDirectory() as tmp:
+        record = release.register(
+            registry, result, result.model.save(Path(tmp) / "model"),
+            tags={"dataset_fingerprint": result.fingerprint, "dagster_run_id": context.run_id, "refit_on_all_data": "true",
+                  "trained_until_ms": trained_until},
+        )  # fmt: skip
     metric = f"test_{mlflow.promotion_metric}"
-    decision = release.gate(registry, record.version, result, metric, mlflow.promotion_margin)
+    decision = release.gate(registry, record.version, result, metric, mlflow.promotion_margin, erasures=store.tables.erasures.subjects())
     context.log.info("model version %s: %s", record.version, decision.reason)
 
     table = pd.DataFrame({"model": result.metrics, "popularity": result.baseline_metrics}).round(4)
@@ -76,8 +79,13 @@ def serving_vectors(store: OfflineStoreResource, mlflow: MlflowResource, redis: 
     """User and track vectors of the champion (and challenger) model versions, published to Redis.
     Each version is written completely before its Redis alias moves, so the API switches atomically."""
     vectors = redis.vectors
-    published = release.publish_aliases(mlflow.registry, vectors, store.tables.read_tracks())
+    log = store.tables.erasures
+    erasures = log.subjects()
+    published = release.publish_aliases(mlflow.registry, vectors, store.tables.read_tracks(), erased=log)
     n_played = release.publish_played(vectors, store.tables.read_interactions())
+    purged = release.purge_erased(mlflow.registry, vectors, erasures)
+    for subject, receipt in release.purge_receipts(purged, erasures).items():
+        log.append(subject, receipt)
     champion = published.get(release.CHAMPION)
     meta = vectors.meta(champion) if champion else {}
     return dg.MaterializeResult(
@@ -88,5 +96,6 @@ def serving_vectors(store: OfflineStoreResource, mlflow: MlflowResource, redis: 
             "items": int(meta.get("items", 0)),
             "dimensions": int(meta.get("dimensions", 0)),
             "played_entries": n_played,
+            "versions_retired_for_erasures": ", ".join(purged) or "none",
         }
     )

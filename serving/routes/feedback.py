@@ -27,12 +27,16 @@ _BODY_SCHEMA = {
     "/feedback",
     status_code=202,
     response_model=FeedbackAccepted,
-    responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 429: {"model": ErrorResponse}},
+    responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 429: {"model": ErrorResponse},
+               503: {"model": ErrorResponse, "description": "Redis is unavailable and the local spool is full: nothing was stored, "
+                     "retry after the Retry-After seconds."}},  # fmt: skip
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}},
 )
 async def post_feedback(request: Request, state: StateDep, key: ClientKey) -> FeedbackAccepted:
     """Accept one event or a batch (validated as a whole: one bad event rejects the batch with every
-    problem listed). Client-supplied event_ids are idempotency keys: a retried event is not counted twice."""
+    problem listed). Client-supplied event_ids are idempotency keys: a retried event is not counted twice.
+    A 202 means stored: in the stream, or (Redis down) in the fsync'd local spool; when the spool is full
+    the answer is 503 with Retry-After and nothing is stored."""
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:

@@ -5,17 +5,23 @@ import asyncio
 from fastapi import APIRouter, Response
 
 from serving.deps import StateDep
-from serving.observability import feedback_exposition, metrics_payload
+from serving.observability import feedback_exposition, metrics_payload, spool_exposition
 from serving.schemas import Health
 from serving.state import REDIS_ERRORS
+from serving.worker.heartbeat import worker_liveness
 
 router = APIRouter(tags=["operations"])
 
 
 async def _health(state) -> Health:
+    worker = None
     try:
-        await state.redis.ping()
+        async with state.redis.pipeline(transaction=False) as pipe:
+            pipe.ping()
+            pipe.hgetall(state.keys.worker_heartbeats())
+            _, heartbeats = await pipe.execute()
         redis_status = "ok"
+        worker = worker_liveness(heartbeats, state.clock.now(), state.settings.worker_stale_seconds)
     except REDIS_ERRORS as exc:
         redis_status = f"down: {type(exc).__name__}"
     model = state.models.get()
@@ -26,6 +32,8 @@ async def _health(state) -> Health:
         model_version=model.version if model else None,
         algorithm=model.algorithm if model else None,
         models=state.models.loaded(),
+        worker_alive=worker.alive > 0 if worker else None,
+        worker_heartbeat_age_seconds=worker.newest_age_seconds if worker else None,
     )
 
 
@@ -37,7 +45,8 @@ async def health(state: StateDep) -> Health:
 
 @router.get("/health/ready", response_model=Health, responses={503: {"model": Health}})
 async def ready(state: StateDep, response: Response) -> Health:
-    """Readiness: 200 when Redis answers and a model is loaded, else 503 (take me out of rotation)."""
+    """Readiness: 200 when Redis answers and a model is loaded, else 503 (take me out of rotation).
+    Also reports whether a feedback worker is alive; no worker does not make the API unready."""
     body = await _health(state)
     if body.status != "ready":
         response.status_code = 503
@@ -47,17 +56,23 @@ async def ready(state: StateDep, response: Response) -> Health:
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(state: StateDep) -> Response:
     """Prometheus exposition: HTTP rates, latencies and errors, in-flight requests, process memory and
-    CPU, recommendations by algorithm and variant, and, from Redis (shared by every API process and
-    the worker): feedback accepted / applied / dead-lettered, events per algorithm, variant and type,
-    and the click-through rate they imply."""
+    CPU, recommendations by algorithm and variant, this host's feedback spool (pending events, bytes,
+    cap, quarantine) and, from Redis (shared by every API process and the worker): feedback accepted /
+    applied / dead-lettered, events per algorithm, variant and type, the click-through rate they imply,
+    and the workers' heartbeats."""
     payload, content_type = metrics_payload()
+    spool = state.spool
+    pending, size, quarantined = await asyncio.to_thread(lambda: (spool.pending(), spool.size(), spool.quarantined_bytes()))
+    payload += spool_exposition(pending, size, state.settings.spool_max_bytes, quarantined)
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(state.keys.feedback_counters())
             pipe.hgetall(state.keys.feedback_aggregates())
             pipe.xlen(state.keys.feedback_stream())
-            counters, aggregates, stream_length = await pipe.execute()
-    except REDIS_ERRORS:  # the process metrics are still worth a scrape
+            pipe.hgetall(state.keys.worker_heartbeats())
+            counters, aggregates, stream_length, heartbeats = await pipe.execute()
+    except REDIS_ERRORS:  # the process and spool metrics are still worth a scrape
         return Response(payload, media_type=content_type)
-    spooled = await asyncio.to_thread(state.spool.pending)
-    return Response(payload + feedback_exposition(counters, aggregates, stream_length, spooled), media_type=content_type)
+    worker = worker_liveness(heartbeats, state.clock.now(), state.settings.worker_stale_seconds)
+    exposition = feedback_exposition(counters, aggregates, stream_length, worker.newest_age_seconds, worker.alive)
+    return Response(payload + exposition, media_type=content_type)

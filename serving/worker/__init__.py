@@ -20,7 +20,13 @@ It reads the feedback stream as a member of a Redis consumer group (:mod:`.consu
 5. **Acknowledge** the entries (:mod:`.consumer`). A crash anywhere before this leaves the entries
    pending; another worker reclaims them (XAUTOCLAIM) and steps 3-4 skip what was already done.
    Entries that cannot be decoded (:mod:`.events`), or that crashed workers ``max_deliveries`` times,
-   go to the dead-letter stream.
+   go to the dead-letter stream. A batch that fails for a reason of its own is retried entry by entry,
+   so only the entries that fail alone are dead-lettered.
+
+The loop (:meth:`FeedbackWorker.run`) outlives any one error: Redis being unavailable (down, read-only
+after a failover, out of memory, ...) and anything else are logged and retried with backoff, on a
+connection with a socket timeout above the blocking read (:mod:`.connection`). Every round stamps a
+heartbeat (:mod:`.heartbeat`) that readiness and ``/metrics`` report.
 """
 
 from serving.worker.consumer import GROUP, FeedbackWorker

@@ -1,4 +1,5 @@
-"""The feedback worker's stream side: the consumer group, reading, reclaiming, dead letters, acks."""
+"""The feedback worker's stream side: the consumer group, reading, reclaiming, dead letters, acks, and
+the loop that keeps it running through Redis outages and bad entries."""
 
 from __future__ import annotations
 
@@ -6,23 +7,26 @@ import logging
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
 import redis
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
 from core.vectorstore import VectorStore
 from models.online_update import ONLINE_BOOST
+from serving.worker.connection import BLOCK_MS, is_transient
 from serving.worker.counting import EventCounter
 from serving.worker.events import Event, parse_entry, stream_id_of
-from serving.worker.online_learning import OnlineLearner
+from serving.worker.heartbeat import Heartbeat
+from serving.worker.online_learning import ConflictingUpdates, OnlineLearner
 from serving.worker.served_model import ServedModel, load_served_model
 from serving.worker.user_state import UserStateStore
 
 log = logging.getLogger(__name__)
 
 GROUP = "workers"
+MAX_BACKOFF_SECONDS = 5.0
 
 
 class FeedbackWorker:
@@ -35,12 +39,14 @@ class FeedbackWorker:
         keys: RedisKeys,
         consumer: str | None = None,
         batch: int = 500,
-        block_ms: int = 1000,
+        block_ms: int = BLOCK_MS,
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
         latency_log: Path | None = None,
         online_boost: float = ONLINE_BOOST,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        _check_socket_timeout(client, block_ms)
         self.r = client
         self.keys = keys
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -51,8 +57,12 @@ class FeedbackWorker:
         self.served: ServedModel | None = None
         self.learner = OnlineLearner(UserStateStore(client, keys), latency_log)
         self.counter = EventCounter(client, keys)
-        self._checked_model = 0.0
-        self._claimed_at = 0.0
+        self.clock = clock
+        self.heartbeat = Heartbeat(client, keys, self.consumer, clock)
+        self._checked_model = float("-inf")
+        self._claimed_at = float("-inf")
+        self._group_ready = False
+        self._unfinished: list[tuple[bytes, dict]] = []  # a batch Redis interrupted: processed first next round
 
     # --- setup ---------------------------------------------------------------------------
     def ensure_group(self) -> None:
@@ -61,12 +71,13 @@ class FeedbackWorker:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        self._group_ready = True
 
     def refresh_model(self, force: bool = False) -> ServedModel | None:
         """Follow the champion alias (checked at most every second)."""
-        if not force and time.monotonic() - self._checked_model < 1.0:
+        if not force and self.clock.monotonic() - self._checked_model < 1.0:
             return self.served
-        self._checked_model = time.monotonic()
+        self._checked_model = self.clock.monotonic()
         version = self.store.alias("champion")
         if version is None or (self.served is not None and self.served.version == version):
             return self.served
@@ -80,26 +91,41 @@ class FeedbackWorker:
 
     # --- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Process until ``stop`` is set, riding out Redis restarts (unacknowledged entries stay
-        pending in the group, so nothing read before an outage is lost)."""
-        backoff = 0.1
-        while not stop.is_set():
-            try:
-                self.ensure_group()
-                while not stop.is_set():
+        """Process until ``stop`` is set; no error ends the loop. Redis being unavailable (down, a dead
+        connection, read-only after a failover, out of memory, unable to persist, busy with a script)
+        and any other failure are logged and the round is retried with backoff (0.1 s doubling to 5 s).
+        A batch read but not finished is processed first on the next round (its entries stay pending in
+        the group meanwhile), so nothing read before an outage is lost. On the way out the worker's
+        heartbeat is removed."""
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
                     self.step()
-                    backoff = 0.1
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                    failures = 0
+                except Exception as exc:  # noqa: BLE001 (the loop must outlive any one error; it is logged)
+                    failures += 1
+                    delay = min(0.1 * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
+                    _log_failure(exc, delay)
+                    self._group_ready = False  # a restarted Redis without its data has no group
+                    stop.wait(delay)
+        finally:
+            self.heartbeat.leave()
 
     def step(self) -> int:
-        """One read-process-acknowledge round (plus, now and then, reclaiming stale entries)."""
+        """One round: heartbeat, the batch a failure interrupted (if any), now and then reclaiming stale
+        entries, then read-process-acknowledge. Returns the entries handled. Raises what Redis raised
+        (the caller retries)."""
+        self.heartbeat.beat()
+        if not self._group_ready:
+            self.ensure_group()
         self.refresh_model()
         processed = 0
-        if time.monotonic() - self._claimed_at > 5.0:
-            self._claimed_at = time.monotonic()
+        if self._unfinished:
+            entries, self._unfinished = self._unfinished, []
+            processed += self.process(entries)
+        if self.clock.monotonic() - self._claimed_at > 5.0:
+            self._claimed_at = self.clock.monotonic()
             processed += self.reclaim()
         reply = self.r.xreadgroup(GROUP, self.consumer, {self.keys.feedback_stream(): ">"}, count=self.batch, block=self.block_ms)
         for _, entries in reply or []:
@@ -128,20 +154,51 @@ class FeedbackWorker:
         return self.process(healthy) + len(poison) + len(gone)
 
     def process(self, entries: list[tuple[bytes, dict]]) -> int:
-        """Apply, count and acknowledge a batch of stream entries. Returns how many were handled."""
-        events: list[Event] = []
+        """Apply, count and acknowledge a batch of stream entries. Returns how many were handled.
+
+        Entries that cannot be decoded are dead-lettered. When the batch fails for a reason of its own
+        (an event that breaks the maths, a user whose keys hold the wrong type), its entries are tried
+        one by one and only those that fail alone are dead-lettered, with their error. When Redis is
+        unavailable the error is raised and the batch is kept for the next :meth:`step`."""
+        try:
+            return self._process(entries)
+        except Exception:
+            self._unfinished = list(entries)
+            raise
+
+    def _process(self, entries: list[tuple[bytes, dict]]) -> int:
+        decoded: list[tuple[bytes, dict, Event]] = []
         for entry_id, fields in entries:
-            stream_id = stream_id_of(entry_id)
             try:
-                events.append(parse_entry(stream_id, fields))
+                decoded.append((entry_id, fields, parse_entry(stream_id_of(entry_id), fields)))
             except (KeyError, ValueError, TypeError) as exc:
                 self._dead_letter(entry_id, fields, f"{type(exc).__name__}: {exc}")
-        if events:
-            self._apply_users(events)
-            self.counter.count_applied(events)
+        try:
+            self._learn([event for _, _, event in decoded])
+        except Exception as exc:
+            if _retry_later(exc):
+                raise
+            log.warning("a batch of %d events failed (%s: %s); applying them one by one", len(decoded), type(exc).__name__, exc)
+            self._learn_one_by_one(decoded)
         if entries:
             self.r.xack(self.keys.feedback_stream(), GROUP, *[entry_id for entry_id, _ in entries])
         return len(entries)
+
+    def _learn(self, events: list[Event]) -> None:
+        """Steps 1-4 (read, compute, store, count) for decoded events."""
+        if events:
+            self._apply_users(events)
+            self.counter.count_applied(events)
+
+    def _learn_one_by_one(self, decoded: list[tuple[bytes, dict, Event]]) -> None:
+        """After a failed batch: each entry alone; the ones that still fail are dead-lettered."""
+        for entry_id, fields, event in decoded:
+            try:
+                self._learn([event])
+            except Exception as exc:
+                if _retry_later(exc):
+                    raise
+                self._dead_letter(entry_id, fields, f"{type(exc).__name__}: {exc}")
 
     def _apply_users(self, events: list[Event]) -> None:
         """Steps 1-3 (read, compute, store) for decoded events."""
@@ -155,3 +212,25 @@ class FeedbackWorker:
         self.r.xadd(self.keys.feedback_dead_letters(), payload)
         self.counter.count_dead_lettered(stream_id)
         self.r.xack(self.keys.feedback_stream(), GROUP, entry_id)
+
+
+def _retry_later(exc: BaseException) -> bool:
+    """Whether a failed batch should wait for the next round whole (Redis unavailable, or other workers
+    updating the same users) rather than be split to find a bad entry."""
+    return is_transient(exc) or isinstance(exc, ConflictingUpdates)
+
+
+def _log_failure(exc: Exception, delay: float) -> None:
+    if _retry_later(exc):
+        log.warning("redis unavailable or busy (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+    else:
+        log.error("the worker's round failed; retrying in %.1fs", delay, exc_info=exc)
+
+
+def _check_socket_timeout(client: redis.Redis, block_ms: int) -> None:
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if timeout is not None and timeout * 1000 <= block_ms:
+        raise ValueError(
+            f"the Redis client's socket_timeout ({timeout}s) must be longer than the blocking read ({block_ms} ms), "
+            "or every read times out: build the client with serving.worker.connection.worker_client"
+        )

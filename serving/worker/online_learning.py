@@ -22,6 +22,11 @@ from serving.worker.user_state import UserState, UserStateStore, UserUpdate
 ROUNDS = 10  # reads and stores per batch before a user's conflicts are left to the next delivery
 
 
+class ConflictingUpdates(RuntimeError):
+    """Some users' state kept changing under this worker (others were updating them): their entries
+    stay pending for another try; nothing is wrong with the entries themselves."""
+
+
 class OnlineLearner:
     """Applies batches of events to users' online state (see :meth:`apply`)."""
 
@@ -32,7 +37,7 @@ class OnlineLearner:
     def apply(self, events: Sequence[Event], served: ServedModel | None, online_boost: float) -> None:
         """Folds ``events`` into their users' vectors of ``served`` (with ``online_boost``) and stores the
         users' state; events applied before are skipped. With no model served only the state (applied
-        ids, scores, recent events, played set) is stored. Raises RuntimeError when some users kept
+        ids, scores, recent events, played set) is stored. Raises ConflictingUpdates when some users kept
         conflicting with other workers: their entries stay pending for another try."""
         by_user: dict[str, list[Event]] = defaultdict(list)
         for event in events:
@@ -46,7 +51,7 @@ class OnlineLearner:
             if not pending:
                 return
             pending = self._apply_round(pending, contribution, served, online_boost)
-        raise RuntimeError(f"{len(pending)} users kept conflicting; their entries stay pending for another try")
+        raise ConflictingUpdates(f"{len(pending)} users kept conflicting; their entries stay pending for another try")
 
     def _apply_round(
         self, users: dict[str, list[Event]], contribution: Mapping[int, float], served: ServedModel | None, online_boost: float

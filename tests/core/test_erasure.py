@@ -5,9 +5,11 @@ import pyarrow as pa
 
 from core.contracts.events import EVENT_SCHEMA
 from core.erasure import erase_users
+from core.erasure_log import ErasureLog
 from core.ingest.interaction_logs import LOG_SCHEMA
 from core.ingest.result import REJECTS_SCHEMA
-from core.tables import OfflineStore, write_parquet_atomic
+from core.parquet_files import write_parquet_atomic
+from core.tables import OfflineStore
 
 
 def _events(rows):
@@ -21,7 +23,7 @@ def _events(rows):
     return frame
 
 
-def test_erasure_removes_the_users_rows_up_to_the_request_and_nothing_else(tmp_path):
+def test_erasure_removes_every_row_of_the_user_and_nothing_else(tmp_path):
     store = OfflineStore(tmp_path)
     store.write_events(_events([("gone", "2026-01-01"), ("kept", "2026-01-01"), ("gone", "2026-01-02"), ("gone", "2026-03-01")]), part="live")
     logs = pa.table({"user_id": ["gone", "kept"], "item_id": ["a", "a"], "value": [3.0, 4.0], "kind": ["count", "count"],
@@ -31,23 +33,53 @@ def test_erasure_removes_the_users_rows_up_to_the_request_and_nothing_else(tmp_p
                         "raw": ['{"user_id": "gone", "type": "x"}', '{"user_id": "kept", "type": "x"}']}, schema=REJECTS_SCHEMA)  # fmt: skip
     write_parquet_atomic(rejects, store.rejects_path("live"))
 
-    requested = pd.Timestamp("2026-02-01", tz="UTC").timestamp()
-    deleted = erase_users(store, {"gone": requested})
+    gone = store.erasures.digest("gone")
+    deleted, per_user = erase_users(store, {gone})
 
-    assert deleted == {"events": 2, "interaction_logs": 1, "interactions": 0, "rejects": 1}
+    # an erased user stays erased: rows dated after the request go too (regression: they were kept,
+    # and events posted after a DELETE brought the user back into training)
+    assert deleted == {"events": 3, "interaction_logs": 1, "interactions": 0, "rejects": 1}
+    assert per_user == {gone: {"events": 3, "interaction_logs": 1, "rejects": 1}}
     events = store.read_events()
-    # what the user did after asking to be erased is new activity, and stays
-    assert sorted(zip(events["user_id"], events["timestamp"].dt.strftime("%Y-%m-%d"))) == [("gone", "2026-03-01"), ("kept", "2026-01-01")]
+    assert list(zip(events["user_id"], events["timestamp"].dt.strftime("%Y-%m-%d"))) == [("kept", "2026-01-01")]
     assert pd.read_parquet(store.interaction_source_path("lastfm"))["user_id"].tolist() == ["kept"]
     assert pd.read_parquet(store.rejects_path("live"))["row"].tolist() == [2]
     # applying it again finds nothing left to delete and rewrites nothing
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")}
-    assert erase_users(store, {"gone": requested}) == {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
+    assert erase_users(store, {gone}) == ({"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}, {})
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.parquet")} == before
 
 
 def test_no_erasures_touch_nothing(tmp_path):
     store = OfflineStore(tmp_path)
     store.write_events(_events([("kept", "2026-01-01")]), part="live")
-    assert erase_users(store, {}) == {"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}
+    assert erase_users(store, {}) == ({"events": 0, "interaction_logs": 0, "interactions": 0, "rejects": 0}, {})
     assert len(store.read_events()) == 1
+
+
+def test_the_erasure_log_is_append_only_holds_no_id_and_gives_a_receipt(tmp_path):
+    log = ErasureLog(tmp_path / "erasures")
+    subject = log.digest("alice@example.com")
+    assert subject.startswith("e_") and subject == ErasureLog(tmp_path / "erasures").digest("alice@example.com")
+    assert log.subjects() == {} and log.receipt(subject) == []
+    at = log.record_request(subject, at=1_767_225_600.0)
+    log.append(subject, [("redis_online_state", 4, None), ("feedback_stream", 2, "entries not yet drained")], at=at + 1)
+    log.record_request(subject, at=at + 5)  # asked twice: the first request is the one that counts
+    files = sorted((tmp_path / "erasures").glob("*.parquet"))
+    assert len(files) == 3  # one file per append; nothing rewritten
+    assert not any(b"alice" in f.read_bytes() for f in files)  # a digest, never the id
+    assert ErasureLog(tmp_path / "erasures").subjects() == {subject: at}
+    assert log.erased_among(["alice@example.com", "bob"]) == {"alice@example.com"}
+    receipt = log.receipt(subject)
+    assert [(e.place, e.removed) for e in receipt] == [("request", None), ("redis_online_state", 4), ("feedback_stream", 2), ("request", None)]
+    assert receipt[2].detail == "entries not yet drained" and receipt[1].at == at + 1
+
+
+def test_no_writer_stores_rows_of_an_erased_user(tmp_path):
+    store = OfflineStore(tmp_path)
+    store.erasures.record_request(store.erasures.digest("gone"))
+    added = store.write_events(_events([("gone", "2026-01-01"), ("kept", "2026-01-02")]), part="live")
+    assert sum(added.values()) == 1 and store.read_events()["user_id"].tolist() == ["kept"]
+    logs = pd.DataFrame({"user_id": ["gone", "kept"], "item_id": ["a", "a"], "value": [3.0, 4.0], "kind": "count", "timestamp": pd.NaT})
+    assert store.write_interaction_source("lastfm", logs, LOG_SCHEMA) == 1
+    assert pd.read_parquet(store.interaction_source_path("lastfm"))["user_id"].tolist() == ["kept"]

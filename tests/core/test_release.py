@@ -7,7 +7,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import redis
 
 from core import release
 from core.contracts import RedisKeys

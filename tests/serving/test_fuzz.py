@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytest
-import redis
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings

@@ -65,9 +65,12 @@ def test_gdpr_erasure_removes_online_data_and_records_it(settings, client, publi
     redis_client.rpush(keys.user_recent_events(known_user_id), b"event")
     redis_client.set(keys.user_revision(known_user_id), 3)
     response = client.delete(f"/users/{known_user_id}", headers={"X-API-Key": ADMIN_KEY})
-    assert response.status_code == 202 and response.json()["deleted_keys"] == 4
+    assert response.status_code == 202
+    places = {r["place"]: r["count"] for r in response.json()["removed"]}
+    assert places["redis_online_state"] == 4
     assert not any(redis_client.exists(k) for k in keys.user_keys(known_user_id, ["1"]))
     assert published.user_vector("1", known_user_id) is None and not published.played(known_user_id)
-    assert redis_client.hexists(keys.erased_users(), known_user_id)
+    subject = client.app.state.echotune.erasure_log.digest(known_user_id)
+    assert redis_client.hexists(keys.erased_users(), subject) and not redis_client.hexists(keys.erased_users(), known_user_id)
     after = client.get(f"/recommendations/{known_user_id}").json()
     assert after["algorithm"] == "popularity"  # no vector, no history: treated as a new user

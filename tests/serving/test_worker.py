@@ -163,3 +163,126 @@ def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(request, settin
     counters = stream.counters()
     assert counters["accepted"] == 40 and counters["applied"] == 40
     assert redis.Redis.from_url(url).zcard(keys.user_applied_events("listener")) == 40
+
+
+def test_a_poison_entry_is_the_only_one_dead_lettered(settings, redis_client, worker, stream, trained, known_user_id):
+    """Regression: an error while applying one event (here a Redis error for one user's keys) failed the
+    whole batch; now the batch is retried entry by entry and only the entry that fails alone goes."""
+    keys = RedisKeys(settings.redis_prefix)
+    redis_client.lpush(keys.user_revision("broken-user"), "not a revision")  # WRONGTYPE for every read of this user
+    tracks = list(trained[0].item_ids[:4])
+    stream.append(events_for(known_user_id, tracks[:3], prefix="ok") + events_for("broken-user", tracks[3:], prefix="bad"))
+    assert drain(worker) == 4
+    dead = redis_client.xrange(keys.feedback_dead_letters())
+    assert len(dead) == 1 and b"WRONGTYPE" in dead[0][1][b"error"] and b'"bad0"' in dead[0][1][b"field:e"]
+    assert stream.counters() == {"accepted": 4, "applied": 3, "dead_lettered": 1}
+    assert redis_client.zcard(keys.user_applied_events(known_user_id)) == 3
+    assert redis_client.xpending(keys.feedback_stream(), GROUP)["pending"] == 0
+
+
+@pytest.fixture
+def own_redis(request, tmp_path):
+    """A Redis server of this test's own, so it can be put in a failure state."""
+    from core.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    request.addfinalizer(server.stop)
+    return server
+
+
+def test_a_batch_redis_refuses_is_kept_and_applied_once_redis_recovers(settings, own_redis, world, trained):
+    """Out of memory (or read-only after a failover, or unable to persist) is Redis's state, not the
+    entries' fault: the batch is not dead-lettered but kept and applied on a later round."""
+    import redis
+
+    publish_trained(own_redis.url, settings.redis_prefix, world, trained)
+    client, keys = redis.Redis.from_url(own_redis.url), RedisKeys(settings.redis_prefix)
+    stream = FeedbackStream(client, keys)
+    worker = FeedbackWorker(client, keys, consumer="w1", batch=100, block_ms=10)
+    worker.ensure_group()
+    stream.append(events_for("listener", list(trained[0].item_ids[:5])))
+    client.config_set("maxmemory", 1)  # reads still work; every write (the worker's store script) is refused
+    try:
+        with pytest.raises(redis.ResponseError, match="OOM"):
+            worker.step()
+    finally:
+        client.config_set("maxmemory", "2gb")
+    assert client.xlen(keys.feedback_dead_letters()) == 0
+    drain(worker)
+    assert stream.counters() == {"accepted": 5, "applied": 5}
+    assert client.xpending(keys.feedback_stream(), GROUP)["pending"] == 0
+
+
+def test_the_worker_survives_a_redis_error_that_is_not_a_lost_connection(settings, own_redis, world, trained, caplog):
+    """Regression: only connection errors were caught, so one OOM (or READONLY, MISCONF) reply killed
+    the worker thread for good."""
+    import threading
+    import time
+
+    import redis
+
+    publish_trained(own_redis.url, settings.redis_prefix, world, trained)
+    client, keys = redis.Redis.from_url(own_redis.url), RedisKeys(settings.redis_prefix)
+    stream = FeedbackStream(client, keys)
+    stream.append(events_for("listener", list(trained[0].item_ids[:5])))
+    worker = FeedbackWorker(client, keys, consumer="w1", batch=100, block_ms=10)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    client.config_set("maxmemory", 1)
+    with caplog.at_level("WARNING", logger="serving.worker.consumer"):
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not any("OutOfMemoryError" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert any("OutOfMemoryError" in r.getMessage() for r in caplog.records), "the worker never met the error"
+            client.config_set("maxmemory", "2gb")
+            while stream.counters().get("applied", 0) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert thread.is_alive() and stream.counters()["applied"] == 5
+        finally:
+            client.config_set("maxmemory", "2gb")
+            stop.set()
+            thread.join(10)
+    assert client.hgetall(keys.worker_heartbeats()) == {}  # a clean exit takes its heartbeat with it
+
+
+def test_readiness_and_metrics_tell_whether_a_worker_is_alive(settings, redis_client, published):
+    from fastapi.testclient import TestClient
+
+    from core.clock import ManualClock
+    from serving.main import create_app
+    from tests.serving.conftest import CLIENT_KEY
+
+    clock = ManualClock()
+    keys = RedisKeys(settings.redis_prefix)
+    worker = FeedbackWorker(redis_client, keys, consumer="w1", batch=100, block_ms=10, clock=clock)
+    with TestClient(create_app(settings, clock=clock), headers={"X-API-Key": CLIENT_KEY}) as client:
+        before = client.get("/health/ready").json()
+        assert before["worker_alive"] is False and before["worker_heartbeat_age_seconds"] is None
+        worker.step()
+        clock.advance(2.5)
+        alive = client.get("/health/ready").json()
+        assert alive["worker_alive"] is True and alive["worker_heartbeat_age_seconds"] == 2.5
+        clock.advance(settings.worker_stale_seconds)
+        stale = client.get("/health/ready")
+        assert stale.status_code == 200  # the API still answers and takes feedback: reported, not unready
+        assert stale.json()["worker_alive"] is False
+        metrics = client.get("/metrics").text
+        assert "echotune_feedback_workers_alive 0.0" in metrics
+        assert f"echotune_feedback_worker_heartbeat_age_seconds {2.5 + settings.worker_stale_seconds}" in metrics
+
+
+def test_the_worker_connection_never_waits_forever():
+    """A half-open connection must time out: the socket timeout is above the blocking read, TCP
+    connections probe with keepalive, and a client without a long enough timeout is refused."""
+    import redis
+
+    from serving.worker.connection import BLOCK_MS, worker_client
+
+    tcp = worker_client("redis://127.0.0.1:6379/0").connection_pool.connection_kwargs
+    assert tcp["socket_timeout"] * 1000 > BLOCK_MS and tcp["socket_keepalive"] and tcp["health_check_interval"] > 0
+    assert worker_client("unix:///tmp/redis.sock").connection_pool.connection_kwargs["socket_timeout"] * 1000 > BLOCK_MS
+    with pytest.raises(ValueError, match="socket_timeout"):
+        FeedbackWorker(redis.Redis(socket_timeout=0.5), RedisKeys("x"), block_ms=1000)
