@@ -26,7 +26,7 @@ import pandas as pd
 
 from core.erasure_log import ErasureLog
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Registration
-from core.vectorstore import VectorStore
+from core.vectorstore import PLAYED_CAP, VectorStore
 from models.base import Recommender
 from models.promotion import PromotionDecision, decide_promotion
 from models.registry import load
@@ -118,9 +118,14 @@ def publish_aliases(
     return published
 
 
-def publish_played(store: VectorStore, interactions: pd.DataFrame) -> int:
-    """Add every (user, item) of the training interactions to the users' played sets."""
-    return store.add_played(interactions.groupby("user_id")["item_id"].agg(list).to_dict())
+def publish_played(store: VectorStore, interactions: pd.DataFrame, cap: int = PLAYED_CAP) -> int:
+    """Add every (user, item) of the training interactions to the users' played sets, with when it
+    was last played; each user keeps their ``cap`` most recent."""
+    when = pd.to_datetime(interactions["timestamp"], utc=True, errors="coerce")
+    frame = pd.DataFrame({"user_id": interactions["user_id"].astype(str), "item_id": interactions["item_id"].astype(str),
+                          "ms": (when.astype("int64") // 1_000_000).where(when.notna(), 0)})  # fmt: skip
+    played = {user: dict(zip(group["item_id"], group["ms"])) for user, group in frame.groupby("user_id", sort=False)}
+    return store.add_played(played, cap)
 
 
 def rollback(registry: ModelRegistry, store: VectorStore, to_version: str | None = None) -> tuple[str | None, str]:

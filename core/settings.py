@@ -33,6 +33,9 @@ class Settings(BaseSettings):
         None, description="Redis to use, e.g. redis://host:6379/0. Unset: start an embedded redis-server."
     )
     redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")
+    require_redis_aof: bool = Field(
+        False, description="Readiness fails when the configured Redis keeps no append-only file (it is reported either way)."
+    )
     embedded_redis_maxmemory: str = Field(
         "2gb", description="maxmemory of the embedded redis-server (policy noeviction: writes fail loudly instead of losing keys)."
     )

@@ -22,6 +22,9 @@ import redis
 from core.contracts.redis_keys import RedisKeys
 
 _BATCH = 2_000
+# most recent tracks kept in a user's played set: every recommendation reads the whole set, so it is
+# bounded (and a client posting plays of every track in the catalog cannot make it grow)
+PLAYED_CAP = 2_000
 
 
 @dataclass
@@ -95,14 +98,16 @@ class VectorStore:
         self.r.zadd(self.keys.models_index(), {version: time.time()})
         return {"items": len(items), "users": len(user_ids), "bytes": len(items_blob) + len(vectors_blob) + user_vectors.nbytes}
 
-    def add_played(self, played: Mapping[str, Iterable[str]]) -> int:
-        """Add track ids to users' played sets (a union: plays recorded online are never dropped)."""
+    def add_played(self, played: Mapping[str, Mapping[str, float]], cap: int = PLAYED_CAP) -> int:
+        """Add tracks to users' played sets: user -> {track id: when played, epoch ms}. A union (plays
+        recorded online are never dropped) that keeps each user's ``cap`` most recent tracks."""
         n = 0
         pipe = self.r.pipeline(transaction=False)
         for i, (uid, tracks) in enumerate(played.items(), start=1):
-            tracks = list(tracks)
             if tracks:
-                pipe.sadd(self.keys.user_played(uid), *tracks)
+                key = self.keys.user_played(uid)
+                pipe.zadd(key, {t: float(when) for t, when in tracks.items()}, gt=True)
+                pipe.zremrangebyrank(key, 0, -cap - 1)
                 n += len(tracks)
             if i % _BATCH == 0:
                 pipe.execute()
@@ -166,7 +171,7 @@ class VectorStore:
         return None if raw is None else np.frombuffer(raw, dtype=np.float32)
 
     def played(self, user_id: str) -> set[str]:
-        return {t.decode() for t in self.r.smembers(self.keys.user_played(user_id))}
+        return {t.decode() for t in self.r.zrange(self.keys.user_played(user_id), 0, -1)}
 
     # --- housekeeping ---------------------------------------------------------------------
     def delete_version(self, version: str) -> int:

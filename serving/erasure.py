@@ -21,6 +21,7 @@ import redis.asyncio as aredis
 from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
 from core.erasure_log import ErasureLog
+from serving.spool import Spool
 
 STREAM_PAGE = 5_000
 
@@ -58,7 +59,7 @@ class ErasedUsers:
         return self._known.get(self.log.digest(user_id)) if self._known else None
 
 
-async def erase_online(client: aredis.Redis, keys: RedisKeys, log: ErasureLog, user_id: str, spool, clock: Clock = SYSTEM_CLOCK) -> float:
+async def erase_online(client: aredis.Redis, keys: RedisKeys, log: ErasureLog, user_id: str, spool: Spool, clock: Clock = SYSTEM_CLOCK) -> float:
     """Erase ``user_id`` from everything online (see the module docstring), recording each step in
     the receipt. The offline record is written first: if that fails, nothing is erased and the
     caller answers 503. Returns the time of the request."""
@@ -74,8 +75,7 @@ async def erase_online(client: aredis.Redis, keys: RedisKeys, log: ErasureLog, u
     receipt.append(("redis_online_state", int(deleted), f"user vectors of model versions {', '.join(versions) or 'none'}, played tracks, online learning state"))
     receipt.append(("feedback_stream", await _delete_entries(client, keys.feedback_stream(), user_id, field=b"e"), "accepted events not yet persisted"))
     receipt.append(("dead_letters", await _delete_entries(client, keys.feedback_dead_letters(), user_id, field=b"field:e"), "events the worker could not apply"))
-    removed = await asyncio.to_thread(spool.remove_user, user_id) if hasattr(spool, "remove_user") else None
-    receipt.append(("spool", removed, f"this host's spool ({spool.folder})"))
+    receipt.append(("spool", await asyncio.to_thread(spool.remove_user, user_id), f"this host's spool ({spool.folder})"))
     await asyncio.to_thread(log.append, subject, receipt, clock.now())
     return at
 

@@ -40,8 +40,12 @@ class FeedbackAccepted(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(..., description="ready, or not_ready (Redis down or no model loaded).")
+    status: str = Field(..., description="ready, or not_ready (Redis down, no model loaded, or no append-only file while one is required).")
     redis: str
+    redis_aof: bool | None = Field(
+        None, description="Whether Redis keeps an append-only file (None: Redis down). Without one a restart loses accepted "
+        "feedback not yet drained and online learning; ECHOTUNE_REQUIRE_REDIS_AOF=true makes readiness fail then.",
+    )  # fmt: skip
     model_version: str | None = Field(None, description="The champion version being served.")
     algorithm: str | None
     models: dict[str, str] = Field(default_factory=dict, description="Loaded model version by alias.")

@@ -114,6 +114,49 @@ class Spool:
         """Bytes of torn lines kept in the quarantine file (bounded by QUARANTINE_MAX_BYTES)."""
         return _size(self.folder / QUARANTINE)
 
+    # --- erasing -----------------------------------------------------------------------------
+    def remove_user(self, user_id: str) -> int:
+        """Remove every spooled event of ``user_id`` (GDPR erasure). Each file holding one is rewritten
+        beside itself and renamed over it under its lock, while no replay runs: an appender that
+        opened the old file sees the name moved and opens it again. Returns the events removed."""
+        needle = orjson.dumps(user_id)
+        lock = os.open(self.folder / "replay.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        removed = 0
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a replay in progress finishes first, none starts
+            for path in self.files():
+                removed += self._remove_from(path, user_id, needle)
+        finally:
+            os.close(lock)
+        return removed
+
+    def _remove_from(self, path: Path, user_id: str, needle: bytes) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not _still_named(fd, path):
+                return 0
+            with open(fd, "rb", closefd=False) as handle:
+                lines = handle.read().splitlines(keepends=True)
+            kept = [line for line in lines if needle not in line or _user_of(line) != user_id]
+            if len(kept) == len(lines):
+                return 0
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            try:
+                _write_all(out, b"".join(kept))
+                os.fsync(out)
+            finally:
+                os.close(out)
+            os.rename(tmp, path)
+            _fsync_folder(self.folder)
+            return len(lines) - len(kept)
+        finally:
+            os.close(fd)
+
     # --- replaying ---------------------------------------------------------------------------
     async def replay(self, append: Callable[[list[bytes]], Awaitable[None]]) -> int:
         """Send every spooled event through ``append`` (idempotent) and delete each file once it is all
@@ -215,6 +258,14 @@ def _is_event_row(line: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return isinstance(row, dict) and isinstance(row.get("event_id"), str) and bool(row["event_id"])
+
+
+def _user_of(line: bytes) -> str | None:
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return row.get("user_id") if isinstance(row, dict) else None
 
 
 def _still_named(fd: int, path: Path) -> bool:

@@ -111,7 +111,7 @@ class AppState:
         :meth:`local_verdict`."""
         if not self.breaker.available:
             raise RedisUnavailable("redis unavailable (recent failure)")
-        commands = [("GET", self.keys.user_vector(version, user_id)), ("SMEMBERS", self.keys.user_played(user_id))]
+        commands = [("GET", self.keys.user_vector(version, user_id)), ("ZRANGE", self.keys.user_played(user_id), 0, -1)]
         limit = self._rate_limit_commands(key) if key is not None else None
         try:
             replies = await self._round_trip(commands + (limit[0] if limit else []))

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LAYOUT_VERSION = "v1"
+# v2: played tracks are a sorted set (by when they were played, capped per user), erasures are
+# recorded by digest. A new layout version starts from empty keys: the next pipeline run publishes into
+# it; keys of the old one (``<prefix>:v1:*``) can be deleted.
+LAYOUT_VERSION = "v2"
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ class RedisKeys:
 
     # --- users ----------------------------------------------------------------------------
     def user_played(self, user_id: str) -> str:
-        """Set: track ids the user has played (excluded from recommendations)."""
+        """Sorted set: track ids of the served catalog the user has played, scored by when (epoch ms);
+        the most recent ``played_cap`` are kept. Excluded from recommendations."""
         return f"{self.root}:user:{{u:{user_id}}}:played"
 
     # the user's online learning state (all in the user's slot, updated together by the worker)

@@ -95,6 +95,7 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
 
     from core.contracts.redis_keys import RedisKeys
     from core.redis_server import redis_url
+    from core.tables import OfflineStore
     from serving.observability import configure_logging
     from serving.worker import FeedbackWorker
     from serving.worker.connection import worker_client
@@ -104,10 +105,11 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with redis_url(settings.redis_url, settings.layout.redis) as url:
+    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
         client = worker_client(url)  # timeouts, keepalive and health checks: a dead connection never hangs it
         FeedbackWorker(
-            client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, claim_idle_ms=claim_idle_ms, latency_log=latency_log
+            client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, claim_idle_ms=claim_idle_ms, latency_log=latency_log,
+            erasure_log=OfflineStore(settings.layout.tables).erasures,
         ).run(stop)
 
 

@@ -14,21 +14,27 @@ router = APIRouter(tags=["operations"])
 
 
 async def _health(state) -> Health:
-    worker = None
+    worker, aof = None, None
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
             pipe.ping()
             pipe.hgetall(state.keys.worker_heartbeats())
-            _, heartbeats = await pipe.execute()
+            pipe.info("persistence")
+            _, heartbeats, persistence = await pipe.execute()
         redis_status = "ok"
         worker = worker_liveness(heartbeats, state.clock.now(), state.settings.worker_stale_seconds)
+        aof = bool(int(persistence.get("aof_enabled", 0)))
     except REDIS_ERRORS as exc:
         redis_status = f"down: {type(exc).__name__}"
     model = state.models.get()
-    ready = redis_status == "ok" and model is not None
+    # without an append-only file a Redis restart loses accepted feedback not yet drained, online
+    # learning and the copy of the erasures: said always, refused when ECHOTUNE_REQUIRE_REDIS_AOF is set
+    durable = aof is not False or not state.settings.require_redis_aof
+    ready = redis_status == "ok" and model is not None and durable
     return Health(
         status="ready" if ready else "not_ready",
         redis=redis_status,
+        redis_aof=aof,
         model_version=model.version if model else None,
         algorithm=model.algorithm if model else None,
         models=state.models.loaded(),

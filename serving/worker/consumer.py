@@ -13,10 +13,12 @@ import redis
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
+from core.erasure_log import ErasureLog
 from core.vectorstore import VectorStore
 from models.online_update import ONLINE_BOOST
 from serving.worker.connection import BLOCK_MS, is_transient
 from serving.worker.counting import EventCounter
+from serving.worker.erasures import ErasedSubjects
 from serving.worker.events import Event, parse_entry, stream_id_of
 from serving.worker.heartbeat import Heartbeat
 from serving.worker.online_learning import ConflictingUpdates, OnlineLearner
@@ -45,6 +47,7 @@ class FeedbackWorker:
         latency_log: Path | None = None,
         online_boost: float = ONLINE_BOOST,
         clock: Clock = SYSTEM_CLOCK,
+        erasure_log: ErasureLog | None = None,
     ) -> None:
         _check_socket_timeout(client, block_ms)
         self.r = client
@@ -59,6 +62,8 @@ class FeedbackWorker:
         self.counter = EventCounter(client, keys)
         self.clock = clock
         self.heartbeat = Heartbeat(client, keys, self.consumer, clock)
+        # erased users' queued events are dropped; None (no offline store at hand, e.g. some tests): not checked
+        self.erasures = ErasedSubjects(client, keys, erasure_log)
         self._checked_model = float("-inf")
         self._claimed_at = float("-inf")
         self._group_ready = False
@@ -185,9 +190,21 @@ class FeedbackWorker:
         return len(entries)
 
     def _learn(self, events: list[Event]) -> None:
-        """Steps 1-4 (read, compute, store, count) for decoded events."""
+        """Steps 1-4 (read, compute, store, count) for decoded events; events of erased users are
+        dropped (counted as such), and an erasure that lands meanwhile is honoured after the store."""
+        if not events:
+            return
+        self.erasures.refresh()
+        erased = self.erasures.erased(e.user for e in events)
+        if erased:
+            dropped = [e for e in events if e.user in erased]
+            events = [e for e in events if e.user not in erased]
+            self.counter.count_erased(dropped)
+            log.info("dropped %d queued events of erased users", len(dropped))
         if events:
             self._apply_users(events)
+            if self.erasures.refresh():  # an erasure arrived while the batch was stored
+                self.erasures.forget(self.erasures.erased(e.user for e in events))
             self.counter.count_applied(events)
 
     def _learn_one_by_one(self, decoded: list[tuple[bytes, dict, Event]]) -> None:

@@ -68,3 +68,14 @@ class EventCounter:
     def count_dead_lettered(self, stream_id: str) -> None:
         """Adds the stream entry ``stream_id`` to ``dead_lettered`` unless it was counted already."""
         self._count(keys=self._keys(utc_day(entry_ms(stream_id))), args=[COUNTED_TTL_SECONDS, "dead_lettered", f"dead:{stream_id}", ""])
+
+    def count_erased(self, events: Sequence[Event]) -> None:
+        """Adds the events not counted yet to ``dropped_erased``: queued events of users erased since
+        (accepted, then dropped by law: neither applied nor dead letters)."""
+        by_day: dict[str, list[str]] = defaultdict(list)
+        for e in events:
+            by_day[utc_day(e.accepted_ms)] += [f"erased:{e.event_id}", ""]
+        pipe = self.r.pipeline(transaction=False)
+        for day, pairs in by_day.items():
+            self._count(keys=self._keys(day), args=[COUNTED_TTL_SECONDS, "dropped_erased", *pairs], client=pipe)
+        pipe.execute()

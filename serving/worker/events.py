@@ -57,6 +57,10 @@ def parse_entry(stream_id: str, fields: dict) -> Event:
     """The event in a stream entry's fields (``e``: its JSON row). Raises KeyError, ValueError or
     TypeError for an entry that is not a feedback event (the worker dead-letters it)."""
     row = decode(fields[b"e"])
-    if row.get("type") not in EVENT_TYPES or not row.get("user_id") or not row.get("track_id") or not row.get("event_id"):
-        raise ValueError(f"not a feedback event: {str(row)[:200]}")
+    if not isinstance(row, dict):
+        raise ValueError(f"not a feedback event: a JSON {type(row).__name__}, not an object")
+    missing = [f for f in ("event_id", "user_id", "track_id") if not row.get(f)]
+    if missing or row.get("type") not in EVENT_TYPES:
+        # the error is logged and kept with the dead letter: it names fields, never their values (user ids)
+        raise ValueError(f"not a feedback event: {'missing ' + ', '.join(missing) if missing else 'unknown type'}")
     return Event(stream_id, entry_ms(stream_id), row)

@@ -37,7 +37,7 @@ class OnlineLearner:
     def apply(self, events: Sequence[Event], served: ServedModel | None, online_boost: float) -> None:
         """Folds ``events`` into their users' vectors of ``served`` (with ``online_boost``) and stores the
         users' state; events applied before are skipped. With no model served only the state (applied
-        ids, scores, recent events, played set) is stored. Raises ConflictingUpdates when some users kept
+        ids) is stored, and online state only ever holds tracks of the served catalog. Raises ConflictingUpdates when some users kept
         conflicting with other workers: their entries stay pending for another try."""
         by_user: dict[str, list[Event]] = defaultdict(list)
         for event in events:
@@ -95,11 +95,13 @@ def _user_update(
     update = UserUpdate(user, state.revision, served.version if served else "", None, fresh, contributions)
     if served is None:
         return update
+    update.known = {e.track_id for e in fresh if e.track_id in served.index}
     vector = state.vector if state.vector is not None else served.fold.tail.copy()
     events = [(e.track_id, c) for e, c in zip(fresh, contributions)]
     model = {"fold": served.fold, "index": served.index, "online_boost": online_boost}
     if recent is not None:
-        update.vector, update.online_scores = refold(vector, events, recent, served.trained_until_ms, **model)
+        update.vector, scores = refold(vector, events, recent, served.trained_until_ms, **model)
+        update.online_scores = {track: score for track, score in scores.items() if track in served.index}
     else:
         update.vector = increment(vector, events, state.online_scores, **model)
     return update

@@ -2,7 +2,8 @@
 
 A user's state is their revision, the model version their vector carries online updates for, the
 vector, the ids of the events already applied (the dedupe window), their online score per track, their
-recent events (for re-folding on a new version) and their played set: all keys of
+recent events (for re-folding on a new version) and their played set, the last two bounded and all
+of it only for tracks of the served catalog (any well-formed track id can be posted): all keys of
 :class:`~core.contracts.redis_keys.RedisKeys` in the user's slot, so one script updates them together.
 """
 
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
 import redis
 
 from core.contracts.redis_keys import RedisKeys
+from core.vectorstore import PLAYED_CAP
 from serving.worker.events import Event
 
 DEDUPE_SECONDS = 7 * 24 * 3600
@@ -24,12 +26,14 @@ RECENT_EVENTS = 500
 
 # KEYS: revision, applied, online, recent, played, vector, folded
 # ARGV: expected revision ('' = none yet), applied cutoff ms, version, vector bytes, refold flag, n events,
-#       n * (event_id, accepted_ms, event_ms, track_id, contribution, played flag), [m, m * (track, score)]
+#       played cap, n * (event_id, accepted_ms, event_ms, track_id, contribution, track flag), [m, m * (track, score)]
+# track flag: '0' a track the served model does not have (the event is marked applied, nothing else:
+# online state grows only with the served catalog), '1' a known track, '2' a known track the user heard
 APPLY_SCRIPT = """
 local rev = redis.call('GET', KEYS[1]) or ''
 if rev ~= ARGV[1] then return -1 end
 local n = tonumber(ARGV[6])
-local base = 7
+local base = 8
 for k = 0, n - 1 do
   if redis.call('ZSCORE', KEYS[2], ARGV[base + k * 6]) then return -1 end
 end
@@ -45,11 +49,15 @@ end
 for k = 0, n - 1 do
   local b = base + k * 6
   redis.call('ZADD', KEYS[2], ARGV[b + 1], ARGV[b])
-  if not refold then redis.call('HINCRBYFLOAT', KEYS[3], ARGV[b + 3], ARGV[b + 4]) end
-  redis.call('LPUSH', KEYS[4], '[' .. ARGV[b + 2] .. ',"' .. ARGV[b + 3] .. '",' .. ARGV[b + 4] .. ']')
-  if ARGV[b + 5] == '1' then redis.call('SADD', KEYS[5], ARGV[b + 3]) end
+  local flag = ARGV[b + 5]
+  if flag ~= '0' then
+    if not refold then redis.call('HINCRBYFLOAT', KEYS[3], ARGV[b + 3], ARGV[b + 4]) end
+    redis.call('LPUSH', KEYS[4], '[' .. ARGV[b + 2] .. ',"' .. ARGV[b + 3] .. '",' .. ARGV[b + 4] .. ']')
+    if flag == '2' then redis.call('ZADD', KEYS[5], 'GT', ARGV[b + 2], ARGV[b + 3]) end
+  end
 end
 redis.call('LTRIM', KEYS[4], 0, %d)
+redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[7]) - 1)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4]) end
 redis.call('SET', KEYS[7], ARGV[3])
@@ -79,15 +87,17 @@ class UserUpdate:
     vector: np.ndarray | None  # the new vector (None: no model served, no vector written)
     events: list[Event]  # the events applied: marked applied, remembered, their tracks played
     contributions: list[float]  # their score contributions, in order
+    known: set[str] = field(default_factory=set)  # tracks of the served catalog: only they enter online state
     online_scores: dict[str, float] | None = None  # re-fold: replaces the online scores; else events add to them
 
 
 class UserStateStore:
     """Reads and stores users' online state (keys from :class:`RedisKeys`, writes through APPLY_SCRIPT)."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, played_cap: int = PLAYED_CAP) -> None:
         self.r = client
         self.keys = keys
+        self.played_cap = played_cap
         self._apply = client.register_script(APPLY_SCRIPT)
 
     def _vector_key(self, version: str, user: str) -> str:
@@ -139,9 +149,10 @@ class UserStateStore:
         for update in updates:
             user, refold = update.user, update.online_scores is not None
             vector = b"" if update.vector is None else update.vector.astype(np.float32).tobytes()
-            args = [update.revision, cutoff, update.version, vector, "1" if refold else "0", len(update.events)]
+            args = [update.revision, cutoff, update.version, vector, "1" if refold else "0", len(update.events), self.played_cap]
             for e, contribution in zip(update.events, update.contributions):
-                args += [e.event_id, e.accepted_ms, e.event_ms, e.track_id, repr(contribution), "1" if e.played else "0"]
+                flag = "0" if e.track_id not in update.known else "2" if e.played else "1"
+                args += [e.event_id, e.accepted_ms, e.event_ms, e.track_id, repr(contribution), flag]
             if refold:
                 args.append(len(update.online_scores))
                 for track, score in update.online_scores.items():

@@ -11,6 +11,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from core.contracts import RedisKeys
 from core.model_registry import CHAMPION, ModelRegistry
 from core.redis_server import EmbeddedRedis
 from core.tables import OfflineStore
@@ -74,7 +75,7 @@ def test_erase_post_flush_reimport_retrain(own, caplog):
     assert registry.versions() == ["2"] and registry.alias(CHAMPION) == "2"
     model = load(registry.download("2", settings.home / "download"))
     assert user not in set(model.user_ids)
-    assert client.zrange(f"{settings.redis_prefix}:v1:models", 0, -1) == [b"2"]
+    assert client.zrange(RedisKeys(settings.redis_prefix).models_index(), 0, -1) == [b"2"]
     # logs: the API's access log and everything the server side logged (httpx is the test's own client)
     server_side = [r for r in caplog.records if not r.name.startswith("httpx")]
     assert server_side and not [r for r in server_side if user in r.getMessage() or user in str(r.__dict__)]

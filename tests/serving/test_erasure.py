@@ -4,7 +4,7 @@ queued and no Redis flush brings them back, and the receipt says what was remove
 from fastapi.testclient import TestClient
 
 from core.contracts import FeedbackEvent, RedisKeys
-from core.feedback_stream import FeedbackStream
+from core.feedback_stream import FeedbackStream, encode
 from serving.main import create_app
 from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY
 
@@ -23,10 +23,15 @@ def test_queued_events_go_new_events_are_refused_and_the_receipt_lists_each_plac
     redis_client.xadd(keys.feedback_dead_letters(), {"entry": "1-0", "error": "x", "field:e": FeedbackEvent.model_validate(
         {"user_id": known_user_id, "track_id": TRACK, "type": "play", "event_id": "dead-1"}).stamped().model_dump_json()})  # fmt: skip
 
+    spool = client.app.state.echotune.spool  # as if these were accepted while Redis was down
+    spool.append([encode(_event(known_user_id, 3)), encode(_event("bystander", 2))], max_bytes=1 << 20)
+
     erased = client.delete(f"/users/{known_user_id}", headers=ADMIN)
     assert erased.status_code == 202
     places = {r["place"]: r["count"] for r in erased.json()["removed"]}
     assert places["feedback_stream"] == 2 and places["dead_letters"] == 1 and places["redis_online_state"] >= 2
+    assert places["spool"] == 1 and spool.pending() == 1
+    assert not any(known_user_id.encode() in p.read_bytes() for p in spool.files())
     assert redis_client.xlen(keys.feedback_stream()) == 1  # the bystander's event stays
     assert int(redis_client.get(keys.erasures_version())) == 1
     assert redis_client.hkeys(keys.erased_users()) == [client.app.state.echotune.erasure_log.digest(known_user_id).encode()]

@@ -74,3 +74,22 @@ def test_gdpr_erasure_removes_online_data_and_records_it(settings, client, publi
     assert redis_client.hexists(keys.erased_users(), subject) and not redis_client.hexists(keys.erased_users(), known_user_id)
     after = client.get(f"/recommendations/{known_user_id}").json()
     assert after["algorithm"] == "popularity"  # no vector, no history: treated as a new user
+
+
+def test_readiness_reports_redis_durability_and_can_require_it(settings, published, redis_client):
+    original = redis_client.config_get("appendonly")["appendonly"]
+    strict = settings.model_copy(update={"require_redis_aof": True})
+    try:
+        redis_client.config_set("appendonly", "yes")
+        with TestClient(create_app(strict)) as client:
+            durable = client.get("/health/ready")
+        redis_client.config_set("appendonly", "no")
+        with TestClient(create_app(settings)) as client:
+            relaxed = client.get("/health/ready")
+        with TestClient(create_app(strict)) as client:
+            refused = client.get("/health/ready")
+    finally:
+        redis_client.config_set("appendonly", original)
+    assert durable.status_code == 200 and durable.json()["redis_aof"] is True
+    assert relaxed.status_code == 200 and relaxed.json()["redis_aof"] is False  # reported, not refused
+    assert refused.status_code == 503 and refused.json()["status"] == "not_ready"

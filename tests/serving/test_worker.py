@@ -286,3 +286,66 @@ def test_the_worker_connection_never_waits_forever():
     assert worker_client("unix:///tmp/redis.sock").connection_pool.connection_kwargs["socket_timeout"] * 1000 > BLOCK_MS
     with pytest.raises(ValueError, match="socket_timeout"):
         FeedbackWorker(redis.Redis(socket_timeout=0.5), RedisKeys("x"), block_ms=1000)
+
+
+def test_online_state_grows_only_with_the_served_catalog(worker, stream, redis_client, settings, published, trained):
+    """Any well-formed track id can be posted; only tracks of the served catalog may enter a user's
+    online scores, recent events and played set (the events still count as applied and reach the
+    offline log through the drain)."""
+    model, _ = trained
+    keys = RedisKeys(settings.redis_prefix)
+    made_up = [f"{i:022d}" for i in range(30)]  # valid Spotify-id shape, not in the catalog
+    stream.append(events_for("visitor", made_up + [model.item_ids[0]], kind="play", prefix="x"))
+    drain(worker)
+    assert stream.counters()["applied"] == 31
+    assert redis_client.hkeys(keys.user_online_scores("visitor")) == [model.item_ids[0].encode()]
+    assert published.played("visitor") == {model.item_ids[0]}
+    assert redis_client.llen(keys.user_recent_events("visitor")) == 1
+
+
+def test_played_sets_keep_only_the_most_recent_tracks(worker, stream, published, trained):
+    model, _ = trained
+    worker.learner.user_state.played_cap = 5
+    tracks = list(model.item_ids[:8])
+    events = [FeedbackEvent(user_id="binger", track_id=t, type="play", event_id=f"b{i}",
+                            timestamp=f"2026-01-01T00:00:0{i}Z").stamped() for i, t in enumerate(tracks)]  # fmt: skip
+    stream.append(events)
+    drain(worker)
+    assert published.played("binger") == set(tracks[3:])  # the five played last
+
+
+def test_queued_events_of_an_erased_user_are_dropped(settings, redis_client, stream, published, trained, tmp_path):
+    from core.erasure_log import ErasureLog
+
+    keys, log = RedisKeys(settings.redis_prefix), ErasureLog(tmp_path / "erasures")
+    worker = FeedbackWorker(redis_client, keys, consumer="w1", batch=100, block_ms=10, erasure_log=log)
+    worker.ensure_group()
+    model, _ = trained
+    stream.append(events_for("leaving", list(model.item_ids[:4]), prefix="l") + events_for("staying", list(model.item_ids[:2]), prefix="s"))
+    # what DELETE /users/leaving records (the API also removes the stream entries; say it lost a race)
+    redis_client.hset(keys.erased_users(), log.digest("leaving"), "1")
+    redis_client.incr(keys.erasures_version())
+    drain(worker)
+    assert stream.counters() == {"accepted": 6, "applied": 2, "dropped_erased": 4}
+    assert not [k for k in redis_client.scan_iter(match=f"{settings.redis_prefix}:*") if b"leaving" in k]
+    assert published.played("staying")
+
+
+def test_an_erasure_landing_while_a_batch_is_stored_leaves_nothing_behind(settings, redis_client, stream, published, trained, tmp_path):
+    from core.erasure_log import ErasureLog
+
+    keys, log = RedisKeys(settings.redis_prefix), ErasureLog(tmp_path / "erasures")
+    worker = FeedbackWorker(redis_client, keys, consumer="w1", batch=100, block_ms=10, erasure_log=log)
+    worker.ensure_group()
+    model, _ = trained
+    stored = worker.learner.apply
+
+    def store_then_erasure_arrives(*args, **kwargs):
+        stored(*args, **kwargs)  # the user's state is written ...
+        redis_client.hset(keys.erased_users(), log.digest("leaving"), "1")  # ... and the API records the erasure
+        redis_client.incr(keys.erasures_version())  # before deleting the keys (it deleted them before the write)
+
+    worker.learner.apply = store_then_erasure_arrives
+    stream.append(events_for("leaving", list(model.item_ids[:3]), prefix="r"))
+    drain(worker)
+    assert not [k for k in redis_client.scan_iter(match=f"{settings.redis_prefix}:*") if b"leaving" in k]
