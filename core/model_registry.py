@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,11 @@ class ModelRegistry:
         """Every registered version, oldest first."""
         found = self.client.search_model_versions(f"name = '{self.name}'")
         return [str(v) for v in sorted(int(v.version) for v in found)]
+
+    @staticmethod
+    def now() -> float:
+        """The current time as the registry's timestamps count it (epoch seconds)."""
+        return time.time()
 
     def created_at(self, version: str) -> float:
         """Epoch seconds when ``version`` was registered."""

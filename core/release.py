@@ -28,6 +28,7 @@ from core.erasure_log import ErasureLog
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Registration
 from core.vectorstore import PLAYED_CAP, VectorStore
 from models.base import Recommender
+from models.features import track_features
 from models.promotion import PromotionDecision, decide_promotion
 from models.registry import load
 from models.training import TrainingResult
@@ -126,6 +127,34 @@ def publish_played(store: VectorStore, interactions: pd.DataFrame, cap: int = PL
                           "ms": (when.astype("int64") // 1_000_000).where(when.notna(), 0)})  # fmt: skip
     played = {user: dict(zip(group["item_id"], group["ms"])) for user, group in frame.groupby("user_id", sort=False)}
     return store.add_played(played, cap)
+
+
+def extend_catalog(registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES) -> dict[str, int]:
+    """New tracks join the served catalog without a retrain: tracks of ``catalog`` that a published
+    aliased version lacks get item vectors from their audio features and genres through the model's
+    cold-start map (``cold_item_vectors``) and are appended to that version in Redis
+    (:meth:`VectorStore.extend`); the next training gives them learned vectors. Returns version ->
+    tracks added (versions whose model has no cold-start map are left as they are)."""
+    added: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for version in dict.fromkeys(v for a in aliases if (v := store.alias(a)) is not None):
+            published = store.load(version)
+            new = catalog[~catalog["track_id"].astype(str).isin(set(published.items["track_id"].astype(str)))]
+            if new.empty:
+                continue
+            model = load(registry.download(version, Path(tmp) / version))
+            if not hasattr(model, "cold_item_vectors"):
+                continue
+            ids = new["track_id"].astype(str).to_numpy()
+            vectors = model.cold_item_vectors(track_features(new, ids))
+            similarity = None
+            if published.similarity_vectors is not None:  # same space as the published ones (without a bias column)
+                part = vectors[:, : published.similarity_vectors.shape[1]]
+                similarity = (part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+            items = new.reset_index(drop=True).assign(popularity=np.float32(0.0))
+            store.extend(version, items, vectors, similarity)
+            added[version] = len(new)
+    return added
 
 
 def rollback(registry: ModelRegistry, store: VectorStore, to_version: str | None = None) -> tuple[str | None, str]:

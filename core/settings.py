@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     worker_stale_seconds: float = Field(
         30.0, gt=0, description="A feedback worker whose last heartbeat is older than this counts as not alive (readiness, /metrics)."
     )
+    worker_metrics_port: int = Field(
+        9101, ge=0, le=65535, description="Port of each feedback worker's own Prometheus metrics (on ECHOTUNE_API_HOST); 0 turns them off."
+    )
 
     # --- UIs started by `echotune demo` (no authentication: keep them on loopback) -------------
     dagster_host: str = Field("127.0.0.1", description="Interface of the Dagster UI. It has no login: anyone who reaches it can launch runs.")
@@ -106,6 +109,27 @@ class Settings(BaseSettings):
     algorithm: str = Field("lowrank_ease", description="Algorithm the pipeline trains and releases (see models.SERVABLE_ALGORITHMS).")
     train_params: dict[str, Any] = Field(
         default_factory=dict, description='Parameters for the algorithm, JSON, e.g. {"dimensions": 32} or {"epochs": 20}.'
+    )
+
+    # --- the loop: automation and bounded state --------------------------------------------
+    automation: bool = Field(
+        True, description="Dagster's sensors and schedules start on: feedback drained, retraining on volume, drift or daily, "
+        "published champions followed. Off: everything manual (they exist, stopped).",
+    )  # fmt: skip
+    drain_every_seconds: int = Field(300, ge=10, description="How often live feedback is drained from the stream to parquet.")
+    retrain_after_events: int = Field(10_000, ge=1, description="Retrain once this many live events arrived after the champion's training data.")
+    retrain_cron: str = Field("0 3 * * *", description="Daily retraining (cron, UTC), whatever the volume.")
+    drift_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="Share of drifted columns (live window vs the champion's training window) that fails the drift check and requests a retrain."
+    )  # fmt: skip
+    model_max_age_hours: float = Field(48.0, gt=0.0, description="The freshness check warns when the champion was trained longer ago than this.")
+    keep_versions: int = Field(3, ge=1, description="Published vector sets kept in Redis (champion, challenger and experiment versions always are).")
+    stream_max_entries: int = Field(
+        5_000_000, ge=1000, description="Safety cap of the feedback stream: past it POST /feedback answers 503 rather than trim undrained events."
+    )
+    dead_letter_days: int = Field(14, ge=1, description="Dead letters older than this are trimmed by the drain.")
+    feedback_backlog_max: int = Field(
+        1_000_000, ge=1, description="The feedback check fails when more entries than this wait in the stream (drained or worker lag)."
     )
 
     @field_validator("algorithm")

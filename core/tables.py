@@ -158,6 +158,18 @@ class OfflineStore:
         frame = table.to_pandas()
         return frame.drop_duplicates("event_id").sort_values("timestamp", kind="stable").reset_index(drop=True)
 
+    def count_events_after(self, after_ms: int, part: str = "live") -> int:
+        """Events of ``part`` (default: live feedback) stored with a timestamp after ``after_ms``; reads
+        only the day partitions from that day on."""
+        first_day = np.datetime64(int(after_ms), "ms").astype("datetime64[D]").astype(str)
+        files = [f for f in self.event_files() if f.name == f"{part}.parquet" and f.parent.name.startswith("date=")
+                 and f.parent.name.split("=", 1)[1] >= first_day]  # fmt: skip
+        if not files:
+            return 0
+        table = ds.dataset(files, schema=EVENT_SCHEMA, format="parquet").to_table(columns=["timestamp"])
+        after = pa.scalar(int(after_ms), pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        return int(pc.sum(pc.cast(pc.greater(table["timestamp"], after), pa.int64())).as_py() or 0)
+
     def remove_event_part(self, part: str) -> int:
         """Delete ``part`` from every partition (a source that regenerates its events replaces them all)."""
         files = [f for f in self.event_files() if f.name == f"{part}.parquet"]

@@ -98,6 +98,35 @@ class VectorStore:
         self.r.zadd(self.keys.models_index(), {version: time.time()})
         return {"items": len(items), "users": len(user_ids), "bytes": len(items_blob) + len(vectors_blob) + user_vectors.nbytes}
 
+    def extend(self, version: str, items: pd.DataFrame, item_vectors: np.ndarray, similarity_vectors: np.ndarray | None) -> int:
+        """Append new items to a published ``version`` (new tracks placed by the model's cold-start map:
+        the catalog grows between trainings). Item table, vectors, similarity vectors and fold-in
+        (zero rows: an unplayed item moves no user vector, as in training) are replaced in one
+        transaction with ``catalog_revision`` bumped, so readers load the old set or the new, and
+        notice the change. User vectors are untouched. Returns the new item count."""
+        current = self.load(version)
+        if len(items) != len(item_vectors):
+            raise ValueError(f"{len(items)} new items but {len(item_vectors)} vectors")
+        merged_items = pd.concat([current.items, items.reindex(columns=current.items.columns)], ignore_index=True)
+        vectors = np.vstack([current.item_vectors, np.asarray(item_vectors, dtype=np.float32)])
+        fold = self.fold_in(version)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.keys.model_items(version), _parquet_bytes(merged_items))
+        pipe.set(self.keys.model_item_vectors(version), _npy_bytes(vectors))
+        if current.similarity_vectors is not None and similarity_vectors is not None:
+            pipe.set(self.keys.model_similarity_vectors(version), _npy_bytes(np.vstack([current.similarity_vectors, similarity_vectors])))
+        if fold is not None:
+            zeros = np.zeros((len(items), fold[0].shape[1]), dtype=np.float32)
+            pipe.set(self.keys.model_fold_in(version), _npy_bytes(np.vstack([fold[0], zeros])))
+        pipe.hset(self.keys.model_meta(version), mapping={"items": str(len(merged_items)), "extended_at": str(time.time())})
+        pipe.hincrby(self.keys.model_meta(version), "catalog_revision", 1)
+        pipe.execute()
+        return len(merged_items)
+
+    def catalog_revision(self, version: str) -> int:
+        """How many times ``version``'s catalog was extended since it was published."""
+        return int(self.r.hget(self.keys.model_meta(version), "catalog_revision") or 0)
+
     def add_played(self, played: Mapping[str, Mapping[str, float]], cap: int = PLAYED_CAP) -> int:
         """Add tracks to users' played sets: user -> {track id: when played, epoch ms}. A union (plays
         recorded online are never dropped) that keeps each user's ``cap`` most recent tracks."""
@@ -144,13 +173,24 @@ class VectorStore:
         return {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.model_meta(version)).items()}
 
     def load(self, version: str) -> PublishedVersion:
-        """Everything the API holds in memory for one version."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.get(self.keys.model_items(version))
-        pipe.get(self.keys.model_item_vectors(version))
-        pipe.hgetall(self.keys.model_meta(version))
-        pipe.get(self.keys.model_similarity_vectors(version))
-        items_blob, vectors_blob, meta, similarity_blob = pipe.execute()
+        """Everything the API holds in memory for one version. The catalog revision is read before and
+        after the blobs: an extension landing in between (:meth:`extend`) is read again, so the item
+        table and the vectors always match. (No MULTI: a Redis at its memory cap refuses transactions,
+        and serving must still load what is there.)"""
+        keys = self.keys
+        for _ in range(5):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hget(keys.model_meta(version), "catalog_revision")
+            pipe.get(keys.model_items(version))
+            pipe.get(keys.model_item_vectors(version))
+            pipe.hgetall(keys.model_meta(version))
+            pipe.get(keys.model_similarity_vectors(version))
+            pipe.hget(keys.model_meta(version), "catalog_revision")
+            before, items_blob, vectors_blob, meta, similarity_blob, after = pipe.execute()
+            if before == after:
+                break
+        else:
+            raise RuntimeError(f"model version {version}'s catalog kept changing while it was read")
         if items_blob is None or vectors_blob is None or not meta:
             raise KeyError(f"model version {version} is not (completely) published in Redis")
         items = pq.read_table(io.BytesIO(items_blob)).to_pandas()
@@ -158,10 +198,18 @@ class VectorStore:
         similarity = None if similarity_blob is None else np.load(io.BytesIO(similarity_blob), allow_pickle=False)
         return PublishedVersion(version, items, vectors, {k.decode(): v.decode() for k, v in meta.items()}, similarity)
 
+    def is_complete(self, version: str) -> bool:
+        """Whether every artefact of ``version`` the API and the worker read is in Redis."""
+        keys = self.keys
+        found = self.r.exists(keys.model_meta(version), keys.model_items(version), keys.model_item_vectors(version), keys.model_fold_in(version))
+        return found == 4
+
     def fold_in(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The version's fold-in (matrix, tail), or None when it was published without one."""
-        raw = self.r.get(self.keys.model_fold_in(version))
-        tail = self.r.hget(self.keys.model_meta(version), "fold_in_tail")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.keys.model_fold_in(version))
+        pipe.hget(self.keys.model_meta(version), "fold_in_tail")
+        raw, tail = pipe.execute()
         if raw is None or tail is None:
             return None
         return np.load(io.BytesIO(raw), allow_pickle=False), np.array(tail.decode().split(","), dtype=np.float32)

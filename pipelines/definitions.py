@@ -1,17 +1,19 @@
 """The code location: every domain's definitions merged, with resources built from the settings."""
 
 import json
-from datetime import timedelta
 
 import dagster as dg
 
 from core.settings import Settings, get_settings
+from pipelines.automation import definitions as automation_defs
 from pipelines.experiment_reports import definitions as experiment_report_defs
 from pipelines.ingestion import definitions as ingestion_defs
+from pipelines.monitoring import definitions as monitoring_defs
 from pipelines.resources import (
     ExperimentsResource,
     IngestionResource,
     MlflowResource,
+    MonitoringResource,
     OfflineStoreResource,
     RedisResource,
     SpotifyApiResource,
@@ -19,23 +21,6 @@ from pipelines.resources import (
     TrainingResource,
 )
 from pipelines.training import definitions as training_defs
-
-LIVE_FEEDBACK = dg.AssetSelection.assets("feedback_events")
-REPORTS = dg.AssetSelection.assets("experiment_report")
-SEARCH = dg.AssetSelection.assets("hyperparameter_search")
-# one run for everything unpartitioned; live feedback (by day) and experiment reports (by experiment)
-# have jobs of their own, and the hyperparameter search runs when a data scientist launches it
-everything_job = dg.define_asset_job("materialize_everything", selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS - SEARCH)
-drain_job = dg.define_asset_job("drain_feedback", selection=LIVE_FEEDBACK)
-
-
-@dg.schedule(job=drain_job, cron_schedule="*/15 * * * *", default_status=dg.DefaultScheduleStatus.STOPPED)
-def drain_feedback_every_15_minutes(context: dg.ScheduleEvaluationContext):
-    """Persist today's accepted feedback (and, just after midnight, finish yesterday's)."""
-    now = context.scheduled_execution_time
-    days = [now.date()] + ([now.date() - timedelta(days=1)] if now.hour == 0 else [])
-    return [dg.RunRequest(run_key=f"{d}-{now.isoformat()}", partition_key=d.isoformat()) for d in days]
-
 
 def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
@@ -49,7 +34,13 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             registered_model=settings.registered_model,
             promotion_metric=settings.promotion_metric,
             promotion_margin=settings.promotion_margin,
+            ui_url=f"http://{settings.mlflow_host}:{settings.mlflow_port}",
         ),
+        "monitoring": MonitoringResource(
+            drift_threshold=settings.drift_threshold, feedback_backlog_max=settings.feedback_backlog_max,
+            model_max_age_hours=settings.model_max_age_hours, retrain_after_events=settings.retrain_after_events,
+            keep_versions=settings.keep_versions,
+        ),  # fmt: skip
         "synthetic": SyntheticDataResource(
             tracks=settings.synth_tracks, users=settings.synth_users, events=settings.synth_events,
             days=settings.synth_days, seed=settings.synth_seed,
@@ -61,6 +52,7 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             interaction_files=[str(p) for p in settings.paths(settings.interaction_files)],
             history_user=settings.history_user,
             reject_threshold=settings.reject_threshold,
+            dead_letter_days=settings.dead_letter_days,
             # secrets reach Dagster only through EnvVar, so they never appear in run config
             pseudonym_key=dg.EnvVar("ECHOTUNE_PSEUDONYM_KEY") if settings.pseudonym_key else "",
             pseudonym_key_file=str(settings.layout.pseudonym_key),
@@ -81,7 +73,9 @@ def build_defs(settings: Settings) -> dg.Definitions:
         ingestion_defs.build(settings),
         training_defs.build(settings),
         experiment_report_defs.build(settings),
-        dg.Definitions(jobs=[everything_job, drain_job], schedules=[drain_feedback_every_15_minutes], resources=resources_from(settings)),
+        monitoring_defs.build(settings),
+        automation_defs.build(settings),
+        dg.Definitions(resources=resources_from(settings)),
     )
 
 

@@ -81,11 +81,15 @@ class MlflowResource(dg.ConfigurableResource):
     registered_model: str = "echotune-recommender"
     promotion_metric: str = "ndcg_at_10"
     promotion_margin: float = 0.0
+    ui_url: str = "http://127.0.0.1:5000"  # where the MLflow UI answers (links in asset metadata)
 
     _registry: ModelRegistry | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._registry = ModelRegistry.open(self.tracking_uri, self.artifact_root, self.experiment, self.registered_model)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     @property
     def registry(self) -> ModelRegistry:
@@ -136,6 +140,7 @@ class IngestionResource(dg.ConfigurableResource):
     interaction_files: list[str] = []
     history_user: str = ""
     reject_threshold: float = 0.05
+    dead_letter_days: int = 14
     # empty: the key file (created once); set it through dg.EnvVar in production
     pseudonym_key: str = ""
     pseudonym_key_file: str = "var/pseudonym.key"
@@ -173,3 +178,13 @@ class ExperimentsResource(dg.ConfigurableResource):
     """Where experiment definitions (YAML) live."""
 
     definitions_dir: str = "experiments/definitions"
+
+
+class MonitoringResource(dg.ConfigurableResource):
+    """Thresholds of the monitors and the loop (see the ECHOTUNE_* settings of the same names)."""
+
+    drift_threshold: float = 0.5
+    feedback_backlog_max: int = 1_000_000
+    model_max_age_hours: float = 48.0
+    retrain_after_events: int = 10_000
+    keep_versions: int = 3

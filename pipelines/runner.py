@@ -9,7 +9,8 @@ from core.contracts.redis_keys import RedisKeys
 from core.ingest.live_feedback import stream_days
 from core.settings import Settings
 from experiments.registry import ExperimentRegistry
-from pipelines.definitions import build_defs, drain_job, everything_job
+from pipelines.automation.jobs import drain_job, everything_job
+from pipelines.definitions import build_defs
 from pipelines.experiment_reports.definitions import reports_job
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}

@@ -13,7 +13,7 @@ import logging
 import time
 
 from core.contracts.events import EventContext, FeedbackEvent
-from core.feedback_stream import append_args, append_keys, encode
+from core.feedback_stream import append_args, append_keys, encode, is_stream_full
 from serving.errors import ApiError, error_details, validation_error
 from serving.observability import SPOOL_REFUSED, SPOOLED
 from serving.schemas import ErrorDetail, FeedbackAccepted
@@ -59,7 +59,7 @@ def parse_batch(body: Any) -> list[FeedbackEvent]:
 async def append_rows(state: AppState, rows: list[bytes]) -> list:
     """Append encoded rows to the stream (idempotent on event_id); raises Redis errors."""
     ids = [event_id_of(row) for row in rows]
-    return await state.append_feedback(keys=append_keys(state.keys, ids), args=append_args(rows))
+    return await state.append_feedback(keys=append_keys(state.keys, ids), args=append_args(rows, state.settings.stream_max_entries))
 
 
 def _with_assignment(state: AppState, event: FeedbackEvent) -> FeedbackEvent:
@@ -101,7 +101,10 @@ async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccept
             stream_ids = await append_rows(state, rows)
             new = sum(1 for s in stream_ids if s)
             return FeedbackAccepted(accepted=new, duplicates=len(rows) - new, event_ids=ids)
-        except REDIS_ERRORS:
+        except REDIS_ERRORS as exc:
+            if is_stream_full(exc):  # Redis answers; the drain is behind: back-pressure, not the spool
+                message = f"the feedback stream is at its cap ({state.settings.stream_max_entries:,} entries): the drain is behind; nothing was stored"
+                raise ApiError(503, "stream_full", message, headers={"Retry-After": str(SPOOL_RETRY_AFTER_SECONDS)}) from exc
             state.breaker.failed()
     await _spool(state, rows)
     return FeedbackAccepted(accepted=len(rows), duplicates=0, event_ids=ids, spooled=True)

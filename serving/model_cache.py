@@ -77,17 +77,21 @@ class ModelCache:
             return current
         self._checked[alias] = now
         try:
-            raw = await self._client.get(self._keys.alias(alias))
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(self._keys.alias(alias))
+                # a catalog extended with new tracks since it was loaded (same version, more items)
+                pipe.hget(self._keys.model_meta(current.version), "catalog_revision") if current else pipe.echo(b"")
+                raw, revision = await pipe.execute()
         except (aredis.RedisError, OSError) as exc:
             if current is None:
                 return await self._from_disk(alias, exc)
             return current
         version = raw.decode() if raw else None
-        if version is None or (current is not None and current.version == version):
+        if version is None or (current is not None and current.version == version and _revision(current) == _decode(revision)):
             return current
         async with self._lock:
             current = self._by_alias.get(alias)
-            if current is not None and current.version == version:
+            if current is not None and current.version == version and _revision(current) == _decode(revision):
                 return current
             try:
                 published = await asyncio.to_thread(self._store_factory().load, version)
@@ -116,3 +120,11 @@ class ModelCache:
             self._by_alias[alias] = loaded
             _freeze_long_lived()
             return loaded
+
+
+def _revision(model: LoadedModel) -> str:
+    return model.meta.get("catalog_revision", "0")
+
+
+def _decode(raw: bytes | None) -> str:
+    return raw.decode() if raw else "0"

@@ -1,22 +1,30 @@
 """Prometheus metrics and structured JSON logs.
 
 With several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` (set by ``echotune serve``) makes every
-worker write its samples to files that ``/metrics`` aggregates, so a scrape sees the whole server.
+worker write its samples to files that ``/metrics`` aggregates, so a scrape sees the whole server;
+memory and CPU are read per process at scrape time (:class:`ProcessResources`). Figures kept in Redis
+by the API and the feedback worker (counters, online aggregates, active users) are turned into
+Prometheus text on each scrape (:func:`feedback_exposition`): nothing is added to the request path.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from core.contracts.events import LABEL
+from serving.worker.counting import NO_LABEL, aggregate_parts
+from serving.worker.metrics import ProcessResources
 
 REQUESTS = Counter("echotune_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
 ERRORS = Counter("echotune_http_errors_total", "Responses with status >= 500, by route.", ["route"])
@@ -42,12 +50,18 @@ RATE_LIMITED = Counter("echotune_rate_limited_total", "Requests refused with 429
 
 
 def metrics_payload() -> tuple[bytes, str]:
-    """The exposition of this process, or of every worker in multiprocess mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    """The exposition of this process, or of every worker in multiprocess mode, with the memory and CPU
+    of each of them."""
+    multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if multiproc_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
+        payload = generate_latest(registry)
+    else:
+        payload = generate_latest(DEFAULT_REGISTRY)
+    processes = CollectorRegistry()
+    processes.register(ProcessResources(Path(multiproc_dir) if multiproc_dir else None))
+    return payload + generate_latest(processes), CONTENT_TYPE_LATEST
 
 
 def spool_exposition(pending: int, size_bytes: int, max_bytes: int, quarantined_bytes: int) -> bytes:
@@ -63,10 +77,17 @@ def spool_exposition(pending: int, size_bytes: int, max_bytes: int, quarantined_
     return generate_latest(registry)
 
 
-def feedback_exposition(counters: dict, aggregates: dict, stream_length: int, heartbeat_age: float | None, workers_alive: int) -> bytes:
-    """Feedback counters and online aggregates (kept in Redis by the API and the worker) and the feedback
+def feedback_exposition(
+    counters: Mapping[bytes, bytes],
+    aggregates: Mapping[bytes, bytes],
+    stream_length: int,
+    heartbeat_age: float | None,
+    workers_alive: int,
+    activity: Mapping[str, tuple[int, int]] | None = None,
+) -> bytes:
+    """Feedback counters and online aggregates (kept in Redis by the API and the worker), the feedback
     workers' liveness (``heartbeat_age``: seconds since the newest heartbeat, None when there is none)
-    as Prometheus text."""
+    and user engagement (``activity``: window name -> (active users, events applied)) as Prometheus text."""
 
     def value(field: str) -> float:
         return float(counters.get(field.encode(), 0))
@@ -75,38 +96,99 @@ def feedback_exposition(counters: dict, aggregates: dict, stream_length: int, he
         CounterMetricFamily("echotune_feedback_events_accepted", "Distinct feedback event ids accepted into the stream.", value("accepted")),
         CounterMetricFamily("echotune_feedback_events_applied", "Distinct feedback event ids whose effect the worker stored.", value("applied")),
         CounterMetricFamily("echotune_feedback_events_dead_lettered", "Stream entries moved to the dead-letter stream.", value("dead_lettered")),
+        CounterMetricFamily(
+            "echotune_feedback_events_dropped_erased", "Queued events of users erased since they were accepted, dropped by the worker.", value("dropped_erased")
+        ),
         GaugeMetricFamily("echotune_feedback_stream_length", "Entries in the feedback stream (not yet trimmed).", stream_length),
         GaugeMetricFamily("echotune_feedback_workers_alive", "Feedback workers with a fresh heartbeat (ECHOTUNE_WORKER_STALE_SECONDS).", workers_alive),
     ]
     if heartbeat_age is not None:
         age = GaugeMetricFamily("echotune_feedback_worker_heartbeat_age_seconds", "Seconds since the newest feedback worker heartbeat.", heartbeat_age)
         families.append(age)
-    events = CounterMetricFamily("echotune_feedback_events", "Applied events by algorithm, variant and type.", labels=["algorithm", "variant", "type"])
-    shown: dict[tuple[str, str], float] = {}
-    clicked: dict[tuple[str, str], float] = {}
-    for field, count in aggregates.items():
-        # stored values are written by our own worker from validated events, but a scrape must never
-        # fail on one: a field of another shape (an older version, a hand edit) is skipped, not raised
-        parts = field.decode("utf-8", errors="replace").split("|")
-        try:
-            value = float(count)
-        except (TypeError, ValueError):
-            continue
-        if len(parts) != 3 or not all(LABEL.match(p) for p in parts):
-            continue
-        algorithm, variant, kind = parts
-        events.add_metric([algorithm, variant, kind], value)
-        if kind == "recommendation_shown":
-            shown[(algorithm, variant)] = value
-        elif kind == "recommendation_clicked":
-            clicked[(algorithm, variant)] = value
-    ctr = GaugeMetricFamily("echotune_recommendation_ctr", "Clicks per recommendation shown.", labels=["algorithm", "variant"])
-    for key, n in shown.items():
-        if n > 0:
-            ctr.add_metric(list(key), clicked.get(key, 0.0) / n)
     registry = CollectorRegistry()
-    registry.register(_Fixed([*families, events, ctr]))
+    registry.register(_Fixed([*families, *online_families(aggregates), *_activity_families(activity or {})]))
     return generate_latest(registry)
+
+
+def online_families(aggregates: Mapping[bytes, bytes]) -> list:
+    """Algorithm performance and experiment conversion from the worker's aggregates (field
+    "algorithm|model_version|experiment|variant|type" -> applied events, see serving.worker.counting).
+    A field or value of another shape (a hand edit, a bug) is skipped: a scrape never fails on one."""
+    events: dict[tuple[str, ...], float] = defaultdict(float)
+    for field, count in aggregates.items():
+        parts = aggregate_parts(field.decode("utf-8", errors="replace"))
+        number = _count(count)
+        if parts is not None and number is not None:
+            events[parts] += number  # an older three-part field and its five-part successor add up
+
+    def by(*positions: int) -> dict[tuple[str, ...], dict[str, float]]:
+        """Events per type, summed over the labels not in ``positions``."""
+        sums: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for parts, n in events.items():
+            sums[tuple(parts[i] for i in positions)][parts[4]] += n
+        return sums
+
+    detailed = CounterMetricFamily(
+        "echotune_algorithm_events",
+        "Applied feedback events by algorithm, model version, experiment, variant and type (model version and experiment "
+        "'other': not published / not registered, or retired since; 'none': the event did not say).",
+        labels=["algorithm", "model_version", "experiment", "variant", "type"],
+    )
+    for parts, n in events.items():
+        detailed.add_metric(list(parts), n)
+    summed = CounterMetricFamily("echotune_feedback_events", "Applied events by algorithm, variant and type.", labels=["algorithm", "variant", "type"])
+    ctr_by_variant = GaugeMetricFamily("echotune_recommendation_ctr", "Clicks per recommendation shown, by algorithm and variant.", labels=["algorithm", "variant"])
+    for labels, kinds in by(0, 3).items():
+        for kind, n in kinds.items():
+            summed.add_metric([*labels, kind], n)
+        _add_ratio(ctr_by_variant, labels, kinds, "recommendation_clicked", ["recommendation_shown"])
+    ctr = GaugeMetricFamily(
+        "echotune_algorithm_ctr", "Clicks per recommendation shown (applied recommendation_clicked / recommendation_shown), by algorithm and model version.",
+        labels=["algorithm", "model_version"],
+    )  # fmt: skip
+    completion = GaugeMetricFamily(
+        "echotune_algorithm_completion_rate", "Plays completed per play finished (track_completed / (track_completed + track_skipped)), by algorithm and model version.",
+        labels=["algorithm", "model_version"],
+    )  # fmt: skip
+    for labels, kinds in by(0, 1).items():
+        _add_ratio(ctr, labels, kinds, "recommendation_clicked", ["recommendation_shown"])
+        _add_ratio(completion, labels, kinds, "track_completed", ["track_completed", "track_skipped"])
+    conversion = GaugeMetricFamily(
+        "echotune_experiment_conversion",
+        "Experiment conversion: clicks per recommendation shown (applied recommendation_clicked / recommendation_shown events), by experiment and variant.",
+        labels=["experiment", "variant"],
+    )
+    for labels, kinds in by(2, 3).items():
+        if labels[0] != NO_LABEL:
+            _add_ratio(conversion, labels, kinds, "recommendation_clicked", ["recommendation_shown"])
+    return [summed, ctr_by_variant, detailed, ctr, completion, conversion]
+
+
+def _add_ratio(family: GaugeMetricFamily, labels, kinds: Mapping[str, float], numerator: str, denominator: list[str]) -> None:
+    total = sum(kinds.get(k, 0.0) for k in denominator)
+    if total > 0:
+        family.add_metric(list(labels), kinds.get(numerator, 0.0) / total)
+
+
+def _count(raw) -> float | None:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _activity_families(activity: Mapping[str, tuple[int, int]]) -> list:
+    users = GaugeMetricFamily(
+        "echotune_active_users", "Distinct users with a feedback event applied in the window (by when the API accepted it; HyperLogLog, ~1% error).",
+        labels=["window"],
+    )  # fmt: skip
+    per_user = GaugeMetricFamily("echotune_events_per_active_user", "Feedback events applied in the window per active user.", labels=["window"])
+    for window, (n_users, n_events) in activity.items():
+        users.add_metric([window], n_users)
+        if n_users > 0:
+            per_user.add_metric([window], n_events / n_users)
+    return [users, per_user]
 
 
 class _Fixed:

@@ -132,8 +132,21 @@ class RedisKeys:
         return f"{self.root}:{{fb}}:counted:{day}"
 
     def feedback_aggregates(self) -> str:
-        """Hash: "algorithm|variant|type" -> events applied (online experiment and CTR aggregates)."""
+        """Hash: "algorithm|model_version|experiment|variant|type" -> events applied (CTR, completion and
+        experiment conversion; fields of installs before model versions were counted, "algorithm|variant|type",
+        are still read)."""
         return f"{self.root}:{{fb}}:aggregates"
+
+    def feedback_active_users(self, bucket: str) -> str:
+        """HyperLogLog with TTL: users with an event applied in one time bucket of when the API accepted
+        it (``5m:<n>``: the n-th five minutes since the epoch, ``1h:<n>``: the n-th hour); /metrics merges
+        the buckets of a window (PFCOUNT) into the active users of the last hour and day."""
+        return f"{self.root}:{{fb}}:active_users:{bucket}"
+
+    def feedback_active_events(self, bucket: str) -> str:
+        """String with TTL: events applied in one time bucket (as :meth:`feedback_active_users`), for
+        the events per active user."""
+        return f"{self.root}:{{fb}}:active_events:{bucket}"
 
     def feedback_persisted(self) -> str:
         """String: id of the newest stream entry durably written to parquet (trimming stops there)."""

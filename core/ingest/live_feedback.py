@@ -102,3 +102,11 @@ def drain_day(client: redis.Redis, keys: RedisKeys, store: OfflineStore, day: da
         result.extra["trimmed"] = int(client.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=False))
     result.extra["day"] = str(day)
     return result
+
+
+def trim_dead_letters(client: redis.Redis, keys: RedisKeys, keep_days: int, now: float | None = None) -> int:
+    """Drop dead letters older than ``keep_days`` (their stream id is when they were dead-lettered):
+    long enough to inspect and replay them, bounded however many arrive. Returns entries removed."""
+    now = datetime.now(UTC).timestamp() if now is None else now
+    floor_ms = int((now - keep_days * 86_400) * 1000)
+    return int(client.xtrim(keys.feedback_dead_letters(), minid=f"{floor_ms}-0", approximate=False))

@@ -88,8 +88,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
               help="Take over entries another consumer has held unacknowledged this long (a crashed worker's).")  # fmt: skip
 @click.option("--latency-log", type=click.Path(path_type=Path), default=None,
               help="Append each applied event's accepted->applied latency (ms) to this file (benchmarks).")  # fmt: skip
-def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Path | None) -> None:
-    """Run the feedback processor: learn from the feedback stream until SIGTERM or Ctrl-C."""
+@click.option("--metrics-port", type=int, default=None,
+              help="Port of this worker's Prometheus metrics (default ECHOTUNE_WORKER_METRICS_PORT; 0: off). One per worker on a host.")  # fmt: skip
+def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Path | None, metrics_port: int | None) -> None:
+    """Run the feedback processor: learn from the feedback stream until SIGTERM or Ctrl-C, serving its
+    metrics (lag, pending, applied, heartbeat) at http://ECHOTUNE_API_HOST:<metrics port>/metrics."""
     os.environ.update(_SINGLE_THREADED_BLAS)
     import threading
 
@@ -99,6 +102,7 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
     from serving.observability import configure_logging
     from serving.worker import FeedbackWorker
     from serving.worker.connection import worker_client
+    from serving.worker.metrics import serve_metrics
 
     settings = load_settings()
     configure_logging(settings.log_level)
@@ -107,10 +111,17 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
         signal.signal(sig, lambda *_: stop.set())
     with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
         client = worker_client(url)  # timeouts, keepalive and health checks: a dead connection never hangs it
-        FeedbackWorker(
+        feedback_worker = FeedbackWorker(
             client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, claim_idle_ms=claim_idle_ms, latency_log=latency_log,
             erasure_log=OfflineStore(settings.layout.tables).erasures,
-        ).run(stop)
+        )  # fmt: skip
+        port = settings.worker_metrics_port if metrics_port is None else metrics_port
+        metrics_server = serve_metrics(feedback_worker.metrics.registry, settings.api_host, port)
+        try:
+            feedback_worker.run(stop)
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
 
 
 @main.command()
@@ -127,7 +138,7 @@ def _add_command_modules() -> None:
     ``COMMANDS``; adding one is adding its module name here."""
     import importlib
 
-    for name in ("ingest", "offline", "experiment", "model", "privacy"):
+    for name in ("ingest", "offline", "experiment", "model", "privacy", "feedback"):
         module = importlib.import_module(f"echotune.cli.{name}")
         for command in module.COMMANDS:
             main.add_command(command)

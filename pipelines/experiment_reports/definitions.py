@@ -4,7 +4,7 @@ import dagster as dg
 
 from core.settings import Settings
 from experiments.registry import ExperimentRegistry
-from pipelines.experiment_reports import assets
+from pipelines.experiment_reports import assets, checks
 from pipelines.resources import RedisResource
 
 reports_job = dg.define_asset_job("experiment_reports", selection=dg.AssetSelection.assets(assets.experiment_report), partitions_def=assets.EXPERIMENTS)
@@ -26,5 +26,6 @@ def running_experiment_reports(context: dg.SensorEvaluationContext, redis: Redis
 def build(settings: Settings) -> dg.Definitions:
     demo = [assets.demo_experiment_events] if "synthetic" in settings.enabled_sources else []
     return dg.Definitions(
-        assets=[assets.experiment_definitions, *demo, assets.experiment_report], jobs=[reports_job], sensors=[running_experiment_reports]
+        assets=[assets.experiment_definitions, *demo, assets.experiment_report], asset_checks=[checks.running_experiments_are_servable],
+        jobs=[reports_job], sensors=[running_experiment_reports],
     )

@@ -7,7 +7,7 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from core.ingest.live_feedback import drain_day
+from core.ingest.live_feedback import drain_day, trim_dead_letters
 from core.ingest.service import ingest_history, ingest_interaction_logs
 from core.synthetic import SyntheticWorld
 from pipelines.ingestion.accounting import import_materialization, rejects_check_spec
@@ -59,13 +59,16 @@ def interaction_logs(store: OfflineStoreResource, ingestion: IngestionResource) 
 
 def feedback_events_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="feedback_events", group_name=GROUP, kinds={"parquet", "redis"}, partitions_def=partitions)
-    def feedback_events(context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource) -> dg.MaterializeResult:
+    def feedback_events(
+        context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, ingestion: IngestionResource
+    ) -> dg.MaterializeResult:
         """Feedback the API accepted on this day, drained from the Redis stream. Entries leave the
         stream only after they are fsync'd to parquet, and never before the worker acknowledged them."""
         day = date.fromisoformat(context.partition_key)
         result = drain_day(redis.client, redis.key_layout, store.tables, day)
         result.save_rejects(store.tables)
-        return import_materialization(result, threshold=1.0, with_check=False, trimmed=result.extra.get("trimmed", 0))
+        expired = trim_dead_letters(redis.client, redis.key_layout, ingestion.dead_letter_days)
+        return import_materialization(result, threshold=1.0, with_check=False, trimmed=result.extra.get("trimmed", 0), dead_letters_expired=expired)
 
     return feedback_events
 

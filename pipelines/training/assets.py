@@ -10,7 +10,10 @@ import pandas as pd
 from core import release
 from core.training_data import build_interactions
 from models.training import train
-from pipelines.resources import MlflowResource, OfflineStoreResource, RedisResource, TrainingResource
+from experiments.registry import ExperimentRegistry
+from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource, TrainingResource
+
+REASON_TAG = "echotune/reason"
 
 
 def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
@@ -67,23 +70,32 @@ def recommender_model(
             "champion_version": registry.alias(release.CHAMPION) or "none",
             "dataset_fingerprint": result.fingerprint,
             "fit_seconds": round(result.fit_seconds, 2),
-            metric: dg.MetadataValue.float(result.metrics[metric]),
+            # every held-out figure as a number, so the asset's plots follow them across versions
+            **{k: dg.MetadataValue.float(float(v)) for k, v in result.metrics.items() if isinstance(v, (int, float))},
+            **{f"popularity_{k}": dg.MetadataValue.float(float(v)) for k, v in result.baseline_metrics.items() if k == metric},
             "metrics": dg.MetadataValue.md(table.to_markdown()),
+            "mlflow_run": dg.MetadataValue.url(mlflow.run_url(registry.experiment_id, record.run_id)),
+            "trigger": context.run.tags.get(REASON_TAG, "manual"),
             **{f"data_{k}": v for k, v in result.data.items()},
         }
     )
 
 
 @dg.asset(group_name="serving", kinds={"redis"}, deps=[recommender_model])
-def serving_vectors(store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource) -> dg.MaterializeResult:
+def serving_vectors(
+    context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource, monitoring: MonitoringResource
+) -> dg.MaterializeResult:
     """User and track vectors of the champion (and challenger) model versions, published to Redis.
-    Each version is written completely before its Redis alias moves, so the API switches atomically."""
+    Each version is written completely before its Redis alias moves, so the API switches atomically.
+    Older vector sets beyond ECHOTUNE_KEEP_VERSIONS are deleted (never one an alias or a running
+    experiment serves)."""
     vectors = redis.vectors
     log = store.tables.erasures
     erasures = log.subjects()
     published = release.publish_aliases(mlflow.registry, vectors, store.tables.read_tracks(), erased=log)
     n_played = release.publish_played(vectors, store.tables.read_interactions())
     purged = release.purge_erased(mlflow.registry, vectors, erasures)
+    retired = release.retire(vectors, monitoring.keep_versions, protected=experiment_versions(redis))
     for subject, receipt in release.purge_receipts(purged, erasures).items():
         log.append(subject, receipt)
     champion = published.get(release.CHAMPION)
@@ -97,5 +109,33 @@ def serving_vectors(store: OfflineStoreResource, mlflow: MlflowResource, redis: 
             "dimensions": int(meta.get("dimensions", 0)),
             "played_entries": n_played,
             "versions_retired_for_erasures": ", ".join(purged) or "none",
+            "vector_sets_deleted": ", ".join(retired) or "none",
+            "vector_sets_kept": len(vectors.versions()),
+            "redis_used_memory_mb": dg.MetadataValue.float(redis.client.info("memory")["used_memory"] / 2**20),
+            "trigger": context.run.tags.get(REASON_TAG, "manual"),
         }
+    )
+
+
+def experiment_versions(redis: RedisResource) -> set[str]:
+    """Model versions that running experiments serve (pinned by number or by alias)."""
+    vectors, versions = redis.vectors, set()
+    for experiment in ExperimentRegistry(redis.client, redis.key_layout).running():
+        for variant in experiment.variants:
+            if variant.model_version:
+                versions.add(str(variant.model_version))
+            elif variant.model_alias and (target := vectors.alias(variant.model_alias)):
+                versions.add(target)
+    return versions
+
+
+@dg.asset(group_name="serving", kinds={"redis"}, deps=["tracks"])
+def catalog_extension(context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource) -> dg.MaterializeResult:
+    """Tracks that reached the catalog after the served model was trained join it now, without a
+    retrain: their vectors come from their audio features and genres through the model's cold-start
+    map, and the API and the worker pick them up within seconds. The next training learns them."""
+    added = release.extend_catalog(mlflow.registry, redis.vectors, store.tables.read_tracks())
+    context.log.info("new tracks added to published versions: %s", added or "none")
+    return dg.MaterializeResult(
+        metadata={"tracks_added": sum(added.values()), "by_version": dg.MetadataValue.json(added), "trigger": context.run.tags.get(REASON_TAG, "manual")}
     )

@@ -8,6 +8,7 @@ from serving.deps import StateDep
 from serving.observability import feedback_exposition, metrics_payload, spool_exposition
 from serving.schemas import Health
 from serving.state import REDIS_ERRORS
+from serving.worker.counting import ACTIVITY_WINDOWS
 from serving.worker.heartbeat import worker_liveness
 
 router = APIRouter(tags=["operations"])
@@ -61,24 +62,31 @@ async def ready(state: StateDep, response: Response) -> Health:
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(state: StateDep) -> Response:
-    """Prometheus exposition: HTTP rates, latencies and errors, in-flight requests, process memory and
-    CPU, recommendations by algorithm and variant, this host's feedback spool (pending events, bytes,
-    cap, quarantine) and, from Redis (shared by every API process and the worker): feedback accepted /
-    applied / dead-lettered, events per algorithm, variant and type, the click-through rate they imply,
-    and the workers' heartbeats."""
+    """Prometheus exposition: HTTP rates, latencies and errors, in-flight requests, memory and CPU of
+    every API process, recommendations by algorithm and variant, this host's feedback spool (pending
+    events, bytes, cap, quarantine) and, from Redis (shared by every API process and the worker):
+    feedback accepted / applied / dead-lettered, events by algorithm, model version, experiment,
+    variant and type, the CTR and completion rate by model version and the conversion by experiment
+    variant they imply, active users and events per active user in the last hour and day, and the
+    workers' heartbeats. The feedback worker serves its own figures (lag, pending, rates) itself."""
     payload, content_type = metrics_payload()
     spool = state.spool
     pending, size, quarantined = await asyncio.to_thread(lambda: (spool.pending(), spool.size(), spool.quarantined_bytes()))
     payload += spool_exposition(pending, size, state.settings.spool_max_bytes, quarantined)
+    windows = [(window.name, window.bucket_names(state.clock.now())) for window in ACTIVITY_WINDOWS]
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(state.keys.feedback_counters())
             pipe.hgetall(state.keys.feedback_aggregates())
             pipe.xlen(state.keys.feedback_stream())
             pipe.hgetall(state.keys.worker_heartbeats())
-            counters, aggregates, stream_length, heartbeats = await pipe.execute()
+            for _, buckets in windows:
+                pipe.pfcount(*[state.keys.feedback_active_users(b) for b in buckets])
+                pipe.mget([state.keys.feedback_active_events(b) for b in buckets])
+            counters, aggregates, stream_length, heartbeats, *activity = await pipe.execute()
     except REDIS_ERRORS:  # the process and spool metrics are still worth a scrape
         return Response(payload, media_type=content_type)
     worker = worker_liveness(heartbeats, state.clock.now(), state.settings.worker_stale_seconds)
-    exposition = feedback_exposition(counters, aggregates, stream_length, worker.newest_age_seconds, worker.alive)
+    engagement = {name: (users, sum(int(n) for n in events if n)) for (name, _), users, events in zip(windows, activity[::2], activity[1::2])}
+    exposition = feedback_exposition(counters, aggregates, stream_length, worker.newest_age_seconds, worker.alive, engagement)
     return Response(payload + exposition, media_type=content_type)

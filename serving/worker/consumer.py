@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import redis
@@ -21,6 +22,7 @@ from serving.worker.counting import EventCounter
 from serving.worker.erasures import ErasedSubjects
 from serving.worker.events import Event, parse_entry, stream_id_of
 from serving.worker.heartbeat import Heartbeat
+from serving.worker.metrics import WorkerMetrics
 from serving.worker.online_learning import ConflictingUpdates, OnlineLearner
 from serving.worker.served_model import ServedModel, load_served_model
 from serving.worker.user_state import UserStateStore
@@ -59,7 +61,7 @@ class FeedbackWorker:
         self.store = VectorStore(client, keys)
         self.served: ServedModel | None = None
         self.learner = OnlineLearner(UserStateStore(client, keys), latency_log)
-        self.counter = EventCounter(client, keys)
+        self.counter = EventCounter(client, keys, clock)
         self.clock = clock
         self.heartbeat = Heartbeat(client, keys, self.consumer, clock)
         # erased users' queued events are dropped; None (no offline store at hand, e.g. some tests): not checked
@@ -68,6 +70,7 @@ class FeedbackWorker:
         self._claimed_at = float("-inf")
         self._group_ready = False
         self._unfinished: list[tuple[bytes, dict]] = []  # a batch Redis interrupted: processed first next round
+        self.metrics = WorkerMetrics(self, GROUP)  # its registry: served by `echotune worker` (serving.worker.metrics)
 
     # --- setup ---------------------------------------------------------------------------
     def ensure_group(self) -> None:
@@ -84,7 +87,9 @@ class FeedbackWorker:
             return self.served
         self._checked_model = self.clock.monotonic()
         version = self.store.alias("champion")
-        if version is None or (self.served is not None and self.served.version == version):
+        if version is None or (
+            self.served is not None and self.served.version == version and self.served.catalog_revision == self.store.catalog_revision(version)
+        ):
             return self.served
         served = load_served_model(self.store, version)
         if served is None:
@@ -110,6 +115,7 @@ class FeedbackWorker:
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 (the loop must outlive any one error; it is logged)
                     failures += 1
+                    self.metrics.failed_rounds.inc()
                     delay = min(0.1 * 2 ** (failures - 1), MAX_BACKOFF_SECONDS)
                     _log_failure(exc, delay)
                     self._group_ready = False  # a restarted Redis without its data has no group
@@ -165,11 +171,15 @@ class FeedbackWorker:
         (an event that breaks the maths, a user whose keys hold the wrong type), its entries are tried
         one by one and only those that fail alone are dead-lettered, with their error. When Redis is
         unavailable the error is raised and the batch is kept for the next :meth:`step`."""
+        started = time.perf_counter()
         try:
-            return self._process(entries)
+            handled = self._process(entries)
         except Exception:
             self._unfinished = list(entries)
             raise
+        if entries:
+            self.metrics.batch_done(len(entries), time.perf_counter() - started)
+        return handled
 
     def _process(self, entries: list[tuple[bytes, dict]]) -> int:
         decoded: list[tuple[bytes, dict, Event]] = []
@@ -205,7 +215,7 @@ class FeedbackWorker:
             self._apply_users(events)
             if self.erasures.refresh():  # an erasure arrived while the batch was stored
                 self.erasures.forget(self.erasures.erased(e.user for e in events))
-            self.counter.count_applied(events)
+            self.metrics.applied.inc(self.counter.count_applied(events))
 
     def _learn_one_by_one(self, decoded: list[tuple[bytes, dict, Event]]) -> None:
         """After a failed batch: each entry alone; the ones that still fail are dead-lettered."""
@@ -228,6 +238,7 @@ class FeedbackWorker:
         payload.update({b"field:" + key: value for key, value in (fields or {}).items()})
         self.r.xadd(self.keys.feedback_dead_letters(), payload)
         self.counter.count_dead_lettered(stream_id)
+        self.metrics.dead_letters.inc()
         self.r.xack(self.keys.feedback_stream(), GROUP, entry_id)
 
 

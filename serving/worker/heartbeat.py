@@ -48,6 +48,13 @@ class Heartbeat:
         except redis.RedisError as exc:
             log.warning("could not write the worker heartbeat (%s)", exc)
 
+    def age_seconds(self) -> float | None:
+        """Seconds since this worker last stamped its heartbeat in Redis (None: never yet). Its own
+        /metrics reports it, so a worker that runs but cannot reach Redis shows an ageing heartbeat."""
+        if self._beat_at == float("-inf"):
+            return None
+        return max(0.0, self.clock.monotonic() - self._beat_at)
+
     def leave(self) -> None:
         """Remove this worker's field (a clean exit: it is not alive any more)."""
         try:

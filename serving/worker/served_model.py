@@ -19,6 +19,7 @@ class ServedModel:
     fold: FoldIn
     durations: pd.Series  # duration_ms by track id: plays are graded by how much of the track was heard
     trained_until_ms: int  # newest event the version learnt from: a re-fold replays only later ones
+    catalog_revision: int = 0  # bumped when new tracks joined the version (core.vectorstore.VectorStore.extend)
 
 
 def load_served_model(store: VectorStore, version: str) -> ServedModel | None:
@@ -31,4 +32,4 @@ def load_served_model(store: VectorStore, version: str) -> ServedModel | None:
     ids = published.items["track_id"].astype(str)
     durations = pd.Series(pd.to_numeric(published.items.get("duration_ms"), errors="coerce").to_numpy(), index=ids)
     return ServedModel(version, {t: i for i, t in enumerate(ids)}, FoldIn(*fold), durations,
-                       int(published.meta.get("trained_until", "0")))  # fmt: skip
+                       int(published.meta.get("trained_until", "0")), int(published.meta.get("catalog_revision", "0")))  # fmt: skip

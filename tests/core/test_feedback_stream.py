@@ -1,5 +1,5 @@
 from core.contracts import FeedbackEvent, RedisKeys
-from core.feedback_stream import FeedbackStream, decode
+from core.feedback_stream import FeedbackStream, decode, encode
 
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 
@@ -16,3 +16,18 @@ def test_append_is_idempotent_on_event_id(redis_client, redis_prefix):
     entries = redis_client.xrange(RedisKeys(redis_prefix).feedback_stream())
     row = decode(entries[0][1][b"e"])
     assert row["event_id"] == "e0" and row["track_id"] == TRACK and row["source"] == "api"
+
+
+def test_dead_letters_go_back_on_the_stream_once(redis_client, redis_prefix):
+    from core.feedback_stream import dead_letters, replay_dead_letters
+
+    keys = RedisKeys(redis_prefix)
+    event = FeedbackEvent(user_id="u", track_id=TRACK, type="play", event_id="dl1").stamped()
+    redis_client.xadd(keys.feedback_dead_letters(), {"entry": "1-0", "error": "ValueError: boom", "field:e": encode(event)})
+    redis_client.xadd(keys.feedback_dead_letters(), {"entry": "2-0", "error": "not an event"})  # nothing to replay
+    assert [d["error"] for d in dead_letters(redis_client, keys)] == ["ValueError: boom", "not an event"]
+    assert replay_dead_letters(redis_client, keys) == 1
+    (entry,) = redis_client.xrange(keys.feedback_stream())
+    assert entry[1][b"e"] == encode(event)
+    assert [d["entry"] for d in dead_letters(redis_client, keys)] == ["2-0"]
+    assert replay_dead_letters(redis_client, keys) == 0

@@ -13,8 +13,24 @@ def test_graph_has_every_asset(settings):
     assert keys == {
         "synthetic_catalog", "synthetic_events", "tracks", "feedback_events", "interactions", "recommender_model",
         "serving_vectors", "experiment_definitions", "demo_experiment_events", "experiment_report", "hyperparameter_search",
-        "user_erasures",
+        "user_erasures", "feedback_drift", "catalog_extension",
     }  # fmt: skip
+
+
+def test_every_asset_group_has_checks(settings):
+    graph = build_defs(settings).resolve_asset_graph()
+    checked = {graph.get(key.asset_key).group_name for key in graph.asset_check_keys}
+    groups = {graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == checked == {"ingestion", "training", "serving", "monitoring", "experiments"}
+
+
+def test_automation_is_on_by_default_and_off_leaves_everything_manual(settings):
+    on = build_defs(settings)
+    assert {s.name for s in on.sensors} >= {"drain_feedback", "retrain_when_needed", "follow_the_champion", "new_catalog_tracks", "asset_automation"}
+    loop = [s for s in on.sensors if s.name != "running_experiment_reports"] + list(on.schedules)
+    assert all(s.default_status.value == "RUNNING" for s in loop)
+    off = build_defs(settings.model_copy(update={"automation": False}))
+    assert all(s.default_status.value == "STOPPED" for s in [*off.sensors, *off.schedules] if s.name != "running_experiment_reports")
 
 
 def test_sources_come_from_configuration(settings):

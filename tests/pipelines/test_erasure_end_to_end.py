@@ -16,7 +16,8 @@ from core.model_registry import CHAMPION, ModelRegistry
 from core.redis_server import EmbeddedRedis
 from core.tables import OfflineStore
 from models import load
-from pipelines.definitions import build_defs, everything_job
+from pipelines.automation.jobs import everything_job
+from pipelines.definitions import build_defs
 from serving.main import create_app
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ from core.contracts import RedisKeys
 from core.settings import get_settings
 from core.vectorstore import VectorStore
 from core.model_registry import CHAMPION, ModelRegistry
-from pipelines.definitions import build_defs, everything_job
+from pipelines.automation.jobs import everything_job
+from pipelines.definitions import build_defs
 
 pytestmark = pytest.mark.slow
 

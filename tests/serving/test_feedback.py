@@ -39,3 +39,25 @@ def test_malformed_bodies(client):
     assert client.post("/feedback", content=b"{not json").json()["error"]["code"] == "invalid_json"
     assert client.post("/feedback", json=[]).status_code == 422
     assert client.post("/feedback", json=[event()] * 1001).status_code == 413
+
+
+def test_a_stream_at_its_safety_cap_refuses_rather_than_trims(settings, published, redis_client):
+    """The stream is trimmed only behind what is drained; when the drain stops it grows to the cap,
+    and then new events get a 503 the client retries: nothing accepted is ever trimmed away."""
+    from fastapi.testclient import TestClient
+
+    from serving.main import create_app
+    from tests.serving.conftest import CLIENT_KEY
+
+    keys = RedisKeys(settings.redis_prefix)
+    capped = settings.model_copy(update={"stream_max_entries": 1000})
+    for start in range(0, 1000, 250):
+        pipe = redis_client.pipeline(transaction=False)
+        for i in range(start, start + 250):
+            pipe.xadd(keys.feedback_stream(), {"e": b'{"filler": %d}' % i})
+        pipe.execute()
+    with TestClient(create_app(capped), headers={"X-API-Key": CLIENT_KEY}) as client:
+        refused = client.post("/feedback", json=event(event_id="late"))
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "stream_full"
+    assert refused.headers["Retry-After"] and redis_client.xlen(keys.feedback_stream()) == 1000
+    assert not redis_client.exists(keys.feedback_accepted("late"))  # not marked accepted: a retry is welcome

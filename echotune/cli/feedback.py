@@ -1,0 +1,56 @@
+"""``echotune feedback ...``: the dead letters of the feedback worker, for the on-call engineer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import click
+
+from echotune.config import load_settings
+
+
+@contextlib.contextmanager
+def _redis():
+    """The configured Redis, or the embedded one (attached to while the demo runs)."""
+    import redis
+
+    from core.contracts.redis_keys import RedisKeys
+    from core.redis_server import redis_url
+
+    settings = load_settings()
+    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
+        client = redis.Redis.from_url(url)
+        try:
+            yield client, RedisKeys(settings.redis_prefix)
+        finally:
+            client.close()
+
+
+@click.group()
+def feedback() -> None:
+    """The feedback stream's dead letters."""
+
+
+@feedback.command("dead-letters")
+@click.option("--count", default=20, show_default=True, help="How many of the oldest to list.")
+def list_dead_letters(count: int) -> None:
+    """List the oldest dead letters (id, error), one JSON line each."""
+    from core.feedback_stream import dead_letters
+
+    with _redis() as (client, keys):
+        for letter in dead_letters(client, keys, count):
+            click.echo(json.dumps(letter))
+
+
+@feedback.command("replay-dead-letters")
+@click.option("--limit", type=int, default=None, help="At most this many (default: all).")
+def replay(limit: int | None) -> None:
+    """Put dead letters back on the stream, oldest first (after fixing what made them fail)."""
+    from core.feedback_stream import replay_dead_letters
+
+    with _redis() as (client, keys):
+        click.echo(json.dumps({"replayed": replay_dead_letters(client, keys, limit)}))
+
+
+COMMANDS = [feedback]

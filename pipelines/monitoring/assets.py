@@ -1,0 +1,72 @@
+"""Monitoring: is live listening still what the champion learned from, and is feedback flowing?"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from core.drift import measure, save_report
+from core.model_registry import CHAMPION
+from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource
+
+GROUP = "monitoring"
+DRIFT_CHECK, BACKLOG_CHECK = "drift_within_threshold", "feedback_backlog_under_threshold"
+
+
+@dg.asset(
+    group_name=GROUP, kinds={"evidently", "html"}, deps=["feedback_events"],
+    # after every drain: the retrain sensor reads the verdict
+    automation_condition=dg.AutomationCondition.eager(),
+    check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset="feedback_drift"), dg.AssetCheckSpec(BACKLOG_CHECK, asset="feedback_drift")],
+)  # fmt: skip
+def feedback_drift(
+    context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource, monitoring: MonitoringResource
+) -> dg.MaterializeResult:
+    """Live feedback since the champion's training data against that data's last week (Evidently):
+    event types, genres and audio features of what is played, activity per user; online CTR per model
+    version. The drift check fails past ECHOTUNE_DRIFT_THRESHOLD (the share of drifted columns), and
+    then the retrain sensor asks for a new model."""
+    registry = mlflow.registry
+    champion = registry.alias(CHAMPION)
+    trained_until = int(registry.run_tags(champion).get("trained_until_ms", "0")) if champion else 0
+    result = measure(store.tables.read_events(), store.tables.read_tracks(), trained_until)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    report = save_report(result, store.layout.reports / "drift", f"drift-{stamp}.html")
+    exceeded = result.share is not None and result.share >= monitoring.drift_threshold
+    backlog = _backlog(redis)
+    table = pd.DataFrame({"p_value_or_distance": result.drifted}).round(6)
+    metadata = {
+        "champion_version": champion or "none",
+        "drift_share": dg.MetadataValue.float(result.share if result.share is not None else 0.0),
+        "drift_measured": result.share is not None,
+        "drift_threshold": monitoring.drift_threshold,
+        "drift_exceeded": exceeded,
+        "reference_events": result.reference_events,
+        "live_events": result.current_events,
+        "drifted_columns": dg.MetadataValue.md(table.to_markdown() if len(table) else "none"),
+        "online_ctr_by_model_version": dg.MetadataValue.json(result.ctr_by_model_version),
+        **{f"online_ctr_v{v}": dg.MetadataValue.float(c) for v, c in result.ctr_by_model_version.items()},
+        "stream_backlog": backlog,
+    }
+    if report is not None:
+        metadata["report"] = dg.MetadataValue.path(str(report))
+    if result.reason:
+        metadata["not_measured_because"] = result.reason
+        context.log.info(result.reason)
+    checks = [
+        dg.AssetCheckResult(
+            check_name=DRIFT_CHECK, passed=not exceeded, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"drift_share": result.share if result.share is not None else 0.0, "threshold": monitoring.drift_threshold,
+                      "note": result.reason or f"{len(result.drifted)} drifted columns"},
+        ),
+        dg.AssetCheckResult(
+            check_name=BACKLOG_CHECK, passed=backlog <= monitoring.feedback_backlog_max,
+            metadata={"entries_waiting": backlog, "max": monitoring.feedback_backlog_max},
+        ),
+    ]  # fmt: skip
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _backlog(redis: RedisResource) -> int:
+    """Entries waiting in the feedback stream: not yet trimmed (drained and acknowledged)."""
+    return int(redis.client.xlen(redis.key_layout.feedback_stream()))

@@ -1,0 +1,51 @@
+"""The drift monitor: live listening against the champion's training window."""
+
+import pandas as pd
+
+from core.drift import measure, windows
+from core.synthetic import SyntheticWorld
+
+
+def _live(events: pd.DataFrame, after: pd.Timestamp) -> pd.DataFrame:
+    """``events`` as live feedback accepted after ``after`` (same behaviour, later)."""
+    live = events.copy()
+    live["timestamp"] = after + pd.to_timedelta(range(1, len(live) + 1), unit="s")
+    live["source"] = "api"
+    live["event_id"] = "live-" + live["event_id"].astype(str)
+    return live
+
+
+def test_listeners_who_switch_genre_are_drift_and_more_of_the_same_is_not():
+    world = SyntheticWorld.generate(400, 80, seed=3)
+    history = world.events(6000, days=7)
+    until = history["timestamp"].max()
+    trained_until = int(until.timestamp() * 1000)
+    same = _live(world.events(2000, days=7), until)
+    calm = measure(pd.concat([history, same]), world.tracks, trained_until)
+    assert calm.share is not None and calm.share < 0.5 and "genre" not in calm.drifted
+
+    genres = world.tracks.set_index("track_id")["genres"].map(lambda g: g[0])
+    rare = genres.value_counts().index[-1]  # a genre hardly anyone plays
+    switched = same.copy()
+    switched["track_id"] = list(genres[genres == rare].index.to_series().sample(len(switched), replace=True, random_state=1))
+    shifted = measure(pd.concat([history, switched]), world.tracks, trained_until)
+    assert shifted.share >= 0.5 and "genre" in shifted.drifted
+    assert {"energy", "valence", "danceability", "acousticness"} & set(shifted.drifted)  # the sound of what is played moved too
+    assert shifted.snapshot is not None
+
+
+def test_too_little_live_feedback_is_said_not_guessed():
+    world = SyntheticWorld.generate(200, 30, seed=1)
+    history = world.events(1000, days=3)
+    until = history["timestamp"].max()
+    result = measure(pd.concat([history, _live(history.head(10), until)]), world.tracks, int(until.timestamp() * 1000))
+    assert result.share is None and "too few events" in result.reason and result.current_events == 10
+    reference, current = windows(pd.concat([history, _live(history.head(10), until)]), int(until.timestamp() * 1000))
+    assert len(current) == 10 and (current["source"] == "api").all() and len(reference) > 0
+
+
+def test_online_ctr_by_model_version():
+    from core.drift import ctr_by_model_version
+
+    frame = pd.DataFrame({"type": ["recommendation_shown"] * 4 + ["recommendation_clicked"], "model_version": ["3", "3", "4", "4", "4"]})
+    assert ctr_by_model_version(frame) == {"3": 0.0, "4": 0.5}

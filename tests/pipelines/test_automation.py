@@ -1,0 +1,134 @@
+"""The loop's sensors, evaluated for real against the pipeline's stores: what they ask for and why."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from core.contracts import FeedbackEvent, RedisKeys
+from core.feedback_stream import FeedbackStream
+from core.ingest.service import ingest_track_files
+from core.model_registry import CHAMPION, ModelRegistry
+from core.tables import OfflineStore
+from pipelines.automation.jobs import REASON_TAG, TRIGGER_TAG, everything_job
+from pipelines.definitions import build_defs, resources_from
+from serving.main import create_app
+
+pytestmark = pytest.mark.slow
+KEY = "test-client-key-0123456789"
+
+
+@pytest.fixture
+def platform(settings):
+    """The whole graph materialized once (version 1 champion, published), with its definitions."""
+    settings = settings.model_copy(update={"api_keys": f"{KEY}:client", "retrain_after_events": 50})
+    instance = dg.DagsterInstance.ephemeral()
+    defs = build_defs(settings)
+    assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
+    return settings, defs, instance
+
+
+def evaluate(defs, instance, name, settings, cursor=None):
+    sensor = next(s for s in defs.sensors if s.name == name)
+    with dg.build_sensor_context(instance=instance, resources=resources_from(settings), cursor=cursor, definitions=defs) as context:
+        return sensor.evaluate_tick(context), context.cursor
+
+
+def test_volume_and_drift_ask_for_a_retrain_saying_why(platform):
+    settings, defs, instance = platform
+    skipped, _ = evaluate(defs, instance, "retrain_when_needed", settings)
+    assert not skipped.run_requests and "retrain at 50" in skipped.skip_message
+    # 60 live events after the newest version's data: over the threshold of 50
+    store = OfflineStore(settings.layout.tables)
+    now = pd.Timestamp(datetime.now(UTC))
+    live = pd.DataFrame({"event_id": [f"live{i}" for i in range(60)], "user_id": "someone", "track_id": store.read_tracks()["track_id"].iloc[0],
+                         "type": "play", "timestamp": now, "source": "api"})  # fmt: skip
+    from core.contracts.events import EVENT_SCHEMA
+
+    store.write_events(live.reindex(columns=EVENT_SCHEMA.names), part="live")
+    volume, _ = evaluate(defs, instance, "retrain_when_needed", settings)
+    (request,) = volume.run_requests
+    assert request.tags[TRIGGER_TAG] == "volume" and "60 live events arrived after version 1's training data" in request.tags[REASON_TAG]
+
+    # drift found after the newest version was trained asks too (volume below the threshold now)
+    calm = settings.model_copy(update={"retrain_after_events": 10_000})
+    instance.report_runless_asset_event(dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.75}))
+    drift, _ = evaluate(build_defs(calm), instance, "retrain_when_needed", calm)
+    (request,) = drift.run_requests
+    assert request.tags[TRIGGER_TAG] == "drift" and "drift share 0.75" in request.tags[REASON_TAG]
+
+
+def test_drain_runs_for_each_day_in_the_stream(platform):
+    settings, defs, instance = platform
+    stream = FeedbackStream(redis.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix))
+    empty, _ = evaluate(defs, instance, "drain_feedback", settings)
+    assert not empty.run_requests and "empty" in empty.skip_message
+    (stream_id,) = stream.append([FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="play", event_id="d1").stamped()])
+    accepted_day = datetime.fromtimestamp(int(stream_id.split("-")[0]) / 1000, tz=UTC).date()
+    result, _ = evaluate(defs, instance, "drain_feedback", settings)
+    # the day the server accepted the entry, and any day after it up to today (a drain just after midnight)
+    assert [r.partition_key for r in result.run_requests][0] == accepted_day.isoformat()
+    request = result.run_requests[0]
+    assert request.tags[TRIGGER_TAG] == "drain" and "every 300 s" in request.tags[REASON_TAG]
+
+
+def test_a_champion_moved_by_hand_is_published_and_the_run_says_so(platform):
+    settings, defs, instance = platform
+    calm, _ = evaluate(defs, instance, "follow_the_champion", settings)
+    assert not calm.run_requests
+    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success  # version 2
+    moved_to = "2" if registry.alias(CHAMPION) == "1" else "1"
+    registry.set_alias(CHAMPION, moved_to)  # what a data scientist does in the MLflow UI
+    moved, _ = evaluate(defs, instance, "follow_the_champion", settings)
+    (request,) = moved.run_requests
+    assert f"champion moved to version {moved_to} in MLflow" in request.tags[REASON_TAG] and "by hand" in request.tags[REASON_TAG]
+    assert request.tags["echotune/moved_by"] == "MLflow UI or API"
+    run = defs.resolve_job_def("publish_champion").execute_in_process(instance=instance, tags=request.tags)
+    assert run.success
+    vectors_meta = run.get_asset_materialization_events()[0].materialization.metadata
+    assert vectors_meta["champion_version"].value == moved_to and "by hand" in vectors_meta["trigger"].value
+
+
+def test_new_catalog_tracks_are_served_before_any_retrain(platform, tmp_path):
+    settings, defs, instance = platform
+    catalog = OfflineStore(settings.layout.tables).read_tracks()
+    # three new tracks of a genre nobody has heard of, with audio features: a file a user imports
+    base = catalog.iloc[0]
+    new_ids = ["0" * 19 + f"N{i:02d}" for i in range(3)]
+    new = pd.DataFrame({"id": new_ids, "name": [f"New {i}" for i in range(3)], "artists": "Newcomer", "genres": "brand new genre",
+                        "energy": 0.9, "danceability": 0.8, "valence": 0.7, "tempo": 128.0, "acousticness": 0.1,
+                        "duration_ms": int(base["duration_ms"] or 200_000)})  # fmt: skip
+    path = tmp_path / "new.csv"
+    new.to_csv(path, index=False)
+    ingest_track_files(OfflineStore(settings.layout.tables), [path])  # `echotune ingest tracks new.csv`
+
+    sensed, cursor = evaluate(defs, instance, "new_catalog_tracks", settings)
+    (request,) = sensed.run_requests
+    assert "3 catalog tracks that version 1 does not serve" in request.tags[REASON_TAG]
+    again, _ = evaluate(defs, instance, "new_catalog_tracks", settings, cursor=cursor)
+    assert not again.run_requests  # the same catalog is not extended twice
+    assert defs.resolve_job_def("extend_catalog").execute_in_process(instance=instance, tags=request.tags).success
+
+    with TestClient(create_app(settings), headers={"X-API-Key": KEY}) as client:
+        body = client.get("/recommendations/someone-new", params={"genres": "brand new genre", "count": 5}).json()
+    assert sorted(t["track_id"] for t in body["tracks"]) == sorted(new_ids) and body["model_version"] == "1"
+    vectors = redis.Redis.from_url(settings.redis_url)
+    assert int(vectors.hget(RedisKeys(settings.redis_prefix).model_meta("1"), "catalog_revision")) == 1
+    assert np.isfinite([t["score"] for t in body["tracks"]]).all()
+
+
+def test_the_drift_monitor_reports_in_the_ui_and_checks_the_backlog(platform):
+    settings, defs, instance = platform
+    run = defs.resolve_job_def("measure_drift").execute_in_process(instance=instance)
+    assert run.success
+    meta = run.get_asset_materialization_events()[0].materialization.metadata
+    # no live feedback yet: nothing to compare, and it says so instead of guessing
+    assert meta["drift_measured"].value is False and "too few events" in meta["not_measured_because"].value
+    assert meta["reference_events"].value > 0 and meta["stream_backlog"].value == 0
+    checks = {e.asset_check_key.name: e.passed for e in run.get_asset_check_evaluations()}
+    assert checks == {"drift_within_threshold": True, "feedback_backlog_under_threshold": True}

@@ -1,0 +1,292 @@
+"""Monitoring: every metric the alert rules and the dashboard in ops/ query is one the code exports;
+the figures behind them (CTR and completion by model version, experiment conversion, active users,
+the worker's lag and rates, memory and CPU of every API process) are right."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+import yaml
+from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from core import release
+from core.clock import ManualClock
+from core.contracts import FeedbackEvent, RedisKeys
+from core.feedback_stream import FeedbackStream
+from serving.main import create_app
+from serving.worker import GROUP, FeedbackWorker
+from serving.worker.events import parse_entry, stream_id_of
+from serving.worker.metrics import serve_metrics
+from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY
+
+OPS = Path(__file__).resolve().parents[2] / "ops"
+RUNBOOK_HEADINGS = {"Retrain now", "Roll back", "Replay dead letters", "Erase a user", "Rotate API keys", "Move to PostgreSQL"}
+FROM_PROMETHEUS = {"up"}  # series Prometheus writes itself for every scrape target
+EXPERIMENT = {
+    "id": "home-test",
+    "name": "Home list",
+    "variants": [{"name": "control", "algorithm": "popularity", "weight": 0.5}, {"name": "treatment", "model_alias": "champion", "weight": 0.5}],
+}
+
+# --- PromQL: the metric names an expression selects ------------------------------------------------
+_NOT_METRICS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless", "atan2", "inf", "nan",
+    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group", "limitk", "limit_ratio",
+}  # fmt: skip
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: identifiers that are not functions, aggregations,
+    keywords, label names (in matchers and in by/on/... lists), strings, durations or numbers."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)  # strings first: they may hold anything
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges, subqueries, $__rate_interval
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r" \1 ", text)  # label lists
+    names = set()
+    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
+        before, after = text[: match.start()], text[match.end() :].lstrip()
+        if before[-1:].isdigit() or before[-1:] == "." or after.startswith("(") or match.group().lower() in _NOT_METRICS:
+            continue  # 2e9 and 1h, a function call, a keyword
+        names.add(match.group())
+    return names
+
+
+def test_metric_names_are_read_out_of_promql():
+    expr = """sum by (le, route) (rate(echotune_a_bucket{route=~"/x/[{]id[}].*", job="b c"}[5m])) / ignoring (pid) group_left
+              max(echotune_b) by (instance) > 2e9 and on (algorithm) echotune_c offset 1h or absent(up{job="w"}) * 0.7
+              + sum(increase(echotune_d_total[$__rate_interval]))"""
+    assert metric_names(expr) == {"echotune_a_bucket", "echotune_b", "echotune_c", "up", "echotune_d_total"}
+
+
+def alert_rules() -> list[dict]:
+    return [rule for group in yaml.safe_load((OPS / "prometheus" / "alerts.yml").read_text())["groups"] for rule in group["rules"]]
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    dashboard = json.loads((OPS / "grafana" / "echotune.json").read_text())
+    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def exported_names(text: str) -> set[str]:
+    """Every series name an exposition has, also of families declared but without samples yet (a
+    counter that never moved), named as prometheus_client writes them (_total, _bucket, ...)."""
+    suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"], "summary": ["_sum", "_count"]}
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {family.name, *(s.name for s in family.samples), *(family.name + suffix for suffix in suffixes.get(family.type, []))}
+    return names
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """(series name, sorted labels) -> value."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+# --- fixtures ----------------------------------------------------------------------------------------
+@pytest.fixture
+def worker(settings, redis_client, published):
+    w = FeedbackWorker(redis_client, RedisKeys(settings.redis_prefix), consumer="w1", batch=100, block_ms=10)
+    w.ensure_group()
+    return w
+
+
+def drain(worker) -> None:
+    while worker.step():
+        pass
+
+
+def post(client, user, track, kind, **context):
+    response = client.post("/feedback", json={"user_id": user, "track_id": track, "type": kind, "context": context or None})
+    assert response.status_code == 202, response.text
+
+
+# --- the ops/ files against what the code exports ----------------------------------------------------
+def test_every_alert_and_dashboard_expression_names_an_exported_metric(client, worker, trained, known_user_id):
+    model, _ = trained
+    tracks = list(model.item_ids[:3])
+    client.get(f"/recommendations/{known_user_id}")
+    client.get(f"/recommendations/{known_user_id}/similar/{tracks[0]}")
+    client.post("/recommendations/batch", json={"requests": [{"user_id": known_user_id}]})
+    for kind in ("recommendation_shown", "recommendation_clicked", "track_completed", "track_skipped"):
+        post(client, known_user_id, tracks[0], kind, algorithm="lowrank_ease", model_version="1", experiment_id="home-test", variant="control")
+    worker.r.xadd(worker.keys.feedback_stream(), {"e": b"{not json"})  # a dead letter
+    drain(worker)
+    exported = exported_names(client.get("/metrics").text) | exported_names(generate_latest(worker.metrics.registry).decode()) | FROM_PROMETHEUS
+    queried = [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()] + [(f"panel {title!r}", expr) for title, expr in dashboard_exprs()]
+    unknown = sorted({f"{name} (in {where})" for where, expr in queried for name in metric_names(expr) if name not in exported})
+    assert not unknown, "metrics queried in ops/ that the code does not export: " + "; ".join(unknown)
+
+
+def test_every_alert_says_what_it_is_and_what_to_do():
+    rules = alert_rules()
+    assert len({r["alert"] for r in rules}) == len(rules) >= 15
+    for rule in rules:
+        assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["runbook"], rule["alert"]
+        headings = set(re.findall(r'README "([^"]+)"', rule["annotations"]["runbook"]))
+        assert headings <= RUNBOOK_HEADINGS, f"{rule['alert']} refers to README sections that do not exist: {headings - RUNBOOK_HEADINGS}"
+    dashboard = json.loads((OPS / "grafana" / "echotune.json").read_text())
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)) and all(e.strip() for _, e in dashboard_exprs())
+
+
+# --- the figures ---------------------------------------------------------------------------------------
+def test_ctr_completion_and_conversion_by_model_version(client, worker, published, world, trained, known_user_id):
+    model, _ = trained
+    release.publish(published, "2", model, world.tracks)  # a second published version, not champion
+    assert client.post("/experiments", json=EXPERIMENT, headers={"X-API-Key": ADMIN_KEY}).status_code == 201
+    track, user = model.item_ids[0], known_user_id
+    v1 = {"algorithm": "lowrank_ease", "model_version": "1", "experiment_id": "home-test", "variant": "control"}
+    v2 = {"algorithm": "lowrank_ease", "model_version": "2", "experiment_id": "home-test", "variant": "treatment"}
+    for kind, n1, n2 in [("recommendation_shown", 4, 2), ("recommendation_clicked", 1, 1), ("track_completed", 3, 1), ("track_skipped", 1, 1)]:
+        for _ in range(n1):
+            post(client, user, track, kind, **v1)
+        for _ in range(n2):
+            post(client, user, track, kind, **v2)
+    post(client, user, track, "recommendation_shown", algorithm="lowrank_ease", model_version="77", experiment_id="made-up", variant="x")
+    drain(worker)
+    got = samples(client.get("/metrics").text)
+    assert got[("echotune_algorithm_ctr", (("algorithm", "lowrank_ease"), ("model_version", "1")))] == 0.25
+    assert got[("echotune_algorithm_ctr", (("algorithm", "lowrank_ease"), ("model_version", "2")))] == 0.5
+    assert got[("echotune_algorithm_completion_rate", (("algorithm", "lowrank_ease"), ("model_version", "1")))] == 0.75
+    assert got[("echotune_algorithm_completion_rate", (("algorithm", "lowrank_ease"), ("model_version", "2")))] == 0.5
+    assert got[("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "control")))] == 0.25
+    assert got[("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "treatment")))] == 0.5
+    # a version that is not published and an experiment that is not registered are counted, not as labels of their own
+    other = (("algorithm", "lowrank_ease"), ("experiment", "other"), ("model_version", "other"), ("type", "recommendation_shown"), ("variant", "other"))
+    assert got[("echotune_algorithm_events_total", other)] == 1
+    assert got[("echotune_feedback_events_total", (("algorithm", "lowrank_ease"), ("type", "recommendation_shown"), ("variant", "control")))] == 4
+
+
+def test_aggregates_of_older_installs_and_retired_versions_keep_their_totals(client, worker, published, world, trained, redis_client, settings):
+    keys = RedisKeys(settings.redis_prefix)
+    model, _ = trained
+    release.publish(published, "2", model, world.tracks)
+    post(client, "u1", model.item_ids[0], "recommendation_shown", algorithm="lowrank_ease", model_version="2")
+    drain(worker)
+    redis_client.hset(keys.feedback_aggregates(), "lowrank_ease|control|recommendation_shown", 4)  # written before model versions were counted
+    shown = ("echotune_feedback_events_total", (("algorithm", "lowrank_ease"), ("type", "recommendation_shown"), ("variant", "control")))
+    old = ("echotune_algorithm_events_total", (("algorithm", "lowrank_ease"), ("experiment", "none"), ("model_version", "none"), ("type", "recommendation_shown"), ("variant", "control")))  # fmt: skip
+    v2 = ("echotune_algorithm_events_total", (("algorithm", "lowrank_ease"), ("experiment", "none"), ("model_version", "2"), ("type", "recommendation_shown"), ("variant", "none")))  # fmt: skip
+    before = samples(client.get("/metrics").text)
+    assert before[shown] == 4 and before[old] == 4 and before[v2] == 1
+    published.delete_version("2")
+    assert worker.counter.sweep() == 2  # the old field rewritten, version 2 folded into "other"
+    after = samples(client.get("/metrics").text)
+    assert after[shown] == 4 and after[old] == 4 and v2 not in after
+    assert after[(v2[0], tuple((k, "other" if k == "model_version" else v) for k, v in v2[1]))] == 1
+    assert set(redis_client.hkeys(keys.feedback_aggregates())) == {b"lowrank_ease|none|none|control|recommendation_shown", b"lowrank_ease|other|none|none|recommendation_shown"}
+
+
+def test_active_users_are_counted_once_per_user(client, worker, settings, published, trained):
+    model, _ = trained
+    for user, n in [("listener_a", 5), ("listener_b", 3), ("listener_c", 1)]:
+        for track in model.item_ids[:n]:
+            post(client, user, track, "track_completed")
+    drain(worker)
+    entries = worker.r.xrange(worker.keys.feedback_stream())
+    assert worker.counter.count_applied([parse_entry(stream_id_of(i), f) for i, f in entries]) == 0  # redelivered: counted already
+    got = samples(client.get("/metrics").text)
+    for window in ("1h", "24h"):
+        assert got[("echotune_active_users", (("window", window),))] == 3
+        assert got[("echotune_events_per_active_user", (("window", window),))] == 3
+    later = ManualClock(at=time.time() + 2 * 3600)
+    with TestClient(create_app(settings, clock=later), headers={"X-API-Key": CLIENT_KEY}) as two_hours_later:
+        got = samples(two_hours_later.get("/metrics").text)
+    assert got[("echotune_active_users", (("window", "1h"),))] == 0 and got[("echotune_active_users", (("window", "24h"),))] == 3
+
+
+# --- the worker's own metrics -------------------------------------------------------------------------
+def test_the_worker_reports_pending_lag_rates_and_its_model(settings, redis_client, published, trained):
+    keys = RedisKeys(settings.redis_prefix)
+    worker = FeedbackWorker(redis_client, keys, consumer="w1", batch=100, block_ms=10, claim_idle_ms=0)
+    worker.ensure_group()
+    stream = FeedbackStream(redis_client, keys)
+    stream.append([FeedbackEvent(user_id="u1", track_id=t, type="track_completed").stamped() for t in trained[0].item_ids[:5]])
+    redis_client.xreadgroup(GROUP, "crashed", {keys.feedback_stream(): ">"}, count=2)  # read, never acknowledged
+
+    def figures() -> dict:
+        return {name: value for (name, labels), value in samples(generate_latest(worker.metrics.registry).decode()).items() if not labels}
+
+    waiting = figures()
+    assert waiting["echotune_worker_pending_entries"] == 2 and waiting["echotune_worker_lag_entries"] == 3
+    assert waiting["echotune_worker_lag_seconds"] >= 0 and waiting["echotune_worker_oldest_pending_age_seconds"] >= 0
+    redis_client.xadd(keys.feedback_stream(), {"e": b"{not json"})
+    drain(worker)  # reclaims the crashed consumer's two entries too
+    done = figures()
+    assert done["echotune_worker_pending_entries"] == 0 and done["echotune_worker_lag_entries"] == 0 and done["echotune_worker_lag_seconds"] == 0
+    assert done["echotune_worker_events_applied_total"] == 5 and done["echotune_worker_entries_total"] == 6
+    assert done["echotune_worker_dead_letters_total"] == 1 and done["echotune_worker_dead_letter_stream_length"] == 1
+    assert done["echotune_worker_redis_up"] == 1 and done["echotune_worker_heartbeat_age_seconds"] < 5
+    assert samples(generate_latest(worker.metrics.registry).decode())[("echotune_worker_model_info", (("model_version", "1"),))] == 1
+    assert ("echotune_process_resident_memory_bytes", (("pid", str(os.getpid())),)) in samples(generate_latest(worker.metrics.registry).decode())
+
+
+def test_worker_metrics_are_served_over_http_and_survive_redis_being_away(settings, caplog):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    unreachable = redis.Redis(port=port, socket_connect_timeout=0.2)  # nothing listens there
+    worker = FeedbackWorker(unreachable, RedisKeys(settings.redis_prefix), consumer="w1", block_ms=10)
+    assert serve_metrics(worker.metrics.registry, "127.0.0.1", 0) is None  # 0: off
+    server = serve_metrics(worker.metrics.registry, "127.0.0.1", port)
+    try:
+        assert serve_metrics(worker.metrics.registry, "127.0.0.1", port) is None  # taken: logged, the worker goes on
+        assert "--metrics-port" in caplog.text
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        server.shutdown()
+    assert samples(text)[("echotune_worker_redis_up", ())] == 0 and "echotune_worker_events_applied_total" in text
+
+
+# --- memory and CPU of every API worker -------------------------------------------------------------
+def test_memory_and_cpu_are_reported_for_every_api_worker(settings, redis_url, tmp_path):
+    """`echotune serve --workers 2`: each scrape, whichever worker answers it, reports both workers; a
+    worker that dies is replaced by uvicorn, and its pid and live-gauge files go."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHOTUNE_", "PROMETHEUS_"))}
+    env.update(ECHOTUNE_HOME=str(tmp_path), ECHOTUNE_REDIS_URL=redis_url, ECHOTUNE_REDIS_PREFIX=settings.redis_prefix, ECHOTUNE_API_KEYS=f"{CLIENT_KEY}:client")
+    server = subprocess.Popen([sys.executable, "-m", "echotune.cli", "serve", "--port", str(port), "--workers", "2"], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+
+    def pids_until(check, seconds=60) -> set[str]:
+        deadline, seen = time.monotonic() + seconds, set()
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                got = samples(text)
+                seen = {dict(labels)["pid"] for name, labels in got if name == "echotune_process_resident_memory_bytes"}
+                cpu = {dict(labels)["pid"] for name, labels in got if name == "echotune_process_cpu_seconds_total"}
+                if check(seen) and cpu == seen:
+                    return seen
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the pids reported were {seen}")
+
+    try:
+        workers = lambda: {str(p.pid) for p in psutil.Process(server.pid).children() if "spawn_main" in " ".join(p.cmdline())}  # noqa: E731
+        first = pids_until(lambda seen: len(seen) == 2 and seen == workers())
+        dead = sorted(first)[0]
+        os.kill(int(dead), signal.SIGKILL)
+        second = pids_until(lambda seen: len(seen) == 2 and dead not in seen)
+        assert second == workers() and dead not in second
+        assert not list((tmp_path / "var" / "prometheus").glob(f"gauge_live*_{dead}.db"))  # in-flight of the dead worker no longer counts
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
