@@ -1,7 +1,11 @@
-"""Deterministic, sticky assignment: a salted hash of (experiment id, user id) into 10,000 buckets.
+"""Deterministic, sticky assignment: salted hashes of the user id into 10,000 buckets.
 
-The allocation decision and the variant choice use different salts, so widening the allocation adds
-users without moving anyone already in the experiment to another variant.
+Layers, as in Google's overlapping experiment infrastructure (Tang et al. 2010): a user's bucket in a
+layer comes from the layer's salt, and each experiment of the layer owns a range of those buckets
+(``layer_offset`` .. ``layer_offset + traffic_allocation``), so the experiments of one layer share its
+traffic exclusively while experiments of different layers are assigned independently. Within an
+experiment the variant comes from the experiment's own salt, so widening the allocation adds users
+without moving anyone already in it to another variant.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ class Assigner:
 
     def __init__(self, experiment: Experiment) -> None:
         self.experiment = experiment
-        self._allocated = round(experiment.traffic_allocation * BUCKETS)
+        self._first = round(experiment.layer_offset * BUCKETS)
+        self._end = round((experiment.layer_offset + experiment.traffic_allocation) * BUCKETS)
+        self._layer_salt = f"layer:{experiment.layer}"
         edges, acc = [], 0.0
         for v in experiment.variants[:-1]:
             acc += v.weight
@@ -34,6 +40,6 @@ class Assigner:
 
     def variant(self, user_id: str) -> str | None:
         """The user's variant name, or None when the user is outside the traffic allocation."""
-        if bucket(f"{self.experiment.id}:allocation", user_id) >= self._allocated:
+        if not self._first <= bucket(self._layer_salt, user_id) < self._end:
             return None
         return self._names[bisect_right(self._edges, bucket(f"{self.experiment.id}:variant", user_id))]

@@ -73,9 +73,14 @@ class Experiment(BaseModel):
     id: str
     name: str
     hypothesis: str = ""
-    surface: str = "recommendations"
+    surface: Literal["recommendations", "similar", "batch"] = "recommendations"
+    design: Literal["ab", "interleaving"] = Field(
+        "ab", description="ab: each user sees one variant; interleaving: every list merges two rankers (team draft) and clicks credit the ranker that contributed the track.",
+    )  # fmt: skip
+    layer: str = Field("default", description="Experiments in different layers are assigned independently; one layer's traffic is split exclusively among its experiments.")
+    layer_offset: float = Field(0.0, ge=0.0, lt=1.0, description="Where this experiment's share of its layer's traffic starts (0-1).")
     variants: list[Variant] = Field(..., min_length=2)
-    traffic_allocation: float = Field(1.0, gt=0.0, le=1.0, description="Share of users in the experiment.")
+    traffic_allocation: float = Field(1.0, gt=0.0, le=1.0, description="Share of the layer's users in the experiment, from layer_offset on.")
     primary_metric: Literal["ctr", "completion_rate", "skip_rate", "listening_minutes", "mean_rating"] = "ctr"
     secondary_metrics: list[str] = Field(default_factory=list)
     guardrail_metrics: list[str] = Field(default_factory=lambda: ["skip_rate"])
@@ -90,6 +95,13 @@ class Experiment(BaseModel):
     def _id(cls, value: str) -> str:
         if not _ID.match(value):
             raise ValueError(f"experiment id {value!r} must be lowercase letters, digits, _ or - (max 64)")
+        return value
+
+    @field_validator("layer")
+    @classmethod
+    def _layer(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"layer {value!r} must be lowercase letters, digits, _ or - (max 64)")
         return value
 
     @field_validator("start", "end")
@@ -117,14 +129,36 @@ class Experiment(BaseModel):
             raise ValueError(f"variant names must be unique (got {names})")
         if self.start and self.end and self.end <= self.start:
             raise ValueError("end must be after start")
+        if self.layer_offset + self.traffic_allocation > 1.0 + 1e-9:
+            raise ValueError(f"layer_offset {self.layer_offset:g} + traffic_allocation {self.traffic_allocation:g} is past the layer's traffic (1.0)")
+        if self.design == "interleaving" and len(self.variants) != 2:
+            raise ValueError(f"an interleaving experiment compares exactly two rankers (got {len(self.variants)} variants)")
         return self
 
     def overlaps(self, other: "Experiment") -> bool:
-        """Both run on the same surface at some common time (their users would be in both)."""
-        if self.id == other.id or self.surface != other.surface:
+        """Both would take the same users of one layer at some common time: same layer, overlapping
+        shares of its traffic, overlapping dates. (Experiments in different layers never overlap:
+        their assignments are independent.)"""
+        if self.id == other.id or self.layer != other.layer:
             return False
+        shares = max(self.layer_offset, other.layer_offset) < min(self.layer_offset + self.traffic_allocation, other.layer_offset + other.traffic_allocation)
         lo, hi = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
-        return max(self.start or lo, other.start or lo) < min(self.end or hi, other.end or hi)
+        return shares and max(self.start or lo, other.start or lo) < min(self.end or hi, other.end or hi)
+
+    def active_at(self, when: datetime) -> bool:
+        """Running and within its dates at ``when``: only then are users assigned and events counted."""
+        return self.status == "running" and (self.start is None or when >= self.start) and (self.end is None or when < self.end)
+
+    def with_status(self, status: str) -> "Experiment":
+        """The experiment moved to ``status``; ValueError saying why for a move that is not allowed
+        (draft -> running -> stopped; a stopped experiment stays stopped: its analysis is final)."""
+        allowed = {"draft": {"running", "stopped"}, "running": {"stopped"}, "stopped": set()}
+        if status == self.status:
+            return self
+        if status not in allowed.get(self.status, set()):
+            raise ValueError(f"experiment {self.id!r} is {self.status}: it cannot become {status} "
+                             f"({'stopped is final: create a new experiment' if self.status == 'stopped' else 'a running experiment can only be stopped'})")  # fmt: skip
+        return self.model_copy(update={"status": status})
 
     @property
     def control(self) -> Variant:

@@ -43,11 +43,11 @@ class ExperimentRegistry:
         return experiment
 
     def set_status(self, experiment_id: str, status: str) -> Experiment:
+        """Move an experiment to ``status`` (ValueError for a move that is not allowed, naming why)."""
         current = self.get(experiment_id)
         if current is None:
             raise KeyError(f"no experiment {experiment_id!r}")
-        updated = Experiment.model_validate({**current.model_dump(), "status": status})
-        return self.put(updated, replace=True)
+        return self.put(current.with_status(status), replace=True)
 
     def import_folder(self, folder: Path) -> list[str]:
         """Register every ``*.yaml`` definition not registered yet; returns their ids. A file that does
@@ -64,9 +64,11 @@ class ExperimentRegistry:
         return added
 
     def _check_overlap(self, experiment: Experiment) -> None:
-        for other in self.running(experiment.surface):
+        for other in self.running():
             if experiment.overlaps(other):
                 raise ExperimentConflict(
-                    f"experiment {experiment.id!r} would run on surface {experiment.surface!r} at the same time as {other.id!r}: "
-                    "stop one, or give them different surfaces or non-overlapping dates"
+                    f"experiment {experiment.id!r} would take the same users of layer {experiment.layer!r} as {other.id!r} "
+                    f"(traffic {experiment.layer_offset:g}-{experiment.layer_offset + experiment.traffic_allocation:g} vs "
+                    f"{other.layer_offset:g}-{other.layer_offset + other.traffic_allocation:g}) at the same time: put one in another "
+                    "layer, give them disjoint shares of the layer (layer_offset, traffic_allocation) or non-overlapping dates"
                 )

@@ -38,6 +38,8 @@ async def _call(state, method: str, *args):
         raise ApiError(409, "conflict", str(exc)) from exc
     except KeyError as exc:
         raise ApiError(404, "not_found", str(exc).strip("'\"")) from exc
+    except ValueError as exc:  # a status move that is not allowed
+        raise ApiError(422, "invalid_status_change", str(exc)) from exc
 
 
 @router.get("", response_model=list[Experiment], responses=ERRORS)

@@ -24,10 +24,15 @@ def test_create_validate_start_stop(client):
     assert client.post("/experiments/home-test/start", headers=ADMIN).json()["status"] == "running"
     client.post("/experiments", json={**SPEC, "id": "second"}, headers=ADMIN)
     overlap = client.post("/experiments/second/start", headers=ADMIN)
-    assert overlap.status_code == 409 and "same time as 'home-test'" in overlap.json()["error"]["message"]
+    assert overlap.status_code == 409 and "same users of layer 'default' as 'home-test'" in overlap.json()["error"]["message"]
+    # in another layer, or on the other half of the layer's traffic, it runs beside it
+    client.post("/experiments", json={**SPEC, "id": "other-layer", "layer": "ranking"}, headers=ADMIN)
+    assert client.post("/experiments/other-layer/start", headers=ADMIN).json()["status"] == "running"
     assert client.post("/experiments/nope/start", headers=ADMIN).status_code == 404
-    assert [e["id"] for e in client.get("/experiments").json()] == ["home-test", "second"]
+    assert [e["id"] for e in client.get("/experiments").json()] == ["home-test", "other-layer", "second"]
     assert client.post("/experiments/home-test/stop", headers=ADMIN).json()["status"] == "stopped"
+    restart = client.post("/experiments/home-test/start", headers=ADMIN)
+    assert restart.status_code == 422 and "stopped is final" in restart.json()["error"]["message"]
 
 
 def test_running_experiment_routes_users_and_stamps_responses_and_events(client, settings, redis_client, trained):
