@@ -3,10 +3,14 @@
 Each user in the allocation is served lists by their variant's recommender; clicks, completions and
 skips are drawn from the same response model that generated the training history
 (:func:`core.synthetic.click_given_affinity`), so a variant that knows users' tastes earns more clicks.
+
+For interleaving at scale, :func:`team_draft_outcomes` lists every merged list a user can be served and
+:func:`interleaved_clicks` draws the credited clicks of many requests at once.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +21,7 @@ from core.contracts.events import EVENT_SCHEMA
 from core.synthetic import SyntheticWorld, click_given_affinity, completion_given_affinity
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
+from experiments.interleaving import rounds, team_draft_by_coins
 
 # variant name -> function(user indices) -> (n_users, n) ranked track indices, -1 padded
 ListProvider = Callable[[np.ndarray], np.ndarray]
@@ -83,3 +88,39 @@ def simulate(
             "source": "simulation",
         }
     )[EVENT_SCHEMA.names]
+
+
+def team_draft_outcomes(a_ranked: np.ndarray, b_ranked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every merged list team draft can serve each user, one per coin sequence (each equally likely),
+    from two rankings per user (``(n_users, >= k)`` track indices, best first, -1 padded).
+
+    Returns ``tracks`` (n_users, 2 ** rounds(k), k), -1 padded, and ``from_b`` of the same shape, True
+    where ranker b contributed the track. The lists come from
+    :func:`experiments.interleaving.team_draft_by_coins` itself, so a vectorised simulation that picks
+    one outcome per request at random serves exactly what production would."""
+    coins = list(itertools.product((True, False), repeat=rounds(k)))
+    tracks = np.full((len(a_ranked), len(coins), k), -1, dtype=np.int64)
+    from_b = np.zeros(tracks.shape, dtype=bool)
+    for u, (a, b) in enumerate(zip(a_ranked, b_ranked)):
+        a, b = [int(t) for t in a if t >= 0], [int(t) for t in b if t >= 0]
+        for j, a_first in enumerate(coins):
+            merged, teams = team_draft_by_coins(a, b, k, a_first)
+            tracks[u, j, : len(merged)] = merged
+            from_b[u, j, : len(merged)] = np.array(teams) == "b"
+    return tracks, from_b
+
+
+def interleaved_clicks(
+    rng: np.random.Generator, click_prob: np.ndarray, from_b: np.ndarray, users: np.ndarray, sessions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Credited clicks (for a, for b) of each entry of ``users`` (indices into the first axis of
+    ``click_prob`` and ``from_b``, both shaped like :func:`team_draft_outcomes`' output; probability 0
+    where a list has no track) over ``sessions[i]`` requests, each served one of the user's merged
+    lists at random and each track clicked independently with its probability."""
+    owner = np.repeat(np.arange(len(users)), sessions)
+    pool, outcome = users[owner], rng.integers(0, click_prob.shape[1], size=len(owner))
+    clicked = rng.random((len(owner), click_prob.shape[2])) < click_prob[pool, outcome]
+    for_b = from_b[pool, outcome]
+    a = np.bincount(owner, weights=(clicked & ~for_b).sum(axis=1), minlength=len(users))
+    b = np.bincount(owner, weights=(clicked & for_b).sum(axis=1), minlength=len(users))
+    return a.astype(np.int64), b.astype(np.int64)
