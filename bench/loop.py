@@ -89,7 +89,7 @@ class Platform:
         """(job, trigger, reason) of the runs the loop launched since ``since`` (epoch seconds)."""
         import dagster as dg
 
-        with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(self.home / "dagster_home"))) as instance:
+        with dg.DagsterInstance.from_config(str(self.home / "dagster_home")) as instance:
             runs = instance.get_runs(filters=dg.RunsFilter(created_after=pd.Timestamp(since, unit="s", tz="UTC").to_pydatetime()))
             return [(r.job_name, r.tags.get("echotune/trigger", "-"), r.tags.get("echotune/reason", "-")) for r in reversed(runs)]
 
@@ -129,21 +129,32 @@ def main() -> None:
         graded = pd.read_parquet(home / "data" / "tables" / "interactions.parquet")
         first_genre = catalog.set_index("track_id")["genres"].map(lambda g: g[0] if g is not None and len(g) else None)
         heard = graded.assign(genre=graded["item_id"].map(first_genre))
-        active = heard.groupby("user_id").size().sort_values(ascending=False).index[:400]
-        # the genre fewest of these listeners ever played; then 100 of them who never did
+        sizes = heard.groupby("user_id").size().sort_values()
+        active = sizes.index[len(sizes) // 4 :]  # listeners with a typical history or more
+        # the genre these listeners played least; then 100 of them who never played it
         by_genre = heard[heard["user_id"].isin(active)].groupby("genre")["user_id"].nunique()
         genre = next(g for g in first_genre.dropna().unique() if g not in by_genre.index) if len(by_genre) < first_genre.nunique() else by_genre.idxmin()
-        never = [u for u in active if genre not in set(heard.loc[heard["user_id"] == u, "genre"])][:GENRE_USERS]
+        played = heard.groupby("user_id")["genre"].agg(set)
+        never = [u for u in sizes.index[len(sizes) // 4 : 3 * len(sizes) // 4] if genre not in played[u]][:GENRE_USERS]
         pool = list(first_genre[first_genre == genre].index)
         before, versions_before = genre_share(platform, never, genre)
         print(f"drift: {len(never)} listeners switch to '{genre}' ({len(pool)} tracks), which they never played; its share of their top-10 now {before:.1%}", flush=True)
 
+        # a switch: they skip what they are offered from their old taste and play, finish and like the new genre,
+        # about as much as they listened before
         injected = time.time()
-        events = [{"user_id": u, "track_id": t, "type": kind, "ms_played": 240_000}
-                  for u in never for t in random.sample(pool, min(EVENTS_PER_USER, len(pool))) for kind in ("track_completed",)]  # fmt: skip
-        events += [{"user_id": e["user_id"], "track_id": e["track_id"], "type": "like"} for e in events[::3]]
+        events = []
+        for user in never:
+            offered = [t["track_id"] for t in platform.top(user)["tracks"]]
+            events += [{"user_id": user, "track_id": t, "type": "track_skipped", "ms_played": 5_000} for t in offered]
+            chosen = random.sample(pool, min(len(pool), max(EVENTS_PER_USER, int(sizes[user]))))
+            events += [{"user_id": user, "track_id": t, "type": "track_completed", "ms_played": 240_000} for t in chosen]
+            events += [{"user_id": user, "track_id": t, "type": "like"} for t in chosen[::3]]
         platform.post(events)
         print(f"posted {len(events):,} events in {time.time() - injected:.1f}s; waiting for a new model version...", flush=True)
+        time.sleep(5)
+        online, _ = genre_share(platform, never, genre)
+        print(f"share of '{genre}' after online learning alone (the worker, same model version): {online:.1%}", flush=True)
         new_version, deadline = None, injected + 1800
         while time.time() < deadline:
             body = platform.top(never[0])
@@ -162,7 +173,7 @@ def main() -> None:
 
         memory = {}
         r = platform.redis()
-        cycle_users = list(active)
+        cycle_users = list(sizes.index)
         tracks = list(catalog["track_id"])
         for cycle in range(2, args.cycles + 1):
             newest = max(map(int, platform.versions()))

@@ -127,10 +127,6 @@ class RedisKeys:
         """String with TTL: marks an event id as accepted (idempotency of POST /feedback)."""
         return f"{self.root}:{{fb}}:accepted:{event_id}"
 
-    def feedback_counted(self, day: str) -> str:
-        """Set: event ids counted as applied on one UTC day (keeps the counters exactly-once)."""
-        return f"{self.root}:{{fb}}:counted:{day}"
-
     def feedback_aggregates(self) -> str:
         """Hash: "algorithm|model_version|experiment|variant|type" -> events applied (CTR, completion and
         experiment conversion; fields of installs before model versions were counted, "algorithm|variant|type",

@@ -4,6 +4,7 @@ import dagster as dg
 
 from core.settings import Settings
 from experiments.registry import ExperimentRegistry
+from pipelines.automation.jobs import tags
 from pipelines.experiment_reports import assets, checks
 from pipelines.resources import RedisResource
 
@@ -18,7 +19,8 @@ def running_experiment_reports(context: dg.SensorEvaluationContext, redis: Redis
     new = [i for i in running if i not in known]
     today = datetime.now(UTC).date().isoformat()
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"{i}-{today}", partition_key=i) for i in running],
+        run_requests=[dg.RunRequest(run_key=f"{i}-{today}", partition_key=i, tags=tags("daily_report", f"daily report of running experiment {i}"))
+                      for i in running],
         dynamic_partitions_requests=[assets.EXPERIMENTS.build_add_request(new)] if new else [],
     )
 

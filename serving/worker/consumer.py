@@ -18,7 +18,7 @@ from core.erasure_log import ErasureLog
 from core.vectorstore import VectorStore
 from models.online_update import ONLINE_BOOST
 from serving.worker.connection import BLOCK_MS, is_transient
-from serving.worker.counting import EventCounter
+from serving.worker.counting import EventCounter, Handled
 from serving.worker.erasures import ErasedSubjects
 from serving.worker.events import Event, parse_entry, stream_id_of
 from serving.worker.heartbeat import Heartbeat
@@ -61,7 +61,7 @@ class FeedbackWorker:
         self.store = VectorStore(client, keys)
         self.served: ServedModel | None = None
         self.learner = OnlineLearner(UserStateStore(client, keys), latency_log)
-        self.counter = EventCounter(client, keys, clock)
+        self.counter = EventCounter(client, keys, clock, GROUP)
         self.clock = clock
         self.heartbeat = Heartbeat(client, keys, self.consumer, clock)
         # erased users' queued events are dropped; None (no offline store at hand, e.g. some tests): not checked
@@ -188,44 +188,50 @@ class FeedbackWorker:
                 decoded.append((entry_id, fields, parse_entry(stream_id_of(entry_id), fields)))
             except (KeyError, ValueError, TypeError) as exc:
                 self._dead_letter(entry_id, fields, f"{type(exc).__name__}: {exc}")
+        handled: list[Handled] = []
         try:
-            self._learn([event for _, _, event in decoded])
+            handled = self._learn([event for _, _, event in decoded])
         except Exception as exc:
             if _retry_later(exc):
                 raise
             log.warning("a batch of %d events failed (%s: %s); applying them one by one", len(decoded), type(exc).__name__, exc)
-            self._learn_one_by_one(decoded)
-        if entries:
-            self.r.xack(self.keys.feedback_stream(), GROUP, *[entry_id for entry_id, _ in entries])
+            handled = self._learn_one_by_one(decoded)
+        if handled:
+            counted = self.counter.acknowledge(handled)
+            self.metrics.applied.inc(counted.get("applied", 0))
         return len(entries)
 
-    def _learn(self, events: list[Event]) -> None:
-        """Steps 1-4 (read, compute, store, count) for decoded events; events of erased users are
-        dropped (counted as such), and an erasure that lands meanwhile is honoured after the store."""
+    def _learn(self, events: list[Event]) -> list[Handled]:
+        """Steps 1-3 (read, compute, store) for decoded events, and what to count for each: events of
+        erased users are dropped, and an erasure that lands meanwhile is honoured after the store."""
         if not events:
-            return
+            return []
         self.erasures.refresh()
         erased = self.erasures.erased(e.user for e in events)
-        if erased:
-            dropped = [e for e in events if e.user in erased]
+        dropped = [e for e in events if e.user in erased]
+        if dropped:
             events = [e for e in events if e.user not in erased]
-            self.counter.count_erased(dropped)
             log.info("dropped %d queued events of erased users", len(dropped))
         if events:
             self._apply_users(events)
             if self.erasures.refresh():  # an erasure arrived while the batch was stored
                 self.erasures.forget(self.erasures.erased(e.user for e in events))
-            self.metrics.applied.inc(self.counter.count_applied(events))
+        fields = self.counter.fields([e.row for e in events])
+        return [Handled(e.stream_id, "dropped_erased") for e in dropped] + [
+            Handled(e.stream_id, "applied", field, e.user) for e, field in zip(events, fields)
+        ]
 
-    def _learn_one_by_one(self, decoded: list[tuple[bytes, dict, Event]]) -> None:
+    def _learn_one_by_one(self, decoded: list[tuple[bytes, dict, Event]]) -> list[Handled]:
         """After a failed batch: each entry alone; the ones that still fail are dead-lettered."""
+        handled: list[Handled] = []
         for entry_id, fields, event in decoded:
             try:
-                self._learn([event])
+                handled += self._learn([event])
             except Exception as exc:
                 if _retry_later(exc):
                     raise
                 self._dead_letter(entry_id, fields, f"{type(exc).__name__}: {exc}")
+        return handled
 
     def _apply_users(self, events: list[Event]) -> None:
         """Steps 1-3 (read, compute, store) for decoded events."""
@@ -237,9 +243,8 @@ class FeedbackWorker:
         payload = {b"entry": stream_id.encode(), b"error": error.encode()[:1000]}
         payload.update({b"field:" + key: value for key, value in (fields or {}).items()})
         self.r.xadd(self.keys.feedback_dead_letters(), payload)
-        self.counter.count_dead_lettered(stream_id)
+        self.counter.acknowledge([Handled(stream_id, "dead_lettered")])
         self.metrics.dead_letters.inc()
-        self.r.xack(self.keys.feedback_stream(), GROUP, entry_id)
 
 
 def _retry_later(exc: BaseException) -> bool:

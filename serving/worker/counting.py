@@ -1,12 +1,15 @@
-"""Step 4: count applied and dead-lettered events, each event id once however often it is redelivered.
+"""Steps 4 and 5: count what was done with each stream entry and acknowledge it, exactly once.
 
-What is counted feeds /metrics: the counters (``applied``, ``dead_lettered``, ``dropped_erased``);
-the aggregates, one field per "algorithm|model_version|experiment|variant|type" (CTR and completion
-by model version, experiment conversion); and user engagement, the users and events of five-minute
-and hourly buckets of when the API accepted the events (:data:`ACTIVITY_WINDOWS`). A script adds an
-event id to the set of ids counted on its day and counts it only if it was new, so a worker that
-crashed after counting and before acknowledging does not count its batch twice when another worker
-reclaims it.
+What is counted feeds /metrics: the counters (``applied``, ``exposures``, ``dead_lettered``,
+``dropped_erased``); the aggregates, one field per "algorithm|model_version|experiment|variant|type"
+(CTR and completion by model version, experiment conversion); and user engagement, the users and
+events of five-minute and hourly buckets of when the API accepted the events (:data:`ACTIVITY_WINDOWS`).
+
+Counting and acknowledging are one script: an entry is counted only when its XACK removes it from the
+group's pending list, which happens once. A worker that crashes before the script leaves the entry
+pending for another to handle and count; after it, the entry is never delivered again. (This replaced
+a set of every counted event id per day: at thousands of events a second that set outgrew everything
+else in Redis.)
 
 Aggregate fields stay bounded whatever labels clients send (:class:`AggregateLabels`): a model
 version that is not published, or an experiment that is not registered, is counted as "other", and
@@ -26,11 +29,7 @@ import redis
 from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.events import LABEL
 from core.contracts.redis_keys import RedisKeys
-from serving.worker.events import Event, entry_ms
-from serving.worker.user_state import DEDUPE_SECONDS
-
-# a day longer than the applied-events dedupe window: an event id still deduplicated there is never counted twice
-COUNTED_TTL_SECONDS = DEDUPE_SECONDS + 86_400
+from serving.worker.events import entry_ms
 
 NO_LABEL = "none"  # the event did not say
 OTHER_LABEL = "other"  # a model version not published, an experiment not registered (or retired since)
@@ -65,43 +64,46 @@ class ActivityWindow:
 ACTIVITY_WINDOWS = (ActivityWindow("1h", "5m", 300, 12), ActivityWindow("24h", "1h", 3600, 24))
 _FINE, _COARSE = ACTIVITY_WINDOWS
 
-# KEYS: counted set of the day, counters, aggregates; ARGV: ttl, counter field, pairs (id, aggregate field or '')
-COUNT_SCRIPT = """
-local new = 0
-for i = 3, #ARGV, 2 do
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    new = new + 1
-    if ARGV[i + 1] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 1], 1) end
+# KEYS: stream, counters, aggregates, then active users and events of the five-minute and of the hourly
+# bucket; ARGV: group, expiry (epoch s) of the five-minute and of the hourly bucket, then quintuples
+# (stream id, counter field, aggregate field or '', user id or '' (not engagement), how many events).
+# Each entry is counted only if this XACK is the one that acknowledges it.
+ACK_SCRIPT = """
+local counted = 0
+local active = 0
+for i = 4, #ARGV, 5 do
+  local n = tonumber(ARGV[i + 4])
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 and n > 0 then
+    counted = counted + n
+    redis.call('HINCRBY', KEYS[2], ARGV[i + 1], n)
+    if ARGV[i + 2] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 2], n) end
+    if ARGV[i + 3] ~= '' then
+      redis.call('PFADD', KEYS[4], ARGV[i + 3])
+      redis.call('PFADD', KEYS[6], ARGV[i + 3])
+      active = active + n
+    end
   end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-if new > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], new) end
-return new
-"""
-
-# KEYS: counted set of the day, counters, aggregates, then active users and events of the five-minute and
-# of the hourly bucket; ARGV: ttl of the counted set, expiry (epoch s) of the five-minute and of the hourly
-# bucket, then triples (event id, aggregate field, user id)
-APPLIED_SCRIPT = """
-local new = 0
-for i = 4, #ARGV, 3 do
-  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
-    new = new + 1
-    redis.call('HINCRBY', KEYS[3], ARGV[i + 1], 1)
-    redis.call('PFADD', KEYS[4], ARGV[i + 2])
-    redis.call('PFADD', KEYS[6], ARGV[i + 2])
-  end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-if new > 0 then
-  redis.call('HINCRBY', KEYS[2], 'applied', new)
-  redis.call('INCRBY', KEYS[5], new)
-  redis.call('INCRBY', KEYS[7], new)
+if active > 0 then
+  redis.call('INCRBY', KEYS[5], active)
+  redis.call('INCRBY', KEYS[7], active)
   for k = 4, 5 do redis.call('EXPIREAT', KEYS[k], ARGV[2]) end
   for k = 6, 7 do redis.call('EXPIREAT', KEYS[k], ARGV[3]) end
 end
-return new
+return counted
 """
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What the worker did with one stream entry, for :meth:`EventCounter.acknowledge`."""
+
+    stream_id: str
+    counter: str  # applied, exposures, dead_lettered, dropped_erased, or '' (acknowledged, not counted)
+    field: str = ""  # the aggregate field ('' none)
+    user: str = ""  # a user active in the entry's time bucket ('' none: not engagement)
+    events: int = 1  # how many events the entry counts for (an exposure list: its tracks)
+
 
 # KEYS: aggregates; ARGV: pairs (field, field its count moves to). Fields of another shape stay as they are.
 FOLD_SCRIPT = """
@@ -202,57 +204,51 @@ def _variants(definitions: Iterable[bytes]) -> Iterable[tuple[str, frozenset[str
 
 
 class EventCounter:
-    """The exactly-once counters of the feedback worker."""
+    """The exactly-once counters of the feedback worker: counting is acknowledging (ACK_SCRIPT)."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, clock: Clock = SYSTEM_CLOCK, group: str = "workers") -> None:
         self.r = client
         self.keys = keys
         self.clock = clock
+        self.group = group
         self.labels = AggregateLabels(client, keys, clock)
-        self._count = client.register_script(COUNT_SCRIPT)
-        self._applied = client.register_script(APPLIED_SCRIPT)
+        self._ack = client.register_script(ACK_SCRIPT)
         self._fold = client.register_script(FOLD_SCRIPT)
         self._swept_at = float("-inf")
 
-    def _keys(self, day: str) -> list[str]:
-        return [self.keys.feedback_counted(day), self.keys.feedback_counters(), self.keys.feedback_aggregates()]
-
-    def count_applied(self, events: Sequence[Event]) -> int:
-        """Adds the events not counted yet to ``applied``, to their aggregate field and to the active
-        users and events of their time buckets (the time of an event is when the API accepted it).
-        Returns how many were counted (not counted before)."""
+    def fields(self, rows: Sequence[Mapping]) -> list[str]:
+        """The aggregate field of each event row (see :class:`AggregateLabels`)."""
         self._sweep_if_due()
-        fields = self.labels.fields([e.row for e in events])
-        by_bucket: dict[int, list[str]] = defaultdict(list)
-        for e, field in zip(events, fields):
-            by_bucket[_FINE.index(e.accepted_ms / 1000)] += [e.event_id, field, e.user]
+        return self.labels.fields(rows)
+
+    def acknowledge(self, handled: Sequence[Handled]) -> dict[str, int]:
+        """Acknowledge the entries and count each one whose acknowledgement this is (a redelivered entry
+        another worker finished is not counted twice). Returns events counted per counter."""
+        by_bucket: dict[int, list[Handled]] = defaultdict(list)
+        for h in handled:
+            by_bucket[_FINE.index(entry_ms(h.stream_id) / 1000)].append(h)
         pipe = self.r.pipeline(transaction=False)
-        for fine, triples in by_bucket.items():
+        order = []
+        for fine, group in by_bucket.items():
             start = fine * _FINE.bucket_seconds
             coarse = _COARSE.index(start)
             keys = [
-                *self._keys(utc_day(start * 1000)),
+                self.keys.feedback_stream(), self.keys.feedback_counters(), self.keys.feedback_aggregates(),
                 self.keys.feedback_active_users(f"{_FINE.bucket}:{fine}"), self.keys.feedback_active_events(f"{_FINE.bucket}:{fine}"),
                 self.keys.feedback_active_users(f"{_COARSE.bucket}:{coarse}"), self.keys.feedback_active_events(f"{_COARSE.bucket}:{coarse}"),
             ]  # fmt: skip
-            args = [COUNTED_TTL_SECONDS, _FINE.expires_at(fine), _COARSE.expires_at(coarse), *triples]
-            self._applied(keys=keys, args=args, client=pipe)
-        return sum(pipe.execute())
-
-    def count_dead_lettered(self, stream_id: str) -> None:
-        """Adds the stream entry ``stream_id`` to ``dead_lettered`` unless it was counted already."""
-        self._count(keys=self._keys(utc_day(entry_ms(stream_id))), args=[COUNTED_TTL_SECONDS, "dead_lettered", f"dead:{stream_id}", ""])
-
-    def count_erased(self, events: Sequence[Event]) -> None:
-        """Adds the events not counted yet to ``dropped_erased``: queued events of users erased since
-        (accepted, then dropped by law: neither applied nor dead letters)."""
-        by_day: dict[str, list[str]] = defaultdict(list)
-        for e in events:
-            by_day[utc_day(e.accepted_ms)] += [f"erased:{e.event_id}", ""]
-        pipe = self.r.pipeline(transaction=False)
-        for day, pairs in by_day.items():
-            self._count(keys=self._keys(day), args=[COUNTED_TTL_SECONDS, "dropped_erased", *pairs], client=pipe)
-        pipe.execute()
+            # one script call per counter, so the return value says how many of that kind were counted
+            for counter in dict.fromkeys(h.counter for h in group):
+                args = [self.group, _FINE.expires_at(fine), _COARSE.expires_at(coarse)]
+                for h in group:
+                    if h.counter == counter:
+                        args += [h.stream_id, h.counter or "acknowledged", h.field, h.user, h.events if h.counter else 0]
+                self._ack(keys=keys, args=args, client=pipe)
+                order.append(counter)
+        counted: dict[str, int] = defaultdict(int)
+        for counter, n in zip(order, pipe.execute()):
+            counted[counter] += int(n)
+        return dict(counted)
 
     def sweep(self) -> int:
         """Fold the counts of fields whose model version is no longer published (or whose experiment is
