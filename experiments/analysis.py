@@ -11,6 +11,11 @@
 5. **Ranking quality** of what each variant served (NDCG, precision, hit rate, MRR at 10 with clicks as
    relevance), per served list and averaged over lists (:mod:`experiments.ranking_quality`).
 
+Only the experiment's events dated within [start, end) count (an open end when the date is None);
+the result says how many were left out. Events outside the experiment stay: they are the history CUPED
+reads. The primary metric's daily series (:mod:`experiments.daily`) gives the looks of the sequential
+design and the report's charts.
+
 Verdict: ``don't ship`` (sample ratio mismatch, a breached guardrail, or a significant loss on the
 primary metric), ``ship`` (a significant gain with enough users), else ``keep running``.
 """
@@ -18,13 +23,13 @@ primary metric), ``ship`` (a significant gain with enough users), else ``keep ru
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from experiments.cuped import cuped_ratio_test
+from experiments.daily import daily_series, earlier_looks
 from experiments.definition import Experiment
 from experiments.guardrails import guardrail_verdict
 from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, user_metrics, variant_summary
@@ -53,19 +58,42 @@ def _pre_covariates(events: pd.DataFrame, experiment: Experiment, users: pd.Inde
     return {metric: pre[num].reindex(users).fillna(0.0) for metric, (num, _) in RATIO_METRICS.items()}
 
 
-def _daily_looks(events: pd.DataFrame, experiment: Experiment, variants: tuple[str, str]) -> list[int]:
-    """Users of the two variants at the end of each earlier day (the looks a daily reviewer made)."""
-    exposed = events[(events["experiment_id"] == experiment.id) & events["variant"].isin(variants)]
-    first = exposed.groupby("user_id")["timestamp"].min().dt.tz_convert(UTC).dt.date
-    per_day = first.value_counts().sort_index().cumsum()
-    return [int(n) for n in per_day.iloc[:-1]]
+def events_in_dates(experiment: Experiment, events: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The events the analysis counts and how many it left out: the experiment's own events dated before
+    its start or on or after its end are dropped (``{"before_start": n, "after_end": n}``); every other
+    event stays, since the pre-period history CUPED reads is dated before the start by design."""
+    own = (events["experiment_id"] == experiment.id).to_numpy()
+    when = pd.to_datetime(events["timestamp"], utc=True)
+    before = own & (when < experiment.start).to_numpy() if experiment.start else np.zeros(len(events), dtype=bool)
+    after = own & (when >= experiment.end).to_numpy() if experiment.end else np.zeros(len(events), dtype=bool)
+    return events[~(before | after)], {"before_start": int(before.sum()), "after_end": int(after.sum())}
+
+
+def compare_users(
+    per_user: pd.DataFrame, pre: dict[str, pd.Series] | None, metric: str, control: str, treatment: str, alpha: float
+) -> Comparison | None:
+    """Treatment against control on ``metric`` from per-user sums (:func:`experiments.metrics.user_metrics`
+    indexed by user id): CUPED when the pre-period covariate varies among the compared users, else the
+    plain delta-method test; None with fewer than 2 users per variant or no denominator."""
+    c, t = per_user[per_user["variant"] == control], per_user[per_user["variant"] == treatment]
+    num, den = RATIO_METRICS[metric]
+    if len(c) < 2 or len(t) < 2 or c[den].sum() == 0 or t[den].sum() == 0:
+        return None
+    # a covariate constant within both variants explains nothing (CUPED's slope is undefined)
+    if pre is not None and (pre[metric].loc[c.index].nunique() > 1 or pre[metric].loc[t.index].nunique() > 1):
+        result = cuped_ratio_test(metric, c[num], c[den], pre[metric].loc[c.index], t[num], t[den], pre[metric].loc[t.index], alpha)
+    else:
+        result = ratio_test(metric, c[num], c[den], t[num], t[den], alpha)
+    return dataclasses.replace(result, variant=treatment)
 
 
 def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     """Everything the report shows, as plain data (JSON-serialisable once non-finite floats are
     nulled, see :func:`experiments.report.strict_summary`): verdict, reasons, sample ratio, guardrails,
-    comparisons (raw and CUPED), power, ranking quality per variant. Raises
+    comparisons (raw and CUPED), power, ranking quality per variant, the dates and the events left out
+    of them, and per treatment the daily series (:func:`experiments.daily.daily_series`). Raises
     :class:`~experiments.ranking_quality.ServedListError` when the shown events do not form lists."""
+    events, left_out = events_in_dates(experiment, events)
     served = served_lists(events, experiment.id)
     per_user = user_metrics(events, experiment.id)
     summary = variant_summary(per_user)
@@ -75,25 +103,18 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     indexed = per_user.set_index("user_id")
     pre = _pre_covariates(events, experiment, indexed.index.unique())
 
-    def compare(metric: str, treatment: str) -> Comparison | None:
-        c, t = indexed[indexed["variant"] == control], indexed[indexed["variant"] == treatment]
-        num, den = RATIO_METRICS[metric]
-        if len(c) < 2 or len(t) < 2 or c[den].sum() == 0 or t[den].sum() == 0:
-            return None
-        if pre is not None and (pre[metric] != 0).any():
-            result = cuped_ratio_test(metric, c[num], c[den], pre[metric].loc[c.index], t[num], t[den], pre[metric].loc[t.index], experiment.alpha)
-        else:
-            result = ratio_test(metric, c[num], c[den], t[num], t[den], experiment.alpha)
-        return dataclasses.replace(result, variant=treatment)
+    def compare(metric: str, treatment: str, per_user: pd.DataFrame = indexed) -> Comparison | None:
+        return compare_users(per_user, pre, metric, control, treatment, experiment.alpha)
 
     treatments = [v.name for v in experiment.variants[1:]]
-    primary, secondary, guardrails = [], [], []
+    primary, secondary, guardrails, daily = [], [], [], []
     for treatment in treatments:
+        planned = max(2 * experiment.min_sample_size, users[control] + users[treatment])
+        series = daily_series(experiment, events, treatment, lambda so_far, t=treatment: compare(experiment.primary_metric, t, so_far), planned)
+        daily.append(series)
         main = compare(experiment.primary_metric, treatment)
         if main is not None:
-            looks = _daily_looks(events, experiment, (control, treatment))
-            planned = max(2 * experiment.min_sample_size, main.n_control + main.n_treatment)
-            primary.append(group_sequential_comparison(main, planned, looks, experiment.alpha))
+            primary.append(group_sequential_comparison(main, planned, earlier_looks(series), experiment.alpha))
         secondary += [c for m in experiment.secondary_metrics if (c := compare(m, treatment)) is not None]
         for metric in experiment.guardrail_metrics:
             if (c := compare(metric, treatment)) is not None:
@@ -102,8 +123,10 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     secondary = adjust_comparisons(secondary, "holm")
 
     verdict, reasons = _verdict(experiment, srm, users, primary, guardrails)
+    dumped = experiment.model_dump(mode="json")
     return {
-        "experiment": experiment.model_dump(mode="json"),
+        "experiment": dumped,
+        "dates": {"start": dumped["start"], "end": dumped["end"], "events_left_out": left_out},
         "verdict": verdict,
         "reasons": reasons,
         "caveats": caveats(experiment),
@@ -115,6 +138,7 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "power": _power(experiment, indexed, control, users),
         "cuped": pre is not None,
         "ranking_quality": ranking_quality(served, [v.name for v in experiment.variants]),
+        "daily": daily,
     }
 
 

@@ -1,6 +1,8 @@
 """The reports reviewers read: ``summary.json`` (the analysis, verdict first) and ``report.html``, whose
-first screen states the verdict, the lifts with their intervals, the sample-ratio check, the guardrails
-and the ranking quality per variant, followed by Evidently's comparison of each treatment with the
+first screen states the verdict, the lifts with their intervals, the sample-ratio check, the dates and
+the events left out of them, per treatment charts of the cumulative lift by day against the sequential
+boundary and of the exposures per variant per day (:mod:`experiments.charts`), the guardrails and the
+ranking quality per variant, followed by Evidently's comparison of each treatment with the
 control: ranking quality of what each served (NDCG, precision, hit rate, MRR at k, one served list per
 request id, clicks as relevance) and drift of the served tracks' audio features.
 
@@ -22,6 +24,9 @@ import numpy as np
 import pandas as pd
 
 from experiments.analysis import analyse  # noqa: F401  (re-exported: analyse + write_report is the API)
+from experiments.analysis import events_in_dates
+from experiments.charts import daily_section
+from experiments.definition import Experiment
 from experiments.metrics import RATIO_METRICS
 from experiments.ranking_quality import METRICS as RANKING_METRICS
 from experiments.ranking_quality import check_served_lists, served_lists
@@ -30,10 +35,13 @@ AUDIO = ["danceability", "energy", "acousticness", "instrumentalness", "valence"
 _COLOURS = {"ship": "#1a7f37", "don't ship": "#cf222e", "keep running": "#9a6700"}
 
 
-def served_tracks(events: pd.DataFrame, experiment_id: str, tracks: pd.DataFrame | None) -> pd.DataFrame:
+def served_tracks(events: pd.DataFrame, experiment: Experiment | str, tracks: pd.DataFrame | None) -> pd.DataFrame:
     """One row per track shown in the experiment (:func:`experiments.ranking_quality.served_lists`:
-    variant, request, user, track, rank, clicked) with the track's audio features when the catalog has them."""
-    shown = served_lists(events, experiment_id)
+    variant, request, user, track, rank, clicked) with the track's audio features when the catalog has them.
+    Given the :class:`Experiment` (not only its id), only events within its dates count, as in the analysis."""
+    if isinstance(experiment, Experiment):
+        events, experiment = events_in_dates(experiment, events)[0], experiment.id
+    shown = served_lists(events, experiment)
     if tracks is not None:
         shown = shown.merge(tracks[["track_id", *[c for c in AUDIO if c in tracks]]], on="track_id", how="left")
     return shown
@@ -93,6 +101,7 @@ def summary_html(result: dict[str, Any]) -> str:
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result["reasons"])
     reasons += "".join(f"<li><b>Caveat:</b> {html.escape(c)}</li>" for c in result.get("caveats", []))
     table = 'border="1" cellpadding="4" style="border-collapse:collapse;margin:6px 0"'
+    daily = "".join(daily_section(series) for series in result.get("daily", []) if series["days"])
     return f"""
 <section id="echotune-verdict" style="font-family:system-ui,sans-serif;max-width:1150px;margin:16px auto;padding:16px;border:3px solid {colour};border-radius:8px">
   <h1 style="margin:0">{html.escape(exp['name'])} <small style="color:#555">({html.escape(exp['id'])})</small></h1>
@@ -100,8 +109,10 @@ def summary_html(result: dict[str, Any]) -> str:
   <h2 style="color:{colour};margin:8px 0">Verdict: {result['verdict'].upper()}</h2>
   <ul>{reasons}</ul>
   <p><b>Sample ratio:</b> {srm_line}</p>
+  <p><b>Dates:</b> {_dates_line(result.get('dates') or {})}</p>
   <h3 style="margin:8px 0 0 0">Primary metric (group-sequential, Holm-adjusted{', CUPED' if result.get('cuped') else ''})</h3>
   <table {table}>{header}{_rows(result['primary'])}</table>
+  {daily}
   <h3 style="margin:8px 0 0 0">Guardrails</h3><ul>{guardrails}</ul>
   <h3 style="margin:8px 0 0 0">Secondary metrics (Holm-adjusted)</h3>
   <table {table}>{header}{_rows(result['secondary'])}</table>
@@ -116,6 +127,14 @@ def summary_html(result: dict[str, Any]) -> str:
 </section>"""
 
 
+def _dates_line(dates: dict[str, Any]) -> str:
+    left_out = dates.get("events_left_out") or {}
+    span = f"from {dates.get('start') or 'the first event'} to {dates.get('end') or 'the latest event'}"
+    span += " (end excluded)" if dates.get("end") else ""
+    return (f"{html.escape(span)}; left out {left_out.get('before_start', 0):,} of the experiment's events dated before the start "
+            f"and {left_out.get('after_end', 0):,} on or after the end")  # fmt: skip
+
+
 def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
     """Write ``summary.json`` (strict JSON, see the module docstring) and ``report.html`` into
     ``out_dir``; returns their paths. ``served`` is :func:`served_tracks` of the analysed events.
@@ -125,6 +144,12 @@ def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path) ->
     from evidently.legacy.renderers.html_widgets import group_widget
 
     check_served_lists(served)
+    lists = served.groupby("variant")["request_id"].nunique()
+    for variant, quality in result["ranking_quality"].items():
+        if int(lists.get(variant, 0)) != quality["lists"]:
+            raise ValueError(f"served holds {int(lists.get(variant, 0)):,} lists of {variant}, the analysis counted {quality['lists']:,} "
+                             "within the experiment's dates: build it with served_tracks(events, experiment) (the Experiment, "
+                             "not its id) from the events given to analyse")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
     summary_path.write_text(json.dumps(strict_summary(result), indent=2, allow_nan=False, default=_json_default))
@@ -208,7 +233,12 @@ _UNDEFINED = {
     "per_user_sd": "too few control users with exposures to estimate a spread",
     "mde_at_current_size": "the control's per-user values do not vary: no power calculation",
     "users_for_5pct_lift": "the control's per-user values do not vary: no power calculation",
+    "boundary_lift": "the control's value is 0, so no relative lift corresponds to the boundary",
+    "start": "no start date: every event before the end counts",
+    "end": "no end date: every event from the start on counts",
 }
+_NO_LOOK_YET = "no users in the experiment by this day, so no look of the sequential design yet"
+_NO_COMPARISON_YET = "no comparison by this day: each variant needs 2 users with exposures and the metric some spread"
 
 
 def strict_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -224,7 +254,9 @@ def strict_summary(result: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, (float, np.floating)) and not math.isfinite(value):
             nulls[_pointer(path)] = _why_undefined(path)
             return None
-        if value is None and _field(path) in _UNDEFINED:
+        if value is None and path[0] == "daily":  # a day before any users, or without a comparison yet
+            nulls[_pointer(path)] = _NO_LOOK_YET if _field(path) in ("information_fraction", "z_boundary") else _NO_COMPARISON_YET
+        elif value is None and _field(path) in _UNDEFINED:
             nulls[_pointer(path)] = _why_undefined(path)
         return value.item() if isinstance(value, np.generic) else value
 

@@ -48,7 +48,7 @@ def analyze(definition: Path, events: Path, tracks: Path | None, out: Path) -> N
     catalog = _read(tracks) if tracks else None
     try:
         result = analyse(spec, frame)
-        summary, report = write_report(result, served_tracks(frame, spec.id, catalog), out)
+        summary, report = write_report(result, served_tracks(frame, spec, catalog), out)
     except ServedListError as exc:
         raise click.ClickException(f"{events}: {exc}") from exc
     click.echo(json.dumps({"experiment": spec.id, "verdict": result["verdict"], "reasons": result["reasons"],

@@ -106,7 +106,7 @@ def experiment_report(
         raise dg.Failure(f"experiment {context.partition_key} is not registered")
     events = store.tables.read_events()
     result = analyse(experiment, events)
-    served = served_tracks(events, experiment.id, store.tables.read_tracks())
+    served = served_tracks(events, experiment, store.tables.read_tracks())
     out_dir = store.layout.reports / experiment.id
     summary_path, html_path = write_report(result, served, out_dir)
     versions = sorted({v for v in events.loc[events["experiment_id"] == experiment.id, "model_version"].dropna().unique()})

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from echotune.cli import main
-from experiments.analysis import DONT_SHIP, KEEP_RUNNING, SHIP, analyse, caveats
+from experiments.analysis import DONT_SHIP, KEEP_RUNNING, SHIP, analyse, caveats, events_in_dates
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
 from experiments.report import served_tracks, summary_html, write_report
@@ -85,6 +85,63 @@ def test_a_breached_guardrail_blocks_a_winner():
     result = analyse(spec, simulate(spec, ctr=(0.10, 0.13), skip=(0.30, 0.45)))
     assert result["verdict"] == DONT_SHIP
     assert any("skip_rate" in r for r in result["reasons"])
+
+
+def elsewhere_in_time(frame: pd.DataFrame, tag: str, shift: pd.Timedelta) -> pd.DataFrame:
+    """The same kind of events for other users (ids prefixed with ``tag``), moved by ``shift``."""
+    out = frame.copy()
+    for column in ("user_id", "event_id", "request_id"):
+        out[column] = out[column].map(lambda v: None if v is None else f"{tag}-{v}")
+    out["timestamp"] = out["timestamp"] + shift
+    return out
+
+
+def test_only_events_within_the_dates_count():
+    """A treatment that wins within the dates [03-01, 03-06) and loses before and after them: with the
+    dates honoured the verdict is ship and the figures are those of the events inside alone; dropping the
+    filter would pool the losses in and turn it to don't ship."""
+    spec = experiment(start="2024-03-01T00:00:00Z", end="2024-03-06T00:00:00Z")
+    inside = simulate(spec, ctr=(0.10, 0.12), days=5)  # 03-01 .. 03-05
+    before = elsewhere_in_time(simulate(spec, ctr=(0.12, 0.08), seed=1, days=5), "before", pd.Timedelta(days=-10))
+    after = elsewhere_in_time(simulate(spec, ctr=(0.12, 0.08), seed=2, days=5), "after", pd.Timedelta(days=10))
+    events = pd.concat([before, inside, after], ignore_index=True)
+
+    result = analyse(spec, events)
+    own = lambda frame: int((frame["experiment_id"] == spec.id).sum())  # noqa: E731
+    assert result["dates"]["events_left_out"] == {"before_start": own(before), "after_end": own(after)}
+    assert result["dates"]["start"] == "2024-03-01T00:00:00Z" and result["dates"]["end"] == "2024-03-06T00:00:00Z"
+    alone = analyse(spec, inside)
+    assert result["verdict"] == alone["verdict"] == SHIP, result["reasons"]
+    assert result["primary"][0]["relative_lift"] == alone["primary"][0]["relative_lift"]
+    pd.testing.assert_frame_equal(pd.DataFrame(result["variants"]), pd.DataFrame(alone["variants"]))  # (NaN mean_rating: no ratings)
+    assert result["ranking_quality"] == alone["ranking_quality"]
+    assert [d["day"] for d in result["daily"][0]["days"]] == [f"2024-03-0{d}" for d in range(1, 6)]
+
+    pooled = analyse(spec.model_copy(update={"start": None, "end": None}), events)  # what the filter prevents
+    assert pooled["verdict"] == DONT_SHIP and pooled["primary"][0]["relative_lift"] < 0
+    assert pooled["dates"]["events_left_out"] == {"before_start": 0, "after_end": 0}
+
+
+def test_the_start_counts_and_the_end_does_not():
+    spec = experiment(start="2024-03-01T00:00:00Z", end="2024-03-06T00:00:00Z")
+    start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-06", tz="UTC")
+    tick = pd.Timedelta(microseconds=1)
+    times = [start - tick, start, end - tick, end]
+    events = pd.DataFrame({"experiment_id": [spec.id] * 4 + [None], "timestamp": times + [start - pd.Timedelta(days=30)]})
+    kept, left_out = events_in_dates(spec, events)
+    assert kept["timestamp"].tolist() == [start, end - tick, start - pd.Timedelta(days=30)]  # history before the start stays
+    assert left_out == {"before_start": 1, "after_end": 1}
+
+
+def test_the_report_reads_the_same_dated_events_as_the_analysis(tmp_path):
+    spec = experiment(start="2024-03-02T00:00:00Z")
+    events = simulate(spec, n_users=600, days=3)  # 03-01 .. 03-03: the first day is before the start
+    result = analyse(spec, events)
+    assert result["dates"]["events_left_out"]["before_start"] > 0
+    with pytest.raises(ValueError, match=r"build it with served_tracks\(events, experiment\)"):
+        write_report(result, served_tracks(events, spec.id, None), tmp_path)  # every list, the early ones too
+    summary, _ = write_report(result, served_tracks(events, spec, None), tmp_path)
+    assert json.loads(summary.read_text())["ranking_quality"] == json.loads(json.dumps(result["ranking_quality"]))
 
 
 def test_too_few_users_keeps_running():
