@@ -11,12 +11,19 @@ combines genre preference, distance to the user's preferred sound and the track'
 The world is a pure function of ``seed`` (events use a separate stream of randomness), so an experiment
 simulation can rebuild the same users and ask them how they like what a variant served.
 Tables come out in the contract schemas (:data:`TRACK_SCHEMA`, :data:`EVENT_SCHEMA`).
+
+Nothing here builds a users x tracks matrix unless asked for one (:meth:`SyntheticWorld.affinity`): a
+user's affinity is standardised with the catalog's moments, listens are drawn by exact rejection
+sampling and users' histories advance in lock step, so a million tracks, 100,000 users and five
+million events take a couple of minutes and a few GB.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -52,14 +59,66 @@ _BASE62 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 
 
 def _spotify_ids(rng: np.random.Generator, n: int) -> np.ndarray:
-    ids = np.unique(["".join(row) for row in _BASE62[rng.integers(0, 62, size=(int(n * 1.01) + 8, 22))]])
+    chars = np.ascontiguousarray(_BASE62[rng.integers(0, 62, size=(int(n * 1.01) + 8, 22))])
+    ids = np.unique(chars.view("<U22").ravel())  # each row of 22 characters read as one string
     rng.shuffle(ids)
     return ids[:n]
 
 
 def _names(rng: np.random.Generator, n: int, parts: list[str], k: int) -> list[str]:
     picks = rng.integers(0, len(parts), size=(n, k))
-    return [" ".join(parts[j] for j in row).title() for row in picks]
+    every = np.array([" ".join(words).title() for words in itertools.product(parts, repeat=k)])
+    return every[np.ravel_multi_index(tuple(picks.T), (len(parts),) * k)].tolist()
+
+
+def _segments(lengths: np.ndarray) -> np.ndarray:
+    """Start of each of consecutive segments of ``lengths`` (one more entry: the total)."""
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(start, start + length)`` for each pair, without a Python loop."""
+    ends = _segments(lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - ends[:-1], lengths) + np.arange(ends[-1])
+
+
+def _pick(rng: np.random.Generator, cumulative: np.ndarray) -> np.ndarray:
+    """One index per row of ``cumulative`` (rows of non-decreasing weights' running sums), drawn in
+    proportion to the weights; a zero-weight index is never drawn."""
+    target = (1.0 - rng.random(len(cumulative))) * cumulative[:, -1]  # in (0, total]
+    return np.minimum((cumulative < target[:, None]).sum(axis=1), cumulative.shape[1] - 1)
+
+
+def _favourite_artists(rng: np.random.Generator, taste: np.ndarray, artist_genre: np.ndarray) -> list[np.ndarray]:
+    """Per user 3 + Poisson(6) distinct artists (at most all of them), drawn one after another with
+    probability proportional to exp(3 * the user's taste for the artist's genre): the distribution of
+    ``rng.choice(n_artists, replace=False, p=...)`` per user, without a users x artists matrix (the
+    weight depends on the genre alone, so a draw picks a genre, then an artist of it not yet picked)."""
+    n_users, n_genres = taste.shape
+    n_artists = len(artist_genre)
+    sizes = np.minimum(n_artists, 3 + rng.poisson(6, size=n_users))
+    per_genre = np.bincount(artist_genre, minlength=n_genres)
+    left, pull = np.tile(per_genre.astype(np.float64), (n_users, 1)), np.exp(3.0 * taste)
+    owners, genres = [], []
+    for step in range(int(sizes.max(initial=0))):
+        users = np.flatnonzero(sizes > step)
+        genre = _pick(rng, np.cumsum(left[users] * pull[users], axis=1))
+        left[users, genre] -= 1
+        owners.append(users)
+        genres.append(genre)
+    owner, genre = np.concatenate(owners), np.concatenate(genres)
+    by_genre, first = np.argsort(artist_genre, kind="stable"), _segments(per_genre)
+    artist = np.empty(len(owner), dtype=np.int64)
+    redo = np.arange(len(owner))
+    while len(redo):  # uniform within the genre; an artist drawn twice for a user is drawn again
+        g = genre[redo]
+        artist[redo] = by_genre[first[g] + np.minimum((rng.random(len(redo)) * per_genre[g]).astype(np.int64), per_genre[g] - 1)]
+        _, kept = np.unique(owner * n_artists + artist, return_index=True)
+        again = np.ones(len(owner), dtype=bool)
+        again[kept] = False
+        redo = np.flatnonzero(again)
+    order = np.argsort(owner, kind="stable")
+    return np.split(artist[order], np.cumsum(np.bincount(owner, minlength=n_users))[:-1])
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -161,11 +220,7 @@ class SyntheticWorld:
             1.0,
         )
         # favourite artists, mostly from the user's favourite genres: listeners are loyal to artists
-        artist_pull = np.exp(3.0 * taste[:, artist_genre])  # (n_users, n_artists)
-        artist_pull /= artist_pull.sum(axis=1, keepdims=True)
-        user_artists = [
-            rng.choice(n_artists, size=min(n_artists, 3 + rng.poisson(6)), replace=False, p=row) for row in artist_pull
-        ]
+        user_artists = _favourite_artists(rng, taste, artist_genre)
         width = len(str(n_users))
         return cls(
             tracks=tracks,
@@ -189,21 +244,83 @@ class SyntheticWorld:
     def n_users(self) -> int:
         return len(self.user_ids)
 
+    # --- taste -------------------------------------------------------------------------------------
+    # raw(u, t) = 0.45 genre_taste[u, genre(t)] - _SOUND |sound_u - sound_t|² + 0.6 appeal_t is linear in
+    # the track's (genre one-hot, sound, |sound|², appeal), so its mean and spread over the catalog follow
+    # from that vector's mean and covariance, and one (user, track) pair costs O(1).
+
+    @cached_property
+    def _standardisation(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each user's mean and standard deviation of ``raw`` over every track of the catalog."""
+        n_genres = self.user_genre_taste.shape[1]
+
+        def track_terms(rows: slice) -> np.ndarray:
+            sound = self.track_sound[rows]
+            return np.column_stack([np.eye(n_genres)[self.track_genre[rows]], sound, (sound**2).sum(axis=1), self.track_appeal[rows]])
+
+        chunks = [slice(i, i + 100_000) for i in range(0, self.n_tracks, 100_000)]
+        mean = sum(track_terms(c).sum(axis=0) for c in chunks) / self.n_tracks
+        cov = sum((f := track_terms(c) - mean).T @ f for c in chunks) / self.n_tracks
+        ones = np.ones(self.n_users)
+        user_terms = np.column_stack([0.45 * self.user_genre_taste, 2 * _SOUND * self.user_sound, -_SOUND * ones, 0.6 * ones])
+        user_mean = user_terms @ mean - _SOUND * (self.user_sound**2).sum(axis=1)
+        user_var = np.einsum("ij,jk,ik->i", user_terms, cov, user_terms)
+        return user_mean, np.sqrt(np.maximum(user_var, 0.0))
+
+    @cached_property
+    def _favourite_keys(self) -> tuple[int, np.ndarray]:
+        """The number of artists and the sorted ``user * n_artists + artist`` of every favourite."""
+        artists = np.concatenate([np.zeros(0, dtype=np.int64), *self.user_artists])
+        n_artists = int(max(self.track_artist.max(initial=-1), artists.max(initial=-1))) + 1
+        owners = np.repeat(np.arange(self.n_users, dtype=np.int64), [len(a) for a in self.user_artists])
+        return n_artists, np.sort(owners * n_artists + artists)
+
+    def _is_favourite(self, users: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+        n_artists, keys = self._favourite_keys
+        if not len(keys):
+            return np.zeros(len(users), dtype=bool)
+        wanted = users.astype(np.int64) * n_artists + self.track_artist[tracks]
+        return keys[np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)] == wanted
+
+    def _plain_affinity(self, users: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+        """Affinity of aligned (user, track) pairs without the favourite-artist bonus."""
+        mean, std = self._standardisation
+        distance = ((self.user_sound[users] - self.track_sound[tracks]) ** 2).sum(axis=1)
+        raw = 0.45 * self.user_genre_taste[users, self.track_genre[tracks]] - _SOUND * distance + 0.6 * self.track_appeal[tracks]
+        return (raw - mean[users]) / (std[users] + 1e-9)
+
     def affinity(self, users: np.ndarray, tracks: np.ndarray | None = None) -> np.ndarray:
-        """Latent affinity (users x tracks): standardised taste score, plus a bonus for the user's
-        favourite artists."""
+        """Latent affinity (users x tracks, every track or the ``tracks`` given): the taste score
+        standardised over the whole catalog (~N(0, 1) per user), plus a bonus for the user's favourite
+        artists. Memory grows with users x tracks: for scattered pairs use :meth:`pair_affinity`."""
         users = np.atleast_1d(users)
-        t = slice(None) if tracks is None else tracks
-        genre_term = self.user_genre_taste[users][:, self.track_genre[t]]  # (u, t)
-        diff = self.user_sound[users][:, None, :] - self.track_sound[t][None, :, :]
-        sound_term = -(diff**2).sum(axis=2) / 0.08
-        raw = 0.45 * genre_term + 0.55 * sound_term + 0.6 * self.track_appeal[t][None, :]
-        z = (raw - raw.mean(axis=1, keepdims=True)) / (raw.std(axis=1, keepdims=True) + 1e-9)
+        t = np.arange(self.n_tracks) if tracks is None else np.atleast_1d(tracks)
+        mean, std = self._standardisation
+        sound_u, sound_t = self.user_sound[users], self.track_sound[t]
+        distance = (sound_u**2).sum(axis=1)[:, None] - 2 * sound_u @ sound_t.T + (sound_t**2).sum(axis=1)[None, :]
+        raw = 0.45 * self.user_genre_taste[users][:, self.track_genre[t]] - _SOUND * distance + 0.6 * self.track_appeal[t][None, :]
+        z = (raw - mean[users, None]) / (std[users, None] + 1e-9)
         artists = self.track_artist[t]
         for row, u in enumerate(users):
             z[row] += 1.5 * np.isin(artists, self.user_artists[u])
         return z
 
+    def pair_affinity(self, users: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+        """Affinity of aligned pairs: element i is ``affinity(users[i], tracks[i])``, in O(len(users))."""
+        users, tracks = np.atleast_1d(users), np.atleast_1d(tracks)
+        return self._plain_affinity(users, tracks) + 1.5 * self._is_favourite(users, tracks)
+
+    @cached_property
+    def _listen_sampler(self) -> "_ListenSampler":
+        return _ListenSampler(self)
+
+    def listens(self, rng: np.random.Generator, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``counts[u]`` independent organic listens of each user u, drawn from the softmax of
+        ``listen_sharpness * affinity(u)`` over the catalog. Returns the tracks and their affinities,
+        user after user (``counts[0]`` of user 0 first)."""
+        return self._listen_sampler.draw(rng, np.asarray(counts, dtype=np.int64))
+
+    # --- history -----------------------------------------------------------------------------------
     def events(self, n_events: int, days: int = 30, end: date | None = None) -> pd.DataFrame:
         """Simulate ``n_events`` feedback events over ``days`` days ending at midnight UTC of ``end``.
 
@@ -215,88 +332,301 @@ class SyntheticWorld:
         rng = np.random.default_rng(self.seed + 1)
         end_dt = datetime.combine(end or datetime.now(UTC).date(), datetime.min.time(), tzinfo=UTC)
         start_ms = int((end_dt - timedelta(days=days)).timestamp() * 1000)
-        span_ms = days * 86_400_000
-        budget = np.maximum(3, np.round(n_events * self.user_activity / self.user_activity.sum())).astype(int)
-        legacy_slate = np.argsort(-self.track_appeal)[: max(50, self.n_tracks // 20)]
-        duration = self.tracks["duration_ms"].to_numpy()
+        budget = np.maximum(3, np.round(n_events * self.user_activity / self.user_activity.sum())).astype(np.int64)
+        history = _History(self, rng, budget, start_ms, days * 86_400_000)
+        history.run()
+        return history.frame()
 
-        columns: dict[str, list] = {k: [] for k in ("user", "track", "type", "ts", "ms", "rating", "pos", "req")}
 
-        def emit(user, track, kind, ts, ms=None, rating=None, pos=None, req=None):
-            columns["user"].append(user)
-            columns["track"].append(track)
-            columns["type"].append(kind)
-            columns["ts"].append(ts)
-            columns["ms"].append(ms)
-            columns["rating"].append(rating)
-            columns["pos"].append(pos)
-            columns["req"].append(req)
+_SOUND = 0.55 / 0.08  # weight of the squared sound distance in the raw taste score
+_TYPES = np.array(
+    ["recommendation_shown", "recommendation_clicked", "track_completed", "track_skipped", "play", "like", "explicit_rating"], dtype=object
+)
+_SHOWN, _CLICKED, _COMPLETED, _SKIPPED, _PLAY, _LIKE, _RATING = range(len(_TYPES))
 
-        for u in range(self.n_users):
-            aff = self.affinity(np.array([u]))[0]
-            listen_p = np.exp(self.listen_sharpness * (aff - aff.max()))
-            listen_p /= listen_p.sum()
-            remaining = int(budget[u])
-            times = np.sort(rng.integers(start_ms, start_ms + span_ms, size=remaining + 64))
-            clock = iter(times)
-            organic = iter(rng.choice(self.n_tracks, size=remaining, p=listen_p))
-            while remaining > 0:
-                if rng.random() < 0.04 and remaining >= 12:  # a slate from the legacy recommender
-                    req = f"legacy-{u}-{remaining}"
-                    slate = rng.choice(legacy_slate, size=10, replace=False)
-                    ts = next(clock)
-                    for pos, t in enumerate(slate):
-                        emit(u, t, "recommendation_shown", ts, pos=pos, req=req)
-                    remaining -= 10
-                    clicked = slate[rng.random(10) < click_given_affinity(aff[slate])]
-                    streams = [(t, next(clock, ts)) for t in clicked[:remaining]]
-                    for t, when in streams:
-                        emit(u, t, "recommendation_clicked", when, req=req)
-                        remaining -= 1
-                else:
-                    streams = [(next(organic), next(clock))]
-                for t, when in streams:
-                    if remaining <= 0:
-                        break
-                    z = aff[t]
-                    r = rng.random()
-                    p_done = completion_given_affinity(z)
-                    if r < p_done:
-                        emit(u, t, "track_completed", when, ms=int(duration[t]))
-                    elif r < p_done + 0.7 * (1 - p_done):
-                        emit(u, t, "track_skipped", when, ms=int(rng.integers(3_000, 30_000)))
-                    else:
-                        emit(u, t, "play", when, ms=int(rng.uniform(0.3, 0.8) * duration[t]))
-                    remaining -= 1
-                    if remaining > 0 and z > 1.0 and rng.random() < 0.12:
-                        emit(u, t, "like", when + 1000)
-                        remaining -= 1
-                    if remaining > 0 and rng.random() < 0.03:
-                        rating = float(np.clip(np.round(3.0 + 1.1 * z + rng.normal(0, 0.6)), 1, 5))
-                        emit(u, t, "explicit_rating", when + 2000, rating=rating)
-                        remaining -= 1
 
-        n = len(columns["user"])
-        track_ids = self.tracks["track_id"].to_numpy()
+class _ListenSampler:
+    """Exact draws from p_u(t) ∝ exp(β affinity(u, t)), β = ``listen_sharpness``, by rejection.
+
+    The envelope bounds β·affinity cheaply per (user, genre, block of tracks): the sound term, never
+    positive, by the distance from the user's sound to the box around the genre's tracks; the appeal by
+    the top of the track's block (tracks of a genre grouped in appeal steps of ``APPEAL_STEP``); the
+    favourite-artist bonus by an extra part for those tracks, enumerated per user. Block weights depend
+    on the user's scale β/σ_u only through a grid (step ``SCALE_STEP``), at a cost of at most
+    exp(|Δscale| 0.6 max|appeal|) in acceptance. About one proposal in ten is accepted and each costs
+    O(1), so no draw touches the whole catalog.
+    """
+
+    APPEAL_STEP = 0.1
+    SCALE_STEP = 0.02
+    DRAWS_PER_CHUNK = 200_000  # users are served in groups of about this many draws (bounds memory)
+
+    def __init__(self, world: SyntheticWorld) -> None:
+        self.world = w = world
+        self.beta = float(w.listen_sharpness)
+        n_genres = w.user_genre_taste.shape[1]
+        genre, appeal = w.track_genre, w.track_appeal
+        # blocks: tracks sorted by genre then appeal, cut every APPEAL_STEP of appeal
+        self.order = np.lexsort((appeal, genre))
+        g_sorted, a_sorted = genre[self.order], appeal[self.order]
+        lowest = np.full(n_genres, np.inf)
+        np.minimum.at(lowest, genre, appeal)
+        step = np.floor((a_sorted - lowest[g_sorted]) / self.APPEAL_STEP).astype(np.int64)
+        key = g_sorted.astype(np.int64) * (int(step.max(initial=0)) + 1) + step
+        self.block_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        self.block_size = np.diff(np.r_[self.block_start, len(key)])
+        self.block_top = np.maximum.reduceat(a_sorted, self.block_start)
+        self.track_block = np.empty(w.n_tracks, dtype=np.int64)
+        self.track_block[self.order] = np.repeat(np.arange(len(self.block_start)), self.block_size)
+        block_genre = g_sorted[self.block_start]
+        # the box around each genre's sounds: no track of the genre is closer to a user than it
+        self.sound_low = np.full((n_genres, w.track_sound.shape[1]), np.inf)
+        self.sound_high = np.full((n_genres, w.track_sound.shape[1]), -np.inf)
+        np.minimum.at(self.sound_low, genre, w.track_sound)
+        np.maximum.at(self.sound_high, genre, w.track_sound)
+        # users' scales on the grid, and the slack the rounding needs
+        self.user_mean, std = w._standardisation
+        self.scale = self.beta / (std + 1e-9)
+        levels, self.user_level = np.unique(np.round(self.scale / self.SCALE_STEP).astype(np.int64), return_inverse=True)
+        self.level_scale = levels * self.SCALE_STEP
+        self.slack = np.abs(self.scale - self.level_scale[self.user_level]) * 0.6 * np.abs(appeal).max(initial=0.0)
+        # per grid level and genre: log of the total block weight, and each block's cumulative share laid
+        # out as (level * n_genres + genre) + share, so one searchsorted finds the block of any proposal
+        block_log = self.level_scale[:, None] * 0.6 * self.block_top[None, :] + np.log(self.block_size)[None, :]
+        self.genre_log_total = np.full((len(levels), n_genres), -np.inf)
+        cumulative = np.empty(block_log.shape)
+        first = _segments(np.bincount(block_genre, minlength=n_genres))
+        for g in np.flatnonzero(np.diff(first)):
+            part = block_log[:, first[g] : first[g + 1]]
+            top = part.max(axis=1, keepdims=True)
+            running = np.cumsum(np.exp(part - top), axis=1)
+            self.genre_log_total[:, g] = top[:, 0] + np.log(running[:, -1])
+            running /= running[:, -1:]
+            running[:, -1] = 1.0
+            cumulative[:, first[g] : first[g + 1]] = running + (np.arange(len(levels)) * n_genres + g)[:, None]
+        self.cumulative, self.n_genres = cumulative.ravel(), n_genres
+        self.log_bonus = np.log(np.expm1(1.5 * self.beta))
+        n_artists, _ = w._favourite_keys
+        self.artist_tracks = np.argsort(w.track_artist, kind="stable")
+        self.artist_first = _segments(np.bincount(w.track_artist, minlength=n_artists))
+
+    def draw(self, rng: np.random.Generator, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        done = np.r_[0, np.cumsum(counts)]
+        parts, lo = [], 0
+        while lo < len(counts):
+            hi = max(int(np.searchsorted(done, done[lo] + self.DRAWS_PER_CHUNK, side="right")) - 1, lo + 1)
+            parts.append(self._draw_group(rng, np.arange(lo, hi), counts[lo:hi]))
+            lo = hi
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _genre_log_weight(self, users: np.ndarray) -> np.ndarray:
+        """(users, genres): the log envelope of a track of that genre, before its block's appeal term."""
+        w = self.world
+        sound = w.user_sound[users][:, None, :]
+        gap = np.maximum(np.maximum(self.sound_low[None] - sound, sound - self.sound_high[None]), 0.0)
+        bound = 0.45 * w.user_genre_taste[users] - _SOUND * (gap**2).sum(axis=2) - self.user_mean[users, None]
+        return self.scale[users, None] * bound + self.slack[users, None]
+
+    def _favourite_tracks(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (position in ``users``, track of one of their favourite artists), grouped by user, with
+        the log of its part of the envelope: the bonus, exp(β affinity) (e^{1.5β} - 1)."""
+        w = self.world
+        artists = np.concatenate([np.zeros(0, dtype=np.int64), *(w.user_artists[u] for u in users)])
+        owner = np.repeat(np.arange(len(users)), [len(w.user_artists[u]) for u in users])
+        sizes = self.artist_first[artists + 1] - self.artist_first[artists]
+        tracks = self.artist_tracks[_ranges(self.artist_first[artists], sizes)]
+        owner = np.repeat(owner, sizes)
+        return owner, tracks, self.log_bonus + self.beta * w._plain_affinity(users[owner], tracks)
+
+    def _draw_group(self, rng: np.random.Generator, users: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w, n = self.world, len(users)
+        level = self.user_level[users]
+        genre_log = self._genre_log_weight(users)
+        mass = genre_log + self.genre_log_total[level]  # envelope mass of each genre's tracks
+        top = mass.max(axis=1, keepdims=True)
+        genre_cumulative = np.cumsum(np.exp(mass - top), axis=1)
+        log_mass_blocks = top[:, 0] + np.log(genre_cumulative[:, -1])
+        owner_f, tracks_f, log_f = self._favourite_tracks(users)
+        per_user_f = np.bincount(owner_f, minlength=n)
+        log_mass_f = np.full(n, -np.inf)
+        np.logaddexp.at(log_mass_f, owner_f, log_f)
+        from_blocks = 1.0 / (1.0 + np.exp(log_mass_f - log_mass_blocks))
+        running = np.cumsum(np.exp(log_f - log_mass_f[owner_f]))
+        cumulative_f = running - np.r_[0.0, running][_segments(per_user_f)[:-1]][owner_f] + owner_f
+        cumulative_f[_segments(per_user_f)[1:][per_user_f > 0] - 1] = np.flatnonzero(per_user_f > 0) + 1.0
+
+        kept_owner, kept_track, kept_z = [], [], []
+        got, tried, taken = np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n)
+        while (missing := need - got).any():
+            rate = (taken + 1.0) / (tried + 10.0)
+            proposals = np.where(missing > 0, np.ceil(missing / rate * 1.2).astype(np.int64) + 4, 0)
+            owner = np.repeat(np.arange(n), proposals)
+            track = np.empty(len(owner), dtype=np.int64)
+            blocks = rng.random(len(owner)) < from_blocks[owner]
+            b = np.flatnonzero(blocks)
+            genre = _pick(rng, genre_cumulative[owner[b]])
+            where = np.searchsorted(self.cumulative, level[owner[b]] * self.n_genres + genre + (1.0 - rng.random(len(b))))
+            block = where % len(self.block_start)
+            offset = np.minimum((rng.random(len(b)) * self.block_size[block]).astype(np.int64), self.block_size[block] - 1)
+            track[b] = self.order[self.block_start[block] + offset]
+            f = np.flatnonzero(~blocks)
+            track[f] = tracks_f[np.minimum(np.searchsorted(cumulative_f, owner[f] + (1.0 - rng.random(len(f)))), len(tracks_f) - 1)]
+            u = users[owner]
+            plain, favourite = w._plain_affinity(u, track), w._is_favourite(u, track)
+            envelope = genre_log[owner, w.track_genre[track]] + self.level_scale[level[owner]] * 0.6 * self.block_top[self.track_block[track]]
+            envelope = np.where(favourite, np.logaddexp(envelope, self.log_bonus + self.beta * plain), envelope)
+            z = plain + 1.5 * favourite
+            accepted = np.flatnonzero(np.log(rng.random(len(owner))) < self.beta * z - envelope)
+            np.add.at(tried, owner, 1.0)
+            np.add.at(taken, owner[accepted], 1.0)
+            # each user keeps their first `missing` accepted proposals
+            rank = np.arange(len(accepted)) - np.searchsorted(owner[accepted], owner[accepted])
+            accepted = accepted[rank < missing[owner[accepted]]]
+            kept_owner.append(owner[accepted])
+            kept_track.append(track[accepted])
+            kept_z.append(z[accepted])
+            got += np.bincount(owner[accepted], minlength=n)
+        order = np.argsort(np.concatenate(kept_owner), kind="stable")
+        return np.concatenate(kept_track)[order], np.concatenate(kept_z)[order]
+
+
+class _History:
+    """Every user's history advanced one step at a time, all users at once. A step is a slate of the
+    legacy recommender (probability 0.04, with at least 12 events of budget left) or one organic listen;
+    each stream ends in one outcome event and sometimes a like or a rating. User u's events fill
+    ``budget[u]`` slots in the order they happen; each slate or stream takes the next instant of the
+    user's clock (``budget + 64`` sorted uniform instants)."""
+
+    def __init__(self, world: SyntheticWorld, rng: np.random.Generator, budget: np.ndarray, start_ms: int, span_ms: int) -> None:
+        self.world, self.rng, self.budget = world, rng, budget
+        n_users = world.n_users
+        self.first = _segments(budget)[:-1]
+        total = int(budget.sum())
+        self.left = budget.copy()
+        self.track, self.kind, self.ts = np.zeros(total, np.int64), np.zeros(total, np.int8), np.zeros(total, np.int64)
+        self.ms, self.rating = np.full(total, -1, np.int64), np.full(total, np.nan, np.float32)
+        self.position, self.slate = np.full(total, -1, np.int32), np.full(total, -1, np.int64)
+        ticks = budget + 64
+        owner = np.repeat(np.arange(n_users, dtype=np.int64), ticks)
+        self.times = np.sort(owner * span_ms + rng.integers(0, span_ms, size=len(owner))) - owner * span_ms + start_ms
+        self.clock_first, self.clock_used = _segments(ticks)[:-1], np.zeros(n_users, dtype=np.int64)
+        # about two events in three are organic listens: draw a bit more than that, more when one runs out
+        drawn = np.minimum(budget, np.ceil(0.75 * budget).astype(np.int64) + 2)
+        self.organic_track, self.organic_z = world.listens(rng, drawn)
+        self.organic_next, self.organic_left = _segments(drawn)[:-1], drawn
+        self.legacy = np.argsort(-world.track_appeal)[: max(50, world.n_tracks // 20)]
+        self.duration = world.tracks["duration_ms"].to_numpy()
+        self.slate_users: list[np.ndarray] = []
+        self.slate_left: list[np.ndarray] = []
+        self.n_slates = 0
+
+    def run(self) -> None:
+        active = np.flatnonzero(self.left > 0)
+        while len(active):
+            slate = (self.rng.random(len(active)) < 0.04) & (self.left[active] >= 12)
+            self._slates(active[slate])
+            self._organic(active[~slate])
+            active = active[self.left[active] > 0]
+
+    def _tick(self, users: np.ndarray) -> np.ndarray:
+        at = self.clock_first[users] + self.clock_used[users]
+        self.clock_used[users] += 1
+        return self.times[at]
+
+    def _emit(self, users, tracks, kind, ts, ms=None, rating=None, position=None, slate=None) -> None:  # noqa: ANN001
+        """One event for each of ``users`` (distinct), in each one's next slot."""
+        slot = self.first[users] + self.budget[users] - self.left[users]
+        self.track[slot], self.kind[slot], self.ts[slot] = tracks, kind, ts
+        for column, values in ((self.ms, ms), (self.rating, rating), (self.position, position), (self.slate, slate)):
+            if values is not None:
+                column[slot] = values
+        self.left[users] -= 1
+
+    def _organic(self, users: np.ndarray) -> None:
+        short = users[self.organic_left[users] == 0]
+        if len(short):  # one organic listen per event left is always enough
+            tracks, z = self.world.listens(self.rng, self.left[short])
+            self.organic_next[short] = len(self.organic_track) + _segments(self.left[short])[:-1]
+            self.organic_left[short] = self.left[short]
+            self.organic_track, self.organic_z = np.concatenate([self.organic_track, tracks]), np.concatenate([self.organic_z, z])
+        at = self.organic_next[users]
+        self.organic_next[users] += 1
+        self.organic_left[users] -= 1
+        self._streams(users, self.organic_track[at], self.organic_z[at], self._tick(users))
+
+    def _slates(self, users: np.ndarray) -> None:
+        n, rng = len(users), self.rng
+        if not n:
+            return
+        ts = self._tick(users)
+        picks = rng.integers(0, len(self.legacy), size=(n, 10))
+        while (repeated := (np.diff(np.sort(picks, axis=1), axis=1) == 0).any(axis=1)).any():  # 10 distinct tracks
+            picks[repeated] = rng.integers(0, len(self.legacy), size=(int(repeated.sum()), 10))
+        slate = self.legacy[picks]
+        ids = self.n_slates + np.arange(n)
+        self.n_slates += n
+        self.slate_users.append(users)
+        self.slate_left.append(self.left[users].copy())
+        for pos in range(10):
+            self._emit(users, slate[:, pos], _SHOWN, ts, position=pos, slate=ids)
+        z = self.world.pair_affinity(np.repeat(users, 10), slate.ravel()).reshape(n, 10)
+        clicked = rng.random((n, 10)) < click_given_affinity(z)
+        clicked &= np.cumsum(clicked, axis=1) <= self.left[users][:, None]  # clicks fit in the budget
+        when = np.zeros((n, 10), dtype=np.int64)
+        for pos in range(10):
+            on = clicked[:, pos]
+            when[on, pos] = self._tick(users[on])
+            self._emit(users[on], slate[on, pos], _CLICKED, when[on, pos], slate=ids[on])
+        for pos in range(10):
+            on = clicked[:, pos] & (self.left[users] > 0)
+            self._streams(users[on], slate[on, pos], z[on, pos], when[on, pos])
+
+    def _streams(self, users: np.ndarray, tracks: np.ndarray, z: np.ndarray, when: np.ndarray) -> None:
+        n, rng = len(users), self.rng
+        if not n:
+            return
+        r, p_done = rng.random(n), completion_given_affinity(z)
+        done = r < p_done
+        skipped = ~done & (r < p_done + 0.7 * (1 - p_done))
+        duration = self.duration[tracks]
+        partial = (rng.uniform(0.3, 0.8, size=n) * duration).astype(np.int64)
+        ms = np.where(done, duration, np.where(skipped, rng.integers(3_000, 30_000, size=n), partial))
+        self._emit(users, tracks, np.where(done, _COMPLETED, np.where(skipped, _SKIPPED, _PLAY)), when, ms=ms)
+        like = (self.left[users] > 0) & (z > 1.0) & (rng.random(n) < 0.12)
+        self._emit(users[like], tracks[like], _LIKE, when[like] + 1000)
+        rated = (self.left[users] > 0) & (rng.random(n) < 0.03)
+        rating = np.clip(np.round(3.0 + 1.1 * z[rated] + rng.normal(0, 0.6, size=int(rated.sum()))), 1, 5)
+        self._emit(users[rated], tracks[rated], _RATING, when[rated] + 2000, rating=rating)
+
+    def frame(self) -> pd.DataFrame:
+        """The events in time order (a user's events at one instant in the order they happened)."""
+        w = self.world
+        order = np.argsort(self.ts, kind="stable")  # slots are user after user, each user's in order
+        slate_users = np.concatenate([np.zeros(0, dtype=np.int64), *self.slate_users])
+        slate_left = np.concatenate([np.zeros(0, dtype=np.int64), *self.slate_left])
+        requests = np.array([f"legacy-{u}-{left}" for u, left in zip(slate_users, slate_left)] + [None], dtype=object)
+        slate, ms, rating, position = self.slate[order], self.ms[order], self.rating[order], self.position[order]
         frame = pd.DataFrame(
             {
-                "event_id": [f"syn-{self.seed}-{i:09d}" for i in range(n)],
-                "user_id": self.user_ids[np.asarray(columns["user"], dtype=int)],
-                "track_id": track_ids[np.asarray(columns["track"], dtype=int)],
-                "type": columns["type"],
-                "timestamp": pd.to_datetime(np.asarray(columns["ts"], dtype="int64"), unit="ms", utc=True),
-                "ms_played": pd.array(columns["ms"], dtype="Int64"),
-                "rating": pd.array(columns["rating"], dtype="Float32"),
-                "request_id": columns["req"],
-                "algorithm": ["legacy_popularity" if r else None for r in columns["req"]],
+                "event_id": [f"syn-{w.seed}-{i:09d}" for i in order],
+                "user_id": w.user_ids.astype(object)[np.repeat(np.arange(w.n_users), self.budget)[order]],
+                "track_id": w.tracks["track_id"].to_numpy(dtype=object)[self.track[order]],
+                "type": _TYPES[self.kind[order]],
+                "timestamp": pd.to_datetime(self.ts[order], unit="ms", utc=True),
+                "ms_played": pd.arrays.IntegerArray(ms, ms < 0),
+                "rating": pd.arrays.FloatingArray(rating, np.isnan(rating)),
+                "request_id": requests[slate],
+                "algorithm": np.where(slate >= 0, "legacy_popularity", None),
                 "model_version": None,
                 "experiment_id": None,
                 "variant": None,
-                "position": pd.array(columns["pos"], dtype="Int32"),
+                "position": pd.arrays.IntegerArray(position, position < 0),
                 "source": "synthetic",
             }
         )
-        return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)[EVENT_SCHEMA.names]
+        return frame.reindex(columns=EVENT_SCHEMA.names)
 
 
 def extended_history_export(world: SyntheticWorld, events: pd.DataFrame, username: str | None = None, seed: int = 0) -> list[dict]:

@@ -79,38 +79,68 @@ class ItemFeatures:
         return sp.diags(1.0 / np.where(sums > 0, sums, 1.0)).astype(np.float32) @ self.matrix
 
 
-def track_feature_pairs(tracks: pd.DataFrame) -> pd.DataFrame:
-    """Long (item_id, feature, weight) table of artists, genres, binned audio features, explicit and decade."""
-    parts = []
-    ids = tracks["track_id"].astype(str)
+def _track_feature_groups(tracks: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per kind of feature: (catalog row of each entry, code of each entry, name of each code). Artists,
+    genres, binned audio features, explicit and decade; codes and not strings, so a catalog of a million
+    tracks takes seconds."""
+    groups = []
+
+    def listed(column: str, prefix: str) -> None:
+        values = pd.Series(tracks[column].to_numpy(), dtype=object).explode().dropna()
+        codes, names = pd.factorize(values.astype(str).to_numpy())
+        groups.append((values.index.to_numpy(dtype=np.int64), codes, np.asarray(prefix + names.astype(str), dtype=str)))
+
     if "artist_ids" in tracks:  # tracks of one artist share listeners: the strongest content signal
-        a = tracks[["track_id", "artist_ids"]].explode("artist_ids").dropna()
-        parts.append(pd.DataFrame({"item_id": a["track_id"].astype(str), "feature": "artist:" + a["artist_ids"].astype(str)}))
+        listed("artist_ids", "artist:")
     if "genres" in tracks:
-        g = tracks[["track_id", "genres"]].explode("genres").dropna()
-        parts.append(pd.DataFrame({"item_id": g["track_id"].astype(str), "feature": "genre:" + g["genres"].astype(str)}))
+        listed("genres", "genre:")
     for col, edges in AUDIO_BINS.items():
         if col not in tracks:
             continue
-        values = pd.to_numeric(tracks[col], errors="coerce")
-        known = values.notna().to_numpy()
-        bins = np.digitize(values.to_numpy()[known], edges)
-        parts.append(pd.DataFrame({"item_id": ids[known].to_numpy(), "feature": [f"{col}:{b}" for b in bins]}))
+        values = pd.to_numeric(tracks[col], errors="coerce").to_numpy()
+        known = np.flatnonzero(~np.isnan(values.astype(np.float64)))
+        groups.append((known, np.digitize(values[known], edges), np.array([f"{col}:{b}" for b in range(len(edges) + 1)])))
     if "explicit" in tracks:
-        e = tracks["explicit"].dropna()
-        parts.append(pd.DataFrame({"item_id": ids[e.index], "feature": np.where(e.astype(bool), "explicit", "clean")}))
+        e = tracks["explicit"].reset_index(drop=True).dropna()
+        groups.append((e.index.to_numpy(dtype=np.int64), e.astype(bool).to_numpy().astype(np.int64), np.array(["clean", "explicit"])))
     if "release_year" in tracks:
-        y = pd.to_numeric(tracks["release_year"], errors="coerce").dropna()
-        parts.append(pd.DataFrame({"item_id": ids[y.index], "feature": "decade:" + (y // 10 * 10).astype(int).astype(str)}))
+        y = pd.to_numeric(tracks["release_year"].reset_index(drop=True), errors="coerce").dropna()
+        codes, decades = pd.factorize((y // 10 * 10).astype(int).to_numpy())
+        groups.append((y.index.to_numpy(dtype=np.int64), codes, np.array([f"decade:{d}" for d in decades], dtype=str)))
+    return groups
+
+
+def track_feature_pairs(tracks: pd.DataFrame) -> pd.DataFrame:
+    """Long (item_id, feature, weight) table of artists, genres, binned audio features, explicit and decade."""
+    ids = tracks["track_id"].astype(str).to_numpy()
+    parts = [pd.DataFrame({"item_id": ids[rows], "feature": names[codes]}) for rows, codes, names in _track_feature_groups(tracks)]
     pairs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["item_id", "feature"])
     pairs["weight"] = 1.0
     return pairs
 
 
 def track_features(tracks: pd.DataFrame, item_ids: np.ndarray | None = None) -> ItemFeatures:
-    """Item features of catalog tracks (rows in ``item_ids`` order, default the catalog's order)."""
-    ids = tracks["track_id"].astype(str).to_numpy() if item_ids is None else item_ids
-    return ItemFeatures.from_pairs(ids, track_feature_pairs(tracks))
+    """Item features of catalog tracks (rows in ``item_ids`` order, default the catalog's order); the
+    same matrix as ``ItemFeatures.from_pairs(item_ids, track_feature_pairs(tracks))``."""
+    ids = tracks["track_id"].astype(str).to_numpy()
+    item_ids = np.asarray(ids if item_ids is None else item_ids, dtype=str)
+    row_of_track = pd.Index(item_ids).get_indexer(ids)
+    groups = _track_feature_groups(tracks)
+    rows = [row_of_track[r] for r, _, _ in groups]
+    names = np.concatenate([np.zeros(0, dtype=str), *(n for _, _, n in groups)])
+    first = np.cumsum([0, *(len(n) for _, _, n in groups)])
+    cols = np.concatenate([np.zeros(0, dtype=np.int64), *(c + first[i] for i, (_, c, _) in enumerate(groups))])
+    rows = np.concatenate([np.zeros(0, dtype=np.int64), *rows])
+    keep = rows >= 0
+    used, cols = np.unique(cols[keep], return_inverse=True)  # only features of the items asked for, by name
+    by_name = np.argsort(names[used], kind="stable")
+    rank = np.empty(len(used), dtype=np.int64)
+    rank[by_name] = np.arange(len(used))
+    matrix = sp.csr_matrix(
+        (np.ones(len(cols), np.float32), (rows[keep], rank[cols])), shape=(len(item_ids), len(used)), dtype=np.float32
+    )
+    matrix.sum_duplicates()
+    return ItemFeatures(item_ids=item_ids, matrix=matrix, names=names[used][by_name])
 
 
 CONTINUOUS_FEATURES: tuple[str, ...] = tuple(CONTENT_SCALE)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from scipy.sparse.linalg import lsqr, svds
+from scipy.sparse.linalg import lsqr
 
 from models.base import StoredVectors, checked_params
 from models.foldin import FoldIn
@@ -40,9 +40,17 @@ DEFAULTS = {
     "user_norm_exponent": 0.65,
     "feature_regularization": 1000.0,  # ridge penalty of the feature -> vector map (cold items)
     "random_state": 42,
+    "svd_method": "auto",  # "dense_gram", "randomized", or "auto"; a fitted model records the one it used
 }
-# below this many rows or columns the SVD comes exactly from the dense Gram matrix of the smaller side
+SVD_METHODS = ("auto", "dense_gram", "randomized")
+# "auto": the exact SVD from the dense Gram matrix of the smaller side (its memory grows with the
+# square of that side) when it has at most this many rows, else the randomized SVD (memory and time
+# linear in users + items + interactions)
 _DENSE_GRAM_LIMIT = 8000
+# randomized SVD (Halko, Martinsson & Tropp 2011, Algorithm 4.4): extra directions and subspace
+# iterations; on Last.fm (1,892 x 17,632) they rank as well as the exact SVD (tests/models/test_lastfm.py)
+_OVERSAMPLING = 32
+_POWER_ITERATIONS = 12
 
 
 class LowRankEASE(StoredVectors):
@@ -52,6 +60,8 @@ class LowRankEASE(StoredVectors):
         super().__init__(**checked_params(self.name, params, DEFAULTS))
         if int(self.params["dimensions"]) < 2:
             raise ValueError("lowrank_ease dimensions must be at least 2 (one direction plus the bias coordinate)")
+        if self.params["svd_method"] not in SVD_METHODS:
+            raise ValueError(f"lowrank_ease svd_method must be one of {', '.join(SVD_METHODS)} (got {self.params['svd_method']!r})")
 
     # --- fitting -------------------------------------------------------------------------
     def _fit(self, interactions: Interactions, item_features: ItemFeatures | None) -> None:
@@ -63,7 +73,9 @@ class LowRankEASE(StoredVectors):
         row_norms = np.sqrt(np.asarray(scaled.multiply(scaled).sum(axis=1)).ravel())
         balanced = (sp.diags(np.maximum(row_norms, 1e-12) ** -float(p["user_norm_exponent"])) @ scaled).tocsr()
 
-        s, v = _top_singular(balanced, int(p["dimensions"]) - 1, int(p["random_state"]))
+        method = p["svd_method"] if p["svd_method"] != "auto" else svd_method_for(balanced.shape)
+        self.params["svd_method"] = method  # logged with the other parameters: which SVD this model had
+        s, v = _top_singular(balanced, int(p["dimensions"]) - 1, int(p["random_state"]), method)
         lam = max(float(p["regularization"]) * s[-1] ** 2, 1e-9 * s[0] ** 2) if len(s) else 1.0
         diag_p = (v**2 / (s**2 + lam)).sum(axis=1) + np.clip(1.0 - (v**2).sum(axis=1), 0.0, None) / lam
         self._fold_in = (v * self._column_scale[:, None]) * (s**2 / (s**2 + lam))  # x_u @ this = user vector
@@ -137,27 +149,44 @@ class LowRankEASE(StoredVectors):
         self._feature_map = arrays["feature_map"]
 
 
-def _top_singular(x: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def svd_method_for(shape: tuple[int, int]) -> str:
+    """The SVD ``svd_method="auto"`` picks for a users x items matrix of this shape."""
+    return "dense_gram" if min(shape) <= _DENSE_GRAM_LIMIT else "randomized"
+
+
+def _top_singular(x: sp.csr_matrix, rank: int, seed: int, method: str) -> tuple[np.ndarray, np.ndarray]:
     """The ``rank`` largest singular values of ``x`` (descending, zeros dropped) and their right
-    singular vectors (n_items, rank)."""
+    singular vectors (n_items, rank). ``method``: "dense_gram" (exact) or "randomized"."""
     n_users, n_items = x.shape
     rank = min(rank, n_users, n_items)
-    if min(n_users, n_items) <= _DENSE_GRAM_LIMIT:
-        small_side_users = n_users <= n_items
-        gram = (x @ x.T if small_side_users else x.T @ x).toarray()
+    small_side_users = n_users <= n_items
+    a = x if small_side_users else x.T.tocsr()  # rows: the smaller side
+    if method == "dense_gram":
+        gram = (a @ a.T).toarray()
         n = gram.shape[0]
-        w, vecs = scipy.linalg.eigh(gram, subset_by_index=[n - rank, n - 1])
-        w, vecs = w[::-1], vecs[:, ::-1]
-        keep = w > 1e-10 * max(w[0], 1e-300)
-        s, vecs = np.sqrt(w[keep]), vecs[:, keep]
-        v = (x.T @ vecs) / s if small_side_users else vecs
-        return s, np.asarray(v)
-    rank = min(rank, min(n_users, n_items) - 1)
-    v0 = np.random.default_rng(seed).standard_normal(min(n_users, n_items))
-    _, s, vt = svds(x, k=rank, v0=v0)
-    order = np.argsort(-s)
-    keep = s[order] > 1e-10 * s.max()
-    return s[order][keep], vt[order][keep].T
+        w, left = scipy.linalg.eigh(gram, subset_by_index=[n - rank, n - 1])
+        w, left = w[::-1], left[:, ::-1]
+    else:
+        w, left = _randomized_eigh_of_gram(a, rank, seed)
+    keep = w > 1e-10 * max(w[0], 1e-300) if len(w) else np.zeros(0, dtype=bool)
+    s, left = np.sqrt(w[keep]), left[:, keep]
+    v = (a.T @ left) / s if small_side_users else left
+    return s, np.asarray(v)
+
+
+def _randomized_eigh_of_gram(a: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``rank`` eigenvalues (descending) and eigenvectors of ``a aᵀ`` by subspace iteration from a
+    seeded Gaussian start: only products with ``a`` and ``aᵀ``, memory (rows + columns) x (rank +
+    oversampling). Halko, Martinsson & Tropp (2011), Algorithms 4.4 and 5.1."""
+    width = min(rank + _OVERSAMPLING, a.shape[0])
+    at = a.T.tocsr()
+    q = np.linalg.qr(np.random.default_rng(seed).standard_normal((a.shape[0], width)))[0]
+    for _ in range(_POWER_ITERATIONS):
+        q = np.linalg.qr(a @ (at @ q))[0]
+    projected = at @ q  # (aᵀ q): a ≈ q (aᵀ q)ᵀ
+    w, small = np.linalg.eigh(projected.T @ projected)
+    top = np.argsort(-w)[:rank]
+    return np.maximum(w[top], 0.0), q @ small[:, top]
 
 
 def _with_count_columns(features: sp.spmatrix) -> sp.csr_matrix:
