@@ -8,7 +8,7 @@ retrying a batch, or the spool replaying one, never appends an event twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -64,8 +64,9 @@ def append_args(rows: Sequence[bytes], max_entries: int = DEFAULT_MAX_ENTRIES) -
     return [IDEMPOTENCY_TTL_SECONDS, max_entries, *rows]
 
 
-def encode(event: FeedbackEvent, source: str = "api") -> bytes:
-    return orjson.dumps(event.to_row(source))
+def encode(event: FeedbackEvent, source: str = "api", trusted: Mapping[str, Any] | None = None, context_source: str | None = None) -> bytes:
+    """The stream payload of ``event`` (see :meth:`FeedbackEvent.to_row` for ``trusted``)."""
+    return orjson.dumps(event.to_row(source, trusted, context_source))
 
 
 def decode(payload: bytes | str) -> dict[str, Any]:

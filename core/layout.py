@@ -9,7 +9,7 @@ Runtime state (``var/``, what a running platform keeps for itself):
 ``redis/`` the embedded Redis's data, ``spool/`` feedback accepted while Redis was down,
 ``serving_cache/`` the API's copy of the last served model, ``logs/`` the demo's process logs,
 ``prometheus/`` multi-process metrics, ``api_keys`` the demo keys, ``pseudonym.key`` the listener
-pseudonym key.
+pseudonym key, ``token.key`` the key that signs request tokens.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ class Layout:
     @property
     def api_keys(self) -> Path:
         return self.var_dir / "api_keys"
+
+    @property
+    def token_key(self) -> Path:
+        return self.var_dir / "token.key"
 
     @property
     def pseudonym_key(self) -> Path:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         "", description="Comma-separated key:scope pairs (scope client or admin). Empty: the demo key only."
     )
+    token_key: SecretStr | None = Field(
+        None, description="Hex key that signs request tokens (every API process of a deployment needs the same); default a key file in var/."
+    )
     rate_limit_per_minute: int = Field(6000, ge=1, description="Requests per minute per API key.")
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty disables CORS.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts (413 above).")
@@ -131,6 +134,19 @@ class Settings(BaseSettings):
     feedback_backlog_max: int = Field(
         1_000_000, ge=1, description="The feedback check fails when more entries than this wait in the stream (drained or worker lag)."
     )
+
+    @field_validator("token_key")
+    @classmethod
+    def _hex_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        try:
+            key = bytes.fromhex(value.get_secret_value())
+        except ValueError:
+            raise ValueError("token_key must be hexadecimal (e.g. the output of `openssl rand -hex 32`)") from None
+        if len(key) < 16:
+            raise ValueError(f"token_key must be at least 16 bytes (32 hex digits); it has {len(key)}")
+        return value
 
     @field_validator("algorithm")
     @classmethod

@@ -192,10 +192,14 @@ class OfflineStore:
 
 
 def _as_event_table(events: pa.Table | pd.DataFrame) -> pa.Table:
+    """``events`` in EVENT_SCHEMA; optional columns a writer does not have (older producers, the
+    synthetic world) are null."""
     # safe=False: timestamps are stored at millisecond precision; sub-ms digits are dropped, not refused
     if isinstance(events, pa.Table):
-        return events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA, safe=False)
-    return pa.Table.from_pandas(events[EVENT_SCHEMA.names], schema=EVENT_SCHEMA, preserve_index=False, safe=False)
+        n = len(events)
+        columns = [events[f.name] if f.name in events.column_names else pa.nulls(n, f.type) for f in EVENT_SCHEMA]
+        return pa.Table.from_arrays(columns, names=EVENT_SCHEMA.names).cast(EVENT_SCHEMA, safe=False)
+    return pa.Table.from_pandas(events.reindex(columns=EVENT_SCHEMA.names), schema=EVENT_SCHEMA, preserve_index=False, safe=False)
 
 
 def _partitions(table: pa.Table, by: str) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ from experiments.cuped import cuped_ratio_test
 from experiments.daily import daily_series, earlier_looks
 from experiments.definition import Experiment
 from experiments.guardrails import guardrail_verdict
-from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, user_metrics, variant_summary
+from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, untargeted_clicks, user_metrics, variant_summary
 from experiments.multiple_testing import adjust_comparisons
 from experiments.power import mde_for_mean, ratio_metric_sd, sample_size_for_mean
 from experiments.ranking_quality import ranking_quality, served_lists
@@ -74,7 +74,8 @@ def compare_users(
 ) -> Comparison | None:
     """Treatment against control on ``metric`` from per-user sums (:func:`experiments.metrics.user_metrics`
     indexed by user id): CUPED when the pre-period covariate varies among the compared users, else the
-    plain delta-method test; None with fewer than 2 users per variant or no denominator."""
+    plain delta-method test; None with fewer than 2 users per variant, no denominator, or no variation
+    at all (no clicks yet in either variant: there is nothing to test)."""
     c, t = per_user[per_user["variant"] == control], per_user[per_user["variant"] == treatment]
     num, den = RATIO_METRICS[metric]
     if len(c) < 2 or len(t) < 2 or c[den].sum() == 0 or t[den].sum() == 0:
@@ -84,6 +85,8 @@ def compare_users(
         result = cuped_ratio_test(metric, c[num], c[den], pre[metric].loc[c.index], t[num], t[den], pre[metric].loc[t.index], alpha)
     else:
         result = ratio_test(metric, c[num], c[den], t[num], t[den], alpha)
+    if not result.std_error > 0:
+        return None
     return dataclasses.replace(result, variant=treatment)
 
 
@@ -129,7 +132,7 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "dates": {"start": dumped["start"], "end": dumped["end"], "events_left_out": left_out},
         "verdict": verdict,
         "reasons": reasons,
-        "caveats": caveats(experiment),
+        "caveats": caveats(experiment, events),
         "sample_ratio": srm.as_dict(),
         "variants": summary.reset_index().to_dict(orient="records"),
         "primary": [c.as_dict() for c in primary],
@@ -142,17 +145,15 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def caveats(experiment: Experiment) -> list[str]:
-    """What the verdict cannot see in the data. The feedback worker folds live events into the user
-    vectors of the champion version only, so a variant pinned to another model version competes
-    without real-time learning against a variant that has it."""
-    online = [v.name for v in experiment.variants if v.serves_champion]
-    offline = [f"{v.name} serves {v.other_model}" for v in experiment.variants if v.other_model]
-    if not online or not offline:
+def caveats(experiment: Experiment, events: pd.DataFrame) -> list[str]:
+    """What the verdict cannot see in the data: clicks that named no served list. (Every arm learns
+    online: the feedback worker keeps the user vectors of every model version a running experiment
+    serves, so an arm pinned to another version is not at a disadvantage.)"""
+    n = untargeted_clicks(events, experiment.id)
+    if not n or experiment.primary_metric != "ctr" and "ctr" not in experiment.secondary_metrics:
         return []
-    return [f"{'; '.join(offline)}: its users' vectors are the trained ones only, while {', '.join(online)} "
-            f"also learns from live feedback (the worker updates the champion's vectors alone); the comparison favours "
-            f"{', '.join(online)}"]  # fmt: skip
+    return [f"{n:,} clicks of the experiment's users named no served list (no request token), so click-through leaves them "
+            "out; clients that send the response's token with their feedback make it complete"]  # fmt: skip
 
 
 def _verdict(experiment: Experiment, srm, users: dict[str, int], primary: list[Comparison], guardrails) -> tuple[str, list[str]]:

@@ -133,6 +133,12 @@ class Experiment(BaseModel):
             raise ValueError(f"layer_offset {self.layer_offset:g} + traffic_allocation {self.traffic_allocation:g} is past the layer's traffic (1.0)")
         if self.design == "interleaving" and len(self.variants) != 2:
             raise ValueError(f"an interleaving experiment compares exactly two rankers (got {len(self.variants)} variants)")
+        if self.design == "interleaving" and self.surface == "similar":
+            raise ValueError("design interleaving merges ranked lists of the recommendations and batch surfaces; similar-track lists are not interleaved")
+        forced = [v.name for v in self.variants if v.algorithm in SERVING_ALGORITHMS]
+        if self.surface == "similar" and forced:
+            raise ValueError(f"variants {forced} name algorithm popularity or content, which similar-track lists do not use: "
+                             "on the similar surface each variant names a model (model_alias or model_version)")  # fmt: skip
         return self
 
     def overlaps(self, other: "Experiment") -> bool:

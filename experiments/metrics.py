@@ -12,6 +12,12 @@ skip_rate           track_skipped                         streams
 listening_minutes   ms_played / 60,000                    1 (a plain per-user mean)
 mean_rating         sum of explicit ratings               number of explicit ratings
 ==================  ====================================  ==================================
+
+An event counts for the experiment and variant in its columns, which the server fills (never the client:
+see ``context_source`` in :data:`core.contracts.events.EVENT_SCHEMA`). Shown and clicked events count for
+click-through only when they name a served list: the API's own exposures, clicks carrying the list's
+request token, or imported rows. A click or shown event with no token is stamped with the user's arm
+for the user-level metrics but is untargeted: it names no list, so it is not in ``ctr``.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ def user_metrics(events: pd.DataFrame, experiment_id: str) -> pd.DataFrame:
     """One row per (variant, user) of the experiment with the sums every metric needs."""
     ev = events[events["experiment_id"] == experiment_id]
     kind = ev["type"]
+    targeted = ev["context_source"].ne("assignment") if "context_source" in ev else True
     counts = pd.DataFrame(
         {
             "variant": ev["variant"],
             "user_id": ev["user_id"],
-            "shown": (kind == "recommendation_shown").astype(np.int64),
-            "clicked": (kind == "recommendation_clicked").astype(np.int64),
+            "shown": ((kind == "recommendation_shown") & targeted).astype(np.int64),
+            "clicked": ((kind == "recommendation_clicked") & targeted).astype(np.int64),
             "completed": (kind == "track_completed").astype(np.int64),
             "skipped": (kind == "track_skipped").astype(np.int64),
             "streams": kind.isin(["track_completed", "track_skipped", "play"]).astype(np.int64),
@@ -51,6 +58,15 @@ def user_metrics(events: pd.DataFrame, experiment_id: str) -> pd.DataFrame:
     per_user = counts.groupby(["variant", "user_id"], sort=True).sum().reset_index()
     per_user["one"] = 1.0
     return per_user
+
+
+def untargeted_clicks(events: pd.DataFrame, experiment_id: str) -> int:
+    """Clicks stamped with the experiment from the user's arm alone (no request token): left out of
+    click-through."""
+    if "context_source" not in events:
+        return 0
+    ev = events[(events["experiment_id"] == experiment_id) & (events["context_source"] == "assignment")]
+    return int((ev["type"] == "recommendation_clicked").sum())
 
 
 def variant_summary(per_user: pd.DataFrame) -> pd.DataFrame:

@@ -87,7 +87,7 @@ def simulate(
             "position": pd.array(frame["position"], dtype="Int32"),
             "source": "simulation",
         }
-    )[EVENT_SCHEMA.names]
+    ).reindex(columns=EVENT_SCHEMA.names)
 
 
 def team_draft_outcomes(a_ranked: np.ndarray, b_ranked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

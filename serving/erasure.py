@@ -73,21 +73,21 @@ async def erase_online(client: aredis.Redis, keys: RedisKeys, log: ErasureLog, u
         pipe.delete(*keys.user_keys(user_id, versions))
         *_, deleted = await pipe.execute()
     receipt.append(("redis_online_state", int(deleted), f"user vectors of model versions {', '.join(versions) or 'none'}, played tracks, online learning state"))
-    receipt.append(("feedback_stream", await _delete_entries(client, keys.feedback_stream(), user_id, field=b"e"), "accepted events not yet persisted"))
-    receipt.append(("dead_letters", await _delete_entries(client, keys.feedback_dead_letters(), user_id, field=b"field:e"), "events the worker could not apply"))
+    receipt.append(("feedback_stream", await _delete_entries(client, keys.feedback_stream(), user_id, fields=(b"e", b"l")), "accepted events and served lists not yet persisted"))
+    receipt.append(("dead_letters", await _delete_entries(client, keys.feedback_dead_letters(), user_id, fields=(b"field:e", b"field:l")), "events the worker could not apply"))
     receipt.append(("spool", await asyncio.to_thread(spool.remove_user, user_id), f"this host's spool ({spool.folder})"))
     await asyncio.to_thread(log.append, subject, receipt, clock.now())
     return at
 
 
-async def _delete_entries(client: aredis.Redis, stream: str, user_id: str, field: bytes) -> int:
-    """XDEL every entry of ``stream`` whose event (JSON in ``field``) belongs to ``user_id``."""
+async def _delete_entries(client: aredis.Redis, stream: str, user_id: str, fields: tuple[bytes, ...]) -> int:
+    """XDEL every entry of ``stream`` whose event or served list (JSON in one of ``fields``) belongs to ``user_id``."""
     deleted, cursor = 0, "-"
     while True:
         page = await client.xrange(stream, min=cursor, max="+", count=STREAM_PAGE)
         if not page:
             return deleted
-        doomed = [entry_id for entry_id, fields in page if _user_of(fields.get(field)) == user_id]
+        doomed = [entry_id for entry_id, values in page if any(_user_of(values.get(f)) == user_id for f in fields)]
         if doomed:
             deleted += await client.xdel(stream, *doomed)
         if len(page) < STREAM_PAGE:

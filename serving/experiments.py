@@ -1,14 +1,20 @@
-"""Experiment assignment in the serving path: running experiments of a surface, refreshed from the
-registry in Redis every few seconds, each with its precomputed assigner (a hash per request)."""
+"""Experiment assignment in the serving path: running experiments, refreshed from the registry in Redis
+every few seconds, each with its precomputed assigner (a hash per request).
+
+A response belongs to at most one experiment: the first (by layer, then id) of its surface that is
+within its dates and has the user in its share of the layer. Experiments on different surfaces, in
+different layers, run on the same users independently."""
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
 import redis.asyncio as aredis
 from pydantic import ValidationError
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
 from experiments.assignment import Assigner
 from experiments.definition import Experiment, Variant
@@ -17,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class ExperimentRouter:
-    def __init__(self, client: aredis.Redis, keys: RedisKeys, surface: str = "recommendations", refresh_seconds: float = 5.0) -> None:
-        self._client, self._key, self.surface = client, keys.experiments(), surface
+    def __init__(self, client: aredis.Redis, keys: RedisKeys, refresh_seconds: float = 5.0, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._client, self._key, self.clock = client, keys.experiments(), clock
         self.refresh_seconds = refresh_seconds
         self._assigners: list[Assigner] = []
         self._checked = -1e9
@@ -39,13 +45,16 @@ class ExperimentRouter:
             except ValidationError as exc:  # a bad definition must not take serving down
                 log.warning("ignoring invalid experiment definition: %s", exc)
                 continue
-            if experiment.status == "running" and experiment.surface == self.surface:
+            if experiment.status == "running":
                 running.append(Assigner(experiment))
-        self._assigners = sorted(running, key=lambda a: a.experiment.id)
+        self._assigners = sorted(running, key=lambda a: (a.experiment.layer, a.experiment.id))
 
-    def assign(self, user_id: str) -> tuple[Experiment, Variant] | None:
-        """The first running experiment that has the user in its allocation, and the user's variant."""
+    def assign(self, user_id: str, surface: str = "recommendations") -> tuple[Experiment, Variant] | None:
+        """The experiment a response of ``surface`` to ``user_id`` belongs to now, and the user's variant."""
+        now = datetime.fromtimestamp(self.clock.now(), tz=UTC)
         for assigner in self._assigners:
+            if assigner.experiment.surface != surface or not assigner.experiment.active_at(now):
+                continue
             name = assigner.variant(user_id)
             if name is not None:
                 experiment = assigner.experiment

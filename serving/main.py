@@ -17,7 +17,7 @@ from serving.observability import configure_logging
 from serving.routes import admin, experiments, feedback, health, recommendations
 from serving.schemas import API_VERSION
 from serving.feedback import replay_spool_forever
-from serving.state import AppState
+from serving.state import AppState, flush_exposures_forever
 
 
 def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
@@ -29,9 +29,11 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     async def lifespan(app: FastAPI):
         state = await AppState.open(settings, clock)
         app.state.echotune = state
-        replay = asyncio.create_task(replay_spool_forever(state))
+        tasks = [asyncio.create_task(replay_spool_forever(state)), asyncio.create_task(flush_exposures_forever(state))]
         yield
-        replay.cancel()
+        for task in tasks:
+            task.cancel()
+        await state.flush_exposures()  # the last lists served before shutdown
         await state.close()
 
     app = FastAPI(

@@ -40,8 +40,9 @@ class RequestContext:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        from_client = bool(_REQUEST_ID.match(incoming))
+        request_id = incoming if from_client else uuid.uuid4().hex
+        scope.setdefault("state", {}).update(request_id=request_id, request_id_from_client=from_client)
         status = 500
         extra_headers = [(b"x-request-id", request_id.encode()), (b"x-api-version", API_VERSION.encode()), *_SECURITY_HEADERS]
         if not scope["path"].startswith(_DOCS) and not scope["path"].endswith("/report"):

@@ -39,6 +39,9 @@ RECOMMENDATIONS = Counter(
     "echotune_recommendations_served_total", "Recommendation lists served, by algorithm and experiment variant.", ["algorithm", "variant"]
 )
 DEGRADED = Counter("echotune_recommendations_degraded_total", "Lists served in a fallback mode, by reason.", ["reason"])
+EXPOSURES_LOST = Counter(
+    "echotune_exposures_lost_total", "Served lists whose exposure was not recorded, by reason (buffer_full, stream_full, redis_error).", ["reason"]
+)
 SPOOLED = Counter("echotune_feedback_spooled_total", "Feedback events written to the local spool while Redis was unavailable.")
 SPOOL_REFUSED = Counter(
     "echotune_feedback_spool_refused_total", "Feedback events refused with 503: Redis unavailable and the spool full or unwritable."
@@ -95,6 +98,9 @@ def feedback_exposition(
     families = [
         CounterMetricFamily("echotune_feedback_events_accepted", "Distinct feedback event ids accepted into the stream.", value("accepted")),
         CounterMetricFamily("echotune_feedback_events_applied", "Distinct feedback event ids whose effect the worker stored.", value("applied")),
+        CounterMetricFamily(
+            "echotune_feedback_exposures", "Tracks shown in lists the API served (one recommendation_shown each), counted by the worker.", value("exposures")
+        ),
         CounterMetricFamily("echotune_feedback_events_dead_lettered", "Stream entries moved to the dead-letter stream.", value("dead_lettered")),
         CounterMetricFamily(
             "echotune_feedback_events_dropped_erased", "Queued events of users erased since they were accepted, dropped by the worker.", value("dropped_erased")
@@ -136,7 +142,7 @@ def online_families(aggregates: Mapping[bytes, bytes]) -> list:
     )
     for parts, n in events.items():
         detailed.add_metric(list(parts), n)
-    summed = CounterMetricFamily("echotune_feedback_events", "Applied events by algorithm, variant and type.", labels=["algorithm", "variant", "type"])
+    summed = CounterMetricFamily("echotune_feedback_events", "Applied events and the API's own exposures (type recommendation_shown), by algorithm, variant and type.", labels=["algorithm", "variant", "type"])
     ctr_by_variant = GaugeMetricFamily("echotune_recommendation_ctr", "Clicks per recommendation shown, by algorithm and variant.", labels=["algorithm", "variant"])
     for labels, kinds in by(0, 3).items():
         for kind, n in kinds.items():

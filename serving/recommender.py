@@ -12,6 +12,11 @@ Scoring, by what is known about the user:
 (50 played tracks count as fully known); for content-based lists a third of that with the seeds
 counted as history; 0 for popularity. When Redis is unavailable the list comes from the in-memory
 popularity ranking, flagged ``degraded`` with the reason.
+
+Every list served is recorded as an exposure and signed into the response's request token
+(:mod:`serving.served_lists`). A user in a running experiment of the request's surface gets their
+variant's list; in an interleaving experiment, both variants' lists merged by team draft (the coin
+flips seeded by the experiment and the request, so a list can be rebuilt from its ids).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from experiments.definition import Variant
+from experiments.definition import Experiment, Variant
+from experiments.interleaving import request_seed, team_draft
 from models.ranking import top_n
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters, allowed_mask, diversify, excluded_rows
@@ -30,6 +36,7 @@ from serving.loaded_model import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS
 from serving.deps import rate_limited
 from serving.schemas import RecommendationResponse
+from core.contracts.served_lists import ServedList
 from serving.security import ApiKey
 from serving.state import AppState, RedisUnavailable
 
@@ -47,6 +54,7 @@ class RecommendationRequest:
     context: RecommendationContext = field(default_factory=RecommendationContext)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     key: ApiKey | None = None  # counted against its rate limit with the user's reads
+    surface: str = "recommendations"  # the endpoint asking: recommendations or batch (experiments run per surface)
 
 
 @dataclass
@@ -67,6 +75,7 @@ class Recommendations:
     degraded: bool = False
     degraded_reason: str | None = None
     metadata: dict = field(default_factory=dict)
+    token: str | None = None  # the signed served list: feedback names it to say which list it answers
 
     def json(self) -> bytes:
         return orjson.dumps(self)
@@ -90,18 +99,21 @@ async def _model(state: AppState, alias: str = "champion") -> LoadedModel:
     return model
 
 
-async def _user(state: AppState, model: LoadedModel, user_id: str, key: ApiKey | None) -> tuple[np.ndarray | None, set[str], str | None]:
-    """(vector, played, degraded reason); counts the request against ``key``'s rate limit."""
+async def _user(
+    state: AppState, models: list[LoadedModel], user_id: str, key: ApiKey | None
+) -> tuple[list[np.ndarray | None], set[str], str | None]:
+    """(the user's vector of each model, played, degraded reason); counts the request against ``key``'s
+    rate limit."""
     try:
-        vector, played, retry_after = await state.user_state(model.version, user_id, key)
+        vectors, played, retry_after = await state.user_state([m.version for m in models], user_id, key)
     except RedisUnavailable as exc:
         retry_after = state.local_verdict(key) if key is not None else None
         if retry_after is not None:
             raise rate_limited(state, key, retry_after) from exc
-        return None, set(), str(exc)
+        return [None] * len(models), set(), str(exc)
     if retry_after is not None:
         raise rate_limited(state, key, retry_after)
-    return vector, played, None
+    return vectors, played, None
 
 
 def _check_algorithm(model: LoadedModel, algorithm: str | None) -> None:
@@ -115,9 +127,9 @@ def _content_scores(model: LoadedModel, seeds: np.ndarray) -> np.ndarray:
     return model.content @ profile
 
 
-def _score(model: LoadedModel, request: RecommendationRequest, vector: np.ndarray | None, played: set[str]) -> _Scored:
+def _score(model: LoadedModel, request: RecommendationRequest, algorithm: str | None, vector: np.ndarray | None, played: set[str]) -> _Scored:
     history = len(played) + len(request.context.seed_tracks)
-    wanted = request.algorithm or model.algorithm
+    wanted = algorithm or model.algorithm
     if wanted == model.algorithm and vector is not None:
         if vector.shape[0] != model.vectors.shape[1]:
             raise ApiError(500, "vector_mismatch", f"user vector has {vector.shape[0]} dimensions, model {model.version} {model.vectors.shape[1]}")
@@ -127,7 +139,11 @@ def _score(model: LoadedModel, request: RecommendationRequest, vector: np.ndarra
         if len(seeds):
             confidence = min(1.0, float(np.log1p(history) / _FULL_HISTORY)) / 3
             return _Scored(_content_scores(model, seeds), CONTENT, confidence, vector is None)
-    return _Scored(model.popularity, POPULARITY, 0.0, vector is None and wanted != POPULARITY)
+    scored = _Scored(model.popularity, POPULARITY, 0.0, vector is None and wanted != POPULARITY)
+    if request.context.genres:  # a cold user who named genres: popular tracks of those genres first
+        boost = model.genre_mask(request.context.genres)
+        scored.scores = scored.scores + boost * (float(scored.scores.max()) + 1.0)
+    return scored
 
 
 def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
@@ -152,68 +168,150 @@ def _select(model: LoadedModel, scores: np.ndarray, request: RecommendationReque
     return rows, top
 
 
-async def _variant_model(state: AppState, variant: Variant) -> tuple[LoadedModel | None, str | None]:
-    """The model a variant serves and the algorithm it forces (None: the model's own)."""
+@dataclass
+class _Ranker:
+    """What answers for one variant (or for a request in no experiment): a model and the algorithm forced
+    on it (None: the model's own)."""
+
+    model: LoadedModel
+    algorithm: str | None
+    notes: dict = field(default_factory=dict)
+
+
+async def _ranker(state: AppState, variant: Variant | None, requested: str | None) -> _Ranker:
+    """The model and algorithm a variant serves (None: the request's own choice on the champion). A
+    variant pinned to a model that is not published falls back to the champion, noted."""
+    if variant is None:
+        model = await _model(state)
+        _check_algorithm(model, requested)
+        return _Ranker(model, requested)
+    model, forced, notes = None, None, {}
     if variant.model_alias:
-        return await state.models.refresh(variant.model_alias), None
-    if variant.model_version:
-        return await state.models.version(variant.model_version), None
-    if variant.algorithm in (POPULARITY, CONTENT):
-        return None, variant.algorithm
-    return None, None  # a model algorithm: the champion (its algorithm is checked below)
+        model = await state.models.refresh(variant.model_alias)
+    elif variant.model_version:
+        model = await state.models.version(variant.model_version)
+    elif variant.algorithm in (POPULARITY, CONTENT):
+        forced = variant.algorithm
+    if model is None and (variant.model_alias or variant.model_version):
+        notes["variant_fallback"] = f"variant {variant.name}'s model is not published: serving the champion"
+    model = model or await _model(state)
+    if variant.algorithm not in (None, POPULARITY, CONTENT, model.algorithm):
+        notes["variant_fallback"] = f"variant {variant.name} names {variant.algorithm}; the champion is {model.algorithm}"
+    return _Ranker(model, forced, notes)
+
+
+@dataclass
+class _Ranked:
+    ranker: _Ranker
+    scored: _Scored
+    rows: np.ndarray
+    scores: np.ndarray
+
+
+def _rank(ranker: _Ranker, request: RecommendationRequest, vector: np.ndarray | None, played: set[str]) -> _Ranked:
+    model = ranker.model
+    scored = _score(model, request, ranker.algorithm, vector, played)
+    excluded = excluded_rows(model, request.filters, played, extra=tuple(request.context.seed_tracks))
+    return _Ranked(ranker, scored, *_select(model, scored.scores, request, excluded))
 
 
 async def recommend(state: AppState, request: RecommendationRequest) -> Recommendations:
+    """The list for one user: their experiment variant's when they are in a running experiment of the
+    request's surface (an algorithm override takes the request out of experiments), else the champion's."""
     await state.experiments.refresh()
-    assignment = state.experiments.assign(request.user_id) if request.algorithm is None else None
-    model, notes = None, {}
-    if assignment is not None:
-        experiment, variant = assignment
-        model, forced = await _variant_model(state, variant)
-        request.algorithm = forced
-        if model is None and (variant.model_alias or variant.model_version):
-            notes["variant_fallback"] = f"variant {variant.name}'s model is not published: serving the champion"
-    model = model or await _model(state)
-    if assignment is not None and assignment[1].algorithm not in (None, POPULARITY, CONTENT, model.algorithm):
-        notes["variant_fallback"] = f"variant {assignment[1].name} names {assignment[1].algorithm}; the champion is {model.algorithm}"
-    _check_algorithm(model, request.algorithm)
-    vector, played, degraded = await _user(state, model, request.user_id, request.key)
-    scored = _score(model, request, vector, played)
-    if request.context.genres and scored.algorithm == POPULARITY:
-        # a cold user who named genres: popular tracks of those genres first
-        boost = model.genre_mask(request.context.genres)
-        scored.scores = scored.scores + boost * (float(scored.scores.max()) + 1.0)
-    excluded = excluded_rows(model, request.filters, played, extra=tuple(request.context.seed_tracks))
-    rows, scores = _select(model, scored.scores, request, excluded)
+    assignment = state.experiments.assign(request.user_id, request.surface) if request.algorithm is None else None
+    if assignment is not None and assignment[0].design == "interleaving":
+        return await _interleaved(state, request, assignment[0])
+    ranker = await _ranker(state, assignment[1] if assignment else None, request.algorithm)
+    vectors, played, degraded = await _user(state, [ranker.model], request.user_id, request.key)
+    ranked = _rank(ranker, request, vectors[0], played)
     experiment, variant = (assignment[0].id, assignment[1].name) if assignment else (None, None)
-    RECOMMENDATIONS.labels(scored.algorithm, variant or "none").inc()
-    if degraded:
-        DEGRADED.labels("redis_unavailable").inc()
-    return Recommendations(
+    RECOMMENDATIONS.labels(ranked.scored.algorithm, variant or "none").inc()
+    result = Recommendations(
         user_id=request.user_id,
-        tracks=_tracks(model, rows, scores),
-        algorithm=scored.algorithm,
-        model_version=model.version,
-        confidence=scored.confidence,
+        tracks=_tracks(ranker.model, ranked.rows, ranked.scores),
+        algorithm=ranked.scored.algorithm,
+        model_version=ranker.model.version,
+        confidence=ranked.scored.confidence,
         experiment=experiment,
         variant=variant,
         request_id=request.request_id,
         degraded=degraded is not None,
         degraded_reason=degraded,
-        metadata={"cold_start": scored.cold_start, "played_excluded": request.filters.exclude_played and bool(played), **notes},
+        metadata={"cold_start": ranked.scored.cold_start, "played_excluded": request.filters.exclude_played and bool(played), **ranker.notes},
     )
+    return _served(state, request.surface, result, degraded)
+
+
+async def _interleaved(state: AppState, request: RecommendationRequest, experiment: Experiment) -> Recommendations:
+    """One list merged by team draft from the experiment's two rankers (control "a", treatment "b"),
+    the coin flips seeded by the experiment and the request id. Each track keeps its ranker's score; the
+    list's algorithm is ``interleaved`` and the token records which ranker gave each position."""
+    control, treatment = experiment.variants
+    rankers = [await _ranker(state, control, None), await _ranker(state, treatment, None)]
+    vectors, played, degraded = await _user(state, [r.model for r in rankers], request.user_id, request.key)
+    a, b = (_rank(r, request, v, played) for r, v in zip(rankers, vectors))
+    ids_a = [a.ranker.model.track_ids[r] for r in a.rows.tolist()]
+    ids_b = [b.ranker.model.track_ids[r] for r in b.rows.tolist()]
+    merged, teams = team_draft(ids_a, ids_b, request.count, request_seed(experiment.id, request.request_id))
+    tracks = []
+    for position, (track, team) in enumerate(zip(merged, teams)):
+        ranked, ids = (a, ids_a) if team == "a" else (b, ids_b)
+        at = ids.index(track)
+        tracks += _tracks(ranked.ranker.model, ranked.rows[at : at + 1], ranked.scores[at : at + 1])
+        tracks[-1]["position"] = position
+    RECOMMENDATIONS.labels("interleaved", "interleaved").inc()
+    notes = {**a.ranker.notes, **b.ranker.notes}
+    result = Recommendations(
+        user_id=request.user_id,
+        tracks=tracks,
+        algorithm="interleaved",
+        model_version=None,
+        confidence=max(a.scored.confidence, b.scored.confidence),
+        experiment=experiment.id,
+        variant=None,
+        request_id=request.request_id,
+        degraded=degraded is not None,
+        degraded_reason=degraded,
+        metadata={"cold_start": a.scored.cold_start and b.scored.cold_start, "played_excluded": request.filters.exclude_played and bool(played),
+                  "interleaved": [f"{control.name}: {a.scored.algorithm} {a.ranker.model.version}", f"{treatment.name}: {b.scored.algorithm} {b.ranker.model.version}"], **notes},
+    )  # fmt: skip
+    return _served(state, request.surface, result, degraded, teams="".join(teams), team_variants=(control.name, treatment.name))
+
+
+def _served(
+    state: AppState, surface: str, result: Recommendations, degraded: str | None, teams: str | None = None, team_variants: tuple[str, str] | None = None
+) -> Recommendations:
+    """Record the list as served (its exposure, see :mod:`serving.exposures`; not for an erased user,
+    whose data is not taken in again) and sign it into the response's token."""
+    if degraded:
+        DEGRADED.labels("redis_unavailable").inc()
+    served = ServedList(
+        request_id=result.request_id, user_id=result.user_id, surface=surface, algorithm=result.algorithm, model_version=result.model_version,
+        experiment_id=result.experiment, variant=result.variant, tracks=tuple(t["track_id"] for t in result.tracks),
+        served_ms=int(state.clock.now() * 1000), teams=teams, team_variants=team_variants,
+    )  # fmt: skip
+    if served.tracks and state.erased.erased_at(served.user_id) is None:
+        state.exposures.record(served)
+    result.token = state.tokens.sign(served)
+    return result
 
 
 async def similar(
     state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str, key: ApiKey | None = None
 ) -> Recommendations:
     """Tracks like ``track_id`` (cosine of item vectors), nudged towards the user's taste when the
-    user is known: score = z(similarity) + 0.25 z(user score)."""
-    model = await _model(state)
+    user is known: score = z(similarity) + 0.25 z(user score). A user in a running experiment of the
+    ``similar`` surface gets their variant's model (its similarity vectors and their vector of it)."""
+    await state.experiments.refresh()
+    assignment = state.experiments.assign(user_id, "similar")
+    ranker = await _ranker(state, assignment[1] if assignment else None, None)
+    model = ranker.model
     row = model.index.get(track_id)
     if row is None:
         raise ApiError(404, "unknown_track", f"track_id {track_id!r} is not in the catalog of model version {model.version}")
-    vector, played, degraded = await _user(state, model, user_id, key)
+    vectors, played, degraded = await _user(state, [model], user_id, key)
+    vector = vectors[0]
     similarity = model.similarity @ model.similarity[row]
     scores = _standardise(similarity)
     personalised = vector is not None and vector.shape[0] == model.vectors.shape[1]
@@ -221,22 +319,22 @@ async def similar(
         scores = scores + _PERSONAL_WEIGHT * _standardise(model.vectors @ vector)
     request = RecommendationRequest(user_id=user_id, count=count, filters=filters, request_id=request_id)
     rows, top = _select(model, scores, request, excluded_rows(model, filters, played, extra=(track_id,)))
-    RECOMMENDATIONS.labels("similar", "none").inc()
-    if degraded:
-        DEGRADED.labels("redis_unavailable").inc()
-    return Recommendations(
+    experiment, variant = (assignment[0].id, assignment[1].name) if assignment else (None, None)
+    RECOMMENDATIONS.labels("similar", variant or "none").inc()
+    result = Recommendations(
         user_id=user_id,
         tracks=_tracks(model, rows, top),
         algorithm="similar",
         model_version=model.version,
         confidence=min(1.0, float(np.log1p(len(played)) / _FULL_HISTORY)) if personalised else 0.0,
-        experiment=None,
-        variant=None,
+        experiment=experiment,
+        variant=variant,
         request_id=request_id,
         degraded=degraded is not None,
         degraded_reason=degraded,
-        metadata={"seed_track": track_id, "personalised": personalised},
+        metadata={"seed_track": track_id, "personalised": personalised, **ranker.notes},
     )
+    return _served(state, "similar", result, degraded)
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:

@@ -26,10 +26,14 @@ class RecommendationResponse(BaseModel):
     confidence: float = Field(..., ge=0.0, le=1.0, description="How much the list is personalised (0 = not at all).")
     experiment: str | None = None
     variant: str | None = None
-    request_id: str
+    request_id: str = Field(..., description="The served list's id: the request's X-Request-ID, made unique when the client chose it.")
     degraded: bool = False
     degraded_reason: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    token: str | None = Field(
+        None, description="The request token: this list (surface, algorithm, model version, experiment, variant, tracks in order) signed "
+        "by the API. Send it back as the `token` of feedback on these tracks; the event's context is then taken from it.",
+    )  # fmt: skip
 
 
 class FeedbackAccepted(BaseModel):

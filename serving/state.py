@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,12 +22,16 @@ from core.erasure_log import ErasureLog
 from core.tables import OfflineStore
 from serving.erasure import ErasedUsers
 from serving.experiments import ExperimentRouter
+from serving.exposures import FLUSH_SECONDS, ExposureBuffer
+from serving.observability import EXPOSURES_LOST
+from serving.served_lists import TokenSigner
 from serving.disk_cache import DiskCache
 from serving.model_cache import ModelCache
 from serving.security import ApiKey, ApiKeys, LocalRateLimiter, demo_keys, rate_window
 from serving.spool import Spool
 
 REDIS_ERRORS = (redis.RedisError, OSError)
+log = logging.getLogger(__name__)
 
 
 class RedisUnavailable(Exception):
@@ -63,12 +70,19 @@ class AppState:
     clock: Clock = field(default=SYSTEM_CLOCK)
     local_limits: LocalRateLimiter | None = None
     erased: ErasedUsers | None = None
+    exposures: ExposureBuffer | None = None
+    tokens: TokenSigner | None = None
 
     def __post_init__(self) -> None:
         if self.local_limits is None:
             self.local_limits = LocalRateLimiter(self.settings.rate_limit_per_minute)
         if self.erased is None:
             self.erased = ErasedUsers(self.erasure_log, self.redis, self.keys, clock=self.clock)
+        if self.exposures is None:
+            self.exposures = ExposureBuffer(self.keys.feedback_stream())
+        if self.tokens is None:
+            key = self.settings.token_key
+            self.tokens = TokenSigner(bytes.fromhex(key.get_secret_value())) if key else TokenSigner.from_file(self.settings.layout.token_key)
 
     @functools.cached_property
     def erasure_log(self) -> ErasureLog:
@@ -92,7 +106,7 @@ class AppState:
         api_keys = ApiKeys(settings.api_keys or demo_keys(settings.layout.api_keys))
         spool = Spool(settings.layout.spool(settings.redis_prefix))
         state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(clock=clock), spool,
-                    ExperimentRouter(client, keys), embedded, clock)  # fmt: skip
+                    ExperimentRouter(client, keys, clock=clock), embedded, clock)  # fmt: skip
         await state.models.refresh(force=True)
         await state.experiments.refresh()
         await state.erased.refresh(force=True)
@@ -103,25 +117,31 @@ class AppState:
         if self.embedded is not None:
             self.embedded.stop()
 
-    async def user_state(self, version: str, user_id: str, key: ApiKey | None = None) -> tuple[np.ndarray | None, set[str], int | None]:
-        """The user's vector for ``version``, played track ids and, when ``key`` is given, the rate
-        limit verdict for that key (seconds to wait, or None), all in one round trip: the hot path
-        pays Redis latency once. Raises RedisUnavailable (at once while the breaker is open); the
-        request is then counted by the in-process limiter, and the caller reads the verdict from
-        :meth:`local_verdict`."""
+    async def user_state(
+        self, versions: Sequence[str], user_id: str, key: ApiKey | None = None
+    ) -> tuple[list[np.ndarray | None], set[str], int | None]:
+        """The user's vector of each model version of ``versions``, played track ids and, when ``key``
+        is given, the rate limit verdict for that key (seconds to wait, or None), all in one round trip:
+        the hot path pays Redis latency once. Exposures of earlier responses ride along in the same
+        round trip. Raises RedisUnavailable (at once while the breaker is open); the request is then
+        counted by the in-process limiter, and the caller reads the verdict from :meth:`local_verdict`."""
         if not self.breaker.available:
             raise RedisUnavailable("redis unavailable (recent failure)")
-        commands = [("GET", self.keys.user_vector(version, user_id)), ("ZRANGE", self.keys.user_played(user_id), 0, -1)]
+        commands = [("GET", self.keys.user_vector(v, user_id)) for v in versions] + [("ZRANGE", self.keys.user_played(user_id), 0, -1)]
         limit = self._rate_limit_commands(key) if key is not None else None
+        reads = commands + (limit[0] if limit else [])
+        exposures = self.exposures.take()  # earlier responses' exposures ride along: no round trip of their own
         try:
-            replies = await self._round_trip(commands + (limit[0] if limit else []))
+            replies = await self._round_trip(reads + self.exposures.commands(exposures), must_answer=len(commands))
         except REDIS_ERRORS as exc:
+            self.exposures.give_back(exposures)
             self.breaker.failed()
             raise RedisUnavailable(f"redis unavailable ({type(exc).__name__})") from exc
-        raw, played = replies[0], replies[1]
-        limited = self._verdict(limit[1], replies[-1]) if limit else None
-        vector = None if raw is None else np.frombuffer(raw, dtype=np.float32)
-        return vector, {t.decode() for t in played}, limited
+        _count_lost(replies[len(reads) :])
+        played = replies[len(versions)]
+        limited = self._verdict(limit[1], replies[len(reads) - 1]) if limit else None
+        vectors = [None if raw is None else np.frombuffer(raw, dtype=np.float32) for raw in replies[: len(versions)]]
+        return vectors, {t.decode() for t in played}, limited
 
     def local_verdict(self, key: ApiKey, n: int = 1) -> int | None:
         """Count ``n`` requests of ``key`` in this process (Redis is unavailable): seconds to wait, or None."""
@@ -134,10 +154,12 @@ class AppState:
         counter = self.keys.rate_limit(key.key_id, minute)
         return [("SET", counter, 0, "EX", 61, "NX"), ("INCRBY", counter, n)], retry_after
 
-    def _verdict(self, retry_after: int, count: int) -> int | None:
+    def _verdict(self, retry_after: int, count) -> int | None:
+        if not isinstance(count, int):  # the counter's write was refused (a full Redis): count here instead
+            return None
         return retry_after if count > self.settings.rate_limit_per_minute else None
 
-    async def _round_trip(self, commands: list[tuple]) -> list:
+    async def _round_trip(self, commands: list[tuple], must_answer: int = 0) -> list:
         """Send ``commands`` in one write on a pooled connection and read their replies: what a
         redis-py pipeline does, without its per-command bookkeeping (measured: 150 instead of 237 us
         of CPU for the hot path's four commands). A connection left mid-reply is closed, never reused."""
@@ -145,12 +167,36 @@ class AppState:
         connection = await pool.get_connection()
         try:
             await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            return [await connection.read_response() for _ in commands]
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except redis.ResponseError as exc:  # one command refused (a full Redis refusing a write): the reply is read whole
+                    replies.append(exc)
+            refused = [r for r in replies[:must_answer] if isinstance(r, redis.ResponseError)]
+            if refused:  # a read the caller needs failed
+                raise refused[0]
+            return replies
         except BaseException:
             await connection.disconnect()
             raise
         finally:
             await pool.release(connection)
+
+    async def flush_exposures(self) -> None:
+        """Send the exposures no request carried (idle traffic), and note whether the stream is at its
+        safety cap (then exposures are dropped, like client events are refused)."""
+        if not self.breaker.available:
+            return
+        exposures = self.exposures.take(limit=1000)
+        try:
+            replies = await self._round_trip([("XLEN", self.keys.feedback_stream()), *self.exposures.commands(exposures)], must_answer=1)
+        except REDIS_ERRORS:
+            self.exposures.give_back(exposures)
+            self.breaker.failed()
+            return
+        self.exposures.stream_full = int(replies[0]) >= self.settings.stream_max_entries
+        _count_lost(replies[1:])
 
     async def over_rate_limit(self, key: ApiKey, n: int = 1) -> int | None:
         """Count ``n`` requests of ``key``; seconds to wait when it is over the per-minute limit, else
@@ -164,3 +210,19 @@ class AppState:
             self.breaker.failed()
             return self.local_verdict(key, n)
         return self._verdict(retry_after, replies[-1])
+
+
+def _count_lost(replies: list) -> None:
+    lost = sum(isinstance(r, redis.ResponseError) for r in replies)
+    if lost:
+        EXPOSURES_LOST.labels("redis_error").inc(lost)
+
+
+async def flush_exposures_forever(state: AppState, every: float = FLUSH_SECONDS) -> None:
+    """Send waiting exposures every ``every`` seconds (runs for the app's lifetime; never raises)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await state.flush_exposures()
+        except Exception:  # noqa: BLE001 (a bug here must not stop the next rounds)
+            log.exception("flushing exposures failed; the next round tries again")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
+import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -83,7 +85,10 @@ class FeedbackEvent(BaseModel):
     timestamp: datetime | None = None
     ms_played: int | None = Field(None, ge=0, le=MAX_MS_PLAYED)
     rating: float | None = Field(None, ge=1.0, le=5.0)
-    context: EventContext | None = None
+    context: EventContext | None = Field(None, description="What the client says about where the event came from: kept for audit, never counted.")
+    token: str | None = Field(
+        None, max_length=4096, description="The request token of the recommendation response the event answers: its context (list, position, variant) comes from the token.",
+    )  # fmt: skip
 
     @field_validator("event_id")
     @classmethod
@@ -131,9 +136,14 @@ class FeedbackEvent(BaseModel):
             }
         )
 
-    def to_row(self, source: str = "api") -> dict[str, Any]:
-        """Flatten to one row of :data:`EVENT_SCHEMA` (context fields become columns)."""
-        ctx = self.context or EventContext()
+    def to_row(self, source: str = "api", trusted: Mapping[str, Any] | None = None, context_source: str | None = None) -> dict[str, Any]:
+        """Flatten to one row of :data:`EVENT_SCHEMA`. The context columns (request_id, surface,
+        algorithm, model_version, experiment_id, variant, position) come from ``trusted``: what the
+        server knows (a verified request token, or the user's experiment assignment), named by
+        ``context_source``. The client's own ``context`` is kept as JSON in ``client_context``, for
+        audit only; without ``trusted`` (imports, tests) it fills the context columns as it always did."""
+        ctx = self.context.model_dump(exclude_none=True) if self.context else {}
+        columns = dict(trusted) if trusted is not None else ctx
         return {
             "event_id": self.event_id,
             "user_id": self.user_id,
@@ -142,13 +152,10 @@ class FeedbackEvent(BaseModel):
             "timestamp": self.timestamp,
             "ms_played": self.ms_played,
             "rating": self.rating,
-            "request_id": ctx.request_id,
-            "algorithm": ctx.algorithm,
-            "model_version": ctx.model_version,
-            "experiment_id": ctx.experiment_id,
-            "variant": ctx.variant,
-            "position": ctx.position,
+            **{name: columns.get(name) for name in CONTEXT_COLUMNS},
             "source": source,
+            "context_source": context_source if trusted is not None else ("client" if ctx else None),
+            "client_context": orjson.dumps(ctx).decode() if ctx and trusted is not None else None,
         }
 
 
@@ -169,5 +176,12 @@ EVENT_SCHEMA = pa.schema(
         pa.field("position", pa.int32()),
         # where the row came from: api, synthetic, spotify_history, ...
         pa.field("source", pa.string()),
+        pa.field("surface", pa.string()),  # the endpoint that served the list: recommendations, similar, batch
+        # where the context columns come from: "server" (the API's own exposure record), "token" (a verified
+        # request token), "assignment" (the user's experiment arm, no list named), "client" (imports, older
+        # rows), null (none)
+        pa.field("context_source", pa.string()),
+        pa.field("client_context", pa.string()),  # the context a client sent, JSON, for audit only
     ]
 )
+CONTEXT_COLUMNS = ("request_id", "surface", "algorithm", "model_version", "experiment_id", "variant", "position")

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from core.contracts.events import FeedbackEvent
 from core.contracts.redis_keys import RedisKeys
+from core.contracts.served_lists import EXPOSURE_FIELD, ServedList
 from core.feedback_stream import decode, rows_to_frame
 from core.ingest.result import ImportResult
 from core.tables import OfflineStore
@@ -78,10 +79,13 @@ def drain_day(client: redis.Redis, keys: RedisKeys, store: OfflineStore, day: da
             result.read += 1
             last_id = entry_id
             try:
+                if EXPOSURE_FIELD in fields:  # a list the API served: one shown row per track
+                    rows += ServedList.from_payload(fields[EXPOSURE_FIELD]).rows()
+                    continue
                 row = decode(fields[b"e"])
                 FeedbackEvent.model_validate({k: row.get(k) for k in ("event_id", "user_id", "track_id", "type", "ms_played", "rating")})
                 rows.append(row)
-            except (KeyError, ValueError, ValidationError) as exc:
+            except (KeyError, ValueError, TypeError, ValidationError) as exc:
                 result.rejects.add("stream", result.read, f"entry {entry_id.decode()}: {str(exc)[:200]}", {k.decode(): v.decode(errors="replace") for k, v in fields.items()})
         cursor = "(" + last_id.decode()
     frame = rows_to_frame(rows) if rows else None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -121,7 +122,7 @@ async def recommendations_for_user(request: Request, user_id: UserId, key: Clien
     query = _parse_query(request, UserQuery)
     wanted = RecommendationRequest(
         user_id=user_id, count=query.count, algorithm=query.algorithm, filters=query.filters(), context=query.context(),
-        request_id=request.state.request_id, key=key,
+        request_id=list_id(request), key=key,
     )  # fmt: skip
     return _json(await recommend(state, wanted))
 
@@ -141,7 +142,15 @@ async def similar_tracks(
         track = parse_track_id(track_id)
     except ValueError as exc:
         raise ApiError(422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]) from exc
-    return _json(await similar(state, user_id, track, query.count, query.filters(), request.state.request_id, key))
+    return _json(await similar(state, user_id, track, query.count, query.filters(), list_id(request), key))
+
+
+def list_id(request: Request) -> str:
+    """The id of the list a response serves: the request id, with a random suffix when the client chose
+    the request id (a client reusing one must not make two lists one: exposures are keyed by it)."""
+    if request.state.request_id_from_client:
+        return f"{request.state.request_id}.{uuid.uuid4().hex[:12]}"
+    return request.state.request_id
 
 
 def _json(body: Recommendations) -> Response:
@@ -187,10 +196,10 @@ async def recommendations_batch(request: Request, body: BatchRequest, state: Sta
     retry_after = await state.over_rate_limit(key, len(body.requests))
     if retry_after is not None:
         raise rate_limited(state, key, retry_after)
-    results = []
+    results, batch_id = [], list_id(request)
     for i, item in enumerate(body.requests):
         wanted = RecommendationRequest(user_id=item.user_id, count=item.count, algorithm=item.algorithm, filters=item.filters,
-                                       context=item.context, request_id=f"{request.state.request_id}-{i}")  # fmt: skip
+                                       context=item.context, request_id=f"{batch_id}-{i}", surface="batch")  # fmt: skip
         try:
             results.append(BatchResult(user_id=item.user_id, result=(await recommend(state, wanted)).response()))
         except ApiError as exc:

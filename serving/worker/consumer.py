@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import redis
 
 from core.clock import SYSTEM_CLOCK, Clock
@@ -20,7 +21,7 @@ from models.online_update import ONLINE_BOOST
 from serving.worker.connection import BLOCK_MS, is_transient
 from serving.worker.counting import EventCounter, Handled
 from serving.worker.erasures import ErasedSubjects
-from serving.worker.events import Event, parse_entry, stream_id_of
+from serving.worker.events import Event, Exposure, parse_entry, stream_id_of
 from serving.worker.heartbeat import Heartbeat
 from serving.worker.metrics import WorkerMetrics
 from serving.worker.online_learning import ConflictingUpdates, OnlineLearner
@@ -59,7 +60,8 @@ class FeedbackWorker:
         self.online_boost = online_boost
         self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
         self.store = VectorStore(client, keys)
-        self.served: ServedModel | None = None
+        self.served: ServedModel | None = None  # the champion
+        self.others: list[ServedModel] = []  # other versions running experiments serve: every arm learns
         self.learner = OnlineLearner(UserStateStore(client, keys), latency_log)
         self.counter = EventCounter(client, keys, clock, GROUP)
         self.clock = clock
@@ -82,22 +84,33 @@ class FeedbackWorker:
         self._group_ready = True
 
     def refresh_model(self, force: bool = False) -> ServedModel | None:
-        """Follow the champion alias (checked at most every second)."""
+        """Follow the champion alias, and the model versions running experiments serve (checked at most
+        every second)."""
         if not force and self.clock.monotonic() - self._checked_model < 1.0:
             return self.served
         self._checked_model = self.clock.monotonic()
-        version = self.store.alias("champion")
-        if version is None or (
-            self.served is not None and self.served.version == version and self.served.catalog_revision == self.store.catalog_revision(version)
-        ):
-            return self.served
+        champion = self.store.alias("champion")
+        if champion is not None:
+            self.served = self._load(champion, self.served) or self.served
+        wanted = [v for v in experiment_versions(self.r, self.keys, self.store) if v != champion]
+        loaded = {m.version: m for m in self.others}
+        others = [m for v in wanted if (m := self._load(v, loaded.get(v))) is not None]
+        if [m.version for m in others] != [m.version for m in self.others]:
+            log.info("learning online also against model versions %s (served by running experiments)", [m.version for m in others] or "none")
+        self.others = others
+        return self.served
+
+    def _load(self, version: str, current: ServedModel | None) -> ServedModel | None:
+        """``current`` when it is ``version`` at its catalog revision, else ``version`` loaded (None when
+        it was published without a fold-in: no online learning for it)."""
+        if current is not None and current.version == version and current.catalog_revision == self.store.catalog_revision(version):
+            return current
         served = load_served_model(self.store, version)
         if served is None:
             log.warning("model version %s was published without a fold-in: no online learning for it", version)
-            return self.served
-        self.served = served
-        log.info("learning online against model version %s", version)
-        return self.served
+        elif current is None or current.version != version:
+            log.info("learning online against model version %s", version)
+        return served
 
     # --- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -183,23 +196,43 @@ class FeedbackWorker:
 
     def _process(self, entries: list[tuple[bytes, dict]]) -> int:
         decoded: list[tuple[bytes, dict, Event]] = []
+        exposures: list[Exposure] = []
         for entry_id, fields in entries:
             try:
-                decoded.append((entry_id, fields, parse_entry(stream_id_of(entry_id), fields)))
+                parsed = parse_entry(stream_id_of(entry_id), fields)
             except (KeyError, ValueError, TypeError) as exc:
                 self._dead_letter(entry_id, fields, f"{type(exc).__name__}: {exc}")
-        handled: list[Handled] = []
+                continue
+            if isinstance(parsed, Exposure):
+                exposures.append(parsed)
+            else:
+                decoded.append((entry_id, fields, parsed))
+        handled: list[Handled] = self._exposures(exposures)
         try:
-            handled = self._learn([event for _, _, event in decoded])
+            handled += self._learn([event for _, _, event in decoded])
         except Exception as exc:
             if _retry_later(exc):
                 raise
             log.warning("a batch of %d events failed (%s: %s); applying them one by one", len(decoded), type(exc).__name__, exc)
-            handled = self._learn_one_by_one(decoded)
+            handled += self._learn_one_by_one(decoded)
         if handled:
             counted = self.counter.acknowledge(handled)
             self.metrics.applied.inc(counted.get("applied", 0))
         return len(entries)
+
+    def _exposures(self, exposures: list[Exposure]) -> list[Handled]:
+        """Exposures are counted (one ``recommendation_shown`` per track, under the list's labels) and
+        change no user state: what a user was shown is not what they listened to. Lists of users erased
+        since are acknowledged uncounted."""
+        if not exposures:
+            return []
+        self.erasures.refresh()
+        erased = self.erasures.erased(e.user for e in exposures)
+        fields = self.counter.exposure_fields([e.served for e in exposures])
+        return [
+            Handled(e.stream_id, "") if e.user in erased else Handled(e.stream_id, "exposures", events=len(e.served.tracks), fields=f)
+            for e, f in zip(exposures, fields)
+        ]
 
     def _learn(self, events: list[Event]) -> list[Handled]:
         """Steps 1-3 (read, compute, store) for decoded events, and what to count for each: events of
@@ -235,7 +268,7 @@ class FeedbackWorker:
 
     def _apply_users(self, events: list[Event]) -> None:
         """Steps 1-3 (read, compute, store) for decoded events."""
-        self.learner.apply(events, self.served, self.online_boost)
+        self.learner.apply(events, self.served, self.online_boost, self.others)
 
     def _dead_letter(self, entry_id, fields: dict, error: str) -> None:
         stream_id = stream_id_of(entry_id)
@@ -245,6 +278,25 @@ class FeedbackWorker:
         self.r.xadd(self.keys.feedback_dead_letters(), payload)
         self.counter.acknowledge([Handled(stream_id, "dead_lettered")])
         self.metrics.dead_letters.inc()
+
+
+def experiment_versions(client: redis.Redis, keys: RedisKeys, store: VectorStore) -> list[str]:
+    """The published model versions the variants of running experiments serve (pinned versions, and the
+    versions their aliases point at), in a stable order."""
+    versions: list[str] = []
+    for raw in client.hvals(keys.experiments()):
+        try:
+            definition = orjson.loads(raw)
+            if definition.get("status") != "running":
+                continue
+            for variant in definition["variants"]:
+                version = variant.get("model_version") or (store.alias(variant["model_alias"]) if variant.get("model_alias") else None)
+                if version and version not in versions:
+                    versions.append(str(version))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            continue  # the API validates definitions; a bad one serves nothing
+    published = set(store.versions())
+    return [v for v in versions if v in published]
 
 
 def _retry_later(exc: BaseException) -> bool:

@@ -29,13 +29,15 @@ import redis
 from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.events import LABEL
 from core.contracts.redis_keys import RedisKeys
+from core.contracts.served_lists import ServedList
 from serving.worker.events import entry_ms
 
 NO_LABEL = "none"  # the event did not say
 OTHER_LABEL = "other"  # a model version not published, an experiment not registered (or retired since)
 LABELS_FRESH_SECONDS = 10.0  # published versions and experiments are re-read this often...
 LABELS_MISS_SECONDS = 1.0  # ...or, at most this often, when an event names one not seen yet
-SWEEP_EVERY_SECONDS = 600.0  # fold fields of retired versions into "other" at least this often
+SWEEP_EVERY_SECONDS = 600.0
+LIST_EVENTS = ("recommendation_shown", "recommendation_clicked")  # events about a served list: counted for a variant only with its token  # fold fields of retired versions into "other" at least this often
 
 
 @dataclass(frozen=True)
@@ -65,24 +67,27 @@ ACTIVITY_WINDOWS = (ActivityWindow("1h", "5m", 300, 12), ActivityWindow("24h", "
 _FINE, _COARSE = ACTIVITY_WINDOWS
 
 # KEYS: stream, counters, aggregates, then active users and events of the five-minute and of the hourly
-# bucket; ARGV: group, expiry (epoch s) of the five-minute and of the hourly bucket, then quintuples
-# (stream id, counter field, aggregate field or '', user id or '' (not engagement), how many events).
-# Each entry is counted only if this XACK is the one that acknowledges it.
+# bucket; ARGV: group, expiry (epoch s) of the five-minute and of the hourly bucket, then per entry: stream
+# id, counter field, user id or '' (not engagement), how many events, m, then m pairs (aggregate field,
+# events). Each entry is counted only if this XACK is the one that acknowledges it.
 ACK_SCRIPT = """
 local counted = 0
 local active = 0
-for i = 4, #ARGV, 5 do
-  local n = tonumber(ARGV[i + 4])
+local i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 3])
+  local m = tonumber(ARGV[i + 4])
   if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 and n > 0 then
     counted = counted + n
     redis.call('HINCRBY', KEYS[2], ARGV[i + 1], n)
-    if ARGV[i + 2] ~= '' then redis.call('HINCRBY', KEYS[3], ARGV[i + 2], n) end
-    if ARGV[i + 3] ~= '' then
-      redis.call('PFADD', KEYS[4], ARGV[i + 3])
-      redis.call('PFADD', KEYS[6], ARGV[i + 3])
+    for k = 0, m - 1 do redis.call('HINCRBY', KEYS[3], ARGV[i + 5 + 2 * k], ARGV[i + 6 + 2 * k]) end
+    if ARGV[i + 2] ~= '' then
+      redis.call('PFADD', KEYS[4], ARGV[i + 2])
+      redis.call('PFADD', KEYS[6], ARGV[i + 2])
       active = active + n
     end
   end
+  i = i + 5 + 2 * m
 end
 if active > 0 then
   redis.call('INCRBY', KEYS[5], active)
@@ -103,6 +108,13 @@ class Handled:
     field: str = ""  # the aggregate field ('' none)
     user: str = ""  # a user active in the entry's time bucket ('' none: not engagement)
     events: int = 1  # how many events the entry counts for (an exposure list: its tracks)
+    fields: tuple[tuple[str, int], ...] = ()  # aggregate fields of an entry that counts under several (an interleaved list)
+
+    def aggregate(self) -> tuple[tuple[str, int], ...]:
+        """(aggregate field, events) pairs this entry adds."""
+        if self.fields:
+            return self.fields
+        return ((self.field, self.events),) if self.field and self.counter else ()
 
 
 # KEYS: aggregates; ARGV: pairs (field, field its count moves to). Fields of another shape stay as they are.
@@ -185,9 +197,14 @@ class AggregateLabels:
 
     def fields(self, rows: Sequence[Mapping]) -> list[str]:
         """The aggregate field of each event row; an unknown version or experiment is looked up again
-        (at most once a second) before it is counted as "other"."""
+        (at most once a second) before it is counted as "other". A click or shown event that names no
+        served list (no request token: its experiment is the user's assignment) is untargeted: it counts
+        under no experiment, so it can never move a variant's click-through rate."""
         self.refresh()
         raw = [[_label(r.get(k)) for k in ("algorithm", "model_version", "experiment_id", "variant")] + [r["type"]] for r in rows]
+        for parts, row in zip(raw, rows):
+            if row.get("context_source") == "assignment" and row["type"] in LIST_EVENTS:
+                parts[2] = parts[3] = NO_LABEL
         if any(self._unknown(p[1], self.versions) or self._unknown(p[2], self.experiments) for p in raw):
             self.refresh(within=LABELS_MISS_SECONDS)
         return [self.normalized(p) for p in raw]
@@ -221,6 +238,23 @@ class EventCounter:
         self._sweep_if_due()
         return self.labels.fields(rows)
 
+    def exposure_fields(self, lists: Sequence[ServedList]) -> list[tuple[tuple[str, int], ...]]:
+        """Per served list, its (aggregate field, shown tracks) pairs: one pair, or one per ranker of an
+        interleaved list (each track is shown for the variant that contributed it)."""
+        rows, owners = [], []
+        for i, served in enumerate(lists):
+            per_variant: dict[str | None, int] = defaultdict(int)
+            for position in range(len(served.tracks)):
+                per_variant[served.variant_at(position)] += 1
+            for variant, n in per_variant.items():
+                rows.append({"algorithm": served.algorithm, "model_version": served.model_version, "experiment_id": served.experiment_id,
+                             "variant": variant, "type": "recommendation_shown"})  # fmt: skip
+                owners.append((i, n))
+        out: list[list[tuple[str, int]]] = [[] for _ in lists]
+        for (i, n), field in zip(owners, self.fields(rows)):
+            out[i].append((field, n))
+        return [tuple(pairs) for pairs in out]
+
     def acknowledge(self, handled: Sequence[Handled]) -> dict[str, int]:
         """Acknowledge the entries and count each one whose acknowledgement this is (a redelivered entry
         another worker finished is not counted twice). Returns events counted per counter."""
@@ -242,7 +276,9 @@ class EventCounter:
                 args = [self.group, _FINE.expires_at(fine), _COARSE.expires_at(coarse)]
                 for h in group:
                     if h.counter == counter:
-                        args += [h.stream_id, h.counter or "acknowledged", h.field, h.user, h.events if h.counter else 0]
+                        pairs = h.aggregate()
+                        args += [h.stream_id, h.counter or "acknowledged", h.user, h.events if h.counter else 0, len(pairs)]
+                        args += [x for pair in pairs for x in pair]
                 self._ack(keys=keys, args=args, client=pipe)
                 order.append(counter)
         counted: dict[str, int] = defaultdict(int)

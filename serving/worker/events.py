@@ -1,4 +1,5 @@
-"""A feedback stream entry as the worker handles it: decoded, checked, with its times."""
+"""A feedback stream entry as the worker handles it: decoded, checked, with its times. An entry is an
+event (field ``e``) or the API's record of a list it served (field ``l``, an exposure)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import datetime
 
 from core.contracts.events import EVENT_TYPES
 from core.feedback_stream import decode
+from core.contracts.served_lists import ServedList
 
 STREAMED = {"play", "track_completed", "track_skipped", "like"}  # tracks the user has heard: excluded from lists
 
@@ -53,9 +55,27 @@ def entry_ms(stream_id: str) -> int:
     return int(stream_id.split("-")[0])
 
 
-def parse_entry(stream_id: str, fields: dict) -> Event:
-    """The event in a stream entry's fields (``e``: its JSON row). Raises KeyError, ValueError or
-    TypeError for an entry that is not a feedback event (the worker dead-letters it)."""
+@dataclass
+class Exposure:
+    """A list the API served: each of its tracks was shown (``recommendation_shown``)."""
+
+    stream_id: str
+    served: ServedList
+
+    @property
+    def user(self) -> str:
+        return self.served.user_id
+
+
+def parse_entry(stream_id: str, fields: dict) -> Event | Exposure:
+    """The event in a stream entry's fields (``e``: its JSON row), or the exposure (``l``: the served
+    list). Raises KeyError, ValueError or TypeError for an entry that is neither (the worker
+    dead-letters it)."""
+    if b"l" in fields:
+        served = ServedList.from_payload(fields[b"l"])
+        if not served.user_id or not served.tracks:
+            raise ValueError("not an exposure: no user or no tracks")
+        return Exposure(stream_id, served)
     row = decode(fields[b"e"])
     if not isinstance(row, dict):
         raise ValueError(f"not a feedback event: a JSON {type(row).__name__}, not an object")

@@ -1,7 +1,7 @@
 """Each user's online learning state in Redis: read in one pipeline (step 1), stored by one script (step 3).
 
-A user's state is their revision, the model version their vector carries online updates for, the
-vector, the ids of the events already applied (the dedupe window), their online score per track, their
+A user's state is their revision, the model versions whose vectors carry online updates (the champion
+and every version a running experiment serves, so every arm learns), those vectors, the ids of the events already applied (the dedupe window), their online score per track, their
 recent events (for re-folding on a new version) and their played set, the last two bounded and all
 of it only for tracks of the served catalog (any well-formed track id can be posted): all keys of
 :class:`~core.contracts.redis_keys.RedisKeys` in the user's slot, so one script updates them together.
@@ -24,16 +24,18 @@ from serving.worker.events import Event
 DEDUPE_SECONDS = 7 * 24 * 3600
 RECENT_EVENTS = 500
 
-# KEYS: revision, applied, online, recent, played, vector, folded
-# ARGV: expected revision ('' = none yet), applied cutoff ms, version, vector bytes, refold flag, n events,
-#       played cap, n * (event_id, accepted_ms, event_ms, track_id, contribution, track flag), [m, m * (track, score)]
+# KEYS: revision, applied, online, recent, played, vector, folded, then the vector of each other version learnt
+# ARGV: expected revision ('' = none yet), applied cutoff ms, folded versions, vector bytes, refold flag, n events,
+#       played cap, x (other versions), x * vector bytes, n * (event_id, accepted_ms, event_ms, track_id,
+#       contribution, track flag), [m, m * (track, score)]
 # track flag: '0' a track the served model does not have (the event is marked applied, nothing else:
 # online state grows only with the served catalog), '1' a known track, '2' a known track the user heard
 APPLY_SCRIPT = """
 local rev = redis.call('GET', KEYS[1]) or ''
 if rev ~= ARGV[1] then return -1 end
 local n = tonumber(ARGV[6])
-local base = 8
+local x = tonumber(ARGV[8])
+local base = 9 + x
 for k = 0, n - 1 do
   if redis.call('ZSCORE', KEYS[2], ARGV[base + k * 6]) then return -1 end
 end
@@ -60,10 +62,14 @@ redis.call('LTRIM', KEYS[4], 0, %d)
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[7]) - 1)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4]) end
+for k = 1, x do
+  if ARGV[8 + k] ~= '' then redis.call('SET', KEYS[7 + k], ARGV[8 + k]) end
+end
 redis.call('SET', KEYS[7], ARGV[3])
 redis.call('INCR', KEYS[1])
 return n
 """ % (RECENT_EVENTS - 1)
+FOLDED_MAX = 16  # model versions a user's folded list remembers (retired ones fall off the front)
 
 
 @dataclass
@@ -71,10 +77,16 @@ class UserState:
     """One user's online state as read in step 1, for the events of one batch."""
 
     revision: str  # '' = never updated; step 3 stores only if it is still this
-    folded_version: str  # the model version the vector carries online updates for ('' = none)
+    folded: list[str]  # the model versions whose vectors carry this user's online updates, oldest first
     vector: np.ndarray | None  # float32, the user's vector of the served version (None: none stored)
     applied_event_ids: set[str]  # which of the batch's events are applied already
     online_scores: dict[str, float]  # online score of the batch's tracks that have one
+    others: dict[str, np.ndarray | None] = field(default_factory=dict)  # their vector of each other version learnt
+
+    @property
+    def folded_version(self) -> str:
+        """The newest version the user's online updates were folded into ('' = none)."""
+        return self.folded[-1] if self.folded else ""
 
 
 @dataclass
@@ -89,6 +101,15 @@ class UserUpdate:
     contributions: list[float]  # their score contributions, in order
     known: set[str] = field(default_factory=set)  # tracks of the served catalog: only they enter online state
     online_scores: dict[str, float] | None = None  # re-fold: replaces the online scores; else events add to them
+    others: dict[str, np.ndarray] = field(default_factory=dict)  # new vectors of the other versions learnt
+    folded: list[str] = field(default_factory=list)  # the versions whose vectors now carry the online updates
+
+    def folded_text(self) -> str:
+        return ",".join(self.folded[-FOLDED_MAX:]) if self.folded else self.version
+
+
+def _vector(raw: bytes | None) -> np.ndarray | None:
+    return np.frombuffer(raw, dtype=np.float32).copy() if raw else None
 
 
 class UserStateStore:
@@ -103,9 +124,9 @@ class UserStateStore:
     def _vector_key(self, version: str, user: str) -> str:
         return self.keys.user_vector(version or "none", user)
 
-    def read(self, version: str, users: Mapping[str, Sequence[Event]]) -> dict[str, UserState]:
+    def read(self, version: str, users: Mapping[str, Sequence[Event]], others: Sequence[str] = ()) -> dict[str, UserState]:
         """Step 1: the state of each user of ``users`` (user id -> their events in the batch), with their
-        vector of model ``version`` ('' = none served), in one round trip."""
+        vector of model ``version`` ('' = none served) and of each of ``others``, in one round trip."""
         k = self.keys
         pipe = self.r.pipeline(transaction=False)
         for user, events in users.items():
@@ -114,16 +135,19 @@ class UserStateStore:
             pipe.get(self._vector_key(version, user))
             pipe.zmscore(k.user_applied_events(user), [e.event_id for e in events])
             pipe.hmget(k.user_online_scores(user), [e.track_id for e in events])
+            for other in others:
+                pipe.get(self._vector_key(other, user))
         replies = pipe.execute()
-        states = {}
+        states, width = {}, 5 + len(others)
         for i, (user, events) in enumerate(users.items()):
-            revision, folded, vector, applied, scores = replies[i * 5 : i * 5 + 5]
+            revision, folded, vector, applied, scores, *theirs = replies[i * width : (i + 1) * width]
             states[user] = UserState(
                 revision=(revision or b"").decode(),
-                folded_version=(folded or b"").decode(),
-                vector=np.frombuffer(vector, dtype=np.float32).copy() if vector else None,
+                folded=[v for v in (folded or b"").decode().split(",") if v],
+                vector=_vector(vector),
                 applied_event_ids={e.event_id for e, score in zip(events, applied) if score is not None},
                 online_scores={e.track_id: float(s) for e, s in zip(events, scores) if s is not None},
+                others={other: _vector(raw) for other, raw in zip(others, theirs)},
             )
         return states
 
@@ -149,7 +173,8 @@ class UserStateStore:
         for update in updates:
             user, refold = update.user, update.online_scores is not None
             vector = b"" if update.vector is None else update.vector.astype(np.float32).tobytes()
-            args = [update.revision, cutoff, update.version, vector, "1" if refold else "0", len(update.events), self.played_cap]
+            args = [update.revision, cutoff, update.folded_text(), vector, "1" if refold else "0", len(update.events), self.played_cap]
+            args += [len(update.others), *(v.astype(np.float32).tobytes() for v in update.others.values())]
             for e, contribution in zip(update.events, update.contributions):
                 flag = "0" if e.track_id not in update.known else "2" if e.played else "1"
                 args += [e.event_id, e.accepted_ms, e.event_ms, e.track_id, repr(contribution), flag]
@@ -158,6 +183,7 @@ class UserStateStore:
                 for track, score in update.online_scores.items():
                     args += [track, repr(score)]
             keys = [k.user_revision(user), k.user_applied_events(user), k.user_online_scores(user), k.user_recent_events(user),
-                    k.user_played(user), self._vector_key(update.version, user), k.user_folded_version(user)]  # fmt: skip
+                    k.user_played(user), self._vector_key(update.version, user), k.user_folded_version(user),
+                    *(self._vector_key(other, user) for other in update.others)]  # fmt: skip
             self._apply(keys=keys, args=args, client=pipe)
         return [result != -1 for result in pipe.execute()]

@@ -149,18 +149,20 @@ def test_too_few_users_keeps_running():
     assert analyse(spec, simulate(spec, ctr=(0.10, 0.14)))["verdict"] == KEEP_RUNNING
 
 
-def test_a_challenger_without_online_learning_is_flagged_as_a_caveat():
-    assert caveats(experiment()) == []  # popularity vs champion: nothing to flag
-    challenger = experiment(variants=[{"name": "control", "model_alias": "champion", "weight": 0.5},
-                                      {"name": "treatment", "model_alias": "challenger", "weight": 0.5}])  # fmt: skip
-    [caveat] = caveats(challenger)
-    assert "treatment serves model alias 'challenger'" in caveat and "favours control" in caveat
-    pinned = experiment(variants=[{"name": "control", "model_version": "3", "weight": 0.5},
-                                  {"name": "treatment", "model_version": "4", "weight": 0.5}])  # fmt: skip
-    assert caveats(pinned) == []  # neither learns online: a fair comparison
-    result = analyse(challenger, simulate(challenger, n_users=400))
-    assert result["caveats"] == [caveat]
-    first_screen = summary_html(result)
+def test_clicks_that_name_no_served_list_are_left_out_of_ctr_and_flagged():
+    spec = experiment()
+    events = simulate(spec, n_users=400, seed=4)
+    assert caveats(spec, events) == []
+    # a client posting clicks without tokens: the server stamps the user's arm, but they name no list
+    clicks = events[(events["type"] == "recommendation_clicked") & (events["experiment_id"] == spec.id)].head(300)
+    extra = clicks.assign(event_id=clicks["event_id"] + "-untargeted", request_id=None, position=None, context_source="assignment")
+    with_extra = pd.concat([events.assign(context_source="server"), extra], ignore_index=True)
+    before, after = analyse(spec, events), analyse(spec, with_extra)
+    ctr = {r["variant"]: r["ctr"] for r in before["variants"]}
+    assert {r["variant"]: r["ctr"] for r in after["variants"]} == ctr  # unchanged
+    [caveat] = after["caveats"]
+    assert len(clicks) > 50 and caveat.startswith(f"{len(clicks)} clicks") and "no request token" in caveat
+    first_screen = summary_html(after)
     assert first_screen.index("Caveat:") < first_screen.index("Sample ratio")
 
 

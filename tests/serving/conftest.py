@@ -63,3 +63,15 @@ def known_user_id(trained):
     """The user with the longest history."""
     _, graded = trained
     return graded["user_id"].value_counts().index[0]
+
+
+def flush_exposures(client) -> None:
+    """Send the exposures the API holds now (its background task does this every 0.2 s)."""
+    client.portal.call(client.app.state.echotune.flush_exposures)
+
+
+def served(client, user_id: str, count: int = 5, **params) -> dict:
+    """A recommendation response for ``user_id`` (its list is recorded as shown, and its token signs it)."""
+    response = client.get(f"/recommendations/{user_id}", params={"count": count, **params})
+    assert response.status_code == 200, response.text
+    return response.json()

@@ -24,13 +24,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from core import release
 from core.clock import ManualClock
 from core.contracts import FeedbackEvent, RedisKeys
+from core.contracts.served_lists import EXPOSURE_FIELD, ServedList
 from core.feedback_stream import FeedbackStream
 from serving.main import create_app
 from serving.worker import GROUP, FeedbackWorker
 from serving.worker.counting import Handled
 from serving.worker.events import stream_id_of
 from serving.worker.metrics import serve_metrics
-from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY
+from experiments.assignment import Assigner
+from experiments.definition import Experiment
+from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY, flush_exposures, served
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 RUNBOOK_HEADINGS = {"Retrain now", "Roll back", "Replay dead letters", "Erase a user", "Rotate API keys", "Move to PostgreSQL"}
@@ -108,8 +111,9 @@ def drain(worker) -> None:
         pass
 
 
-def post(client, user, track, kind, **context):
-    response = client.post("/feedback", json={"user_id": user, "track_id": track, "type": kind, "context": context or None})
+def post(client, user, track, kind, token=None, **context):
+    body = {"user_id": user, "track_id": track, "type": kind, "context": context or None, **({"token": token} if token else {})}
+    response = client.post("/feedback", json=body)
     assert response.status_code == 202, response.text
 
 
@@ -144,19 +148,28 @@ def test_every_alert_says_what_it_is_and_what_to_do():
 
 
 # --- the figures ---------------------------------------------------------------------------------------
-def test_ctr_completion_and_conversion_by_model_version(client, worker, published, world, trained, known_user_id):
-    model, _ = trained
-    release.publish(published, "2", model, world.tracks)  # a second published version, not champion
-    assert client.post("/experiments", json=EXPERIMENT, headers={"X-API-Key": ADMIN_KEY}).status_code == 201
-    track, user = model.item_ids[0], known_user_id
-    v1 = {"algorithm": "lowrank_ease", "model_version": "1", "experiment_id": "home-test", "variant": "control"}
-    v2 = {"algorithm": "lowrank_ease", "model_version": "2", "experiment_id": "home-test", "variant": "treatment"}
-    for kind, n1, n2 in [("recommendation_shown", 4, 2), ("recommendation_clicked", 1, 1), ("track_completed", 3, 1), ("track_skipped", 1, 1)]:
-        for _ in range(n1):
-            post(client, user, track, kind, **v1)
-        for _ in range(n2):
-            post(client, user, track, kind, **v2)
-    post(client, user, track, "recommendation_shown", algorithm="lowrank_ease", model_version="77", experiment_id="made-up", variant="x")
+def test_ctr_completion_and_conversion_by_model_version(client, worker, published, world, trained):
+    """Shown tracks are the API's own record of the lists it served; clicks and plays count for the list
+    their token names. A click without a token, whatever context it claims, counts for no experiment."""
+    model, graded = trained
+    release.publish(published, "2", model, world.tracks)  # a second published version for the treatment
+    spec = {**EXPERIMENT, "variants": [{"name": "control", "model_version": "1", "weight": 0.5}, {"name": "treatment", "model_version": "2", "weight": 0.5}]}
+    assert client.post("/experiments", json={**spec, "status": "running"}, headers={"X-API-Key": ADMIN_KEY}).status_code == 201
+    client.app.state.echotune.experiments._checked = -1e9  # see the experiment now, not in 5 s
+    assigner = Assigner(Experiment.model_validate(spec))
+    users = {assigner.variant(u): u for u in graded["user_id"].unique()[:50]}
+    lists = {"control": [served(client, users["control"], 2), served(client, users["control"], 2)], "treatment": [served(client, users["treatment"], 2)]}
+    assert [b["model_version"] for b in lists["control"] + lists["treatment"]] == ["1", "1", "2"]
+    plays = {"control": [("recommendation_clicked", 1), ("track_completed", 3), ("track_skipped", 1)],
+             "treatment": [("recommendation_clicked", 1), ("track_completed", 1), ("track_skipped", 1)]}  # fmt: skip
+    for variant, kinds in plays.items():
+        body = lists[variant][0]
+        for kind, n in kinds:
+            for _ in range(n):
+                post(client, body["user_id"], body["tracks"][0]["track_id"], kind, token=body["token"])
+    forged = {"algorithm": "lowrank_ease", "model_version": "77", "experiment_id": "made-up", "variant": "x"}
+    post(client, users["control"], model.item_ids[0], "recommendation_clicked", **forged)
+    flush_exposures(client)
     drain(worker)
     got = samples(client.get("/metrics").text)
     assert got[("echotune_algorithm_ctr", (("algorithm", "lowrank_ease"), ("model_version", "1")))] == 0.25
@@ -165,17 +178,20 @@ def test_ctr_completion_and_conversion_by_model_version(client, worker, publishe
     assert got[("echotune_algorithm_completion_rate", (("algorithm", "lowrank_ease"), ("model_version", "2")))] == 0.5
     assert got[("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "control")))] == 0.25
     assert got[("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "treatment")))] == 0.5
-    # a version that is not published and an experiment that is not registered are counted, not as labels of their own
-    other = (("algorithm", "lowrank_ease"), ("experiment", "other"), ("model_version", "other"), ("type", "recommendation_shown"), ("variant", "other"))
-    assert got[("echotune_algorithm_events_total", other)] == 1
     assert got[("echotune_feedback_events_total", (("algorithm", "lowrank_ease"), ("type", "recommendation_shown"), ("variant", "control")))] == 4
+    assert got[("echotune_feedback_exposures_total", ())] == 6
+    # the tokenless click with a made-up context: counted, but under no version, experiment or variant it named
+    untargeted = (("algorithm", "none"), ("experiment", "none"), ("model_version", "none"), ("type", "recommendation_clicked"), ("variant", "none"))
+    assert got[("echotune_algorithm_events_total", untargeted)] == 1
+    assert not [k for k in got if {"77", "made-up", "x"} & {v for _, v in k[1]}]
 
 
 def test_aggregates_of_older_installs_and_retired_versions_keep_their_totals(client, worker, published, world, trained, redis_client, settings):
     keys = RedisKeys(settings.redis_prefix)
     model, _ = trained
     release.publish(published, "2", model, world.tracks)
-    post(client, "u1", model.item_ids[0], "recommendation_shown", algorithm="lowrank_ease", model_version="2")
+    shown = ServedList("r1", "u1", "recommendations", "lowrank_ease", "2", None, None, (model.item_ids[0],), 0)
+    redis_client.xadd(keys.feedback_stream(), {EXPOSURE_FIELD: shown.payload()})  # version 2 served one track
     drain(worker)
     redis_client.hset(keys.feedback_aggregates(), "lowrank_ease|control|recommendation_shown", 4)  # written before model versions were counted
     shown = ("echotune_feedback_events_total", (("algorithm", "lowrank_ease"), ("type", "recommendation_shown"), ("variant", "control")))

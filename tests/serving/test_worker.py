@@ -352,3 +352,50 @@ def test_an_erasure_landing_while_a_batch_is_stored_leaves_nothing_behind(settin
     stream.append(events_for("leaving", list(model.item_ids[:3]), prefix="r"))
     drain(worker)
     assert not [k for k in redis_client.scan_iter(match=f"{settings.redis_prefix}:*") if b"leaving" in k]
+
+
+def test_every_model_version_a_running_experiment_serves_learns_online(worker, stream, redis_client, settings, published, world, trained, known_user_id):
+    """An experiment between the champion (1) and version 2: a listener's events move their vector of
+    both versions, each along its own fold-in, so neither arm is served stale vectors."""
+    from core import release
+    from experiments.definition import Experiment
+
+    model, graded = trained
+    other = create_model_like(graded, world, keep=known_user_id)
+    release.publish(published, "2", other, world.tracks, int(graded["timestamp"].max().timestamp() * 1000))
+    experiment = Experiment.model_validate({"id": "v1-v2", "name": "x", "status": "running", "variants": [
+        {"name": "control", "model_alias": "champion", "weight": 0.5}, {"name": "treatment", "model_version": "2", "weight": 0.5}]})  # fmt: skip
+    redis_client.hset(RedisKeys(settings.redis_prefix).experiments(), experiment.id, experiment.model_dump_json())
+    before = {v: published.user_vector(v, known_user_id).copy() for v in ("1", "2")}
+    tracks = list(model.item_ids[:3])
+    stream.append(events_for(known_user_id, tracks))
+    worker.refresh_model(force=True)
+    assert [m.version for m in worker.others] == ["2"]
+    drain(worker)
+    for version, trained_model in (("1", model), ("2", other)):
+        rows = [list(trained_model.item_ids).index(t) for t in tracks]
+        expected = trained_model.fold_in().update(before[version], np.array(rows), np.full(3, worker.online_boost * np.log1p(1.0), np.float32))
+        np.testing.assert_allclose(published.user_vector(version, known_user_id), expected, rtol=1e-5, atol=1e-6)
+    # the next events move both incrementally (no re-fold counts the first three again)
+    stream.append(events_for(known_user_id, tracks[:1], prefix="more"))
+    moved = {v: published.user_vector(v, known_user_id).copy() for v in ("1", "2")}
+    drain(worker)
+    for version, trained_model in (("1", model), ("2", other)):
+        row = list(trained_model.item_ids).index(tracks[0])
+        step = worker.online_boost * (np.log1p(2.0) - np.log1p(1.0))
+        np.testing.assert_allclose(published.user_vector(version, known_user_id), moved[version] + step * trained_model.fold_in().matrix[row], rtol=1e-5, atol=1e-5)
+    # the experiment stops: version 2 is not learnt any more
+    redis_client.hset(RedisKeys(settings.redis_prefix).experiments(), experiment.id, experiment.with_status("stopped").model_dump_json())
+    worker.refresh_model(force=True)
+    assert worker.others == []
+
+
+def create_model_like(graded, world, keep: str):
+    """Another model of the default algorithm, trained on 60% of the users and ``keep`` (another version)."""
+    from models import DEFAULT_ALGORITHM, create
+    from models.training import build_inputs
+
+    users = set(graded["user_id"].drop_duplicates().sample(frac=0.6, random_state=1)) | {keep}
+    half = graded[graded["user_id"].isin(users)]
+    matrix, features = build_inputs(half, world.tracks)
+    return create(DEFAULT_ALGORITHM).fit(matrix, features)
