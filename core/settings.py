@@ -39,6 +39,24 @@ class Settings(BaseSettings):
     embedded_redis_maxmemory: str = Field(
         "2gb", description="maxmemory of the embedded redis-server (policy noeviction: writes fail loudly instead of losing keys)."
     )
+    redis_cluster: bool = Field(
+        False, description="ECHOTUNE_REDIS_URL names any node of a Redis Cluster: every process uses the cluster client."
+    )
+
+    # --- shared engines (unset: files on this host) ----------------------------------------------
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL (postgresql://user:password@host:5432/db) for Dagster's run, event-log and schedule "
+        "storage and MLflow's tracking store. Unset: SQLite files under dagster_home and mlruns/.",
+    )
+    storage_url: str | None = Field(
+        None,
+        description="Shared object storage for the offline tables, reports, model caches and MLflow artifacts: a local "
+        "path or s3://bucket/prefix. Unset: data_dir and mlruns/ on this host.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible store (MinIO, SeaweedFS, ...); credentials from the standard AWS_* variables."
+    )
 
     # --- MLflow -------------------------------------------------------------------------------
     mlflow_tracking_uri: str | None = Field(None, description="Default sqlite:///<home>/mlruns/mlflow.db.")
