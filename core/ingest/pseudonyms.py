@@ -24,7 +24,7 @@ def load_or_create_key(path: StoragePath) -> bytes:
         try:
             with path.open("xb") as handle:
                 handle.write(secrets.token_bytes(32).hex().encode())
-        except FileExistsError:
+        except OSError:  # 412 Precondition Failed (s3fs raises EINVAL): another host created it first
             pass
         return bytes.fromhex(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
