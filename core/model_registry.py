@@ -9,6 +9,7 @@ artifact, ``k`` as a signature param). The steps that use it are in :mod:`core.r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -24,10 +25,11 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from core.storage import StoragePath, local_folder
 import models
+from core.storage import StoragePath, local_folder
 from models.promotion import PromotionDecision
 
+log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 PYFUNC_FILE = Path(models.__file__).with_name("pyfunc_model.py")
 SIGNATURE = ModelSignature(
@@ -66,9 +68,13 @@ class ModelRegistry:
             os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint_url
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            return cls(client, name, found.experiment_id)
         root = str(artifact_root)
+        if found is not None:
+            if "://" in root and not found.artifact_location.startswith(root):
+                # an experiment keeps the artifact root it was created with: say so, rather than write elsewhere silently
+                log.warning("MLflow experiment %r keeps its artifacts at %s, not %s: name a new ECHOTUNE_MLFLOW_EXPERIMENT to "
+                            "store new runs there", experiment, found.artifact_location, root)  # fmt: skip
+            return cls(client, name, found.experiment_id)
         if "://" not in root:
             Path(root).mkdir(parents=True, exist_ok=True)
             root = Path(root).resolve().as_uri()

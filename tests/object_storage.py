@@ -87,8 +87,8 @@ class SeaweedS3:
             return
         self.process.terminate()
         try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:  # its filer can hang in a graceful gRPC stop
+            self.process.wait(3)
+        except subprocess.TimeoutExpired:  # its filer can hang in a graceful gRPC stop; the data is throwaway
             self.process.kill()
             self.process.wait(10)
         self.process = None

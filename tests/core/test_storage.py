@@ -125,3 +125,12 @@ def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_u
     registry.delete_version(version)  # retention deletes the artifacts on the server, not only the record
     assert not [k for k in s3_server.keys(f"{_prefix(storage_url)}/mlflow/") if k.endswith("model.json")]
     assert np.isfinite(ranked["score"]).all() and not Path(tmp_path / "mlruns").exists()
+
+
+def test_an_experiment_keeps_its_artifact_root_and_says_so(tmp_path, caplog):
+    """Setting ECHOTUNE_STORAGE_URL on an existing tracking store does not move an experiment's
+    artifacts (MLflow fixes them at creation): the registry warns, naming the setting that helps."""
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ModelRegistry.open(tracking, tmp_path / "artifacts", "moved", "moved-model")
+    ModelRegistry.open(tracking, "s3://bucket/prefix/mlflow", "moved", "moved-model")
+    assert "keeps its artifacts at file://" in caplog.text and "ECHOTUNE_MLFLOW_EXPERIMENT" in caplog.text
