@@ -17,9 +17,9 @@ from core.vectorstore import PublishedVersion
 class DiskCache:
     """One file per alias (``<alias>.npz``: item table, vectors, similarity vectors, meta).
 
-    Every writer writes a temporary file of its own and renames it over the alias's file: API worker
-    processes caching the same version at once each finish a whole file, and a reader sees one whole
-    file or the other (regression: they shared one temporary folder and failed with
+    Every writer writes a temporary file of its own and renames it over the alias's file (in object
+    storage, one upload is all or nothing): API worker processes caching the same version at once each
+    finish a whole file, and a reader sees one whole file or the other (regression: they shared one temporary folder and failed with
     "could not cache model version 1 on disk ... .champion.tmp/vectors.npy")."""
 
     def __init__(self, folder: StoragePath) -> None:
