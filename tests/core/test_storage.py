@@ -13,7 +13,7 @@ from core import release
 from core.ingest.pseudonyms import load_or_create_key
 from core.model_registry import CHALLENGER, ModelRegistry
 from core.settings import Settings
-from core.storage import is_remote
+from core.storage import is_remote, local_file
 from core.synthetic import SyntheticWorld
 from core.tables import OfflineStore
 from models.training import train
@@ -134,3 +134,21 @@ def test_an_experiment_keeps_its_artifact_root_and_says_so(tmp_path, caplog):
     ModelRegistry.open(tracking, tmp_path / "artifacts", "moved", "moved-model")
     ModelRegistry.open(tracking, "s3://bucket/prefix/mlflow", "moved", "moved-model")
     assert "keeps its artifacts at file://" in caplog.text and "ECHOTUNE_MLFLOW_EXPERIMENT" in caplog.text
+
+
+
+def test_writers_that_only_take_a_file_name_upload_through_a_local_file(tmp_path, storage_url, s3_server):
+    """Evidently's save_html (drift reports) takes a file name: it writes a local file that is uploaded
+    when it is whole; on this host the path is used as it is."""
+    folder = Settings(storage_url=storage_url, s3_endpoint_url=s3_server.endpoint_url).layout.reports / "drift"
+    with local_file(folder / "drift-1.html") as local:
+        assert not is_remote(local)
+        local.write_text("<html>drift</html>")
+        assert not (folder / "drift-1.html").exists()  # nothing half-written is visible
+    assert (folder / "drift-1.html").read_text() == "<html>drift</html>"
+    with pytest.raises(RuntimeError), local_file(folder / "drift-2.html") as local:
+        local.write_text("<html>half")
+        raise RuntimeError("the writer failed")
+    assert [p.name for p in folder.glob("*.html")] == ["drift-1.html"]
+    with local_file(tmp_path / "here" / "drift.html") as local:
+        assert local == tmp_path / "here" / "drift.html" and local.parent.is_dir()
