@@ -10,11 +10,11 @@ compare the two windows and the share of drifted columns is the verdict (:data:`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from core.storage import StoragePath, local_file
 from models.features import CONTINUOUS_FEATURES
 
 CATEGORICAL = ["type", "genre"]
@@ -108,13 +108,15 @@ def _evidently(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str
         return Report([DataDriftPreset()]).run(Dataset.from_pandas(current, data_definition=definition), Dataset.from_pandas(reference, data_definition=definition))
 
 
-def save_report(result: DriftResult, folder: Path, name: str, keep: int = 10) -> Path | None:
-    """Write the Evidently HTML to ``folder/name`` and keep only the ``keep`` newest reports there."""
+def save_report(result: DriftResult, folder: StoragePath, name: str, keep: int = 10) -> StoragePath | None:
+    """Write the Evidently HTML to ``folder/name`` (local or shared storage) and keep only the
+    ``keep`` newest reports there."""
     if result.snapshot is None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    result.snapshot.save_html(str(path))
+    with local_file(path) as local:
+        result.snapshot.save_html(str(local))
     for old in sorted(folder.glob("*.html"))[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -10,17 +10,16 @@ any that were already queued.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import redis
 
 from core.contracts.events import EVENT_SCHEMA
 from core.contracts.redis_keys import RedisKeys
 from core.parquet_files import write_parquet_atomic
+from core.storage import StoragePath, read_table
 from core.tables import OfflineStore
 
 
@@ -42,8 +41,8 @@ def erase_users(store: OfflineStore, subjects: Iterable[str]) -> tuple[dict[str,
             per_user.setdefault(owner, {}).setdefault(kind, 0)
             per_user[owner][kind] += 1
 
-    def rewrite(path: Path, schema: pa.Schema | None, kind: str) -> None:
-        table = pq.read_table(path, schema=schema)
+    def rewrite(path: StoragePath, schema: pa.Schema | None, kind: str) -> None:
+        table = read_table(path, schema=schema)
         if kind == "rejects":  # a rejected row is kept as raw text: drop every one that names an erased user
             owners = [_erased_in_text(raw, log, subjects) for raw in table["raw"].to_pylist()]
             mask = pa.array([o is not None for o in owners])

@@ -17,14 +17,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from core.ingest.pseudonyms import load_or_create_key
 from core.parquet_files import write_parquet_atomic
+from core.storage import StoragePath, as_location, read_table
 
 ERASURE_SCHEMA = pa.schema(
     [
@@ -49,8 +48,8 @@ class ReceiptEntry:
 class ErasureLog:
     """Append-only record of erasures and their receipts under ``folder``."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: StoragePath) -> None:
+        self.folder = as_location(folder)
         self._key: bytes | None = None
         self._cache: tuple[tuple[str, ...], pd.DataFrame] | None = None
 
@@ -91,7 +90,7 @@ class ErasureLog:
     def _frame(self) -> pd.DataFrame:
         files = tuple(sorted(p.name for p in self.folder.glob("*.parquet"))) if self.folder.exists() else ()
         if self._cache is None or self._cache[0] != files:
-            frames = [pq.read_table(self.folder / f, schema=ERASURE_SCHEMA).to_pandas() for f in files]
+            frames = [read_table(self.folder / f, schema=ERASURE_SCHEMA).to_pandas() for f in files]
             frame = pd.concat(frames, ignore_index=True) if frames else ERASURE_SCHEMA.empty_table().to_pandas()
             self._cache = (files, frame)
         return self._cache[1]

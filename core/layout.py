@@ -1,15 +1,19 @@
-"""Where things live on disk. Every folder and file of the project is derived here, from the two roots
-the settings name (``ECHOTUNE_DATA_DIR``, ``ECHOTUNE_VAR_DIR``), and nowhere else.
+"""Where things live. Every folder and file of the project is derived here, from the two roots the
+settings name (``ECHOTUNE_DATA_DIR`` or ``ECHOTUNE_STORAGE_URL``, and ``ECHOTUNE_VAR_DIR``), and
+nowhere else.
 
-Data (``data/``, what the pipeline produces and a backup keeps):
-``tables/`` the offline parquet store (:mod:`core.tables`), ``models/`` saved model folders,
-``reports/<experiment id>/`` experiment reports.
+Data (``data/``, or shared object storage that every host reads, see :mod:`core.storage`; what the
+pipeline produces and a backup keeps): ``tables/`` the offline parquet store (:mod:`core.tables`,
+with the erasure log and its key), ``models/`` saved model folders, ``reports/<experiment id>/``
+experiment reports. In object storage it also holds ``serving_cache/``, so an API host that starts
+while Redis is down finds the last served model even on a fresh disk.
 
-Runtime state (``var/``, what a running platform keeps for itself):
-``redis/`` the embedded Redis's data, ``spool/`` feedback accepted while Redis was down,
-``serving_cache/`` the API's copy of the last served model, ``logs/`` the demo's process logs,
-``prometheus/`` multi-process metrics, ``api_keys`` the demo keys, ``pseudonym.key`` the listener
-pseudonym key, ``token.key`` the key that signs request tokens.
+Runtime state (``var/``, always on this host: it is per host by nature):
+``redis/`` the embedded Redis's data, ``spool/`` feedback accepted while Redis was down (fsync'd
+before the API answers), ``serving_cache/`` the API's copy of the last served model (unless shared),
+``logs/`` the demo's process logs, ``prometheus/`` multi-process metrics, ``api_keys`` the demo keys,
+``pseudonym.key`` the listener pseudonym key, ``token.key`` the key that signs request tokens (set
+``ECHOTUNE_PSEUDONYM_KEY`` and ``ECHOTUNE_TOKEN_KEY`` so several hosts agree).
 """
 
 from __future__ import annotations
@@ -17,26 +21,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.storage import StoragePath, is_remote
+
 
 @dataclass(frozen=True)
 class Layout:
-    data_dir: Path
+    data_dir: StoragePath
     var_dir: Path
 
     # --- data -------------------------------------------------------------------------------
     @property
-    def tables(self) -> Path:
+    def tables(self) -> StoragePath:
         return self.data_dir / "tables"
 
     @property
-    def models(self) -> Path:
+    def models(self) -> StoragePath:
         return self.data_dir / "models"
 
     @property
-    def reports(self) -> Path:
+    def reports(self) -> StoragePath:
         return self.data_dir / "reports"
 
-    def report(self, experiment_id: str) -> Path:
+    def report(self, experiment_id: str) -> StoragePath:
         return self.reports / experiment_id
 
     # --- runtime state ----------------------------------------------------------------------
@@ -47,8 +53,8 @@ class Layout:
     def spool(self, redis_prefix: str) -> Path:
         return self.var_dir / "spool" / redis_prefix
 
-    def serving_cache(self, redis_prefix: str) -> Path:
-        return self.var_dir / "serving_cache" / redis_prefix
+    def serving_cache(self, redis_prefix: str) -> StoragePath:
+        return (self.data_dir if is_remote(self.data_dir) else self.var_dir) / "serving_cache" / redis_prefix
 
     @property
     def logs(self) -> Path:

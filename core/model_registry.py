@@ -9,6 +9,7 @@ artifact, ``k`` as a signature param). The steps that use it are in :mod:`core.r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -25,8 +26,10 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import models
+from core.storage import StoragePath, local_folder
 from models.promotion import PromotionDecision
 
+log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 PYFUNC_FILE = Path(models.__file__).with_name("pyfunc_model.py")
 SIGNATURE = ModelSignature(
@@ -52,15 +55,26 @@ class ModelRegistry:
     experiment_id: str
 
     @classmethod
-    def open(cls, tracking_uri: str, artifact_root: str | Path, experiment: str, name: str) -> "ModelRegistry":
+    def open(
+        cls, tracking_uri: str, artifact_root: str | Path, experiment: str, name: str, s3_endpoint_url: str | None = None
+    ) -> "ModelRegistry":
         """The registry at ``tracking_uri``; creates the experiment (artifacts under ``artifact_root``,
-        a local path or a URI) on first use."""
+        a local path or a URI such as ``s3://bucket/prefix/mlflow``) on first use. ``s3_endpoint_url``:
+        the S3-compatible server that s3:// artifacts live on (MinIO, SeaweedFS), for every later
+        artifact call of this process."""
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep logs readable
+        if s3_endpoint_url:
+            # MLflow's S3 artifact repository reads its endpoint from the environment only
+            os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint_url
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            return cls(client, name, found.experiment_id)
         root = str(artifact_root)
+        if found is not None:
+            if "://" in root and not found.artifact_location.startswith(root):
+                # an experiment keeps the artifact root it was created with: say so, rather than write elsewhere silently
+                log.warning("MLflow experiment %r keeps its artifacts at %s, not %s: name a new ECHOTUNE_MLFLOW_EXPERIMENT to "
+                            "store new runs there", experiment, found.artifact_location, root)  # fmt: skip
+            return cls(client, name, found.experiment_id)
         if "://" not in root:
             Path(root).mkdir(parents=True, exist_ok=True)
             root = Path(root).resolve().as_uri()
@@ -158,11 +172,13 @@ class ModelRegistry:
         if run_id:
             self.client.log_text(run_id, json.dumps(decision.as_dict(), indent=2), "promotion.json")
 
-    def log_report(self, version: str, folder: Path, artifact_path: str) -> None:
-        """Attach a report folder to the run that produced a model version (seen in the MLflow UI)."""
+    def log_report(self, version: str, folder: StoragePath, artifact_path: str) -> None:
+        """Attach a report folder (local or in shared storage) to the run that produced a model
+        version (seen in the MLflow UI)."""
         run_id = self.client.get_model_version(self.name, version).run_id
         if run_id:
-            self.client.log_artifacts(run_id, str(folder), artifact_path)
+            with local_folder(folder) as local:
+                self.client.log_artifacts(run_id, str(local), artifact_path)
 
     def download(self, version: str, destination: Path) -> Path:
         """Download the saved model folder behind a registered version; returns its path."""

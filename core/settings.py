@@ -14,6 +14,7 @@ from typing import Any
 KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
 
 from core.layout import Layout
+from core.storage import location
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -188,8 +189,24 @@ class Settings(BaseSettings):
 
     @property
     def layout(self) -> Layout:
-        """Every folder and file under the data and var roots (see :mod:`core.layout`)."""
-        return Layout(self.data_dir, self.var_dir)
+        """Every folder and file under the data (or shared storage) and var roots (see :mod:`core.layout`)."""
+        return Layout(location(self.data_location, self.s3_endpoint_url), self.var_dir)
+
+    @property
+    def data_location(self) -> str:
+        """Root of the offline tables, reports and model caches: ``storage_url`` (a URI, or a local path
+        resolved against home) when set, else ``data_dir``."""
+        if not self.storage_url:
+            return str(self.data_dir)
+        if "://" in self.storage_url:
+            return self.storage_url.rstrip("/")
+        path = Path(self.storage_url).expanduser()
+        return str(path if path.is_absolute() else self.home / path)
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        """Artifact root of the MLflow experiment: ``<storage_url>/mlflow`` when shared storage is set."""
+        return f"{self.data_location}/mlflow" if self.storage_url else str(self.mlflow_artifact_root)
 
     @property
     def enabled_sources(self) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""The offline store: parquet tables under ``<data_dir>/tables``, one layout used by every writer.
+"""The offline store: parquet tables under ``<data_dir>/tables`` (or ``<storage_url>/tables``, see
+:mod:`core.storage`), one layout used by every writer.
 
 ``tracks.parquet``                    the catalog (TRACK_SCHEMA), one row per track id
 ``events/date=YYYY-MM-DD/<part>.parquet``  feedback events (EVENT_SCHEMA), partitioned by UTC day
@@ -17,71 +18,69 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from core.contracts.events import EVENT_SCHEMA
 from core.contracts.tracks import TRACK_SCHEMA
 from core.erasure_log import ErasureLog
 from core.parquet_files import write_parquet_atomic
+from core.storage import StoragePath, as_location, read_files, read_frame, read_table
 
 
 class OfflineStore:
-    def __init__(self, tables_dir: Path) -> None:
-        self.root = Path(tables_dir)
+    def __init__(self, tables_dir: StoragePath) -> None:
+        self.root = as_location(tables_dir)
         # who was erased (GDPR): their rows are never written here again, whatever path they come by
         self.erasures = ErasureLog(self.root / "erasures")
 
     # --- paths ------------------------------------------------------------------------------
     @property
-    def tracks_path(self) -> Path:
+    def tracks_path(self) -> StoragePath:
         return self.root / "tracks.parquet"
 
     @property
-    def events_dir(self) -> Path:
+    def events_dir(self) -> StoragePath:
         return self.root / "events"
 
     @property
-    def interactions_path(self) -> Path:
+    def interactions_path(self) -> StoragePath:
         return self.root / "interactions.parquet"
 
-    def rejects_path(self, source: str) -> Path:
+    def rejects_path(self, source: str) -> StoragePath:
         return self.root / "rejects" / f"{source}.parquet"
 
-    def rejects_files(self) -> list[Path]:
+    def rejects_files(self) -> list[StoragePath]:
         return sorted((self.root / "rejects").glob("*.parquet"))
 
-    def track_source_path(self, source: str) -> Path:
+    def track_source_path(self, source: str) -> StoragePath:
         """One source's own track table (merged into ``tracks.parquet`` by the catalog)."""
         return self.root / "sources" / "tracks" / f"{source}.parquet"
 
     def track_sources(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "sources" / "tracks").glob("*.parquet"))
 
-    def interaction_source_path(self, source: str) -> Path:
+    def interaction_source_path(self, source: str) -> StoragePath:
         """One source's user-item log (listen counts or weights) that training reads beside events."""
         return self.root / "sources" / "interactions" / f"{source}.parquet"
 
     def interaction_sources(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "sources" / "interactions").glob("*.parquet"))
 
-    def event_partition(self, day: date | str) -> Path:
+    def event_partition(self, day: date | str) -> StoragePath:
         return self.events_dir / f"date={day}"
 
     # --- tracks -----------------------------------------------------------------------------
-    def write_tracks(self, tracks: pd.DataFrame) -> Path:
+    def write_tracks(self, tracks: pd.DataFrame) -> StoragePath:
         return write_parquet_atomic(tracks[TRACK_SCHEMA.names], self.tracks_path, TRACK_SCHEMA)
 
     def read_tracks(self) -> pd.DataFrame:
         if not self.tracks_path.exists():
             raise FileNotFoundError(f"no catalog at {self.tracks_path}: materialize the tracks asset first")
-        return pd.read_parquet(self.tracks_path)
+        return read_frame(self.tracks_path)
 
     # --- events -----------------------------------------------------------------------------
     def write_events(
@@ -111,7 +110,7 @@ class OfflineStore:
             path = self.events_dir / f"{'date' if by == 'day' else 'month'}={names[k]}" / f"{part}.parquet"
             before = 0
             if merge and path.exists():
-                existing = pq.read_table(path, schema=EVENT_SCHEMA)
+                existing = read_table(path, schema=EVENT_SCHEMA)
                 before = len(existing)
                 rows = pa.concat_tables([existing, rows])
                 rows = rows.filter(pa.array(~pd.Series(rows["event_id"].to_numpy(zero_copy_only=False)).duplicated().to_numpy()))
@@ -137,7 +136,7 @@ class OfflineStore:
         write_parquet_atomic(table, self.interaction_source_path(source), schema)
         return len(table)
 
-    def event_files(self) -> list[Path]:
+    def event_files(self) -> list[StoragePath]:
         if not self.events_dir.exists():
             return []
         return sorted(self.events_dir.glob("date=*/*.parquet")) + sorted(self.events_dir.glob("month=*/*.parquet"))
@@ -151,7 +150,7 @@ class OfflineStore:
             files = [f for f in files if f.parent.name.split("=", 1)[1] in (wanted if f.parent.name.startswith("date=") else months)]
         if not files:
             return EVENT_SCHEMA.empty_table().to_pandas()
-        table = ds.dataset(files, schema=EVENT_SCHEMA, format="parquet").to_table()  # multi-threaded C++ read
+        table = read_files(files, EVENT_SCHEMA)
         if days is not None:
             codes, names = _partitions(table, "day")
             table = table.filter(pa.array(np.isin(names, sorted(wanted))[codes]))
@@ -166,7 +165,7 @@ class OfflineStore:
                  and f.parent.name.split("=", 1)[1] >= first_day]  # fmt: skip
         if not files:
             return 0
-        table = ds.dataset(files, schema=EVENT_SCHEMA, format="parquet").to_table(columns=["timestamp"])
+        table = read_files(files, EVENT_SCHEMA, columns=["timestamp"])
         after = pa.scalar(int(after_ms), pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
         return int(pc.sum(pc.cast(pc.greater(table["timestamp"], after), pa.int64())).as_py() or 0)
 
@@ -179,16 +178,16 @@ class OfflineStore:
 
     def read_event_part(self, day: date | str, part: str) -> pd.DataFrame:
         path = self.event_partition(day) / f"{part}.parquet"
-        return pq.read_table(path, schema=EVENT_SCHEMA).to_pandas() if path.exists() else EVENT_SCHEMA.empty_table().to_pandas()
+        return read_table(path, schema=EVENT_SCHEMA).to_pandas() if path.exists() else EVENT_SCHEMA.empty_table().to_pandas()
 
     # --- interactions -----------------------------------------------------------------------
-    def write_interactions(self, interactions: pd.DataFrame) -> Path:
+    def write_interactions(self, interactions: pd.DataFrame) -> StoragePath:
         return write_parquet_atomic(interactions, self.interactions_path)
 
     def read_interactions(self) -> pd.DataFrame:
         if not self.interactions_path.exists():
             raise FileNotFoundError(f"no interactions at {self.interactions_path}: materialize interactions first")
-        return pd.read_parquet(self.interactions_path)
+        return read_frame(self.interactions_path)
 
 
 def _as_event_table(events: pa.Table | pd.DataFrame) -> pa.Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.storage import read_frame
 from core.tables import OfflineStore
 from models.weighting import count_weights, graded_interactions
 
@@ -36,7 +37,7 @@ def build_interactions(store: OfflineStore) -> tuple[pd.DataFrame, dict[str, int
     if len(events):
         parts.append(graded_interactions(events, durations)[COLUMNS])
     for source in store.interaction_sources():
-        logs = pd.read_parquet(store.interaction_source_path(source))
+        logs = read_frame(store.interaction_source_path(source))
         counts[f"log_{source}"] = len(logs)
         parts.append(log_interactions(logs))
     if not parts:

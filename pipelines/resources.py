@@ -13,19 +13,22 @@ from core.contracts.redis_keys import RedisKeys
 from core.layout import Layout
 from core.model_registry import ModelRegistry
 from core.redis_server import EmbeddedRedis
+from core.storage import location
 from core.tables import OfflineStore
 from core.vectorstore import VectorStore
 
 
 class OfflineStoreResource(dg.ConfigurableResource):
-    """The offline store under ``data_dir`` (folders as :class:`core.layout.Layout` names them)."""
+    """The offline store under ``data_dir``, a local path or a URI such as ``s3://bucket/prefix``
+    (folders as :class:`core.layout.Layout` names them)."""
 
     data_dir: str
     var_dir: str = "var"
+    s3_endpoint_url: str = ""  # an S3-compatible server (MinIO, SeaweedFS); empty: AWS
 
     @property
     def layout(self) -> Layout:
-        return Layout(Path(self.data_dir), Path(self.var_dir))
+        return Layout(location(self.data_dir, self.s3_endpoint_url or None), Path(self.var_dir))
 
     @property
     def tables(self) -> OfflineStore:
@@ -82,11 +85,14 @@ class MlflowResource(dg.ConfigurableResource):
     promotion_metric: str = "ndcg_at_10"
     promotion_margin: float = 0.0
     ui_url: str = "http://127.0.0.1:5000"  # where the MLflow UI answers (links in asset metadata)
+    s3_endpoint_url: str = ""  # for an s3:// artifact root on an S3-compatible server
 
     _registry: ModelRegistry | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._registry = ModelRegistry.open(self.tracking_uri, self.artifact_root, self.experiment, self.registered_model)
+        self._registry = ModelRegistry.open(
+            self.tracking_uri, self.artifact_root, self.experiment, self.registered_model, s3_endpoint_url=self.s3_endpoint_url or None
+        )
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -1,36 +1,34 @@
-"""The last loaded version of each alias on local disk, so an API that starts while Redis is down still
-answers (degraded) from the last version it saw."""
+"""The last loaded version of each alias on disk (``var/``, or shared storage when
+``ECHOTUNE_STORAGE_URL`` is an object store), so an API that starts while Redis is down still answers
+(degraded) from the last version it, or with shared storage any API host, saw."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from core.storage import StoragePath, as_location, write_atomic
 from core.vectorstore import PublishedVersion
 
 
 class DiskCache:
     """One file per alias (``<alias>.npz``: item table, vectors, similarity vectors, meta).
 
-    Every writer writes a temporary file of its own and renames it over the alias's file: API worker
-    processes caching the same version at once each finish a whole file, and a reader sees one whole
-    file or the other (regression: they shared one temporary folder and failed with
+    Every writer writes a temporary file of its own and renames it over the alias's file (in object
+    storage, one upload is all or nothing): API worker processes caching the same version at once each
+    finish a whole file, and a reader sees one whole file or the other (regression: they shared one temporary folder and failed with
     "could not cache model version 1 on disk ... .champion.tmp/vectors.npy")."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: StoragePath) -> None:
+        self.folder = as_location(folder)
 
-    def path(self, alias: str) -> Path:
+    def path(self, alias: str) -> StoragePath:
         return self.folder / f"{alias}.npz"
 
-    def save(self, alias: str, published: PublishedVersion) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def save(self, alias: str, published: PublishedVersion) -> StoragePath:
         items = io.BytesIO()
         published.items.to_parquet(items)
         arrays = {
@@ -40,21 +38,13 @@ class DiskCache:
         }
         if published.similarity_vectors is not None:
             arrays["similarity"] = np.asarray(published.similarity_vectors, dtype=np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{alias}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, self.path(alias))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return self.path(alias)
+        return write_atomic(self.path(alias), lambda handle: np.savez(handle, **arrays), fsync=False)
 
     def load(self, alias: str) -> PublishedVersion | None:
         path = self.path(alias)
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as data:
+        with path.open("rb") as handle, np.load(io.BytesIO(handle.read()), allow_pickle=False) as data:
             meta = json.loads(data["meta"].tobytes())
             items = pd.read_parquet(io.BytesIO(data["items"].tobytes()))
             similarity = data["similarity"] if "similarity" in data.files else None

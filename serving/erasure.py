@@ -12,6 +12,7 @@ offline writer leaves their rows out.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from core.contracts.redis_keys import RedisKeys
 from core.erasure_log import ErasureLog
 from serving.spool import Spool
 
+logger = logging.getLogger(__name__)
 STREAM_PAGE = 5_000
 
 
@@ -44,7 +46,11 @@ class ErasedUsers:
         if not force and now - self._checked < self.refresh_seconds:
             return
         self._checked = now
-        known = await asyncio.to_thread(self.log.subjects)
+        try:
+            known = await asyncio.to_thread(self.log.subjects)
+        except Exception as exc:  # shared storage unreachable: what was read before and Redis's copy still hold
+            logger.warning("could not read the erasure log at %s: %s", self.log.folder, exc)
+            known = dict(self._known)
         try:
             cached = await self.client.hgetall(self.keys.erased_users())
         except (aredis.RedisError, OSError):  # the offline log alone still says who is erased

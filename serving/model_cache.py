@@ -104,7 +104,7 @@ class ModelCache:
             log.info("serving model version %s (%s) for alias %s", loaded.version, loaded.algorithm, alias)
             try:
                 await asyncio.to_thread(self._disk.save, alias, published)
-            except OSError as exc:
+            except Exception as exc:  # a full disk or an unreachable object store: the cache is a spare, serving goes on
                 log.warning("could not cache model version %s on disk: %s", version, exc)
             return loaded
 

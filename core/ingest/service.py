@@ -24,6 +24,7 @@ from core.ingest.result import ImportResult
 from core.ingest.spotify_api import SpotifyClient
 from core.ingest.track_files import import_track_files
 from core.settings import Settings
+from core.storage import read_frame
 from core.tables import OfflineStore
 
 
@@ -64,7 +65,7 @@ def ingest_interaction_logs(store: OfflineStore, paths: Sequence[Path], source: 
     path = store.interaction_source_path(source)
     before = 0
     if path.exists():
-        existing = pd.read_parquet(path)
+        existing = read_frame(path)
         before = len(existing)
         logs = pd.concat([existing, logs], ignore_index=True).drop_duplicates(["user_id", "item_id", "timestamp"], keep="last")
     stored = store.write_interaction_source(source, logs[LOG_SCHEMA.names], LOG_SCHEMA)
@@ -88,12 +89,12 @@ def tracks_to_enrich(store: OfflineStore, limit: int) -> list[str]:
     ids: set[str] = set()
     for source in store.track_sources():
         if source != "spotify_api":
-            ids |= set(pd.read_parquet(store.track_source_path(source), columns=["track_id"])["track_id"])
+            ids |= set(read_frame(store.track_source_path(source), columns=["track_id"])["track_id"])
     if store.events_dir.exists():
         ids |= set(store.read_events()["track_id"])
     fetched_path = store.track_source_path("spotify_api")
     if fetched_path.exists():
-        ids -= set(pd.read_parquet(fetched_path, columns=["track_id"])["track_id"])
+        ids -= set(read_frame(fetched_path, columns=["track_id"])["track_id"])
     return sorted(ids)[:limit]
 
 

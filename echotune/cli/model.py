@@ -12,7 +12,10 @@ from echotune.config import load_settings
 def _registry(settings):
     from core.model_registry import ModelRegistry
 
-    return ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    return ModelRegistry.open(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_location, settings.mlflow_experiment, settings.registered_model,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
 
 
 @click.group()

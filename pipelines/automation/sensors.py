@@ -14,6 +14,7 @@ import dagster as dg
 from core.ingest.live_feedback import stream_days
 from core.model_registry import CHAMPION
 from core.settings import Settings
+from core.storage import modified_ns
 from pipelines.automation.jobs import catalog_job, drain_job, publish_job, retrain_job, tags
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource
 
@@ -91,7 +92,7 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         path = store.tables.tracks_path
         if not path.exists():
             return dg.SkipReason("no catalog yet")
-        stamp = str(path.stat().st_mtime_ns)
+        stamp = str(modified_ns(path))
         if context.cursor == stamp:
             return dg.SkipReason("the catalog has not changed")
         champion = redis.vectors.alias(CHAMPION)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
+from core.storage import StoragePath, is_remote
 from experiments.definition import Experiment
 from experiments.registry import ExperimentConflict, ExperimentRegistry
 from serving.deps import AdminKey, ClientKey, StateDep
@@ -76,16 +77,25 @@ async def stop_experiment(experiment_id: ExperimentId, state: StateDep, key: Adm
 @router.get("/{experiment_id}/report", response_class=HTMLResponse, responses=ERRORS)
 async def experiment_report(experiment_id: ExperimentId, state: StateDep, key: ClientKey) -> HTMLResponse:
     """The latest report (verdict first, then Evidently's comparison), as written by the pipeline."""
-    path = state.settings.layout.reports / experiment_id / "report.html"
-    if not path.is_file() or path.resolve().parent.parent != state.settings.layout.reports.resolve():
+    page = await asyncio.to_thread(_report_file, state.settings.layout.reports, experiment_id, "report.html")
+    if page is None:
         raise ApiError(404, "not_found", f"no report for experiment {experiment_id!r} yet: the pipeline writes it (echotune pipeline)")
-    return HTMLResponse(await asyncio.to_thread(path.read_text), headers={"Content-Security-Policy": "default-src 'self' 'unsafe-inline' data: blob:"})
+    return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self' 'unsafe-inline' data: blob:"})
 
 
 @router.get("/{experiment_id}/summary", responses=ERRORS)
 async def experiment_summary(experiment_id: ExperimentId, state: StateDep, key: ClientKey) -> dict:
     """The latest analysis as JSON: verdict, reasons, sample ratio, comparisons, guardrails, power."""
-    path = state.settings.layout.reports / experiment_id / "summary.json"
-    if not path.is_file() or path.resolve().parent.parent != state.settings.layout.reports.resolve():
+    summary = await asyncio.to_thread(_report_file, state.settings.layout.reports, experiment_id, "summary.json")
+    if summary is None:
         raise ApiError(404, "not_found", f"no analysis for experiment {experiment_id!r} yet")
-    return json.loads(await asyncio.to_thread(path.read_text))
+    return json.loads(summary)
+
+
+def _report_file(reports: StoragePath, experiment_id: str, name: str) -> str | None:
+    """The text of one report file the pipeline wrote (on this host or in shared storage), or None.
+    A local file must really lie in the reports folder (no symlink out of it)."""
+    path = reports / experiment_id / name
+    if not path.is_file() or (not is_remote(path) and path.resolve().parent.parent != reports.resolve()):
+        return None
+    return path.read_text()
