@@ -25,6 +25,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import models
+from core.database import ensure_schema
 from models.promotion import PromotionDecision
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -54,8 +55,9 @@ class ModelRegistry:
     @classmethod
     def open(cls, tracking_uri: str, artifact_root: str | Path, experiment: str, name: str) -> "ModelRegistry":
         """The registry at ``tracking_uri``; creates the experiment (artifacts under ``artifact_root``,
-        a local path or a URI) on first use."""
+        a local path or a URI) on first use, and on PostgreSQL the schema MLflow then migrates its tables into."""
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep logs readable
+        ensure_schema(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:

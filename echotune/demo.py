@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
+from pipelines.instance import prepare_instance
 from serving.security import demo_keys, key_for_scope
 
 BIN = Path(sys.executable).parent
@@ -76,7 +77,7 @@ def run_demo(settings: Settings) -> int:
         server = EmbeddedRedis(settings.layout.redis, settings.embedded_redis_maxmemory)
         url = server.start()
         _say(f"embedded redis-server at {url} (data in {settings.layout.redis})")
-    env = {**os.environ, "ECHOTUNE_REDIS_URL": url, "DAGSTER_HOME": str(settings.dagster_home)}
+    env = {**os.environ, "ECHOTUNE_REDIS_URL": url, **prepare_instance(settings)}  # the pipeline and `dagster dev` share one instance
     children: dict[str, subprocess.Popen] = {}
     try:
         _say("materializing every asset: synthetic data -> interactions -> model in MLflow -> vectors in Redis -> experiment report")

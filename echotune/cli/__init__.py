@@ -24,8 +24,10 @@ _SINGLE_THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "M
 
 
 def _use_dagster_home(settings: Settings) -> None:
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    """Write the Dagster instance's config from the settings and point this process at it."""
+    from pipelines.instance import prepare_instance
+
+    os.environ.update(prepare_instance(settings))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
