@@ -60,20 +60,34 @@ def search_path(schema: str) -> dict[str, str]:
 
 def ensure_schema(url: str) -> None:
     """Create the schema a PostgreSQL URL's search_path selects, when it does not exist yet; any other
-    URL (sqlite, a URL without a search_path) is left alone. Needs the CREATE privilege on the database."""
+    URL (sqlite, a URL without a search_path) is left alone. Creating it needs the CREATE privilege on the
+    database; a ConnectionError or PermissionError says what to do."""
     parts = urlsplit(url)
     options = parse_qs(parts.query).get("options", [""])[-1]
     if parts.scheme not in _SCHEMES or not options.startswith("-csearch_path="):
         return
     schema = options.removeprefix("-csearch_path=")
     import psycopg2  # only a deployment on PostgreSQL needs the driver loaded
-    from psycopg2 import sql
+    from psycopg2 import errors, sql
 
     # libpq reads the same URL (with its own scheme), so host, credentials and parameters such as sslmode carry over
-    connection = psycopg2.connect(parts._replace(scheme="postgresql").geturl(), connect_timeout=10)
+    where = f"database {unquote(parts.path.lstrip('/'))!r} at {parts.hostname}:{parts.port or 5432}"
+    try:
+        connection = psycopg2.connect(parts._replace(scheme="postgresql").geturl(), connect_timeout=10)
+    except psycopg2.OperationalError as exc:
+        raise ConnectionError(f"cannot connect to PostgreSQL {where} (ECHOTUNE_DATABASE_URL): {str(exc).strip()}") from None
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            # looked up first: a user without CREATE on the database can still use a schema made for it
+            cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+            if cursor.fetchone() is None:
+                cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    except errors.InsufficientPrivilege:
+        user = unquote(parts.username or "")
+        raise PermissionError(
+            f"user {user!r} may not create schema {schema!r} in {where}: GRANT CREATE ON DATABASE to it, or create the "
+            f"schema for it (CREATE SCHEMA {schema} AUTHORIZATION {user})"
+        ) from None
     finally:
         connection.close()

@@ -69,15 +69,20 @@ def run_demo(settings: Settings) -> int:
     # SIGTERM or a closed terminal stop the demo like Ctrl-C does: children and Redis go with it
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    for folder in (settings.data_dir, settings.layout.logs, settings.dagster_home):
+    for folder in (settings.data_dir, settings.layout.logs):
         folder.mkdir(parents=True, exist_ok=True)
+    try:
+        dagster_env = prepare_instance(settings)  # the pipeline and `dagster dev` share one instance
+    except (ConnectionError, PermissionError) as exc:  # the database of ECHOTUNE_DATABASE_URL, with what to do
+        _say(str(exc))
+        return 1
     server = None
     url = settings.redis_url
     if not url:
         server = EmbeddedRedis(settings.layout.redis, settings.embedded_redis_maxmemory)
         url = server.start()
         _say(f"embedded redis-server at {url} (data in {settings.layout.redis})")
-    env = {**os.environ, "ECHOTUNE_REDIS_URL": url, **prepare_instance(settings)}  # the pipeline and `dagster dev` share one instance
+    env = {**os.environ, "ECHOTUNE_REDIS_URL": url, **dagster_env}
     children: dict[str, subprocess.Popen] = {}
     try:
         _say("materializing every asset: synthetic data -> interactions -> model in MLflow -> vectors in Redis -> experiment report")

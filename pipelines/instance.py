@@ -58,7 +58,7 @@ def _postgres_db(database: Database) -> dict[str, Any]:
 
 
 def prepare_instance(settings: Settings) -> dict[str, str]:
-    """Write ``settings.dagster_home/dagster.yaml`` (0600) and, on PostgreSQL, create the ``dagster``
+    """Write ``settings.dagster_home/dagster.yaml`` and, on PostgreSQL, create the ``dagster``
     schema if missing. Returns the environment every Dagster process of this project needs:
     ``DAGSTER_HOME``, and ``PGPASSWORD`` when the database URL carries a password."""
     home: Path = settings.dagster_home
@@ -66,7 +66,6 @@ def prepare_instance(settings: Settings) -> dict[str, str]:
     path = home / "dagster.yaml"
     text = HEADER + yaml.safe_dump(instance_config(settings), sort_keys=False)
     if not path.exists() or path.read_text() != text:
-        path.touch(mode=0o600)
         path.write_text(text)
     env = {"DAGSTER_HOME": str(home)}
     database = settings.database

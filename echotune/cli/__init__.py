@@ -27,7 +27,10 @@ def _use_dagster_home(settings: Settings) -> None:
     """Write the Dagster instance's config from the settings and point this process at it."""
     from pipelines.instance import prepare_instance
 
-    os.environ.update(prepare_instance(settings))
+    try:
+        os.environ.update(prepare_instance(settings))
+    except (ConnectionError, PermissionError) as exc:  # the database of ECHOTUNE_DATABASE_URL, with what to do
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -55,6 +55,24 @@ def database_url(postgres_admin):
         cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+@pytest.fixture
+def limited_role(database_url, postgres_admin):
+    """A login role without the CREATE privilege on the test database (PostgreSQL 15 grants none by default)."""
+    role, name = f"echotune_test_role_{uuid.uuid4().hex[:8]}", database_url.rsplit("/", 1)[1]
+    with postgres_admin.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {role} LOGIN")
+    yield role
+    connection = psycopg2.connect(**SERVER, dbname=name)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP OWNED BY {role}")
+    finally:
+        connection.close()
+    with postgres_admin.cursor() as cursor:
+        cursor.execute(f"DROP ROLE {role}")
+
+
 def on_postgres(settings: Settings, database_url: str) -> Settings:
     # built again rather than copied, so the MLflow URI is derived from the database like in production
     return Settings(**{**settings.model_dump(exclude={"mlflow_tracking_uri"}), "database_url": database_url})
@@ -145,6 +163,34 @@ def test_training_runs_queued_beyond_the_limit_wait(settings, database_url):
 
         result = dg.materialize(defs.assets, selection=["synthetic_catalog", "tracks"], resources=resources_from(settings), instance=instance)
         assert result.success and instance.get_latest_materialization_event(dg.AssetKey("tracks")) is not None
+
+
+def test_a_user_who_may_not_create_schemas_is_told_what_to_do(settings, database_url, limited_role, monkeypatch):
+    name = database_url.rsplit("/", 1)[1]
+    limited_url = f"postgresql://{limited_role}@127.0.0.1:5432/{name}"
+    monkeypatch.setenv("ECHOTUNE_HOME", str(settings.home))
+    monkeypatch.setenv("ECHOTUNE_DATABASE_URL", limited_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["pipeline"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert f"user '{limited_role}' may not create schema 'dagster' in database '{name}' at 127.0.0.1:5432" in result.output
+    assert f"CREATE SCHEMA dagster AUTHORIZATION {limited_role}" in result.output
+
+    admin = psycopg2.connect(**SERVER, dbname=name)  # what the message says: the schemas made for the user
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            for schema in (DAGSTER_SCHEMA, MLFLOW_SCHEMA):
+                cursor.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {limited_role}")
+    finally:
+        admin.close()
+    limited = on_postgres(settings, limited_url)
+    prepare_instance(limited)
+    with dg.DagsterInstance.from_config(str(limited.dagster_home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage" and instance.get_runs() == []
 
 
 @pytest.mark.slow
