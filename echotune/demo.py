@@ -6,6 +6,7 @@ UI and the MLflow UI running until Ctrl-C, with their logs under ``var/logs``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from core.database import MLFLOW_SCHEMA
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
 from pipelines.instance import prepare_instance
@@ -61,6 +63,15 @@ def _demo_user(settings: Settings) -> str | None:
     return next((u for u in candidates if assigner.variant(u) in serves_model), candidates[0])
 
 
+def _mlflow_backend(settings: Settings) -> str:
+    """The MLflow server's store; the database's password stays off its command line (which `ps` shows
+    to every user of the host) and reaches it as PGPASSWORD, like Dagster's processes."""
+    database = settings.database
+    if database is not None and settings.mlflow_tracking_uri == database.url(MLFLOW_SCHEMA):
+        return dataclasses.replace(database, password="").url(MLFLOW_SCHEMA)
+    return settings.mlflow_tracking_uri
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -95,7 +106,7 @@ def run_demo(settings: Settings) -> int:
             "worker": [sys.executable, "-m", "echotune.cli", "worker"],
             "dagster": [str(BIN / "dagster"), "dev", "-w", str(settings.home / "workspace.yaml"),
                         "-h", settings.dagster_host, "-p", str(settings.dagster_port)],
-            "mlflow": [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,
+            "mlflow": [str(BIN / "mlflow"), "server", "--backend-store-uri", _mlflow_backend(settings),
                        "--host", settings.mlflow_host, "--port", str(settings.mlflow_port)],
         }  # fmt: skip
         for name, command in commands.items():

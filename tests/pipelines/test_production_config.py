@@ -25,6 +25,7 @@ from core.database import DAGSTER_SCHEMA, MLFLOW_SCHEMA
 from core.model_registry import CHAMPION, ModelRegistry
 from core.settings import Settings, get_settings
 from echotune.cli import main
+from echotune.demo import _mlflow_backend
 from pipelines.automation.jobs import drain_job, everything_job, retrain_job
 from pipelines.definitions import build_defs, resources_from
 from pipelines.instance import TRAINING_TAG, instance_config, prepare_instance
@@ -112,8 +113,10 @@ def test_the_password_is_never_written(tmp_path):
     storage = instance_config(settings)["storage"]["postgres"]["postgres_db"]
     assert storage == {"username": "echotune", "hostname": "db.internal", "port": 6543, "db_name": "echo", "scheme": "postgresql+psycopg2",
                        "params": {"sslmode": "require", "options": "-csearch_path=dagster"}}  # fmt: skip
-    # MLflow gets the whole URL (in-process only), in its own schema
+    # MLflow gets the whole URL in process, in its own schema; the demo's MLflow server gets it without the
+    # password on its command line
     assert settings.mlflow_tracking_uri == "postgresql+psycopg2://echotune:s%40cret@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
+    assert _mlflow_backend(settings) == "postgresql+psycopg2://echotune@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
 
 
 def test_a_bad_database_url_is_refused_naming_the_setting(tmp_path, monkeypatch):
@@ -130,8 +133,11 @@ def test_a_bad_database_url_is_refused_naming_the_setting(tmp_path, monkeypatch)
 
 # --- on PostgreSQL ----------------------------------------------------------------------------------
 def test_training_runs_queued_beyond_the_limit_wait(settings, database_url):
-    settings = on_postgres(settings, database_url)
-    prepare_instance(settings)
+    # with a password (this server trusts loopback, so it is carried here, not checked): Dagster's processes
+    # get it from the environment, never from the file
+    settings = on_postgres(settings, database_url.replace("postgres@", "postgres:pa%24%24word@"))
+    assert prepare_instance(settings) == {"DAGSTER_HOME": str(settings.dagster_home), "PGPASSWORD": "pa$$word"}
+    assert "word" not in (settings.dagster_home / "dagster.yaml").read_text()
     defs = build_defs(settings)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         assert [type(s).__name__ for s in (instance.run_storage, instance.event_log_storage, instance.schedule_storage)] == [
