@@ -9,7 +9,6 @@ a few at a time, and at most one training run (a run carrying :data:`TRAINING_TA
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -18,7 +17,8 @@ from core.database import DAGSTER_SCHEMA, DRIVER, Database, ensure_schema, searc
 from core.settings import Settings
 
 TRAINING_TAG = "echotune/training"  # carried by every job that trains a model (see pipelines.automation.jobs)
-# SQLite serialises writers, so more concurrent runs would mostly wait on its lock
+# SQLite serialises writers, so more concurrent runs would mostly wait on its lock; PostgreSQL does not
+# (the default launcher still runs them all on this host: a cluster's launcher spreads them)
 MAX_CONCURRENT_RUNS = {"sqlite": 2, "postgres": 8}
 HEADER = """\
 # Written by `echotune pipeline` / `echotune demo` from the ECHOTUNE_* settings on every start: edit the
@@ -61,16 +61,15 @@ def prepare_instance(settings: Settings) -> dict[str, str]:
     """Write ``settings.dagster_home/dagster.yaml`` and, on PostgreSQL, create the ``dagster``
     schema if missing. Returns the environment every Dagster process of this project needs:
     ``DAGSTER_HOME``, and ``PGPASSWORD`` when the database URL carries a password."""
-    home: Path = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "dagster.yaml"
+    env = {"DAGSTER_HOME": str(settings.dagster_home)}
+    database = settings.database
+    if database is not None:
+        ensure_schema(database.url(DAGSTER_SCHEMA))  # first: a database it cannot use leaves no config behind
+        if database.password:
+            env["PGPASSWORD"] = database.password
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    path = settings.dagster_home / "dagster.yaml"
     text = HEADER + yaml.safe_dump(instance_config(settings), sort_keys=False)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
-    env = {"DAGSTER_HOME": str(home)}
-    database = settings.database
-    if database is not None:
-        ensure_schema(database.url(DAGSTER_SCHEMA))
-        if database.password:
-            env["PGPASSWORD"] = database.password
     return env
