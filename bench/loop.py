@@ -54,8 +54,6 @@ class Platform:
     def __init__(self, home: Path) -> None:
         self.home = home
         shutil.copy(ROOT / "workspace.yaml", home / "workspace.yaml")
-        (home / "dagster_home").mkdir()
-        shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster_home" / "dagster.yaml")
         self.port = free_port()
         self.env = {
             **os.environ, "ECHOTUNE_HOME": str(home), "ECHOTUNE_API_PORT": str(self.port), "ECHOTUNE_DAGSTER_PORT": str(free_port()),

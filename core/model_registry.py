@@ -26,6 +26,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import models
+from core.database import ensure_schema
 from core.storage import StoragePath, local_folder
 from models.promotion import PromotionDecision
 
@@ -59,13 +60,14 @@ class ModelRegistry:
         cls, tracking_uri: str, artifact_root: str | Path, experiment: str, name: str, s3_endpoint_url: str | None = None
     ) -> "ModelRegistry":
         """The registry at ``tracking_uri``; creates the experiment (artifacts under ``artifact_root``,
-        a local path or a URI such as ``s3://bucket/prefix/mlflow``) on first use. ``s3_endpoint_url``:
-        the S3-compatible server that s3:// artifacts live on (MinIO, SeaweedFS), for every later
-        artifact call of this process."""
+        a local path or a URI such as ``s3://bucket/prefix/mlflow``) on first use, and on PostgreSQL the
+        schema MLflow then migrates its tables into. ``s3_endpoint_url``: the S3-compatible server that
+        s3:// artifacts live on (MinIO, SeaweedFS), for every later artifact call of this process."""
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep logs readable
         if s3_endpoint_url:
             # MLflow's S3 artifact repository reads its endpoint from the environment only
             os.environ["MLFLOW_S3_ENDPOINT_URL"] = s3_endpoint_url
+        ensure_schema(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         found = client.get_experiment_by_name(experiment)
         root = str(artifact_root)

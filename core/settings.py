@@ -13,6 +13,7 @@ from typing import Any
 
 KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
 
+from core.database import MLFLOW_SCHEMA, Database
 from core.layout import Layout
 from core.storage import location
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -48,7 +49,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None,
         description="PostgreSQL (postgresql://user:password@host:5432/db) for Dagster's run, event-log and schedule "
-        "storage and MLflow's tracking store. Unset: SQLite files under dagster_home and mlruns/.",
+        "storage and MLflow's tracking store and registry (schemas dagster and mlflow). Unset: SQLite files under "
+        "dagster_home and mlruns/.",
     )
     storage_url: str | None = Field(
         None,
@@ -60,7 +62,9 @@ class Settings(BaseSettings):
     )
 
     # --- MLflow -------------------------------------------------------------------------------
-    mlflow_tracking_uri: str | None = Field(None, description="Default sqlite:///<home>/mlruns/mlflow.db.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Default: schema mlflow of database_url when that is set, else sqlite:///<home>/mlruns/mlflow.db."
+    )
     mlflow_artifact_root: Path = Field(Path("mlruns/artifacts"), description="Where run artifacts are stored.")
     mlflow_experiment: str = Field("echotune", description="MLflow experiment that training runs log to.")
     registered_model: str = Field("echotune-recommender", description="MLflow registered model name.")
@@ -167,6 +171,13 @@ class Settings(BaseSettings):
             raise ValueError(f"token_key must be at least 16 bytes (32 hex digits); it has {len(key)}")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, value: str | None) -> str | None:
+        if value:
+            Database.parse(value)  # a ValueError names what is wrong with it
+        return value or None
+
     @field_validator("algorithm")
     @classmethod
     def _servable(cls, value: str) -> str:
@@ -184,7 +195,9 @@ class Settings(BaseSettings):
             value: Path = getattr(self, name).expanduser()
             setattr(self, name, value if value.is_absolute() else self.home / value)
         if self.mlflow_tracking_uri is None:
-            self.mlflow_tracking_uri = f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
+            self.mlflow_tracking_uri = (
+                self.database.url(MLFLOW_SCHEMA) if self.database else f"sqlite:///{self.home / 'mlruns' / 'mlflow.db'}"
+            )
         return self
 
     @property
@@ -207,6 +220,11 @@ class Settings(BaseSettings):
     def mlflow_artifact_location(self) -> str:
         """Artifact root of the MLflow experiment: ``<storage_url>/mlflow`` when shared storage is set."""
         return f"{self.data_location}/mlflow" if self.storage_url else str(self.mlflow_artifact_root)
+
+    @property
+    def database(self) -> Database | None:
+        """The PostgreSQL database of ``database_url``, or None for the embedded SQLite files."""
+        return Database.parse(self.database_url) if self.database_url else None
 
     @property
     def enabled_sources(self) -> tuple[str, ...]:

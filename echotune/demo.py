@@ -6,6 +6,7 @@ UI and the MLflow UI running until Ctrl-C, with their logs under ``var/logs``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,8 +16,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from core.database import MLFLOW_SCHEMA
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
+from pipelines.instance import prepare_instance
 from serving.security import demo_keys, key_for_scope
 
 BIN = Path(sys.executable).parent
@@ -60,6 +63,15 @@ def _demo_user(settings: Settings) -> str | None:
     return next((u for u in candidates if assigner.variant(u) in serves_model), candidates[0])
 
 
+def _mlflow_backend(settings: Settings) -> str:
+    """The MLflow server's store; the database's password stays off its command line (which `ps` shows
+    to every user of the host) and reaches it as PGPASSWORD, like Dagster's processes."""
+    database = settings.database
+    if database is not None and settings.mlflow_tracking_uri == database.url(MLFLOW_SCHEMA):
+        return dataclasses.replace(database, password="").url(MLFLOW_SCHEMA)
+    return settings.mlflow_tracking_uri
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -68,15 +80,20 @@ def run_demo(settings: Settings) -> int:
     # SIGTERM or a closed terminal stop the demo like Ctrl-C does: children and Redis go with it
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
-    for folder in (settings.data_dir, settings.layout.logs, settings.dagster_home):
+    for folder in (settings.data_dir, settings.layout.logs):
         folder.mkdir(parents=True, exist_ok=True)
+    try:
+        dagster_env = prepare_instance(settings)  # the pipeline and `dagster dev` share one instance
+    except (ConnectionError, PermissionError) as exc:  # the database of ECHOTUNE_DATABASE_URL, with what to do
+        _say(str(exc))
+        return 1
     server = None
     url = settings.redis_url
     if not url:
         server = EmbeddedRedis(settings.layout.redis, settings.embedded_redis_maxmemory)
         url = server.start()
         _say(f"embedded redis-server at {url} (data in {settings.layout.redis})")
-    env = {**os.environ, "ECHOTUNE_REDIS_URL": url, "DAGSTER_HOME": str(settings.dagster_home)}
+    env = {**os.environ, "ECHOTUNE_REDIS_URL": url, **dagster_env}
     children: dict[str, subprocess.Popen] = {}
     try:
         _say("materializing every asset: synthetic data -> interactions -> model in MLflow -> vectors in Redis -> experiment report")
@@ -89,7 +106,7 @@ def run_demo(settings: Settings) -> int:
             "worker": [sys.executable, "-m", "echotune.cli", "worker"],
             "dagster": [str(BIN / "dagster"), "dev", "-w", str(settings.home / "workspace.yaml"),
                         "-h", settings.dagster_host, "-p", str(settings.dagster_port)],
-            "mlflow": [str(BIN / "mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,
+            "mlflow": [str(BIN / "mlflow"), "server", "--backend-store-uri", _mlflow_backend(settings),
                        "--host", settings.mlflow_host, "--port", str(settings.mlflow_port)],
         }  # fmt: skip
         for name, command in commands.items():

@@ -76,7 +76,9 @@ def build_defs(settings: Settings) -> dg.Definitions:
         experiment_report_defs.build(settings),
         monitoring_defs.build(settings),
         automation_defs.build(settings),
-        dg.Definitions(resources=resources_from(settings)),
+        # every job runs its steps in processes of their own (at most one per CPU; the launchpad's
+        # execution.config.multiprocess.max_concurrent sets fewer for one run); said here, not left to the default
+        dg.Definitions(resources=resources_from(settings), executor=dg.multiprocess_executor),
     )
 
 

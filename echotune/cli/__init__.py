@@ -24,8 +24,13 @@ _SINGLE_THREADED_BLAS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "M
 
 
 def _use_dagster_home(settings: Settings) -> None:
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    """Write the Dagster instance's config from the settings and point this process at it."""
+    from pipelines.instance import prepare_instance
+
+    try:
+        os.environ.update(prepare_instance(settings))
+    except (ConnectionError, PermissionError) as exc:  # the database of ECHOTUNE_DATABASE_URL, with what to do
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

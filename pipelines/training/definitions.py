@@ -1,10 +1,11 @@
 import dagster as dg
 
 from core.settings import Settings
+from pipelines.automation.jobs import TRAINS
 from pipelines.ingestion.definitions import event_sources
 from pipelines.training import assets, checks, rollback, search
 
-search_job = dg.define_asset_job("search_hyperparameters", selection=dg.AssetSelection.assets(search.hyperparameter_search))
+search_job = dg.define_asset_job("search_hyperparameters", selection=dg.AssetSelection.assets(search.hyperparameter_search), tags=TRAINS)
 
 
 def build(settings: Settings) -> dg.Definitions:

@@ -1,64 +1,256 @@
-"""The production configuration: Dagster and MLflow on PostgreSQL. Runs when a PostgreSQL server is
-reachable at 127.0.0.1:5432 (CI has one), in a throwaway database; skips with the reason otherwise."""
+"""The instance config the project writes from its settings: SQLite by default; with
+ECHOTUNE_DATABASE_URL, Dagster and MLflow on PostgreSQL (each in its own schema, migrated on first use)
+with a run queue that starts one training run at a time.
 
-import shutil
+The PostgreSQL tests run when a server is reachable at 127.0.0.1:5432 (user postgres; CI has one), each
+in a database created for it and dropped after; they skip with the reason otherwise."""
+
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import dagster as dg
+import psycopg2
 import pytest
+import yaml
+from alembic.script import ScriptDirectory
+from click.testing import CliRunner
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
-psycopg2 = pytest.importorskip("psycopg2")
+from core.database import DAGSTER_SCHEMA, MLFLOW_SCHEMA
+from core.model_registry import CHAMPION, ModelRegistry
+from core.settings import Settings, get_settings
+from echotune.cli import main
+from echotune.demo import _mlflow_backend
+from pipelines.automation.jobs import drain_job, everything_job, retrain_job
+from pipelines.definitions import build_defs, resources_from
+from pipelines.instance import TRAINING_TAG, instance_config, prepare_instance
+
 REPO = Path(__file__).resolve().parents[2]
+SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 
-@pytest.fixture
-def database():
+@pytest.fixture(scope="session")
+def postgres_admin():
     try:
-        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+        admin = psycopg2.connect(**SERVER, dbname="postgres", connect_timeout=3)
     except psycopg2.OperationalError as exc:
         pytest.skip(f"no PostgreSQL reachable at 127.0.0.1:5432 ({str(exc).strip()}): production configuration not tested")
     admin.autocommit = True
-    name = f"echotune_test_{uuid.uuid4().hex[:8]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    yield name
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    yield admin
     admin.close()
 
 
-def test_dagster_instance_on_postgres(database, settings, monkeypatch, tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster_home" / "dagster.postgres.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("ECHOTUNE_DAGSTER_PG_URL", f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}")
-    from pipelines.definitions import build_defs, resources_from
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        defs = build_defs(settings)
-        result = dg.materialize(defs.assets, selection=["synthetic_catalog", "tracks"], resources=resources_from(settings), instance=instance)
-        assert result.success
-        assert instance.get_latest_materialization_event(dg.AssetKey("tracks")) is not None
-        assert len(instance.get_runs()) == 1
-
-
-def test_mlflow_registry_on_postgres(database, tmp_path, blocks_like):
-    from core.model_registry import CHAMPION, ModelRegistry
-    from models import create
-
-    registry = ModelRegistry.open(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}", tmp_path / "artifacts", "prod-test", "prod-model")
-    model = create("popularity").fit(blocks_like)
-    record = registry.log_version(model.save(tmp_path / "m"), "popularity", {}, {"test_ndcg_at_10": 0.1}, {})
-    registry.set_alias(CHAMPION, record.version)
-    assert registry.alias(CHAMPION) == record.version == "1"
+@pytest.fixture
+def database_url(postgres_admin):
+    """ECHOTUNE_DATABASE_URL of a fresh, empty database, dropped after the test."""
+    name = f"echotune_test_{uuid.uuid4().hex[:8]}"
+    with postgres_admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with postgres_admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture
-def blocks_like():
-    import pandas as pd
+def limited_role(database_url, postgres_admin):
+    """A login role without the CREATE privilege on the test database (PostgreSQL 15 grants none by default)."""
+    role, name = f"echotune_test_role_{uuid.uuid4().hex[:8]}", database_url.rsplit("/", 1)[1]
+    with postgres_admin.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {role} LOGIN")
+    yield role
+    connection = psycopg2.connect(**SERVER, dbname=name)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP OWNED BY {role}")
+    finally:
+        connection.close()
+    with postgres_admin.cursor() as cursor:
+        cursor.execute(f"DROP ROLE {role}")
 
-    from models.interactions import Interactions
 
-    return Interactions.from_frame(pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"], "weight": [1.0, 2.0, 1.0]}))
+def on_postgres(settings: Settings, database_url: str) -> Settings:
+    # built again rather than copied, so the MLflow URI is derived from the database like in production
+    return Settings(**{**settings.model_dump(exclude={"mlflow_tracking_uri"}), "database_url": database_url})
+
+
+def run_queue(instance: dg.DagsterInstance) -> list[str]:
+    """The job names of the queued runs the run-queue daemon would start now, read from the instance's
+    coordinator config and run storage by the daemon's own selection (its next step only launches them)."""
+    daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+    return [run.job_name for run in daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)]
+
+
+# --- the embedded default: no database --------------------------------------------------------------
+def test_default_instance_is_sqlite_with_a_run_queue(settings):
+    env = prepare_instance(settings)
+    assert env == {"DAGSTER_HOME": str(settings.dagster_home)}
+    assert settings.mlflow_tracking_uri.startswith("sqlite:///")
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == 2
+        assert [(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits] == [(TRAINING_TAG, 1)]
+
+
+def test_every_training_job_carries_the_tag_and_jobs_run_multiprocess(settings):
+    defs = build_defs(settings)
+    trains = {name for name in ("materialize_everything", "retrain", "search_hyperparameters", "drain_feedback", "publish_champion",
+                                "rollback_champion") if defs.resolve_job_def(name).run_tags.get(TRAINING_TAG) == "true"}  # fmt: skip
+    assert trains == {"materialize_everything", "retrain", "search_hyperparameters"}
+    assert {defs.resolve_job_def(name).executor_def.name for name in ("materialize_everything", "retrain", "drain_feedback")} == {"multiprocess"}
+
+
+def test_the_password_is_never_written(tmp_path):
+    settings = Settings(home=tmp_path, database_url="postgresql://echotune:s%40cret@db.internal:6543/echo?sslmode=require")
+    text = yaml.safe_dump(instance_config(settings))
+    assert "cret" not in text
+    storage = instance_config(settings)["storage"]["postgres"]["postgres_db"]
+    assert storage == {"username": "echotune", "hostname": "db.internal", "port": 6543, "db_name": "echo", "scheme": "postgresql+psycopg2",
+                       "params": {"sslmode": "require", "options": "-csearch_path=dagster"}}  # fmt: skip
+    # MLflow gets the whole URL in process, in its own schema; the demo's MLflow server gets it without the
+    # password on its command line
+    assert settings.mlflow_tracking_uri == "postgresql+psycopg2://echotune:s%40cret@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
+    assert _mlflow_backend(settings) == "postgresql+psycopg2://echotune@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
+
+
+def test_a_bad_database_url_is_refused_naming_the_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHOTUNE_HOME", str(tmp_path))
+    for url, problem in [
+        ("mysql://u@h/db", "ECHOTUNE_DATABASE_URL: must be a PostgreSQL URL"),
+        ("postgresql://u@h", "ECHOTUNE_DATABASE_URL: must name a user, a host and a database"),
+        ("postgresql://u@h/db?options=-cx=y", "ECHOTUNE_DATABASE_URL: must not set options"),
+        ("postgresql://u@127.0.0.1:1/db", "cannot connect to PostgreSQL database 'db' at 127.0.0.1:1 (ECHOTUNE_DATABASE_URL)"),
+    ]:
+        monkeypatch.setenv("ECHOTUNE_DATABASE_URL", url)
+        get_settings.cache_clear()
+        result = CliRunner().invoke(main, ["pipeline"])
+        assert result.exit_code == 1 and problem in result.output, result.output
+    get_settings.cache_clear()
+    assert not (tmp_path / "dagster_home").exists()  # refused before anything was written
+
+
+# --- on PostgreSQL ----------------------------------------------------------------------------------
+def test_training_runs_queued_beyond_the_limit_wait(settings, database_url):
+    # with a password (this server trusts loopback, so it is carried here, not checked): Dagster's processes
+    # get it from the environment, never from the file
+    settings = on_postgres(settings, database_url.replace("postgres@", "postgres:pa%24%24word@"))
+    assert prepare_instance(settings) == {"DAGSTER_HOME": str(settings.dagster_home), "PGPASSWORD": "pa$$word"}
+    assert "word" not in (settings.dagster_home / "dagster.yaml").read_text()
+    defs = build_defs(settings)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        assert [type(s).__name__ for s in (instance.run_storage, instance.event_log_storage, instance.schedule_storage)] == [
+            "PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage"]  # fmt: skip
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 8
+
+        # the code location as the webserver and the daemon load it (pipelines.definitions, in process here)
+        origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="pipelines.definitions", working_directory=str(REPO)), "echotune")
+        repository = next(iter(origin.create_location(instance).get_repositories().values()))
+
+        def enqueue(job_name: str) -> dg.DagsterRun:
+            """Submit a run the way the launchpad and the sensors do: with its job's tags, to the queue."""
+            remote = repository.get_full_job(job_name)
+            return instance.create_run_for_job(defs.resolve_job_def(job_name), status=dg.DagsterRunStatus.QUEUED, tags=dict(remote.run_tags),
+                                               remote_job_origin=remote.get_remote_origin())  # fmt: skip
+
+        def started(run: dg.DagsterRun) -> None:  # what the daemon records before it hands a run to the launcher
+            instance.report_dagster_event(dg.DagsterEvent(event_type_value="PIPELINE_STARTING", job_name=run.job_name), run_id=run.run_id)
+
+        daily, by_volume = enqueue(retrain_job.name), enqueue(everything_job.name)
+        drain = enqueue(drain_job.name)
+        assert run_queue(instance) == [retrain_job.name, drain_job.name]  # the second training run is held back
+        started(daily)
+        started(drain)
+        assert run_queue(instance) == []
+        assert instance.get_run_by_id(by_volume.run_id).status == dg.DagsterRunStatus.QUEUED
+        instance.report_run_failed(daily)  # finished (failed or not), it frees the training slot
+        assert run_queue(instance) == [everything_job.name]
+
+        result = dg.materialize(defs.assets, selection=["synthetic_catalog", "tracks"], resources=resources_from(settings), instance=instance)
+        assert result.success and instance.get_latest_materialization_event(dg.AssetKey("tracks")) is not None
+
+
+def test_a_user_who_may_not_create_schemas_is_told_what_to_do(settings, database_url, limited_role, monkeypatch):
+    name = database_url.rsplit("/", 1)[1]
+    limited_url = f"postgresql://{limited_role}@127.0.0.1:5432/{name}"
+    monkeypatch.setenv("ECHOTUNE_HOME", str(settings.home))
+    monkeypatch.setenv("ECHOTUNE_DATABASE_URL", limited_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["pipeline"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert f"user '{limited_role}' may not create schema 'dagster' in database '{name}' at 127.0.0.1:5432" in result.output
+    assert f"CREATE SCHEMA dagster AUTHORIZATION {limited_role}" in result.output
+
+    admin = psycopg2.connect(**SERVER, dbname=name)  # what the message says: the schemas made for the user
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            for schema in (DAGSTER_SCHEMA, MLFLOW_SCHEMA):
+                cursor.execute(f"CREATE SCHEMA {schema} AUTHORIZATION {limited_role}")
+    finally:
+        admin.close()
+    limited = on_postgres(settings, limited_url)
+    prepare_instance(limited)
+    with dg.DagsterInstance.from_config(str(limited.dagster_home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage" and instance.get_runs() == []
+
+
+@pytest.mark.slow
+def test_echotune_pipeline_on_a_fresh_database(settings, database_url, postgres_admin):
+    """`echotune pipeline` with only ECHOTUNE_DATABASE_URL set: Dagster and MLflow create their schemas'
+    tables on first use (migrated to their newest revision), nothing lands in SQLite."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHOTUNE_", "DAGSTER_", "MLFLOW_"))}
+    env.update({
+        "ECHOTUNE_HOME": str(settings.home), "ECHOTUNE_DATABASE_URL": database_url, "ECHOTUNE_REDIS_URL": settings.redis_url,
+        "ECHOTUNE_REDIS_PREFIX": settings.redis_prefix, "ECHOTUNE_SYNTH_TRACKS": "300", "ECHOTUNE_SYNTH_USERS": "80",
+        "ECHOTUNE_SYNTH_EVENTS": "6000", "ECHOTUNE_SYNTH_DAYS": "5", "ECHOTUNE_TRAIN_PARAMS": '{"dimensions": 16}',
+        "ECHOTUNE_EXPERIMENTS_DIR": str(REPO / "experiments" / "definitions"),
+    })  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "echotune.cli", "pipeline"], cwd=settings.home, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    settings = on_postgres(settings, database_url)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        runs = {run.job_name: run for run in instance.get_runs()}
+        assert runs[everything_job.name].status == dg.DagsterRunStatus.SUCCESS
+        assert runs[everything_job.name].tags[TRAINING_TAG] == "true"
+        assert instance.get_latest_materialization_event(dg.AssetKey("recommender_model")) is not None
+    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    assert registry.alias(CHAMPION) == "1"
+    assert not (settings.home / "mlruns" / "mlflow.db").exists() and not (settings.dagster_home / "history" / "runs.db").exists()
+
+    name = database_url.rsplit("/", 1)[1]
+    connection = psycopg2.connect(**SERVER, dbname=name)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema IN ('public', %s, %s)",
+                           (DAGSTER_SCHEMA, MLFLOW_SCHEMA))  # fmt: skip
+            tables = set(cursor.fetchall())
+            revisions = {}
+            for schema in (DAGSTER_SCHEMA, MLFLOW_SCHEMA):
+                cursor.execute(f"SELECT version_num FROM {schema}.alembic_version")
+                revisions[schema] = cursor.fetchone()[0]
+    finally:
+        connection.close()
+    assert {(DAGSTER_SCHEMA, t) for t in ("runs", "event_logs", "jobs", "job_ticks")} <= tables
+    assert {(MLFLOW_SCHEMA, t) for t in ("runs", "experiments", "registered_models", "registered_model_aliases")} <= tables
+    assert not {t for s, t in tables if s == "public"}
+    assert revisions == {DAGSTER_SCHEMA: head_revision("dagster"), MLFLOW_SCHEMA: head_revision("mlflow")}
+
+
+def head_revision(package: str) -> str:
+    """The newest migration a package ships: what a fresh database must be at after first use."""
+    import dagster
+    import mlflow
+
+    folder = {"dagster": Path(dagster.__file__).parent / "_core" / "storage" / "alembic",
+              "mlflow": Path(mlflow.__file__).parent / "store" / "db_migrations"}[package]  # fmt: skip
+    return ScriptDirectory(str(folder)).get_current_head()
