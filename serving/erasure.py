@@ -70,7 +70,7 @@ async def erase_online(client: aredis.Redis, keys: RedisKeys, log: ErasureLog, u
     async with client.pipeline(transaction=False) as pipe:
         pipe.hset(keys.erased_users(), subject, str(at))
         pipe.incr(keys.erasures_version())
-        pipe.delete(*keys.user_keys(user_id, versions))
+        pipe.execute_command("DEL", *keys.user_keys(user_id, versions))  # one slot ({u:<id>}); a cluster pipeline refuses delete()
         *_, deleted = await pipe.execute()
     receipt.append(("redis_online_state", int(deleted), f"user vectors of model versions {', '.join(versions) or 'none'}, played tracks, online learning state"))
     receipt.append(("feedback_stream", await _delete_entries(client, keys.feedback_stream(), user_id, fields=(b"e", b"l")), "accepted events and served lists not yet persisted"))

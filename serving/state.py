@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import redis
-import redis.asyncio as aredis
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
 from core.feedback_stream import APPEND_SCRIPT
+from core.redis_clients import AsyncClient, async_redis_client, is_cluster, redis_client
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
 from core.vectorstore import VectorStore
@@ -59,7 +59,7 @@ class RedisBreaker:
 class AppState:
     settings: Settings
     keys: RedisKeys
-    redis: aredis.Redis
+    redis: AsyncClient
     models: ModelCache
     api_keys: ApiKeys
     append_feedback: object  # AsyncScript running APPEND_SCRIPT
@@ -97,16 +97,17 @@ class AppState:
             embedded = EmbeddedRedis(settings.layout.redis, settings.embedded_redis_maxmemory)
             url = embedded.start()
         keys = RedisKeys(settings.redis_prefix)
-        client = aredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = async_redis_client(url, settings.redis_cluster, socket_timeout=1.0, socket_connect_timeout=1.0)
 
         def store() -> VectorStore:
-            return VectorStore(redis.Redis.from_url(url, socket_timeout=30), keys)
+            return VectorStore(redis_client(url, settings.redis_cluster, socket_timeout=30), keys)
 
         models = ModelCache(client, keys, store, DiskCache(settings.layout.serving_cache(settings.redis_prefix)))
         api_keys = ApiKeys(settings.api_keys or demo_keys(settings.layout.api_keys))
         spool = Spool(settings.layout.spool(settings.redis_prefix))
         state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(clock=clock), spool,
                     ExperimentRouter(client, keys, clock=clock), embedded, clock)  # fmt: skip
+        await asyncio.to_thread(_retag_versions, store)
         await state.models.refresh(force=True)
         await state.experiments.refresh()
         await state.erased.refresh(force=True)
@@ -160,7 +161,17 @@ class AppState:
         return retry_after if count > self.settings.rate_limit_per_minute else None
 
     async def _round_trip(self, commands: list[tuple], must_answer: int = 0) -> list:
-        """Send ``commands`` in one write on a pooled connection and read their replies: what a
+        """Send ``commands`` and read their replies; a refused command's reply is its ResponseError,
+        unless it is one of the first ``must_answer`` (reads the caller needs), then it is raised."""
+        send = self._cluster_round_trip if is_cluster(self.redis) else self._node_round_trip
+        replies = await send(commands)
+        refused = [r for r in replies[:must_answer] if isinstance(r, redis.ResponseError)]
+        if refused:
+            raise refused[0]
+        return replies
+
+    async def _node_round_trip(self, commands: list[tuple]) -> list:
+        """One server: ``commands`` in one write on a pooled connection, then their replies: what a
         redis-py pipeline does, without its per-command bookkeeping (measured: 150 instead of 237 us
         of CPU for the hot path's four commands). A connection left mid-reply is closed, never reused."""
         pool = self.redis.connection_pool
@@ -173,15 +184,26 @@ class AppState:
                     replies.append(await connection.read_response())
                 except redis.ResponseError as exc:  # one command refused (a full Redis refusing a write): the reply is read whole
                     replies.append(exc)
-            refused = [r for r in replies[:must_answer] if isinstance(r, redis.ResponseError)]
-            if refused:  # a read the caller needs failed
-                raise refused[0]
             return replies
         except BaseException:
             await connection.disconnect()
             raise
         finally:
             await pool.release(connection)
+
+    async def _cluster_round_trip(self, commands: list[tuple]) -> list:
+        """A cluster: the commands' keys live in several slots (the rate-limit counter, the user's keys,
+        the feedback stream), so they go as one pipeline per node owning them, sent concurrently (redis-py's
+        cluster pipeline, which also follows MOVED/ASK while slots move): the request still waits for
+        one round trip, to the slowest of those nodes. A connection failure is raised, not returned."""
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies = await pipe.execute(raise_on_error=False)
+        failed = [r for r in replies if isinstance(r, Exception) and not isinstance(r, redis.ResponseError)]
+        if failed:
+            raise failed[0]
+        return replies
 
     async def flush_exposures(self) -> None:
         """Send the exposures no request carried (idle traffic), and note whether the stream is at its
@@ -210,6 +232,18 @@ class AppState:
             self.breaker.failed()
             return self.local_verdict(key, n)
         return self._verdict(retry_after, replies[-1])
+
+
+def _retag_versions(store) -> None:
+    """Rename versions published before their artefacts carried a hash tag (an install upgraded in place
+    keeps serving them); a Redis that is down now is left to the pipeline's next release."""
+    vectors = store()
+    try:
+        vectors.retag_versions()
+    except REDIS_ERRORS as exc:
+        log.warning("could not check for untagged model versions: %s", exc)
+    finally:
+        vectors.r.close()
 
 
 def _count_lost(replies: list) -> None:

@@ -10,6 +10,8 @@ from core.feedback_stream import FeedbackStream
 from serving.worker import GROUP, FeedbackWorker
 from tests.serving.conftest import publish_trained
 
+pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
+
 
 @pytest.fixture
 def worker(settings, redis_client, published):
