@@ -87,3 +87,10 @@ def mget(client: SyncClient, keys: Sequence[str]) -> list:
     if not keys:
         return []
     return client.mget_nonatomic(list(keys)) if isinstance(client, RedisCluster) else client.mget(list(keys))
+
+
+def used_memory(client: SyncClient) -> int:
+    """Bytes Redis uses for data: of the server, or summed over every primary of a cluster."""
+    if isinstance(client, RedisCluster):
+        return sum(int(info["used_memory"]) for info in client.info("memory", target_nodes=RedisCluster.PRIMARIES).values())
+    return int(client.info("memory")["used_memory"])
