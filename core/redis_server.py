@@ -231,7 +231,8 @@ class EmbeddedCluster:
             "--cluster-config-file", str(folder / "nodes.conf"),
             "--cluster-node-timeout", "5000",
             "--dir", str(folder),
-            "--appendonly", "no",
+            "--appendonly", "yes",  # as the embedded server: readiness sees a durable Redis
+            "--appendfsync", "everysec",
             "--save", "",
             "--maxmemory", self.maxmemory,
             "--maxmemory-policy", "noeviction",
@@ -249,7 +250,7 @@ class EmbeddedCluster:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        """Stop every node (their data is thrown away)."""
+        """Stop every node (their data stays in ``directory``, which the caller throws away)."""
         for process in self._processes:
             process.terminate()
         for process in self._processes:

@@ -123,7 +123,8 @@ class AppState:
     ) -> tuple[list[np.ndarray | None], set[str], int | None]:
         """The user's vector of each model version of ``versions``, played track ids and, when ``key``
         is given, the rate limit verdict for that key (seconds to wait, or None), all in one round trip:
-        the hot path pays Redis latency once. Exposures of earlier responses ride along in the same
+        the hot path pays Redis latency once (on a cluster, where those keys live in several slots, one
+        pipeline per node, sent concurrently). Exposures of earlier responses ride along in the same
         round trip. Raises RedisUnavailable (at once while the breaker is open); the request is then
         counted by the in-process limiter, and the caller reads the verdict from :meth:`local_verdict`."""
         if not self.breaker.available:

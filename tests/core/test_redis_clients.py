@@ -8,6 +8,7 @@ import pytest
 
 from core.contracts import RedisKeys
 from core.redis_clients import redis_client, run_scripts
+from core.settings import Settings
 from core.vectorstore import VectorStore
 
 pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
@@ -74,3 +75,9 @@ def test_versions_published_before_the_hash_tag_are_renamed_in_place(store, redi
 def test_a_cluster_needs_a_tcp_node_url():
     with pytest.raises(ValueError, match="ECHOTUNE_REDIS_URL to name a cluster node"):
         redis_client(f"unix:///tmp/{uuid.uuid4().hex}.sock", cluster=True)
+
+
+def test_cluster_settings_without_a_node_url_name_the_fields(tmp_path):
+    with pytest.raises(ValueError, match="ECHOTUNE_REDIS_CLUSTER=true needs ECHOTUNE_REDIS_URL"):
+        Settings(home=tmp_path, redis_cluster=True)
+    assert Settings(home=tmp_path, redis_cluster=True, redis_url="redis://10.0.0.5:7000").redis_cluster
