@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -178,14 +179,7 @@ class AppState:
         pool = self.redis.connection_pool
         connection = await pool.get_connection()
         try:
-            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            replies = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except redis.ResponseError as exc:  # one command refused (a full Redis refusing a write): the reply is read whole
-                    replies.append(exc)
-            return replies
+            return await _exchange(connection, commands)
         except BaseException:
             await connection.disconnect()
             raise
@@ -194,16 +188,43 @@ class AppState:
 
     async def _cluster_round_trip(self, commands: list[tuple]) -> list:
         """A cluster: the commands' keys live in several slots (the rate-limit counter, the user's keys,
-        the feedback stream), so they go as one pipeline per node owning them, sent concurrently (redis-py's
-        cluster pipeline, which also follows MOVED/ASK while slots move): the request still waits for
-        one round trip, to the slowest of those nodes. A connection failure is raised, not returned."""
-        pipe = self.redis.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        replies = await pipe.execute(raise_on_error=False)
-        failed = [r for r in replies if isinstance(r, Exception) and not isinstance(r, redis.ResponseError)]
-        if failed:
-            raise failed[0]
+        the feedback stream), so they go as one pipeline per node owning them, each written at once as on
+        one server, all sent concurrently: the request waits for one round trip, to the slowest of those
+        nodes. Commands refused with MOVED or ASK (slots being moved) go again through redis-py's cluster
+        pipeline, which follows the redirect and refreshes the slot map; a lost connection makes the
+        client read the map afresh on its next use (a failover moves slots to another node)."""
+        client = self.redis
+        await client.initialize()  # a no-op once the slot map is read
+        by_node: dict = defaultdict(list)
+        for i, command in enumerate(commands):
+            by_node[client.get_node_from_key(command[1])].append(i)
+        replies: list = [None] * len(commands)
+
+        async def send(node, indices: list[int]) -> None:
+            connection = node.acquire_connection()
+            try:
+                for i, reply in zip(indices, await _exchange(connection, [commands[i] for i in indices])):
+                    replies[i] = reply
+            except BaseException:
+                await connection.disconnect()
+                raise
+            finally:
+                node.release(connection)
+
+        try:
+            await asyncio.gather(*(send(node, indices) for node, indices in by_node.items()))
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            await client.aclose()
+            raise
+        moved = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.AskError)]  # MovedError is an AskError
+        if moved:
+            pipe = client.pipeline(transaction=False)
+            for i in moved:
+                pipe.execute_command(*commands[i])
+            for i, reply in zip(moved, await pipe.execute(raise_on_error=False)):
+                if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
+                    raise reply
+                replies[i] = reply
         return replies
 
     async def flush_exposures(self) -> None:
@@ -233,6 +254,19 @@ class AppState:
             self.breaker.failed()
             return self.local_verdict(key, n)
         return self._verdict(retry_after, replies[-1])
+
+
+async def _exchange(connection, commands: list[tuple]) -> list:
+    """Write ``commands`` at once on ``connection`` and read their replies (a refused command's reply is
+    its ResponseError, read whole, so the connection stays usable)."""
+    await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+    replies = []
+    for _ in commands:
+        try:
+            replies.append(await connection.read_response())
+        except redis.ResponseError as exc:  # one command refused (a full Redis refusing a write)
+            replies.append(exc)
+    return replies
 
 
 def _retag_versions(store) -> None:
