@@ -69,7 +69,7 @@ def run_scripts(client: SyncClient, calls: Sequence[tuple[Script, Sequence[str],
             script(keys=keys, args=args, client=pipe)
         for i, reply in zip(indices, pipe.execute(raise_on_error=False)):
             results[i] = reply
-    moved = [i for i, r in enumerate(results) if isinstance(r, redis.ResponseError) and str(r).startswith(("MOVED", "ASK"))]
+    moved = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.AskError)]  # MovedError is an AskError
     if moved:
         client.nodes_manager.initialize()
         for i in moved:

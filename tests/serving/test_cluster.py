@@ -1,10 +1,13 @@
-"""What only a Redis Cluster does to the API: slots that move while the API holds an old slot map."""
+"""What only a Redis Cluster does: slots that move while the API or the worker holds an old slot map."""
 
 import pytest
 import redis
 
 from core.contracts import RedisKeys
-from core.redis_clients import redis_client
+from core.feedback_stream import FeedbackStream
+from core.redis_clients import redis_client, run_scripts
+from serving.worker import FeedbackWorker
+from tests.serving.test_worker import drain, events_for
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +46,31 @@ def test_the_hot_path_follows_a_slot_moved_under_it(client, settings, redis_url,
     assert vectors[0] is not None and (vectors[0] == before[0][0]).all() and played == before[1] and played
     response = client.get(f"/recommendations/{known_user_id}")
     assert response.status_code == 200 and not response.json()["degraded"]
+
+
+def test_the_worker_follows_a_slot_moved_under_it(settings, redis_url, redis_client, published, trained, known_user_id):
+    """Reading the user's state and the stream across the moved slots refreshes the worker's slot map;
+    every event is applied and counted once."""
+    keys = RedisKeys(settings.redis_prefix)
+    worker = FeedbackWorker(redis_client, keys, consumer="w1", batch=100, block_ms=10)
+    worker.ensure_group()
+    stream = FeedbackStream(redis_client, keys)
+    tracks = list(trained[0].item_ids[:6])
+    stream.append(events_for(known_user_id, tracks[:3], prefix="a"))
+    assert drain(worker) == 3  # the worker's client has read the slot map
+    move_slot(redis_url, keys.user_revision(known_user_id))
+    move_slot(redis_url, keys.feedback_stream())
+    stream.append(events_for(known_user_id, tracks[3:], prefix="b"))
+    assert drain(worker) == 3
+    assert stream.counters() == {"accepted": 6, "applied": 6}
+    assert redis_client.zcard(keys.user_applied_events(known_user_id)) == 6
+
+
+def test_scripts_sent_per_node_follow_a_slot_moved_under_them(redis_url, redis_client, redis_prefix):
+    """run_scripts sends each node its calls itself; a call the node answers MOVED runs again through the
+    cluster client (which follows the redirect), once."""
+    script = redis_client.register_script("return redis.call('INCR', KEYS[1])")
+    key = f"{redis_prefix}:{{u:moving}}:n"
+    assert run_scripts(redis_client, [(script, [key], [])]) == [1]  # the slot map is read
+    move_slot(redis_url, key)
+    assert run_scripts(redis_client, [(script, [key], [])]) == [2]
