@@ -10,7 +10,11 @@ workers, one BLAS thread each). Prints requests/s, P50/P95/P99 and errors, and o
 Targets (issue 5): at 8 connections >= 1,500 requests/s, P99 <= 20 ms and >= 0.75 of the floor's
 requests/s; at 64 connections zero errors and P99 <= 150 ms.
 
-    .venv/bin/python bench/serving.py [--seconds 20] [--events 400000]
+``--cluster`` also publishes the model to a local 3-master Redis Cluster, starts a second API on it
+(ECHOTUNE_REDIS_CLUSTER=true) and drives ``GET /recommendations`` there the same way, printing its
+requests/s and P99 as ratios to the single-node API measured in the same run (issue 16).
+
+    .venv/bin/python bench/serving.py [--seconds 20] [--events 400000] [--cluster]
 Needs wrk (Debian: apt-get install wrk).
 """
 
@@ -31,12 +35,12 @@ SUPPORT = Path(__file__).resolve().parent / "serving_support"
 KEY = "bench-client-key-0123456789abcdef"
 
 
-def build_stack(folder: Path, redis_url: str, prefix: str, n_events: int) -> tuple[list[str], list[str]]:
-    """Train the default algorithm on a 50k x 10k synthetic world and publish it; returns user ids and track ids."""
-    import redis
-
+def build_stack(folder: Path, redis_url: str, prefix: str, n_events: int, cluster_url: str | None = None) -> tuple[list[str], list[str]]:
+    """Train the default algorithm on a 50k x 10k synthetic world and publish it (to the cluster at
+    ``cluster_url`` too when given); returns user ids and track ids."""
     from core import release
     from core.contracts import RedisKeys
+    from core.redis_clients import redis_client
     from core.synthetic import SyntheticWorld
     from core.vectorstore import VectorStore
     from models import DEFAULT_ALGORITHM, create
@@ -49,10 +53,11 @@ def build_stack(folder: Path, redis_url: str, prefix: str, n_events: int) -> tup
     graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
     matrix, features = build_inputs(graded, world.tracks)
     model = create(DEFAULT_ALGORITHM).fit(matrix, features)
-    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(prefix))
     trained_until = int(events["timestamp"].max().timestamp() * 1000)
-    release.publish(store, "1", model, world.tracks, trained_until, alias="champion")
-    release.publish_played(store, graded)
+    for url, cluster in ((redis_url, False), (cluster_url, True)) if cluster_url else ((redis_url, False),):
+        store = VectorStore(redis_client(url, cluster), RedisKeys(prefix))
+        release.publish(store, "1", model, world.tracks, trained_until, alias="champion")
+        release.publish_played(store, graded)
     print(f"stack: {len(model.item_ids):,} tracks, {len(model.user_ids):,} users with vectors ({model.item_vectors().shape[1]}-d {model.name}), "
           f"{len(events):,} events, built in {time.perf_counter() - started:.0f}s", flush=True)  # fmt: skip
     return list(model.user_ids), list(model.item_ids)
@@ -75,21 +80,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--events", type=int, default=400_000)
+    parser.add_argument("--cluster", action="store_true", help="also serve from a local 3-master Redis Cluster and print the ratio to one node")
     args = parser.parse_args()
     require_wrk()
     processes: list[subprocess.Popen] = []
     with scratch_redis("serving") as (folder, redis_url):
+        cluster = None
         try:
-            _run(args, folder, redis_url, processes)
+            if args.cluster:
+                from core.redis_server import EmbeddedCluster
+
+                cluster = EmbeddedCluster(folder / "cluster")
+                cluster.start()
+            _run(args, folder, redis_url, processes, cluster.url if cluster else None)
         finally:
             for process in processes:
                 stop(process)
+            if cluster is not None:
+                cluster.stop()
 
 
-def _run(args, folder: Path, redis_url: str, processes: list[subprocess.Popen]) -> None:
-    """Build the stack, start the API and the floor app (appended to ``processes``), drive both, print."""
+def _run(args, folder: Path, redis_url: str, processes: list[subprocess.Popen], cluster_url: str | None = None) -> None:
+    """Build the stack, start the API (and one on the cluster) and the floor app (appended to ``processes``), drive them, print."""
     prefix = "bench"
-    users, tracks = build_stack(folder, redis_url, prefix, args.events)
+    users, tracks = build_stack(folder, redis_url, prefix, args.events, cluster_url)
     (folder / "users.txt").write_text("\n".join(users))
     (folder / "tracks.txt").write_text("\n".join(tracks))
     blas = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -103,11 +117,18 @@ def _run(args, folder: Path, redis_url: str, processes: list[subprocess.Popen]) 
                    "--workers", "2", "--log-level", "warning", "--no-access-log"], blas, folder / "floor.log")  # fmt: skip
     processes.append(floor)
     wait_ready(f"http://127.0.0.1:{floor_port}/recommendations/warmup")
+    endpoints = [("GET /recommendations", api_port, "recommend"), ("GET /similar", api_port, "similar"), ("floor app", floor_port, "recommend")]
+    if cluster_url:  # its own home: spool and model cache apart from the single-node API's
+        cluster_port = free_port()
+        cluster_env = {**api_env, "ECHOTUNE_HOME": str(folder / "cluster-api"), "ECHOTUNE_REDIS_URL": cluster_url, "ECHOTUNE_REDIS_CLUSTER": "true"}
+        processes.append(start([sys.executable, "-m", "echotune.cli", "serve", "--port", str(cluster_port), "--workers", "2"],
+                               cluster_env, folder / "api-cluster.log"))  # fmt: skip
+        wait_ready(f"http://127.0.0.1:{cluster_port}/health/ready")
+        endpoints.append(("GET /recs (cluster)", cluster_port, "recommend"))
 
     wrk_env = {"WRK_USERS": str(folder / "users.txt"), "WRK_TRACKS": str(folder / "tracks.txt"), "WRK_KEY": KEY}
     runs = []
-    for name, port, mode in (("GET /recommendations", api_port, "recommend"), ("GET /similar", api_port, "similar"),
-                             ("floor app", floor_port, "recommend")):  # fmt: skip
+    for name, port, mode in endpoints:
         for connections in (8, 64):
             run_wrk(f"http://127.0.0.1:{port}", connections, 3, {**wrk_env, "WRK_MODE": mode})  # warm-up
             figures = run_wrk(f"http://127.0.0.1:{port}", connections, args.seconds, {**wrk_env, "WRK_MODE": mode})
@@ -123,6 +144,11 @@ def _run(args, folder: Path, redis_url: str, processes: list[subprocess.Popen]) 
     for connections in (8, 64):
         ratio = by[("GET /recommendations", connections)]["rps"] / by[("floor app", connections)]["rps"]
         print(f"GET /recommendations / floor at {connections} connections: {ratio:.2f}")
+    if cluster_url:
+        for connections in (8, 64):
+            on_cluster, on_node = by[("GET /recs (cluster)", connections)], by[("GET /recommendations", connections)]
+            print(f"cluster / one node at {connections} connections: req/s {on_cluster['rps'] / on_node['rps']:.2f}, "
+                  f"P99 {on_cluster['p99_us'] / on_node['p99_us']:.2f}")
     eight, sixty_four = by[("GET /recommendations", 8)], by[("GET /recommendations", 64)]
     print("\ntargets: 8 conns >= 1,500 req/s: {}; P99 <= 20 ms: {}; >= 0.75 x floor: {}; 64 conns zero errors: {}; P99 <= 150 ms: {}".format(
         eight["rps"] >= 1500, eight["p99_us"] <= 20_000, eight["rps"] / by[("floor app", 8)]["rps"] >= 0.75,

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import importlib.util
 import logging
+import random
 import shutil
 import socket
 import subprocess
@@ -161,3 +162,101 @@ def redis_url(configured: str | None, directory: Path, maxmemory: str = "2gb") -
         yield server.url
     finally:
         server.stop()
+
+
+def _free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (10000 higher, below 65536) is free too."""
+    for _ in range(100):
+        port = random.randint(20_000, 55_535)
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free pair of loopback ports (p, p + 10000) for a cluster node")
+
+
+class EmbeddedCluster:
+    """A throwaway Redis Cluster of ``masters`` primaries (no replicas) on free loopback ports, from the
+    same redis-server binary as :class:`EmbeddedRedis`: what the tests and ``bench/serving.py
+    --cluster`` run against. Slots are spread evenly with CLUSTER ADDSLOTS and the nodes joined
+    with CLUSTER MEET (what ``redis-cli --cluster create`` does, without needing redis-cli)."""
+
+    def __init__(self, directory: Path, masters: int = 3, maxmemory: str = "1gb") -> None:
+        self.directory = Path(directory)
+        self.masters = masters
+        self.maxmemory = maxmemory
+        self.ports: list[int] = []
+        self._processes: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        """The URL of one node (a cluster client finds the others from it)."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start the nodes, assign the slots, and wait until every node reports the cluster ok."""
+        try:
+            for i in range(self.masters):
+                self._spawn_node(self.directory / f"node{i}", timeout)
+            clients = [redis.Redis(port=port, socket_timeout=5) for port in self.ports]
+            share = 16384 // self.masters
+            for i, client in enumerate(clients):
+                last = 16383 if i == self.masters - 1 else (i + 1) * share - 1
+                client.execute_command("CLUSTER ADDSLOTS", *range(i * share, last + 1))  # ADDSLOTSRANGE needs Redis 7
+                client.execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0])
+            deadline = time.monotonic() + timeout
+            while not all(c.cluster("INFO")["cluster_state"] == "ok" and len(c.cluster("NODES")) == self.masters for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis cluster on ports {self.ports} not ok within {timeout}s (logs under {self.directory})")
+                time.sleep(0.05)
+            for client in clients:
+                client.close()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("started a %d-master redis cluster on ports %s", self.masters, self.ports)
+        return self.url
+
+    def _spawn_node(self, folder: Path, timeout: float) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        port = _free_cluster_port()
+        args = [
+            redis_server_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(folder / "nodes.conf"),
+            "--cluster-node-timeout", "5000",
+            "--dir", str(folder),
+            "--appendonly", "yes",  # as the embedded server: readiness sees a durable Redis
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(folder / "redis.log"),
+        ]  # fmt: skip
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._processes.append(process)
+        self.ports.append(port)
+        deadline = time.monotonic() + timeout
+        while not _responds(f"redis://127.0.0.1:{port}/0"):
+            if process.poll() is not None:
+                raise RuntimeError(f"cluster node on port {port} exited with {process.returncode} (log: {folder / 'redis.log'})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster node on port {port} did not answer within {timeout}s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop every node (their data stays in ``directory``, which the caller throws away)."""
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._processes, self.ports = [], []

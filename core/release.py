@@ -105,6 +105,7 @@ def publish_aliases(
     """For each MLflow alias that points at a version: publish the version to Redis unless it already
     is (without the vectors of users ``erased`` names), then move the Redis alias. Returns alias -> version."""
     published: dict[str, str] = {}
+    store.retag_versions()  # versions published before their artefacts carried a hash tag
     with tempfile.TemporaryDirectory() as tmp:
         for alias in aliases:
             version = registry.alias(alias)

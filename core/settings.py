@@ -200,6 +200,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _cluster_node(self) -> "Settings":
+        if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "rediss://")):
+            raise ValueError(
+                f"ECHOTUNE_REDIS_CLUSTER=true needs ECHOTUNE_REDIS_URL to name a node of the cluster as redis://host:port "
+                f"(it is {self.redis_url or 'unset'}; the embedded server is a single node)"
+            )
+        return self
+
     @property
     def layout(self) -> Layout:
         """Every folder and file under the data (or shared storage) and var roots (see :mod:`core.layout`)."""

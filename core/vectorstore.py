@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import redis
 
 from core.contracts.redis_keys import RedisKeys
+from core.redis_clients import is_cluster, mget
 
 _BATCH = 2_000
 # most recent tracks kept in a user's played set: every recommendation reads the whole set, so it is
@@ -161,7 +162,7 @@ class VectorStore:
     def aliases(self) -> dict[str, str]:
         """Every alias and the version it points at."""
         names = list(self.r.scan_iter(match=self.keys.alias("*"), count=1000))
-        values = self.r.mget(names) if names else []
+        values = mget(self.r, names)
         prefix = len(self.keys.alias(""))
         return {n.decode()[prefix:]: v.decode() for n, v in zip(names, values) if v is not None}
 
@@ -222,6 +223,23 @@ class VectorStore:
         return {t.decode() for t in self.r.zrange(self.keys.user_played(user_id), 0, -1)}
 
     # --- housekeeping ---------------------------------------------------------------------
+    def retag_versions(self) -> int:
+        """Rename the artefacts of versions published before they carried the version's hash tag, so
+        an install upgraded in place keeps serving them. Only on a single server (a cluster never held
+        the old names, and RENAME cannot cross its slots). Returns the keys renamed."""
+        if is_cluster(self.r):
+            return 0
+        renames = [pair for version in self.versions() for pair in self.keys.untagged_model_artefacts(version).items()]
+        if not renames:
+            return 0
+        pipe = self.r.pipeline(transaction=False)
+        for old, _ in renames:
+            pipe.exists(old)
+        found = [pair for pair, exists in zip(renames, pipe.execute()) if exists]
+        for old, new in found:
+            pipe.renamenx(old, new)
+        return sum(pipe.execute()) if found else 0
+
     def delete_version(self, version: str) -> int:
         """Remove a version's artefacts (refuses while an alias points at it). Returns keys deleted."""
         for alias, target in self.aliases().items():

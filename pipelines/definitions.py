@@ -25,7 +25,7 @@ from pipelines.training import definitions as training_defs
 def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "store": OfflineStoreResource(data_dir=settings.data_location, var_dir=str(settings.var_dir), s3_endpoint_url=settings.s3_endpoint_url or ""),
-        "redis": RedisResource(url=settings.redis_url or "", prefix=settings.redis_prefix, embedded_dir=str(settings.layout.redis),
+        "redis": RedisResource(url=settings.redis_url or "", cluster=settings.redis_cluster, prefix=settings.redis_prefix, embedded_dir=str(settings.layout.redis),
                                embedded_maxmemory=settings.embedded_redis_maxmemory),
         "mlflow": MlflowResource(
             tracking_uri=settings.mlflow_tracking_uri,

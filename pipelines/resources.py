@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-import redis
 from pydantic import PrivateAttr
 
 from core.contracts.redis_keys import RedisKeys
 from core.layout import Layout
 from core.model_registry import ModelRegistry
+from core.redis_clients import SyncClient, redis_client
 from core.redis_server import EmbeddedRedis
 from core.storage import location
 from core.tables import OfflineStore
@@ -36,23 +36,24 @@ class OfflineStoreResource(dg.ConfigurableResource):
 
 
 class RedisResource(dg.ConfigurableResource):
-    """Redis at ``url``; when ``url`` is empty, the project's embedded server in ``embedded_dir``
-    (attached to if running, else started for the run and stopped after it)."""
+    """Redis at ``url`` (a node of a Redis Cluster when ``cluster``); when ``url`` is empty, the project's
+    embedded server in ``embedded_dir`` (attached to if running, else started for the run and stopped after it)."""
 
     url: str = ""
+    cluster: bool = False
     prefix: str = "echotune"
     embedded_dir: str = "var/redis"
     embedded_maxmemory: str = "2gb"
 
     _server: EmbeddedRedis | None = PrivateAttr(default=None)
-    _client: redis.Redis | None = PrivateAttr(default=None)
+    _client: SyncClient | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         url = self.url
         if not url:
             self._server = EmbeddedRedis(Path(self.embedded_dir), self.embedded_maxmemory)
             url = self._server.start()
-        self._client = redis.Redis.from_url(url)
+        self._client = redis_client(url, self.cluster)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
@@ -65,7 +66,7 @@ class RedisResource(dg.ConfigurableResource):
         return RedisKeys(self.prefix)
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> SyncClient:
         if self._client is None:
             raise RuntimeError("RedisResource used outside of a run")
         return self._client

@@ -3,10 +3,10 @@ runs show up in the UI like any other: first the live feedback partitions that h
 stream, then everything else, then a report for every running experiment."""
 
 import dagster as dg
-import redis
 
 from core.contracts.redis_keys import RedisKeys
 from core.ingest.live_feedback import stream_days
+from core.redis_clients import redis_client
 from core.settings import Settings
 from experiments.registry import ExperimentRegistry
 from pipelines.automation.jobs import drain_job, everything_job
@@ -20,7 +20,7 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
     """Drain live feedback, then run every other asset (and its checks) once. True when all succeeded."""
     instance = instance or dg.DagsterInstance.get()
     defs = build_defs(settings)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url, settings.redis_cluster)
     try:
         days = stream_days(client, RedisKeys(settings.redis_prefix))
     finally:
@@ -31,7 +31,7 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
         ok &= drain.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=_QUIET).success
     result = defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
     ok &= result.success
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings.redis_url, settings.redis_cluster)
     try:
         running = [e.id for e in ExperimentRegistry(client, RedisKeys(settings.redis_prefix)).running()]
     finally:

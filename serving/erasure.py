@@ -73,11 +73,14 @@ async def erase_online(client: aredis.Redis, keys: RedisKeys, log: ErasureLog, u
     at = await asyncio.to_thread(log.record_request, subject, clock.now())
     receipt: list[tuple[str, int | None, str | None]] = []
     versions = [v.decode() for v in await client.zrange(keys.models_index(), 0, -1)]
+    # recorded before the keys go, in a round trip of its own: a worker storing the user's events after
+    # the DEL then sees the new erasures version and deletes them again (on a cluster one pipeline's
+    # commands to different nodes run in no set order)
     async with client.pipeline(transaction=False) as pipe:
         pipe.hset(keys.erased_users(), subject, str(at))
         pipe.incr(keys.erasures_version())
-        pipe.delete(*keys.user_keys(user_id, versions))
-        *_, deleted = await pipe.execute()
+        await pipe.execute()
+    deleted = await client.delete(*keys.user_keys(user_id, versions))  # one slot: {u:<id>}
     receipt.append(("redis_online_state", int(deleted), f"user vectors of model versions {', '.join(versions) or 'none'}, played tracks, online learning state"))
     receipt.append(("feedback_stream", await _delete_entries(client, keys.feedback_stream(), user_id, fields=(b"e", b"l")), "accepted events and served lists not yet persisted"))
     receipt.append(("dead_letters", await _delete_entries(client, keys.feedback_dead_letters(), user_id, fields=(b"field:e", b"field:l")), "events the worker could not apply"))

@@ -80,8 +80,10 @@ class ModelCache:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.get(self._keys.alias(alias))
                 # a catalog extended with new tracks since it was loaded (same version, more items)
-                pipe.hget(self._keys.model_meta(current.version), "catalog_revision") if current else pipe.echo(b"")
-                raw, revision = await pipe.execute()
+                if current is not None:
+                    pipe.hget(self._keys.model_meta(current.version), "catalog_revision")
+                raw, *revision = await pipe.execute()
+            revision = revision[0] if revision else None
         except (aredis.RedisError, OSError) as exc:
             if current is None:
                 return await self._from_disk(alias, exc)

@@ -1,6 +1,7 @@
 """Shared fixtures: a real Redis server (embedded, or ECHOTUNE_REDIS_URL with an isolated key prefix),
 a real S3-compatible server for shared storage, settings rooted in a temporary folder, and small
-synthetic data sets."""
+synthetic data sets. A module marked ``redis_topologies`` runs every test twice: on one server and on a
+real 3-master Redis Cluster."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from core.redis_server import EmbeddedRedis
+from core.redis_clients import redis_client as make_client
+from core.redis_server import EmbeddedCluster, EmbeddedRedis
 from core.settings import Settings
 from tests.object_storage import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, weed_binary
 
@@ -19,8 +21,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "redis_topologies: run the module's tests on one Redis server and on a Redis Cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("redis_topologies") and "redis_cluster" in metafunc.fixturenames:
+        metafunc.parametrize("redis_cluster", [False, True], ids=["node", "cluster"], indirect=True, scope="module")
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def single_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis for the whole session: the configured one, else a throwaway embedded server."""
     configured = Settings().redis_url
     if configured:
@@ -53,12 +64,32 @@ def storage_url(s3_server: SeaweedS3) -> str:
     return f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture(scope="session")
+def cluster_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-master Redis Cluster for the whole session (started on first use, about 2 s)."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster.start()
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(request: pytest.FixtureRequest) -> bool:
+    """Whether this test runs on the Redis Cluster (modules marked ``redis_topologies``: both)."""
+    return getattr(request, "param", False)
+
+
+@pytest.fixture(scope="module")
+def redis_url(request: pytest.FixtureRequest, redis_cluster: bool) -> str:
+    """The Redis of this test: one server, or a node of the cluster."""
+    return request.getfixturevalue("cluster_redis_url" if redis_cluster else "single_redis_url")
+
+
 @pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
+def redis_prefix(redis_url: str, redis_cluster: bool) -> Iterator[str]:
     """A key prefix of this test's own; its keys are deleted afterwards."""
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
+    client = make_client(redis_url, redis_cluster)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         client.delete(*keys)
@@ -66,18 +97,19 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def redis_client(redis_url: str, redis_cluster: bool) -> Iterator[redis.Redis]:
+    client = make_client(redis_url, redis_cluster)
     yield client
     client.close()
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str, redis_prefix: str) -> Settings:
+def settings(tmp_path: Path, redis_url: str, redis_cluster: bool, redis_prefix: str) -> Settings:
     """Settings for a project rooted in a temporary folder, with a small synthetic data set."""
     return Settings(
         home=tmp_path,
         redis_url=redis_url,
+        redis_cluster=redis_cluster,
         redis_prefix=redis_prefix,
         synth_tracks=300,
         synth_users=80,

@@ -3,7 +3,8 @@
 Everything lives under ``<prefix>:v1:`` (the layout version). Model artefacts are versioned by the
 registered model version, so a new version is written beside the old one and made live by moving one
 alias key: readers never see a half-written set. Per-user keys carry the user id in a hash tag
-(``{u:<id>}``) so that, on Redis Cluster, all of a user's keys share a slot.
+(``{u:<id>}``) so that, on Redis Cluster, all of a user's keys share a slot; a version's artefacts carry
+``{m:<version>}`` (extending its catalog is one transaction), the feedback stream's keys ``{fb}``.
 """
 
 from __future__ import annotations
@@ -31,24 +32,32 @@ class RedisKeys:
 
     def model_meta(self, version: str) -> str:
         """Hash: algorithm, dimensions, item count, MLflow run id, publication time."""
-        return f"{self.root}:model:{version}:meta"
+        return f"{self.root}:model:{{m:{version}}}:meta"
 
     def model_items(self, version: str) -> str:
         """String: parquet bytes of the version's item table (ids, metadata, popularity)."""
-        return f"{self.root}:model:{version}:items"
+        return f"{self.root}:model:{{m:{version}}}:items"
 
     def model_item_vectors(self, version: str) -> str:
         """String: .npy bytes of the float32 item matrix, row i = item i of ``model_items``."""
-        return f"{self.root}:model:{version}:item_vectors"
+        return f"{self.root}:model:{{m:{version}}}:item_vectors"
 
     def model_similarity_vectors(self, version: str) -> str:
         """String: .npy bytes of unit-norm item vectors for item-to-item similarity (when the model's
         similarity differs from its scoring vectors, e.g. without a bias column)."""
-        return f"{self.root}:model:{version}:similarity_vectors"
+        return f"{self.root}:model:{{m:{version}}}:similarity_vectors"
 
     def model_fold_in(self, version: str) -> str:
         """String: .npy bytes of the version's fold-in matrix (user = weights @ matrix + tail)."""
-        return f"{self.root}:model:{version}:fold_in"
+        return f"{self.root}:model:{{m:{version}}}:fold_in"
+
+    def untagged_model_artefacts(self, version: str) -> dict[str, str]:
+        """The names a version's artefacts had before they carried the version's hash tag -> their names
+        now (:meth:`core.vectorstore.VectorStore.retag_versions` renames them once on a single server)."""
+        return {f"{self.root}:model:{version}:{part}": tagged for part, tagged in (
+            ("meta", self.model_meta(version)), ("items", self.model_items(version)), ("item_vectors", self.model_item_vectors(version)),
+            ("similarity_vectors", self.model_similarity_vectors(version)), ("fold_in", self.model_fold_in(version)),
+        )}  # fmt: skip
 
     def user_vector(self, version: str, user_id: str) -> str:
         """String: float32 bytes of the user's vector for this model version."""

@@ -115,7 +115,7 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        client = worker_client(url)  # timeouts, keepalive and health checks: a dead connection never hangs it
+        client = worker_client(url, cluster=settings.redis_cluster)  # timeouts, keepalive and health checks: a dead connection never hangs it
         feedback_worker = FeedbackWorker(
             client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, claim_idle_ms=claim_idle_ms, latency_log=latency_log,
             erasure_log=OfflineStore(settings.layout.tables).erasures,

@@ -13,14 +13,13 @@ from echotune.config import load_settings
 @contextlib.contextmanager
 def _redis():
     """The configured Redis, or the embedded one (attached to while the demo runs)."""
-    import redis
-
     from core.contracts.redis_keys import RedisKeys
+    from core.redis_clients import redis_client
     from core.redis_server import redis_url
 
     settings = load_settings()
     with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        client = redis.Redis.from_url(url)
+        client = redis_client(url, settings.redis_cluster)
         try:
             yield client, RedisKeys(settings.redis_prefix)
         finally:

@@ -47,17 +47,16 @@ def status() -> None:
 @click.option("--to", "to_version", default=None, help="Version to make champion (default: the newest earlier promoted one).")
 def rollback(to_version: str | None) -> None:
     """Move the champion alias back, in MLflow and in Redis: the API serves the old version within seconds."""
-    import redis
-
     from core import release
     from core.contracts.redis_keys import RedisKeys
+    from core.redis_clients import redis_client
     from core.redis_server import redis_url
     from core.vectorstore import VectorStore
 
     settings = load_settings()
     registry = _registry(settings)
     with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        store = VectorStore(redis.Redis.from_url(url), RedisKeys(settings.redis_prefix))
+        store = VectorStore(redis_client(url, settings.redis_cluster), RedisKeys(settings.redis_prefix))
         try:
             previous, now = release.rollback(registry, store, to_version)
         except LookupError as exc:
@@ -70,11 +69,10 @@ def purge() -> None:
     """Retire now every model version trained on data of a user erased since: MLflow artifacts,
     registered version and Redis vectors (the pipeline does it on every run). Needs a champion trained
     after the last erasure; prints the versions deleted as JSON."""
-    import redis
-
     from core import release
     from core.contracts.redis_keys import RedisKeys
     from core.erasure import sync_erasures
+    from core.redis_clients import redis_client
     from core.redis_server import redis_url
     from core.tables import OfflineStore
     from core.vectorstore import VectorStore
@@ -83,7 +81,7 @@ def purge() -> None:
     registry = _registry(settings)
     tables = OfflineStore(settings.layout.tables)
     with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        client = redis.Redis.from_url(url)
+        client = redis_client(url, settings.redis_cluster)
         keys = RedisKeys(settings.redis_prefix)
         erasures = sync_erasures(tables, client, keys)
         champion = registry.alias(release.CHAMPION)

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from core import release
+from core.redis_clients import used_memory
 from core.training_data import build_interactions
 from models.training import train
 from experiments.registry import ExperimentRegistry
@@ -111,7 +112,7 @@ def serving_vectors(
             "versions_retired_for_erasures": ", ".join(purged) or "none",
             "vector_sets_deleted": ", ".join(retired) or "none",
             "vector_sets_kept": len(vectors.versions()),
-            "redis_used_memory_mb": dg.MetadataValue.float(redis.client.info("memory")["used_memory"] / 2**20),
+            "redis_used_memory_mb": dg.MetadataValue.float(used_memory(redis.client) / 2**20),
             "trigger": context.run.tags.get(REASON_TAG, "manual"),
         }
     )

@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import json
 
-import redis
 
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from core.storage import StoragePath, is_remote
+from core.redis_clients import redis_client
 from experiments.definition import Experiment
 from experiments.registry import ExperimentConflict, ExperimentRegistry
 from serving.deps import AdminKey, ClientKey, StateDep
@@ -27,7 +27,7 @@ ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"m
 
 def _with_registry(state, method: str, *args):
     # the registry is a small synchronous helper (admin calls are rare): one connection per call, in a thread
-    client = redis.Redis.from_url(state.settings.redis_url or state.embedded.url)
+    client = redis_client(state.settings.redis_url or state.embedded.url, state.settings.redis_cluster)
     with contextlib.closing(client):
         return getattr(ExperimentRegistry(client, state.keys), method)(*args)
 

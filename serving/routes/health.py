@@ -4,6 +4,7 @@ import asyncio
 
 from fastapi import APIRouter, Response
 
+from core.redis_clients import is_cluster
 from serving.deps import StateDep
 from serving.observability import feedback_exposition, metrics_payload, spool_exposition
 from serving.schemas import Health
@@ -17,14 +18,9 @@ router = APIRouter(tags=["operations"])
 async def _health(state) -> Health:
     worker, aof = None, None
     try:
-        async with state.redis.pipeline(transaction=False) as pipe:
-            pipe.ping()
-            pipe.hgetall(state.keys.worker_heartbeats())
-            pipe.info("persistence")
-            _, heartbeats, persistence = await pipe.execute()
+        heartbeats, aof = await _heartbeats_and_aof(state.redis, state.keys)
         redis_status = "ok"
         worker = worker_liveness(heartbeats, state.clock.now(), state.settings.worker_stale_seconds)
-        aof = bool(int(persistence.get("aof_enabled", 0)))
     except REDIS_ERRORS as exc:
         redis_status = f"down: {type(exc).__name__}"
     model = state.models.get()
@@ -42,6 +38,20 @@ async def _health(state) -> Health:
         worker_alive=worker.alive > 0 if worker else None,
         worker_heartbeat_age_seconds=worker.newest_age_seconds if worker else None,
     )
+
+
+async def _heartbeats_and_aof(client, keys) -> tuple[dict, bool]:
+    """The workers' heartbeats and whether Redis keeps an append-only file: one round trip to one server;
+    on a cluster, every primary must keep one (each holds a share of the keys)."""
+    if is_cluster(client):
+        heartbeats = await client.hgetall(keys.worker_heartbeats())
+        persistence = await client.info("persistence", target_nodes=client.PRIMARIES)
+        return heartbeats, all(int(info.get("aof_enabled", 0)) for info in persistence.values())
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.worker_heartbeats())
+        pipe.info("persistence")
+        heartbeats, persistence = await pipe.execute()
+    return heartbeats, bool(int(persistence.get("aof_enabled", 0)))
 
 
 @router.get("/health", response_model=Health)
@@ -81,8 +91,9 @@ async def metrics(state: StateDep) -> Response:
             pipe.xlen(state.keys.feedback_stream())
             pipe.hgetall(state.keys.worker_heartbeats())
             for _, buckets in windows:
-                pipe.pfcount(*[state.keys.feedback_active_users(b) for b in buckets])
-                pipe.mget([state.keys.feedback_active_events(b) for b in buckets])
+                # spelled out: redis-py's cluster pipeline refuses pfcount() and mget() (their keys share the {fb} slot)
+                pipe.execute_command("PFCOUNT", *[state.keys.feedback_active_users(b) for b in buckets])
+                pipe.execute_command("MGET", *[state.keys.feedback_active_events(b) for b in buckets])
             counters, aggregates, stream_length, heartbeats, *activity = await pipe.execute()
     except REDIS_ERRORS:  # the process and spool metrics are still worth a scrape
         return Response(payload, media_type=content_type)

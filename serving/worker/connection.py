@@ -13,6 +13,8 @@ import socket
 
 import redis
 
+from core.redis_clients import SyncClient, redis_client
+
 BLOCK_MS = 1000  # how long one read waits for new entries on the server
 TIMEOUT_MARGIN_SECONDS = 10.0  # the socket timeout is the block time plus this
 HEALTH_CHECK_SECONDS = 15
@@ -35,13 +37,15 @@ _TRANSIENT_TYPES = (
 )
 
 
-def worker_client(url: str, block_ms: int = BLOCK_MS) -> redis.Redis:
-    """The Redis client a feedback worker reading with ``block_ms`` blocking reads should use."""
+def worker_client(url: str, block_ms: int = BLOCK_MS, cluster: bool = False) -> SyncClient:
+    """The Redis client a feedback worker reading with ``block_ms`` blocking reads should use
+    (``cluster``: ``url`` names a node of a Redis Cluster)."""
     options: dict = {}
     if not url.startswith("unix://"):  # keepalive is a TCP option (redis-py refuses it for Unix sockets)
         options = {"socket_keepalive": True, "socket_keepalive_options": _keepalive_options()}
-    return redis.Redis.from_url(
+    return redis_client(
         url,
+        cluster,
         socket_timeout=block_ms / 1000 + TIMEOUT_MARGIN_SECONDS,
         socket_connect_timeout=5.0,
         health_check_interval=HEALTH_CHECK_SECONDS,

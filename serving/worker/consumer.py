@@ -16,6 +16,7 @@ import redis
 from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
 from core.erasure_log import ErasureLog
+from core.redis_clients import is_cluster
 from core.vectorstore import VectorStore
 from models.online_update import ONLINE_BOOST
 from serving.worker.connection import BLOCK_MS, is_transient
@@ -313,7 +314,8 @@ def _log_failure(exc: Exception, delay: float) -> None:
 
 
 def _check_socket_timeout(client: redis.Redis, block_ms: int) -> None:
-    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    options = client.get_connection_kwargs() if is_cluster(client) else client.connection_pool.connection_kwargs
+    timeout = options.get("socket_timeout")
     if timeout is not None and timeout * 1000 <= block_ms:
         raise ValueError(
             f"the Redis client's socket_timeout ({timeout}s) must be longer than the blocking read ({block_ms} ms), "

@@ -18,6 +18,7 @@ import orjson
 import redis
 
 from core.contracts.redis_keys import RedisKeys
+from core.redis_clients import run_scripts
 from core.vectorstore import PLAYED_CAP
 from serving.worker.events import Event
 
@@ -162,14 +163,15 @@ class UserStateStore:
         return {user: [tuple(orjson.loads(entry)) for entry in entries] for user, entries in zip(users, pipe.execute())}
 
     def write(self, updates: Sequence[UserUpdate]) -> list[bool]:
-        """Step 3: stores each update with APPLY_SCRIPT, all in one pipeline. Returns, per update, whether
+        """Step 3: stores each update with APPLY_SCRIPT, all in one pipeline (one per node on a cluster:
+        each update's keys are the user's, in one slot). Returns, per update, whether
         it was stored: False when the user's revision moved or one of the events got applied since step
         1 (another worker got there first: read again)."""
         if not updates:
             return []
         k = self.keys
         cutoff = str(int(time.time() * 1000) - DEDUPE_SECONDS * 1000)
-        pipe = self.r.pipeline(transaction=False)
+        calls = []
         for update in updates:
             user, refold = update.user, update.online_scores is not None
             vector = b"" if update.vector is None else update.vector.astype(np.float32).tobytes()
@@ -185,5 +187,5 @@ class UserStateStore:
             keys = [k.user_revision(user), k.user_applied_events(user), k.user_online_scores(user), k.user_recent_events(user),
                     k.user_played(user), self._vector_key(update.version, user), k.user_folded_version(user),
                     *(self._vector_key(other, user) for other in update.others)]  # fmt: skip
-            self._apply(keys=keys, args=args, client=pipe)
-        return [result != -1 for result in pipe.execute()]
+            calls.append((self._apply, keys, args))
+        return [result != -1 for result in run_scripts(self.r, calls)]

@@ -1,9 +1,9 @@
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from core import release
 from core.contracts import RedisKeys
+from core.redis_clients import redis_client
 from core.synthetic import SyntheticWorld
 from core.vectorstore import VectorStore
 from models import DEFAULT_ALGORITHM, create
@@ -26,11 +26,11 @@ def trained(world):
     return model, graded
 
 
-def publish_trained(url: str, prefix: str, world, trained) -> VectorStore:
+def publish_trained(url: str, prefix: str, world, trained, cluster: bool = False) -> VectorStore:
     """Version "1" of the trained model published under ``prefix`` through the release path the
-    pipeline takes, and made champion."""
+    pipeline takes, and made champion (``cluster``: ``url`` names a Redis Cluster node)."""
     model, graded = trained
-    store = VectorStore(redis.Redis.from_url(url), RedisKeys(prefix))
+    store = VectorStore(redis_client(url, cluster), RedisKeys(prefix))
     trained_until = int(graded["timestamp"].max().timestamp() * 1000)
     release.publish(store, "1", model, world.tracks, trained_until, alias="champion")
     release.publish_played(store, graded)
@@ -40,7 +40,7 @@ def publish_trained(url: str, prefix: str, world, trained) -> VectorStore:
 @pytest.fixture
 def published(settings, redis_url, world, trained):
     """Version "1" of the model published under the test's key prefix, as the pipeline would."""
-    return publish_trained(redis_url, settings.redis_prefix, world, trained)
+    return publish_trained(redis_url, settings.redis_prefix, world, trained, settings.redis_cluster)
 
 
 CLIENT_KEY, ADMIN_KEY = "test-client-key-0123456789", "test-admin-key-0123456789"

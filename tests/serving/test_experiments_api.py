@@ -1,8 +1,12 @@
+import pytest
+
 from core.contracts import RedisKeys
 from core.feedback_stream import decode
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
 from tests.serving.conftest import ADMIN_KEY
+
+pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
 SPEC = {

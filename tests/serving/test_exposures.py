@@ -20,6 +20,8 @@ from serving.worker import FeedbackWorker
 from tests.serving.conftest import ADMIN_KEY, flush_exposures, served
 from tests.serving.test_observability import samples
 
+pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
+
 ADMIN = {"X-API-Key": ADMIN_KEY}
 SPEC = {"id": "home-test", "name": "Home list", "min_sample_size": 1, "guardrail_metrics": [],
         "variants": [{"name": "control", "algorithm": "popularity", "weight": 0.5}, {"name": "treatment", "model_alias": "champion", "weight": 0.5}]}  # fmt: skip

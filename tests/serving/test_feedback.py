@@ -1,5 +1,9 @@
+import pytest
+
 from core.contracts import RedisKeys
 from core.feedback_stream import FeedbackStream
+
+pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
 
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 

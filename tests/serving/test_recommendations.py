@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
+
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 
 

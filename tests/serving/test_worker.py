@@ -10,6 +10,8 @@ from core.feedback_stream import FeedbackStream
 from serving.worker import GROUP, FeedbackWorker
 from tests.serving.conftest import publish_trained
 
+pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
+
 
 @pytest.fixture
 def worker(settings, redis_client, published):
@@ -126,8 +128,13 @@ def _events(entries):
     return [Event(i.decode(), int(i.decode().split("-")[0]), decode(f[b"e"])) for i, f in entries]
 
 
+OWN_SERVER = "runs on a Redis server of its own (put in a failure state): the same on either topology"
+
+
 @pytest.mark.slow
-def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(request, settings, world, trained, tmp_path):
+def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(request, settings, world, trained, tmp_path, redis_cluster):
+    if redis_cluster:
+        pytest.skip(OWN_SERVER)
     import threading
     import time
 
@@ -181,8 +188,10 @@ def test_a_poison_entry_is_the_only_one_dead_lettered(settings, redis_client, wo
 
 
 @pytest.fixture
-def own_redis(request, tmp_path):
+def own_redis(request, tmp_path, redis_cluster):
     """A Redis server of this test's own, so it can be put in a failure state."""
+    if redis_cluster:
+        pytest.skip(OWN_SERVER)
     from core.redis_server import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path / "redis")
