@@ -24,6 +24,35 @@ from serving.worker.events import Event
 DEDUPE_SECONDS = 7 * 24 * 3600
 RECENT_EVENTS = 500
 
+# One call per user reads what step 2 needs: five commands and, for a re-fold, a second round trip
+# cost the worker more than the maths (redis-py's per-command overhead dominated the batch's profile).
+# KEYS: revision, folded, applied, online, recent, vector, then the vector of each other version learnt
+# ARGV: n events, v versions learnt, v * version, n * event_id, n * track_id
+# Returns: revision, folded, n applied scores, n online scores, the recent events (or nil: every version
+# learnt is in folded), vector, then the other versions' vectors (nil where a key is missing).
+READ_SCRIPT = """
+local n = tonumber(ARGV[1])
+local v = tonumber(ARGV[2])
+local folded = redis.call('GET', KEYS[2])
+local ids, tracks = {}, {}
+for k = 1, n do
+  ids[k] = ARGV[2 + v + k]
+  tracks[k] = ARGV[2 + v + n + k]
+end
+local recent = false
+local have = ',' .. (folded or '') .. ','
+for k = 1, v do
+  if not string.find(have, ',' .. ARGV[2 + k] .. ',', 1, true) then
+    recent = redis.call('LRANGE', KEYS[5], 0, -1)
+    break
+  end
+end
+local out = {redis.call('GET', KEYS[1]), folded, redis.call('ZMSCORE', KEYS[3], unpack(ids)),
+             redis.call('HMGET', KEYS[4], unpack(tracks)), recent}
+for k = 6, #KEYS do out[k] = redis.call('GET', KEYS[k]) end
+return out
+"""
+
 # KEYS: revision, applied, online, recent, played, vector, folded, then the vector of each other version learnt
 # ARGV: expected revision ('' = none yet), applied cutoff ms, folded versions, vector bytes, refold flag, n events,
 #       played cap, x (other versions), x * vector bytes, n * (event_id, accepted_ms, event_ms, track_id,
@@ -82,6 +111,9 @@ class UserState:
     applied_event_ids: set[str]  # which of the batch's events are applied already
     online_scores: dict[str, float]  # online score of the batch's tracks that have one
     others: dict[str, np.ndarray | None] = field(default_factory=dict)  # their vector of each other version learnt
+    # their remembered events (event ms, track, contribution), newest first, when a version learnt does
+    # not carry their updates yet (a re-fold replays them); None when every version does
+    recent: list[tuple[int, str, float]] | None = None
 
     @property
     def folded_version(self) -> str:
@@ -119,6 +151,7 @@ class UserStateStore:
         self.r = client
         self.keys = keys
         self.played_cap = played_cap
+        self._read = client.register_script(READ_SCRIPT)
         self._apply = client.register_script(APPLY_SCRIPT)
 
     def _vector_key(self, version: str, user: str) -> str:
@@ -126,21 +159,20 @@ class UserStateStore:
 
     def read(self, version: str, users: Mapping[str, Sequence[Event]], others: Sequence[str] = ()) -> dict[str, UserState]:
         """Step 1: the state of each user of ``users`` (user id -> their events in the batch), with their
-        vector of model ``version`` ('' = none served) and of each of ``others``, in one round trip."""
+        vector of model ``version`` ('' = none served) and of each of ``others``, and their remembered
+        events when one of those versions does not carry their updates yet (a re-fold replays them), in
+        one round trip: one READ_SCRIPT call per user, pipelined."""
         k = self.keys
+        learnt = [version, *others] if version else []
         pipe = self.r.pipeline(transaction=False)
         for user, events in users.items():
-            pipe.get(k.user_revision(user))
-            pipe.get(k.user_folded_version(user))
-            pipe.get(self._vector_key(version, user))
-            pipe.zmscore(k.user_applied_events(user), [e.event_id for e in events])
-            pipe.hmget(k.user_online_scores(user), [e.track_id for e in events])
-            for other in others:
-                pipe.get(self._vector_key(other, user))
-        replies = pipe.execute()
-        states, width = {}, 5 + len(others)
-        for i, (user, events) in enumerate(users.items()):
-            revision, folded, vector, applied, scores, *theirs = replies[i * width : (i + 1) * width]
+            keys = [k.user_revision(user), k.user_folded_version(user), k.user_applied_events(user), k.user_online_scores(user),
+                    k.user_recent_events(user), self._vector_key(version, user), *(self._vector_key(o, user) for o in others)]  # fmt: skip
+            args = [len(events), len(learnt), *learnt, *(e.event_id for e in events), *(e.track_id for e in events)]
+            self._read(keys=keys, args=args, client=pipe)
+        states = {}
+        for (user, events), reply in zip(users.items(), pipe.execute()):
+            revision, folded, applied, scores, recent, vector, *theirs = reply
             states[user] = UserState(
                 revision=(revision or b"").decode(),
                 folded=[v for v in (folded or b"").decode().split(",") if v],
@@ -148,18 +180,9 @@ class UserStateStore:
                 applied_event_ids={e.event_id for e, score in zip(events, applied) if score is not None},
                 online_scores={e.track_id: float(s) for e, s in zip(events, scores) if s is not None},
                 others={other: _vector(raw) for other, raw in zip(others, theirs)},
+                recent=None if recent is None else [tuple(orjson.loads(entry)) for entry in recent],
             )
         return states
-
-    def recent_events(self, users: Sequence[str]) -> dict[str, list[tuple[int, str, float]]]:
-        """The remembered events of each of ``users``, newest first, as (event time in ms, track id,
-        contribution): what a re-fold on a new model version replays."""
-        if not users:
-            return {}
-        pipe = self.r.pipeline(transaction=False)
-        for user in users:
-            pipe.lrange(self.keys.user_recent_events(user), 0, -1)
-        return {user: [tuple(orjson.loads(entry)) for entry in entries] for user, entries in zip(users, pipe.execute())}
 
     def write(self, updates: Sequence[UserUpdate]) -> list[bool]:
         """Step 3: stores each update with APPLY_SCRIPT, all in one pipeline. Returns, per update, whether
