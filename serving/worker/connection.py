@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Sequence
 
 import redis
+from redis.commands.core import Script
 
 BLOCK_MS = 1000  # how long one read waits for new entries on the server
 TIMEOUT_MARGIN_SECONDS = 10.0  # the socket timeout is the block time plus this
@@ -47,6 +49,28 @@ def worker_client(url: str, block_ms: int = BLOCK_MS) -> redis.Redis:
         health_check_interval=HEALTH_CHECK_SECONDS,
         **options,
     )
+
+
+def run_scripts(client: redis.Redis, calls: Sequence[tuple[Script, Sequence, Sequence]]) -> list:
+    """The replies of ``calls`` (script, keys, args), sent in one pipeline: one round trip. A script the
+    server does not have (restarted, flushed) is loaded and the calls are sent again, which the
+    worker's scripts allow (a store whose revision moved, or an entry acknowledged, does nothing the
+    second time). redis-py's pipelines instead ask SCRIPT EXISTS before every execution: a second
+    round trip per batch. Raises the first error reply."""
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        missing = {id(script): script for (script, _, _), reply in zip(calls, replies) if isinstance(reply, redis.exceptions.NoScriptError)}
+        if not missing or attempt:
+            break
+        for script in missing.values():
+            script.sha = client.script_load(script.script)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -30,6 +30,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.events import LABEL
 from core.contracts.redis_keys import RedisKeys
 from core.contracts.served_lists import ServedList
+from serving.worker.connection import run_scripts
 from serving.worker.events import entry_ms
 
 NO_LABEL = "none"  # the event did not say
@@ -261,8 +262,7 @@ class EventCounter:
         by_bucket: dict[int, list[Handled]] = defaultdict(list)
         for h in handled:
             by_bucket[_FINE.index(entry_ms(h.stream_id) / 1000)].append(h)
-        pipe = self.r.pipeline(transaction=False)
-        order = []
+        calls, order = [], []
         for fine, group in by_bucket.items():
             start = fine * _FINE.bucket_seconds
             coarse = _COARSE.index(start)
@@ -279,10 +279,10 @@ class EventCounter:
                         pairs = h.aggregate()
                         args += [h.stream_id, h.counter or "acknowledged", h.user, h.events if h.counter else 0, len(pairs)]
                         args += [x for pair in pairs for x in pair]
-                self._ack(keys=keys, args=args, client=pipe)
+                calls.append((self._ack, keys, args))
                 order.append(counter)
         counted: dict[str, int] = defaultdict(int)
-        for counter, n in zip(order, pipe.execute()):
+        for counter, n in zip(order, run_scripts(self.r, calls)):
             counted[counter] += int(n)
         return dict(counted)
 

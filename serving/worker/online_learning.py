@@ -149,4 +149,11 @@ def _user_update(
             update.others[model.version] = start.astype(np.float32)
     learnt = [*(m.version for m in others), served.version]
     update.folded = [v for v in state.folded if v not in learnt] + learnt
+    if update.online_scores is not None:  # a re-fold replaces every online score
+        update.scores_after = dict(update.online_scores)
+    elif state.complete:
+        update.scores_after = dict(state.online_scores)
+        for track, contribution in events:
+            if track in update.known:  # the store adds to the scores of the served catalog's tracks only
+                update.scores_after[track] = update.scores_after.get(track, 0.0) + contribution
     return update

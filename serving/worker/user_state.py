@@ -10,7 +10,8 @@ of it only for tracks of the served catalog (any well-formed track id can be pos
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ import redis
 
 from core.contracts.redis_keys import RedisKeys
 from core.vectorstore import PLAYED_CAP
+from serving.worker.connection import run_scripts
 from serving.worker.events import Event
 
 DEDUPE_SECONDS = 7 * 24 * 3600
@@ -99,6 +101,11 @@ redis.call('INCR', KEYS[1])
 return n
 """ % (RECENT_EVENTS - 1)
 FOLDED_MAX = 16  # model versions a user's folded list remembers (retired ones fall off the front)
+# users whose state a worker keeps after storing it, so their next batch skips step 1 (the store's
+# revision check catches any change meanwhile); only states with at most KNOWN_SCORES_MAX online
+# scores are kept: at most ~10,000 x 256 scores in memory
+KNOWN_USERS = 10_000
+KNOWN_SCORES_MAX = 256
 
 
 @dataclass
@@ -114,6 +121,7 @@ class UserState:
     # their remembered events (event ms, track, contribution), newest first, when a version learnt does
     # not carry their updates yet (a re-fold replays them); None when every version does
     recent: list[tuple[int, str, float]] | None = None
+    complete: bool = False  # online_scores holds every track's score (a state this worker stored), not only the batch's
 
     @property
     def folded_version(self) -> str:
@@ -135,6 +143,7 @@ class UserUpdate:
     online_scores: dict[str, float] | None = None  # re-fold: replaces the online scores; else events add to them
     others: dict[str, np.ndarray] = field(default_factory=dict)  # new vectors of the other versions learnt
     folded: list[str] = field(default_factory=list)  # the versions whose vectors now carry the online updates
+    scores_after: dict[str, float] | None = None  # every online score once stored, when known (the state is then kept)
 
     def folded_text(self) -> str:
         return ",".join(self.folded[-FOLDED_MAX:]) if self.folded else self.version
@@ -153,6 +162,7 @@ class UserStateStore:
         self.played_cap = played_cap
         self._read = client.register_script(READ_SCRIPT)
         self._apply = client.register_script(APPLY_SCRIPT)
+        self.known: OrderedDict[str, tuple[str, UserState]] = OrderedDict()  # user -> (served version, state stored)
 
     def _vector_key(self, version: str, user: str) -> str:
         return self.keys.user_vector(version or "none", user)
@@ -161,17 +171,18 @@ class UserStateStore:
         """Step 1: the state of each user of ``users`` (user id -> their events in the batch), with their
         vector of model ``version`` ('' = none served) and of each of ``others``, and their remembered
         events when one of those versions does not carry their updates yet (a re-fold replays them), in
-        one round trip: one READ_SCRIPT call per user, pipelined."""
+        one round trip: one READ_SCRIPT call per user, pipelined. Users whose state this store wrote last
+        (as far as it knows) are not read: their state is the one kept (:attr:`known`)."""
         k = self.keys
         learnt = [version, *others] if version else []
-        pipe = self.r.pipeline(transaction=False)
-        for user, events in users.items():
+        states = {user: state for user in users if (state := self._kept(user, version, others)) is not None}
+        calls, unknown = [], {user: events for user, events in users.items() if user not in states}
+        for user, events in unknown.items():
             keys = [k.user_revision(user), k.user_folded_version(user), k.user_applied_events(user), k.user_online_scores(user),
                     k.user_recent_events(user), self._vector_key(version, user), *(self._vector_key(o, user) for o in others)]  # fmt: skip
             args = [len(events), len(learnt), *learnt, *(e.event_id for e in events), *(e.track_id for e in events)]
-            self._read(keys=keys, args=args, client=pipe)
-        states = {}
-        for (user, events), reply in zip(users.items(), pipe.execute()):
+            calls.append((self._read, keys, args))
+        for (user, events), reply in zip(unknown.items(), run_scripts(self.r, calls)):
             revision, folded, applied, scores, recent, vector, *theirs = reply
             states[user] = UserState(
                 revision=(revision or b"").decode(),
@@ -184,15 +195,45 @@ class UserStateStore:
             )
         return states
 
+    def _kept(self, user: str, version: str, others: Sequence[str]) -> UserState | None:
+        """The state this store wrote for ``user``, when it has everything step 2 needs: vectors of
+        ``version`` and ``others``, all of them carrying the user's updates (else it must be read)."""
+        kept = self.known.get(user)
+        if kept is None or not version or kept[0] != version:
+            return None
+        state = kept[1]
+        if not {version, *others} <= set(state.folded) or not set(others) <= state.others.keys():
+            return None
+        self.known.move_to_end(user)
+        return UserState(state.revision, state.folded, state.vector, set(), state.online_scores, {o: state.others[o] for o in others},
+                         complete=True)  # fmt: skip
+
+    def forget(self, users: Iterable[str]) -> None:
+        """Drop the kept state of ``users`` (erased users: nothing of theirs stays in memory)."""
+        for user in users:
+            self.known.pop(user, None)
+
+    def _keep(self, update: UserUpdate) -> None:
+        """Keep the state ``update`` just stored, when all of it is known; else forget the user's."""
+        if update.vector is None or update.scores_after is None or len(update.scores_after) > KNOWN_SCORES_MAX:
+            self.known.pop(update.user, None)
+            return
+        revision = str(int(update.revision or 0) + 1)  # the script's INCR
+        folded = update.folded_text().split(",")
+        self.known[update.user] = (update.version, UserState(revision, folded, update.vector, set(), update.scores_after, dict(update.others)))
+        self.known.move_to_end(update.user)
+        while len(self.known) > KNOWN_USERS:
+            self.known.popitem(last=False)
+
     def write(self, updates: Sequence[UserUpdate]) -> list[bool]:
         """Step 3: stores each update with APPLY_SCRIPT, all in one pipeline. Returns, per update, whether
         it was stored: False when the user's revision moved or one of the events got applied since step
-        1 (another worker got there first: read again)."""
+        1 (another worker got there first, or the state kept was stale: read again)."""
         if not updates:
             return []
         k = self.keys
         cutoff = str(int(time.time() * 1000) - DEDUPE_SECONDS * 1000)
-        pipe = self.r.pipeline(transaction=False)
+        calls = []
         for update in updates:
             user, refold = update.user, update.online_scores is not None
             vector = b"" if update.vector is None else update.vector.astype(np.float32).tobytes()
@@ -208,5 +249,11 @@ class UserStateStore:
             keys = [k.user_revision(user), k.user_applied_events(user), k.user_online_scores(user), k.user_recent_events(user),
                     k.user_played(user), self._vector_key(update.version, user), k.user_folded_version(user),
                     *(self._vector_key(other, user) for other in update.others)]  # fmt: skip
-            self._apply(keys=keys, args=args, client=pipe)
-        return [result != -1 for result in pipe.execute()]
+            calls.append((self._apply, keys, args))
+        stored = [result != -1 for result in run_scripts(self.r, calls)]
+        for update, ok in zip(updates, stored):
+            if ok:
+                self._keep(update)
+            else:
+                self.known.pop(update.user, None)
+        return stored
