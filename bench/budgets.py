@@ -138,7 +138,7 @@ def main() -> None:
                 timings = over_http(port, users, tracks, args.requests)
                 timings.update(asyncio.run(in_process(users, args.requests)))
             print(f"\n{args.requests:,} calls each (assignment {10 * args.requests:,}), one at a time, while {paced.sent:,} feedback events "
-                  f"were posted at 1,000/s ({paced.failed} failed) and applied by the worker; {len(tracks):,} tracks, {os.cpu_count()} cores")  # fmt: skip
+                  f"were posted at 1,000/s ({paced.failed} failed) to the API and its worker; {len(tracks):,} tracks, {os.cpu_count()} cores")  # fmt: skip
             print(f"{'budget':28s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'budget P95':>11s}  within")
             for name, budget in BUDGETS_MS.items():
                 p50, p95, p99 = np.percentile(timings[name], [50, 95, 99])
