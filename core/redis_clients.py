@@ -46,39 +46,53 @@ def is_cluster(client: object) -> bool:
 
 def run_scripts(client: SyncClient, calls: Sequence[tuple[Script, Sequence[str], Sequence]]) -> list:
     """Run each ``(script, keys, args)`` call (every call's keys in one slot) and return their results in
-    order, raising the first error as a pipeline does. One server: one pipeline. A cluster, whose
-    pipelines refuse scripts: one pipeline per node owning the calls' slots (a plain pipeline to that
-    node, which loads a missing script first); a call whose slot moved meanwhile (MOVED, ASK) runs
-    again through the cluster client, which follows the redirect."""
+    order, raising the first error reply as a pipeline does.
+
+    One server: one pipeline of EVALSHA, one round trip (redis-py's pipelines ask SCRIPT EXISTS before
+    each execution, a second round trip); a script the server lacks (restarted, flushed) is loaded and
+    the calls are sent again, which the callers' scripts allow (a store whose revision moved, or an entry
+    already acknowledged, does nothing the second time). A cluster, whose pipelines refuse scripts: the
+    same per node owning the calls' slots; a call whose slot moved meanwhile (MOVED, ASK) runs again
+    through the cluster client, which follows the redirect."""
     if not isinstance(client, RedisCluster):
-        pipe = client.pipeline(transaction=False)
-        for script, keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
-        return pipe.execute()
-    by_node: dict[str, list[int]] = defaultdict(list)
-    nodes = {}
-    for i, (_, keys, _) in enumerate(calls):
-        node = client.get_node_from_key(keys[0])
-        nodes[node.name] = node
-        by_node[node.name].append(i)
-    results: list = [None] * len(calls)
-    for name, indices in by_node.items():
-        pipe = client.get_redis_connection(nodes[name]).pipeline(transaction=False)
-        for i in indices:
-            script, keys, args = calls[i]
-            script(keys=keys, args=args, client=pipe)
-        for i, reply in zip(indices, pipe.execute(raise_on_error=False)):
-            results[i] = reply
-    moved = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.AskError)]  # MovedError is an AskError
-    if moved:
-        client.nodes_manager.initialize()
-        for i in moved:
-            script, keys, args = calls[i]
-            results[i] = script(keys=keys, args=args, client=client)
+        results = _evalsha_pipeline(client, calls)
+    else:
+        by_node: dict[str, list[int]] = defaultdict(list)
+        nodes = {}
+        for i, (_, keys, _) in enumerate(calls):
+            node = client.get_node_from_key(keys[0])
+            nodes[node.name] = node
+            by_node[node.name].append(i)
+        results = [None] * len(calls)
+        for name, indices in by_node.items():
+            replies = _evalsha_pipeline(client.get_redis_connection(nodes[name]), [calls[i] for i in indices])
+            for i, reply in zip(indices, replies):
+                results[i] = reply
+        moved = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.AskError)]  # MovedError is an AskError
+        if moved:
+            client.nodes_manager.initialize()
+            for i in moved:
+                script, keys, args = calls[i]
+                results[i] = script(keys=keys, args=args, client=client)
     for result in results:
         if isinstance(result, Exception):
             raise result
     return results
+
+
+def _evalsha_pipeline(server: redis.Redis, calls: Sequence[tuple[Script, Sequence[str], Sequence]]) -> list:
+    """The replies (errors included) of ``calls`` sent to one server in one pipeline of EVALSHA."""
+    for attempt in range(2):
+        pipe = server.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        missing = {id(script): script for (script, _, _), reply in zip(calls, replies) if isinstance(reply, redis.exceptions.NoScriptError)}
+        if not missing or attempt:
+            return replies
+        for script in missing.values():
+            script.sha = server.script_load(script.script)
+    return replies
 
 
 def mget(client: SyncClient, keys: Sequence[str]) -> list:

@@ -3,11 +3,14 @@
 It reads the feedback stream as a member of a Redis consumer group (:mod:`.consumer`,
 :class:`FeedbackWorker`). For each batch:
 
-1. **Read** each user's online state in one pipeline (:mod:`.user_state`): revision, which model
-   version the vector carries updates for, the vector, which of the events are already applied, the
-   online scores of the events' tracks.
-2. **Compute** the new vector against the fixed item vectors of the served (champion) version
-   (:mod:`.served_model`; :mod:`.online_learning` calls the pure maths of :mod:`models.online_update`):
+1. **Read** each user's online state, one script call per user in one pipeline (:mod:`.user_state`):
+   revision, which model versions the vectors carry updates for, the vectors, which of the events are
+   already applied, the online scores of the events' tracks (and the remembered events when a re-fold
+   needs them). A user whose state this worker stored last is not read: the state it kept is used,
+   and step 3's revision check sends it back here if anyone changed the user meanwhile.
+2. **Compute** the new vectors against the fixed item vectors of the served (champion) version
+   (:mod:`.served_model`; :mod:`.online_learning` calls the pure maths of :mod:`models.online_update`,
+   the incremental moves of the whole batch at once per model version):
    ``user += Δweight * fold_in[track]`` per event (:mod:`models.foldin`), with the same grading as
    training (:mod:`models.weighting`). When the served version changed, the user is re-folded: the
    trained vector of the new version plus the user's events newer than that model's data.

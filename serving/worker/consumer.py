@@ -243,13 +243,16 @@ class FeedbackWorker:
         self.erasures.refresh()
         erased = self.erasures.erased(e.user for e in events)
         dropped = [e for e in events if e.user in erased]
+        self.learner.user_state.forget(erased)  # nothing of an erased user stays in the worker's memory
         if dropped:
             events = [e for e in events if e.user not in erased]
             log.info("dropped %d queued events of erased users", len(dropped))
         if events:
             self._apply_users(events)
             if self.erasures.refresh():  # an erasure arrived while the batch was stored
-                self.erasures.forget(self.erasures.erased(e.user for e in events))
+                erased = self.erasures.erased(e.user for e in events)
+                self.erasures.forget(erased)
+                self.learner.user_state.forget(erased)
         fields = self.counter.fields([e.row for e in events])
         return [Handled(e.stream_id, "dropped_erased") for e in dropped] + [
             Handled(e.stream_id, "applied", field, e.user) for e, field in zip(events, fields)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.online_update import increment, refold
+from models.online_update import increment_many, refold
 from models.weighting import event_contributions
 from serving.worker.events import Event
 from serving.worker.served_model import ServedModel
@@ -61,18 +61,17 @@ class OnlineLearner:
     ) -> dict[str, list[Event]]:
         """One read-compute-store of ``users``; returns those whose state changed meanwhile."""
         version = served.version if served else ""
-        states = self.user_state.read(version, users, [m.version for m in others])
         # a version whose vector does not carry the user's online updates yet is re-folded: the user's
-        # trained vector of it plus their remembered events newer than its training data
-        learnt = [version, *(m.version for m in others)]
-        recent = self.user_state.recent_events([u for u, s in states.items() if served and not set(learnt) <= set(s.folded)])
-        updates = []
+        # trained vector of it plus their remembered events newer than its training data (state.recent)
+        states = self.user_state.read(version, users, [m.version for m in others])
+        updates, steps = [], Increments(online_boost)
         for user, events in users.items():
             state = states[user]
             fresh = [e for e in events if e.event_id not in state.applied_event_ids]
             if fresh:
                 contributions = [contribution[id(e)] for e in fresh]
-                updates.append(_user_update(user, state, fresh, contributions, served, others, recent.get(user), online_boost))
+                updates.append(_user_update(user, state, fresh, contributions, served, others, steps))
+        steps.apply()
         stored = self.user_state.write(updates)
         now = time.time() * 1000
         conflicts = {}
@@ -86,6 +85,32 @@ class OnlineLearner:
         return conflicts
 
 
+class Increments:
+    """The incremental moves of one round's users, made together per model version once every user's
+    update is built (:func:`models.online_update.increment_many`): per-user numpy calls cost more than
+    the arithmetic of one event."""
+
+    def __init__(self, online_boost: float) -> None:
+        self.online_boost = online_boost
+        self.pending: dict[str, tuple[ServedModel, list[tuple[UserUpdate, np.ndarray, UserState, list[tuple[str, float]]]]]] = {}
+
+    def add(self, model: ServedModel, update: UserUpdate, start: np.ndarray, state: UserState, events: list[tuple[str, float]]) -> None:
+        """Move ``update``'s vector of ``model`` from ``start`` by ``events`` at :meth:`apply`."""
+        self.pending.setdefault(model.version, (model, []))[1].append((update, start, state, events))
+
+    def apply(self) -> None:
+        for model, moves in self.pending.values():
+            events = [(i, track, c) for i, (_, _, _, evs) in enumerate(moves) for track, c in evs]
+            vectors = increment_many(np.stack([start for _, start, _, _ in moves]), events, [state.online_scores for _, _, state, _ in moves],
+                                     fold=model.fold, index=model.index, online_boost=self.online_boost)  # fmt: skip
+            for (update, _, _, _), vector in zip(moves, vectors):
+                if model.version == update.version:
+                    update.vector = vector
+                else:
+                    update.others[model.version] = vector
+        self.pending.clear()
+
+
 def _user_update(
     user: str,
     state: UserState,
@@ -93,11 +118,10 @@ def _user_update(
     contributions: list[float],
     served: ServedModel | None,
     others: Sequence[ServedModel],
-    recent: list[tuple[int, str, float]] | None,
-    online_boost: float,
+    steps: Increments,
 ) -> UserUpdate:
-    """Step 2 for one user: the update that applies ``fresh`` to ``state`` (``recent``: their remembered
-    events when some version is re-folded, else None).
+    """Step 2 for one user: the update that applies ``fresh`` to ``state`` (incremental moves are left
+    to ``steps``, made for the whole round at once).
 
     The online scores follow the champion: re-folded with it when it changes. The vectors of the other
     versions move by the same events: incrementally from the champion's scores once they carry the
@@ -108,28 +132,28 @@ def _user_update(
         return update
     update.known = {e.track_id for e in fresh if e.track_id in served.index}
     events = [(e.track_id, c) for e, c in zip(fresh, contributions)]
-    update.vector, scores = _moved(served, state.vector, state, events, recent, online_boost)
-    if scores is not None:
-        update.online_scores = {track: score for track, score in scores.items() if track in served.index}
-    for other in others:
-        update.others[other.version], _ = _moved(other, state.others.get(other.version), state, events, recent, online_boost)
+    for model in (served, *others):
+        vector = state.vector if model is served else state.others.get(model.version)
+        start = vector if vector is not None else model.fold.tail.copy()
+        if model.version not in state.folded:
+            start, scores = refold(start, events, state.recent or [], model.trained_until_ms,
+                                   fold=model.fold, index=model.index, online_boost=steps.online_boost)  # fmt: skip
+            if model is served:
+                update.online_scores = {track: score for track, score in scores.items() if track in served.index}
+        elif start.shape[0] == model.fold.matrix.shape[1]:
+            steps.add(model, update, start, state, events)
+        # (a stored vector of another length is not of this model: it stays as it is)
+        if model is served:
+            update.vector = start.astype(np.float32)
+        else:
+            update.others[model.version] = start.astype(np.float32)
     learnt = [*(m.version for m in others), served.version]
     update.folded = [v for v in state.folded if v not in learnt] + learnt
+    if update.online_scores is not None:  # a re-fold replaces every online score
+        update.scores_after = dict(update.online_scores)
+    elif state.complete:
+        update.scores_after = dict(state.online_scores)
+        for track, contribution in events:
+            if track in update.known:  # the store adds to the scores of the served catalog's tracks only
+                update.scores_after[track] = update.scores_after.get(track, 0.0) + contribution
     return update
-
-
-def _moved(
-    model: ServedModel,
-    vector: np.ndarray | None,
-    state: UserState,
-    events: list[tuple[str, float]],
-    recent: list[tuple[int, str, float]] | None,
-    online_boost: float,
-) -> tuple[np.ndarray, dict[str, float] | None]:
-    """The user's vector of ``model`` after ``events``, and their re-folded online scores when it was
-    re-folded (None: moved incrementally)."""
-    start = vector if vector is not None else model.fold.tail.copy()
-    kwargs = {"fold": model.fold, "index": model.index, "online_boost": online_boost}
-    if model.version in state.folded:
-        return increment(start, events, state.online_scores, **kwargs), None
-    return refold(start, events, recent or [], model.trained_until_ms, **kwargs)

@@ -10,7 +10,8 @@ of it only for tracks of the served catalog (any well-formed track id can be pos
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,35 @@ from serving.worker.events import Event
 
 DEDUPE_SECONDS = 7 * 24 * 3600
 RECENT_EVENTS = 500
+
+# One call per user reads what step 2 needs: five commands and, for a re-fold, a second round trip
+# cost the worker more than the maths (redis-py's per-command overhead dominated the batch's profile).
+# KEYS: revision, folded, applied, online, recent, vector, then the vector of each other version learnt
+# ARGV: n events, v versions learnt, v * version, n * event_id, n * track_id
+# Returns: revision, folded, n applied scores, n online scores, the recent events (or nil: every version
+# learnt is in folded), vector, then the other versions' vectors (nil where a key is missing).
+READ_SCRIPT = """
+local n = tonumber(ARGV[1])
+local v = tonumber(ARGV[2])
+local folded = redis.call('GET', KEYS[2])
+local ids, tracks = {}, {}
+for k = 1, n do
+  ids[k] = ARGV[2 + v + k]
+  tracks[k] = ARGV[2 + v + n + k]
+end
+local recent = false
+local have = ',' .. (folded or '') .. ','
+for k = 1, v do
+  if not string.find(have, ',' .. ARGV[2 + k] .. ',', 1, true) then
+    recent = redis.call('LRANGE', KEYS[5], 0, -1)
+    break
+  end
+end
+local out = {redis.call('GET', KEYS[1]), folded, redis.call('ZMSCORE', KEYS[3], unpack(ids)),
+             redis.call('HMGET', KEYS[4], unpack(tracks)), recent}
+for k = 6, #KEYS do out[k] = redis.call('GET', KEYS[k]) end
+return out
+"""
 
 # KEYS: revision, applied, online, recent, played, vector, folded, then the vector of each other version learnt
 # ARGV: expected revision ('' = none yet), applied cutoff ms, folded versions, vector bytes, refold flag, n events,
@@ -71,6 +101,11 @@ redis.call('INCR', KEYS[1])
 return n
 """ % (RECENT_EVENTS - 1)
 FOLDED_MAX = 16  # model versions a user's folded list remembers (retired ones fall off the front)
+# users whose state a worker keeps after storing it, so their next batch skips step 1 (the store's
+# revision check catches any change meanwhile); only states with at most KNOWN_SCORES_MAX online
+# scores are kept: at most ~10,000 x 256 scores in memory
+KNOWN_USERS = 10_000
+KNOWN_SCORES_MAX = 256
 
 
 @dataclass
@@ -83,6 +118,10 @@ class UserState:
     applied_event_ids: set[str]  # which of the batch's events are applied already
     online_scores: dict[str, float]  # online score of the batch's tracks that have one
     others: dict[str, np.ndarray | None] = field(default_factory=dict)  # their vector of each other version learnt
+    # their remembered events (event ms, track, contribution), newest first, when a version learnt does
+    # not carry their updates yet (a re-fold replays them); None when every version does
+    recent: list[tuple[int, str, float]] | None = None
+    complete: bool = False  # online_scores holds every track's score (a state this worker stored), not only the batch's
 
     @property
     def folded_version(self) -> str:
@@ -104,6 +143,7 @@ class UserUpdate:
     online_scores: dict[str, float] | None = None  # re-fold: replaces the online scores; else events add to them
     others: dict[str, np.ndarray] = field(default_factory=dict)  # new vectors of the other versions learnt
     folded: list[str] = field(default_factory=list)  # the versions whose vectors now carry the online updates
+    scores_after: dict[str, float] | None = None  # every online score once stored, when known (the state is then kept)
 
     def folded_text(self) -> str:
         return ",".join(self.folded[-FOLDED_MAX:]) if self.folded else self.version
@@ -120,28 +160,30 @@ class UserStateStore:
         self.r = client
         self.keys = keys
         self.played_cap = played_cap
+        self._read = client.register_script(READ_SCRIPT)
         self._apply = client.register_script(APPLY_SCRIPT)
+        self.known: OrderedDict[str, tuple[str, UserState]] = OrderedDict()  # user -> (served version, state stored)
 
     def _vector_key(self, version: str, user: str) -> str:
         return self.keys.user_vector(version or "none", user)
 
     def read(self, version: str, users: Mapping[str, Sequence[Event]], others: Sequence[str] = ()) -> dict[str, UserState]:
         """Step 1: the state of each user of ``users`` (user id -> their events in the batch), with their
-        vector of model ``version`` ('' = none served) and of each of ``others``, in one round trip."""
+        vector of model ``version`` ('' = none served) and of each of ``others``, and their remembered
+        events when one of those versions does not carry their updates yet (a re-fold replays them), in
+        one round trip: one READ_SCRIPT call per user, pipelined. Users whose state this store wrote last
+        (as far as it knows) are not read: their state is the one kept (:attr:`known`)."""
         k = self.keys
-        pipe = self.r.pipeline(transaction=False)
-        for user, events in users.items():
-            pipe.get(k.user_revision(user))
-            pipe.get(k.user_folded_version(user))
-            pipe.get(self._vector_key(version, user))
-            pipe.zmscore(k.user_applied_events(user), [e.event_id for e in events])
-            pipe.hmget(k.user_online_scores(user), [e.track_id for e in events])
-            for other in others:
-                pipe.get(self._vector_key(other, user))
-        replies = pipe.execute()
-        states, width = {}, 5 + len(others)
-        for i, (user, events) in enumerate(users.items()):
-            revision, folded, vector, applied, scores, *theirs = replies[i * width : (i + 1) * width]
+        learnt = [version, *others] if version else []
+        states = {user: state for user in users if (state := self._kept(user, version, others)) is not None}
+        calls, unknown = [], {user: events for user, events in users.items() if user not in states}
+        for user, events in unknown.items():
+            keys = [k.user_revision(user), k.user_folded_version(user), k.user_applied_events(user), k.user_online_scores(user),
+                    k.user_recent_events(user), self._vector_key(version, user), *(self._vector_key(o, user) for o in others)]  # fmt: skip
+            args = [len(events), len(learnt), *learnt, *(e.event_id for e in events), *(e.track_id for e in events)]
+            calls.append((self._read, keys, args))
+        for (user, events), reply in zip(unknown.items(), run_scripts(self.r, calls)):
+            revision, folded, applied, scores, recent, vector, *theirs = reply
             states[user] = UserState(
                 revision=(revision or b"").decode(),
                 folded=[v for v in (folded or b"").decode().split(",") if v],
@@ -149,24 +191,45 @@ class UserStateStore:
                 applied_event_ids={e.event_id for e, score in zip(events, applied) if score is not None},
                 online_scores={e.track_id: float(s) for e, s in zip(events, scores) if s is not None},
                 others={other: _vector(raw) for other, raw in zip(others, theirs)},
+                recent=None if recent is None else [tuple(orjson.loads(entry)) for entry in recent],
             )
         return states
 
-    def recent_events(self, users: Sequence[str]) -> dict[str, list[tuple[int, str, float]]]:
-        """The remembered events of each of ``users``, newest first, as (event time in ms, track id,
-        contribution): what a re-fold on a new model version replays."""
-        if not users:
-            return {}
-        pipe = self.r.pipeline(transaction=False)
+    def _kept(self, user: str, version: str, others: Sequence[str]) -> UserState | None:
+        """The state this store wrote for ``user``, when it has everything step 2 needs: vectors of
+        ``version`` and ``others``, all of them carrying the user's updates (else it must be read)."""
+        kept = self.known.get(user)
+        if kept is None or not version or kept[0] != version:
+            return None
+        state = kept[1]
+        if not {version, *others} <= set(state.folded) or not set(others) <= state.others.keys():
+            return None
+        self.known.move_to_end(user)
+        return UserState(state.revision, state.folded, state.vector, set(), state.online_scores, {o: state.others[o] for o in others},
+                         complete=True)  # fmt: skip
+
+    def forget(self, users: Iterable[str]) -> None:
+        """Drop the kept state of ``users`` (erased users: nothing of theirs stays in memory)."""
         for user in users:
-            pipe.lrange(self.keys.user_recent_events(user), 0, -1)
-        return {user: [tuple(orjson.loads(entry)) for entry in entries] for user, entries in zip(users, pipe.execute())}
+            self.known.pop(user, None)
+
+    def _keep(self, update: UserUpdate) -> None:
+        """Keep the state ``update`` just stored, when all of it is known; else forget the user's."""
+        if update.vector is None or update.scores_after is None or len(update.scores_after) > KNOWN_SCORES_MAX:
+            self.known.pop(update.user, None)
+            return
+        revision = str(int(update.revision or 0) + 1)  # the script's INCR
+        folded = update.folded_text().split(",")
+        self.known[update.user] = (update.version, UserState(revision, folded, update.vector, set(), update.scores_after, dict(update.others)))
+        self.known.move_to_end(update.user)
+        while len(self.known) > KNOWN_USERS:
+            self.known.popitem(last=False)
 
     def write(self, updates: Sequence[UserUpdate]) -> list[bool]:
         """Step 3: stores each update with APPLY_SCRIPT, all in one pipeline (one per node on a cluster:
         each update's keys are the user's, in one slot). Returns, per update, whether
         it was stored: False when the user's revision moved or one of the events got applied since step
-        1 (another worker got there first: read again)."""
+        1 (another worker got there first, or the state kept was stale: read again)."""
         if not updates:
             return []
         k = self.keys
@@ -188,4 +251,10 @@ class UserStateStore:
                     k.user_played(user), self._vector_key(update.version, user), k.user_folded_version(user),
                     *(self._vector_key(other, user) for other in update.others)]  # fmt: skip
             calls.append((self._apply, keys, args))
-        return [result != -1 for result in run_scripts(self.r, calls)]
+        stored = [result != -1 for result in run_scripts(self.r, calls)]
+        for update, ok in zip(updates, stored):
+            if ok:
+                self._keep(update)
+            else:
+                self.known.pop(update.user, None)
+        return stored

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.foldin import FoldIn
-from models.online_update import increment, refold
+from models.online_update import increment, increment_many, refold
 from models.weighting import online_weight
 
 INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
@@ -92,3 +92,17 @@ def test_refold_from_the_tail_equals_incrementing_a_user_without_history(fold):
     vector, _ = refold(fold.tail.copy(), new, recent, 0, fold=fold, index=INDEX)
     replayed = [(t, c) for _, t, c in recent] + new
     np.testing.assert_allclose(vector, increment(fold.tail.copy(), replayed, {}, fold=fold, index=INDEX), rtol=1e-5, atol=1e-6)
+
+
+def test_increment_many_equals_increment_user_by_user(fold):
+    rng = np.random.default_rng(3)
+    tracks = [*INDEX, "unknown"]
+    vectors = rng.normal(size=(5, 3)).astype(np.float32)
+    scores = [{t: float(rng.normal()) for t in rng.choice(tracks, 2)} for _ in range(5)]
+    # users interleaved, some tracks heard twice by one user (the second event starts from the first's score)
+    events = [(int(rng.integers(5)), str(rng.choice(tracks)), float(rng.choice([1.0, -0.75, 0.3]))) for _ in range(40)]
+    together = increment_many(vectors, events, scores, fold=fold, index=INDEX, online_boost=2.0)
+    for u in range(5):
+        alone = increment(vectors[u], [(t, c) for owner, t, c in events if owner == u], scores[u], fold=fold, index=INDEX, online_boost=2.0)
+        np.testing.assert_allclose(together[u], alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(increment_many(vectors, [], scores, fold=fold, index=INDEX), vectors)

@@ -408,3 +408,37 @@ def create_model_like(graded, world, keep: str):
     half = graded[graded["user_id"].isin(users)]
     matrix, features = build_inputs(half, world.tracks)
     return create(DEFAULT_ALGORITHM).fit(matrix, features)
+
+
+def test_a_state_kept_from_the_last_batch_is_checked_against_the_store(settings, redis_client, worker, stream, published, trained, known_user_id):
+    """The worker keeps the state it stored so a user's next batch skips the read; when another worker
+    stored for that user meanwhile, the kept state is stale: the store refuses it and the worker reads
+    again, so no update is lost and none is counted twice."""
+    model, _ = trained
+    before = published.user_vector("1", known_user_id).copy()
+    tracks = list(model.item_ids[10:19])
+    other = FeedbackWorker(redis_client, RedisKeys(settings.redis_prefix), consumer="w2", batch=100, block_ms=10)
+    stream.append(events_for(known_user_id, tracks[:3], prefix="a"))
+    drain(worker)
+    assert known_user_id in worker.learner.user_state.known  # its next batch would skip the read
+    stream.append(events_for(known_user_id, tracks[3:6], prefix="b"))
+    drain(other)  # the kept state of `worker` is stale now
+    stream.append(events_for(known_user_id, tracks[6:], prefix="c"))
+    drain(worker)
+    rows = [list(model.item_ids).index(t) for t in tracks]
+    expected = model.fold_in().update(before, np.array(rows), np.full(9, worker.online_boost * np.log1p(1.0), np.float32))
+    np.testing.assert_allclose(published.user_vector("1", known_user_id), expected, rtol=1e-5, atol=1e-5)
+    assert stream.counters() == {"accepted": 9, "applied": 9}
+
+
+def test_scripts_the_server_lost_are_loaded_again(settings, redis_client, worker, stream, published, trained, known_user_id):
+    """The worker sends its scripts by digest only (no SCRIPT EXISTS round trip): after the server lost
+    its script cache (a restart, SCRIPT FLUSH) the next batch loads them and is applied once."""
+    model, _ = trained
+    stream.append(events_for(known_user_id, list(model.item_ids[:2]), prefix="a"))
+    drain(worker)
+    redis_client.script_flush()
+    stream.append(events_for(known_user_id, list(model.item_ids[2:4]), prefix="b"))
+    assert drain(worker) == 2
+    assert stream.counters() == {"accepted": 4, "applied": 4}
+    assert redis_client.xpending(RedisKeys(settings.redis_prefix).feedback_stream(), GROUP)["pending"] == 0
