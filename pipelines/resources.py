@@ -82,6 +82,7 @@ class MlflowResource(dg.ConfigurableResource):
     promotion_metric: str = "ndcg_at_10"
     promotion_margin: float = 0.0
     ui_url: str = "http://127.0.0.1:5000"  # where the MLflow UI answers (links in asset metadata)
+    ann_min_tracks: int = 100_000  # versions of at least this many tracks get an ANN index logged at release
 
     _registry: ModelRegistry | None = PrivateAttr(default=None)
 

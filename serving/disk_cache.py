@@ -16,7 +16,8 @@ from core.vectorstore import PublishedVersion
 
 
 class DiskCache:
-    """One file per alias (``<alias>.npz``: item table, vectors, similarity vectors, meta).
+    """One file per alias (``<alias>.npz``: item table, vectors, similarity vectors, meta, and the
+    version's ANN index when it has one: vectors and index are replaced together).
 
     Every writer writes a temporary file of its own and renames it over the alias's file: API worker
     processes caching the same version at once each finish a whole file, and a reader sees one whole
@@ -29,7 +30,7 @@ class DiskCache:
     def path(self, alias: str) -> Path:
         return self.folder / f"{alias}.npz"
 
-    def save(self, alias: str, published: PublishedVersion) -> Path:
+    def save(self, alias: str, published: PublishedVersion, ann_index: bytes | None = None) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         items = io.BytesIO()
         published.items.to_parquet(items)
@@ -40,6 +41,8 @@ class DiskCache:
         }
         if published.similarity_vectors is not None:
             arrays["similarity"] = np.asarray(published.similarity_vectors, dtype=np.float32)
+        if ann_index is not None:
+            arrays["ann_index"] = np.frombuffer(ann_index, dtype=np.uint8)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{alias}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -59,3 +62,13 @@ class DiskCache:
             items = pd.read_parquet(io.BytesIO(data["items"].tobytes()))
             similarity = data["similarity"] if "similarity" in data.files else None
             return PublishedVersion(meta["version"], items, data["vectors"], meta, similarity)
+
+    def ann_index(self, alias: str, version: str) -> bytes | None:
+        """The ANN index cached for ``alias`` if the cached file holds ``version`` and has one."""
+        path = self.path(alias)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:  # members are read on access: the vectors are not
+            if "ann_index" not in data.files or json.loads(data["meta"].tobytes()).get("version") != version:
+                return None
+            return data["ann_index"].tobytes()
