@@ -55,7 +55,10 @@ class InnerProductIndex:
         if 2 * k >= self.rows:  # most of the index: every row (the graph may not return k of so few)
             return np.arange(self.rows, dtype=np.int64)
         self.graph.set_ef(max(ef, k))
-        labels, _ = self.graph.knn_query(np.asarray(query, dtype=np.float32), k=k, num_threads=1)
+        try:
+            labels, _ = self.graph.knn_query(np.asarray(query, dtype=np.float32), k=k, num_threads=1)
+        except RuntimeError:  # the graph found fewer than k (hnswlib's "ef or M is too small"): every row
+            return np.arange(self.rows, dtype=np.int64)
         return labels[0].astype(np.int64)
 
     def to_bytes(self) -> bytes:
