@@ -51,7 +51,20 @@ def select_by_vector(
         rows, top = diversify(*found, model.first_artist, cap, count)
         if len(rows) == count:
             return rows, top
-    return select(model, model.vectors @ query, filters, count, excluded, mask)
+    if mask is not None:  # a selective filter: score only the rows it allows
+        return _exact_among(model, np.flatnonzero(mask), query, count, excluded, cap)
+    return select(model, model.vectors @ query, filters, count, excluded)
+
+
+def _exact_among(model: LoadedModel, rows: np.ndarray, query: np.ndarray, count: int, excluded: np.ndarray, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``count`` of ``rows`` by ``model.vectors @ query``, none ``excluded``, at most ``cap``
+    per artist."""
+    scores = model.vectors[rows] @ query
+    keep = ~np.isin(rows, excluded) if len(excluded) else None
+    top, best = top_n(scores, count if cap is None else len(rows), allowed=keep)
+    if cap is None:
+        return rows[top], best
+    return diversify(rows[top], best, model.first_artist, cap, count)
 
 
 def similar_rows(
