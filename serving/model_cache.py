@@ -60,7 +60,7 @@ class ModelCache:
         self._lock = asyncio.Lock()
         self.ann_min_tracks = ann_min_tracks  # None: never an ANN index
         self._index_source = index_source  # version -> the index bytes logged at release, or None
-        self._building: dict[str, asyncio.Task] = {}  # version -> its index being built
+        self._building: dict[tuple[str, str], asyncio.Task] = {}  # (alias, version) -> its index being built
 
     def get(self, alias: str = "champion") -> LoadedModel | None:
         return self._by_alias.get(alias)
@@ -164,9 +164,10 @@ class ModelCache:
         return loaded
 
     def _index_later(self, alias: str, loaded: LoadedModel, published: PublishedVersion | None = None) -> None:
-        """A large catalog served without an index gets one built in a thread (once per version), then
-        attached; the meantime is served exact."""
-        if not self._wants_index(loaded) or loaded.ann is not None or loaded.version in self._building:
+        """A large catalog served without an index gets one built in a thread (once per alias and
+        version), then attached; the meantime is served exact."""
+        key = (alias, loaded.version)
+        if not self._wants_index(loaded) or loaded.ann is not None or key in self._building:
             return
 
         async def build() -> None:
@@ -180,9 +181,9 @@ class ModelCache:
             except Exception as exc:
                 log.warning("could not build the ANN index of model version %s: %s (serving exact)", loaded.version, exc)
             finally:
-                self._building.pop(loaded.version, None)
+                self._building.pop(key, None)
 
-        self._building[loaded.version] = asyncio.create_task(build())
+        self._building[key] = asyncio.create_task(build())
 
     async def _cache_on_disk(self, alias: str, published: PublishedVersion, loaded: LoadedModel) -> None:
         def save() -> None:
