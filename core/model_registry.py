@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from models.promotion import PromotionDecision
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
+ANN_INDEX_PATH, ANN_INDEX_FILE = "ann_index", "catalog_index.npz"  # where a version's ANN index sits among its run's artifacts
 PYFUNC_FILE = Path(models.__file__).with_name("pyfunc_model.py")
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "user_id")]),
@@ -181,6 +183,35 @@ class ModelRegistry:
         if run_id:
             with local_folder(folder) as local:
                 self.client.log_artifacts(run_id, str(local), artifact_path)
+
+    def log_ann_index(self, version: str, data: bytes) -> None:
+        """Keep a version's ANN index (:class:`models.ann.CatalogIndex` bytes) with the run that produced
+        it, so every API loads the index built at release instead of building its own."""
+        run_id = self.client.get_model_version(self.name, version).run_id
+        if not run_id:
+            raise LookupError(f"version {version} of {self.name} has no run to log its ANN index to")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / ANN_INDEX_FILE
+            path.write_bytes(data)
+            self.client.log_artifact(run_id, str(path), ANN_INDEX_PATH)
+
+    def ann_index(self, version: str) -> bytes | None:
+        """The ANN index logged with ``version``, or None (released before indexes were, not indexed,
+        or published without registering, as benchmarks do)."""
+        try:
+            run_id = self.client.get_model_version(self.name, version).run_id
+        except MlflowException:
+            return None
+        if not run_id:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=f"{ANN_INDEX_PATH}/{ANN_INDEX_FILE}", dst_path=tmp, tracking_uri=self.client.tracking_uri
+                )
+            except (MlflowException, OSError):
+                return None
+            return Path(local).read_bytes()
 
     def download(self, version: str, destination: Path) -> Path:
         """Download the saved model folder behind a registered version; returns its path."""

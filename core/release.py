@@ -5,8 +5,9 @@
    (:func:`models.promotion.decide_promotion`), records the verdict on the version and, when it
    passes, moves ``champion`` to it.
 3. :func:`publish_aliases` writes the vectors of every aliased version to Redis (:func:`publish`) and
-   only then moves the Redis alias, so the API switches atomically; :func:`publish_played` adds what
-   users played.
+   only then moves the Redis alias, so the API switches atomically; a version of a large catalog also
+   gets its ANN index built and logged to MLflow with it (:func:`index_version`), which the API loads
+   with the vectors; :func:`publish_played` adds what users played.
 4. :func:`rollback` moves ``champion`` back, in MLflow and Redis together.
 5. :func:`retire` deletes published vector sets beyond the newest few, never one an alias or a
    running experiment still serves.
@@ -28,7 +29,8 @@ from core.erasure_log import ErasureLog
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Registration
 from core.vectorstore import PLAYED_CAP, VectorStore
 from models.base import Recommender
-from models.features import track_features
+from models.ann import CatalogIndex
+from models.features import track_features, unit_rows
 from models.promotion import PromotionDecision, decide_promotion
 from models.registry import load
 from models.training import TrainingResult
@@ -72,6 +74,14 @@ def served_items(catalog: pd.DataFrame, model: Recommender) -> pd.DataFrame:
     return items
 
 
+def index_version(registry: ModelRegistry, version: str, model: Recommender) -> CatalogIndex:
+    """Build the ANN index of ``version`` (its item vectors and unit similarity vectors, as the API
+    holds them) and log it to MLflow with the version. Returns the index."""
+    index = CatalogIndex.build(model.item_vectors(), unit_rows(model.similarity_vectors()))
+    registry.log_ann_index(version, index.to_bytes())
+    return index
+
+
 def publish(
     store: VectorStore, version: str, model: Recommender, catalog: pd.DataFrame, trained_until_ms: int = 0,
     registered_model: str = "", alias: str | None = None, erased: ErasureLog | None = None,
@@ -100,10 +110,12 @@ def publish(
 
 
 def publish_aliases(
-    registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES, erased: ErasureLog | None = None
-) -> dict[str, str]:
+    registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES, erased: ErasureLog | None = None,
+    ann_min_tracks: int | None = None,
+) -> dict[str, str]:  # fmt: skip
     """For each MLflow alias that points at a version: publish the version to Redis unless it already
-    is (without the vectors of users ``erased`` names), then move the Redis alias. Returns alias -> version."""
+    is (without the vectors of users ``erased`` names; with its ANN index logged to MLflow when it has
+    at least ``ann_min_tracks`` tracks, None: never), then move the Redis alias. Returns alias -> version."""
     published: dict[str, str] = {}
     store.retag_versions()  # versions published before their artefacts carried a hash tag
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,6 +126,8 @@ def publish_aliases(
             if version not in store.versions():
                 model = load(registry.download(version, Path(tmp) / version))
                 trained_until = int(registry.run_tags(version).get("trained_until_ms", "0"))
+                if ann_min_tracks is not None and len(model.item_ids) >= ann_min_tracks:
+                    index_version(registry, version, model)  # before the vectors: the API finds the index once it sees them
                 publish(store, version, model, catalog, trained_until, registered_model=registry.name, erased=erased)
             store.set_alias(alias, version)
             published[alias] = version

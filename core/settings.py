@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         None, description="Hex key that signs request tokens (every API process of a deployment needs the same); default a key file in var/."
     )
     rate_limit_per_minute: int = Field(6000, ge=1, description="Requests per minute per API key.")
+    ann_min_tracks: int = Field(
+        100_000, ge=0, description="Catalogs of at least this many tracks are searched through the version's ANN index (HNSW); "
+        "smaller ones, and filters that leave fewer tracks, are scored exactly.",
+    )  # fmt: skip
+    ann_ef: int = Field(100, ge=10, le=4096, description="Search depth of the ANN index: higher finds more of the exact top list, slower.")
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty disables CORS.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts (413 above).")
     access_log: bool = Field(True, description="Log every request as a JSON line (request_id, route, status, duration).")

@@ -36,6 +36,7 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             promotion_metric=settings.promotion_metric,
             promotion_margin=settings.promotion_margin,
             ui_url=f"http://{settings.mlflow_host}:{settings.mlflow_port}",
+            ann_min_tracks=settings.ann_min_tracks,
         ),
         "monitoring": MonitoringResource(
             drift_threshold=settings.drift_threshold, feedback_backlog_max=settings.feedback_backlog_max,

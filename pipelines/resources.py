@@ -87,6 +87,7 @@ class MlflowResource(dg.ConfigurableResource):
     promotion_margin: float = 0.0
     ui_url: str = "http://127.0.0.1:5000"  # where the MLflow UI answers (links in asset metadata)
     s3_endpoint_url: str = ""  # for an s3:// artifact root on an S3-compatible server
+    ann_min_tracks: int = 100_000  # versions of at least this many tracks get an ANN index logged at release
 
     _registry: ModelRegistry | None = PrivateAttr(default=None)
 

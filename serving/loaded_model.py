@@ -1,5 +1,6 @@
 """What the API holds in memory for one model version: the item table, item vectors, similarity and
-content vectors, precomputed filter columns and a popularity ranking. User vectors stay in Redis."""
+content vectors, precomputed filter columns, a popularity ranking and, for large catalogs, the
+version's ANN index (:mod:`models.ann`). User vectors stay in Redis."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from core.vectorstore import PublishedVersion
+from models.ann import CatalogIndex, ScoreMoments
 from models.features import CONTINUOUS_FEATURES, content_vectors, unit_rows
 
 
@@ -36,6 +38,10 @@ class LoadedModel:
     names: list = field(default=None, repr=False)  # type: ignore[assignment]
     artist_names: list = field(default=None, repr=False)  # type: ignore[assignment]
     genre_names: list = field(default=None, repr=False)  # type: ignore[assignment]
+    # the version's ANN index (None: every request scores exactly) and the score moments /similar needs with it
+    ann: CatalogIndex | None = field(default=None, repr=False)
+    vector_moments: ScoreMoments | None = field(default=None, repr=False)
+    similarity_moments: ScoreMoments | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         items = self.items
@@ -88,6 +94,17 @@ class LoadedModel:
             first_artist=first_artist,
             meta=published.meta,
         )
+
+    def attach_index(self, index: CatalogIndex) -> None:
+        """Serve through ``index`` from now on: it must be built from this version's vectors (a catalog
+        extended since has more rows; those are scored exactly). The index is set last, in one
+        assignment: a request sees it with everything it needs, or not at all."""
+        if index.items.dimensions != self.vectors.shape[1] or index.items.rows > self.n_items:
+            raise ValueError(f"ANN index of {index.items.rows} x {index.items.dimensions} does not fit model version {self.version} "
+                             f"({self.n_items} x {self.vectors.shape[1]}): rebuild it from this version's vectors")  # fmt: skip
+        self.vector_moments = ScoreMoments.of(self.vectors)
+        self.similarity_moments = ScoreMoments.of(self.similarity)
+        self.ann = index
 
     @property
     def n_items(self) -> int:

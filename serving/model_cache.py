@@ -4,6 +4,11 @@
 when an alias moves, the new version is loaded completely in a thread and then swapped in with one
 reference assignment, so a request sees the old version or the new one, never a mix. Each loaded
 version is also written to the :class:`~serving.disk_cache.DiskCache`.
+
+A catalog of at least ``ann_min_tracks`` tracks is served through its version's ANN index, attached
+before the swap: from the disk cache when it holds that version, else the one logged to MLflow at
+release (``index_source``). A version without one (released before indexes were) is swapped in
+exact and its index built once in a thread, then attached (vectors and index of the same version).
 """
 
 from __future__ import annotations
@@ -12,10 +17,14 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aredis
 
 from core.contracts.redis_keys import RedisKeys
+from core.settings import Settings
+from core.vectorstore import PublishedVersion
+from models.ann import CatalogIndex
 from serving.disk_cache import DiskCache
 from serving.loaded_model import LoadedModel
 
@@ -37,7 +46,10 @@ class ModelCache:
     """Loaded versions by alias. ``refresh`` checks the alias in Redis at most every
     ``refresh_seconds`` (one GET) and reloads only when it moved."""
 
-    def __init__(self, client: aredis.Redis, keys: RedisKeys, store_factory, disk: DiskCache, refresh_seconds: float = 2.0) -> None:
+    def __init__(
+        self, client: aredis.Redis, keys: RedisKeys, store_factory, disk: DiskCache, refresh_seconds: float = 2.0,
+        ann_min_tracks: int | None = None, index_source: Callable[[str], bytes | None] | None = None,
+    ) -> None:  # fmt: skip
         self._client = client
         self._keys = keys
         self._store_factory = store_factory  # () -> VectorStore on a sync client: loading runs in a thread
@@ -46,6 +58,9 @@ class ModelCache:
         self._by_alias: dict[str, LoadedModel] = {}
         self._checked: dict[str, float] = {}
         self._lock = asyncio.Lock()
+        self.ann_min_tracks = ann_min_tracks  # None: never an ANN index
+        self._index_source = index_source  # version -> the index bytes logged at release, or None
+        self._building: dict[tuple[str, str], asyncio.Task] = {}  # (alias, version) -> its index being built
 
     def get(self, alias: str = "champion") -> LoadedModel | None:
         return self._by_alias.get(alias)
@@ -61,8 +76,10 @@ class ModelCache:
         async with self._lock:
             try:
                 published = await asyncio.to_thread(self._store_factory().load, version)
-                self._by_alias[key] = await asyncio.to_thread(LoadedModel.from_published, published)
+                loaded = await asyncio.to_thread(self._loaded, key, published, None)
+                self._by_alias[key] = loaded
                 _freeze_long_lived()
+                self._index_later(key, loaded)
             except Exception as exc:
                 log.warning("could not load model version %s: %s", version, exc)
                 return None
@@ -97,17 +114,15 @@ class ModelCache:
                 return current
             try:
                 published = await asyncio.to_thread(self._store_factory().load, version)
-                loaded = await asyncio.to_thread(LoadedModel.from_published, published)
+                loaded = await asyncio.to_thread(self._loaded, alias, published, current)
             except Exception as exc:  # half-deleted version, Redis gone mid-load: keep serving what we have
                 log.warning("could not load model version %s for alias %s: %s", version, alias, exc)
                 return current
             self._by_alias[alias] = loaded  # the atomic swap
             _freeze_long_lived()
             log.info("serving model version %s (%s) for alias %s", loaded.version, loaded.algorithm, alias)
-            try:
-                await asyncio.to_thread(self._disk.save, alias, published)
-            except Exception as exc:  # a full disk or an unreachable object store: the cache is a spare, serving goes on
-                log.warning("could not cache model version %s on disk: %s", version, exc)
+            await self._cache_on_disk(alias, published, loaded)
+            self._index_later(alias, loaded, published)
             return loaded
 
     async def _from_disk(self, alias: str, cause: Exception) -> LoadedModel | None:
@@ -118,10 +133,78 @@ class ModelCache:
             if published is None:
                 return None
             log.warning("Redis unavailable (%s): serving cached model version %s for alias %s", cause, published.version, alias)
-            loaded = await asyncio.to_thread(LoadedModel.from_published, published)
+            loaded = await asyncio.to_thread(self._loaded, alias, published, None)
             self._by_alias[alias] = loaded
             _freeze_long_lived()
+            self._index_later(alias, loaded)
             return loaded
+
+    async def indexed(self) -> None:
+        """Wait for the index builds under way (tests and benchmarks that measure the indexed API)."""
+        await asyncio.gather(*self._building.values())
+
+    def _wants_index(self, model: LoadedModel) -> bool:
+        return self.ann_min_tracks is not None and model.n_items >= self.ann_min_tracks
+
+    def _loaded(self, alias: str, published: PublishedVersion, current: LoadedModel | None) -> LoadedModel:
+        """``published`` loaded, with its ANN index attached when the catalog is large enough and one is
+        at hand: the current one (the same version, extended since), the disk cache's, or MLflow's."""
+        loaded = LoadedModel.from_published(published)
+        if not self._wants_index(loaded):
+            return loaded
+        if current is not None and current.version == loaded.version and current.ann is not None:
+            loaded.attach_index(current.ann)
+            return loaded
+        data = self._disk.ann_index(alias, loaded.version)
+        if data is None and self._index_source is not None:
+            try:
+                data = self._index_source(loaded.version)
+            except Exception as exc:  # MLflow unreachable: build it here instead
+                log.warning("could not fetch the ANN index of model version %s: %s", loaded.version, exc)
+        if data is not None:
+            loaded.attach_index(CatalogIndex.from_bytes(data))
+        return loaded
+
+    def _index_later(self, alias: str, loaded: LoadedModel, published: PublishedVersion | None = None) -> None:
+        """A large catalog served without an index gets one built in a thread (once per alias and
+        version), then attached; the meantime is served exact."""
+        key = (alias, loaded.version)
+        if not self._wants_index(loaded) or loaded.ann is not None or key in self._building:
+            return
+
+        async def build() -> None:
+            try:
+                started = time.perf_counter()
+                index = await asyncio.to_thread(CatalogIndex.build, loaded.vectors, loaded.similarity)
+                loaded.attach_index(index)
+                log.info("built the ANN index of model version %s (%d tracks) in %.1f s", loaded.version, loaded.n_items, time.perf_counter() - started)
+                if published is not None:
+                    await self._cache_on_disk(alias, published, loaded)
+            except Exception as exc:
+                log.warning("could not build the ANN index of model version %s: %s (serving exact)", loaded.version, exc)
+            finally:
+                self._building.pop(key, None)
+
+        self._building[key] = asyncio.create_task(build())
+
+    async def _cache_on_disk(self, alias: str, published: PublishedVersion, loaded: LoadedModel) -> None:
+        def save() -> None:
+            self._disk.save(alias, published, loaded.ann.to_bytes() if loaded.ann is not None else None)
+
+        try:
+            await asyncio.to_thread(save)
+        except Exception as exc:  # a full disk or an unreachable object store: the cache is a spare, serving goes on
+            log.warning("could not cache model version %s on disk: %s", loaded.version, exc)
+
+
+def released_index(settings: Settings, version: str) -> bytes | None:
+    """The ANN index logged to MLflow with ``version`` at release (see :func:`core.release.index_version`).
+    MLflow is imported here, on first use: an API that never serves a large catalog does not carry it
+    (about 100 MB per process)."""
+    from core.model_registry import ModelRegistry
+
+    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    return registry.ann_index(version)
 
 
 def _revision(model: LoadedModel) -> str:

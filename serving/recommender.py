@@ -8,6 +8,9 @@ Scoring, by what is known about the user:
   audio-feature and genre vectors and the mean vector of the seeds (or of the played tracks);
 * nothing: popularity.
 
+A catalog served with an ANN index finds a known user's list and similar tracks through it
+(:mod:`serving.retrieval`); ``exact`` (an admin's ``exact=true``) scores the whole catalog instead.
+
 ``confidence`` says how personal the list is: for a vector, ``min(1, log(1 + played) / log(51))``
 (50 played tracks count as fully known); for content-based lists a third of that with the seeds
 counted as history; 0 for popularity. When Redis is unavailable the list comes from the in-memory
@@ -29,11 +32,12 @@ import orjson
 
 from experiments.definition import Experiment, Variant
 from experiments.interleaving import request_seed, team_draft
-from models.ranking import top_n
+from core.settings import Settings
 from serving.errors import ApiError
-from serving.filters import RecommendationContext, RecommendationFilters, allowed_mask, diversify, excluded_rows
+from serving.filters import RecommendationContext, RecommendationFilters, excluded_rows
 from serving.loaded_model import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS
+from serving.retrieval import select, select_by_vector, similar_rows
 from serving.deps import rate_limited
 from serving.schemas import RecommendationResponse
 from core.contracts.served_lists import ServedList
@@ -42,7 +46,6 @@ from serving.state import AppState, RedisUnavailable
 
 POPULARITY, CONTENT = "popularity", "content"
 _FULL_HISTORY = np.log1p(50)
-_PERSONAL_WEIGHT = 0.25  # similar-tracks: how much the user's taste moves the ranking
 
 
 @dataclass
@@ -55,6 +58,7 @@ class RecommendationRequest:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     key: ApiKey | None = None  # counted against its rate limit with the user's reads
     surface: str = "recommendations"  # the endpoint asking: recommendations or batch (experiments run per surface)
+    exact: bool = False  # score the whole catalog even when it has an ANN index (admin: checks, debugging)
 
 
 @dataclass
@@ -86,10 +90,11 @@ class Recommendations:
 
 @dataclass
 class _Scored:
-    scores: np.ndarray
+    scores: np.ndarray | None  # None: the list comes from the ANN index with ``query``
     algorithm: str
     confidence: float
     cold_start: bool
+    query: np.ndarray | None = None
 
 
 async def _model(state: AppState, alias: str = "champion") -> LoadedModel:
@@ -133,7 +138,10 @@ def _score(model: LoadedModel, request: RecommendationRequest, algorithm: str | 
     if wanted == model.algorithm and vector is not None:
         if vector.shape[0] != model.vectors.shape[1]:
             raise ApiError(500, "vector_mismatch", f"user vector has {vector.shape[0]} dimensions, model {model.version} {model.vectors.shape[1]}")
-        return _Scored(model.vectors @ vector, model.algorithm, min(1.0, float(np.log1p(len(played)) / _FULL_HISTORY)), False)
+        confidence = min(1.0, float(np.log1p(len(played)) / _FULL_HISTORY))
+        if model.ann is not None and not request.exact:
+            return _Scored(None, model.algorithm, confidence, False, query=vector)
+        return _Scored(model.vectors @ vector, model.algorithm, confidence, False)
     if wanted != POPULARITY:
         seeds = model.rows(request.context.seed_tracks or played)
         if len(seeds):
@@ -153,19 +161,6 @@ def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[di
         {"track_id": ids[r], "name": names[r], "artists": artists[r], "genres": genres[r], "score": s, "position": i}
         for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist()))
     ]
-
-
-def _select(model: LoadedModel, scores: np.ndarray, request: RecommendationRequest, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mask = allowed_mask(model, request.filters)
-    cap = request.filters.max_per_artist
-    if cap is None:
-        return top_n(scores, request.count, excluded=excluded, allowed=mask)
-    # diversity: pick from a deeper pool; if one artist dominates even that, from the whole ranking
-    for pool in (min(model.n_items, request.count * 8), model.n_items):
-        rows, top = diversify(*top_n(scores, pool, excluded=excluded, allowed=mask), model.first_artist, cap, request.count)
-        if len(rows) == request.count:
-            break
-    return rows, top
 
 
 @dataclass
@@ -208,11 +203,13 @@ class _Ranked:
     scores: np.ndarray
 
 
-def _rank(ranker: _Ranker, request: RecommendationRequest, vector: np.ndarray | None, played: set[str]) -> _Ranked:
+def _rank(ranker: _Ranker, request: RecommendationRequest, vector: np.ndarray | None, played: set[str], settings: Settings) -> _Ranked:
     model = ranker.model
     scored = _score(model, request, ranker.algorithm, vector, played)
     excluded = excluded_rows(model, request.filters, played, extra=tuple(request.context.seed_tracks))
-    return _Ranked(ranker, scored, *_select(model, scored.scores, request, excluded))
+    if scored.query is not None:
+        return _Ranked(ranker, scored, *select_by_vector(model, scored.query, request.filters, request.count, excluded, settings))
+    return _Ranked(ranker, scored, *select(model, scored.scores, request.filters, request.count, excluded))
 
 
 async def recommend(state: AppState, request: RecommendationRequest) -> Recommendations:
@@ -224,7 +221,7 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
         return await _interleaved(state, request, assignment[0])
     ranker = await _ranker(state, assignment[1] if assignment else None, request.algorithm)
     vectors, played, degraded = await _user(state, [ranker.model], request.user_id, request.key)
-    ranked = _rank(ranker, request, vectors[0], played)
+    ranked = _rank(ranker, request, vectors[0], played, state.settings)
     experiment, variant = (assignment[0].id, assignment[1].name) if assignment else (None, None)
     RECOMMENDATIONS.labels(ranked.scored.algorithm, variant or "none").inc()
     result = Recommendations(
@@ -250,7 +247,7 @@ async def _interleaved(state: AppState, request: RecommendationRequest, experime
     control, treatment = experiment.variants
     rankers = [await _ranker(state, control, None), await _ranker(state, treatment, None)]
     vectors, played, degraded = await _user(state, [r.model for r in rankers], request.user_id, request.key)
-    a, b = (_rank(r, request, v, played) for r, v in zip(rankers, vectors))
+    a, b = (_rank(r, request, v, played, state.settings) for r, v in zip(rankers, vectors))
     ids_a = [a.ranker.model.track_ids[r] for r in a.rows.tolist()]
     ids_b = [b.ranker.model.track_ids[r] for r in b.rows.tolist()]
     merged, teams = team_draft(ids_a, ids_b, request.count, request_seed(experiment.id, request.request_id))
@@ -298,11 +295,14 @@ def _served(
 
 
 async def similar(
-    state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str, key: ApiKey | None = None
-) -> Recommendations:
+    state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str, key: ApiKey | None = None,
+    exact: bool = False,
+) -> Recommendations:  # fmt: skip
     """Tracks like ``track_id`` (cosine of item vectors), nudged towards the user's taste when the
-    user is known: score = z(similarity) + 0.25 z(user score). A user in a running experiment of the
-    ``similar`` surface gets their variant's model (its similarity vectors and their vector of it)."""
+    user is known: score = z(similarity) + 0.25 z(user score), z over the whole catalog. A user in a
+    running experiment of the ``similar`` surface gets their variant's model (its similarity vectors
+    and their vector of it). Through the ANN index (unless ``exact``): the most similar tracks,
+    over-fetched 4x when personalised, ranked by the same score."""
     await state.experiments.refresh()
     assignment = state.experiments.assign(user_id, "similar")
     ranker = await _ranker(state, assignment[1] if assignment else None, None)
@@ -312,13 +312,9 @@ async def similar(
         raise ApiError(404, "unknown_track", f"track_id {track_id!r} is not in the catalog of model version {model.version}")
     vectors, played, degraded = await _user(state, [model], user_id, key)
     vector = vectors[0]
-    similarity = model.similarity @ model.similarity[row]
-    scores = _standardise(similarity)
     personalised = vector is not None and vector.shape[0] == model.vectors.shape[1]
-    if personalised:
-        scores = scores + _PERSONAL_WEIGHT * _standardise(model.vectors @ vector)
-    request = RecommendationRequest(user_id=user_id, count=count, filters=filters, request_id=request_id)
-    rows, top = _select(model, scores, request, excluded_rows(model, filters, played, extra=(track_id,)))
+    excluded = excluded_rows(model, filters, played, extra=(track_id,))
+    rows, top = similar_rows(model, row, vector if personalised else None, filters, count, excluded, state.settings, exact)
     experiment, variant = (assignment[0].id, assignment[1].name) if assignment else (None, None)
     RECOMMENDATIONS.labels("similar", variant or "none").inc()
     result = Recommendations(
@@ -335,8 +331,3 @@ async def similar(
         metadata={"seed_track": track_id, "personalised": personalised, **ranker.notes},
     )
     return _served(state, "similar", result, degraded)
-
-
-def _standardise(values: np.ndarray) -> np.ndarray:
-    std = float(values.std())
-    return (values - float(values.mean())) / (std if std > 0 else 1.0)

@@ -27,7 +27,7 @@ from serving.exposures import FLUSH_SECONDS, ExposureBuffer
 from serving.observability import EXPOSURES_LOST
 from serving.served_lists import TokenSigner
 from serving.disk_cache import DiskCache
-from serving.model_cache import ModelCache
+from serving.model_cache import ModelCache, released_index
 from serving.security import ApiKey, ApiKeys, LocalRateLimiter, demo_keys, rate_window
 from serving.spool import Spool
 
@@ -103,7 +103,8 @@ class AppState:
         def store() -> VectorStore:
             return VectorStore(redis_client(url, settings.redis_cluster, socket_timeout=30), keys)
 
-        models = ModelCache(client, keys, store, DiskCache(settings.layout.serving_cache(settings.redis_prefix)))
+        models = ModelCache(client, keys, store, DiskCache(settings.layout.serving_cache(settings.redis_prefix)),
+                            ann_min_tracks=settings.ann_min_tracks, index_source=functools.partial(released_index, settings))  # fmt: skip
         api_keys = ApiKeys(settings.api_keys or demo_keys(settings.layout.api_keys))
         spool = Spool(settings.layout.spool(settings.redis_prefix))
         state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(clock=clock), spool,

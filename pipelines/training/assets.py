@@ -93,7 +93,7 @@ def serving_vectors(
     vectors = redis.vectors
     log = store.tables.erasures
     erasures = log.subjects()
-    published = release.publish_aliases(mlflow.registry, vectors, store.tables.read_tracks(), erased=log)
+    published = release.publish_aliases(mlflow.registry, vectors, store.tables.read_tracks(), erased=log, ann_min_tracks=mlflow.ann_min_tracks)
     n_played = release.publish_played(vectors, store.tables.read_interactions())
     purged = release.purge_erased(mlflow.registry, vectors, erasures)
     retired = release.retire(vectors, monitoring.keep_versions, protected=experiment_versions(redis))

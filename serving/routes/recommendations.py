@@ -14,6 +14,7 @@ from serving.filters import MAX_LIST, AlgorithmName, ArtistId, Genre, Recommenda
 from models.features import CONTINUOUS_FEATURES
 from serving.recommender import RecommendationRequest, Recommendations, recommend, similar
 from serving.schemas import ErrorDetail, ErrorResponse, RecommendationResponse
+from serving.security import ApiKey
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
 ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -35,6 +36,7 @@ class _ListQuery(BaseModel):
     exclude_artists: list[ArtistId] = Field([], max_length=MAX_LIST, description="Artist ids never to return.")
     exclude_played: bool = Field(True, description="Leave out tracks the user already played.")
     max_per_artist: int | None = Field(None, ge=1, le=100, description="At most this many tracks per artist.")
+    exact: bool = Field(False, description="Admin keys only: score the whole catalog, not through the ANN index (checks, debugging).")
 
     @field_validator("genres", "exclude_tracks", "exclude_artists", mode="before")
     @classmethod
@@ -122,7 +124,7 @@ async def recommendations_for_user(request: Request, user_id: UserId, key: Clien
     query = _parse_query(request, UserQuery)
     wanted = RecommendationRequest(
         user_id=user_id, count=query.count, algorithm=query.algorithm, filters=query.filters(), context=query.context(),
-        request_id=list_id(request), key=key,
+        request_id=list_id(request), key=key, exact=_exact(query, key),
     )  # fmt: skip
     return _json(await recommend(state, wanted))
 
@@ -142,7 +144,16 @@ async def similar_tracks(
         track = parse_track_id(track_id)
     except ValueError as exc:
         raise ApiError(422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]) from exc
-    return _json(await similar(state, user_id, track, query.count, query.filters(), list_id(request), key))
+    return _json(await similar(state, user_id, track, query.count, query.filters(), list_id(request), key, exact=_exact(query, key)))
+
+
+def _exact(query: BaseModel, key: ApiKey) -> bool:
+    """The ``exact`` parameter, for admin keys only (a full scan of a large catalog is a cost a client
+    key must not be able to impose)."""
+    if query.exact and not key.allows("admin"):
+        raise ApiError(403, "forbidden", f"exact: the query parameter exact=true needs an API key with scope admin; yours has scope {key.scope}",
+                       [ErrorDetail(field="exact", problem="needs scope admin")])  # fmt: skip
+    return query.exact
 
 
 def list_id(request: Request) -> str:

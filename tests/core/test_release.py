@@ -72,6 +72,22 @@ def test_register_gate_and_publish(registry, store, trained, catalog, tmp_path):
     np.testing.assert_allclose(store.user_vector(first, user), trained.model.user_vectors()[0], rtol=1e-6)
 
 
+def test_an_ann_index_is_logged_with_versions_of_large_catalogs(registry, store, trained, catalog, tmp_path):
+    from models.ann import CatalogIndex
+
+    small, large = (_register(registry, trained, tmp_path, n) for n in (1, 2))
+    n_items = len(trained.model.item_ids)
+    registry.set_alias(CHAMPION, small)
+    release.publish_aliases(registry, store, catalog, aliases=(CHAMPION,), ann_min_tracks=n_items + 1)
+    assert registry.ann_index(small) is None  # below the threshold: served exact, nothing to log
+    registry.set_alias(CHAMPION, large)
+    release.publish_aliases(registry, store, catalog, aliases=(CHAMPION,), ann_min_tracks=n_items)
+    index = CatalogIndex.from_bytes(registry.ann_index(large))
+    assert (index.items.rows, index.items.dimensions) == trained.model.item_vectors().shape
+    assert index.similarity.rows == n_items
+    assert registry.ann_index("99") is None  # not a registered version
+
+
 def test_rollback_moves_mlflow_and_redis_together(registry, store, trained, catalog, tmp_path):
     versions = [_register(registry, trained, tmp_path, n) for n in (1, 2, 3)]
     for version in versions[:2]:

@@ -1,0 +1,112 @@
+"""Top lists from scores: exact over the whole catalog, or through the version's ANN index.
+
+A catalog served with an ANN index (``ECHOTUNE_ANN_MIN_TRACKS`` tracks and more, see
+:mod:`models.ann`) finds a known user's list and similar tracks through it instead of scoring every
+track: over-fetched, filtered, widened until the list is full, and scored exactly when a filter leaves
+fewer than ``ann_min_tracks`` tracks (scoring those costs less than searching past them) or the
+widening gives up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.settings import Settings
+from models.ann import approximate_top_n
+from models.ranking import top_n
+from serving.filters import RecommendationFilters, allowed_mask, diversify
+from serving.loaded_model import LoadedModel
+
+PERSONAL_WEIGHT = 0.25  # similar-tracks: how much the user's taste moves the ranking
+
+
+def select(
+    model: LoadedModel, scores: np.ndarray, filters: RecommendationFilters, count: int, excluded: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``count`` rows of ``scores`` (one per item) the filters allow, and their scores."""
+    mask = allowed_mask(model, filters) if mask is None else mask
+    cap = filters.max_per_artist
+    if cap is None:
+        return top_n(scores, count, excluded=excluded, allowed=mask)
+    # diversity: pick from a deeper pool; if one artist dominates even that, from the whole ranking
+    for pool in (min(model.n_items, count * 8), model.n_items):
+        rows, top = diversify(*top_n(scores, pool, excluded=excluded, allowed=mask), model.first_artist, cap, count)
+        if len(rows) == count:
+            break
+    return rows, top
+
+
+def select_by_vector(
+    model: LoadedModel, query: np.ndarray, filters: RecommendationFilters, count: int, excluded: np.ndarray, settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``count`` rows of ``model.vectors @ query`` through the version's ANN index; exact when
+    the index cannot fill the list."""
+    mask = allowed_mask(model, filters)
+    cap = filters.max_per_artist
+    pool = count if cap is None else min(model.n_items, count * 8)
+    found = approximate_top_n(model.ann.items, model.vectors, query, pool, excluded, mask, settings.ann_min_tracks, settings.ann_ef)
+    if found is not None:
+        if cap is None:
+            return found
+        rows, top = diversify(*found, model.first_artist, cap, count)
+        if len(rows) == count:
+            return rows, top
+    if mask is not None:  # a selective filter: score only the rows it allows
+        return _exact_among(model, np.flatnonzero(mask), query, count, excluded, cap)
+    return select(model, model.vectors @ query, filters, count, excluded)
+
+
+def _exact_among(model: LoadedModel, rows: np.ndarray, query: np.ndarray, count: int, excluded: np.ndarray, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``count`` of ``rows`` by ``model.vectors @ query``, none ``excluded``, at most ``cap``
+    per artist."""
+    scores = model.vectors[rows] @ query
+    keep = ~np.isin(rows, excluded) if len(excluded) else None
+    top, best = top_n(scores, count if cap is None else len(rows), allowed=keep)
+    if cap is None:
+        return rows[top], best
+    return diversify(rows[top], best, model.first_artist, cap, count)
+
+
+def similar_rows(
+    model: LoadedModel, row: int, vector: np.ndarray | None, filters: RecommendationFilters, count: int, excluded: np.ndarray,
+    settings: Settings, exact: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Tracks like item ``row``: score = z(cosine of similarity vectors) + 0.25 z(user score) when the
+    user's ``vector`` is known, z over the whole catalog. Through the ANN index of similarity vectors
+    (unless ``exact``): the most similar tracks, over-fetched 4x when personalised, ranked by the same
+    score with z from the catalog's score moments."""
+    if model.ann is not None and not exact:
+        found = _similar_approximate(model, row, vector, filters, count, excluded, settings)
+        if found is not None:
+            return found
+    scores = _standardise(model.similarity @ model.similarity[row])
+    if vector is not None:
+        scores = scores + PERSONAL_WEIGHT * _standardise(model.vectors @ vector)
+    return select(model, scores, filters, count, excluded)
+
+
+def _similar_approximate(
+    model: LoadedModel, row: int, vector: np.ndarray | None, filters: RecommendationFilters, count: int, excluded: np.ndarray, settings: Settings
+) -> tuple[np.ndarray, np.ndarray] | None:
+    mask = allowed_mask(model, filters)
+    cap = filters.max_per_artist
+    pool = (count if cap is None else count * 8) * (1 if vector is None else 4)
+    query = model.similarity[row]
+    found = approximate_top_n(model.ann.similarity, model.similarity, query, min(model.n_items, pool), excluded, mask, settings.ann_min_tracks, settings.ann_ef)
+    if found is None:
+        return None
+    rows, similarity = found
+    scores = model.similarity_moments.standardise(similarity, query)
+    if vector is not None:
+        scores = scores + PERSONAL_WEIGHT * model.vector_moments.standardise(model.vectors[rows] @ vector, vector)
+    order = np.argsort(-scores, kind="stable")
+    rows, scores = rows[order], scores[order].astype(np.float32)
+    if cap is None:
+        return rows[:count], scores[:count]
+    rows, scores = diversify(rows, scores, model.first_artist, cap, count)
+    return (rows, scores) if len(rows) == count else None
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    std = float(values.std())
+    return (values - float(values.mean())) / (std if std > 0 else 1.0)
