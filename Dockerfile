@@ -1,6 +1,6 @@
 # EchoTune: one image for the API (`serve`, the default), the feedback worker (`worker`), the Dagster
-# code server (`code-server`) and one-off commands (`pipeline`, `model status`, ...; see
-# deploy/image/entrypoint.sh). `make image` builds it and runs it against this machine's Redis and
+# code server (`code-server`), the MLflow UI (`mlflow-ui`) and one-off commands (`pipeline`,
+# `model status`, ...; see deploy/image/entrypoint.sh). `make image` builds it and runs it against this machine's Redis and
 # PostgreSQL; `make test` lints this file with hadolint (.hadolint.yaml lists the ignored rules).
 #
 #   docker build --build-arg BASE_IMAGE=debian:bookworm-slim -t echotune .
@@ -39,15 +39,14 @@ WORKDIR /src
 # The dependencies first, in a layer of their own that only a change of pyproject.toml rebuilds (the
 # project is installed here without its code, and again below with it).
 # setuptools: the venv's own copy is old (CVE-2025-47273), the same floor as the Makefile.
-# dagster-k8s: Dagster's Helm chart launches runs with this image (K8sRunLauncher), and a run
-# worker needs it to load that instance; its 0.29.x pins the dagster 1.13.x the project resolves to.
+# The k8s extra (dagster-k8s): runs launched by Dagster's Helm chart (K8sRunLauncher) load that instance.
 COPY pyproject.toml ./
 RUN --mount=type=secret,id=pip_ca \
     --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
     && touch README.md \
     && /opt/venv/bin/pip install --upgrade "pip>=24" "setuptools>=78.1.1" \
-    && /opt/venv/bin/pip install . "dagster-k8s>=0.29,<0.30"
+    && /opt/venv/bin/pip install ".[k8s]"
 COPY README.md ./
 COPY echotune ./echotune
 COPY pipelines ./pipelines
@@ -66,17 +65,18 @@ RUN groupadd --system --gid 10001 echotune \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/echotune --shell /usr/sbin/nologin echotune
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# ECHOTUNE_HOME: what the code reads besides the installed packages (the local Dagster instance,
-# experiment definitions); data/, var/, mlruns/ and dagster_home/ are where a deployment mounts volumes
-COPY dagster_home/dagster.yaml dagster_home/dagster.postgres.yaml ./dagster_home/
+# ECHOTUNE_HOME: what the code reads besides the installed packages (experiment definitions). The
+# Dagster instance is not copied: `echotune pipeline` writes dagster_home/dagster.yaml from the settings
+# (ECHOTUNE_DATABASE_URL), and Dagster's Helm chart and docker-compose.yaml mount their own.
 COPY workspace.yaml ./
 COPY experiments/definitions ./experiments/definitions
 COPY deploy/image/entrypoint.sh /usr/local/bin/echotune-entrypoint
 COPY deploy/image/healthcheck.py /usr/local/bin/echotune-healthcheck
-# (created here, owned by the user: a fresh named volume copies the owner of the folder it is mounted on)
-RUN mkdir -p data var mlruns/artifacts dagster_home/storage \
-    && chown -R echotune:echotune data var mlruns dagster_home/storage \
-    && chown echotune:echotune dagster_home
+# The local defaults when ECHOTUNE_STORAGE_URL and ECHOTUNE_DATABASE_URL are unset, var/ (per host by
+# nature: the feedback spool, the serving cache) and storage/ (docker-compose.yaml's shared volume).
+# Created here, owned by the user: a fresh named volume copies the owner of the folder it is mounted on.
+RUN mkdir -p data var storage mlruns/artifacts dagster_home/storage \
+    && chown -R echotune:echotune data var storage mlruns dagster_home
 # One BLAS thread per process, as `echotune serve` and `worker` set for themselves: threaded BLAS
 # inside a threaded server is ~60x slower. Training in the code server or a run pod is single-threaded
 # too unless the deployment raises OPENBLAS_NUM_THREADS for it.

@@ -10,10 +10,12 @@ serve``):
   not ready, not unhealthy);
 - ``worker``: the worker's metrics port answers 200 (0 turns the metrics off: nothing to probe);
 - the code server (``code-server`` or ``dagster api grpc``): its gRPC port accepts a connection;
+- the MLflow UI (``mlflow-ui``, which runs ``mlflow server``): ``GET /health`` answers 200;
 - anything else (``pipeline``, Dagster's webserver and daemon, one-off commands): healthy.
 
 Ports come from ``--port`` / ``--metrics-port`` / ``-p`` on that command line, else from
-``ECHOTUNE_API_PORT`` / ``ECHOTUNE_WORKER_METRICS_PORT`` with their defaults. Standard library only:
+``ECHOTUNE_API_PORT`` / ``ECHOTUNE_WORKER_METRICS_PORT`` with their defaults (4000 and 5000 for the
+code server and MLflow). Standard library only:
 it runs every 30 s and must not pay for importing the project. Exit 0 healthy, 1 not.
 """
 
@@ -65,6 +67,8 @@ def check(argv: list[str]) -> bool:
         return port == 0 or _http_ok(port, "/metrics")
     if "code-server" in argv or ("api" in argv and "grpc" in argv):
         return _accepts(int(_option(argv, "-p", "--port") or "4000"))
+    if "mlflow-ui" in argv or ("server" in argv and any(Path(arg).name == "mlflow" for arg in argv)):
+        return _http_ok(int(_option(argv, "--port") or "5000"), "/health")
     return True
 
 

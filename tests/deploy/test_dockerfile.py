@@ -77,10 +77,12 @@ def test_the_build_context_holds_everything_the_dockerfile_copies():
 # --- the entrypoint and the health check ------------------------------------------------------------
 @pytest.fixture
 def fake_path(tmp_path: Path) -> Path:
-    """A PATH whose echotune and dagster print their command line."""
-    for name in ("echotune", "dagster"):
+    """A PATH whose echotune, dagster and mlflow print their command line, and whose python prints the
+    tracking store the settings would name."""
+    for name, body in (("echotune", 'echo echotune "$@"'), ("dagster", 'echo dagster "$@"'), ("mlflow", 'echo mlflow "$@"'),
+                       ("python", "echo postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow")):  # fmt: skip
         script = tmp_path / name
-        script.write_text(f'#!/bin/sh\necho {name} "$@"\n')
+        script.write_text(f"#!/bin/sh\n{body}\n")
         script.chmod(0o755)
     return tmp_path
 
@@ -93,6 +95,8 @@ def fake_path(tmp_path: Path) -> Path:
         (["model", "status"], "echotune model status"),
         (["code-server"], "dagster api grpc --module-name pipelines.definitions --host 0.0.0.0 --port 4000"),
         (["code-server", "-p", "4001"], "dagster api grpc --module-name pipelines.definitions --host 0.0.0.0 --port 4000 -p 4001"),
+        (["mlflow-ui", "--workers", "2"], "mlflow server --backend-store-uri postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow "
+                                          "--host 0.0.0.0 --port 5000 --no-serve-artifacts --workers 2"),
         # what Dagster's Helm chart and the K8sRunLauncher pass
         (["dagster", "api", "execute_run", "{}"], "dagster api execute_run {}"),
     ],
@@ -149,4 +153,7 @@ def test_healthcheck_probes_the_role_pid_1_runs(healthcheck, http_port, monkeypa
     grpc = ["/opt/venv/bin/python3", "/opt/venv/bin/dagster", "api", "grpc", "--port", "4000", "-p"]
     assert healthcheck.check([*grpc, str(http_port)]), "the last port given wins, as in click"
     assert not healthcheck.check([*grpc, str(_closed_port())])
+    mlflow = ["/opt/venv/bin/python3", "/opt/venv/bin/mlflow", "server", "--backend-store-uri", "sqlite:///x"]
+    assert healthcheck.check([*mlflow, "--port", str(http_port)])
+    assert not healthcheck.check([*mlflow, "--port", str(_closed_port())])
     assert healthcheck.check([*python, "pipeline"]), "one-off commands have nothing to probe"

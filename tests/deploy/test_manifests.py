@@ -1,12 +1,13 @@
 """The deployment files: the Kubernetes manifests match the API schemas (kubernetes-validate, offline),
-their references resolve, the probes hit real routes, the Helm values fit Dagster's chart, the compose
-file has every service, and every ``ECHOTUNE_*`` name any of them passes is a setting. No Docker and no
-cluster needed."""
+their references resolve, no pod shares a disk, the probes hit real routes, the Helm values fit
+Dagster's chart, the compose file has every service and a Dagster instance Dagster accepts, and every
+``ECHOTUNE_*`` name any of them passes is a setting. No Docker and no cluster needed."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -18,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
 HELM_VALUES = REPO / "deploy" / "helm" / "dagster-values.yaml"
 COMPOSE = REPO / "docker-compose.yaml"
+COMPOSE_INSTANCE = REPO / "deploy" / "compose" / "dagster.yaml"
 # the oldest Kubernetes release the manifests promise to work on, and the newest the validator knows
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 SETTING_NAME = re.compile(r"\bECHOTUNE_[A-Z0-9_]+\b")
@@ -41,9 +43,9 @@ def _pod_specs() -> list[tuple[str, dict]]:
 
 def test_the_manifests_are_there():
     names = {path.name for path in MANIFESTS}
-    assert {"api.yaml", "worker.yaml", "mlflow.yaml", "settings.yaml", "storage.yaml"} <= names, f"deploy/kubernetes/ holds {sorted(names)}"
+    assert {"api.yaml", "worker.yaml", "mlflow.yaml", "settings.yaml"} <= names, f"deploy/kubernetes/ holds {sorted(names)}"
     kinds = {doc["kind"] for _, doc in _objects()}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap", "PersistentVolumeClaim"} <= kinds
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"} <= kinds
 
 
 def _schema_error(manifest: dict, version: str) -> str | None:
@@ -64,13 +66,9 @@ def test_manifest_matches_the_kubernetes_schema(where, manifest, version):
 
 # --- every ECHOTUNE_* name is a setting -------------------------------------------------------------
 def _known_names() -> set[str]:
-    """The fields of core.settings.Settings as environment variables, plus the names Dagster reads
-    itself from the committed instance files (``env: ECHOTUNE_DAGSTER_PG_URL`` in dagster.postgres.yaml)."""
+    """The fields of core.settings.Settings as environment variables."""
     prefix = Settings.model_config["env_prefix"]
-    known = {prefix + field.upper() for field in Settings.model_fields}
-    for instance in (REPO / "dagster_home").glob("*.yaml"):
-        known |= set(re.findall(r"\benv:\s*(ECHOTUNE_[A-Z0-9_]+)", instance.read_text()))
-    return known
+    return {prefix + field.upper() for field in Settings.model_fields}
 
 
 def _names_passed(path: Path) -> set[str]:
@@ -82,10 +80,14 @@ def test_names_are_read_out_of_any_file(tmp_path):
     sample = tmp_path / "sample.yaml"
     sample.write_text("a: ${ECHOTUNE_API_KEYS:-}\nenv:\n  - name: ECHOTUNE_REDIS_URL\n# ECHOTUNE_* and ECHOTUNE_X_1\n")
     assert _names_passed(sample) == {"ECHOTUNE_API_KEYS", "ECHOTUNE_REDIS_URL", "ECHOTUNE_X_1"}
-    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_API_PORT", "ECHOTUNE_DAGSTER_PG_URL"} <= _known_names()
+    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_DATABASE_URL", "ECHOTUNE_STORAGE_URL"} <= _known_names()
+    assert "ECHOTUNE_DAGSTER_PG_URL" not in _known_names()
 
 
-@pytest.mark.parametrize("path", [COMPOSE, HELM_VALUES, *MANIFESTS, REPO / "Dockerfile"], ids=lambda p: str(p.relative_to(REPO)))
+DEPLOY_FILES = [COMPOSE, HELM_VALUES, *MANIFESTS, REPO / "Dockerfile", *sorted((REPO / "deploy").glob("*/*.*"))]
+
+
+@pytest.mark.parametrize("path", DEPLOY_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_echotune_variable_passed_is_a_setting(path):
     unknown = sorted(_names_passed(path) - _known_names())
     assert not unknown, (
@@ -95,15 +97,42 @@ def test_every_echotune_variable_passed_is_a_setting(path):
 
 
 def test_the_deployments_pass_the_settings_they_need():
-    # a deployment that forgot these would start an embedded Redis, or a local SQLite MLflow, in its pod
-    for path in (COMPOSE, HELM_VALUES):
-        assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_MLFLOW_TRACKING_URI"} <= _names_passed(path), path.name
-    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_API_KEYS", "ECHOTUNE_TOKEN_KEY"} <= _names_passed(REPO / "deploy" / "kubernetes" / "api.yaml"), (
+    # a deployment that forgot these would start an embedded Redis, SQLite files or a local data folder in its pod
+    engines = {"ECHOTUNE_REDIS_URL", "ECHOTUNE_DATABASE_URL", "ECHOTUNE_STORAGE_URL"}
+    assert engines <= _names_passed(COMPOSE)
+    kubernetes = REPO / "deploy" / "kubernetes"
+    assert "ECHOTUNE_STORAGE_URL" in yaml.safe_load((kubernetes / "settings.yaml").read_text())["data"], "every pod reads it from the ConfigMap"
+    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_DATABASE_URL"} <= _names_passed(HELM_VALUES)
+    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_API_KEYS", "ECHOTUNE_TOKEN_KEY"} <= _names_passed(kubernetes / "api.yaml"), (
         "every API pod needs the same token key, or a token signed by one is refused by the next"
     )
-    assert "ECHOTUNE_REDIS_URL" in _names_passed(REPO / "deploy" / "kubernetes" / "worker.yaml")
+    assert "ECHOTUNE_REDIS_URL" in _names_passed(kubernetes / "worker.yaml")
+    assert "ECHOTUNE_DATABASE_URL" in _names_passed(kubernetes / "mlflow.yaml")
     # one pseudonym key for every run pod, or each would make its own
     assert "ECHOTUNE_PSEUDONYM_KEY" in _names_passed(HELM_VALUES)
+
+
+def _helm_user_deployment() -> dict:
+    return yaml.safe_load(HELM_VALUES.read_text())["dagster-user-deployments"]["deployments"][0]
+
+
+def test_no_pod_shares_a_disk():
+    # the state is in Redis, PostgreSQL and the object store; a pod's own disk is an emptyDir at most
+    assert not _of_kind("PersistentVolumeClaim"), "deploy/kubernetes/ claims a volume: pods must share no disk"
+    for name, spec in [*_pod_specs(), ("helm: echotune", {"volumes": _helm_user_deployment().get("volumes", [])})]:
+        for volume in spec.get("volumes", []):
+            assert set(volume) == {"name", "emptyDir"}, f"{name} mounts volume {volume}: only emptyDir, the pod's own disk"
+    assert "ReadWriteMany" not in HELM_VALUES.read_text() + "".join(path.read_text() for path in MANIFESTS)
+
+
+def test_every_secret_key_read_is_created_by_the_documented_command():
+    created = set(re.findall(r"--from-literal=([a-z0-9-]+)=", (REPO / "deploy" / "kubernetes" / "settings.yaml").read_text()))
+    env = [item for _, spec in _pod_specs() for container in spec["containers"] for item in container.get("env", [])]
+    for item in [*env, *_helm_user_deployment()["env"]]:
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        if ref and not ref.get("optional"):
+            assert ref["name"] == "echotune-secrets", item
+            assert ref["key"] in created, f"{item['name']} reads secret key {ref['key']}, which `kubectl create secret` in settings.yaml does not create"
 
 
 # --- references between the manifests ---------------------------------------------------------------
@@ -120,19 +149,19 @@ def test_selectors_and_scale_targets_name_objects_that_exist():
         assert doc["spec"]["scaleTargetRef"]["name"] in deployments, f"HPA {doc['metadata']['name']} scales a Deployment that is not here"
 
 
-def test_config_maps_and_volume_claims_referenced_exist():
-    config_maps = {doc["metadata"]["name"] for doc in _of_kind("ConfigMap")}
-    claims = {doc["metadata"]["name"] for doc in _of_kind("PersistentVolumeClaim")}
-    helm = yaml.safe_load(HELM_VALUES.read_text())["dagster-user-deployments"]["deployments"][0]
-    specs = [*_pod_specs(), ("helm: echotune", {"volumes": helm["volumes"], "containers": [{"envFrom": [{"configMapRef": c} for c in helm["envConfigMaps"]]}]})]
+def test_config_maps_referenced_exist():
+    config_maps = {doc["metadata"]["name"]: doc["data"] for doc in _of_kind("ConfigMap")}
+    helm = _helm_user_deployment()
+    specs = [*_pod_specs(), ("helm: echotune", {"containers": [{"envFrom": [{"configMapRef": c} for c in helm["envConfigMaps"]]}]})]
     for name, spec in specs:
         for container in spec["containers"]:
             for source in container.get("envFrom", []):
                 if "configMapRef" in source:
                     assert source["configMapRef"]["name"] in config_maps, f"{name} reads ConfigMap {source['configMapRef']['name']}, which is not in deploy/kubernetes/"
-        for volume in spec.get("volumes", []):
-            if "persistentVolumeClaim" in volume:
-                assert volume["persistentVolumeClaim"]["claimName"] in claims, f"{name} mounts a claim that is not in deploy/kubernetes/"
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("configMapKeyRef")
+                if ref:
+                    assert ref["key"] in config_maps.get(ref["name"], {}), f"{name}: {item['name']} reads {ref['name']}/{ref['key']}, which does not exist"
 
 
 def test_api_probes_hit_the_health_routes_and_every_pod_runs_as_the_image_user():
@@ -159,15 +188,21 @@ def test_helm_values_configure_the_code_location_and_the_k8s_run_launcher():
     user = values["dagster-user-deployments"]
     assert user["enabled"] and [d["name"] for d in user["deployments"]] == ["echotune"]
     deployment = user["deployments"][0]
+    assert "volumes" not in deployment and "volumeMounts" not in deployment, "runs and the code location share no disk"
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "pipelines.definitions"], "the code location is pipelines.definitions"
     assert deployment["includeConfigInLaunchedRuns"]["enabled"], "runs must get the code location's settings, secrets and volumes"
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["enabled"] is False and values["global"]["postgresqlSecretName"]
+    # the schema and driver `echotune pipeline` gives Dagster in the database of ECHOTUNE_DATABASE_URL
+    assert values["postgresql"]["postgresqlParams"] == {"options": "-csearch_path=dagster"}
+    assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
+    limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    assert {"key": "echotune/training", "limit": 1} in limits, "one training run at a time"
     # the Kubernetes objects inside the values, checked as parts of a pod against the API schema
     code_location = _as_pod(
-        {"securityContext": deployment["podSecurityContext"], "volumes": deployment["volumes"]},
+        {"securityContext": deployment["podSecurityContext"]},
         {"env": deployment["env"], "envFrom": [{"configMapRef": c} for c in deployment["envConfigMaps"]],
-         "volumeMounts": deployment["volumeMounts"], "resources": deployment["resources"], "securityContext": deployment["securityContext"]},
+         "resources": deployment["resources"], "securityContext": deployment["securityContext"]},
     )  # fmt: skip
     run_config = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
     run_pod = _as_pod(run_config["podSpecConfig"], run_config["containerConfig"])
@@ -185,7 +220,7 @@ def test_compose_file_has_every_service_on_the_one_image():
     ours = {name for name, service in services.items() if name not in ("redis", "postgres")}
     assert {services[name]["image"] for name in ours} == {"echotune:latest"}
     roles = {name: services[name]["command"][0] for name in ours}
-    assert roles == {"mlflow": "mlflow", "dagster-webserver": "dagster-webserver", "dagster-daemon": "dagster-daemon",
+    assert roles == {"mlflow": "mlflow-ui", "dagster-webserver": "dagster-webserver", "dagster-daemon": "dagster-daemon",
                      "code-server": "code-server", "api": "serve", "worker": "worker"}, roles  # fmt: skip
     declared = set(compose["volumes"])
     for name, service in services.items():
@@ -194,3 +229,24 @@ def test_compose_file_has_every_service_on_the_one_image():
             assert source.startswith(".") or source in declared, f"{name} mounts volume {source!r}, not declared under volumes:"
             if source.startswith("."):
                 assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
+
+
+def test_compose_dagster_instance_is_valid_and_uses_the_compose_database():
+    from dagster._core.instance.config import dagster_instance_config
+
+    # Dagster's own schema check of the file, as the webserver and daemon load it (no connection made)
+    config, _ = dagster_instance_config(str(COMPOSE_INSTANCE.parent), config_filename=COMPOSE_INSTANCE.name)
+    database = config["storage"]["postgres"]["postgres_db"]
+    compose = yaml.safe_load(COMPOSE.read_text())
+    # the URL as compose passes it, with a password in place of the interpolation
+    url = urlsplit(compose["x-echotune-env"]["ECHOTUNE_DATABASE_URL"].replace("${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}", "secret"))
+    assert (database["username"], database["hostname"], database["port"], database["db_name"]) == (url.username, url.hostname, url.port, url.path.lstrip("/")), (
+        "deploy/compose/dagster.yaml and ECHOTUNE_DATABASE_URL in docker-compose.yaml name different databases"
+    )
+    assert database["params"] == {"options": "-csearch_path=dagster"}, "Dagster's schema, beside MLflow's (tables of the same names)"
+    assert "password" not in database, "the password comes from PGPASSWORD, never from a file"
+    assert compose["x-dagster-env"]["PGPASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+    limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert {"key": "echotune/training", "limit": 1} in limits, "one training run at a time"
+    init = (REPO / "deploy" / "compose" / "postgres-init.sql").read_text()
+    assert "CREATE SCHEMA IF NOT EXISTS dagster;" in init and "CREATE SCHEMA IF NOT EXISTS mlflow;" in init
