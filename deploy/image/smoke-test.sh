@@ -1,10 +1,12 @@
 #!/bin/sh
 # Run the image as a deployment would, against this machine's Redis and PostgreSQL, and check that it
-# answers: `echotune pipeline` once (small synthetic data, MLflow on PostgreSQL), then the API and a
-# worker, read-only root filesystems as in deploy/kubernetes/. Checks /health/ready (model loaded,
-# worker alive), one recommendation, and Docker's HEALTHCHECK of both containers. Everything it
-# creates (containers, volumes, the MLflow database, the Redis keys of its own prefix) is removed at
-# the end, whatever happened; SMOKE_KEEP=1 keeps it for a post-mortem.
+# answers: `echotune pipeline` once (small synthetic data, a throwaway database with the schemas
+# ECHOTUNE_DATABASE_URL gives Dagster and MLflow), then every long-running role: the API and a worker
+# with read-only root filesystems as in deploy/kubernetes/, the Dagster code server and the MLflow UI.
+# Checks /health/ready (model loaded, worker alive), one recommendation, the released model in the
+# MLflow UI, and Docker's HEALTHCHECK of all four containers. Everything it creates (containers,
+# volumes, the database, the Redis keys of its own prefix) is removed at the end, whatever happened;
+# SMOKE_KEEP=1 keeps it for a post-mortem.
 #
 #   deploy/image/smoke-test.sh [IMAGE]
 #
@@ -22,15 +24,23 @@ users=300
 run=smoke$(date +%s)$$
 prefix=echotune-$run
 database=echotune_$run
-mlflow_uri=postgresql+psycopg2://${pg_url#postgresql://}/$database
+database_url=$pg_url/$database
+# the store the settings derive from ECHOTUNE_DATABASE_URL (schema mlflow), spelled out so that an image
+# whose settings predate that derivation puts MLflow in the same place
+mlflow_uri=postgresql+psycopg2://${pg_url#postgresql://}/$database?options=-csearch_path%3Dmlflow
 api=echotune-$run-api
 worker=echotune-$run-worker
+code_server=echotune-$run-code-server
+mlflow=echotune-$run-mlflow
+containers="$api $worker $code_server $mlflow"
 data=echotune-$run-data
 artifacts=echotune-$run-artifacts
 key=et_smoke_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 api_port=$(free_port)
 metrics_port=$(free_port)
+grpc_port=$(free_port)
+mlflow_port=$(free_port)
 elapsed() { echo $(( $(date +%s) - $1 )); }
 
 in_image() { "$docker" run --rm --network host "$image" python -c "$@"; }
@@ -38,16 +48,16 @@ in_image() { "$docker" run --rm --network host "$image" python -c "$@"; }
 cleanup() {
     status=$?
     if [ "$status" != 0 ]; then
-        for c in "$api" "$worker"; do
+        for c in $containers; do
             echo "--- last lines of $c" >&2
             "$docker" logs --tail 40 "$c" 2>&1 | cut -c1-400 >&2 || true
         done
     fi
     if [ "${SMOKE_KEEP:-0}" = 1 ]; then
-        echo "kept: containers $api $worker, volumes $data $artifacts, database $database, Redis prefix $prefix"
+        echo "kept: containers $containers, volumes $data $artifacts, database $database, Redis prefix $prefix"
         exit "$status"
     fi
-    "$docker" rm -f -v "$api" "$worker" >/dev/null 2>&1 || true
+    "$docker" rm -f -v $containers >/dev/null 2>&1 || true
     "$docker" volume rm "$data" "$artifacts" >/dev/null 2>&1 || true
     in_image "import sys, psycopg2
 c = psycopg2.connect(sys.argv[1] + '/postgres'); c.autocommit = True
@@ -67,19 +77,22 @@ echo "image $image: $("$docker" image inspect --format '{{.Size}}' "$image" | aw
 
 in_image "import sys, psycopg2
 c = psycopg2.connect(sys.argv[1] + '/postgres'); c.autocommit = True
-c.cursor().execute('CREATE DATABASE ' + sys.argv[2])" "$pg_url" "$database" || fail "cannot create database $database at $pg_url"
+c.cursor().execute('CREATE DATABASE ' + sys.argv[2]); c.close()
+c = psycopg2.connect(sys.argv[1] + '/' + sys.argv[2]); c.autocommit = True
+c.cursor().execute('CREATE SCHEMA dagster; CREATE SCHEMA mlflow')" "$pg_url" "$database" || fail "cannot create database $database at $pg_url"
 in_image "import sys, redis; redis.Redis.from_url(sys.argv[1]).ping()" "$redis_url" || fail "no Redis answers at $redis_url"
 
-echo "1/4 echotune pipeline: $users users, 2,000 tracks, 30,000 events, MLflow on PostgreSQL ($database), Redis prefix $prefix"
+echo "1/4 echotune pipeline: $users users, 2,000 tracks, 30,000 events, PostgreSQL database $database, Redis prefix $prefix"
 start=$(date +%s)
 "$docker" run --rm --network host \
-    -e ECHOTUNE_REDIS_URL="$redis_url" -e ECHOTUNE_REDIS_PREFIX="$prefix" -e ECHOTUNE_MLFLOW_TRACKING_URI="$mlflow_uri" \
+    -e ECHOTUNE_REDIS_URL="$redis_url" -e ECHOTUNE_REDIS_PREFIX="$prefix" \
+    -e ECHOTUNE_DATABASE_URL="$database_url" -e ECHOTUNE_MLFLOW_TRACKING_URI="$mlflow_uri" \
     -e ECHOTUNE_SYNTH_TRACKS=2000 -e ECHOTUNE_SYNTH_USERS="$users" -e ECHOTUNE_SYNTH_EVENTS=30000 \
     -v "$data:/app/data" -v "$artifacts:/app/mlruns/artifacts" \
     "$image" pipeline > "/tmp/$run-pipeline.log" 2>&1 || { tail -40 "/tmp/$run-pipeline.log" >&2; fail "echotune pipeline exited non-zero (log: /tmp/$run-pipeline.log)"; }
 echo "    done in $(elapsed "$start") s"
 
-echo "2/4 API on :$api_port and a worker (metrics :$metrics_port), read-only root filesystems"
+echo "2/4 API on :$api_port and a worker (metrics :$metrics_port), read-only root filesystems; code server on :$grpc_port, MLflow UI on :$mlflow_port"
 start=$(date +%s)
 # var/ as an anonymous volume (the spool, the serving cache), as the manifests' emptyDir
 "$docker" run -d --name "$api" --network host --read-only --tmpfs /tmp \
@@ -89,6 +102,11 @@ start=$(date +%s)
 "$docker" run -d --name "$worker" --network host --read-only --tmpfs /tmp \
     -e ECHOTUNE_REDIS_URL="$redis_url" -e ECHOTUNE_REDIS_PREFIX="$prefix" -e ECHOTUNE_WORKER_METRICS_PORT="$metrics_port" \
     -v "$data:/app/data" -v /app/var "$image" worker >/dev/null
+"$docker" run -d --name "$code_server" --network host \
+    -e ECHOTUNE_REDIS_URL="$redis_url" -e ECHOTUNE_REDIS_PREFIX="$prefix" -e ECHOTUNE_DATABASE_URL="$database_url" \
+    -e ECHOTUNE_MLFLOW_TRACKING_URI="$mlflow_uri" -v "$data:/app/data" "$image" code-server -p "$grpc_port" >/dev/null
+"$docker" run -d --name "$mlflow" --network host -e ECHOTUNE_MLFLOW_TRACKING_URI="$mlflow_uri" \
+    -v "$artifacts:/app/mlruns/artifacts" "$image" mlflow-ui --port "$mlflow_port" --workers 1 >/dev/null
 
 deadline=$(( $(date +%s) + 180 ))
 until ready=$(curl -fsS "http://127.0.0.1:$api_port/health/ready" 2>/dev/null) && echo "$ready" | grep -q '"worker_alive":true'; do
@@ -116,16 +134,27 @@ for track in body.get("tracks", []):
 sys.exit(0 if code == "200" and len(body.get("tracks", [])) == 5 and not body.get("degraded") else 1)
 ' "$code" || fail "expected 200 with 5 tracks, not degraded"
 
-echo "4/4 Docker HEALTHCHECK (every 30 s)"
+echo "4/4 the MLflow UI lists the released model; Docker HEALTHCHECK of every role (every 30 s)"
 deadline=$(( $(date +%s) + 120 ))
+until models=$(curl -fsS "http://127.0.0.1:$mlflow_port/api/2.0/mlflow/registered-models/search" 2>/dev/null); do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "the MLflow UI did not answer within 120 s"
+    sleep 2
+done
+echo "$models" | python3 -c '
+import json, sys
+models = json.load(sys.stdin).get("registered_models", [])
+print("    MLflow UI:", ", ".join(f"{m[\"name\"]} (aliases {sorted(a[\"alias\"] for a in m.get(\"aliases\", []))})" for m in models))
+sys.exit(0 if any(a["alias"] == "champion" for m in models for a in m.get("aliases", [])) else 1)
+' || fail "the MLflow UI lists no model with the alias champion: $models"
+deadline=$(( $(date +%s) + 150 ))
 while :; do
-    api_health=$("$docker" inspect --format '{{.State.Health.Status}}' "$api")
-    worker_health=$("$docker" inspect --format '{{.State.Health.Status}}' "$worker")
-    [ "$api_health" = starting ] || [ "$worker_health" = starting ] || break
+    health=""
+    for c in $containers; do health="$health ${c#echotune-$run-}=$("$docker" inspect --format '{{.State.Health.Status}}' "$c")"; done
+    case "$health" in *starting*) ;; *) break ;; esac
     [ "$(date +%s)" -lt "$deadline" ] || break
     sleep 2
 done
-echo "    api: $api_health, worker: $worker_health"
-[ "$api_health" = healthy ] && [ "$worker_health" = healthy ] || fail "HEALTHCHECK: api $api_health, worker $worker_health"
-"$docker" stats --no-stream --format '    {{.Name}}: {{.MemUsage}} memory, {{.CPUPerc}} CPU' "$api" "$worker"
+echo "    health:$health"
+case "$health" in *=starting*|*=unhealthy*) fail "HEALTHCHECK:$health" ;; esac
+"$docker" stats --no-stream --format '    {{.Name}}: {{.MemUsage}} memory, {{.CPUPerc}} CPU' $containers
 echo "smoke test passed"
