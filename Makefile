@@ -28,7 +28,8 @@ serve: install
 	$(BIN)/echotune serve
 
 # The container image (Dockerfile), then the image run against this machine's Redis and PostgreSQL:
-# `echotune pipeline` once, the API and a worker, /health/ready and one recommendation. Minutes, not
+# `echotune pipeline` once; the API, a worker, the code server and the MLflow UI; /health/ready, one
+# recommendation, the champion in the MLflow UI and every role's health check. Minutes, not
 # part of `make test` (which lints the Dockerfile and checks the manifests). Needs a Docker daemon with
 # BuildKit; the default base is built from Debian's packages with debootstrap (root, no registry
 # needed): `make image BASE_IMAGE=debian:bookworm-slim` where a registry is reachable.
