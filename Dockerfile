@@ -1,7 +1,8 @@
 # EchoTune: one image for the API (`serve`, the default), the feedback worker (`worker`), the Dagster
 # code server (`code-server`), the MLflow UI (`mlflow-ui`) and one-off commands (`pipeline`,
-# `model status`, ...; see deploy/image/entrypoint.sh). `make image` builds it and runs it against this machine's Redis and
-# PostgreSQL; `make test` lints this file with hadolint (.hadolint.yaml lists the ignored rules).
+# `model status`, ...; see deploy/image/entrypoint.sh). `make image` builds it and runs it against this
+# machine's Redis and PostgreSQL; `make test` lints this file with hadolint (.hadolint.yaml lists the
+# ignored rules).
 #
 #   docker build --build-arg BASE_IMAGE=debian:bookworm-slim -t echotune .
 #
