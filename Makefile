@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test pipeline serve audit bench clean
+.PHONY: install demo test pipeline serve image audit bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,20 @@ pipeline: install
 
 serve: install
 	$(BIN)/echotune serve
+
+# The container image (Dockerfile), then the image run against this machine's Redis and PostgreSQL:
+# `echotune pipeline` once; the API, a worker, the code server and the MLflow UI; /health/ready, one
+# recommendation, the champion in the MLflow UI and every role's health check. Minutes, not
+# part of `make test` (which lints the Dockerfile and checks the manifests). Needs a Docker daemon with
+# BuildKit; the default base is built from Debian's packages with debootstrap (root, no registry
+# needed): `make image BASE_IMAGE=debian:bookworm-slim` where a registry is reachable.
+IMAGE      ?= echotune:latest
+BASE_IMAGE ?= echotune-base:bookworm
+
+image:
+	@case "$(BASE_IMAGE)" in echotune-base:*) deploy/image/base-image.sh $(BASE_IMAGE) ;; esac
+	deploy/image/build.sh $(IMAGE) $(BASE_IMAGE)
+	deploy/image/smoke-test.sh $(IMAGE)
 
 # known advisories in the installed environment (needs PyPI's vulnerability API; not part of CI)
 audit: install
