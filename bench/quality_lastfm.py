@@ -149,6 +149,7 @@ def main() -> None:
     runs = [
         ("ours: popularity", fit_ours, (folder, "popularity", {})),
         ("ours: lowrank_ease 64-d (library call)", fit_ours, (folder, "lowrank_ease", {})),
+        ("ours: lowrank_ease 64-d, randomized SVD", fit_ours, (folder, "lowrank_ease", {"svd_method": "randomized"})),
         ("ours: lowrank_ease 32-d", fit_ours, (folder, "lowrank_ease", {"dimensions": 32})),
         ("ours: lowrank_ease 128-d", fit_ours, (folder, "lowrank_ease", {"dimensions": 128})),
         ("ours: ease lambda=200, items >= 2 users", fit_ours, (folder, "ease", {"regularization": 200.0})),

@@ -314,11 +314,15 @@ class SyntheticWorld:
     def _listen_sampler(self) -> "_ListenSampler":
         return _ListenSampler(self)
 
-    def listens(self, rng: np.random.Generator, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``counts[u]`` independent organic listens of each user u, drawn from the softmax of
-        ``listen_sharpness * affinity(u)`` over the catalog. Returns the tracks and their affinities,
-        user after user (``counts[0]`` of user 0 first)."""
-        return self._listen_sampler.draw(rng, np.asarray(counts, dtype=np.int64))
+    def listens(self, rng: np.random.Generator, counts: np.ndarray, users: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``counts[i]`` independent organic listens of user ``users[i]`` (default: of user i), drawn from
+        the softmax of ``listen_sharpness * affinity(user)`` over the catalog. Returns the tracks and
+        their affinities, user after user (the ``counts[0]`` listens of the first user first)."""
+        counts = np.asarray(counts, dtype=np.int64)
+        users = np.arange(len(counts)) if users is None else np.asarray(users, dtype=np.int64)
+        if len(users) != len(counts):
+            raise ValueError(f"listens got {len(counts)} counts for {len(users)} users")
+        return self._listen_sampler.draw(rng, counts, users)
 
     # --- history -----------------------------------------------------------------------------------
     def events(self, n_events: int, days: int = 30, end: date | None = None) -> pd.DataFrame:
@@ -410,12 +414,12 @@ class _ListenSampler:
         self.artist_tracks = np.argsort(w.track_artist, kind="stable")
         self.artist_first = _segments(np.bincount(w.track_artist, minlength=n_artists))
 
-    def draw(self, rng: np.random.Generator, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self, rng: np.random.Generator, counts: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         done = np.r_[0, np.cumsum(counts)]
         parts, lo = [], 0
         while lo < len(counts):
             hi = max(int(np.searchsorted(done, done[lo] + self.DRAWS_PER_CHUNK, side="right")) - 1, lo + 1)
-            parts.append(self._draw_group(rng, np.arange(lo, hi), counts[lo:hi]))
+            parts.append(self._draw_group(rng, users[lo:hi], counts[lo:hi]))
             lo = hi
         if not parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -547,7 +551,7 @@ class _History:
     def _organic(self, users: np.ndarray) -> None:
         short = users[self.organic_left[users] == 0]
         if len(short):  # one organic listen per event left is always enough
-            tracks, z = self.world.listens(self.rng, self.left[short])
+            tracks, z = self.world.listens(self.rng, self.left[short], short)
             self.organic_next[short] = len(self.organic_track) + _segments(self.left[short])[:-1]
             self.organic_left[short] = self.left[short]
             self.organic_track, self.organic_z = np.concatenate([self.organic_track, tracks]), np.concatenate([self.organic_z, z])

@@ -37,12 +37,15 @@ def simulate(
     start: datetime | None = None,
     days: int = 7,
     seed: int = 0,
+    users: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Events (EVENT_SCHEMA) of ``sessions`` recommendation sessions per allocated user over ``days``."""
+    """Events (EVENT_SCHEMA) of ``sessions`` recommendation sessions per allocated user over ``days``
+    (among ``users``, world user indices; default every user)."""
     rng = np.random.default_rng(seed)
     start = start or (datetime.now(UTC) - timedelta(days=days))
     assigner = Assigner(experiment)
-    assigned = pd.Series([assigner.variant(u) for u in world.user_ids], index=np.arange(world.n_users)).dropna()
+    users = np.arange(world.n_users) if users is None else np.asarray(users)
+    assigned = pd.Series([assigner.variant(u) for u in world.user_ids[users]], index=users).dropna()
     duration = world.tracks["duration_ms"].to_numpy()
     track_ids = world.tracks["track_id"].to_numpy()
     rows: list[tuple] = []
@@ -50,22 +53,23 @@ def simulate(
         users_idx = users.index.to_numpy()
         ranked = providers[variant](users_idx)  # (n, >= sessions * k)
         for row, u in enumerate(users_idx):
-            aff = world.affinity(np.array([u]))[0]
+            listed = ranked[row, : sessions * k]
+            z = world.pair_affinity(np.full(len(listed), u), np.maximum(listed, 0))  # the listed tracks only
             for s in range(sessions):
-                slate = ranked[row, s * k : (s + 1) * k]
-                slate = slate[slate >= 0]
+                on = listed[s * k : (s + 1) * k] >= 0
+                slate, slate_z = listed[s * k : (s + 1) * k][on], z[s * k : (s + 1) * k][on]
                 if not len(slate):
                     continue
                 ts = start + timedelta(seconds=float(rng.uniform(0, days * 86_400)))
                 request_id = f"sim-{experiment.id}-{u}-{s}"
-                clicks = rng.random(len(slate)) < click_given_affinity(aff[slate])
+                clicks = rng.random(len(slate)) < click_given_affinity(slate_z)
                 for pos, t in enumerate(slate):
                     rows.append((u, t, "recommendation_shown", ts, None, variant, pos, request_id))
                     if not clicks[pos]:
                         continue
                     when = ts + timedelta(seconds=5 + pos)
                     rows.append((u, t, "recommendation_clicked", when, None, variant, pos, request_id))
-                    if rng.random() < completion_given_affinity(aff[t]):
+                    if rng.random() < completion_given_affinity(slate_z[pos]):
                         rows.append((u, t, "track_completed", when, int(duration[t]), variant, pos, request_id))
                     else:
                         rows.append((u, t, "track_skipped", when, int(rng.integers(3_000, 30_000)), variant, pos, request_id))

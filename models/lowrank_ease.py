@@ -48,7 +48,8 @@ SVD_METHODS = ("auto", "dense_gram", "randomized")
 # linear in users + items + interactions)
 _DENSE_GRAM_LIMIT = 8000
 # randomized SVD (Halko, Martinsson & Tropp 2011, Algorithm 4.4): extra directions and subspace
-# iterations; on Last.fm (1,892 x 17,632) they rank as well as the exact SVD (tests/models/test_lastfm.py)
+# iterations; on Last.fm (1,892 x 17,632) they rank as well as the exact SVD (NDCG@10 0.2484 both, precision@10
+# 0.2016 vs 0.2014: the randomized row of bench/quality_lastfm.py)
 _OVERSAMPLING = 32
 _POWER_ITERATIONS = 12
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import rankdata
 
 
 def _hits(recommended: np.ndarray, relevant: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -83,18 +82,26 @@ def auc(
     relevant = sp.csr_matrix(relevant)
     exclude = sp.csr_matrix(exclude) if exclude is not None else None
     out = np.full(scores.shape[0], np.nan)
+    base = np.ones(scores.shape[1], dtype=bool) if candidates is None else np.array(candidates, dtype=bool)
     for u in range(scores.shape[0]):
-        mask = np.ones(scores.shape[1], dtype=bool) if candidates is None else np.array(candidates, dtype=bool)
+        mask = base.copy()
         if exclude is not None:
             mask[exclude.indices[exclude.indptr[u] : exclude.indptr[u + 1]]] = False
         pos = np.zeros(scores.shape[1], dtype=bool)
         pos[relevant.indices[relevant.indptr[u] : relevant.indptr[u + 1]]] = True
         pos &= mask
-        n_pos, n_neg = pos.sum(), (mask & ~pos).sum()
+        mask &= ~pos  # the negatives
+        n_pos, n_neg = int(pos.sum()), int(mask.sum())
         if n_pos == 0 or n_neg == 0:
             continue
-        ranks = rankdata(scores[u, mask])
-        out[u] = (ranks[pos[mask]].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        # Mann-Whitney U without ranking the catalog: each negative placed among the few sorted
+        # positive scores (a million items cost milliseconds, not a sort)
+        positives, negatives = np.sort(scores[u, pos]), scores[u, mask]
+        at_or_below = np.searchsorted(positives, negatives, side="right")  # positives <= the negative
+        below = np.searchsorted(positives, negatives, side="left")  # positives < the negative
+        wins = n_pos * n_neg - at_or_below.sum(dtype=np.int64)
+        ties = (at_or_below - below).sum(dtype=np.int64)
+        out[u] = (wins + 0.5 * ties) / (n_pos * n_neg)
     return out
 
 

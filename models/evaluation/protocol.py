@@ -11,15 +11,24 @@ from models.evaluation.splits import Split
 from models.ranking import top_k
 
 
-def evaluate(model: Recommender, split: Split, k: int = 10, batch: int = 2048) -> dict[str, float]:
+# scores are computed for this many (user, item) cells at a time: 16 users at a million items, so a
+# batch of scores stays at 64 MB whatever the catalog
+_BATCH_CELLS = 2**24
+
+
+def evaluate(model: Recommender, split: Split, k: int = 10, batch: int = 2048, max_users: int | None = None, seed: int = 0) -> dict[str, float]:
     """Mean test metrics of a model fitted on ``split.train``, plus catalog-level ones.
 
     Keys: ``precision_at_{k}``, ``recall_at_{k}``, ``ndcg_at_{k}``, ``map_at_{k}``, ``hit_rate_at_{k}``,
     ``auc``, ``coverage``, ``novelty``, ``diversity`` and ``users`` (test users evaluated). On a
-    cold-start split only the held-out items are candidates.
+    cold-start split only the held-out items are candidates. ``max_users``: evaluate a seeded sample of
+    at most this many test users (every one when None).
     """
     users = split.test_users
+    if max_users is not None and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
     train, test = split.train.matrix, split.test.matrix
+    batch = max(1, min(batch, _BATCH_CELLS // max(train.shape[1], 1)))
     candidates = None
     if split.candidate_items is not None:
         candidates = np.zeros(train.shape[1], dtype=bool)

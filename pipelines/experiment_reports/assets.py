@@ -25,6 +25,11 @@ from pipelines.resources import ExperimentsResource, MlflowResource, OfflineStor
 GROUP = "experiments"
 EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
 DEMO_EXPERIMENT = Path(experiments_package.__file__).parent / "definitions" / "demo-champion-vs-popularity.yaml"
+# the demo serves lists to at most this many synthetic users (a seeded sample): ranking a million
+# tracks for 100,000 users would take the pipeline longer than everything else together
+DEMO_USERS = 10_000
+# lists are ranked for this many (user, track) scores at a time (64 MB of scores at any catalog size)
+_SCORE_CELLS = 2**24
 
 
 @dg.asset(group_name=GROUP, kinds={"yaml", "redis"})
@@ -51,7 +56,8 @@ def demo_experiment_events(
 ) -> dg.MaterializeResult:
     """The demo experiment run on the synthetic users: each user in the allocation is served lists by
     their variant (the champion model, or popularity) and answers them with the same response model
-    that generated their history. The events land in the event log like live feedback would."""
+    that generated their history (at most ``DEMO_USERS`` of them). The events land in the event log
+    like live feedback would."""
     registry = ExperimentRegistry(redis.client, redis.key_layout)
     experiment = registry.get(DEMO_EXPERIMENT.stem)
     if experiment is None:  # the demo's definition ships with the package: register it wherever home is
@@ -73,10 +79,11 @@ def demo_experiment_events(
         def ranked(users_idx: np.ndarray) -> np.ndarray:
             rows = np.array([model_row.get(world.user_ids[u], -1) for u in users_idx])
             out = np.full((len(users_idx), sessions * k), -1)
-            known = rows >= 0
-            if known.any():
-                idx, _ = top_k(recommender.scores(rows[known]), sessions * k, exclude=model.train_matrix[rows[known]])
-                out[known] = np.where(idx >= 0, to_world[np.maximum(idx, 0)], -1)
+            known = np.flatnonzero(rows >= 0)
+            step = max(1, _SCORE_CELLS // max(len(model.item_ids), 1))
+            for part in (known[i : i + step] for i in range(0, len(known), step)):
+                idx, _ = top_k(recommender.scores(rows[part]), sessions * k, exclude=model.train_matrix[rows[part]])
+                out[part] = np.where(idx >= 0, to_world[np.maximum(idx, 0)], -1)
             return out
 
         return ranked
@@ -85,7 +92,11 @@ def demo_experiment_events(
     providers = {name: provider(popularity if v.algorithm == "popularity" else model) for name, v in by_name.items()}
     algorithms = {name: "popularity" if v.algorithm == "popularity" else model.name for name, v in by_name.items()}
     history_end = store.tables.read_events()["timestamp"].max()
-    events = simulate(world, experiment, providers, algorithms, sessions=sessions, k=k, start=history_end - timedelta(days=7), days=7, seed=synthetic.seed)
+    users = None
+    if world.n_users > DEMO_USERS:
+        users = np.sort(np.random.default_rng(synthetic.seed).choice(world.n_users, size=DEMO_USERS, replace=False))
+    events = simulate(world, experiment, providers, algorithms, sessions=sessions, k=k, start=history_end - timedelta(days=7), days=7,
+                      seed=synthetic.seed, users=users)  # fmt: skip
     events["model_version"] = np.where(events["algorithm"] == model.name, champion, None)
     part = f"simulation-{experiment.id}"
     store.tables.remove_event_part(part)

@@ -73,3 +73,23 @@ def test_raw_count_evidence_tells_counts_from_graded_weights():
     assert raw_count_evidence(count_weights(counts)) is None  # graded: log-scaled floats
     assert raw_count_evidence(np.array([1, 2, 3, 5, 4])) is None  # small integers: ratings, not counts
     assert raw_count_evidence(np.array([100, 120, 150, 140])) is None  # no tail
+
+
+def test_track_features_from_codes_equal_the_long_table_route():
+    """track_features builds the matrix from integer codes (a million tracks in seconds); it must be
+    exactly ItemFeatures.from_pairs over track_feature_pairs, whatever the index, gaps and item order."""
+    from core.synthetic import SyntheticWorld
+    from models.features import ItemFeatures, track_feature_pairs, track_features
+
+    tracks = SyntheticWorld.generate(400, 10, seed=8).tracks.iloc[10:].copy()  # an index not starting at 0
+    tracks.loc[tracks.index[:30], "energy"] = np.nan
+    tracks["explicit"] = tracks["explicit"].astype(object)
+    tracks.loc[tracks.index[5:15], "explicit"] = None
+    tracks.loc[tracks.index[20:25], "genres"] = pd.Series([[] for _ in range(5)], index=tracks.index[20:25])
+    ids = tracks["track_id"].to_numpy()
+    item_ids = np.append(np.random.default_rng(0).permutation(ids)[:300], "not-in-the-catalog")
+    for wanted in (None, item_ids):
+        fast = track_features(tracks, wanted)
+        slow = ItemFeatures.from_pairs(ids if wanted is None else wanted, track_feature_pairs(tracks))
+        assert list(fast.item_ids) == list(slow.item_ids) and list(fast.names) == list(slow.names)
+        assert (fast.matrix != slow.matrix).nnz == 0 and fast.matrix.nnz > 0

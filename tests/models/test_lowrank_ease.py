@@ -78,7 +78,74 @@ def test_large_matrices_use_the_sparse_svd(monkeypatch, blocks):
     exact = create("lowrank_ease", dimensions=6).fit(blocks)
     monkeypatch.setattr(module, "_DENSE_GRAM_LIMIT", 5)
     sparse = create("lowrank_ease", dimensions=6).fit(blocks)
+    assert (exact.params["svd_method"], sparse.params["svd_method"]) == ("dense_gram", "randomized")
     users = np.arange(blocks.n_users)
     top_exact, _ = exact.recommend(users, k=5, exclude=blocks.matrix)
     top_sparse, _ = sparse.recommend(users, k=5, exclude=blocks.matrix)
     assert (np.sort(top_exact, axis=1) == np.sort(top_sparse, axis=1)).mean() > 0.9
+
+
+def _low_rank_plus_noise(n_users=400, n_items=700, rank=12, seed=5) -> sp.csr_matrix:
+    """A sparse non-negative matrix with a decaying spectrum, like weighted listens."""
+    rng = np.random.default_rng(seed)
+    signal = rng.gamma(1.0, 1.0, (n_users, rank)) @ (rng.gamma(1.0, 1.0, (rank, n_items)) * (0.7 ** np.arange(rank))[:, None])
+    kept = rng.random((n_users, n_items)) < 0.05
+    return sp.csr_matrix(np.where(kept, signal, 0.0))
+
+
+@pytest.mark.parametrize("shape", [(400, 700), (700, 400)])  # users or items the smaller side
+def test_randomized_svd_matches_the_dense_gram(shape):
+    from models.lowrank_ease import _top_singular
+
+    x = _low_rank_plus_noise(*shape)
+    s_exact, v_exact = _top_singular(x, 8, 0, "dense_gram")
+    s_fast, v_fast = _top_singular(x, 8, 0, "randomized")
+    np.testing.assert_allclose(s_fast, s_exact, rtol=1e-6)
+    # the same right singular subspace: every principal angle's cosine is ~1
+    cosines = np.linalg.svd(v_exact.T @ v_fast, compute_uv=False)
+    assert cosines.min() > 0.999
+
+
+def test_randomized_and_dense_models_rank_alike():
+    rng = np.random.default_rng(1)
+    x = _low_rank_plus_noise()
+    data = Interactions(x.astype(np.float32), np.array([f"u{i}" for i in range(x.shape[0])]), np.array([f"i{j}" for j in range(x.shape[1])]))
+    dense = create("lowrank_ease", dimensions=9, svd_method="dense_gram").fit(data)
+    fast = create("lowrank_ease", dimensions=9, svd_method="randomized").fit(data)
+    users = rng.choice(data.n_users, 100, replace=False)
+    top_dense, _ = dense.recommend(users, k=10, exclude=data.matrix[users])
+    top_fast, _ = fast.recommend(users, k=10, exclude=data.matrix[users])
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_dense, top_fast)])
+    assert overlap > 0.98
+    assert (dense.params["svd_method"], fast.params["svd_method"]) == ("dense_gram", "randomized")
+
+
+def test_auto_picks_the_randomized_svd_above_the_limit():
+    from models.lowrank_ease import _DENSE_GRAM_LIMIT, svd_method_for
+
+    assert svd_method_for((_DENSE_GRAM_LIMIT, 10**6)) == "dense_gram"
+    assert svd_method_for((10**6, _DENSE_GRAM_LIMIT)) == "dense_gram"
+    assert svd_method_for((_DENSE_GRAM_LIMIT + 1, 10**6)) == "randomized"
+    assert svd_method_for((100_000, 1_000_000)) == "randomized"
+
+
+def test_an_unknown_svd_method_is_refused_by_name():
+    with pytest.raises(ValueError, match="svd_method must be one of auto, dense_gram, randomized"):
+        create("lowrank_ease", svd_method="lanczos")
+
+
+def test_the_svd_method_used_is_an_mlflow_param(tmp_path, monkeypatch, blocks):
+    """A model trained with svd_method "auto" says in MLflow which SVD it had (here the randomized one:
+    the limit is lowered so the small matrix counts as large)."""
+    from mlflow import MlflowClient
+
+    import models.lowrank_ease as module
+    from core.model_registry import ModelRegistry
+    from models.training import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = ModelRegistry.open(uri, tmp_path / "artifacts", "test", "test-model")
+    monkeypatch.setattr(module, "_DENSE_GRAM_LIMIT", 5)
+    result = train(blocks.to_frame(), None, "lowrank_ease", {"dimensions": 4}, k=5)
+    run_id = registry.log_version(result.model.save(tmp_path / "m"), result.algorithm, result.params, result.metrics, {}).run_id
+    assert MlflowClient(tracking_uri=uri).get_run(run_id).data.params["svd_method"] == "randomized"
