@@ -1,6 +1,7 @@
 """Hosts that share no disk: `echotune pipeline` writes its tables, reports and MLflow artifacts to a
-real S3-compatible server, and an API started from another home (its own var/) serves the version it
-released and the report it wrote."""
+real S3-compatible server (and, where PostgreSQL is reachable, keeps Dagster's and MLflow's stores in it,
+as a production deployment does), and an API started from another home (its own var/) serves the
+version it released and the report it wrote."""
 
 import json
 import os
@@ -10,7 +11,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 
+import psycopg2
 import pytest
 import redis
 
@@ -25,6 +28,27 @@ from tests.object_storage import BUCKET
 pytestmark = pytest.mark.slow
 CLIENT_KEY = "test-client-key-0123456789"
 EXPERIMENT = "demo-champion-vs-popularity"
+
+
+@pytest.fixture
+def optional_database_url():
+    """ECHOTUNE_DATABASE_URL of a fresh database on the PostgreSQL at 127.0.0.1:5432, dropped after; None
+    where none is reachable (the test then runs on the SQLite defaults)."""
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    except psycopg2.OperationalError:
+        yield None
+        return
+    admin.autocommit = True
+    name = f"echotune_shared_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
 
 
 def _env(home, redis_url, redis_prefix, storage_url, endpoint) -> dict[str, str]:
@@ -44,11 +68,12 @@ def _get(url: str) -> dict:
     return json.loads(urllib.request.urlopen(request, timeout=10).read())
 
 
-def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_version(tmp_path, redis_url, redis_prefix, storage_url, s3_server):
+def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_version(tmp_path, redis_url, redis_prefix, storage_url, s3_server, optional_database_url):
     pipeline_home, api_home = tmp_path / "dagster-host", tmp_path / "api-host"
     (pipeline_home / "dagster_home").mkdir(parents=True)
-    (pipeline_home / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = _env(pipeline_home, redis_url, redis_prefix, storage_url, s3_server.endpoint_url)
+    if optional_database_url:
+        env["ECHOTUNE_DATABASE_URL"] = optional_database_url
     done = subprocess.run([sys.executable, "-m", "echotune.cli", "pipeline"], env=env, cwd=pipeline_home, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -60,6 +85,13 @@ def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_versio
     assert any(k.startswith(f"{prefix}/mlflow/") for k in keys)
     assert not list(pipeline_home.rglob("*.parquet")) and not (pipeline_home / "data").exists()
     assert not (pipeline_home / "mlruns" / "artifacts").exists()
+    if optional_database_url:  # Dagster's runs and MLflow's registry went to PostgreSQL, not to SQLite files
+        assert not list(pipeline_home.rglob("*.db")), list(pipeline_home.rglob("*.db"))
+        with psycopg2.connect(optional_database_url) as db, db.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM mlflow.model_versions")
+            assert cursor.fetchone()[0] >= 1
+            cursor.execute("SELECT count(*) FROM dagster.runs")
+            assert cursor.fetchone()[0] >= 1
 
     champion = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(redis_prefix)).alias(CHAMPION)
     assert champion is not None
@@ -71,6 +103,8 @@ def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_versio
         port = s.getsockname()[1]
     api_home.mkdir()
     env = _env(api_home, redis_url, redis_prefix, storage_url, s3_server.endpoint_url)
+    if optional_database_url:
+        env["ECHOTUNE_DATABASE_URL"] = optional_database_url
     server = subprocess.Popen([sys.executable, "-m", "echotune.cli", "serve", "--port", str(port)], env=env, cwd=api_home,
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
