@@ -84,8 +84,13 @@ def test_a_selective_filter_is_scored_exactly(client, trained, world):
     rare = genres[genres < 50].index[0]  # fewer tracks than ECHOTUNE_ANN_MIN_TRACKS: exact, so identical
     for user in _users(trained, 5):
         params = {"count": 10, "genres": rare}
-        served = _ids(client.get(f"/recommendations/{user}", params=params))
-        assert served == _ids(client.get(f"/recommendations/{user}", params={**params, "exact": "true"}, headers={"X-API-Key": ADMIN_KEY}))
+        served = client.get(f"/recommendations/{user}", params=params).json()["tracks"]
+        exact = client.get(f"/recommendations/{user}", params={**params, "exact": "true"}, headers={"X-API-Key": ADMIN_KEY}).json()["tracks"]
+        # the same list up to float32 rounding: scoring the allowed rows alone and the whole catalog may
+        # round differently in BLAS, so two nearly tied tracks can swap places (seen in CI)
+        assert len(served) == len(exact) == 10
+        np.testing.assert_allclose([t["score"] for t in served], [t["score"] for t in exact], rtol=1e-5, atol=1e-6)
+        assert len({t["track_id"] for t in served} & {t["track_id"] for t in exact}) >= 9
 
 
 def test_similar_tracks_through_the_index(client, trained, world, known_user_id):
