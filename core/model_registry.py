@@ -195,6 +195,14 @@ class ModelRegistry:
             path.write_bytes(data)
             self.client.log_artifact(run_id, str(path), ANN_INDEX_PATH)
 
+    def has_ann_index(self, version: str) -> bool:
+        """Whether an ANN index is logged with ``version`` (a listing, not a download)."""
+        try:
+            run_id = self.client.get_model_version(self.name, version).run_id
+        except MlflowException:
+            return False
+        return bool(run_id) and any(a.path.endswith(ANN_INDEX_FILE) for a in self.client.list_artifacts(run_id, ANN_INDEX_PATH))
+
     def ann_index(self, version: str) -> bytes | None:
         """The ANN index logged with ``version``, or None (released before indexes were, not indexed,
         or published without registering, as benchmarks do)."""

@@ -126,8 +126,10 @@ def publish_aliases(
             if version not in store.versions():
                 model = load(registry.download(version, Path(tmp) / version))
                 trained_until = int(registry.run_tags(version).get("trained_until_ms", "0"))
-                if ann_min_tracks is not None and len(model.item_ids) >= ann_min_tracks:
-                    index_version(registry, version, model)  # before the vectors: the API finds the index once it sees them
+                # before the vectors: the API finds the index once it sees them; built once per version (a second
+                # store, or a Redis that lost the version, reuses the logged one)
+                if ann_min_tracks is not None and len(model.item_ids) >= ann_min_tracks and not registry.has_ann_index(version):
+                    index_version(registry, version, model)
                 publish(store, version, model, catalog, trained_until, registered_model=registry.name, erased=erased)
             store.set_alias(alias, version)
             published[alias] = version

@@ -72,7 +72,7 @@ def test_register_gate_and_publish(registry, store, trained, catalog, tmp_path):
     np.testing.assert_allclose(store.user_vector(first, user), trained.model.user_vectors()[0], rtol=1e-6)
 
 
-def test_an_ann_index_is_logged_with_versions_of_large_catalogs(registry, store, trained, catalog, tmp_path):
+def test_an_ann_index_is_logged_with_versions_of_large_catalogs(registry, store, trained, catalog, tmp_path, monkeypatch):
     from models.ann import CatalogIndex
 
     small, large = (_register(registry, trained, tmp_path, n) for n in (1, 2))
@@ -86,6 +86,18 @@ def test_an_ann_index_is_logged_with_versions_of_large_catalogs(registry, store,
     assert (index.items.rows, index.items.dimensions) == trained.model.item_vectors().shape
     assert index.similarity.rows == n_items
     assert registry.ann_index("99") is None  # not a registered version
+    assert registry.has_ann_index(large) and not registry.has_ann_index(small) and not registry.has_ann_index("99")
+
+    # the version lost from Redis (a flush, another store) is published again with the index logged at release
+    store.set_alias(CHAMPION, small)
+    store.delete_version(large)
+
+    def rebuilt(*_):
+        raise AssertionError("the index of a version that has one was built again")
+
+    monkeypatch.setattr(release, "index_version", rebuilt)
+    release.publish_aliases(registry, store, catalog, aliases=(CHAMPION,), ann_min_tracks=n_items)
+    assert store.alias(CHAMPION) == large and CatalogIndex.from_bytes(registry.ann_index(large)).items.rows == n_items
 
 
 def test_rollback_moves_mlflow_and_redis_together(registry, store, trained, catalog, tmp_path):
