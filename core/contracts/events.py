@@ -114,7 +114,10 @@ class FeedbackEvent(BaseModel):
             return None
         if value.tzinfo is None:  # naive timestamps are UTC by contract
             value = value.replace(tzinfo=UTC)
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before the first representable UTC instant
+            raise ValueError(f"timestamp {value.isoformat()} is out of range in UTC") from None
         if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError(f"timestamp {value.isoformat()} is in the future")
         return value

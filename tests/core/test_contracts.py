@@ -42,6 +42,11 @@ def test_future_timestamps_are_rejected_and_naive_ones_are_utc():
     assert event.timestamp.tzinfo is not None and event.timestamp.hour == 12
 
 
+def test_a_timestamp_before_the_first_utc_instant_is_a_clear_error():
+    """Regression (schemathesis): 0001-01-01 at +01:00 overflowed in the conversion to UTC and answered 500."""
+    assert "out of range" in _errors(timestamp="0001-01-01T00:00:00+01:00")["timestamp"]
+
+
 def test_unknown_fields_are_rejected():
     assert "surprise" in _errors(surprise=1)
 
