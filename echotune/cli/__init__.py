@@ -143,7 +143,7 @@ def _add_command_modules() -> None:
     ``COMMANDS``; adding one is adding its module name here."""
     import importlib
 
-    for name in ("ingest", "offline", "experiment", "model", "privacy", "feedback"):
+    for name in ("ingest", "offline", "experiment", "model", "privacy", "feedback", "docs"):
         module = importlib.import_module(f"echotune.cli.{name}")
         for command in module.COMMANDS:
             main.add_command(command)
