@@ -9,7 +9,13 @@
    adjusted across treatments. Secondary metrics are reported with Holm-adjusted p-values.
 4. **Power**: the smallest relative lift the current sample can detect, and the sample a 5% lift needs.
 5. **Ranking quality** of what each variant served (NDCG, precision, hit rate, MRR at 10 with clicks as
-   relevance), per served list and averaged over lists (:mod:`experiments.ranking_quality`).
+   relevance), per complete served list and averaged over lists (:mod:`experiments.ranking_quality`).
+   A list with a lost exposure (a gap in its positions) or a track shown twice is left out of it,
+   counted and named in ``incomplete_lists`` and the caveats; it never stops the verdict, which reads
+   per-user sums, not lists.
+
+An interleaving experiment (``design: interleaving``) is analysed by
+:func:`experiments.interleaving_analysis.analyse_interleaving` instead: :func:`analyse` dispatches.
 
 Only the experiment's events dated within [start, end) count (an open end when the date is None);
 the result says how many were left out. Events outside the experiment stay: they are the history CUPED
@@ -35,7 +41,8 @@ from experiments.guardrails import guardrail_verdict
 from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, untargeted_clicks, user_metrics, variant_summary
 from experiments.multiple_testing import adjust_comparisons
 from experiments.power import mde_for_mean, ratio_metric_sd, sample_size_for_mean
-from experiments.ranking_quality import ranking_quality, served_lists
+from experiments.interleaving_analysis import analyse_interleaving
+from experiments.ranking_quality import incomplete_caveat, ranking_quality, sort_lists
 from experiments.sequential import group_sequential_comparison
 from experiments.srm import sample_ratio_check
 from experiments.stats import Comparison, ratio_test
@@ -94,10 +101,19 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     """Everything the report shows, as plain data (JSON-serialisable once non-finite floats are
     nulled, see :func:`experiments.report.strict_summary`): verdict, reasons, sample ratio, guardrails,
     comparisons (raw and CUPED), power, ranking quality per variant, the dates and the events left out
-    of them, and per treatment the daily series (:func:`experiments.daily.daily_series`). Raises
-    :class:`~experiments.ranking_quality.ServedListError` when the shown events do not form lists."""
+    of them, the served lists left out of ranking quality (``incomplete_lists``, see
+    :func:`experiments.ranking_quality.sort_lists`), and per treatment the daily series
+    (:func:`experiments.daily.daily_series`). An interleaving experiment gets
+    :func:`~experiments.interleaving_analysis.analyse_interleaving`'s result over the same dated events
+    (with ``dates``), which raises :class:`~experiments.ranking_quality.ServedListError` when no shown
+    track forms a usable merged list."""
     events, left_out = events_in_dates(experiment, events)
-    served = served_lists(events, experiment.id)
+    dumped = experiment.model_dump(mode="json")
+    dates = {"start": dumped["start"], "end": dumped["end"], "events_left_out": left_out}
+    if experiment.design == "interleaving":
+        result = analyse_interleaving(experiment, events)
+        return {"experiment": result.pop("experiment"), "design": result.pop("design"), "dates": dates, **result}
+    served, incomplete = sort_lists(events, experiment.id)
     per_user = user_metrics(events, experiment.id)
     summary = variant_summary(per_user)
     control = experiment.control.name
@@ -126,13 +142,13 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     secondary = adjust_comparisons(secondary, "holm")
 
     verdict, reasons = _verdict(experiment, srm, users, primary, guardrails)
-    dumped = experiment.model_dump(mode="json")
     return {
         "experiment": dumped,
-        "dates": {"start": dumped["start"], "end": dumped["end"], "events_left_out": left_out},
+        "design": "ab",
+        "dates": dates,
         "verdict": verdict,
         "reasons": reasons,
-        "caveats": caveats(experiment, events),
+        "caveats": caveats(experiment, events) + incomplete_caveat(incomplete, served["request_id"].nunique() + _lists(incomplete), "ranking quality"),
         "sample_ratio": srm.as_dict(),
         "variants": summary.reset_index().to_dict(orient="records"),
         "primary": [c.as_dict() for c in primary],
@@ -141,8 +157,13 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "power": _power(experiment, indexed, control, users),
         "cuped": pre is not None,
         "ranking_quality": ranking_quality(served, [v.name for v in experiment.variants]),
+        "incomplete_lists": incomplete,
         "daily": daily,
     }
+
+
+def _lists(incomplete: dict[str, dict]) -> int:
+    return sum(found["lists"] for found in incomplete.values())
 
 
 def caveats(experiment: Experiment, events: pd.DataFrame) -> list[str]:

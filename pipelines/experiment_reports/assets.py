@@ -13,7 +13,7 @@ import experiments as experiments_package
 from experiments.analysis import analyse
 from experiments.definition import Experiment
 from experiments.registry import ExperimentRegistry
-from experiments.report import served_tracks, write_report
+from experiments.report import headline, served_tracks, write_report
 from experiments.simulation import simulate
 from core.model_registry import CHAMPION
 from models import create
@@ -109,9 +109,10 @@ def demo_experiment_events(
 def experiment_report(
     context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
-    """One experiment's analysis (sample ratio, guardrails, sequential and CUPED-adjusted lifts, power)
-    and its reports: summary.json and an Evidently HTML whose first screen is the verdict. Both are
-    also logged to the MLflow runs of the model versions under test."""
+    """One experiment's analysis, by its design (A/B: sample ratio, guardrails, sequential and
+    CUPED-adjusted lifts, power; interleaving: per-user preference and its sign test) and its reports:
+    summary.json and an Evidently HTML whose first screen is the verdict. Both are also logged to the
+    MLflow runs of the model versions under test."""
     experiment = ExperimentRegistry(redis.client, redis.key_layout).get(context.partition_key)
     if experiment is None:
         raise dg.Failure(f"experiment {context.partition_key} is not registered")
@@ -124,16 +125,14 @@ def experiment_report(
     for version in versions:
         mlflow.registry.log_report(version, out_dir, f"experiments/{experiment.id}")
     context.log.info("experiment %s: %s", experiment.id, result["verdict"])
-    primary = result["primary"][0] if result["primary"] else None
     return dg.MaterializeResult(
         metadata={
             "verdict": result["verdict"],
+            "design": experiment.design,
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in result["reasons"])),
-            "sample_ratio_mismatch": bool(result["sample_ratio"]["mismatch"]),
             "report": dg.MetadataValue.path(str(html_path)),
             "summary": dg.MetadataValue.path(str(summary_path)),
-            "primary_relative_lift": float(primary["relative_lift"]) if primary else float("nan"),
-            "primary_p_value": float(primary["adjusted_p_value"] or primary["p_value"]) if primary else float("nan"),
+            **headline(result),
             "logged_to_model_versions": ", ".join(versions) or "none",
         }
     )

@@ -191,3 +191,29 @@ def test_cli_analyze_reruns_an_experiment_offline(tmp_path):
     assert result.exit_code == 0, result.output
     line = json.loads(result.output.strip().splitlines()[-1])
     assert line["verdict"] == SHIP and (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_cli_analyze_an_ab_log_with_1pct_of_shown_events_missing_still_gives_its_verdict(tmp_path):
+    """Issue 21 item 3 (done-when): a list with a gap in its positions (a lost exposure) made
+    `echotune experiment analyze` fail with no verdict; ranking quality is now computed over the
+    complete lists and the others are counted and named."""
+    import yaml
+
+    spec = experiment()
+    events = simulate(spec, ctr=(0.10, 0.12))
+    shown = events.index[events["type"] == "recommendation_shown"]
+    lost = np.random.default_rng(9).choice(shown, size=len(shown) // 100, replace=False)
+    events_file, definition, out = tmp_path / "events.csv", tmp_path / "exp.yaml", tmp_path / "out"
+    events.drop(index=lost).to_csv(events_file, index=False)
+    definition.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    run = CliRunner().invoke(main, ["experiment", "analyze", "--definition", str(definition), "--events", str(events_file), "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert json.loads(run.stdout.strip().splitlines()[-1])["verdict"] == SHIP == analyse(spec, events)["verdict"]
+    summary = json.loads((out / "summary.json").read_text())
+    gaps = summary["incomplete_lists"]["gap"]
+    whole_lists = events.loc[shown, "request_id"].nunique()
+    assert 0.8 * len(lost) <= gaps["lists"] <= len(lost) and len(gaps["examples"]) == 3  # a list can lose two tracks
+    assert sum(q["lists"] for q in summary["ranking_quality"].values()) == whole_lists - gaps["lists"]
+    assert any(c.startswith(f"{gaps['lists']:,} of {whole_lists:,} served lists left out of ranking quality") for c in summary["caveats"])
+    assert 'id="echotune-incomplete-lists"' in (out / "report.html").read_text()
