@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.contracts.events import SIMULATED_SOURCE
 from experiments.cuped import cuped_ratio_test
 from experiments.daily import daily_series, earlier_looks
 from experiments.definition import Experiment
@@ -110,9 +111,11 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     events, left_out = events_in_dates(experiment, events)
     dumped = experiment.model_dump(mode="json")
     dates = {"start": dumped["start"], "end": dumped["end"], "events_left_out": left_out}
+    simulated = simulated_events(experiment, events)
     if experiment.design == "interleaving":
         result = analyse_interleaving(experiment, events)
-        return {"experiment": result.pop("experiment"), "design": result.pop("design"), "dates": dates, **result}
+        result["caveats"] = simulated_caveat(simulated) + result["caveats"]
+        return {"experiment": result.pop("experiment"), "design": result.pop("design"), "dates": dates, "simulated": simulated, **result}
     served, incomplete = sort_lists(events, experiment.id)
     per_user = user_metrics(events, experiment.id)
     summary = variant_summary(per_user)
@@ -146,9 +149,10 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "experiment": dumped,
         "design": "ab",
         "dates": dates,
+        "simulated": simulated,
         "verdict": verdict,
         "reasons": reasons,
-        "caveats": caveats(experiment, events) + incomplete_caveat(incomplete, served["request_id"].nunique() + _lists(incomplete), "ranking quality"),
+        "caveats": simulated_caveat(simulated) + caveats(experiment, events) + incomplete_caveat(incomplete, served["request_id"].nunique() + _lists(incomplete), "ranking quality"),
         "sample_ratio": srm.as_dict(),
         "variants": summary.reset_index().to_dict(orient="records"),
         "primary": [c.as_dict() for c in primary],
@@ -160,6 +164,26 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "incomplete_lists": incomplete,
         "daily": daily,
     }
+
+
+def simulated_events(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
+    """How many of the experiment's events an experiment simulation wrote (``source`` =
+    :data:`~core.contracts.events.SIMULATED_SOURCE`): ``{"events": n, "of": total, "listeners":
+    "real" | "simulated" | "partly simulated"}``."""
+    own = (events["experiment_id"] == experiment.id).to_numpy()
+    simulated = own & events["source"].eq(SIMULATED_SOURCE).to_numpy() if "source" in events else np.zeros(len(events), dtype=bool)
+    n, total = int(simulated.sum()), int(own.sum())
+    listeners = "real" if n == 0 else "simulated" if n == total else "partly simulated"
+    return {"events": n, "of": total, "listeners": listeners}
+
+
+def simulated_caveat(simulated: dict[str, Any]) -> list[str]:
+    """The first caveat of a report computed on simulated listeners (none for real ones)."""
+    if not simulated["events"]:
+        return []
+    return [f"listeners {'' if simulated['listeners'] == 'simulated' else 'partly '}simulated: {simulated['events']:,} of the experiment's "
+            f"{simulated['of']:,} events were written by a simulation (synthetic users answering the served lists with the "
+            "response model that generated their history), not by real listeners"]  # fmt: skip
 
 
 def _lists(incomplete: dict[str, dict]) -> int:

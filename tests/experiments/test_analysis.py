@@ -217,3 +217,22 @@ def test_cli_analyze_an_ab_log_with_1pct_of_shown_events_missing_still_gives_its
     assert sum(q["lists"] for q in summary["ranking_quality"].values()) == whole_lists - gaps["lists"]
     assert any(c.startswith(f"{gaps['lists']:,} of {whole_lists:,} served lists left out of ranking quality") for c in summary["caveats"])
     assert 'id="echotune-incomplete-lists"' in (out / "report.html").read_text()
+
+
+def test_a_report_on_simulated_listeners_says_so_first(tmp_path):
+    """Issue 21 item 9: the demo's report never said it was computed on simulated listeners."""
+    spec = experiment()
+    events = simulate(spec, n_users=400, seed=6)
+    real = analyse(spec, events)
+    assert real["simulated"] == {"events": 0, "of": int((events["experiment_id"] == spec.id).sum()), "listeners": "real"}
+    assert not any("simulated" in c for c in real["caveats"])
+    own = events["experiment_id"] == spec.id
+    result = analyse(spec, events.assign(source=np.where(own, "simulation", "synthetic")))
+    assert result["simulated"] == {"events": int(own.sum()), "of": int(own.sum()), "listeners": "simulated"}
+    assert result["caveats"][0].startswith(f"listeners simulated: {int(own.sum()):,} of the experiment's")
+    summary, page = write_report(result, served_tracks(events, spec, None), tmp_path)
+    assert json.loads(summary.read_text())["simulated"]["listeners"] == "simulated"
+    text = page.read_text()
+    assert text.index("listeners simulated") < text.index("Sample ratio")
+    partly = analyse(spec, events.assign(source=np.where(own & (events["user_id"] == "user1"), "simulation", None)))
+    assert partly["simulated"]["listeners"] == "partly simulated" and partly["caveats"][0].startswith("listeners partly simulated")
