@@ -115,7 +115,9 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     if experiment.design == "interleaving":
         result = analyse_interleaving(experiment, events)
         result["caveats"] = simulated_caveat(simulated) + result["caveats"]
-        return {"experiment": result.pop("experiment"), "design": result.pop("design"), "dates": dates, "simulated": simulated, **result}
+        head = {key: result.pop(key) for key in ("experiment", "design")} | {"dates": dates}
+        head |= {key: result.pop(key) for key in ("verdict", "reasons", "caveats")}
+        return {**head, "simulated": simulated, **result}
     served, incomplete = sort_lists(events, experiment.id)
     per_user = user_metrics(events, experiment.id)
     summary = variant_summary(per_user)
@@ -149,10 +151,10 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "experiment": dumped,
         "design": "ab",
         "dates": dates,
-        "simulated": simulated,
         "verdict": verdict,
         "reasons": reasons,
         "caveats": simulated_caveat(simulated) + caveats(experiment, events) + incomplete_caveat(incomplete, served["request_id"].nunique() + _lists(incomplete), "ranking quality"),
+        "simulated": simulated,
         "sample_ratio": srm.as_dict(),
         "variants": summary.reset_index().to_dict(orient="records"),
         "primary": [c.as_dict() for c in primary],
