@@ -42,7 +42,7 @@ def merged_lists(experiment: Experiment, events: pd.DataFrame) -> tuple[pd.DataF
     (:func:`experiments.ranking_quality.sort_lists` with MERGED_LIST_RULES). Raises ServedListError
     when tracks were shown but none is in a usable list: no click can be credited, so no preference."""
     names = [v.name for v in experiment.variants]
-    shown, incomplete = sort_lists(events, experiment.id, MERGED_LIST_RULES, variants=names)
+    shown, incomplete = sort_lists(events, experiment.id, MERGED_LIST_RULES, variants=names, merged=True)
     if shown.empty and incomplete:
         [line] = incomplete_caveat(incomplete, sum(f["lists"] for f in incomplete.values()), "the preference")
         raise ServedListError(f"no usable merged list: {line}. Each shown track of an interleaved list names the ranker that "

@@ -10,6 +10,11 @@ scores 0 (a variant is not flattered by leaving out the lists nobody clicked). P
 tracks a list actually holds in its top k (a list of 6 with 3 clicks has precision 0.5 at k = 10).
 These are the figures Evidently computes with the request id as its "user" and
 ``no_feedback_users=True``; :func:`experiments.report.write_report` checks that they agree.
+
+Only complete lists are scored (:func:`sort_lists`): one user and variant, ranks 1..n, one track per
+rank, each track once. Real logs hold others (an exposure lost on the way leaves a gap in the ranks, a
+client retry shows a track twice); those are left out, counted by reason with example request ids
+(:data:`INCOMPLETE`), and named in the report, so one imperfect list never stops an analysis.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class ServedListError(ValueError):
 INCOMPLETE = {
     "no_request_id": "shown tracks with no request_id belong to no list (send the response's request_id with every event)",
     "unknown_variant": "a shown track names a variant that is not one of the experiment's",
-    "shared_request_id": "the request id is shared by several users or variants (each served list needs its own)",
+    "shared_request_id": "the request id is shared by several users (or, in an A/B list, variants): each served list needs its own",
     "no_position": "a shown track has no usable position (a whole number >= 0, the 0-based rank)",
     "repeated_rank": "two tracks share one rank",
     "repeated_track": "a track is shown more than once in the list",
@@ -46,7 +51,9 @@ RANKING_RULES = tuple(INCOMPLETE)
 EXAMPLES = 3  # request ids named per rule in summary.json
 
 
-def sort_lists(events: pd.DataFrame, experiment_id: str, rules: tuple[str, ...] = RANKING_RULES, variants=None) -> tuple[pd.DataFrame, dict]:
+def sort_lists(
+    events: pd.DataFrame, experiment_id: str, rules: tuple[str, ...] = RANKING_RULES, variants: list[str] | None = None, merged: bool = False
+) -> tuple[pd.DataFrame, dict]:
     """The experiment's shown tracks split into complete lists and the rest.
 
     Returns (``served``, ``incomplete``): ``served`` one row per track of a list that breaks none of
@@ -54,8 +61,7 @@ def sort_lists(events: pd.DataFrame, experiment_id: str, rules: tuple[str, ...] 
     sorted by variant, request and rank; ``incomplete`` per rule broken, ``{"lists": n, "shown": n,
     "examples": [request ids]}`` (a list counts under the first rule it breaks, in INCOMPLETE's order;
     ``no_request_id`` counts tracks, not lists). ``variants`` (names) enables ``unknown_variant``;
-    ``shared_request_id`` allows several variants in one list when ``repeated_rank`` is not checked
-    either (merged lists)."""
+    ``merged`` lists (interleaving) hold several variants, one per contributed track."""
     ev = events[events["experiment_id"] == experiment_id]
     shown = ev[ev["type"] == "recommendation_shown"]
     position = pd.to_numeric(shown["position"], errors="coerce")
@@ -66,7 +72,7 @@ def sort_lists(events: pd.DataFrame, experiment_id: str, rules: tuple[str, ...] 
     if variants is not None and "unknown_variant" in rules:
         broken["unknown_variant"] = (~listed["variant"].isin(list(variants))).groupby(listed["request_id"]).any()
     if "shared_request_id" in rules:
-        owners = by_list[["user_id", "variant"] if "repeated_rank" in rules else ["user_id"]].nunique()
+        owners = by_list[["user_id"] if merged else ["user_id", "variant"]].nunique()
         broken["shared_request_id"] = (owners > 1).any(axis=1)
     rank = listed["rank"]
     if "no_position" in rules:
@@ -91,10 +97,9 @@ def sort_lists(events: pd.DataFrame, experiment_id: str, rules: tuple[str, ...] 
         if len(ids):
             incomplete[rule] = {"lists": len(ids), "shown": int(tracks_per_list.loc[ids].sum()), "examples": [str(i) for i in ids[:EXAMPLES]]}
     complete = listed[listed["request_id"].map(reason).isna().to_numpy()]
-    if "no_position" in rules:
-        complete = complete.assign(rank=complete["rank"].astype(np.int64))
-    else:
-        complete = complete.assign(rank=-1)
+    # without the position rules (merged lists), a track whose position is unusable gets rank 0
+    usable = complete["rank"].where((complete["rank"] >= 1) & (complete["rank"] % 1 == 0), 0)
+    complete = complete.assign(rank=usable.fillna(0).astype(np.int64))
     clicks = ev[ev["type"] == "recommendation_clicked"][["request_id", "track_id"]].drop_duplicates().assign(clicked=1)
     complete = complete.merge(clicks, on=["request_id", "track_id"], how="left")
     complete["clicked"] = complete["clicked"].fillna(0).astype(np.int64)
