@@ -57,7 +57,7 @@ def sort_lists(
     """The experiment's shown tracks split into complete lists and the rest.
 
     Returns (``served``, ``incomplete``): ``served`` one row per track of a list that breaks none of
-    ``rules`` (SERVED_COLUMNS; ``rank`` is position + 1, or -1 when positions are not among the rules),
+    ``rules`` (SERVED_COLUMNS; ``rank`` is position + 1, or 0 for an unusable position of a merged list),
     sorted by variant, request and rank; ``incomplete`` per rule broken, ``{"lists": n, "shown": n,
     "examples": [request ids]}`` (a list counts under the first rule it breaks, in INCOMPLETE's order;
     ``no_request_id`` counts tracks, not lists). ``variants`` (names) enables ``unknown_variant``;
