@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.contracts.events import SIMULATED_SOURCE
 from core.storage import read_frame
 from core.tables import OfflineStore
 from models.weighting import count_weights, graded_interactions
@@ -29,10 +30,12 @@ def log_interactions(logs: pd.DataFrame) -> pd.DataFrame:
 
 def build_interactions(store: OfflineStore) -> tuple[pd.DataFrame, dict[str, int]]:
     """Graded events plus every interaction log, one row per (user, item). Returns it and row counts
-    per input."""
+    per input (``simulated_left_out``: events of experiment simulations, which training never reads)."""
     parts, counts = [], {}
     durations = store.read_tracks().set_index("track_id")["duration_ms"] if store.tracks_path.exists() else None
     events = store.read_events()
+    simulated = events["source"].eq(SIMULATED_SOURCE).to_numpy()  # experiment simulations are not listening to learn from
+    events, counts["simulated_left_out"] = events[~simulated], int(simulated.sum())
     counts["events"] = len(events)
     if len(events):
         parts.append(graded_interactions(events, durations)[COLUMNS])

@@ -30,6 +30,11 @@ class ExperimentRouter:
         self._assigners: list[Assigner] = []
         self._checked = -1e9
 
+    def expire(self) -> None:
+        """Reload at the next request (this process changed the registry: its own change applies at once;
+        other API processes see it within ``refresh_seconds``)."""
+        self._checked = -1e9
+
     async def refresh(self) -> None:
         """Reload running experiments when due; Redis errors keep the current set."""
         if time.monotonic() - self._checked < self.refresh_seconds:

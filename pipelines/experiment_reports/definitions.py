@@ -26,8 +26,9 @@ def running_experiment_reports(context: dg.SensorEvaluationContext, redis: Redis
 
 
 def build(settings: Settings) -> dg.Definitions:
-    demo = [assets.demo_experiment_events] if "synthetic" in settings.enabled_sources else []
+    synthetic = "synthetic" in settings.enabled_sources  # the demo's experiment runs on synthetic users only
+    demo = [assets.demo_experiment_events] if synthetic else []
     return dg.Definitions(
-        assets=[assets.experiment_definitions, *demo, assets.experiment_report], asset_checks=[checks.running_experiments_are_servable],
+        assets=[assets.experiment_definitions_asset(synthetic), *demo, assets.experiment_report], asset_checks=[checks.running_experiments_are_servable],
         jobs=[reports_job], sensors=[running_experiment_reports],
     )
