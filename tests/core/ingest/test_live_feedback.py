@@ -62,3 +62,19 @@ def test_never_trims_what_the_worker_has_not_acknowledged(redis_client, redis_pr
     drain_day(redis_client, keys, store, yesterday.date())
     assert len(store.read_event_part(yesterday.date(), "live")) == 6  # all persisted
     assert redis_client.xlen(stream) == 4  # but only the acknowledged ones left the stream
+
+
+def test_draining_today_then_yesterday_keeps_yesterday(redis_client, redis_prefix, tmp_path, days):
+    """Regression (issue 21): ``drain_day(today)`` trimmed every entry below today's last id, whatever
+    its day, so a drain of yesterday that ran after it (two runs of one sensor tick started at once by
+    the run queue, or a catch-up after downtime) found nothing: 0 of yesterday's entries persisted."""
+    keys, store = RedisKeys(redis_prefix), OfflineStore(tmp_path)
+    yesterday, today = days
+    _add(redis_client, keys, yesterday, 2)
+    _add(redis_client, keys, today, 3, start=2)
+    drain_day(redis_client, keys, store, today.date())
+    assert redis_client.xlen(keys.feedback_stream()) == 5  # today's are stored, but yesterday's are not: nothing may go
+    drain_day(redis_client, keys, store, yesterday.date())
+    assert sorted(store.read_event_part(yesterday.date(), "live")["event_id"]) == ["e0", "e1"]
+    assert sorted(store.read_event_part(today.date(), "live")["event_id"]) == ["e2", "e3", "e4"]
+    assert redis_client.xlen(keys.feedback_stream()) == 0  # both days stored: now everything goes
