@@ -62,8 +62,9 @@ def feedback_events_asset(partitions: dg.DailyPartitionsDefinition) -> dg.Assets
     def feedback_events(
         context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, ingestion: IngestionResource
     ) -> dg.MaterializeResult:
-        """Feedback the API accepted on this day, drained from the Redis stream. Entries leave the
-        stream only after they are fsync'd to parquet, and never before the worker acknowledged them."""
+        """Feedback the API accepted on this day, drained from the Redis stream page by page. Entries
+        leave the stream only once they and every older entry are fsync'd to parquet, and never before
+        the worker acknowledged them; one drain of the stream runs at a time (core.ingest.live_feedback)."""
         day = date.fromisoformat(context.partition_key)
         result = drain_day(redis.client, redis.key_layout, store.tables, day)
         result.save_rejects(store.tables)
