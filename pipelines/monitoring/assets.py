@@ -11,12 +11,21 @@ from pipelines.resources import MlflowResource, MonitoringResource, OfflineStore
 
 GROUP = "monitoring"
 DRIFT_CHECK, BACKLOG_CHECK = "drift_within_threshold", "feedback_backlog_under_threshold"
+# After each drain, whichever day it drained. Not eager(): eager also waits until no partition of its
+# upstream is missing, and feedback_events has a daily partition for every day since
+# ECHOTUNE_PARTITIONS_START of which only days with stream entries are ever drained, so the monitor
+# never ran on its own (issue 21). Nor while a drain still runs: the next one's update asks again.
+AFTER_EACH_DRAIN = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after each drain")
 
 
 @dg.asset(
     group_name=GROUP, kinds={"evidently", "html"}, deps=["feedback_events"],
-    # after every drain: the retrain sensor reads the verdict
-    automation_condition=dg.AutomationCondition.eager(),
+    # the retrain sensor reads the verdict
+    automation_condition=AFTER_EACH_DRAIN,
     check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset="feedback_drift"), dg.AssetCheckSpec(BACKLOG_CHECK, asset="feedback_drift")],
 )  # fmt: skip
 def feedback_drift(

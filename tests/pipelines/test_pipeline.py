@@ -20,7 +20,7 @@ def test_materialize_everything(settings, redis_url):
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_everything(settings, instance)  # what `echotune pipeline` runs
     runs = {r.job_name: r for r in instance.get_runs()}
-    assert set(runs) == {"materialize_everything", "experiment_reports"}
+    assert set(runs) == {"materialize_everything", "measure_drift", "experiment_reports"}
     defs = build_defs(settings)
     result = defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance)
     assert result.success  # and running it again on the same data works too
