@@ -148,19 +148,23 @@ class OfflineStore:
             return []
         return sorted(self.events_dir.glob("date=*/*.parquet")) + sorted(self.events_dir.glob("month=*/*.parquet"))
 
-    def read_events(self, days: Iterable[str] | None = None) -> pd.DataFrame:
-        """All events (or those on ``days``, UTC), deduplicated on event_id, oldest first."""
+    def read_events(self, days: Iterable[str] | None = None, since: str | None = None) -> pd.DataFrame:
+        """All events (or those on ``days``, or on ``since`` and later; UTC days 'YYYY-MM-DD'),
+        deduplicated on event_id, oldest first. Only the partitions holding them are read."""
         files = self.event_files()
         if days is not None:
             wanted = set(days)
             months = {d[:7] for d in wanted}
             files = [f for f in files if f.parent.name.split("=", 1)[1] in (wanted if f.parent.name.startswith("date=") else months)]
+        if since is not None:
+            files = [f for f in files if f.parent.name.split("=", 1)[1] >= (since if f.parent.name.startswith("date=") else since[:7])]
         if not files:
             return EVENT_SCHEMA.empty_table().to_pandas()
         table = read_files(files, EVENT_SCHEMA)
-        if days is not None:
+        if days is not None or since is not None:
             codes, names = partitions_of(table, "day")
-            table = table.filter(pa.array(np.isin(names, sorted(wanted))[codes]))
+            keep = np.isin(names, sorted(wanted)) if days is not None else np.ones(len(names), dtype=bool)
+            table = table.filter(pa.array((keep & (names >= since if since is not None else True))[codes]))
         frame = table.to_pandas()
         return frame.drop_duplicates("event_id").sort_values("timestamp", kind="stable").reset_index(drop=True)
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
-from core.drift import measure, save_report
+from core.drift import WINDOW_DAYS, measure, save_report
 from core.model_registry import CHAMPION
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource
 
@@ -38,7 +38,9 @@ def feedback_drift(
     registry = mlflow.registry
     champion = registry.alias(CHAMPION)
     trained_until = int(registry.run_tags(champion).get("trained_until_ms", "0")) if champion else 0
-    result = measure(store.tables.read_events(), store.tables.read_tracks(), trained_until)
+    # only the days the two windows span: it runs after every drain, and the table grows every day
+    first_day = (pd.Timestamp(trained_until, unit="ms", tz="UTC") - pd.Timedelta(days=WINDOW_DAYS)).strftime("%Y-%m-%d")
+    result = measure(store.tables.read_events(since=first_day), store.tables.read_tracks(), trained_until, window_days=WINDOW_DAYS)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report = save_report(result, store.layout.reports / "drift", f"drift-{stamp}.html")
     exceeded = result.share is not None and result.share >= monitoring.drift_threshold

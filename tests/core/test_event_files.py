@@ -50,3 +50,11 @@ def test_appending_merges_with_what_is_stored_and_a_failed_block_changes_nothing
         raise RuntimeError("the drain died mid-way")
     assert sorted(store.read_event_part("2025-03-01", "live")["event_id"]) == ["a", "b", "c", "d"]
     assert not list(store.event_partition("2025-03-01").glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_reading_events_since_a_day_reads_only_what_it_needs(tmp_path):
+    store = OfflineStore(tmp_path)
+    store.write_events(pd.concat([_events(["old"], "2025-02-27"), _events(["mid"], "2025-03-01"), _events(["new"], "2025-03-02")]), part="live")
+    store.write_events(pd.concat([_events(["bulk-feb"], "2025-02-28"), _events(["bulk-mar"], "2025-03-05")]), part="history", by="month")
+    assert store.read_events(since="2025-03-01")["event_id"].tolist() == ["mid", "new", "bulk-mar"]
+    assert len(store.read_events()) == 5
