@@ -106,6 +106,20 @@ def _member(run_first: np.ndarray, run_second: np.ndarray, first: np.ndarray, se
     return found
 
 
+def audit_event_file(path: StoragePath, required: list[str]) -> dict[str, int]:
+    """Rows of one event file, rows missing one of the ``required`` fields, and rows repeating an
+    earlier row's event_id, read batch by batch (a busy day's file does not fit in memory as a frame)."""
+    counts, seen = {"rows": 0, "missing_fields": 0, "duplicate_ids": 0}, SeenIds()
+    if not path.exists():
+        return counts
+    for batch in read_batches(path, ROW_GROUP, columns=sorted({"event_id", *required})):
+        frame = batch.to_pandas()
+        counts["rows"] += len(frame)
+        counts["missing_fields"] += int(frame[required].isna().any(axis=1).sum())
+        counts["duplicate_ids"] += int((~seen.take(frame["event_id"].to_numpy(dtype=object))).sum())
+    return counts
+
+
 class _DayFile:
     """One partition's new file being written: the stored rows first, then each page's new ones."""
 

@@ -3,9 +3,11 @@ when the block fails."""
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from core.event_files import SeenIds, _member
+from core.event_files import SeenIds, _member, audit_event_file
 from core.tables import OfflineStore
 
 
@@ -58,3 +60,10 @@ def test_reading_events_since_a_day_reads_only_what_it_needs(tmp_path):
     store.write_events(pd.concat([_events(["bulk-feb"], "2025-02-28"), _events(["bulk-mar"], "2025-03-05")]), part="history", by="month")
     assert store.read_events(since="2025-03-01")["event_id"].tolist() == ["mid", "new", "bulk-mar"]
     assert len(store.read_events()) == 5
+
+
+def test_an_event_file_is_audited_batch_by_batch(tmp_path):
+    path = tmp_path / "live.parquet"  # written by hand: the event schema itself refuses a missing user_id
+    pq.write_table(pa.table({"event_id": ["a", "b", "a", "c"], "user_id": ["u1", "u1", "u1", None]}), path, row_group_size=2)
+    assert audit_event_file(path, ["event_id", "user_id"]) == {"rows": 4, "missing_fields": 1, "duplicate_ids": 1}
+    assert audit_event_file(tmp_path / "absent.parquet", ["event_id"]) == {"rows": 0, "missing_fields": 0, "duplicate_ids": 0}
