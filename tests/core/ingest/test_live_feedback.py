@@ -8,6 +8,7 @@ from core.ingest.live_feedback import DrainBusy, drain_day, drain_lock, undraine
 from core.tables import OfflineStore
 
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
+pytestmark = pytest.mark.redis_topologies  # the drain's keys share the {fb} slot: its lock, watermark and trims work on a cluster too
 
 
 def _add(client, keys, when: datetime, n: int, start: int = 0):
