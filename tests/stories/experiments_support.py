@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.contracts import RedisKeys
-from core.ingest.live_feedback import stream_days
+from core.ingest.live_feedback import undrained_days
 from core.redis_clients import redis_client
 from core.settings import Settings
 from core.synthetic import SyntheticWorld, click_given_affinity
@@ -108,7 +108,7 @@ def drain(project: Project) -> list[str]:
     drain sensor asks; returns the partition keys."""
     client = redis_client(project.settings.redis_url)
     try:
-        days = [d.isoformat() for d in stream_days(client, RedisKeys(project.settings.redis_prefix))]
+        days = [d.isoformat() for d in undrained_days(client, RedisKeys(project.settings.redis_prefix))]
     finally:
         client.close()
     asset = project.defs.resolve_assets_def("feedback_events")
