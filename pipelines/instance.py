@@ -24,7 +24,7 @@ DRAIN_TAG = "echotune/drain"  # carried by the drain job: the queue starts drain
 MAX_CONCURRENT_RUNS = {"sqlite": 2, "postgres": 8}
 HEADER = """\
 # Written by `echotune pipeline` / `echotune demo` from the ECHOTUNE_* settings on every start: edit the
-# settings (ECHOTUNE_DATABASE_URL selects PostgreSQL), not this file. See the README's "Scaling out".
+# settings (ECHOTUNE_DATABASE_URL selects PostgreSQL), not this file. See docs/scaling.md.
 """
 
 
