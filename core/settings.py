@@ -83,7 +83,15 @@ class Settings(BaseSettings):
     token_key: SecretStr | None = Field(
         None, description="Hex key that signs request tokens (every API process of a deployment needs the same); default a key file in var/."
     )
-    rate_limit_per_minute: int = Field(6000, ge=1, description="Requests per minute per API key.")
+    rate_limit_per_minute: int = Field(
+        6000, ge=1, description="Recommendation requests per minute per API key (a batch counts each user it asks for; the other client "
+        "reads, experiments and reports, count here too). Refused requests (403, 404, 422) count like answered ones.",
+    )  # fmt: skip
+    rate_limit_feedback_events_per_minute: int = Field(
+        60_000, ge=1, description="Feedback events per minute per API key: POST /feedback counts the events it carries (a 1,000-event "
+        "batch costs 1,000), before they are validated.",
+    )  # fmt: skip
+    rate_limit_admin_per_minute: int = Field(600, ge=1, description="Admin requests per minute per API key (erasure, experiment changes).")
     ann_min_tracks: int = Field(
         100_000, ge=0, description="Catalogs of at least this many tracks are searched through the version's ANN index (HNSW); "
         "smaller ones, and filters that leave fewer tracks, are scored exactly.",

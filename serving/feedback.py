@@ -28,12 +28,9 @@ SPOOL_RETRY_AFTER_SECONDS = 5  # what a 503 of a full spool asks clients to wait
 log = logging.getLogger(__name__)
 
 
-def parse_batch(body: Any) -> list[FeedbackEvent]:
-    """Events from a body that is one event, a list of events, or ``{"events": [...]}``.
-
-    Raises a 422 ApiError listing every bad event's index, field and problem; nothing is accepted
-    from a batch with any bad event.
-    """
+def raw_events(body: Any) -> list:
+    """The items of a body that is one event, a list of events, or ``{"events": [...]}`` (not yet
+    validated: what the rate limit counts); a 422 for a body of any other shape."""
     if isinstance(body, dict) and "events" in body:
         raw = body["events"]
     elif isinstance(body, dict):
@@ -42,6 +39,16 @@ def parse_batch(body: Any) -> list[FeedbackEvent]:
         raw = body
     if not isinstance(raw, list):
         raise ApiError(422, "validation_error", "body must be an event object, a list of events, or {\"events\": [...]}")
+    return raw
+
+
+def parse_batch(body: Any) -> list[FeedbackEvent]:
+    """Events from a body that is one event, a list of events, or ``{"events": [...]}``.
+
+    Raises a 422 ApiError listing every bad event's index, field and problem; nothing is accepted
+    from a batch with any bad event.
+    """
+    raw = raw_events(body)
     if not raw:
         raise ApiError(422, "validation_error", "events: the batch is empty")
     if len(raw) > MAX_BATCH:

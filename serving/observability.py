@@ -57,7 +57,10 @@ SPOOL_REFUSED = Counter(
 SPOOL_QUARANTINED = Counter(
     "echotune_feedback_spool_quarantined_total", "Spool lines that were not event rows (torn writes), moved to the quarantine file."
 )
-RATE_LIMITED = Counter("echotune_rate_limited_total", "Requests refused with 429, by API key id.", ["key_id"])
+RATE_LIMITED = Counter(
+    "echotune_rate_limited_total", "Requests refused with 429, by API key id and endpoint class (recommendations, feedback_events, admin).",
+    ["key_id", "endpoint"],
+)
 
 
 def metrics_payload() -> tuple[bytes, str]:

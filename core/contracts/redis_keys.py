@@ -118,9 +118,9 @@ class RedisKeys:
         return f"{self.root}:experiments"
 
     # --- API ------------------------------------------------------------------------------
-    def rate_limit(self, key_id: str, minute: int) -> str:
-        """String with TTL: requests of one API key in one minute."""
-        return f"{self.root}:ratelimit:{key_id}:{minute}"
+    def rate_limit(self, key_id: str, endpoint: str, minute: int) -> str:
+        """String with TTL: what one API key sent to one endpoint class in one minute (requests or events)."""
+        return f"{self.root}:ratelimit:{endpoint}:{key_id}:{minute}"
 
     # --- feedback (hash tag {fb}: the stream, its idempotency marks and counters share a slot, so
     # one script can check, append and count atomically even on Redis Cluster) -----------------
