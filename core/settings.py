@@ -169,9 +169,12 @@ class Settings(BaseSettings):
     )  # fmt: skip
     model_max_age_hours: float = Field(48.0, gt=0.0, description="The freshness check warns when the champion was trained longer ago than this.")
     keep_versions: int = Field(3, ge=1, description="Published vector sets kept in Redis (champion, challenger and experiment versions always are).")
-    stream_max_entries: int = Field(
-        5_000_000, ge=1000, description="Safety cap of the feedback stream: past it POST /feedback answers 503 rather than trim undrained events."
-    )
+    stream_max_entries: int | None = Field(
+        None, ge=1000, description="Safety cap of the feedback stream: past it POST /feedback answers 503 rather than trim undrained events. "
+        "Unset: derived from the memory budget, half of ECHOTUNE_EMBEDDED_REDIS_MAXMEMORY over 640 bytes per event (its stream entry "
+        "and idempotency mark; 1,677,721 for 2gb); with a Redis of your own, set it for its maxmemory the same way. Whatever the cap, "
+        "feedback is refused (503) once Redis is above 90% of its maxmemory.",
+    )  # fmt: skip
     dead_letter_days: int = Field(14, ge=1, description="Dead letters older than this are trimmed by the drain.")
     feedback_backlog_max: int = Field(
         1_000_000, ge=1, description="The feedback check fails when more entries than this wait in the stream (drained or worker lag)."
@@ -188,6 +191,14 @@ class Settings(BaseSettings):
             raise ValueError("token_key must be hexadecimal (e.g. the output of `openssl rand -hex 32`)") from None
         if len(key) < 16:
             raise ValueError(f"token_key must be at least 16 bytes (32 hex digits); it has {len(key)}")
+        return value
+
+    @field_validator("embedded_redis_maxmemory")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        from core.redis_server import memory_bytes
+
+        memory_bytes(value)  # a ValueError names the value and the units
         return value
 
     @field_validator("database_url")
@@ -253,6 +264,16 @@ class Settings(BaseSettings):
     def database(self) -> Database | None:
         """The PostgreSQL database of ``database_url``, or None for the embedded SQLite files."""
         return Database.parse(self.database_url) if self.database_url else None
+
+    @property
+    def feedback_stream_cap(self) -> int:
+        """``stream_max_entries``, or the cap the embedded Redis's maxmemory can hold (:func:`core.feedback_stream.stream_cap`)."""
+        if self.stream_max_entries:
+            return self.stream_max_entries
+        from core.feedback_stream import stream_cap  # pandas and redis load only when asked
+        from core.redis_server import memory_bytes
+
+        return stream_cap(memory_bytes(self.embedded_redis_maxmemory))
 
     @property
     def enabled_sources(self) -> tuple[str, ...]:

@@ -10,16 +10,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from pydantic import ValidationError
 
 from core.contracts.events import FeedbackEvent
-from core.feedback_stream import append_args, append_keys, encode, is_stream_full
+from core.feedback_stream import append_args, append_keys, encode, is_stream_full, mark_id
 from serving.errors import ApiError, error_details, validation_error
 from serving.observability import SPOOL_REFUSED, SPOOLED
 from serving.schemas import ErrorDetail, FeedbackAccepted
 from core.contracts.served_lists import ServedList
-from serving.spool import SpoolFull, event_id_of
+from serving.spool import SpoolFull
 from serving.state import REDIS_ERRORS, AppState
 
 MAX_BATCH = 1000
@@ -66,9 +67,10 @@ def parse_batch(body: Any) -> list[FeedbackEvent]:
 
 
 async def append_rows(state: AppState, rows: list[bytes]) -> list:
-    """Append encoded rows to the stream (idempotent on event_id); raises Redis errors."""
-    ids = [event_id_of(row) for row in rows]
-    return await state.append_feedback(keys=append_keys(state.keys, ids), args=append_args(rows, state.settings.stream_max_entries))
+    """Append encoded rows to the stream (idempotent on each row's mark: its event id, or its token's
+    list, track and type); raises Redis errors."""
+    marks = [mark_id(orjson.loads(row)) for row in rows]
+    return await state.append_feedback(keys=append_keys(state.keys, marks), args=append_args(rows, state.settings.feedback_stream_cap))
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccept
             return FeedbackAccepted(accepted=new, duplicates=len(rows) - new + shown_twice, event_ids=ids)
         except REDIS_ERRORS as exc:
             if is_stream_full(exc):  # Redis answers; the drain is behind: back-pressure, not the spool
-                message = f"the feedback stream is at its cap ({state.settings.stream_max_entries:,} entries): the drain is behind; nothing was stored"
+                message = f"{str(exc).removeprefix('STREAMFULL ')}; nothing was stored: retry after {SPOOL_RETRY_AFTER_SECONDS}s"
                 raise ApiError(503, "stream_full", message, headers={"Retry-After": str(SPOOL_RETRY_AFTER_SECONDS)}) from exc
             state.breaker.failed()
     await _spool(state, rows)

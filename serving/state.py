@@ -217,13 +217,15 @@ class AppState:
             return
         exposures = self.exposures.take(limit=1000)
         try:
-            replies = await self._round_trip([("XLEN", self.keys.feedback_stream()), *self.exposures.commands(exposures)], must_answer=1)
+            # the stream's length and the append script's memory verdict: refused client events mean dropped exposures
+            replies = await self._round_trip([("XLEN", self.keys.feedback_stream()), ("GET", self.keys.feedback_memory_full()),
+                                              *self.exposures.commands(exposures)], must_answer=2)  # fmt: skip
         except REDIS_ERRORS:
             self.exposures.give_back(exposures)
             self.breaker.failed()
             return
-        self.exposures.stream_full = int(replies[0]) >= self.settings.stream_max_entries
-        _count_lost(replies[1:])
+        self.exposures.stream_full = int(replies[0]) >= self.settings.feedback_stream_cap or replies[1] == b"1"
+        _count_lost(replies[2:])
 
     async def _round_trip_or_none(self, commands: list[tuple]) -> list | None:
         """The replies of ``commands``, or None when Redis is unavailable (the breaker is then open)."""
