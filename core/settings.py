@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     token_key: SecretStr | None = Field(
         None, description="Hex key that signs request tokens (every API process of a deployment needs the same); default a key file in var/."
     )
+    token_previous_key: SecretStr | None = Field(
+        None, description="The token key before its last rotation: tokens it signed still count until they expire (ECHOTUNE_TOKEN_TTL_SECONDS "
+        "after their list was served); remove it once that long has passed.",
+    )  # fmt: skip
+    token_ttl_seconds: int = Field(
+        86_400, ge=60, description="How long a request token counts after its list was served; feedback with an older token is counted "
+        "as if it had none (the user's experiment assignment).",
+    )  # fmt: skip
     rate_limit_per_minute: int = Field(
         6000, ge=1, description="Recommendation requests per minute per API key (a batch counts each user it asks for; the other client "
         "reads, experiments and reports, count here too). Refused requests (403, 404, 422) count like answered ones.",
@@ -180,17 +188,17 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="The feedback check fails when more entries than this wait in the stream (drained or worker lag)."
     )
 
-    @field_validator("token_key")
+    @field_validator("token_key", "token_previous_key")
     @classmethod
-    def _hex_key(cls, value: SecretStr | None) -> SecretStr | None:
+    def _hex_key(cls, value: SecretStr | None, info) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
         try:
             key = bytes.fromhex(value.get_secret_value())
         except ValueError:
-            raise ValueError("token_key must be hexadecimal (e.g. the output of `openssl rand -hex 32`)") from None
+            raise ValueError(f"{info.field_name} must be hexadecimal (e.g. the output of `openssl rand -hex 32`)") from None
         if len(key) < 16:
-            raise ValueError(f"token_key must be at least 16 bytes (32 hex digits); it has {len(key)}")
+            raise ValueError(f"{info.field_name} must be at least 16 bytes (32 hex digits); it has {len(key)}")
         return value
 
     @field_validator("embedded_redis_maxmemory")

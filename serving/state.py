@@ -83,8 +83,7 @@ class AppState:
         if self.exposures is None:
             self.exposures = ExposureBuffer(self.keys.feedback_stream())
         if self.tokens is None:
-            key = self.settings.token_key
-            self.tokens = TokenSigner(bytes.fromhex(key.get_secret_value())) if key else TokenSigner.from_file(self.settings.layout.token_key)
+            self.tokens = TokenSigner.from_settings(self.settings, self.clock)
 
     @functools.cached_property
     def erasure_log(self) -> ErasureLog:
