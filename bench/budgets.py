@@ -68,6 +68,7 @@ def register_experiment(redis_url: str, prefix: str) -> None:
 async def in_process(users: list[str], n: int) -> dict[str, np.ndarray]:
     """Feature lookup and assignment with the API's own objects (milliseconds per call)."""
     from echotune.config import load_settings
+    from serving.rate_limit import Charge
     from serving.state import AppState
 
     state = await AppState.open(load_settings())
@@ -77,7 +78,7 @@ async def in_process(users: list[str], n: int) -> dict[str, np.ndarray]:
         lookups = []
         for user in random.Random(1).choices(users, k=n):
             started = time.perf_counter()
-            vectors, played, _ = await state.user_state([version], user, key)
+            vectors, played = await state.user_state([version], user, Charge(key, "recommendations"))
             lookups.append((time.perf_counter() - started) * 1000)
             assert vectors[0] is not None, f"user {user} has no vector of version {version}"
         assignments = []

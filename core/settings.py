@@ -83,7 +83,23 @@ class Settings(BaseSettings):
     token_key: SecretStr | None = Field(
         None, description="Hex key that signs request tokens (every API process of a deployment needs the same); default a key file in var/."
     )
-    rate_limit_per_minute: int = Field(6000, ge=1, description="Requests per minute per API key.")
+    token_previous_key: SecretStr | None = Field(
+        None, description="The token key before its last rotation: tokens it signed still count until they expire (ECHOTUNE_TOKEN_TTL_SECONDS "
+        "after their list was served); remove it once that long has passed.",
+    )  # fmt: skip
+    token_ttl_seconds: int = Field(
+        86_400, ge=60, description="How long a request token counts after its list was served; feedback with an older token is counted "
+        "as if it had none (the user's experiment assignment).",
+    )  # fmt: skip
+    rate_limit_per_minute: int = Field(
+        6000, ge=1, description="Recommendation requests per minute per API key (a batch counts each user it asks for; the other client "
+        "reads, experiments and reports, count here too). Refused requests (403, 404, 422) count like answered ones.",
+    )  # fmt: skip
+    rate_limit_feedback_events_per_minute: int = Field(
+        60_000, ge=1, description="Feedback events per minute per API key: POST /feedback counts the events it carries (a 1,000-event "
+        "batch costs 1,000), before they are validated.",
+    )  # fmt: skip
+    rate_limit_admin_per_minute: int = Field(600, ge=1, description="Admin requests per minute per API key (erasure, experiment changes).")
     ann_min_tracks: int = Field(
         100_000, ge=0, description="Catalogs of at least this many tracks are searched through the version's ANN index (HNSW); "
         "smaller ones, and filters that leave fewer tracks, are scored exactly.",
@@ -161,25 +177,36 @@ class Settings(BaseSettings):
     )  # fmt: skip
     model_max_age_hours: float = Field(48.0, gt=0.0, description="The freshness check warns when the champion was trained longer ago than this.")
     keep_versions: int = Field(3, ge=1, description="Published vector sets kept in Redis (champion, challenger and experiment versions always are).")
-    stream_max_entries: int = Field(
-        5_000_000, ge=1000, description="Safety cap of the feedback stream: past it POST /feedback answers 503 rather than trim undrained events."
-    )
+    stream_max_entries: int | None = Field(
+        None, ge=1000, description="Safety cap of the feedback stream: past it POST /feedback answers 503 rather than trim undrained events. "
+        "Unset: derived from the memory budget, half of ECHOTUNE_EMBEDDED_REDIS_MAXMEMORY over 640 bytes per event (its stream entry "
+        "and idempotency mark; 1,677,721 for 2gb); with a Redis of your own, set it for its maxmemory the same way. Whatever the cap, "
+        "feedback is refused (503) once Redis is above 90% of its maxmemory.",
+    )  # fmt: skip
     dead_letter_days: int = Field(14, ge=1, description="Dead letters older than this are trimmed by the drain.")
     feedback_backlog_max: int = Field(
         1_000_000, ge=1, description="The feedback check fails when more entries than this wait in the stream (drained or worker lag)."
     )
 
-    @field_validator("token_key")
+    @field_validator("token_key", "token_previous_key")
     @classmethod
-    def _hex_key(cls, value: SecretStr | None) -> SecretStr | None:
+    def _hex_key(cls, value: SecretStr | None, info) -> SecretStr | None:
         if value is None or not value.get_secret_value():
             return None
         try:
             key = bytes.fromhex(value.get_secret_value())
         except ValueError:
-            raise ValueError("token_key must be hexadecimal (e.g. the output of `openssl rand -hex 32`)") from None
+            raise ValueError(f"{info.field_name} must be hexadecimal (e.g. the output of `openssl rand -hex 32`)") from None
         if len(key) < 16:
-            raise ValueError(f"token_key must be at least 16 bytes (32 hex digits); it has {len(key)}")
+            raise ValueError(f"{info.field_name} must be at least 16 bytes (32 hex digits); it has {len(key)}")
+        return value
+
+    @field_validator("embedded_redis_maxmemory")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        from core.redis_server import memory_bytes
+
+        memory_bytes(value)  # a ValueError names the value and the units
         return value
 
     @field_validator("database_url")
@@ -245,6 +272,16 @@ class Settings(BaseSettings):
     def database(self) -> Database | None:
         """The PostgreSQL database of ``database_url``, or None for the embedded SQLite files."""
         return Database.parse(self.database_url) if self.database_url else None
+
+    @property
+    def feedback_stream_cap(self) -> int:
+        """``stream_max_entries``, or the cap the embedded Redis's maxmemory can hold (:func:`core.feedback_stream.stream_cap`)."""
+        if self.stream_max_entries:
+            return self.stream_max_entries
+        from core.feedback_stream import stream_cap  # pandas and redis load only when asked
+        from core.redis_server import memory_bytes
+
+        return stream_cap(memory_bytes(self.embedded_redis_maxmemory))
 
     @property
     def enabled_sources(self) -> tuple[str, ...]:

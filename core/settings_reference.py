@@ -58,7 +58,7 @@ def render() -> str:
         "Every knob is an environment variable with the prefix `ECHOTUNE_` (or a line in `.env`), read once",
         "by `core.settings.Settings` and passed down. Relative paths resolve against `ECHOTUNE_HOME`; every",
         "folder under the data and var roots is derived in `core.layout`. Secrets (`ECHOTUNE_TOKEN_KEY`,",
-        "`ECHOTUNE_PSEUDONYM_KEY`, `ECHOTUNE_SPOTIFY_CLIENT_SECRET`, passwords in URLs) are read from the",
+        "`ECHOTUNE_TOKEN_PREVIOUS_KEY`, `ECHOTUNE_PSEUDONYM_KEY`, `ECHOTUNE_SPOTIFY_CLIENT_SECRET`, passwords in URLs) are read from the",
         "environment at run time and never written into Dagster's run configuration.",
     ]
     for title, names in sections():

@@ -48,15 +48,30 @@ def validation_error(details: list[ErrorDetail], summary: str | None = None) -> 
     return ApiError(422, "validation_error", message, details)
 
 
+async def _settle_refused(request: Request) -> ApiError | None:
+    """A request refused before its rate-limit charge was counted (a 403, 404 or 422 raised ahead of the
+    route's Redis round trip) is counted now, so refused requests cost what answered ones do; the 429
+    when that puts its key over the limit (see :mod:`serving.rate_limit`)."""
+    charge = getattr(request.state, "rate_charge", None)
+    if charge is None or charge.settled:
+        return None
+    try:
+        await request.app.state.echotune.rate_limits.settle(charge)
+    except ApiError as limited:
+        return limited
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
+        exc = await _settle_refused(request) or exc
         return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        error = validation_error(error_details(exc.errors()))
-        return error_response(request, error.status, error.code, error.message, error.details)
+        error = await _settle_refused(request) or validation_error(error_details(exc.errors()))
+        return error_response(request, error.status, error.code, error.message, error.details, error.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -1,4 +1,4 @@
-"""The feedback use case: validate a whole batch first (fields, request tokens, erased users), then
+"""The feedback use case: validate a whole batch first (fields, erased users), then
 append it to the stream in one script (or, while Redis is unavailable, to the durable local spool, which
 a background task replays). What an event is counted under comes from the server (:func:`attribute`)."""
 
@@ -10,16 +10,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from pydantic import ValidationError
 
 from core.contracts.events import FeedbackEvent
-from core.feedback_stream import append_args, append_keys, encode, is_stream_full
+from core.feedback_stream import append_args, append_keys, encode, is_stream_full, mark_id
 from serving.errors import ApiError, error_details, validation_error
-from serving.observability import SPOOL_REFUSED, SPOOLED
+from serving.observability import SPOOL_REFUSED, SPOOLED, TOKENS_IGNORED
 from serving.schemas import ErrorDetail, FeedbackAccepted
 from core.contracts.served_lists import ServedList
-from serving.spool import SpoolFull, event_id_of
+from serving.served_lists import InvalidToken
+from serving.spool import SpoolFull
 from serving.state import REDIS_ERRORS, AppState
 
 MAX_BATCH = 1000
@@ -28,12 +30,9 @@ SPOOL_RETRY_AFTER_SECONDS = 5  # what a 503 of a full spool asks clients to wait
 log = logging.getLogger(__name__)
 
 
-def parse_batch(body: Any) -> list[FeedbackEvent]:
-    """Events from a body that is one event, a list of events, or ``{"events": [...]}``.
-
-    Raises a 422 ApiError listing every bad event's index, field and problem; nothing is accepted
-    from a batch with any bad event.
-    """
+def raw_events(body: Any) -> list:
+    """The items of a body that is one event, a list of events, or ``{"events": [...]}`` (not yet
+    validated: what the rate limit counts); a 422 for a body of any other shape."""
     if isinstance(body, dict) and "events" in body:
         raw = body["events"]
     elif isinstance(body, dict):
@@ -42,6 +41,16 @@ def parse_batch(body: Any) -> list[FeedbackEvent]:
         raw = body
     if not isinstance(raw, list):
         raise ApiError(422, "validation_error", "body must be an event object, a list of events, or {\"events\": [...]}")
+    return raw
+
+
+def parse_batch(body: Any) -> list[FeedbackEvent]:
+    """Events from a body that is one event, a list of events, or ``{"events": [...]}``.
+
+    Raises a 422 ApiError listing every bad event's index, field and problem; nothing is accepted
+    from a batch with any bad event.
+    """
+    raw = raw_events(body)
     if not raw:
         raise ApiError(422, "validation_error", "events: the batch is empty")
     if len(raw) > MAX_BATCH:
@@ -59,9 +68,10 @@ def parse_batch(body: Any) -> list[FeedbackEvent]:
 
 
 async def append_rows(state: AppState, rows: list[bytes]) -> list:
-    """Append encoded rows to the stream (idempotent on event_id); raises Redis errors."""
-    ids = [event_id_of(row) for row in rows]
-    return await state.append_feedback(keys=append_keys(state.keys, ids), args=append_args(rows, state.settings.stream_max_entries))
+    """Append encoded rows to the stream (idempotent on each row's mark: its event id, or its token's
+    list, track and type); raises Redis errors."""
+    marks = [mark_id(orjson.loads(row)) for row in rows]
+    return await state.append_feedback(keys=append_keys(state.keys, marks), args=append_args(rows, state.settings.feedback_stream_cap))
 
 
 @dataclass(frozen=True)
@@ -74,52 +84,53 @@ class Attributed:
     duplicate_of_exposure: bool = False  # a client's recommendation_shown of a list the server recorded itself
 
 
-def attribute(state: AppState, events: list[FeedbackEvent]) -> list[Attributed]:
+def attribute(state: AppState, events: list[FeedbackEvent]) -> tuple[list[Attributed], list[ErrorDetail]]:
     """The context each event is counted under, from what the server knows, never from the client:
 
     * an event naming a request token: the token's list (surface, algorithm, model version, experiment,
       its position and the variant that gave it); a ``recommendation_shown`` with a token repeats the
       exposure the server recorded when it served the list, and is not stored again;
-    * without a token: the experiment and variant the user is assigned to on the recommendations surface
-      (assignment is deterministic), so user-level metrics (completion, listening time) count for their
-      arm; the event names no list, so it is not a click or an impression of one (untargeted).
+    * without a token, or with one that does not hold (expired, not signed by this API, another user's
+      list, a track not in it): the experiment and variant the user is assigned to on the recommendations
+      surface (assignment is deterministic), so user-level metrics (completion, listening time) count
+      for their arm; the event names no list, so it is not a click or an impression of one (untargeted).
 
-    Raises a 422 naming every event whose token is not one this API issued, was issued for another user,
-    or names a list without the event's track."""
-    problems, out, verified = [], [], {}
+    Returns the attributed events and, for each event whose token was ignored, its index and why: one
+    stale token never costs its batch (the events are kept, stamped from the assignment)."""
+    out, ignored, verified = [], [], {}
     for index, event in enumerate(events):
-        if event.token is None:
+        served = None
+        if event.token is not None:
+            if event.token not in verified:
+                try:
+                    verified[event.token] = state.tokens.verify(event.token)
+                except InvalidToken as exc:
+                    verified[event.token] = exc
+            served = verified[event.token]
+            problem = _token_problem(served, event)
+            if problem is not None:
+                TOKENS_IGNORED.labels(problem.reason).inc()
+                ignored.append(ErrorDetail(index=index, field="token", problem=f"{problem}; counted as without a token"))
+                served = None
+        if served is None:
             assignment = state.experiments.assign(event.user_id, "recommendations")
             trusted = {"experiment_id": assignment[0].id, "variant": assignment[1].name} if assignment else {}
             out.append(Attributed(event, trusted, "assignment" if assignment else None))
-            continue
-        if event.token not in verified:
-            try:
-                verified[event.token] = state.tokens.verify(event.token)
-            except ValueError as exc:
-                verified[event.token] = exc
-        served = verified[event.token]
-        problem = _token_problem(served, event)
-        if problem is not None:
-            problems.append(ErrorDetail(index=index, field="token", problem=problem))
             continue
         position = served.position_of(event.track_id)
         trusted = {"request_id": served.request_id, "surface": served.surface, "algorithm": served.algorithm, "model_version": served.model_version,
                    "experiment_id": served.experiment_id, "variant": served.variant_at(position), "position": position}  # fmt: skip
         out.append(Attributed(event, trusted, "token", event.type == "recommendation_shown"))
-    if problems:
-        summary = "; ".join(f"events[{p.index}].token: {p.problem}" for p in problems[:3])
-        raise validation_error(problems, f"{len(problems)} event(s) with a token that does not hold, nothing accepted: {summary}")
-    return out
+    return out, ignored
 
 
-def _token_problem(served: ServedList | ValueError, event: FeedbackEvent) -> str | None:
-    if isinstance(served, ValueError):
-        return str(served)
+def _token_problem(served: ServedList | InvalidToken, event: FeedbackEvent) -> InvalidToken | None:
+    if isinstance(served, InvalidToken):
+        return served
     if served.user_id != event.user_id:
-        return "the token was issued for another user's list"
+        return InvalidToken("other_user", "the token was issued for another user's list")
     if served.position_of(event.track_id) is None:
-        return f"track {event.track_id} is not in the list the token names ({len(served.tracks)} tracks)"
+        return InvalidToken("track_not_in_list", f"track {event.track_id} is not in the list the token names ({len(served.tracks)} tracks)")
     return None
 
 
@@ -141,24 +152,24 @@ async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccept
     await state.erased.refresh()
     refuse_erased(state, events)
     await state.experiments.refresh()
-    attributed = attribute(state, [e.stamped() for e in events])
+    attributed, ignored = attribute(state, [e.stamped() for e in events])
     ids = [a.event.event_id for a in attributed]
     rows = [encode(a.event, "api", a.trusted, a.source) for a in attributed if not a.duplicate_of_exposure]
     shown_twice = len(attributed) - len(rows)
     if not rows:
-        return FeedbackAccepted(accepted=0, duplicates=shown_twice, event_ids=ids)
+        return FeedbackAccepted(accepted=0, duplicates=shown_twice, event_ids=ids, ignored_tokens=ignored)
     if state.breaker.available:
         try:
             stream_ids = await append_rows(state, rows)
             new = sum(1 for s in stream_ids if s)
-            return FeedbackAccepted(accepted=new, duplicates=len(rows) - new + shown_twice, event_ids=ids)
+            return FeedbackAccepted(accepted=new, duplicates=len(rows) - new + shown_twice, event_ids=ids, ignored_tokens=ignored)
         except REDIS_ERRORS as exc:
             if is_stream_full(exc):  # Redis answers; the drain is behind: back-pressure, not the spool
-                message = f"the feedback stream is at its cap ({state.settings.stream_max_entries:,} entries): the drain is behind; nothing was stored"
+                message = f"{str(exc).removeprefix('STREAMFULL ')}; nothing was stored: retry after {SPOOL_RETRY_AFTER_SECONDS}s"
                 raise ApiError(503, "stream_full", message, headers={"Retry-After": str(SPOOL_RETRY_AFTER_SECONDS)}) from exc
             state.breaker.failed()
     await _spool(state, rows)
-    return FeedbackAccepted(accepted=len(rows), duplicates=shown_twice, event_ids=ids, spooled=True)
+    return FeedbackAccepted(accepted=len(rows), duplicates=shown_twice, event_ids=ids, spooled=True, ignored_tokens=ignored)
 
 
 async def _spool(state: AppState, rows: list[bytes]) -> None:

@@ -57,7 +57,14 @@ SPOOL_REFUSED = Counter(
 SPOOL_QUARANTINED = Counter(
     "echotune_feedback_spool_quarantined_total", "Spool lines that were not event rows (torn writes), moved to the quarantine file."
 )
-RATE_LIMITED = Counter("echotune_rate_limited_total", "Requests refused with 429, by API key id.", ["key_id"])
+TOKENS_IGNORED = Counter(
+    "echotune_feedback_tokens_ignored_total", "Feedback events whose request token did not hold, counted as if they had none, by reason "
+    "(expired, unknown_key, signature, shape, other_user, track_not_in_list).", ["reason"],
+)  # fmt: skip
+RATE_LIMITED = Counter(
+    "echotune_rate_limited_total", "Requests refused with 429, by API key id and endpoint class (recommendations, feedback_events, admin).",
+    ["key_id", "endpoint"],
+)
 
 
 def metrics_payload() -> tuple[bytes, str]:

@@ -39,10 +39,9 @@ from serving.filters import RecommendationContext, RecommendationFilters, exclud
 from serving.loaded_model import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS, STAGE_LATENCY
 from serving.retrieval import select, select_by_vector, similar_rows
-from serving.deps import rate_limited
 from serving.schemas import RecommendationResponse
 from core.contracts.served_lists import ServedList
-from serving.security import ApiKey
+from serving.rate_limit import Charge
 from serving.state import AppState, RedisUnavailable
 
 POPULARITY, CONTENT = "popularity", "content"
@@ -57,7 +56,7 @@ class RecommendationRequest:
     filters: RecommendationFilters = field(default_factory=RecommendationFilters)
     context: RecommendationContext = field(default_factory=RecommendationContext)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    key: ApiKey | None = None  # counted against its rate limit with the user's reads
+    charge: Charge | None = None  # the request's rate-limit charge, counted with the user's reads
     surface: str = "recommendations"  # the endpoint asking: recommendations or batch (experiments run per surface)
     exact: bool = False  # score the whole catalog even when it has an ANN index (admin: checks, debugging)
 
@@ -106,22 +105,18 @@ async def _model(state: AppState, alias: str = "champion") -> LoadedModel:
 
 
 async def _user(
-    state: AppState, models: list[LoadedModel], user_id: str, key: ApiKey | None
+    state: AppState, models: list[LoadedModel], user_id: str, charge: Charge | None
 ) -> tuple[list[np.ndarray | None], set[str], str | None]:
-    """(the user's vector of each model, played, degraded reason); counts the request against ``key``'s
-    rate limit."""
+    """(the user's vector of each model, played, degraded reason); settles the request's rate-limit
+    ``charge`` (in this process when Redis is unavailable), raising the 429 past the limit."""
     started = time.perf_counter()
     try:
-        vectors, played, retry_after = await state.user_state([m.version for m in models], user_id, key)
+        vectors, played = await state.user_state([m.version for m in models], user_id, charge)
     except RedisUnavailable as exc:
-        retry_after = state.local_verdict(key) if key is not None else None
-        if retry_after is not None:
-            raise rate_limited(state, key, retry_after) from exc
+        await state.rate_limits.settle(charge)
         return [None] * len(models), set(), str(exc)
     finally:
         STAGE_LATENCY.labels("feature_lookup").observe(time.perf_counter() - started)
-    if retry_after is not None:
-        raise rate_limited(state, key, retry_after)
     return vectors, played, None
 
 
@@ -224,7 +219,7 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
     if assignment is not None and assignment[0].design == "interleaving":
         return await _interleaved(state, request, assignment[0])
     ranker = await _ranker(state, assignment[1] if assignment else None, request.algorithm)
-    vectors, played, degraded = await _user(state, [ranker.model], request.user_id, request.key)
+    vectors, played, degraded = await _user(state, [ranker.model], request.user_id, request.charge)
     ranked = _rank(ranker, request, vectors[0], played, state.settings)
     experiment, variant = (assignment[0].id, assignment[1].name) if assignment else (None, None)
     RECOMMENDATIONS.labels(ranked.scored.algorithm, variant or "none").inc()
@@ -250,7 +245,7 @@ async def _interleaved(state: AppState, request: RecommendationRequest, experime
     list's algorithm is ``interleaved`` and the token records which ranker gave each position."""
     control, treatment = experiment.variants
     rankers = [await _ranker(state, control, None), await _ranker(state, treatment, None)]
-    vectors, played, degraded = await _user(state, [r.model for r in rankers], request.user_id, request.key)
+    vectors, played, degraded = await _user(state, [r.model for r in rankers], request.user_id, request.charge)
     a, b = (_rank(r, request, v, played, state.settings) for r, v in zip(rankers, vectors))
     ids_a = [a.ranker.model.track_ids[r] for r in a.rows.tolist()]
     ids_b = [b.ranker.model.track_ids[r] for r in b.rows.tolist()]
@@ -299,7 +294,7 @@ def _served(
 
 
 async def similar(
-    state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str, key: ApiKey | None = None,
+    state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str, charge: Charge | None = None,
     exact: bool = False,
 ) -> Recommendations:  # fmt: skip
     """Tracks like ``track_id`` (cosine of item vectors), nudged towards the user's taste when the
@@ -314,7 +309,7 @@ async def similar(
     row = model.index.get(track_id)
     if row is None:
         raise ApiError(404, "unknown_track", f"track_id {track_id!r} is not in the catalog of model version {model.version}")
-    vectors, played, degraded = await _user(state, [model], user_id, key)
+    vectors, played, degraded = await _user(state, [model], user_id, charge)
     vector = vectors[0]
     personalised = vector is not None and vector.shape[0] == model.vectors.shape[1]
     excluded = excluded_rows(model, filters, played, extra=(track_id,))

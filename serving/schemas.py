@@ -41,6 +41,10 @@ class FeedbackAccepted(BaseModel):
     duplicates: int = 0
     event_ids: list[str]
     spooled: bool = Field(False, description="True when Redis was down and the events wait in the local spool.")
+    ignored_tokens: list["ErrorDetail"] = Field(
+        default_factory=list, description="Events whose token did not hold (expired, not issued by this API, another user's list, a track "
+        "not in it), by index and why: they are accepted and counted as if they had no token.",
+    )  # fmt: skip
 
 
 class Health(BaseModel):

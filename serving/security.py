@@ -1,11 +1,9 @@
-"""API keys and rate limits.
+"""API keys.
 
 Keys are configured as ``key:scope`` pairs (``ECHOTUNE_API_KEYS``; scopes ``client`` and ``admin``) and
 held only as SHA-256 digests, so a memory dump or a log line never shows one. Without configured keys
-the API reads (or creates once) ``var/api_keys``: one client and one admin key for the demo.
-
-Rate limits are per key and per minute, counted in Redis (shared by every worker and every API
-process): a fixed one-minute window whose counter expires with it.
+the API reads (or creates once) ``var/api_keys``: one client and one admin key for the demo. What a
+key may send a minute is :mod:`serving.rate_limit`.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -77,31 +74,3 @@ class ApiKeys:
 
     def identify(self, presented: str | None) -> ApiKey | None:
         return self._by_digest.get(digest(presented)) if presented else None
-
-
-def rate_window(now: float | None = None) -> tuple[int, int]:
-    """(current minute number, seconds until it ends)."""
-    now = time.time() if now is None else now
-    minute = int(now // 60)
-    return minute, max(1, int((minute + 1) * 60 - now + 0.999))
-
-
-class LocalRateLimiter:
-    """The per-minute limit counted in this process, for when Redis (where every process shares the
-    count) is unavailable: a key then gets at most the limit per process instead of no limit at all.
-    Windows are the same minutes as in Redis; a window's counters are dropped when the next begins,
-    so memory is bounded by the keys seen in one minute."""
-
-    def __init__(self, limit_per_minute: int) -> None:
-        self.limit = limit_per_minute
-        self._minute = -1
-        self._counts: dict[str, int] = {}
-
-    def over(self, key_id: str, now: float, n: int = 1) -> int | None:
-        """Count ``n`` requests of ``key_id``; seconds to wait when that is over the limit, else None."""
-        minute, retry_after = rate_window(now)
-        if minute != self._minute:
-            self._minute, self._counts = minute, {}
-        count = self._counts.get(key_id, 0) + n
-        self._counts[key_id] = count
-        return retry_after if count > self.limit else None

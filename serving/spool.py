@@ -298,7 +298,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def event_id_of(row: bytes) -> str:
-    return orjson.loads(row)["event_id"]

@@ -28,7 +28,8 @@ from serving.observability import EXPOSURES_LOST
 from serving.served_lists import TokenSigner
 from serving.disk_cache import DiskCache
 from serving.model_cache import ModelCache, released_index
-from serving.security import ApiKey, ApiKeys, LocalRateLimiter, demo_keys, rate_window
+from serving.rate_limit import Charge, RateLimits
+from serving.security import ApiKeys, demo_keys
 from serving.spool import Spool
 
 REDIS_ERRORS = (redis.RedisError, OSError)
@@ -69,21 +70,20 @@ class AppState:
     experiments: ExperimentRouter
     embedded: EmbeddedRedis | None = None
     clock: Clock = field(default=SYSTEM_CLOCK)
-    local_limits: LocalRateLimiter | None = None
+    rate_limits: RateLimits | None = None
     erased: ErasedUsers | None = None
     exposures: ExposureBuffer | None = None
     tokens: TokenSigner | None = None
 
     def __post_init__(self) -> None:
-        if self.local_limits is None:
-            self.local_limits = LocalRateLimiter(self.settings.rate_limit_per_minute)
+        if self.rate_limits is None:
+            self.rate_limits = RateLimits(self.settings, self.keys, self.clock, self._round_trip_or_none)
         if self.erased is None:
             self.erased = ErasedUsers(self.erasure_log, self.redis, self.keys, clock=self.clock)
         if self.exposures is None:
             self.exposures = ExposureBuffer(self.keys.feedback_stream())
         if self.tokens is None:
-            key = self.settings.token_key
-            self.tokens = TokenSigner(bytes.fromhex(key.get_secret_value())) if key else TokenSigner.from_file(self.settings.layout.token_key)
+            self.tokens = TokenSigner.from_settings(self.settings, self.clock)
 
     @functools.cached_property
     def erasure_log(self) -> ErasureLog:
@@ -120,20 +120,16 @@ class AppState:
         if self.embedded is not None:
             self.embedded.stop()
 
-    async def user_state(
-        self, versions: Sequence[str], user_id: str, key: ApiKey | None = None
-    ) -> tuple[list[np.ndarray | None], set[str], int | None]:
-        """The user's vector of each model version of ``versions``, played track ids and, when ``key``
-        is given, the rate limit verdict for that key (seconds to wait, or None), all in one round trip:
-        the hot path pays Redis latency once (on a cluster, where those keys live in several slots, one
-        pipeline per node, sent concurrently). Exposures of earlier responses ride along in the same
-        round trip. Raises RedisUnavailable (at once while the breaker is open); the request is then
-        counted by the in-process limiter, and the caller reads the verdict from :meth:`local_verdict`."""
+    async def user_state(self, versions: Sequence[str], user_id: str, charge: Charge | None = None) -> tuple[list[np.ndarray | None], set[str]]:
+        """The user's vector of each model version of ``versions`` and played track ids, with the request's
+        rate-limit ``charge`` counted, all in one round trip: the hot path pays Redis latency once (on a
+        cluster, where those keys live in several slots, one pipeline per node, sent concurrently).
+        Exposures of earlier responses ride along in the same round trip. Raises the 429 past the limit,
+        and RedisUnavailable (at once while the breaker is open; the charge is then still unsettled)."""
         if not self.breaker.available:
             raise RedisUnavailable("redis unavailable (recent failure)")
         commands = [("GET", self.keys.user_vector(v, user_id)) for v in versions] + [("ZRANGE", self.keys.user_played(user_id), 0, -1)]
-        limit = self._rate_limit_commands(key) if key is not None else None
-        reads = commands + (limit[0] if limit else [])
+        reads = commands + (self.rate_limits.commands(charge) if charge is not None and not charge.settled else [])
         exposures = self.exposures.take()  # earlier responses' exposures ride along: no round trip of their own
         try:
             replies = await self._round_trip(reads + self.exposures.commands(exposures), must_answer=len(commands))
@@ -142,26 +138,11 @@ class AppState:
             self.breaker.failed()
             raise RedisUnavailable(f"redis unavailable ({type(exc).__name__})") from exc
         _count_lost(replies[len(reads) :])
+        if len(reads) > len(commands):
+            self.rate_limits.enforce(charge, replies[len(reads) - 1])
         played = replies[len(versions)]
-        limited = self._verdict(limit[1], replies[len(reads) - 1]) if limit else None
         vectors = [None if raw is None else np.frombuffer(raw, dtype=np.float32) for raw in replies[: len(versions)]]
-        return vectors, {t.decode() for t in played}, limited
-
-    def local_verdict(self, key: ApiKey, n: int = 1) -> int | None:
-        """Count ``n`` requests of ``key`` in this process (Redis is unavailable): seconds to wait, or None."""
-        return self.local_limits.over(key.key_id, self.clock.now(), n)
-
-    def _rate_limit_commands(self, key: ApiKey, n: int = 1) -> tuple[list[tuple], int]:
-        """Count ``n`` requests of ``key`` in this minute's window (the counter expires with it); the
-        INCRBY's reply is the count. Returns the commands and the seconds left in the window."""
-        minute, retry_after = rate_window(self.clock.now())
-        counter = self.keys.rate_limit(key.key_id, minute)
-        return [("SET", counter, 0, "EX", 61, "NX"), ("INCRBY", counter, n)], retry_after
-
-    def _verdict(self, retry_after: int, count) -> int | None:
-        if not isinstance(count, int):  # the counter's write was refused (a full Redis): count here instead
-            return None
-        return retry_after if count > self.settings.rate_limit_per_minute else None
+        return vectors, {t.decode() for t in played}
 
     async def _round_trip(self, commands: list[tuple], must_answer: int = 0) -> list:
         """Send ``commands`` and read their replies; a refused command's reply is its ResponseError,
@@ -235,26 +216,25 @@ class AppState:
             return
         exposures = self.exposures.take(limit=1000)
         try:
-            replies = await self._round_trip([("XLEN", self.keys.feedback_stream()), *self.exposures.commands(exposures)], must_answer=1)
+            # the stream's length and the append script's memory verdict: refused client events mean dropped exposures
+            replies = await self._round_trip([("XLEN", self.keys.feedback_stream()), ("GET", self.keys.feedback_memory_full()),
+                                              *self.exposures.commands(exposures)], must_answer=2)  # fmt: skip
         except REDIS_ERRORS:
             self.exposures.give_back(exposures)
             self.breaker.failed()
             return
-        self.exposures.stream_full = int(replies[0]) >= self.settings.stream_max_entries
-        _count_lost(replies[1:])
+        self.exposures.stream_full = int(replies[0]) >= self.settings.feedback_stream_cap or replies[1] == b"1"
+        _count_lost(replies[2:])
 
-    async def over_rate_limit(self, key: ApiKey, n: int = 1) -> int | None:
-        """Count ``n`` requests of ``key``; seconds to wait when it is over the per-minute limit, else
-        None. Without Redis the count is kept in this process (:class:`LocalRateLimiter`)."""
+    async def _round_trip_or_none(self, commands: list[tuple]) -> list | None:
+        """The replies of ``commands``, or None when Redis is unavailable (the breaker is then open)."""
         if not self.breaker.available:
-            return self.local_verdict(key, n)
-        commands, retry_after = self._rate_limit_commands(key, n)
+            return None
         try:
-            replies = await self._round_trip(commands)
+            return await self._round_trip(commands)
         except REDIS_ERRORS:
             self.breaker.failed()
-            return self.local_verdict(key, n)
-        return self._verdict(retry_after, replies[-1])
+            return None
 
 
 async def _exchange(connection, commands: list[tuple]) -> list:

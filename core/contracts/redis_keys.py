@@ -118,9 +118,9 @@ class RedisKeys:
         return f"{self.root}:experiments"
 
     # --- API ------------------------------------------------------------------------------
-    def rate_limit(self, key_id: str, minute: int) -> str:
-        """String with TTL: requests of one API key in one minute."""
-        return f"{self.root}:ratelimit:{key_id}:{minute}"
+    def rate_limit(self, key_id: str, endpoint: str, minute: int) -> str:
+        """String with TTL: what one API key sent to one endpoint class in one minute (requests or events)."""
+        return f"{self.root}:ratelimit:{endpoint}:{key_id}:{minute}"
 
     # --- feedback (hash tag {fb}: the stream, its idempotency marks and counters share a slot, so
     # one script can check, append and count atomically even on Redis Cluster) -----------------
@@ -133,8 +133,14 @@ class RedisKeys:
         return f"{self.root}:{{fb}}:dead"
 
     def feedback_accepted(self, event_id: str) -> str:
-        """String with TTL: marks an event id as accepted (idempotency of POST /feedback)."""
+        """String with TTL: marks an event id as accepted (idempotency of POST /feedback); for an event
+        answering a request token, the id is its (list, track, type), so the list's click counts once."""
         return f"{self.root}:{{fb}}:accepted:{event_id}"
+
+    def feedback_memory_full(self) -> str:
+        """String with a 100 ms TTL: "1" when Redis was above the share of its maxmemory past which feedback
+        is refused at the append script's last look, else "0" (the script reads INFO at most every 100 ms)."""
+        return f"{self.root}:{{fb}}:memory_full"
 
     def feedback_aggregates(self) -> str:
         """Hash: "algorithm|model_version|experiment|variant|type" -> events applied (CTR, completion and

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from core.contracts.events import safe_id
 from core.contracts.ids import parse_track_id
-from serving.deps import ClientKeyCountedLater, StateDep, UserId, app_state, rate_limited
+from serving.deps import RecommendationCharge, StateDep, UserId, app_state
 from serving.errors import ApiError, error_details, validation_error
 from serving.filters import MAX_LIST, AlgorithmName, ArtistId, Genre, RecommendationContext, RecommendationFilters, TrackRef
 from models.features import CONTINUOUS_FEATURES
@@ -117,14 +117,14 @@ def _parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
 
 @router.get("/{user_id}", response_model=RecommendationResponse, responses=ERRORS,
             openapi_extra={"parameters": _query_parameters(UserQuery)})  # fmt: skip
-async def recommendations_for_user(request: Request, user_id: UserId, key: ClientKeyCountedLater) -> Response:
+async def recommendations_for_user(request: Request, user_id: UserId, charge: RecommendationCharge) -> Response:
     """Ranked tracks for a user. Known users get the model's ranking; unknown users get content-based
     tracks from seed tracks or genres when given, else popular tracks."""
     state = app_state(request)
     query = _parse_query(request, UserQuery)
     wanted = RecommendationRequest(
         user_id=user_id, count=query.count, algorithm=query.algorithm, filters=query.filters(), context=query.context(),
-        request_id=list_id(request), key=key, exact=_exact(query, key),
+        request_id=list_id(request), charge=charge, exact=_exact(query, charge.key),
     )  # fmt: skip
     return _json(await recommend(state, wanted))
 
@@ -135,7 +135,7 @@ async def similar_tracks(
     request: Request,
     user_id: UserId,
     track_id: Annotated[str, Path(max_length=100, description="A Spotify track id or spotify:track: URI (at most 100 characters).")],
-    key: ClientKeyCountedLater,
+    charge: RecommendationCharge,
 ) -> Response:
     """Tracks like this one, nudged towards the user's taste when the user is known."""
     state = app_state(request)
@@ -144,7 +144,7 @@ async def similar_tracks(
         track = parse_track_id(track_id)
     except ValueError as exc:
         raise ApiError(422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]) from exc
-    return _json(await similar(state, user_id, track, query.count, query.filters(), list_id(request), key, exact=_exact(query, key)))
+    return _json(await similar(state, user_id, track, query.count, query.filters(), list_id(request), charge, exact=_exact(query, charge.key)))
 
 
 def _exact(query: BaseModel, key: ApiKey) -> bool:
@@ -201,12 +201,11 @@ class BatchResponse(BaseModel):
 
 
 @router.post("/batch", response_model=BatchResponse, responses=ERRORS)
-async def recommendations_batch(request: Request, body: BatchRequest, state: StateDep, key: ClientKeyCountedLater) -> BatchResponse:
+async def recommendations_batch(request: Request, body: BatchRequest, state: StateDep, charge: RecommendationCharge) -> BatchResponse:
     """Recommendations for up to 100 users in one call; each user's result or error in request order.
     Each user counts as one request against the key's rate limit."""
-    retry_after = await state.over_rate_limit(key, len(body.requests))
-    if retry_after is not None:
-        raise rate_limited(state, key, retry_after)
+    charge.units = len(body.requests)
+    await state.rate_limits.settle(charge)
     results, batch_id = [], list_id(request)
     for i, item in enumerate(body.requests):
         wanted = RecommendationRequest(user_id=item.user_id, count=item.count, algorithm=item.algorithm, filters=item.filters,

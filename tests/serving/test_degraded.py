@@ -101,4 +101,4 @@ def test_feedback_is_spooled_while_redis_is_down_and_replayed_once(settings, own
         assert stream.xlen(keys.feedback_stream()) == 5  # every event once, though 8 were spooled
         assert int(stream.hget(keys.feedback_counters(), "accepted")) == 5
         again = client.post("/feedback", json=batch[:2]).json()
-        assert again == {"accepted": 0, "duplicates": 2, "event_ids": ["spooled-0", "spooled-1"], "spooled": False}
+        assert again == {"accepted": 0, "duplicates": 2, "event_ids": ["spooled-0", "spooled-1"], "spooled": False, "ignored_tokens": []}

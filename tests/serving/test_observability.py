@@ -162,13 +162,13 @@ def test_ctr_completion_and_conversion_by_model_version(client, worker, publishe
     users = {assigner.variant(u): u for u in graded["user_id"].unique()[:50]}
     lists = {"control": [served(client, users["control"], 2), served(client, users["control"], 2)], "treatment": [served(client, users["treatment"], 2)]}
     assert [b["model_version"] for b in lists["control"] + lists["treatment"]] == ["1", "1", "2"]
-    plays = {"control": [("recommendation_clicked", 1), ("track_completed", 3), ("track_skipped", 1)],
-             "treatment": [("recommendation_clicked", 1), ("track_completed", 1), ("track_skipped", 1)]}  # fmt: skip
-    for variant, kinds in plays.items():
-        body = lists[variant][0]
-        for kind, n in kinds:
-            for _ in range(n):
-                post(client, body["user_id"], body["tracks"][0]["track_id"], kind, token=body["token"])
+    # (type, list, position): a token counts once per track and type, so repeated completions are of other tracks and lists
+    plays = {"control": [("recommendation_clicked", 0, 0), ("track_completed", 0, 0), ("track_completed", 0, 1), ("track_completed", 1, 0), ("track_skipped", 1, 1)],
+             "treatment": [("recommendation_clicked", 0, 0), ("track_completed", 0, 0), ("track_skipped", 0, 0)]}  # fmt: skip
+    for variant, events in plays.items():
+        for kind, i, position in events:
+            body = lists[variant][i]
+            post(client, body["user_id"], body["tracks"][position]["track_id"], kind, token=body["token"])
     forged = {"algorithm": "lowrank_ease", "model_version": "77", "experiment_id": "made-up", "variant": "x"}
     post(client, users["control"], model.item_ids[0], "recommendation_clicked", **forged)
     flush_exposures(client)

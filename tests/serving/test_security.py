@@ -28,9 +28,9 @@ def test_burst_past_the_limit_gets_429_with_retry_after(settings, published):
     assert other_key.status_code == 200  # limits are per key
 
 
-def test_routes_that_count_in_their_dependency_are_limited_too(settings, published):
-    """POST /feedback counts the key in the dependency, not in the recommendation round trip."""
-    limited = settings.model_copy(update={"rate_limit_per_minute": 3})
+def test_routes_that_count_outside_the_recommendation_round_trip_are_limited_too(settings, published):
+    """POST /feedback counts its events in a round trip of its own, under its own limit."""
+    limited = settings.model_copy(update={"rate_limit_feedback_events_per_minute": 3})
     play = {"user_id": "u1", "track_id": "4uLU6hMCjMI75M1A2tKUQC", "type": "play"}
     with TestClient(create_app(limited, clock=ManualClock()), headers={"X-API-Key": CLIENT_KEY}) as client:
         codes = [client.post("/feedback", json=play).status_code for _ in range(5)]
