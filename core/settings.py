@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     train_params: dict[str, Any] = Field(
         default_factory=dict, description='Parameters for the algorithm, JSON, e.g. {"dimensions": 32} or {"epochs": 20}.'
     )
+    recency_half_life_days: float = Field(
+        30.0, ge=0.0, description="Training weighs an interaction half as much per this many days before the newest one in the "
+        "data, and the feedback worker folds live events in alike (0: every age weighs the same).",
+    )  # fmt: skip
 
     # --- the loop: automation and bounded state --------------------------------------------
     automation: bool = Field(
