@@ -126,7 +126,7 @@ class TrainingResource(dg.ConfigurableResource):
     k: int = 10
     # interactions weigh half as much per this many days before the newest one (0: no decay); recorded
     # in each version's MLflow params and published with it, so the worker learns as it was trained
-    recency_half_life_days: float = 30.0
+    recency_half_life_days: float = 21.0
 
     def params(self) -> dict:
         import json
