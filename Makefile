@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# promtool for the alert-rule tests (from PATH or Debian's package; the tests skip without it)
+$(BIN)/promtool: | $(STAMP)
+	ops/prometheus/install-promtool.sh $@
+
 demo: install
 	$(BIN)/echotune demo
 
-test: install
+test: install $(BIN)/promtool
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 

@@ -100,7 +100,7 @@ def retrain(settings) -> str:
     import dagster as dg
 
     from core.contracts.redis_keys import RedisKeys
-    from core.ingest.live_feedback import stream_days
+    from core.ingest.live_feedback import undrained_days
     from core.redis_clients import redis_client
     from pipelines.automation.jobs import drain_job, retrain_job
     from pipelines.definitions import build_defs
@@ -109,7 +109,7 @@ def retrain(settings) -> str:
     os.environ.update(prepare_instance(settings))
     defs, instance = build_defs(settings), dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    for day in stream_days(redis_client(settings.redis_url), RedisKeys(settings.redis_prefix)):
+    for day in undrained_days(redis_client(settings.redis_url), RedisKeys(settings.redis_prefix)):
         assert defs.resolve_job_def(drain_job.name).execute_in_process(instance=instance, partition_key=day.isoformat(), run_config=quiet).success
     result = defs.resolve_job_def(retrain_job.name).execute_in_process(instance=instance, run_config=quiet)
     model = next(e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key.path == ["recommender_model"])

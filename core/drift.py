@@ -21,6 +21,7 @@ CATEGORICAL = ["type", "genre"]
 NUMERICAL = [*CONTINUOUS_FEATURES, "user_events"]
 DRIFT_COLUMNS = [*CATEGORICAL, *NUMERICAL]
 MAX_ROWS = 20_000  # per window: the tests are about distributions, and Evidently's time grows with rows
+WINDOW_DAYS = 7.0  # the reference window: the last week of the champion's training data
 
 
 @dataclass
@@ -36,7 +37,7 @@ class DriftResult:
     snapshot: object | None = None  # Evidently's run, for the HTML report
 
 
-def windows(events: pd.DataFrame, trained_until_ms: int, window_days: float = 7.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def windows(events: pd.DataFrame, trained_until_ms: int, window_days: float = WINDOW_DAYS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(reference, current): the last ``window_days`` of events the model was trained on, and the live
     events (source ``api``) after it."""
     when = pd.to_datetime(events["timestamp"], utc=True)
@@ -70,7 +71,7 @@ def ctr_by_model_version(current: pd.DataFrame) -> dict[str, float]:
     return {str(v): float(clicked.get(v, 0) / n) for v, n in shown.items() if n > 0}
 
 
-def measure(events: pd.DataFrame, catalog: pd.DataFrame, trained_until_ms: int, window_days: float = 7.0, min_events: int = 200) -> DriftResult:
+def measure(events: pd.DataFrame, catalog: pd.DataFrame, trained_until_ms: int, window_days: float = WINDOW_DAYS, min_events: int = 200) -> DriftResult:
     """Compare the live window with the champion's training window (see the module docstring)."""
     reference, current = windows(events, trained_until_ms, window_days)
     result = DriftResult(reference_events=len(reference), current_events=len(current), ctr_by_model_version=ctr_by_model_version(current))

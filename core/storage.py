@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import pandas as pd
 import pyarrow as pa
@@ -62,6 +62,13 @@ def read_frame(path: StoragePath, columns: list[str] | None = None) -> pd.DataFr
     return pd.read_parquet(source, columns=columns, filesystem=fs)
 
 
+def read_batches(path: StoragePath, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """A parquet file batch by batch: memory bounded by the batch, not the file."""
+    source, fs = _arrow(path)
+    with pq.ParquetFile(source, filesystem=fs) as file:
+        yield from file.iter_batches(batch_size=batch_size, columns=columns)
+
+
 def read_files(files: Sequence[StoragePath], schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
     """Many parquet files of one folder tree as one table (multi-threaded C++ read)."""
     if files and is_remote(files[0]):
@@ -70,19 +77,35 @@ def read_files(files: Sequence[StoragePath], schema: pa.Schema, columns: list[st
 
 
 def write_atomic(path: StoragePath, write, fsync: bool = True) -> StoragePath:
-    """Call ``write(handle)`` so that readers see the old file or the new one, never half of one.
+    """Call ``write(handle)`` so that readers see the old file or the new one, never half of one
+    (see :func:`open_atomic`)."""
+    with open_atomic(path, fsync) as handle:
+        write(handle)
+    return path
 
-    Locally: a temporary file beside ``path``, fsync'd (unless ``fsync=False``), then renamed. In an
-    object store one upload is already all or nothing (the object appears when it completes)."""
+
+@contextlib.contextmanager
+def open_atomic(path: StoragePath, fsync: bool = True) -> Iterator[BinaryIO]:
+    """A handle to write ``path`` through, for writers that write in pieces (a parquet file row group
+    by row group): readers see the old file or the new one, never half of one, and the old one is
+    replaced only when the block ends without an exception.
+
+    Locally: a temporary file beside ``path``, fsync'd (unless ``fsync=False``), then renamed; a crash
+    leaves no torn file. In an object store: a local temporary file uploaded in one piece when the
+    block succeeds (one upload is all or nothing; the store's own write handle would upload whatever
+    was written so far when an exception closes it)."""
     if is_remote(path):
-        with path.open("wb") as handle:
-            write(handle)
-        return path
+        with tempfile.TemporaryDirectory(prefix="echotune-upload-") as tmp:
+            local = Path(tmp) / path.name
+            with local.open("wb") as handle:
+                yield handle
+            path.fs.put_file(str(local), path.path)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            write(handle)
+            yield handle
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -90,7 +113,6 @@ def write_atomic(path: StoragePath, write, fsync: bool = True) -> StoragePath:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 @contextlib.contextmanager

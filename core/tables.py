@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from core.contracts.events import EVENT_SCHEMA
 from core.contracts.tracks import TRACK_SCHEMA
 from core.erasure_log import ErasureLog
+from core.event_files import EventAppender, as_event_table, partitions_of
 from core.parquet_files import write_parquet_atomic
 from core.storage import StoragePath, as_location, read_files, read_frame, read_table
 
@@ -97,10 +98,10 @@ class OfflineStore:
         """
         if by not in ("day", "month"):
             raise ValueError(f"by must be 'day' or 'month', not {by!r}")
-        table = self.without_erased(_as_event_table(events))
+        table = self.without_erased(as_event_table(events))
         if not len(table):
             return {}
-        codes, names = _partitions(table, by)
+        codes, names = partitions_of(table, by)
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
         table = table.take(pa.array(order))
@@ -120,6 +121,12 @@ class OfflineStore:
         # parquet encoding releases the GIL: partitions are written on every core
         with ThreadPoolExecutor(max_workers=min(len(names), os.cpu_count() or 1, 4)) as pool:
             return dict(zip(map(str, names), pool.map(write, range(len(names)))))
+
+    def append_events(self, part: str, fsync: bool = True) -> EventAppender:
+        """Append events to their UTC day partitions' ``<part>.parquet`` page by page, in memory bounded
+        by the page, each id stored once (:class:`core.event_files.EventAppender`): ``with
+        store.append_events("live") as out: out.add(page)``; the files are swapped in when the block ends."""
+        return EventAppender(self, part, fsync)
 
     def without_erased(self, table: pa.Table) -> pa.Table:
         """``table`` without the rows of erased users (every writer of user rows passes through here)."""
@@ -141,19 +148,23 @@ class OfflineStore:
             return []
         return sorted(self.events_dir.glob("date=*/*.parquet")) + sorted(self.events_dir.glob("month=*/*.parquet"))
 
-    def read_events(self, days: Iterable[str] | None = None) -> pd.DataFrame:
-        """All events (or those on ``days``, UTC), deduplicated on event_id, oldest first."""
+    def read_events(self, days: Iterable[str] | None = None, since: str | None = None) -> pd.DataFrame:
+        """All events (or those on ``days``, or on ``since`` and later; UTC days 'YYYY-MM-DD'),
+        deduplicated on event_id, oldest first. Only the partitions holding them are read."""
         files = self.event_files()
         if days is not None:
             wanted = set(days)
             months = {d[:7] for d in wanted}
             files = [f for f in files if f.parent.name.split("=", 1)[1] in (wanted if f.parent.name.startswith("date=") else months)]
+        if since is not None:
+            files = [f for f in files if f.parent.name.split("=", 1)[1] >= (since if f.parent.name.startswith("date=") else since[:7])]
         if not files:
             return EVENT_SCHEMA.empty_table().to_pandas()
         table = read_files(files, EVENT_SCHEMA)
-        if days is not None:
-            codes, names = _partitions(table, "day")
-            table = table.filter(pa.array(np.isin(names, sorted(wanted))[codes]))
+        if days is not None or since is not None:
+            codes, names = partitions_of(table, "day")
+            keep = np.isin(names, sorted(wanted)) if days is not None else np.ones(len(names), dtype=bool)
+            table = table.filter(pa.array((keep & (names >= since if since is not None else True))[codes]))
         frame = table.to_pandas()
         return frame.drop_duplicates("event_id").sort_values("timestamp", kind="stable").reset_index(drop=True)
 
@@ -188,23 +199,3 @@ class OfflineStore:
         if not self.interactions_path.exists():
             raise FileNotFoundError(f"no interactions at {self.interactions_path}: materialize interactions first")
         return read_frame(self.interactions_path)
-
-
-def _as_event_table(events: pa.Table | pd.DataFrame) -> pa.Table:
-    """``events`` in EVENT_SCHEMA; optional columns a writer does not have (older producers, the
-    synthetic world) are null."""
-    # safe=False: timestamps are stored at millisecond precision; sub-ms digits are dropped, not refused
-    if isinstance(events, pa.Table):
-        n = len(events)
-        columns = [events[f.name] if f.name in events.column_names else pa.nulls(n, f.type) for f in EVENT_SCHEMA]
-        return pa.Table.from_arrays(columns, names=EVENT_SCHEMA.names).cast(EVENT_SCHEMA, safe=False)
-    return pa.Table.from_pandas(events.reindex(columns=EVENT_SCHEMA.names), schema=EVENT_SCHEMA, preserve_index=False, safe=False)
-
-
-def _partitions(table: pa.Table, by: str) -> tuple[np.ndarray, np.ndarray]:
-    """Partition of each row as an integer code, and the names ('YYYY-MM-DD' by day, 'YYYY-MM' by
-    month) the codes index: integer arithmetic per row, string formatting once per partition."""
-    unit = "D" if by == "day" else "M"
-    stamps = table["timestamp"].cast(pa.int64()).to_numpy().astype("datetime64[ms]").astype(f"datetime64[{unit}]")
-    unique, codes = np.unique(stamps, return_inverse=True)
-    return codes, np.datetime_as_string(unique, unit=unit)

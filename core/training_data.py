@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.contracts.events import SIMULATED_SOURCE
 from core.storage import read_frame
 from core.tables import OfflineStore
 from models.weighting import count_weights, fading_weights, graded_interactions, positive_log1p, recency_decay, timestamps_ms
@@ -46,10 +47,13 @@ def newest_ms(*tables: pd.DataFrame) -> float | None:
 
 def build_interactions(store: OfflineStore, half_life_days: float | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Graded events plus every interaction log, one row per (user, item), recent ones weighing more
-    with ``half_life_days`` (None or 0: every age alike). Returns it and row counts per input."""
+    with ``half_life_days`` (None or 0: every age alike). Returns it and row counts per input
+    (``simulated_left_out``: events of experiment simulations, which training never reads)."""
     counts = {}
     durations = store.read_tracks().set_index("track_id")["duration_ms"] if store.tracks_path.exists() else None
     events = store.read_events()
+    simulated = events["source"].eq(SIMULATED_SOURCE).to_numpy()  # experiment simulations are not listening to learn from
+    events, counts["simulated_left_out"] = events[~simulated], int(simulated.sum())
     counts["events"] = len(events)
     logs = {source: read_frame(store.interaction_source_path(source)) for source in store.interaction_sources()}
     reference = newest_ms(events, *logs.values()) if half_life_days else None

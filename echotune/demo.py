@@ -45,10 +45,10 @@ def _wait_http(url: str, timeout: float) -> bool:
 def _demo_user(settings: Settings) -> str | None:
     """A user with a typical (upper-quartile) history whom the demo experiment serves the champion
     model, so the sample request shows personalisation (a control user would get popularity)."""
-    import experiments
     from core.tables import OfflineStore
     from experiments.assignment import Assigner
     from experiments.definition import Experiment
+    from experiments.simulation import DEMO_EXPERIMENT
 
     try:
         graded = OfflineStore(settings.layout.tables).read_interactions()
@@ -57,10 +57,28 @@ def _demo_user(settings: Settings) -> str | None:
     counts = graded[graded["positive"]].groupby("user_id").size().sort_values()
     if not len(counts):
         return None
-    experiment = Experiment.from_yaml(Path(experiments.__file__).parent / "definitions" / "demo-champion-vs-popularity.yaml")
+    experiment = Experiment.from_yaml(DEMO_EXPERIMENT)
     assigner, serves_model = Assigner(experiment), {v.name for v in experiment.variants if v.model_alias}
     candidates = [str(u) for u in counts.index[int(len(counts) * 0.75) :]]
     return next((u for u in candidates if assigner.variant(u) in serves_model), candidates[0])
+
+
+def feedback_example(user: str, recommendations: dict) -> dict:
+    """The body of the sample ``POST /feedback`` the demo prints: ``user`` likes the first track of the
+    list the API served them (``recommendations``, a ``GET /recommendations/{user}`` response), so it is
+    a track of the catalog and the request is accepted (202) as printed."""
+    return {"user_id": user, "track_id": recommendations["tracks"][0]["track_id"], "type": "like"}
+
+
+def _served(base: str, client_key: str, user: str) -> dict | None:
+    """The API's list for ``user`` (None when it cannot be had: the printed curl then names no track)."""
+    request = urllib.request.Request(f"{base}/recommendations/{user}?count=5", headers={"X-API-Key": client_key})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    return body if body.get("tracks") else None
 
 
 def _mlflow_backend(settings: Settings) -> str:
@@ -120,12 +138,14 @@ def run_demo(settings: Settings) -> int:
         report = settings.layout.reports / "demo-champion-vs-popularity" / "report.html"
         keys = settings.api_keys or demo_keys(settings.layout.api_keys)
         client_key, admin_key = key_for_scope(keys, "client"), key_for_scope(keys, "admin")
+        listed = _served(base, client_key, user)
+        body = feedback_example(user, listed) if listed else {"user_id": user, "track_id": "<a track id from the list above>", "type": "like"}
         _say("ready:")
         print(f"""
   API              {base}/docs
   Dagster UI       http://{settings.dagster_host}:{settings.dagster_port}   (no login: keep it on loopback)
   MLflow UI        http://{settings.mlflow_host}:{settings.mlflow_port}   (no login: keep it on loopback)
-  experiment report {report}
+  experiment report {report if "synthetic" in settings.enabled_sources else "none (the demo's experiment runs with the synthetic source only)"}
 
   API keys         client {client_key}
                    admin  {admin_key}   (ECHOTUNE_API_KEYS sets your own)
@@ -133,7 +153,7 @@ def run_demo(settings: Settings) -> int:
   try:
     curl -s -H 'X-API-Key: {client_key}' '{base}/recommendations/{user}?count=5'
     curl -s -H 'X-API-Key: {client_key}' -X POST {base}/feedback -H 'Content-Type: application/json' \\
-         -d '{json.dumps({"user_id": user, "track_id": "bad-id", "type": "play"})}'
+         -d '{json.dumps(body)}'
 
   logs in {logs}; press Ctrl-C to stop everything.
 """, flush=True)  # fmt: skip

@@ -9,7 +9,13 @@
    adjusted across treatments. Secondary metrics are reported with Holm-adjusted p-values.
 4. **Power**: the smallest relative lift the current sample can detect, and the sample a 5% lift needs.
 5. **Ranking quality** of what each variant served (NDCG, precision, hit rate, MRR at 10 with clicks as
-   relevance), per served list and averaged over lists (:mod:`experiments.ranking_quality`).
+   relevance), per complete served list and averaged over lists (:mod:`experiments.ranking_quality`).
+   A list with a lost exposure (a gap in its positions) or a track shown twice is left out of it,
+   counted and named in ``incomplete_lists`` and the caveats; it never stops the verdict, which reads
+   per-user sums, not lists.
+
+An interleaving experiment (``design: interleaving``) is analysed by
+:func:`experiments.interleaving_analysis.analyse_interleaving` instead: :func:`analyse` dispatches.
 
 Only the experiment's events dated within [start, end) count (an open end when the date is None);
 the result says how many were left out. Events outside the experiment stay: they are the history CUPED
@@ -28,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.contracts.events import SIMULATED_SOURCE
 from experiments.cuped import cuped_ratio_test
 from experiments.daily import daily_series, earlier_looks
 from experiments.definition import Experiment
@@ -35,7 +42,8 @@ from experiments.guardrails import guardrail_verdict
 from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, untargeted_clicks, user_metrics, variant_summary
 from experiments.multiple_testing import adjust_comparisons
 from experiments.power import mde_for_mean, ratio_metric_sd, sample_size_for_mean
-from experiments.ranking_quality import ranking_quality, served_lists
+from experiments.interleaving_analysis import analyse_interleaving
+from experiments.ranking_quality import incomplete_caveat, ranking_quality, sort_lists
 from experiments.sequential import group_sequential_comparison
 from experiments.srm import sample_ratio_check
 from experiments.stats import Comparison, ratio_test
@@ -94,10 +102,23 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     """Everything the report shows, as plain data (JSON-serialisable once non-finite floats are
     nulled, see :func:`experiments.report.strict_summary`): verdict, reasons, sample ratio, guardrails,
     comparisons (raw and CUPED), power, ranking quality per variant, the dates and the events left out
-    of them, and per treatment the daily series (:func:`experiments.daily.daily_series`). Raises
-    :class:`~experiments.ranking_quality.ServedListError` when the shown events do not form lists."""
+    of them, the served lists left out of ranking quality (``incomplete_lists``, see
+    :func:`experiments.ranking_quality.sort_lists`), and per treatment the daily series
+    (:func:`experiments.daily.daily_series`). An interleaving experiment gets
+    :func:`~experiments.interleaving_analysis.analyse_interleaving`'s result over the same dated events
+    (with ``dates``), which raises :class:`~experiments.ranking_quality.ServedListError` when no shown
+    track forms a usable merged list."""
     events, left_out = events_in_dates(experiment, events)
-    served = served_lists(events, experiment.id)
+    dumped = experiment.model_dump(mode="json")
+    dates = {"start": dumped["start"], "end": dumped["end"], "events_left_out": left_out}
+    simulated = simulated_events(experiment, events)
+    if experiment.design == "interleaving":
+        result = analyse_interleaving(experiment, events)
+        result["caveats"] = simulated_caveat(simulated) + result["caveats"]
+        head = {key: result.pop(key) for key in ("experiment", "design")} | {"dates": dates}
+        head |= {key: result.pop(key) for key in ("verdict", "reasons", "caveats")}
+        return {**head, "simulated": simulated, **result}
+    served, incomplete = sort_lists(events, experiment.id)
     per_user = user_metrics(events, experiment.id)
     summary = variant_summary(per_user)
     control = experiment.control.name
@@ -126,13 +147,14 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     secondary = adjust_comparisons(secondary, "holm")
 
     verdict, reasons = _verdict(experiment, srm, users, primary, guardrails)
-    dumped = experiment.model_dump(mode="json")
     return {
         "experiment": dumped,
-        "dates": {"start": dumped["start"], "end": dumped["end"], "events_left_out": left_out},
+        "design": "ab",
+        "dates": dates,
         "verdict": verdict,
         "reasons": reasons,
-        "caveats": caveats(experiment, events),
+        "caveats": simulated_caveat(simulated) + caveats(experiment, events) + incomplete_caveat(incomplete, served["request_id"].nunique() + _lists(incomplete), "ranking quality"),
+        "simulated": simulated,
         "sample_ratio": srm.as_dict(),
         "variants": summary.reset_index().to_dict(orient="records"),
         "primary": [c.as_dict() for c in primary],
@@ -141,8 +163,33 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "power": _power(experiment, indexed, control, users),
         "cuped": pre is not None,
         "ranking_quality": ranking_quality(served, [v.name for v in experiment.variants]),
+        "incomplete_lists": incomplete,
         "daily": daily,
     }
+
+
+def simulated_events(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
+    """How many of the experiment's events an experiment simulation wrote (``source`` =
+    :data:`~core.contracts.events.SIMULATED_SOURCE`): ``{"events": n, "of": total, "listeners":
+    "real" | "simulated" | "partly simulated"}``."""
+    own = (events["experiment_id"] == experiment.id).to_numpy()
+    simulated = own & events["source"].eq(SIMULATED_SOURCE).to_numpy() if "source" in events else np.zeros(len(events), dtype=bool)
+    n, total = int(simulated.sum()), int(own.sum())
+    listeners = "real" if n == 0 else "simulated" if n == total else "partly simulated"
+    return {"events": n, "of": total, "listeners": listeners}
+
+
+def simulated_caveat(simulated: dict[str, Any]) -> list[str]:
+    """The first caveat of a report computed on simulated listeners (none for real ones)."""
+    if not simulated["events"]:
+        return []
+    return [f"listeners {'' if simulated['listeners'] == 'simulated' else 'partly '}simulated: {simulated['events']:,} of the experiment's "
+            f"{simulated['of']:,} events were written by a simulation (synthetic users answering the served lists with the "
+            "response model that generated their history), not by real listeners"]  # fmt: skip
+
+
+def _lists(incomplete: dict[str, dict]) -> int:
+    return sum(found["lists"] for found in incomplete.values())
 
 
 def caveats(experiment: Experiment, events: pd.DataFrame) -> list[str]:

@@ -6,7 +6,9 @@ Each merged list is logged as one ``recommendation_shown`` event per track, shar
 with the list's request id and the track. The click is credited to the ranker the server logged for
 that track in that list; the click's own ``variant`` is client input and is never read. A click whose
 track is not in the list it names, or whose user is not the list's user, is not credited and is counted
-in ``clicks.not_matched``.
+in ``clicks.not_matched``. A list whose clicks cannot be credited (no request id, a ranker that is not
+the experiment's, two users, a track shown twice) is left out, counted in ``incomplete_lists`` and named
+in the caveats; the other lists still reach a verdict.
 
 Per user, the credited clicks of each ranker are summed over the user's lists and compared by
 :func:`experiments.interleaving.preference` (sign test over users, bootstrap interval on the share).
@@ -21,51 +23,50 @@ import pandas as pd
 
 from experiments.definition import Experiment
 from experiments.interleaving import preference
-from experiments.ranking_quality import ServedListError
+from experiments.ranking_quality import ServedListError, incomplete_caveat, sort_lists
 
 # the verdicts of experiments.analysis, spelled out rather than imported: analysis dispatches here
 SHIP, DONT_SHIP, KEEP_RUNNING = "ship", "don't ship", "keep running"
 LIST_COLUMNS = ["request_id", "user_id", "clicks_a", "clicks_b"]
 
 
-def shown_tracks(experiment: Experiment, events: pd.DataFrame) -> pd.DataFrame:
-    """The experiment's shown tracks (request_id, user_id, track_id, variant), checked to form merged
-    lists: a request id each, one user per list, each track once per list, a variant of the experiment."""
-    ev = events[(events["experiment_id"] == experiment.id) & (events["type"] == "recommendation_shown")]
-    shown = ev[["request_id", "user_id", "track_id", "variant"]]
+# what crediting a click needs of a merged list: its request id, one user, rankers of the experiment and
+# each track once (so its team is known); positions are not needed, so a list with a lost exposure still
+# credits the clicks on the tracks it logged
+MERGED_LIST_RULES = ("no_request_id", "unknown_variant", "shared_request_id", "repeated_track")
+
+
+def merged_lists(experiment: Experiment, events: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """The experiment's shown tracks in usable merged lists (:data:`~experiments.ranking_quality.SERVED_COLUMNS`,
+    variant = the ranker that contributed the track) and the lists left out, by rule
+    (:func:`experiments.ranking_quality.sort_lists` with MERGED_LIST_RULES). Raises ServedListError
+    when tracks were shown but none is in a usable list: no click can be credited, so no preference."""
     names = [v.name for v in experiment.variants]
-    if shown["request_id"].isna().any():
-        raise ServedListError(f"{int(shown['request_id'].isna().sum()):,} shown tracks have no request_id, so no list to belong to; "
-                              "log the merged list's request_id with every shown track")  # fmt: skip
-    strangers = shown[~shown["variant"].isin(names)]
-    if len(strangers):
-        raise ServedListError(f"{len(strangers):,} shown tracks name variant {strangers['variant'].iloc[0]!r}, e.g. in request "
-                              f"{strangers['request_id'].iloc[0]!r}; each shown track of an interleaved list names the ranker that "
-                              f"contributed it: {' or '.join(names)}")  # fmt: skip
-    owners = shown.groupby("request_id")["user_id"].nunique()
-    if (owners > 1).any():
-        raise ServedListError(f"{int((owners > 1).sum()):,} request ids are shared by several users, e.g. {owners[owners > 1].index[0]!r}: "
-                              "each merged list needs its own request id")  # fmt: skip
-    repeated = shown[shown.duplicated(["request_id", "track_id"], keep=False)]
-    if len(repeated):
-        raise ServedListError(f"request {repeated['request_id'].iloc[0]!r} shows track {repeated['track_id'].iloc[0]!r} more than once: "
-                              "team draft merges each track once, so its team would be ambiguous")  # fmt: skip
-    return shown
+    shown, incomplete = sort_lists(events, experiment.id, MERGED_LIST_RULES, variants=names, merged=True)
+    if shown.empty and incomplete:
+        [line] = incomplete_caveat(incomplete, sum(f["lists"] for f in incomplete.values()), "the preference")
+        raise ServedListError(f"no usable merged list: {line}. Each shown track of an interleaved list names the ranker that "
+                              f"contributed it ({' or '.join(names)}) and the list's request_id, each track once")  # fmt: skip
+    return shown, incomplete
 
 
-def credited_lists(experiment: Experiment, events: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """One row per merged list (LIST_COLUMNS: credited clicks for the control, a, and the treatment,
-    b) and the number of clicks on the experiment's lists that matched no shown track of the list's user."""
-    shown = shown_tracks(experiment, events)
+def credited_lists(experiment: Experiment, events: pd.DataFrame) -> tuple[pd.DataFrame, int, dict[str, dict]]:
+    """One row per usable merged list (LIST_COLUMNS: credited clicks for the control, a, and the
+    treatment, b), the number of clicks on the experiment's lists that matched no shown track of the
+    list's user, and the lists left out (:func:`merged_lists`)."""
+    shown, incomplete = merged_lists(experiment, events)
+    shown = shown[["request_id", "user_id", "track_id", "variant"]]
     requests = shown.groupby("request_id", sort=True)["user_id"].first()
     ev = events[events["type"] == "recommendation_clicked"]
-    ours = ev["request_id"].isin(requests.index) | (ev["experiment_id"] == experiment.id)
+    own_shown = events[(events["experiment_id"] == experiment.id) & (events["type"] == "recommendation_shown")]
+    set_aside = ev["request_id"].isin(own_shown["request_id"]) & ~ev["request_id"].isin(requests.index)  # counted in `incomplete`
+    ours = (ev["request_id"].isin(requests.index) | (ev["experiment_id"] == experiment.id)) & ~set_aside
     clicks = ev.loc[ours, ["request_id", "track_id", "user_id"]].drop_duplicates()  # a track clicked twice in a list counts once
     matched = clicks.merge(shown, on=["request_id", "track_id", "user_id"], how="inner")
     is_b = (matched["variant"] == experiment.variants[1].name).to_numpy()
     per_list = pd.DataFrame({"request_id": matched["request_id"], "clicks_a": ~is_b, "clicks_b": is_b}).groupby("request_id").sum()
     lists = per_list.reindex(requests.index, fill_value=0).astype(np.int64)
-    return lists.assign(user_id=requests).reset_index()[LIST_COLUMNS], len(clicks) - len(matched)
+    return lists.assign(user_id=requests).reset_index()[LIST_COLUMNS], len(clicks) - len(matched), incomplete
 
 
 def analyse_interleaving(experiment: Experiment, events: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
@@ -73,11 +74,13 @@ def analyse_interleaving(experiment: Experiment, events: pd.DataFrame, seed: int
     are None with a reason): verdict, reasons, caveats, rankers (a: control, b: treatment), lists,
     impressions won by each ranker, credited clicks, and the per-user ``preference`` with its sign test
     and bootstrap interval (``seed`` fixes the resamples). Raises ServedListError when the shown events
-    do not form merged lists, ValueError for an experiment that is not an interleaving one."""
+    do not form a single usable merged list (lists that break :data:`MERGED_LIST_RULES` are left out,
+    counted in ``incomplete_lists`` and named in the caveats), ValueError for an experiment that is not
+    an interleaving one. :func:`experiments.analysis.analyse` dispatches here and adds the dates."""
     if experiment.design != "interleaving":
         raise ValueError(f"experiment {experiment.id!r} has design {experiment.design!r}: use experiments.analysis.analyse")
     a, b = (v.name for v in experiment.variants)
-    lists, not_matched = credited_lists(experiment, events)
+    lists, not_matched, incomplete = credited_lists(experiment, events)
     per_user = lists.groupby("user_id")[["clicks_a", "clicks_b"]].sum()
     result = preference(per_user["clicks_a"], per_user["clicks_b"], experiment.alpha, seed=seed, names=(a, b))
     won_a, won_b = int((lists["clicks_a"] > lists["clicks_b"]).sum()), int((lists["clicks_b"] > lists["clicks_a"]).sum())
@@ -87,13 +90,14 @@ def analyse_interleaving(experiment: Experiment, events: pd.DataFrame, seed: int
         "design": "interleaving",
         "verdict": verdict,
         "reasons": reasons,
-        "caveats": caveats(experiment, not_matched),
+        "caveats": caveats(experiment, not_matched) + incomplete_caveat(incomplete, len(lists) + sum(f["lists"] for f in incomplete.values()), "the preference"),
         "rankers": {"a": a, "b": b},
         "lists": len(lists),
         "impressions": {"won": {a: won_a, b: won_b}, "tied": len(lists) - won_a - won_b,
                         "with_clicks": int(((lists["clicks_a"] + lists["clicks_b"]) > 0).sum())},  # fmt: skip
         "clicks": {"credited": {a: int(lists["clicks_a"].sum()), b: int(lists["clicks_b"].sum())}, "not_matched": not_matched},
-        "preference": result,
+        "preference": {key: value for key, value in result.items() if not (key == "reason" and value is None)},
+        "incomplete_lists": incomplete,
     }
 
 

@@ -10,6 +10,11 @@ scores 0 (a variant is not flattered by leaving out the lists nobody clicked). P
 tracks a list actually holds in its top k (a list of 6 with 3 clicks has precision 0.5 at k = 10).
 These are the figures Evidently computes with the request id as its "user" and
 ``no_feedback_users=True``; :func:`experiments.report.write_report` checks that they agree.
+
+Only complete lists are scored (:func:`sort_lists`): one user and variant, ranks 1..n, one track per
+rank, each track once. Real logs hold others (an exposure lost on the way leaves a gap in the ranks, a
+client retry shows a track twice); those are left out, counted by reason with example request ids
+(:data:`INCOMPLETE`), and named in the report, so one imperfect list never stops an analysis.
 """
 
 from __future__ import annotations
@@ -31,54 +36,104 @@ class ServedListError(ValueError):
     """The served events do not form rankings (one track per rank, ranks 1..n, one list per request)."""
 
 
-def served_lists(events: pd.DataFrame, experiment_id: str) -> pd.DataFrame:
-    """One row per track shown in the experiment (SERVED_COLUMNS), validated by :func:`check_served_lists`."""
+# why a served list is left out, in the order checked (a list is named by the first rule it breaks)
+INCOMPLETE = {
+    "no_request_id": "shown tracks with no request_id belong to no list (send the response's request_id with every event)",
+    "unknown_variant": "a shown track names a variant that is not one of the experiment's",
+    "shared_request_id": "the request id is shared by several users (or, in an A/B list, variants): each served list needs its own",
+    "no_position": "a shown track has no usable position (a whole number >= 0, the 0-based rank)",
+    "repeated_rank": "two tracks share one rank",
+    "repeated_track": "a track is shown more than once in the list",
+    "gap": "the ranks are not 1..n (an exposure was lost, or positions are 1-based)",
+}
+# the rules a ranking must pass to be scored (the A/B design): every rule
+RANKING_RULES = tuple(INCOMPLETE)
+EXAMPLES = 3  # request ids named per rule in summary.json
+
+
+def sort_lists(
+    events: pd.DataFrame, experiment_id: str, rules: tuple[str, ...] = RANKING_RULES, variants: list[str] | None = None, merged: bool = False
+) -> tuple[pd.DataFrame, dict]:
+    """The experiment's shown tracks split into complete lists and the rest.
+
+    Returns (``served``, ``incomplete``): ``served`` one row per track of a list that breaks none of
+    ``rules`` (SERVED_COLUMNS; ``rank`` is position + 1, or 0 for an unusable position of a merged list),
+    sorted by variant, request and rank; ``incomplete`` per rule broken, ``{"lists": n, "shown": n,
+    "examples": [request ids]}`` (a list counts under the first rule it breaks, in INCOMPLETE's order;
+    ``no_request_id`` counts tracks, not lists). ``variants`` (names) enables ``unknown_variant``;
+    ``merged`` lists (interleaving) hold several variants, one per contributed track."""
     ev = events[events["experiment_id"] == experiment_id]
     shown = ev[ev["type"] == "recommendation_shown"]
     position = pd.to_numeric(shown["position"], errors="coerce")
-    _check_positions(shown, position)
-    served = shown[["variant", "request_id", "user_id", "track_id"]].assign(rank=position.astype(np.int64) + 1)
+    served = shown[["variant", "request_id", "user_id", "track_id"]].assign(rank=position + 1)
+    listed = served[served["request_id"].notna()]
+    by_list = listed.groupby("request_id", sort=True)
+    broken: dict[str, pd.Series] = {}
+    if variants is not None and "unknown_variant" in rules:
+        broken["unknown_variant"] = (~listed["variant"].isin(list(variants))).groupby(listed["request_id"]).any()
+    if "shared_request_id" in rules:
+        owners = by_list[["user_id"] if merged else ["user_id", "variant"]].nunique()
+        broken["shared_request_id"] = (owners > 1).any(axis=1)
+    rank = listed["rank"]
+    if "no_position" in rules:
+        broken["no_position"] = (rank.isna() | (rank < 1) | (rank % 1 != 0)).groupby(listed["request_id"]).any()
+    for rule, columns in (("repeated_rank", ["request_id", "rank"]), ("repeated_track", ["request_id", "track_id"])):
+        if rule in rules:
+            broken[rule] = listed.duplicated(columns, keep=False).groupby(listed["request_id"]).any()
+    if "gap" in rules:
+        ranks = by_list["rank"].agg(["min", "max", "size"])
+        broken["gap"] = (ranks["min"] != 1) | (ranks["max"] != ranks["size"])
+    reason = pd.Series(None, index=pd.Index(sorted(listed["request_id"].unique()), name="request_id"), dtype=object)
+    for rule in reversed([r for r in INCOMPLETE if r in broken]):  # the first rule broken names the list
+        flagged = broken[rule].reindex(reason.index, fill_value=False).to_numpy(dtype=bool)
+        reason[flagged] = rule
+    incomplete: dict[str, dict] = {}
+    no_id = int(served["request_id"].isna().sum())
+    if no_id and "no_request_id" in rules:
+        incomplete["no_request_id"] = {"lists": 0, "shown": no_id, "examples": []}
+    tracks_per_list = by_list.size()
+    for rule in INCOMPLETE:
+        ids = reason.index[reason == rule]
+        if len(ids):
+            incomplete[rule] = {"lists": len(ids), "shown": int(tracks_per_list.loc[ids].sum()), "examples": [str(i) for i in ids[:EXAMPLES]]}
+    complete = listed[listed["request_id"].map(reason).isna().to_numpy()]
+    # without the position rules (merged lists), a track whose position is unusable gets rank 0
+    usable = complete["rank"].where((complete["rank"] >= 1) & (complete["rank"] % 1 == 0), 0)
+    complete = complete.assign(rank=usable.fillna(0).astype(np.int64))
     clicks = ev[ev["type"] == "recommendation_clicked"][["request_id", "track_id"]].drop_duplicates().assign(clicked=1)
-    served = served.merge(clicks, on=["request_id", "track_id"], how="left")
-    served["clicked"] = served["clicked"].fillna(0).astype(np.int64)
-    check_served_lists(served)
-    return served.sort_values(["variant", "request_id", "rank"], ignore_index=True)[SERVED_COLUMNS]
+    complete = complete.merge(clicks, on=["request_id", "track_id"], how="left")
+    complete["clicked"] = complete["clicked"].fillna(0).astype(np.int64)
+    return complete.sort_values(["variant", "request_id", "rank"], ignore_index=True)[SERVED_COLUMNS], incomplete
 
 
-def _check_positions(shown: pd.DataFrame, position: pd.Series) -> None:
-    bad = shown[position.isna() | (position < 0) | (position % 1 != 0)]
-    if len(bad):
-        raise ServedListError(f"{len(bad):,} recommendation_shown events have no usable position (a whole number >= 0, "
-                              f"the 0-based rank in the list), e.g. request {bad['request_id'].iloc[0]!r}; "
-                              "send context.position with every shown track")  # fmt: skip
+def served_lists(events: pd.DataFrame, experiment_id: str) -> pd.DataFrame:
+    """One row per track of the experiment's complete served lists (SERVED_COLUMNS, see :func:`sort_lists`)."""
+    return sort_lists(events, experiment_id)[0]
+
+
+def incomplete_caveat(incomplete: dict[str, dict], total_lists: int, left_out_of: str) -> list[str]:
+    """One line naming the lists left out of ``left_out_of`` and why (empty when none are)."""
+    if not incomplete:
+        return []
+    parts = []
+    for rule, found in incomplete.items():
+        what = f"{found['shown']:,} shown tracks" if rule == "no_request_id" else f"{found['lists']:,} lists"
+        examples = f" (e.g. {', '.join(repr(e) for e in found['examples'])})" if found["examples"] else ""
+        parts.append(f"{what}{examples}: {INCOMPLETE[rule]}")
+    lists = sum(f["lists"] for f in incomplete.values())
+    return [f"{lists:,} of {total_lists:,} served lists left out of {left_out_of}; " + "; ".join(parts)]
 
 
 def check_served_lists(served: pd.DataFrame) -> None:
-    """Raise ServedListError unless every request id is one list of one user and variant whose ranks
-    are 1..n, one track per rank and each track once (a click is matched by request and track)."""
-    missing = served["request_id"].isna()
-    if missing.any():
-        raise ServedListError(f"{int(missing.sum()):,} shown tracks have no request_id, so no list to belong to; "
-                              "send context.request_id (the recommendation response's request_id) with every event")  # fmt: skip
-    owners = served.groupby("request_id")[["user_id", "variant"]].nunique()
-    shared = owners[(owners > 1).any(axis=1)].index
-    if len(shared):
-        raise ServedListError(f"{len(shared):,} request ids are shared by several users or variants, e.g. {shared[0]!r}: "
-                              "each served list needs its own request id")  # fmt: skip
-    for columns, rule in ((["request_id", "rank"], "one track per rank"), (["request_id", "track_id"], "each track once per list")):
-        repeated = served[served.duplicated(columns, keep=False)]
-        if len(repeated):
-            first = repeated.iloc[0]
-            times = int((repeated[columns] == first[columns]).all(axis=1).sum())
-            raise ServedListError(f"request {first['request_id']!r} breaks {rule}: {columns[1]} {first[columns[1]]!r} appears {times} "
-                                  f"times in it ({repeated['request_id'].nunique():,} lists do); a served list is the tracks of "
-                                  "one response, each at its own position")  # fmt: skip
-    ranks = served.groupby("request_id")["rank"].agg(["min", "max", "size"])
-    gaps = ranks[(ranks["min"] != 1) | (ranks["max"] != ranks["size"])]
-    if len(gaps):
-        first = gaps.iloc[0]
-        raise ServedListError(f"request {gaps.index[0]!r} holds ranks {first['min']}..{first['max']} with {first['size']} tracks: "
-                              f"a list's ranks must be 1..n without gaps (position 0..n-1); {len(gaps):,} lists do not")  # fmt: skip
+    """Raise ServedListError unless every request id of ``served`` (SERVED_COLUMNS) is one complete list:
+    one user and variant, ranks 1..n, one track per rank and each track once."""
+    events = served.assign(experiment_id="x", type="recommendation_shown", position=served["rank"] - 1)
+    _, incomplete = sort_lists(events, "x")
+    if incomplete:
+        rule, found = next(iter(incomplete.items()))
+        example = f", e.g. request {found['examples'][0]!r}" if found["examples"] else ""
+        raise ServedListError(f"{found['lists'] or found['shown']:,} served lists are not complete rankings: {INCOMPLETE[rule]}{example}; "
+                              "build them with served_tracks, which leaves such lists out")  # fmt: skip
 
 
 def ranking_k(served: pd.DataFrame, k: int = RANKING_K) -> int:

@@ -6,17 +6,19 @@ ranking quality per variant, followed by Evidently's comparison of each treatmen
 control: ranking quality of what each served (NDCG, precision, hit rate, MRR at k, one served list per
 request id, clicks as relevance) and drift of the served tracks' audio features.
 
-``summary.json`` is strict JSON: a value that is undefined (NaN in the analysis, e.g. a relative lift
-over a control rate of 0) is written as ``null``, and the top-level ``nulls`` map gives the reason for
-each, keyed by the value's JSON pointer (``{"/primary/0/relative_lift": "the control's value is 0 ..."}``).
+``summary.json`` is strict JSON (:mod:`experiments.summary_json`): a value that is undefined is written
+as ``null`` and the top-level ``nulls`` map gives the reason for each, keyed by its JSON pointer.
 Every number the HTML shows is in ``summary.json``: the Evidently figures are checked against the
-analysis's ``ranking_quality`` before the page is written."""
+analysis's ``ranking_quality`` before the page is written. Served lists left out of ranking quality (a
+lost exposure, a track twice) are counted under ``incomplete_lists`` and named on the first screen.
+
+An interleaving experiment's result (``design: interleaving``) is written by
+:func:`experiments.interleaving_report.write_interleaving_report`: :func:`write_report` and
+:func:`served_tracks` dispatch on the design."""
 
 from __future__ import annotations
 
 import html
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +29,45 @@ from experiments.analysis import analyse  # noqa: F401  (re-exported: analyse + 
 from experiments.analysis import events_in_dates
 from experiments.charts import daily_section
 from experiments.definition import Experiment
-from experiments.metrics import RATIO_METRICS
+from experiments.interleaving_analysis import merged_lists
+from experiments.interleaving_report import write_interleaving_report
+from experiments.ranking_quality import INCOMPLETE
 from experiments.ranking_quality import METRICS as RANKING_METRICS
 from experiments.ranking_quality import check_served_lists, served_lists
+from experiments.summary_json import strict_summary, write_summary  # noqa: F401  (strict_summary re-exported)
 
 AUDIO = ["danceability", "energy", "acousticness", "instrumentalness", "valence", "tempo", "loudness", "speechiness"]
 _COLOURS = {"ship": "#1a7f37", "don't ship": "#cf222e", "keep running": "#9a6700"}
 
 
 def served_tracks(events: pd.DataFrame, experiment: Experiment | str, tracks: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per track shown in the experiment (:func:`experiments.ranking_quality.served_lists`:
+    """One row per track of the experiment's complete served lists (:func:`experiments.ranking_quality.served_lists`:
     variant, request, user, track, rank, clicked) with the track's audio features when the catalog has them.
-    Given the :class:`Experiment` (not only its id), only events within its dates count, as in the analysis."""
+    Given the :class:`Experiment` (not only its id), only events within its dates count, as in the analysis,
+    and an interleaving experiment's rows are its usable merged lists (``variant`` = the contributing ranker)."""
     if isinstance(experiment, Experiment):
-        events, experiment = events_in_dates(experiment, events)[0], experiment.id
-    shown = served_lists(events, experiment)
+        events = events_in_dates(experiment, events)[0]
+        shown = merged_lists(experiment, events)[0] if experiment.design == "interleaving" else served_lists(events, experiment.id)
+    else:
+        shown = served_lists(events, experiment)
     if tracks is not None:
         shown = shown.merge(tracks[["track_id", *[c for c in AUDIO if c in tracks]]], on="track_id", how="left")
     return shown
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures a run's metadata shows next to the verdict, by design: the primary metric's relative
+    lift and its adjusted p-value (A/B), or the share of users preferring the treatment and the sign
+    test's p-value (interleaving); NaN where there is no comparison yet."""
+    nan = float("nan")
+    if result.get("design") == "interleaving":
+        pref = result["preference"]
+        return {"share_preferring_treatment": nan if pref["share_b"] is None else float(pref["share_b"]),
+                "preference_p_value": nan if pref["p_value"] is None else float(pref["p_value"]), "merged_lists": int(result["lists"])}  # fmt: skip
+    primary = result["primary"][0] if result["primary"] else None
+    return {"primary_relative_lift": float(primary["relative_lift"]) if primary else nan,
+            "primary_p_value": float(primary["adjusted_p_value"] or primary["p_value"]) if primary else nan,
+            "sample_ratio_mismatch": bool(result["sample_ratio"]["mismatch"])}  # fmt: skip
 
 
 def _pct(x: float | None) -> str:
@@ -95,6 +118,7 @@ def summary_html(result: dict[str, Any]) -> str:
         + "".join(f"<td>{_share(q[f'{name}@{k}'])}</td>" for name in RANKING_METRICS) + "</tr>"
         for variant, q in ranking.items()
     )
+    left_out = _incomplete_line(result.get("incomplete_lists") or {})
     ranking_header = "<tr><th>variant</th><th>lists</th><th>lists with a click</th>" + "".join(
         f"<th>{label}@{k}</th>" for label in ("NDCG", "precision", "hit rate", "MRR")) + "</tr>"  # fmt: skip
     header = "<tr><th>variant</th><th>metric</th><th>control</th><th>treatment</th><th>relative lift</th><th>95% CI</th><th>p (adjusted)</th><th>method</th></tr>"
@@ -120,11 +144,22 @@ def summary_html(result: dict[str, Any]) -> str:
   <table {table}><tr><th>variant</th><th>users</th><th>exposures</th><th>CTR</th><th>completion</th><th>skip</th><th>minutes/user</th></tr>{variants}</table>
   <h3 style="margin:8px 0 0 0">Ranking quality (per served list, clicks as relevance, mean over lists)</h3>
   <table id="echotune-ranking-quality" {table}>{ranking_header}{ranking_rows}</table>
+  {left_out}
   <p><b>Power:</b> {power_line}</p>
   <p style="color:#555">Below: Evidently's comparison of each treatment (current) with the control (reference): ranking
   quality, where Evidently's "users" are served lists (request ids) and "no feedback users included" means a list without a
   click counts as 0, and drift of the served tracks' audio features.</p>
 </section>"""
+
+
+def _incomplete_line(incomplete: dict[str, dict]) -> str:
+    """The lists left out of ranking quality, by reason, with example request ids (empty when none)."""
+    if not incomplete:
+        return ""
+    items = "".join(f"<li>{found['shown'] if rule == 'no_request_id' else found['lists']:,} {'shown tracks' if rule == 'no_request_id' else 'lists'}: "
+                    f"{html.escape(INCOMPLETE[rule])}{' (e.g. ' + html.escape(', '.join(found['examples'])) + ')' if found['examples'] else ''}</li>"
+                    for rule, found in incomplete.items())  # fmt: skip
+    return f'<p id="echotune-incomplete-lists"><b>Left out of ranking quality (not complete rankings):</b></p><ul>{items}</ul>'
 
 
 def _dates_line(dates: dict[str, Any]) -> str:
@@ -139,9 +174,13 @@ def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path) ->
     """Write ``summary.json`` (strict JSON, see the module docstring) and ``report.html`` into
     ``out_dir``; returns their paths. ``served`` is :func:`served_tracks` of the analysed events.
     Raises ServedListError when ``served`` does not form lists, and ValueError when Evidently's ranking
-    figures differ from the analysis's ``ranking_quality`` (the page would contradict the summary)."""
+    figures differ from the analysis's ``ranking_quality`` (the page would contradict the summary).
+    An interleaving result goes to :func:`~experiments.interleaving_report.write_interleaving_report`."""
     from evidently.core.metric_types import render_widgets
     from evidently.legacy.renderers.html_widgets import group_widget
+
+    if result.get("design") == "interleaving":
+        return write_interleaving_report(result, served, out_dir, _COLOURS[result["verdict"]], _dates_line(result.get("dates") or {}), AUDIO)
 
     check_served_lists(served)
     lists = served.groupby("variant")["request_id"].nunique()
@@ -151,8 +190,7 @@ def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path) ->
                              "within the experiment's dates: build it with served_tracks(events, experiment) (the Experiment, "
                              "not its id) from the events given to analyse")  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_path = out_dir / "summary.json"
-    summary_path.write_text(json.dumps(strict_summary(result), indent=2, allow_nan=False, default=_json_default))
+    summary_path = write_summary(result, out_dir / "summary.json")
     control = result["experiment"]["variants"][0]["name"]
     k = result["ranking_quality"][control]["k"]
     groups = []  # one Evidently comparison per treatment: a pooled "current" would match no variant's figures
@@ -222,71 +260,3 @@ def _evidently_metrics() -> dict[str, type]:
     from evidently.metrics import MRR, NDCG, HitRate, PrecisionTopK
 
     return {"ndcg": NDCG, "precision": PrecisionTopK, "hit_rate": HitRate, "mrr": MRR}
-
-
-# why a value of the analysis can be undefined, by its field name
-_UNDEFINED = {
-    "relative_lift": "the control's value is 0, so a relative change is undefined",
-    "relative_ci": "a relative interval needs both variants' values above 0",
-    "log_ratio_std_error": "a relative interval needs both variants' values above 0",
-    "harm": "the control's value is 0, so a relative harm is undefined",
-    "per_user_sd": "too few control users with exposures to estimate a spread",
-    "mde_at_current_size": "the control's per-user values do not vary: no power calculation",
-    "users_for_5pct_lift": "the control's per-user values do not vary: no power calculation",
-    "boundary_lift": "the control's value is 0, so no relative lift corresponds to the boundary",
-    "start": "no start date: every event before the end counts",
-    "end": "no end date: every event from the start on counts",
-}
-_NO_LOOK_YET = "no users in the experiment by this day, so no look of the sequential design yet"
-_NO_COMPARISON_YET = "no comparison by this day: each variant needs 2 users with exposures and the metric some spread"
-
-
-def strict_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` with every non-finite float (and every known-undefined None) as None, plus ``nulls``:
-    the reason for each, keyed by JSON pointer. The output serialises with ``allow_nan=False``."""
-    nulls: dict[str, str] = {}
-
-    def walk(value: Any, path: list[str]) -> Any:
-        if isinstance(value, dict):
-            return {key: walk(item, [*path, str(key)]) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [walk(item, [*path, str(i)]) for i, item in enumerate(value)]
-        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-            nulls[_pointer(path)] = _why_undefined(path)
-            return None
-        if value is None and path[0] == "daily":  # a day before any users, or without a comparison yet
-            nulls[_pointer(path)] = _NO_LOOK_YET if _field(path) in ("information_fraction", "z_boundary") else _NO_COMPARISON_YET
-        elif value is None and _field(path) in _UNDEFINED:
-            nulls[_pointer(path)] = _why_undefined(path)
-        return value.item() if isinstance(value, np.generic) else value
-
-    out = walk(result, [])
-    out["nulls"] = nulls
-    return out
-
-
-def _pointer(path: list[str]) -> str:
-    """RFC 6901 JSON pointer: ``/primary/0/relative_lift``."""
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in path)
-
-
-def _field(path: list[str]) -> str:
-    """The field a value belongs to: the last key that is not a list index."""
-    return next((p for p in reversed(path) if not p.isdigit()), "")
-
-
-def _why_undefined(path: list[str]) -> str:
-    field = _field(path)
-    if field in _UNDEFINED:
-        return _UNDEFINED[field]
-    if path[0] == "ranking_quality":
-        return "the variant served no lists"
-    if path[0] == "variants" and field in RATIO_METRICS:
-        return f"{field} is {' / '.join(RATIO_METRICS[field])} and this variant has no {RATIO_METRICS[field][1]}"
-    return "not a finite number for these data (a division by zero or too few observations)"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)

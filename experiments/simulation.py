@@ -13,15 +13,21 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.contracts.events import EVENT_SCHEMA
+from core.contracts.events import EVENT_SCHEMA, SIMULATED_SOURCE
 from core.synthetic import SyntheticWorld, click_given_affinity, completion_given_affinity
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
 from experiments.interleaving import rounds, team_draft_by_coins
+
+# The demo's own experiment (champion vs popularity): registered only with the synthetic source, never
+# from the definitions folder a pipeline on a user's own data reads (a running 50/50 split there would
+# serve a popularity list to half of their listeners)
+DEMO_EXPERIMENT = Path(__file__).parent / "demo" / "demo-champion-vs-popularity.yaml"
 
 # variant name -> function(user indices) -> (n_users, n) ranked track indices, -1 padded
 ListProvider = Callable[[np.ndarray], np.ndarray]
@@ -89,7 +95,7 @@ def simulate(
             "experiment_id": experiment.id,
             "variant": frame["variant"],
             "position": pd.array(frame["position"], dtype="Int32"),
-            "source": "simulation",
+            "source": SIMULATED_SOURCE,
         }
     ).reindex(columns=EVENT_SCHEMA.names)
 

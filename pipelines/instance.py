@@ -4,7 +4,8 @@ Dagster and MLflow together and no second copy of the connection has to be kept 
 
 Unset, runs, event logs and schedules live in SQLite files under DAGSTER_HOME; set, in the ``dagster``
 schema of that PostgreSQL database, which Dagster migrates on first use. Either way runs are queued:
-a few at a time, and at most one training run (a run carrying :data:`TRAINING_TAG`).
+a few at a time, at most one training run (a run carrying :data:`TRAINING_TAG`) and one drain of the
+feedback stream (:data:`DRAIN_TAG`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from core.database import DAGSTER_SCHEMA, DRIVER, Database, ensure_schema, searc
 from core.settings import Settings
 
 TRAINING_TAG = "echotune/training"  # carried by every job that trains a model (see pipelines.automation.jobs)
+DRAIN_TAG = "echotune/drain"  # carried by the drain job: the queue starts drains one at a time, in the order asked (oldest day first)
 # SQLite serialises writers, so more concurrent runs would mostly wait on its lock; PostgreSQL does not
 # (the default launcher still runs them all on this host: a cluster's launcher spreads them)
 MAX_CONCURRENT_RUNS = {"sqlite": 2, "postgres": 8}
 HEADER = """\
 # Written by `echotune pipeline` / `echotune demo` from the ECHOTUNE_* settings on every start: edit the
-# settings (ECHOTUNE_DATABASE_URL selects PostgreSQL), not this file. See the README's "Scaling out".
+# settings (ECHOTUNE_DATABASE_URL selects PostgreSQL), not this file. See docs/scaling.md.
 """
 
 
@@ -40,7 +42,10 @@ def instance_config(settings: Settings) -> dict[str, Any]:
             "max_concurrent_runs": MAX_CONCURRENT_RUNS["postgres" if database else "sqlite"],
             # two trainings at once would race for the champion alias and the CPU; the sensors and the
             # schedule may ask for one while another runs, and it waits in the queue
-            "tag_concurrency_limits": [{"key": TRAINING_TAG, "limit": 1}],
+            # drains of days the sensor asked for in one tick start one at a time and oldest first (the
+            # queue is first in, first out); the drain's Redis lock (core.ingest.live_feedback) also
+            # covers drains that bypass the queue (`echotune pipeline`), this spares them a run slot spent waiting
+            "tag_concurrency_limits": [{"key": TRAINING_TAG, "limit": 1}, {"key": DRAIN_TAG, "limit": 1}],
         },
     }
     return config

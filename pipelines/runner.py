@@ -1,15 +1,16 @@
 """Materialize the whole asset graph in-process against the Dagster instance in DAGSTER_HOME, so the
-runs show up in the UI like any other: first the live feedback partitions that have data in the
-stream, then everything else, then a report for every running experiment."""
+runs show up in the UI like any other: first the live feedback days not yet drained (oldest first, as
+the drain sensor asks), then everything else, then the drift monitor on what was drained, then a
+report for every running experiment."""
 
 import dagster as dg
 
 from core.contracts.redis_keys import RedisKeys
-from core.ingest.live_feedback import stream_days
+from core.ingest.live_feedback import undrained_days
 from core.redis_clients import redis_client
 from core.settings import Settings
 from experiments.registry import ExperimentRegistry
-from pipelines.automation.jobs import drain_job, everything_job
+from pipelines.automation.jobs import drain_job, drift_job, everything_job
 from pipelines.definitions import build_defs
 from pipelines.experiment_reports.definitions import reports_job
 
@@ -17,20 +18,22 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def materialize_everything(settings: Settings, instance: dg.DagsterInstance | None = None) -> bool:
-    """Drain live feedback, then run every other asset (and its checks) once. True when all succeeded."""
+    """Drain live feedback, run every other asset (and its checks) once, measure drift against the
+    champion, report running experiments. True when all succeeded. The hyperparameter search (long,
+    launched when wanted) and the catalog extension (the new model serves the whole catalog) are not run."""
     instance = instance or dg.DagsterInstance.get()
     defs = build_defs(settings)
     client = redis_client(settings.redis_url, settings.redis_cluster)
     try:
-        days = stream_days(client, RedisKeys(settings.redis_prefix))
+        days = undrained_days(client, RedisKeys(settings.redis_prefix))
     finally:
         client.close()
     drain = defs.resolve_job_def(drain_job.name)
     ok = True
     for day in days:
         ok &= drain.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=_QUIET).success
-    result = defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
-    ok &= result.success
+    for job in (everything_job, drift_job):
+        ok &= defs.resolve_job_def(job.name).execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET).success
     client = redis_client(settings.redis_url, settings.redis_cluster)
     try:
         running = [e.id for e in ExperimentRegistry(client, RedisKeys(settings.redis_prefix)).running()]

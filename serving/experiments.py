@@ -18,6 +18,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
 from experiments.assignment import Assigner
 from experiments.definition import Experiment, Variant
+from serving.observability import STAGE_LATENCY
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,11 @@ class ExperimentRouter:
         self._client, self._key, self.clock = client, keys.experiments(), clock
         self.refresh_seconds = refresh_seconds
         self._assigners: list[Assigner] = []
+        self._checked = -1e9
+
+    def expire(self) -> None:
+        """Reload at the next request (this process changed the registry: its own change applies at once;
+        other API processes see it within ``refresh_seconds``)."""
         self._checked = -1e9
 
     async def refresh(self) -> None:
@@ -51,6 +57,10 @@ class ExperimentRouter:
 
     def assign(self, user_id: str, surface: str = "recommendations") -> tuple[Experiment, Variant] | None:
         """The experiment a response of ``surface`` to ``user_id`` belongs to now, and the user's variant."""
+        with STAGE_LATENCY.labels("experiment_assignment").time():
+            return self._assign(user_id, surface)
+
+    def _assign(self, user_id: str, surface: str) -> tuple[Experiment, Variant] | None:
         now = datetime.fromtimestamp(self.clock.now(), tz=UTC)
         for assigner in self._assigners:
             if assigner.experiment.surface != surface or not assigner.experiment.active_at(now):

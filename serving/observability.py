@@ -34,6 +34,14 @@ LATENCY = Histogram(
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5),
 )
+# the ADR's budgets below the request: feature lookup (P95 50 ms) and experiment assignment (P95 10 ms)
+STAGE_LATENCY = Histogram(
+    "echotune_stage_duration_seconds",
+    "Time spent in one stage of answering, by stage: feature_lookup (the user's vectors and played tracks from Redis), "
+    "experiment_assignment (the running experiment and variant of a request).",
+    ["stage"],
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 IN_FLIGHT = Gauge("echotune_http_requests_in_flight", "Requests being answered right now.", multiprocess_mode="livesum")
 RECOMMENDATIONS = Counter(
     "echotune_recommendations_served_total", "Recommendation lists served, by algorithm and experiment variant.", ["algorithm", "variant"]

@@ -24,6 +24,7 @@ flips seeded by the experiment and the request, so a list can be rebuilt from it
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -36,7 +37,7 @@ from core.settings import Settings
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters, excluded_rows
 from serving.loaded_model import LoadedModel
-from serving.observability import DEGRADED, RECOMMENDATIONS
+from serving.observability import DEGRADED, RECOMMENDATIONS, STAGE_LATENCY
 from serving.retrieval import select, select_by_vector, similar_rows
 from serving.deps import rate_limited
 from serving.schemas import RecommendationResponse
@@ -109,6 +110,7 @@ async def _user(
 ) -> tuple[list[np.ndarray | None], set[str], str | None]:
     """(the user's vector of each model, played, degraded reason); counts the request against ``key``'s
     rate limit."""
+    started = time.perf_counter()
     try:
         vectors, played, retry_after = await state.user_state([m.version for m in models], user_id, key)
     except RedisUnavailable as exc:
@@ -116,6 +118,8 @@ async def _user(
         if retry_after is not None:
             raise rate_limited(state, key, retry_after) from exc
         return [None] * len(models), set(), str(exc)
+    finally:
+        STAGE_LATENCY.labels("feature_lookup").observe(time.perf_counter() - started)
     if retry_after is not None:
         raise rate_limited(state, key, retry_after)
     return vectors, played, None

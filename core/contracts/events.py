@@ -187,4 +187,8 @@ EVENT_SCHEMA = pa.schema(
         pa.field("client_context", pa.string()),  # the context a client sent, JSON, for audit only
     ]
 )
+# the ``source`` of the events an experiment simulation writes (the demo's synthetic listeners answering
+# served lists, part ``simulation-<experiment id>``): experiment reports read them and say so; training
+# leaves them out (the next model would learn the simulator's answers to the current model's own lists)
+SIMULATED_SOURCE = "simulation"
 CONTEXT_COLUMNS = ("request_id", "surface", "algorithm", "model_version", "experiment_id", "variant", "position")

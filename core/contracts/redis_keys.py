@@ -153,9 +153,19 @@ class RedisKeys:
         the events per active user."""
         return f"{self.root}:{{fb}}:active_events:{bucket}"
 
-    def feedback_persisted(self) -> str:
-        """String: id of the newest stream entry durably written to parquet (trimming stops there)."""
-        return f"{self.root}:{{fb}}:persisted"
+    def feedback_drained_until(self) -> str:
+        """String: the drain's watermark, a stream id: every entry up to it is durably written to parquet
+        (the stream is trimmed up to it, never past; see :mod:`core.ingest.live_feedback`)."""
+        return f"{self.root}:{{fb}}:drained_until"
+
+    def feedback_drained_days(self) -> str:
+        """Hash: UTC day -> id of the last entry of that day written to parquet, for days drained ahead of
+        the watermark (an older day still waiting); removed once the watermark passes it."""
+        return f"{self.root}:{{fb}}:drained_days"
+
+    def feedback_drain_lock(self) -> str:
+        """String with TTL: held by the one drain (or rewrite of live event files) running at a time."""
+        return f"{self.root}:{{fb}}:drain_lock"
 
     def worker_heartbeats(self) -> str:
         """Hash: feedback worker consumer name -> epoch ms of its last heartbeat (readiness and

@@ -40,7 +40,9 @@ def main() -> None:
 
 @main.command()
 def pipeline() -> None:
-    """Materialize every asset once on the configured data, then exit (non-zero on failure)."""
+    """Materialize every asset once on the configured data, then exit (non-zero on failure): live
+    feedback drained, sources ingested, a model trained and published, drift measured, running
+    experiments reported (the hyperparameter search runs only when launched from the Dagster UI)."""
     settings = load_settings()  # first: the pipeline's modules read the settings when imported
     from core.redis_server import redis_url
     from pipelines.runner import materialize_everything
@@ -143,7 +145,7 @@ def _add_command_modules() -> None:
     ``COMMANDS``; adding one is adding its module name here."""
     import importlib
 
-    for name in ("ingest", "offline", "experiment", "model", "privacy", "feedback"):
+    for name in ("ingest", "offline", "experiment", "model", "privacy", "feedback", "docs"):
         module = importlib.import_module(f"echotune.cli.{name}")
         for command in module.COMMANDS:
             main.add_command(command)

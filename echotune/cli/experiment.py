@@ -21,8 +21,10 @@ def experiment() -> None:
               help="Catalog (Parquet/CSV with track_id and audio features) for the drift section.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for summary.json and report.html.")
 def analyze(definition: Path, events: Path, tracks: Path | None, out: Path) -> None:
-    """Write summary.json (strict JSON, with ranking quality per variant and served list) and report.html
-    for an experiment; prints the verdict as one JSON line."""
+    """Write summary.json (strict JSON) and report.html for an experiment, analysed by its design (A/B:
+    lifts, guardrails, ranking quality per complete served list; interleaving: per-user preference with
+    the sign test); prints the verdict as one JSON line. Lists that are not complete are left out of what
+    needs them and named; only a log in which nothing can be measured is an error."""
     import pandas as pd
     from pydantic import ValidationError
 

@@ -13,7 +13,7 @@ from pipelines.automation.jobs import (
     retrain_job,
     tags,
 )
-from pipelines.automation.sensors import build_sensors
+from pipelines.automation.sensors import build_sensors, sensor_status
 
 
 def build(settings: Settings) -> dg.Definitions:
@@ -28,7 +28,7 @@ def build(settings: Settings) -> dg.Definitions:
 
     conditions = dg.AutomationConditionSensorDefinition(
         "asset_automation", target=dg.AssetSelection.all(), minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+        default_status=sensor_status(settings),
     )  # fmt: skip
     return dg.Definitions(
         jobs=[everything_job, drain_job, retrain_job, publish_job, catalog_job, drift_job],

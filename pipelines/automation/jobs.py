@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from pipelines.instance import TRAINING_TAG
+from pipelines.instance import DRAIN_TAG, TRAINING_TAG
 
 TRIGGER_TAG, REASON_TAG = "echotune/trigger", "echotune/reason"
 # the run queue starts one run with this tag at a time (pipelines.instance); every job that trains carries it
@@ -26,7 +26,8 @@ DRIFT = dg.AssetSelection.assets("feedback_drift")
 everything_job = dg.define_asset_job(
     "materialize_everything", selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS - SEARCH - CATALOG - DRIFT, tags=TRAINS
 )
-drain_job = dg.define_asset_job("drain_feedback", selection=LIVE_FEEDBACK, description="Persist the feedback stream's entries of one day.")
+drain_job = dg.define_asset_job("drain_feedback", selection=LIVE_FEEDBACK, description="Persist the feedback stream's entries of one day.",
+                                tags={DRAIN_TAG: "true"})  # fmt: skip
 # a retrain re-reads every stored event (live ones included) but re-ingests no source: erasures first,
 # then interactions, the model behind the gate, and the vectors the API serves
 retrain_job = dg.define_asset_job(

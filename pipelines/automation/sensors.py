@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from core.ingest.live_feedback import stream_days
+from core.ingest.live_feedback import undrained_days
 from core.model_registry import CHAMPION
 from core.settings import Settings
 from core.storage import modified_ns
@@ -26,21 +26,27 @@ def busy(instance: dg.DagsterInstance, *job_names: str) -> bool:
     return any(instance.get_runs(filters=dg.RunsFilter(job_name=name, statuses=IN_PROGRESS), limit=1) for name in job_names)
 
 
+def sensor_status(settings: Settings) -> dg.DefaultSensorStatus:
+    """How every sensor of the project starts: running, unless ECHOTUNE_AUTOMATION is off."""
+    return dg.DefaultSensorStatus.RUNNING if settings.automation else dg.DefaultSensorStatus.STOPPED
+
+
 def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
-    status = dg.DefaultSensorStatus.RUNNING if settings.automation else dg.DefaultSensorStatus.STOPPED
+    status = sensor_status(settings)
     every = settings.drain_every_seconds
 
     @dg.sensor(job=drain_job, minimum_interval_seconds=every, default_status=status)
     def drain_feedback(context: dg.SensorEvaluationContext, redis: RedisResource):
-        """Every ECHOTUNE_DRAIN_EVERY_SECONDS: persist the stream's entries of each day that has some."""
-        days = stream_days(redis.client, redis.key_layout)
+        """Every ECHOTUNE_DRAIN_EVERY_SECONDS: a run per day with stream entries not stored yet, oldest
+        first; the run queue starts them in that order, one at a time (pipelines.instance)."""
+        days = undrained_days(redis.client, redis.key_layout)
         if not days:
-            return dg.SkipReason("the feedback stream is empty")
+            return dg.SkipReason("nothing to drain: the feedback stream is empty or holds only entries already stored")
         if busy(context.instance, drain_job.name):
             return dg.SkipReason("a drain is still running")
         tick = int(time.time() // every)
         return [
-            dg.RunRequest(run_key=f"drain-{day}-{tick}", partition_key=day.isoformat(), tags=tags("drain", f"every {every} s: the stream holds entries of {day}"))
+            dg.RunRequest(run_key=f"drain-{day}-{tick}", partition_key=day.isoformat(), tags=tags("drain", f"every {every} s: the stream holds entries of {day} not stored yet"))
             for day in days
         ]
 

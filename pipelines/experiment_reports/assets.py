@@ -1,5 +1,9 @@
 """Experiments: definitions registered from YAML, the demo experiment simulated on the synthetic
-users, and one report per experiment (a dynamic partition per experiment id)."""
+users, and one report per experiment (a dynamic partition per experiment id).
+
+The demo's experiment (:data:`experiments.simulation.DEMO_EXPERIMENT`) belongs to the synthetic source:
+only ``demo_experiment_events`` registers it, and a pipeline without that source stops it when an
+earlier demo run left it running in the same Redis (it would split the user's own listeners 50/50)."""
 
 import tempfile
 from datetime import timedelta
@@ -9,12 +13,11 @@ import dagster as dg
 import numpy as np
 
 from core.synthetic import SyntheticWorld
-import experiments as experiments_package
 from experiments.analysis import analyse
 from experiments.definition import Experiment
 from experiments.registry import ExperimentRegistry
-from experiments.report import served_tracks, write_report
-from experiments.simulation import simulate
+from experiments.report import headline, served_tracks, write_report
+from experiments.simulation import DEMO_EXPERIMENT, simulate
 from core.model_registry import CHAMPION
 from models import create
 from models import load as load_model
@@ -24,7 +27,6 @@ from pipelines.resources import ExperimentsResource, MlflowResource, OfflineStor
 
 GROUP = "experiments"
 EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
-DEMO_EXPERIMENT = Path(experiments_package.__file__).parent / "definitions" / "demo-champion-vs-popularity.yaml"
 # the demo serves lists to at most this many synthetic users (a seeded sample): ranking a million
 # tracks for 100,000 users would take the pipeline longer than everything else together
 DEMO_USERS = 10_000
@@ -32,22 +34,40 @@ DEMO_USERS = 10_000
 _SCORE_CELLS = 2**24
 
 
-@dg.asset(group_name=GROUP, kinds={"yaml", "redis"})
-def experiment_definitions(context: dg.AssetExecutionContext, redis: RedisResource, experiments: ExperimentsResource) -> dg.MaterializeResult:
-    """Experiment definitions from the YAML folder registered in Redis (where the API reads them; a
-    status changed through the API is kept), and a report partition per experiment."""
-    registry = ExperimentRegistry(redis.client, redis.key_layout)
-    added = registry.import_folder(Path(experiments.definitions_dir))
-    every = registry.all()
-    known = set(context.instance.get_dynamic_partitions(EXPERIMENTS.name))
-    context.instance.add_dynamic_partitions(EXPERIMENTS.name, [e.id for e in every if e.id not in known])
-    return dg.MaterializeResult(
-        metadata={
-            "registered": len(every),
-            "running": ", ".join(e.id for e in every if e.status == "running") or "none",
-            "added_now": ", ".join(added) or "none",
-        }
-    )
+def experiment_definitions_asset(demo: bool) -> dg.AssetsDefinition:
+    """The ``experiment_definitions`` asset; ``demo`` (the synthetic source is on) leaves the demo's
+    experiment to ``demo_experiment_events``, otherwise a running demo experiment is stopped."""
+
+    @dg.asset(name="experiment_definitions", group_name=GROUP, kinds={"yaml", "redis"})
+    def experiment_definitions(context: dg.AssetExecutionContext, redis: RedisResource, experiments: ExperimentsResource) -> dg.MaterializeResult:
+        """Experiment definitions from the YAML folder registered in Redis (where the API reads them; a
+        status changed through the API is kept), and a report partition per experiment."""
+        registry = ExperimentRegistry(redis.client, redis.key_layout)
+        added = registry.import_folder(Path(experiments.definitions_dir))
+        stopped = [] if demo else stop_demo_experiment(registry)
+        every = registry.all()
+        known = set(context.instance.get_dynamic_partitions(EXPERIMENTS.name))
+        context.instance.add_dynamic_partitions(EXPERIMENTS.name, [e.id for e in every if e.id not in known])
+        return dg.MaterializeResult(
+            metadata={
+                "registered": len(every),
+                "running": ", ".join(e.id for e in every if e.status == "running") or "none",
+                "added_now": ", ".join(added) or "none",
+                "demo_experiment_stopped": ", ".join(stopped) or "none",
+            }
+        )
+
+    return experiment_definitions
+
+
+def stop_demo_experiment(registry: ExperimentRegistry) -> list[str]:
+    """Stop the demo's experiment if it is running (an earlier demo run in this Redis registered it);
+    returns the ids stopped. Without the synthetic source its listeners are real ones."""
+    demo = registry.get(DEMO_EXPERIMENT.stem)
+    if demo is None or demo.status != "running":
+        return []
+    registry.set_status(demo.id, "stopped")
+    return [demo.id]
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["serving_vectors", "experiment_definitions", "synthetic_events"])
@@ -109,9 +129,10 @@ def demo_experiment_events(
 def experiment_report(
     context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
-    """One experiment's analysis (sample ratio, guardrails, sequential and CUPED-adjusted lifts, power)
-    and its reports: summary.json and an Evidently HTML whose first screen is the verdict. Both are
-    also logged to the MLflow runs of the model versions under test."""
+    """One experiment's analysis, by its design (A/B: sample ratio, guardrails, sequential and
+    CUPED-adjusted lifts, power; interleaving: per-user preference and its sign test) and its reports:
+    summary.json and an Evidently HTML whose first screen is the verdict. Both are also logged to the
+    MLflow runs of the model versions under test."""
     experiment = ExperimentRegistry(redis.client, redis.key_layout).get(context.partition_key)
     if experiment is None:
         raise dg.Failure(f"experiment {context.partition_key} is not registered")
@@ -124,16 +145,14 @@ def experiment_report(
     for version in versions:
         mlflow.registry.log_report(version, out_dir, f"experiments/{experiment.id}")
     context.log.info("experiment %s: %s", experiment.id, result["verdict"])
-    primary = result["primary"][0] if result["primary"] else None
     return dg.MaterializeResult(
         metadata={
             "verdict": result["verdict"],
+            "design": experiment.design,
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in result["reasons"])),
-            "sample_ratio_mismatch": bool(result["sample_ratio"]["mismatch"]),
             "report": dg.MetadataValue.path(str(html_path)),
             "summary": dg.MetadataValue.path(str(summary_path)),
-            "primary_relative_lift": float(primary["relative_lift"]) if primary else float("nan"),
-            "primary_p_value": float(primary["adjusted_p_value"] or primary["p_value"]) if primary else float("nan"),
+            **headline(result),
             "logged_to_model_versions": ", ".join(versions) or "none",
         }
     )

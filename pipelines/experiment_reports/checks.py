@@ -6,7 +6,10 @@ from experiments.registry import ExperimentRegistry
 from pipelines.resources import RedisResource
 
 
-@dg.asset_check(asset="experiment_definitions")
+# after serving_vectors too: the state it judges is what both steps leave. Checked right after the
+# definitions, the first run judged aliases that step had not published yet (a red check on a healthy
+# first `make demo`, issue 21).
+@dg.asset_check(asset="experiment_definitions", additional_deps=["serving_vectors"])
 def running_experiments_are_servable(redis: RedisResource) -> dg.AssetCheckResult:
     """Each variant of a running experiment names a model the API can serve: a published version, or
     an alias that points at one (otherwise its users silently get the champion)."""

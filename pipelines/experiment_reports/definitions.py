@@ -5,13 +5,13 @@ import dagster as dg
 from core.settings import Settings
 from experiments.registry import ExperimentRegistry
 from pipelines.automation.jobs import tags
+from pipelines.automation.sensors import sensor_status
 from pipelines.experiment_reports import assets, checks
 from pipelines.resources import RedisResource
 
 reports_job = dg.define_asset_job("experiment_reports", selection=dg.AssetSelection.assets(assets.experiment_report), partitions_def=assets.EXPERIMENTS)
 
 
-@dg.sensor(job=reports_job, minimum_interval_seconds=600, default_status=dg.DefaultSensorStatus.RUNNING)
 def running_experiment_reports(context: dg.SensorEvaluationContext, redis: RedisResource):
     """Once a day, a fresh report for every running experiment (adding partitions for new ones)."""
     running = [e.id for e in ExperimentRegistry(redis.client, redis.key_layout).running()]
@@ -26,8 +26,11 @@ def running_experiment_reports(context: dg.SensorEvaluationContext, redis: Redis
 
 
 def build(settings: Settings) -> dg.Definitions:
-    demo = [assets.demo_experiment_events] if "synthetic" in settings.enabled_sources else []
+    synthetic = "synthetic" in settings.enabled_sources  # the demo's experiment runs on synthetic users only
+    demo = [assets.demo_experiment_events] if synthetic else []
     return dg.Definitions(
-        assets=[assets.experiment_definitions, *demo, assets.experiment_report], asset_checks=[checks.running_experiments_are_servable],
-        jobs=[reports_job], sensors=[running_experiment_reports],
+        assets=[assets.experiment_definitions_asset(synthetic), *demo, assets.experiment_report], asset_checks=[checks.running_experiments_are_servable],
+        jobs=[reports_job],
+        # started like every sensor: stopped when ECHOTUNE_AUTOMATION is off (it ran regardless, issue 21)
+        sensors=[dg.sensor(job=reports_job, minimum_interval_seconds=600, default_status=sensor_status(settings))(running_experiment_reports)],
     )

@@ -5,6 +5,7 @@ anything trains on them, and adds what it removed to each user's receipt."""
 import dagster as dg
 
 from core.erasure import erase_users, receipt_entries, sync_erasures
+from core.ingest.live_feedback import drain_lock
 from pipelines.resources import OfflineStoreResource, RedisResource
 
 
@@ -16,7 +17,8 @@ def user_erasures_asset(sources: list[str]) -> dg.AssetsDefinition:
         that lost its copy of the erasures gets it back from the offline log here."""
         tables = store.tables
         erasures = sync_erasures(tables, redis.client, redis.key_layout)
-        deleted, per_user = erase_users(tables, erasures)
+        with drain_lock(redis.client, redis.key_layout):  # it rewrites live event files: a drain meanwhile would lose its rows or undo these
+            deleted, per_user = erase_users(tables, erasures)
         for subject, counts in per_user.items():
             tables.erasures.append(subject, receipt_entries(counts, "offline_tables"))
         return dg.MaterializeResult(

@@ -7,6 +7,7 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
+from core.event_files import audit_event_file
 from core.ingest.live_feedback import drain_day, trim_dead_letters
 from core.ingest.service import ingest_history, ingest_interaction_logs
 from core.synthetic import SyntheticWorld
@@ -62,8 +63,9 @@ def feedback_events_asset(partitions: dg.DailyPartitionsDefinition) -> dg.Assets
     def feedback_events(
         context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, ingestion: IngestionResource
     ) -> dg.MaterializeResult:
-        """Feedback the API accepted on this day, drained from the Redis stream. Entries leave the
-        stream only after they are fsync'd to parquet, and never before the worker acknowledged them."""
+        """Feedback the API accepted on this day, drained from the Redis stream page by page. Entries
+        leave the stream only once they and every older entry are fsync'd to parquet, and never before
+        the worker acknowledged them; one drain of the stream runs at a time (core.ingest.live_feedback)."""
         day = date.fromisoformat(context.partition_key)
         result = drain_day(redis.client, redis.key_layout, store.tables, day)
         result.save_rejects(store.tables)
@@ -87,9 +89,7 @@ def _feedback_events_check(partitions: dg.DailyPartitionsDefinition) -> dg.Asset
     def feedback_events_are_valid(context: dg.AssetCheckExecutionContext, store: OfflineStoreResource) -> dg.AssetCheckResult:
         """Stored live events of the day have unique ids and every required field."""
         day = date.fromisoformat(context.partition_key)
-        events = store.tables.read_event_part(day, "live")
-        missing = int(events[["event_id", "user_id", "track_id", "type", "timestamp"]].isna().any(axis=1).sum())
-        duplicates = int(events["event_id"].duplicated().sum())
-        return dg.AssetCheckResult(passed=missing == 0 and duplicates == 0, metadata={"rows": len(events), "missing_fields": missing, "duplicate_ids": duplicates})
+        counts = audit_event_file(store.tables.event_partition(day) / "live.parquet", ["event_id", "user_id", "track_id", "type", "timestamp"])
+        return dg.AssetCheckResult(passed=counts["missing_fields"] == 0 and counts["duplicate_ids"] == 0, metadata=counts)
 
     return feedback_events_are_valid

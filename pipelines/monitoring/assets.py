@@ -5,18 +5,27 @@ from datetime import UTC, datetime
 import dagster as dg
 import pandas as pd
 
-from core.drift import measure, save_report
+from core.drift import WINDOW_DAYS, measure, save_report
 from core.model_registry import CHAMPION
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource
 
 GROUP = "monitoring"
 DRIFT_CHECK, BACKLOG_CHECK = "drift_within_threshold", "feedback_backlog_under_threshold"
+# After each drain, whichever day it drained. Not eager(): eager also waits until no partition of its
+# upstream is missing, and feedback_events has a daily partition for every day since
+# ECHOTUNE_PARTITIONS_START of which only days with stream entries are ever drained, so the monitor
+# never ran on its own (issue 21). Nor while a drain still runs: the next one's update asks again.
+AFTER_EACH_DRAIN = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after each drain")
 
 
 @dg.asset(
     group_name=GROUP, kinds={"evidently", "html"}, deps=["feedback_events"],
-    # after every drain: the retrain sensor reads the verdict
-    automation_condition=dg.AutomationCondition.eager(),
+    # the retrain sensor reads the verdict
+    automation_condition=AFTER_EACH_DRAIN,
     check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset="feedback_drift"), dg.AssetCheckSpec(BACKLOG_CHECK, asset="feedback_drift")],
 )  # fmt: skip
 def feedback_drift(
@@ -29,7 +38,9 @@ def feedback_drift(
     registry = mlflow.registry
     champion = registry.alias(CHAMPION)
     trained_until = int(registry.run_tags(champion).get("trained_until_ms", "0")) if champion else 0
-    result = measure(store.tables.read_events(), store.tables.read_tracks(), trained_until)
+    # only the days the two windows span: it runs after every drain, and the table grows every day
+    first_day = (pd.Timestamp(trained_until, unit="ms", tz="UTC") - pd.Timedelta(days=WINDOW_DAYS)).strftime("%Y-%m-%d")
+    result = measure(store.tables.read_events(since=first_day), store.tables.read_tracks(), trained_until, window_days=WINDOW_DAYS)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report = save_report(result, store.layout.reports / "drift", f"drift-{stamp}.html")
     exceeded = result.share is not None and result.share >= monitoring.drift_threshold

@@ -34,13 +34,16 @@ def _with_registry(state, method: str, *args):
 
 async def _call(state, method: str, *args):
     try:
-        return await asyncio.to_thread(_with_registry, state, method, *args)
+        result = await asyncio.to_thread(_with_registry, state, method, *args)
     except ExperimentConflict as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     except KeyError as exc:
         raise ApiError(404, "not_found", str(exc).strip("'\"")) from exc
     except ValueError as exc:  # a status move that is not allowed
         raise ApiError(422, "invalid_status_change", str(exc)) from exc
+    if method in ("put", "set_status"):
+        state.experiments.expire()  # the admin's next request through this process is already served by the change
+    return result
 
 
 @router.get("", response_model=list[Experiment], responses=ERRORS)

@@ -140,6 +140,9 @@ class ProcessResources:
             cpu.add_metric([str(pid)], times.user + times.system)
         yield memory
         yield cpu
+        yield GaugeMetricFamily(
+            "echotune_memory_limit_bytes", "The memory this process's container may use (its cgroup's limit, else the host's memory).", memory_limit_bytes()
+        )
 
     def _pids(self) -> list[int]:
         me = os.getpid()
@@ -152,6 +155,25 @@ class ProcessResources:
             else:
                 multiprocess.mark_process_dead(pid, str(self.multiproc_dir))
         return sorted(pids)
+
+
+# cgroup v2, then v1: where a container runtime (Docker, Kubernetes) writes the container's memory limit
+CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def memory_limit_bytes(candidates: tuple[Path, ...] = CGROUP_MEMORY_LIMITS) -> int:
+    """The memory limit of this process's container: the first cgroup limit in ``candidates`` that is
+    set, capped at the host's memory ("max" or v1's huge sentinel mean unlimited). The memory alert
+    compares the processes' resident memory with it (the ADR: above 80% for 10 minutes)."""
+    host = int(psutil.virtual_memory().total)
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return min(int(text), host)
+    return host
 
 
 def _pid_of(filename: str) -> int | None:

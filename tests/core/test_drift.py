@@ -49,3 +49,34 @@ def test_online_ctr_by_model_version():
 
     frame = pd.DataFrame({"type": ["recommendation_shown"] * 4 + ["recommendation_clicked"], "model_version": ["3", "3", "4", "4", "4"]})
     assert ctr_by_model_version(frame) == {"3": 0.0, "4": 0.5}
+
+
+def _likes_and_completions(history: pd.DataFrame, users, tracks_of, after: pd.Timestamp, prefix: str) -> pd.DataFrame:
+    """Each user likes and completes each of ``tracks_of(user)``: live feedback accepted after ``after``."""
+    rows = [{"user_id": u, "track_id": t, "type": kind} for u in users for t in tracks_of(u) for kind in ("like", "track_completed")]
+    live = pd.DataFrame(rows)
+    live["event_id"] = [f"{prefix}{i}" for i in range(len(live))]
+    live["timestamp"] = after + pd.to_timedelta(range(1, len(live) + 1), unit="s")
+    live["source"] = "api"
+    return live
+
+
+def test_the_issue_s_taste_shift_is_drift():
+    """Issue 21's scenario: 100 listeners (~100 earlier events each) like and complete 15 tracks each of
+    the genre they played least: the genre and the sound of what they play move far past Evidently's
+    thresholds (distances 0.2-0.8 where 0.1 is drift), so the check fails at the default threshold."""
+    world = SyntheticWorld.generate(1000, 150, seed=7)
+    history = world.events(15_000, days=30)
+    until = history["timestamp"].max()
+    genre = world.tracks.set_index("track_id")["genres"].map(lambda g: g[0])
+    users = history["user_id"].value_counts().index[:100]
+    played = history.assign(genre=history["track_id"].map(genre)).groupby("user_id")["genre"].value_counts()
+
+    def rare_genre_tracks(user):
+        rarest = min(genre.unique(), key=lambda g: played[user].get(g, 0))
+        return genre[genre == rarest].index[:15]
+
+    shift = _likes_and_completions(history, users, rare_genre_tracks, until, "shift")
+    shifted = measure(pd.concat([history, shift]), world.tracks, int(until.timestamp() * 1000))
+    assert len(shift) == 3_000 and shifted.current_events == 3_000
+    assert shifted.share >= 0.5 and {"genre", "energy", "acousticness", "valence", "danceability"} <= set(shifted.drifted)

@@ -200,6 +200,7 @@ def test_helm_values_configure_the_code_location_and_the_k8s_run_launcher():
     assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
     limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
     assert {"key": "echotune/training", "limit": 1} in limits, "one training run at a time"
+    assert {"key": "echotune/drain", "limit": 1} in limits, "one drain at a time, in the order the sensor asked"
     # the Kubernetes objects inside the values, checked as parts of a pod against the API schema
     code_location = _as_pod(
         {"securityContext": deployment["podSecurityContext"]},
@@ -250,5 +251,6 @@ def test_compose_dagster_instance_is_valid_and_uses_the_compose_database():
     assert compose["x-dagster-env"]["PGPASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
     limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
     assert {"key": "echotune/training", "limit": 1} in limits, "one training run at a time"
+    assert {"key": "echotune/drain", "limit": 1} in limits, "one drain at a time, in the order the sensor asked"
     init = (REPO / "deploy" / "compose" / "postgres-init.sql").read_text()
     assert "CREATE SCHEMA IF NOT EXISTS dagster;" in init and "CREATE SCHEMA IF NOT EXISTS mlflow;" in init

@@ -30,7 +30,7 @@ def test_validation_errors_are_clear():
 
 
 def test_demo_definition_loads():
-    from pathlib import Path
+    from experiments.simulation import DEMO_EXPERIMENT
 
-    exp = Experiment.from_yaml(Path(__file__).parents[2] / "experiments/definitions/demo-champion-vs-popularity.yaml")
+    exp = Experiment.from_yaml(DEMO_EXPERIMENT)
     assert [v.name for v in exp.variants] == ["control", "treatment"]

@@ -173,24 +173,36 @@ def _break(events: pd.DataFrame, how: str) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(
-    "how, message",
-    [("two tracks at one rank", "one track per rank"), ("a gap", "ranks must be 1..n without gaps"),
-     ("1-based positions", "ranks must be 1..n without gaps"), ("a track twice", "each track once per list"),
-     ("no request id", "no request_id"), ("no position", "no usable position"),
-     ("one request id for two users", "shared by several users or variants")],
+    "how, left_out",
+    [("two tracks at one rank", {"repeated_rank": ["req-0-0"]}), ("a gap", {"gap": ["req-0-0"]}),
+     ("1-based positions", {"gap": ["req-0-0"]}), ("a track twice", {"repeated_track": ["req-0-0"]}),
+     ("no request id", {"no_request_id": [], "gap": ["req-0-0"]}), ("no position", {"no_position": ["req-0-0"]}),
+     ("one request id for two users", {"shared_request_id": ["req-0-0"]})],
 )  # fmt: skip
-def test_lists_that_are_not_rankings_are_an_error_not_a_chart(how, message, tmp_path):
-    events, _ = served_events(n_users=9, lists_per_user=2)
+def test_lists_that_are_not_rankings_are_left_out_and_named_not_fatal(how, left_out, tmp_path):
+    """Issue 21 item 3: one list with a lost exposure or a track twice stopped the whole analysis, so no
+    verdict was written. Now ranking quality is computed over the complete lists (equal to the naive
+    reference over those), and the others are counted and named."""
+    events, truth = served_events(n_users=9, lists_per_user=2)
     broken = _break(events, how)
-    with pytest.raises(ServedListError, match=message):
-        served_lists(broken, "lists")
-    with pytest.raises(ServedListError, match=message):
-        analyse(spec(), broken)
-    # and write_report checks what it is handed before Evidently sees it
+    result, whole = analyse(spec(), broken), analyse(spec(), events)
+    assert (result["verdict"], result["reasons"]) == (whole["verdict"], whole["reasons"])  # the verdict of the log without the defect
+    assert {rule: found["examples"] for rule, found in result["incomplete_lists"].items()} == left_out
+    [caveat] = [c for c in result["caveats"] if "left out of ranking quality" in c]
+    assert "req-0-0" in caveat
+    gone = {"req-0-0", "req-3-0"} if how == "one request id for two users" else {"req-0-0"}
+    expected = naive_quality({r: t for r, t in truth.items() if r not in gone}, K)
+    for variant in VARIANTS:
+        assert result["ranking_quality"][variant]["lists"] == expected[variant]["lists"]
+        for key in METRIC_KEYS:
+            assert result["ranking_quality"][variant][key] == pytest.approx(expected[variant][key], abs=1e-12)
+    summary_path, html_path = write_report(result, served_tracks(broken, spec(), None), tmp_path)
+    assert json.loads(summary_path.read_text())["incomplete_lists"] == result["incomplete_lists"]
+    assert "left out of ranking quality" in html_path.read_text()
+    # write_report still checks what it is handed before Evidently sees it
     served = served_tracks(events, "lists", None)
-    duplicated = pd.concat([served, served.iloc[[0]]])
-    with pytest.raises(ServedListError):
-        write_report(analyse(spec(), events), duplicated, tmp_path)
+    with pytest.raises(ServedListError, match="not complete rankings: two tracks share one rank"):
+        write_report(analyse(spec(), events), pd.concat([served, served.iloc[[0]]]), tmp_path)
 
 
 def test_summary_json_is_strict_with_a_reason_for_every_null(tmp_path):
@@ -246,14 +258,17 @@ def test_cli_analyze_writes_per_list_ranking_quality_for_every_variant(tmp_path)
     assert expected["control"]["precision@10"] < expected["treatment"]["precision@10"] < expected["other"]["precision@10"]
 
 
-def test_cli_analyze_names_the_broken_list(tmp_path):
+def test_cli_analyze_gives_a_verdict_and_names_the_broken_list(tmp_path):
     events, _ = served_events(n_users=9, lists_per_user=2)
     events_file, definition = tmp_path / "events.csv", tmp_path / "lists.yaml"
     _break(events, "a gap").to_csv(events_file, index=False)
     definition.write_text(yaml.safe_dump(spec().model_dump(mode="json")))
     args = ["experiment", "analyze", "--definition", str(definition), "--events", str(events_file), "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code != 0 and "request 'req-0-0' holds ranks 1..10 with 9 tracks" in result.output, result.output
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["incomplete_lists"] == {"gap": {"lists": 1, "shown": 9, "examples": ["req-0-0"]}}
+    assert summary["ranking_quality"]["control"]["lists"] == 3 * 2 - 1
 
 
 def test_the_demo_simulation_serves_only_the_users_asked_for_and_clicks_by_taste():

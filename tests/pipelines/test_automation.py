@@ -132,3 +132,23 @@ def test_the_drift_monitor_reports_in_the_ui_and_checks_the_backlog(platform):
     assert meta["reference_events"].value > 0 and meta["stream_backlog"].value == 0
     checks = {e.asset_check_key.name: e.passed for e in run.get_asset_check_evaluations()}
     assert checks == {"drift_within_threshold": True, "feedback_backlog_under_threshold": True}
+
+
+def test_the_drift_monitor_runs_after_a_drain_of_any_day_on_its_own(platform):
+    """Regression (issue 21): under eager(), feedback_drift waited until no daily partition of
+    feedback_events was missing, which never happens (only days with stream entries are drained), so
+    it never ran unless launched by hand."""
+    settings, defs, instance = platform
+    drift = dg.AssetKey("feedback_drift")
+    quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert quiet.get_num_requested(drift) == 0  # nothing drained yet
+    stream = FeedbackStream(redis.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix))
+    stream.append([FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="play", event_id="d1").stamped()])
+    (request,) = evaluate(defs, instance, "drain_feedback", settings)[0].run_requests
+    assert defs.resolve_job_def("drain_feedback").execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags).success
+
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
+    assert after.get_num_requested(drift) == 1 and after.total_requested == 1  # the monitor, nothing else
+    assert defs.resolve_job_def("measure_drift").execute_in_process(instance=instance).success
+    handled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+    assert handled.get_num_requested(drift) == 0  # once per drain

@@ -25,12 +25,14 @@ def test_every_asset_group_has_checks(settings):
 
 
 def test_automation_is_on_by_default_and_off_leaves_everything_manual(settings):
+    """Every sensor and schedule of the code location, none excepted. Regression (issue 21): the
+    running_experiment_reports sensor started running whatever ECHOTUNE_AUTOMATION said."""
     on = build_defs(settings)
-    assert {s.name for s in on.sensors} >= {"drain_feedback", "retrain_when_needed", "follow_the_champion", "new_catalog_tracks", "asset_automation"}
-    loop = [s for s in on.sensors if s.name != "running_experiment_reports"] + list(on.schedules)
-    assert all(s.default_status.value == "RUNNING" for s in loop)
+    assert {s.name for s in on.sensors} >= {"drain_feedback", "retrain_when_needed", "follow_the_champion", "new_catalog_tracks", "asset_automation",
+                                            "running_experiment_reports"}  # fmt: skip
+    assert {s.name: s.default_status.value for s in [*on.sensors, *on.schedules]} == {s.name: "RUNNING" for s in [*on.sensors, *on.schedules]}
     off = build_defs(settings.model_copy(update={"automation": False}))
-    assert all(s.default_status.value == "STOPPED" for s in [*off.sensors, *off.schedules] if s.name != "running_experiment_reports")
+    assert {s.name: s.default_status.value for s in [*off.sensors, *off.schedules]} == {s.name: "STOPPED" for s in [*on.sensors, *on.schedules]}
 
 
 def test_sources_come_from_configuration(settings):

@@ -28,7 +28,7 @@ from echotune.cli import main
 from echotune.demo import _mlflow_backend
 from pipelines.automation.jobs import drain_job, everything_job, retrain_job
 from pipelines.definitions import build_defs, resources_from
-from pipelines.instance import TRAINING_TAG, instance_config, prepare_instance
+from pipelines.instance import DRAIN_TAG, TRAINING_TAG, instance_config, prepare_instance
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -95,7 +95,30 @@ def test_default_instance_is_sqlite_with_a_run_queue(settings):
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 2
-        assert [(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits] == [(TRAINING_TAG, 1)]
+        assert [(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits] == [(TRAINING_TAG, 1), (DRAIN_TAG, 1)]
+
+
+def test_drains_asked_for_in_one_tick_start_one_at_a_time_oldest_first(settings):
+    """The drain sensor asks for one run per day not yet stored, oldest first; two drains at once
+    would wait on each other's lock (core.ingest.live_feedback), so the queue starts them one by one,
+    first in first out."""
+    prepare_instance(settings)
+    defs = build_defs(settings)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="pipelines.definitions", working_directory=str(REPO)), "echotune")
+        remote = next(iter(origin.create_location(instance).get_repositories().values())).get_full_job(drain_job.name)
+        runs = [instance.create_run_for_job(defs.resolve_job_def(drain_job.name), status=dg.DagsterRunStatus.QUEUED, remote_job_origin=remote.get_remote_origin(),
+                                            tags={**remote.run_tags, "dagster/partition": day}) for day in ("2025-03-01", "2025-03-02")]  # fmt: skip
+        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+
+        def next_up() -> list[str]:
+            return [run.tags["dagster/partition"] for run in daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)]
+
+        assert next_up() == ["2025-03-01"]
+        instance.report_dagster_event(dg.DagsterEvent(event_type_value="PIPELINE_STARTING", job_name=drain_job.name), run_id=runs[0].run_id)
+        assert next_up() == []  # the second waits while the first runs
+        instance.report_run_failed(runs[0])
+        assert next_up() == ["2025-03-02"]
 
 
 def test_every_training_job_carries_the_tag_and_jobs_run_multiprocess(settings):

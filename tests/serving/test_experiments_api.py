@@ -69,3 +69,15 @@ def test_report_and_summary_are_served_once_written(client, settings):
     assert page.status_code == 200 and "Verdict: SHIP" in page.text and page.headers["content-type"].startswith("text/html")
     assert client.get("/experiments/home-test/summary").json() == {"verdict": "ship"}
     assert client.get("/experiments/..%2F..%2Fetc/report").status_code in (404, 422)
+
+
+def test_the_api_process_that_changes_an_experiment_serves_the_change_at_once(client, trained):
+    """An admin who starts or stops an experiment sees it in this process's next response, not up to
+    5 s later (the refresh interval other API processes keep)."""
+    _, graded = trained
+    user = graded["user_id"].iloc[0]
+    assert client.get(f"/recommendations/{user}", params={"count": 3}).json()["experiment"] is None  # loads the (empty) set now
+    assert client.post("/experiments", json={**SPEC, "status": "running"}, headers=ADMIN).status_code == 201
+    assert client.get(f"/recommendations/{user}", params={"count": 3}).json()["experiment"] == "home-test"
+    assert client.post("/experiments/home-test/stop", headers=ADMIN).status_code == 200
+    assert client.get(f"/recommendations/{user}", params={"count": 3}).json()["experiment"] is None
