@@ -4,8 +4,8 @@ Runs ``echotune pipeline`` in a scratch home on the synthetic world of ``bench/l
 1,000 listeners, 100,000 events over 30 days, its own embedded Redis), then starts ``echotune serve``
 and ``echotune worker`` and, through the API:
 
-1. stops the experiments the pipeline registered (the demo's popularity arm does not learn; issue 21
-   item 8 takes it off non-demo installs), so every listener below is served by the model;
+1. stops the experiment the synthetic source registers (the demo's; its popularity arm does not
+   learn), so every listener below is served by the model;
 2. picks the 100 listeners with the closest to 100 earlier events and the genre that fills the smallest
    share of their history, and measures that genre's share of their top-10 (``GET /recommendations``);
 3. each of them likes and completes 15 random tracks of the genre (3,000 events, ``POST /feedback``); once
@@ -15,9 +15,11 @@ and ``echotune worker`` and, through the API:
 
 Prints the three shares and the gate's verdict. Goals (issue 21): >= 30% from online learning alone,
 >= 50% with the new version. ``--half-life`` sets ``ECHOTUNE_RECENCY_HALF_LIFE_DAYS`` (default: the
-setting's); the pipeline takes about a minute on 2 cores, the rest well under one.
+setting's); ``--promote-anyway`` makes the new version champion by hand when the gate rejects it (the
+gate compares its held-out metric with the champion's, measured on other data); the pipeline takes
+about a minute on 2 cores, the rest well under one.
 
-    .venv/bin/python bench/taste_shift.py [--half-life DAYS] [--seed N]
+    .venv/bin/python bench/taste_shift.py [--half-life DAYS] [--genre NAME] [--seed N] [--promote-anyway]
 """
 
 from __future__ import annotations
@@ -95,8 +97,10 @@ def wait_applied(stream, accepted: int, timeout: float = 120) -> float:
     return time.monotonic() - started
 
 
-def retrain(settings) -> str:
-    """The live feedback drained, then the ``retrain`` job, in the home's Dagster instance; returns the gate's verdict."""
+def retrain(settings, promote_anyway: bool) -> str:
+    """The live feedback drained, then the ``retrain`` job, in the home's Dagster instance; returns the
+    gate's verdict. ``promote_anyway``: a version the gate rejected is made champion by hand (MLflow and
+    Redis, as ``echotune model rollback --to V`` does), to measure the learning apart from the gate."""
     import dagster as dg
 
     from core.contracts.redis_keys import RedisKeys
@@ -113,7 +117,17 @@ def retrain(settings) -> str:
         assert defs.resolve_job_def(drain_job.name).execute_in_process(instance=instance, partition_key=day.isoformat(), run_config=quiet).success
     result = defs.resolve_job_def(retrain_job.name).execute_in_process(instance=instance, run_config=quiet)
     model = next(e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key.path == ["recommender_model"])
-    return f"version {model['version'].value}: {model['promotion_reason'].value}"
+    verdict = f"version {model['version'].value}: {model['promotion_reason'].value}"
+    if promote_anyway and not model["promoted"].value:
+        from core import release
+        from core.model_registry import ModelRegistry
+        from core.vectorstore import VectorStore
+
+        s = settings
+        registry = ModelRegistry.open(s.mlflow_tracking_uri, s.mlflow_artifact_location, s.mlflow_experiment, s.registered_model)
+        release.rollback(registry, VectorStore(redis_client(s.redis_url), RedisKeys(s.redis_prefix)), to_version=str(model["version"].value))
+        verdict += "; made champion by hand (--promote-anyway)"
+    return verdict
 
 
 def main() -> None:
@@ -121,6 +135,7 @@ def main() -> None:
     parser.add_argument("--half-life", type=float, default=None, help="ECHOTUNE_RECENCY_HALF_LIFE_DAYS (default: the setting's default)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the tracks each listener takes to")
     parser.add_argument("--genre", default=None, help="the genre they take to (default: the one least in their history)")
+    parser.add_argument("--promote-anyway", action="store_true", help="make the retrained version champion even when the gate rejects it")
     args = parser.parse_args()
     with scratch_redis("taste") as (home, redis_url):
         port = free_port()
@@ -164,7 +179,7 @@ def main() -> None:
             print(f"posted {len(events):,} events, all applied {waited:.1f} s later; share from online learning alone: {online:.1%}", flush=True)
 
             started = time.monotonic()
-            verdict = retrain(settings)
+            verdict = retrain(settings, args.promote_anyway)
             deadline = time.monotonic() + 60
             while stack.top(listeners[0])["model_version"] in versions and time.monotonic() < deadline:
                 time.sleep(0.5)

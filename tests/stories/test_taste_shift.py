@@ -2,27 +2,24 @@
 model version, and the next version, retrained by the Dagster ``retrain`` job, keeps what they taught
 it, including what they did while it was being trained (issue 21, "Recent taste counts")."""
 
+import time
 from datetime import timedelta
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from core.contracts import RedisKeys
-from core.ingest.live_feedback import stream_days
-from core.model_registry import ModelRegistry
-from core.redis_clients import redis_client
+from core.contracts.events import SIMULATED_SOURCE
 from core.release import HALF_LIFE_PARAM
 from core.vectorstore import VectorStore
-from pipelines.automation.jobs import drain_job, everything_job, retrain_job
-from pipelines.definitions import build_defs
+from pipelines.automation.jobs import retrain_job
 from serving.main import create_app
 from serving.worker import FeedbackWorker
+from tests.stories.loop_support import CLIENT_KEY, Loop
 
 pytestmark = pytest.mark.slow
-CLIENT, ADMIN = "story-client-key-0123456789", "story-admin-key-0123456789"
+ADMIN_KEY = "story-admin-key-0123456789"
 LISTENERS, TRACKS_EACH, LATE = 20, 15, 5  # each takes to TRACKS_EACH tracks, then to LATE more while the retrain runs
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -31,6 +28,7 @@ def scenario(tables) -> tuple[list[str], str, dict[str, list[str]], pd.Timestamp
     """The listeners (about 100 earlier events each), the genre they played least among those with
     tracks enough to fill their lists, the tracks each takes to, and when the history ends."""
     tracks, events = pd.read_parquet(tables / "tracks.parquet"), pd.read_parquet(tables / "events")
+    events = events[events["source"] != SIMULATED_SOURCE]  # their listening (not the demo experiment's simulation of it)
     genre_of = tracks.set_index("track_id")["genres"].map(lambda g: g[0])
     heard = events[events["type"] != "recommendation_shown"]
     sizes = heard.groupby("user_id").size()
@@ -69,35 +67,36 @@ def work(worker: FeedbackWorker) -> None:
 
 def test_a_taste_shift_is_followed_online_and_kept_by_the_next_version(settings):
     settings = settings.model_copy(update={
-        "synth_tracks": 1500, "synth_users": 300, "synth_events": 30_000, "synth_days": 30, "train_params": {},
-        "api_keys": f"{CLIENT}:client,{ADMIN}:admin", "rate_limit_per_minute": 100_000, "automation": False})  # fmt: skip
-    instance, defs = dg.DagsterInstance.ephemeral(), build_defs(settings)
-    assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance, run_config=QUIET).success  # version 1, champion
-    with TestClient(create_app(settings), headers={"X-API-Key": ADMIN}) as admin:  # the demo's popularity arm learns nothing: off, as on a user's install
-        for experiment in admin.get("/experiments").json():
-            assert admin.post(f"/experiments/{experiment['id']}/stop").status_code == 200
+        "synth_tracks": 1000, "synth_users": 200, "synth_events": 20_000, "synth_days": 30, "train_params": {},
+        "api_keys": f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin", "rate_limit_per_minute": 100_000, "retrain_after_events": 10**9})  # fmt: skip
+    loop = Loop.first_run(settings)  # version 1, champion
     listeners, genre, chosen, history_end = scenario(settings.layout.tables)
-    keys = RedisKeys(settings.redis_prefix)
-    r = redis_client(settings.redis_url, settings.redis_cluster)
-    worker = FeedbackWorker(r, keys, consumer="story", batch=500, block_ms=10)
+    worker = FeedbackWorker(loop.redis, loop.keys, consumer="story", batch=500, block_ms=10)
 
-    with TestClient(create_app(settings), headers={"X-API-Key": CLIENT}) as client:
+    with TestClient(create_app(settings), headers={"X-API-Key": CLIENT_KEY}) as client:
+        for experiment in client.get("/experiments").json():  # the demo's popularity arm learns nothing: off, as on a user's own data
+            assert client.post(f"/experiments/{experiment['id']}/stop", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
         before, _ = share(client, listeners, genre)
         post(client, chosen, slice(0, TRACKS_EACH), history_end + timedelta(seconds=1))
         work(worker)
         online, versions = share(client, listeners, genre)
         assert versions == {"1"} and online >= 0.30, f"'{genre}' in the listeners' top-10: {before:.0%}, online learning alone {online:.0%}"
 
-        for day in stream_days(r, keys):  # what the drain sensor asks for
-            assert defs.resolve_job_def(drain_job.name).execute_in_process(instance=instance, partition_key=day.isoformat(), run_config=QUIET).success
+        client.portal.call(client.app.state.echotune.flush_exposures)  # the lists it served, as its 0.2 s flush does
+        work(worker)
+        for request in loop.tick("drain_feedback").run_requests:
+            loop.launch(request, "drain_feedback")
         post(client, chosen, slice(TRACKS_EACH, None), history_end + timedelta(seconds=2))  # after the drain: not in version 2's data
         work(worker)
-        assert defs.resolve_job_def(retrain_job.name).execute_in_process(instance=instance, run_config=QUIET).success
-        registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+        assert loop.defs.resolve_job_def(retrain_job.name).execute_in_process(instance=loop.instance, run_config=QUIET).success
+        registry = loop.registry
         assert registry.alias("champion") == "2", registry.version_tags("2").get("promotion_reason")
         assert float(registry.run_params("2")[HALF_LIFE_PARAM]) == settings.recency_half_life_days == 21.0
-        assert float(VectorStore(r, keys).meta("2")[HALF_LIFE_PARAM]) == 21.0  # the worker learns against version 2 as it was trained
+        assert float(VectorStore(loop.redis, loop.keys).meta("2")[HALF_LIFE_PARAM]) == 21.0  # the worker learns against version 2 as it was trained
         work(worker)  # no event of theirs: the worker carries what they did meanwhile into version 2
         assert worker.carry_over.done == "2" and worker.carry_over.carried == len(listeners)
+        deadline = time.monotonic() + 10  # the running API checks the champion alias every 2 s
+        while (versions := share(client, listeners, genre)[1]) != {"2"} and time.monotonic() < deadline:
+            pass
         after, versions = share(client, listeners, genre)
         assert versions == {"2"} and after >= 0.50, f"'{genre}': {before:.0%} -> online {online:.0%} -> new version {after:.0%}"
