@@ -144,6 +144,11 @@ class ModelRegistry:
         run_id = self.client.get_model_version(self.name, version).run_id
         return dict(self.client.get_run(run_id).data.metrics) if run_id else {}
 
+    def run_params(self, version: str) -> dict[str, str]:
+        """The params logged by the run that produced a model version (as MLflow stores them: text)."""
+        run_id = self.client.get_model_version(self.name, version).run_id
+        return dict(self.client.get_run(run_id).data.params) if run_id else {}
+
     def run_tags(self, version: str) -> dict[str, str]:
         """The tags of the run that produced a model version."""
         run_id = self.client.get_model_version(self.name, version).run_id

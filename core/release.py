@@ -36,12 +36,17 @@ from models.registry import load
 from models.training import TrainingResult
 
 ALIASES = (CHAMPION, CHALLENGER)
+# the MLflow param (and published meta field) of the recency half-life a version's data was weighted with
+HALF_LIFE_PARAM = "recency_half_life_days"
 
 
-def register(registry: ModelRegistry, result: TrainingResult, model_dir: Path, tags: dict[str, str]) -> Registration:
-    """Log a trained model (its held-out metrics next to popularity's) as a new version: ``challenger``."""
+def register(
+    registry: ModelRegistry, result: TrainingResult, model_dir: Path, tags: dict[str, str], weighting: dict[str, float] | None = None
+) -> Registration:
+    """Log a trained model (its held-out metrics next to popularity's) as a new version: ``challenger``.
+    ``weighting``: how its training data was weighted (e.g. ``HALF_LIFE_PARAM``), logged with its params."""
     metrics = {**result.metrics, **{f"popularity_{k}": v for k, v in result.baseline_metrics.items()}, "fit_seconds": result.fit_seconds}
-    record = registry.log_version(model_dir, result.algorithm, result.params, metrics, tags)
+    record = registry.log_version(model_dir, result.algorithm, {**result.params, **(weighting or {})}, metrics, tags)
     registry.set_alias(CHALLENGER, record.version)
     return record
 
@@ -84,13 +89,14 @@ def index_version(registry: ModelRegistry, version: str, model: Recommender) -> 
 
 def publish(
     store: VectorStore, version: str, model: Recommender, catalog: pd.DataFrame, trained_until_ms: int = 0,
-    registered_model: str = "", alias: str | None = None, erased: ErasureLog | None = None,
+    registered_model: str = "", alias: str | None = None, erased: ErasureLog | None = None, half_life_days: float | None = None,
 ) -> dict[str, int]:  # fmt: skip
     """Write every artefact of ``version`` to Redis: item table and vectors, similarity vectors, the
     fold-in the feedback worker learns with, user vectors (none for users ``erased`` names: a model
     trained before their erasure still holds them). Moves ``alias`` to it afterwards when given. ``trained_until_ms``: the
-    newest event in the model's data (the worker folds in newer ones). Raises ValueError for a model
-    that cannot be served (see ``Recommender.servable``)."""
+    newest event in the model's data (the worker folds in newer ones); ``half_life_days``: the recency
+    half-life its data was weighted with (the worker weighs live events alike; None: no decay). Raises
+    ValueError for a model that cannot be served (see ``Recommender.servable``)."""
     if not model.servable:
         raise ValueError(f"{model.name} models cannot be served: {model.not_servable_because}")
     fold = model.fold_in()
@@ -101,7 +107,8 @@ def publish(
         user_ids, user_vectors = user_ids[keep], user_vectors[keep]
     counts = store.publish(
         version, served_items(catalog, model), model.item_vectors(), user_ids, user_vectors,
-        meta={"algorithm": model.name, "registered_model": registered_model, "trained_until": str(int(trained_until_ms))},
+        meta={"algorithm": model.name, "registered_model": registered_model, "trained_until": str(int(trained_until_ms)),
+              HALF_LIFE_PARAM: str(float(half_life_days or 0))},
         similarity_vectors=model.similarity_vectors(), fold_in=(fold.matrix, fold.tail),
     )  # fmt: skip
     if alias is not None:
@@ -126,11 +133,12 @@ def publish_aliases(
             if version not in store.versions():
                 model = load(registry.download(version, Path(tmp) / version))
                 trained_until = int(registry.run_tags(version).get("trained_until_ms", "0"))
+                half_life = float(registry.run_params(version).get(HALF_LIFE_PARAM) or 0)  # versions trained before it: none
                 # before the vectors: the API finds the index once it sees them; built once per version (a second
                 # store, or a Redis that lost the version, reuses the logged one)
                 if ann_min_tracks is not None and len(model.item_ids) >= ann_min_tracks and not registry.has_ann_index(version):
                     index_version(registry, version, model)
-                publish(store, version, model, catalog, trained_until, registered_model=registry.name, erased=erased)
+                publish(store, version, model, catalog, trained_until, registered_model=registry.name, erased=erased, half_life_days=half_life)
             store.set_alias(alias, version)
             published[alias] = version
     return published

@@ -21,6 +21,17 @@ with training weight ``log1p(s)`` (repeat listens count, with diminishing return
 in Last.fm or generic logs) get ``log1p(count)`` directly (:func:`count_weights`); a table that already
 has a ``weight`` column keeps it (:func:`table_weights`).
 
+Recent listening counts more (:func:`recency_decay`, :func:`fading_weights`): with a half-life ``h``,
+each event adds to its pair's weight what it adds to ``log1p(score)`` (the score just after it, minus
+just before it), times ``2 ** ((t - reference) / h)``; the reference is the newest event of the training
+data (never the wall clock). Without a half-life the additions telescope to ``log1p(score)``: the
+weights above, exactly. A taste of last month then outweighs a year-old one; what a user heard only long
+ago keeps its internal proportions (every weight of theirs shrinks by the same factor); and the feedback
+worker folds a live event in with the same factor against the served version's reference, so online
+learning is the continuation of training (:mod:`models.online_update`), and a uniform passing of time
+only rescales a user's vector. Pairs whose weight fades to 0 or below (a recent skip after old plays)
+are negatives. Rows without a time count as if at the reference (Last.fm's listen counts carry none).
+
 Algorithms take these weights as they are: EASE and low-rank EASE use them as the matrix entries,
 LightFM as sample weights of binary positives, popularity and genre popularity count users with a
 positive weight, the content model averages item vectors with them. None re-weights them.
@@ -58,10 +69,57 @@ def event_contributions(events: pd.DataFrame, durations: pd.Series | None = None
     return np.nan_to_num(out)
 
 
-def graded_interactions(events: pd.DataFrame, durations: pd.Series | None = None) -> pd.DataFrame:
+DAY_MS = 86_400_000
+# a factor of 2**±60 at most: weights stay finite and float32 user vectors keep their precision
+_MAX_HALF_LIVES = 60.0
+
+
+def recency_decay(event_ms: np.ndarray | float, reference_ms: float, half_life_days: float | None) -> np.ndarray:
+    """How much an event at ``event_ms`` (epoch ms) counts against ``reference_ms``: ``2 ** ((event_ms -
+    reference_ms) / half-life)``, so 1 at the reference, 1/2 one half-life before it, 2 one half-life
+    after it (a live event folded into a version trained earlier). ``half_life_days`` None or 0: no decay;
+    an event without a time (NaN) counts 1. Exponents are clipped to ±60 half-lives."""
+    t = np.asarray(event_ms, dtype=np.float64)
+    if not half_life_days:
+        return np.ones(t.shape)
+    halves = np.clip((t - float(reference_ms)) / (float(half_life_days) * DAY_MS), -_MAX_HALF_LIVES, _MAX_HALF_LIVES)
+    return np.where(np.isfinite(halves), np.exp2(halves), 1.0)
+
+
+def positive_log1p(score: np.ndarray) -> np.ndarray:
+    """The training weight of a pair's score: ``log1p`` above zero, 0 at or below (a negative)."""
+    return np.log1p(np.maximum(np.asarray(score, dtype=np.float64), 0.0))
+
+
+def fading_weights(pairs: np.ndarray, values: np.ndarray, times_ms: np.ndarray, grade, decay: np.ndarray) -> np.ndarray:
+    """Per pair (``pairs``: a code 0..n-1 per row), the sum over its rows in time order of ``grade(running
+    total after the row) - grade(running total before it)``, each times the row's ``decay``. With every
+    decay 1 the sum telescopes to ``grade(total)``. Rows of one pair at the same time keep their order."""
+    pairs = np.asarray(pairs, dtype=np.int64)
+    order = np.lexsort((np.nan_to_num(np.asarray(times_ms, dtype=np.float64), nan=np.inf), pairs))
+    owner = pairs[order]
+    running = pd.Series(np.asarray(values, dtype=np.float64)[order]).groupby(owner).cumsum().to_numpy()
+    graded = grade(running)
+    before = np.concatenate([[0.0], graded[:-1]])
+    before[np.concatenate([[True], owner[1:] != owner[:-1]])] = 0.0  # a pair's first row starts from nothing
+    n = int(pairs.max()) + 1 if len(pairs) else 0
+    return np.bincount(owner, weights=(graded - before) * np.asarray(decay, dtype=np.float64)[order], minlength=n)
+
+
+def timestamps_ms(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Epoch milliseconds of timestamps (NaN where there is none)."""
+    when = pd.to_datetime(pd.Series(np.asarray(values)), utc=True, errors="coerce")
+    return np.where(when.notna(), when.astype("int64") / 1e6, np.nan)
+
+
+def graded_interactions(
+    events: pd.DataFrame, durations: pd.Series | None = None, half_life_days: float | None = None, reference_ms: float | None = None
+) -> pd.DataFrame:
     """Aggregate events to one row per (user_id, item_id): score, weight, events, last timestamp.
 
-    ``weight`` is ``log1p(score)`` for positives and 0 for negatives; ``positive`` says which.
+    ``weight`` is ``log1p(score)`` for positives and 0 for negatives; ``positive`` says which. With
+    ``half_life_days``, the weight fades with the age of each event against ``reference_ms`` (default:
+    the newest event given; see the module docstring), and a pair is positive when its weight is.
     """
     frame = pd.DataFrame(
         {
@@ -73,10 +131,17 @@ def graded_interactions(events: pd.DataFrame, durations: pd.Series | None = None
     )
     # exposures say nothing about preference: a pair seen only in a slate is not an interaction
     frame = frame[(events["type"] != "recommendation_shown").to_numpy()]
-    grouped = frame.groupby(["user_id", "item_id"], sort=False).agg(
-        score=("score", "sum"), events=("score", "size"), timestamp=("timestamp", "max")
-    )
+    groups = frame.groupby(["user_id", "item_id"], sort=False)
+    grouped = groups.agg(score=("score", "sum"), events=("score", "size"), timestamp=("timestamp", "max"))
     grouped = grouped.reset_index()
+    if half_life_days:
+        when = timestamps_ms(frame["timestamp"])
+        reference = reference_ms if reference_ms is not None else (np.nanmax(when) if np.isfinite(when).any() else 0.0)
+        weight = fading_weights(groups.ngroup().to_numpy(), frame["score"].to_numpy(), when, positive_log1p,
+                                recency_decay(when, reference, half_life_days))  # fmt: skip
+        grouped["weight"] = np.maximum(weight, 0.0).astype(np.float32)
+        grouped["positive"] = grouped["weight"] > 0
+        return grouped[["user_id", "item_id", "score", "events", "timestamp", "positive", "weight"]]
     grouped["positive"] = grouped["score"] > 0
     grouped["weight"] = np.where(grouped["positive"], np.log1p(grouped["score"].clip(lower=0)), 0.0).astype(np.float32)
     return grouped

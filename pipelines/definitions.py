@@ -47,7 +47,8 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             tracks=settings.synth_tracks, users=settings.synth_users, events=settings.synth_events,
             days=settings.synth_days, seed=settings.synth_seed,
         ),  # fmt: skip
-        "training": TrainingResource(algorithm=settings.algorithm, params_json=json.dumps(settings.train_params)),
+        "training": TrainingResource(algorithm=settings.algorithm, params_json=json.dumps(settings.train_params),
+                                     recency_half_life_days=settings.recency_half_life_days),  # fmt: skip
         "ingestion": IngestionResource(
             track_files=[str(p) for p in settings.paths(settings.track_files)],
             history_files=[str(p) for p in settings.paths(settings.history_files)],

@@ -124,6 +124,9 @@ class TrainingResource(dg.ConfigurableResource):
     algorithm: str = "lowrank_ease"
     params_json: str = "{}"
     k: int = 10
+    # interactions weigh half as much per this many days before the newest one (0: no decay); recorded
+    # in each version's MLflow params and published with it, so the worker learns as it was trained
+    recency_half_life_days: float = 21.0
 
     def params(self) -> dict:
         import json

@@ -79,7 +79,7 @@ class RedisKeys:
         return f"{self.root}:user:{{u:{user_id}}}:online"
 
     def user_recent_events(self, user_id: str) -> str:
-        """List: the user's latest events as JSON [accepted_ms, track_id, contribution] (re-fold on a new version)."""
+        """List: the user's latest events as JSON [event_ms, track_id, contribution], newest first (re-fold on a new version)."""
         return f"{self.root}:user:{{u:{user_id}}}:recent"
 
     def user_applied_events(self, user_id: str) -> str:

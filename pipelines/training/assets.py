@@ -19,9 +19,10 @@ REASON_TAG = "echotune/reason"
 
 def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
     @dg.asset(name="interactions", group_name="training", kinds={"parquet"}, deps=["tracks", "user_erasures", *sources])
-    def interactions(store: OfflineStoreResource) -> dg.MaterializeResult:
-        """Graded (user, item) pairs: events weighted by ``models.weighting`` plus every interaction log."""
-        graded, inputs = build_interactions(store.tables)
+    def interactions(store: OfflineStoreResource, training: TrainingResource) -> dg.MaterializeResult:
+        """Graded (user, item) pairs: events weighted by ``models.weighting`` plus every interaction log,
+        recent ones weighing more (half-life ``ECHOTUNE_RECENCY_HALF_LIFE_DAYS`` before the newest)."""
+        graded, inputs = build_interactions(store.tables, training.recency_half_life_days)
         store.tables.write_interactions(graded)
         catalog = set(store.tables.read_tracks()["track_id"])
         return dg.MaterializeResult(
@@ -31,6 +32,7 @@ def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
                 "items": int(graded["item_id"].nunique()),
                 "items_outside_catalog": int((~graded["item_id"].drop_duplicates().isin(catalog)).sum()),
                 "positive_share": float(graded["positive"].mean()) if len(graded) else 0.0,
+                "recency_half_life_days": training.recency_half_life_days,
                 **{f"rows_{k}": v for k, v in inputs.items()},
             }
         )
@@ -56,6 +58,7 @@ def recommender_model(
             registry, result, result.model.save(Path(tmp) / "model"),
             tags={"dataset_fingerprint": result.fingerprint, "dagster_run_id": context.run_id, "refit_on_all_data": "true",
                   "trained_until_ms": trained_until},
+            weighting={release.HALF_LIFE_PARAM: training.recency_half_life_days},
         )  # fmt: skip
     metric = f"test_{mlflow.promotion_metric}"
     decision = release.gate(registry, record.version, result, metric, mlflow.promotion_margin, erasures=store.tables.erasures.subjects())

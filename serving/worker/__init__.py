@@ -11,9 +11,11 @@ It reads the feedback stream as a member of a Redis consumer group (:mod:`.consu
 2. **Compute** the new vectors against the fixed item vectors of the served (champion) version
    (:mod:`.served_model`; :mod:`.online_learning` calls the pure maths of :mod:`models.online_update`,
    the incremental moves of the whole batch at once per model version):
-   ``user += Δweight * fold_in[track]`` per event (:mod:`models.foldin`), with the same grading as
-   training (:mod:`models.weighting`). When the served version changed, the user is re-folded: the
-   trained vector of the new version plus the user's events newer than that model's data.
+   ``user += Δweight * fold_in[track]`` per event (:mod:`models.foldin`), with the same grading and
+   recency decay as training (:mod:`models.weighting`). When the served version changed, the user is
+   re-folded: the trained vector of the new version plus the user's events newer than that model's
+   data; users with such events are re-folded into a new champion without waiting for their next
+   event (:mod:`.carry_over`).
 3. **Store** each user's update with one script (:mod:`.user_state`) that first checks the revision
    read in step 1 (another worker got there first: :mod:`.online_learning` reads again) and that none
    of the events is applied yet, then marks them applied, writes the vector and the played set, all in

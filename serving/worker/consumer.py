@@ -19,6 +19,7 @@ from core.erasure_log import ErasureLog
 from core.redis_clients import is_cluster
 from core.vectorstore import VectorStore
 from models.online_update import ONLINE_BOOST
+from serving.worker.carry_over import CarryOver
 from serving.worker.connection import BLOCK_MS, is_transient
 from serving.worker.counting import EventCounter, Handled
 from serving.worker.erasures import ErasedSubjects
@@ -69,6 +70,7 @@ class FeedbackWorker:
         self.heartbeat = Heartbeat(client, keys, self.consumer, clock)
         # erased users' queued events are dropped; None (no offline store at hand, e.g. some tests): not checked
         self.erasures = ErasedSubjects(client, keys, erasure_log)
+        self.carry_over = CarryOver(self.learner, self.erasures, online_boost)  # a new champion starts from users' online state
         self._checked_model = float("-inf")
         self._claimed_at = float("-inf")
         self._group_ready = False
@@ -139,8 +141,9 @@ class FeedbackWorker:
 
     def step(self) -> int:
         """One round: heartbeat, the batch a failure interrupted (if any), now and then reclaiming stale
-        entries, then read-process-acknowledge. Returns the entries handled. Raises what Redis raised
-        (the caller retries)."""
+        entries, then read-process-acknowledge, then a page of users carried into a newly served
+        champion (:mod:`.carry_over`). Returns the entries handled. Raises what Redis raised (the caller
+        retries)."""
         self.heartbeat.beat()
         if not self._group_ready:
             self.ensure_group()
@@ -152,9 +155,12 @@ class FeedbackWorker:
         if self.clock.monotonic() - self._claimed_at > 5.0:
             self._claimed_at = self.clock.monotonic()
             processed += self.reclaim()
-        reply = self.r.xreadgroup(GROUP, self.consumer, {self.keys.feedback_stream(): ">"}, count=self.batch, block=self.block_ms)
+        carrying = self.carry_over.pending(self.served)  # no wait for entries while users are to be carried over
+        reply = self.r.xreadgroup(GROUP, self.consumer, {self.keys.feedback_stream(): ">"}, count=self.batch, block=None if carrying else self.block_ms)
         for _, entries in reply or []:
             processed += self.process(entries)
+        if carrying:
+            self.carry_over.step(self.served, self.others)
         return processed
 
     def reclaim(self) -> int:

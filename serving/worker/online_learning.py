@@ -2,6 +2,7 @@
 
 The maths is :mod:`models.online_update`; the Redis side is :mod:`serving.worker.user_state`. This
 module joins them and retries the users whose state another worker changed between read and store.
+The same path re-folds users into a newly served version without an event of theirs (:meth:`OnlineLearner.refold`).
 """
 
 from __future__ import annotations
@@ -48,18 +49,34 @@ class OnlineLearner:
             pd.DataFrame([e.row for e in events]), served.durations if served else None
         )  # fmt: skip
         contribution = {id(e): float(c) for e, c in zip(events, contributions)}
-        pending = dict(by_user)
+        self._rounds(dict(by_user), contribution, served, online_boost, others if served else ())
+
+    def refold(self, users: Sequence[str], served: ServedModel, online_boost: float, others: Sequence[ServedModel] = ()) -> int:
+        """Re-fold ``users`` into ``served`` (and each of ``others``) now, without waiting for an event of
+        theirs: a newly served version starts from their online state (its trained vector plus the events
+        they gave after its training data). Users whose vectors of those versions carry their updates
+        already, or who gave nothing newer, are left as they are. Returns how many were re-folded; raises
+        ConflictingUpdates as :meth:`apply`."""
+        return self._rounds({user: [] for user in users}, {}, served, online_boost, others)
+
+    def _rounds(
+        self, pending: dict[str, list[Event]], contribution: Mapping[int, float], served: ServedModel | None, online_boost: float,
+        others: Sequence[ServedModel],
+    ) -> int:  # fmt: skip
+        stored = 0
         for _ in range(ROUNDS):  # optimistic concurrency: users another worker touched meanwhile go again
             if not pending:
-                return
-            pending = self._apply_round(pending, contribution, served, online_boost, others if served else ())
+                return stored
+            pending, done = self._apply_round(pending, contribution, served, online_boost, others)
+            stored += done
         raise ConflictingUpdates(f"{len(pending)} users kept conflicting; their entries stay pending for another try")
 
     def _apply_round(
         self, users: dict[str, list[Event]], contribution: Mapping[int, float], served: ServedModel | None, online_boost: float,
         others: Sequence[ServedModel],
-    ) -> dict[str, list[Event]]:
-        """One read-compute-store of ``users``; returns those whose state changed meanwhile."""
+    ) -> tuple[dict[str, list[Event]], int]:
+        """One read-compute-store of ``users`` (user -> their events; none: a re-fold only); returns those
+        whose state changed meanwhile, and how many updates were stored."""
         version = served.version if served else ""
         # a version whose vector does not carry the user's online updates yet is re-folded: the user's
         # trained vector of it plus their remembered events newer than its training data (state.recent)
@@ -68,7 +85,7 @@ class OnlineLearner:
         for user, events in users.items():
             state = states[user]
             fresh = [e for e in events if e.event_id not in state.applied_event_ids]
-            if fresh:
+            if fresh or (served is not None and not events and _behind(state, (served, *others))):
                 contributions = [contribution[id(e)] for e in fresh]
                 updates.append(_user_update(user, state, fresh, contributions, served, others, steps))
         steps.apply()
@@ -82,7 +99,7 @@ class OnlineLearner:
                 self._latency.write("".join(f"{now - e.accepted_ms:.1f}\n" for e in update.events))
         if self._latency is not None:
             self._latency.flush()
-        return conflicts
+        return conflicts, sum(stored)
 
 
 class Increments:
@@ -92,23 +109,30 @@ class Increments:
 
     def __init__(self, online_boost: float) -> None:
         self.online_boost = online_boost
-        self.pending: dict[str, tuple[ServedModel, list[tuple[UserUpdate, np.ndarray, UserState, list[tuple[str, float]]]]]] = {}
+        self.pending: dict[str, tuple[ServedModel, list[tuple[UserUpdate, np.ndarray, UserState, list[tuple[str, float, int]]]]]] = {}
 
-    def add(self, model: ServedModel, update: UserUpdate, start: np.ndarray, state: UserState, events: list[tuple[str, float]]) -> None:
+    def add(self, model: ServedModel, update: UserUpdate, start: np.ndarray, state: UserState, events: list[tuple[str, float, int]]) -> None:
         """Move ``update``'s vector of ``model`` from ``start`` by ``events`` at :meth:`apply`."""
         self.pending.setdefault(model.version, (model, []))[1].append((update, start, state, events))
 
     def apply(self) -> None:
         for model, moves in self.pending.values():
-            events = [(i, track, c) for i, (_, _, _, evs) in enumerate(moves) for track, c in evs]
+            events = [(i, track, c, ms) for i, (_, _, _, evs) in enumerate(moves) for track, c, ms in evs]
             vectors = increment_many(np.stack([start for _, start, _, _ in moves]), events, [state.online_scores for _, _, state, _ in moves],
-                                     fold=model.fold, index=model.index, online_boost=self.online_boost)  # fmt: skip
+                                     fold=model.fold, index=model.index, recency=model.recency, online_boost=self.online_boost)  # fmt: skip
             for (update, _, _, _), vector in zip(moves, vectors):
                 if model.version == update.version:
                     update.vector = vector
                 else:
                     update.others[model.version] = vector
         self.pending.clear()
+
+
+def _behind(state: UserState, models: Sequence[ServedModel]) -> bool:
+    """Whether a version of ``models`` whose vector does not carry the user's updates has not learnt
+    some of their remembered events (newer than its training data)."""
+    behind = [m.trained_until_ms for m in models if m.version not in state.folded]
+    return bool(behind) and any(ms > until for ms, _, _ in state.recent or () for until in behind)
 
 
 def _user_update(
@@ -131,13 +155,13 @@ def _user_update(
     if served is None:
         return update
     update.known = {e.track_id for e in fresh if e.track_id in served.index}
-    events = [(e.track_id, c) for e, c in zip(fresh, contributions)]
+    events = [(e.track_id, c, e.event_ms) for e, c in zip(fresh, contributions)]
     for model in (served, *others):
         vector = state.vector if model is served else state.others.get(model.version)
         start = vector if vector is not None else model.fold.tail.copy()
         if model.version not in state.folded:
-            start, scores = refold(start, events, state.recent or [], model.trained_until_ms,
-                                   fold=model.fold, index=model.index, online_boost=steps.online_boost)  # fmt: skip
+            start, scores = refold(start, events, state.recent or [], fold=model.fold, index=model.index, recency=model.recency,
+                                   online_boost=steps.online_boost)  # fmt: skip
             if model is served:
                 update.online_scores = {track: score for track, score in scores.items() if track in served.index}
         elif start.shape[0] == model.fold.matrix.shape[1]:
@@ -153,7 +177,7 @@ def _user_update(
         update.scores_after = dict(update.online_scores)
     elif state.complete:
         update.scores_after = dict(state.online_scores)
-        for track, contribution in events:
+        for track, contribution, _ in events:
             if track in update.known:  # the store adds to the scores of the served catalog's tracks only
                 update.scores_after[track] = update.scores_after.get(track, 0.0) + contribution
     return update

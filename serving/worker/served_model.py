@@ -8,6 +8,7 @@ import pandas as pd
 
 from core.vectorstore import VectorStore
 from models.foldin import FoldIn
+from models.online_update import Recency
 
 
 @dataclass
@@ -20,6 +21,12 @@ class ServedModel:
     durations: pd.Series  # duration_ms by track id: plays are graded by how much of the track was heard
     trained_until_ms: int  # newest event the version learnt from: a re-fold replays only later ones
     catalog_revision: int = 0  # bumped when new tracks joined the version (core.vectorstore.VectorStore.extend)
+    half_life_days: float | None = None  # the recency half-life the version was trained with (None: none)
+
+    @property
+    def recency(self) -> Recency:
+        """How this version weighs an event by its time (as its training did)."""
+        return Recency(self.trained_until_ms, self.half_life_days)
 
 
 def load_served_model(store: VectorStore, version: str) -> ServedModel | None:
@@ -31,5 +38,6 @@ def load_served_model(store: VectorStore, version: str) -> ServedModel | None:
     published = store.load(version)
     ids = published.items["track_id"].astype(str)
     durations = pd.Series(pd.to_numeric(published.items.get("duration_ms"), errors="coerce").to_numpy(), index=ids)
-    return ServedModel(version, {t: i for i, t in enumerate(ids)}, FoldIn(*fold), durations,
-                       int(published.meta.get("trained_until", "0")), int(published.meta.get("catalog_revision", "0")))  # fmt: skip
+    half_life = float(published.meta.get("recency_half_life_days") or 0) or None  # versions published before it: none
+    return ServedModel(version, {t: i for i, t in enumerate(ids)}, FoldIn(*fold), durations, int(published.meta.get("trained_until", "0")),
+                       int(published.meta.get("catalog_revision", "0")), half_life)  # fmt: skip

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,8 +50,12 @@ for k = 1, v do
     break
   end
 end
-local out = {redis.call('GET', KEYS[1]), folded, redis.call('ZMSCORE', KEYS[3], unpack(ids)),
-             redis.call('HMGET', KEYS[4], unpack(tracks)), recent}
+local applied, scores = {}, {}
+if n > 0 then  -- no events: a user re-folded into a new version (serving.worker.carry_over)
+  applied = redis.call('ZMSCORE', KEYS[3], unpack(ids))
+  scores = redis.call('HMGET', KEYS[4], unpack(tracks))
+end
+local out = {redis.call('GET', KEYS[1]), folded, applied, scores, recent}
 for k = 6, #KEYS do out[k] = redis.call('GET', KEYS[k]) end
 return out
 """
@@ -207,6 +212,23 @@ class UserStateStore:
         self.known.move_to_end(user)
         return UserState(state.revision, state.folded, state.vector, set(), state.online_scores, {o: state.others[o] for o in others},
                          complete=True)  # fmt: skip
+
+    def users_with_events_after(self, event_ms: int) -> Iterator[str]:
+        """Users whose newest remembered event happened after ``event_ms``: those a version trained on
+        data up to then has not learnt everything from. Found by scanning the keyspace for their
+        recent-events lists (SCAN: incremental, every node of a cluster) and reading each one's newest
+        entry, a page at a time; lazily, so a caller can spread the work."""
+        pattern = self.keys.user_recent_events("*")
+        head, tail = pattern.split("*")
+        keys = self.r.scan_iter(match=pattern, count=1000)
+        while page := list(islice(keys, 500)):
+            pipe = self.r.pipeline(transaction=False)
+            for key in page:
+                pipe.lindex(key, 0)
+            for key, newest in zip(page, pipe.execute()):
+                if newest is not None and orjson.loads(newest)[0] > event_ms:
+                    name = key.decode() if isinstance(key, bytes) else key
+                    yield name[len(head) : -len(tail)]
 
     def forget(self, users: Iterable[str]) -> None:
         """Drop the kept state of ``users`` (erased users: nothing of theirs stays in memory)."""
