@@ -1,12 +1,14 @@
 """The feedback stream contract: how accepted events are appended to the Redis Stream and read back.
 
 An entry has one field, ``e``, holding the event's flattened row (:meth:`FeedbackEvent.to_row`) as JSON.
-Appending is one Lua script per batch: for each event it sets the event's idempotency mark (``SET NX``
-with a TTL: its event id, or for an event answering a request token its list, track and type) and
-appends only when the mark is new, then counts the new ones. So a client retrying a batch, or the spool
-replaying one, never appends an event twice, and a list's track is clicked once however often a client
-sends the click. The script refuses the whole batch (STREAMFULL) when the stream is at its cap or Redis
-is nearly out of memory: sized together below (:data:`BYTES_PER_EVENT`, :func:`stream_cap`).
+Appending is one Lua script per batch. Each event carries two marks (``SET NX`` with a TTL): its event
+id, so a client retrying a batch or the spool replaying one never appends an event twice; and, for an
+event answering a request token, its (list, track, type), so a list's track counts once for the list
+however often a client sends it. A click or an exposure repeated on a list's track is a duplicate; a
+listening event repeated there (a second completion of the same recommended track) is real listening:
+it is appended as a *repeat* (:func:`repeat_row`: no list, no experiment context), kept for learning and
+counted for no arm. The script refuses the whole batch (STREAMFULL) when the stream is at its cap or
+Redis is nearly out of memory: sized together below (:data:`BYTES_PER_EVENT`, :func:`stream_cap`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from core.contracts.redis_keys import RedisKeys
 # A request token is valid for a day too, so its (list, track, type) mark outlives the token.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
-# What one accepted event costs Redis until it is drained: its stream entry (469 B) and its idempotency
-# mark (153 B), measured on Redis 6.2 with 20,000 API events carrying a token's context; rounded up.
-BYTES_PER_EVENT = 640
+# What one accepted event costs Redis until it is drained: its stream entry (469 B) and its marks (153 B
+# each: its event id's and, answering a token, its list's), measured on Redis 6.2 with 20,000 API events
+# carrying a token's context (one mark then); rounded up for two.
+BYTES_PER_EVENT = 800
 # The stream cap leaves the feedback half of Redis's maxmemory; the other half holds the vectors, played
 # sets, online state and the marks of drained events.
 STREAM_MEMORY_SHARE = 0.5
@@ -39,11 +42,12 @@ STREAM_MEMORY_SHARE = 0.5
 # of feedback never refuses everyone's writes (noeviction).
 REFUSE_ABOVE_MEMORY_SHARE = 0.9
 
-# KEYS[1] stream, KEYS[2] counters, KEYS[3] the memory verdict (a 100 ms cache of INFO), KEYS[4..]
-# idempotency marks; ARGV[1] ttl, ARGV[2] the stream's cap, ARGV[3] the memory share past which feedback
-# is refused, ARGV[4..] payloads. Returns the stream id of each event, or "" where the event id was
-# already accepted; an error STREAMFULL (nothing appended) when the stream holds the cap already or
-# Redis is above the memory share.
+# KEYS[1] stream, KEYS[2] counters, KEYS[3] the memory verdict (a 100 ms cache of INFO), then per event
+# two marks: its event id's and its list's (the same key when it answers no token); ARGV[1] ttl, ARGV[2]
+# the stream's cap, ARGV[3] the memory share past which feedback is refused, then per event its payload
+# and its repeat's payload ("" when a repeat is a duplicate). Returns the stream id of each event, or ""
+# where it was a duplicate; an error STREAMFULL (nothing appended) when the stream holds the cap already
+# or Redis is above the memory share.
 APPEND_SCRIPT = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return redis.error_reply('STREAMFULL the feedback stream holds ' .. ARGV[2] .. ' entries not yet drained (its cap): the drain is behind')
@@ -61,13 +65,17 @@ if full == '1' then
 end
 local ids = {}
 local new = 0
-for i = 4, #KEYS do
+for i = 4, #KEYS, 2 do
+  local id = ''
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-    new = new + 1
-  else
-    ids[#ids + 1] = ''
+    if KEYS[i + 1] == KEYS[i] or redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', ARGV[1]) then
+      id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+    elseif ARGV[i + 1] ~= '' then
+      id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
+    end
   end
+  if id ~= '' then new = new + 1 end
+  ids[#ids + 1] = id
 end
 if new > 0 then redis.call('HINCRBY', KEYS[2], 'accepted', new) end
 return ids
@@ -76,7 +84,7 @@ return ids
 
 def stream_cap(maxmemory_bytes: int) -> int:
     """The stream cap a Redis of ``maxmemory_bytes`` can hold with its idempotency marks, in the
-    feedback half of its memory (1,677,721 entries for 2 GB)."""
+    feedback half of its memory (1,342,177 entries for 2 GB)."""
     return max(1000, int(maxmemory_bytes * STREAM_MEMORY_SHARE // BYTES_PER_EVENT))
 
 
@@ -94,23 +102,40 @@ def is_stream_full(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and str(exc).startswith("STREAMFULL")
 
 
-def append_keys(keys: RedisKeys, mark_ids: Sequence[str]) -> list[str]:
-    """The append script's keys for events whose idempotency marks are ``mark_ids`` (:func:`mark_id`)."""
-    return [keys.feedback_stream(), keys.feedback_counters(), keys.feedback_memory_full(), *[keys.feedback_accepted(i) for i in mark_ids]]
-
-
-def append_args(rows: Sequence[bytes], max_entries: int = DEFAULT_MAX_ENTRIES) -> list:
-    # ARGV[i] is the payload of KEYS[i]; ARGV[1..3] (the slots of the stream, counters and memory keys) carry the settings
-    return [IDEMPOTENCY_TTL_SECONDS, max_entries, REFUSE_ABOVE_MEMORY_SHARE, *rows]
+# a repeat of these on a list's track says nothing new (one click, one exposure per track and list)
+COUNTED_ONCE_PER_LIST = frozenset({"recommendation_clicked", "recommendation_shown"})
+# the row columns that name a list or an arm: a repeat names neither
+_LIST_CONTEXT = ("request_id", "surface", "algorithm", "model_version", "experiment_id", "variant", "position")
 
 
 def mark_id(row: Mapping[str, Any]) -> str:
-    """The idempotency mark of an encoded event row: its event id, or for an event counted under a
-    request token its (list, track, type), so a list's track is clicked (or completed, skipped...)
-    once however many events and event ids a client sends for it."""
+    """The per-list mark of an encoded event row: for an event counted under a request token its (list,
+    track, type), so a list's track counts once for the list; else its event id."""
     if row.get("context_source") == "token" and row.get("request_id"):
         return f"list:{row['request_id']}:{row['track_id']}:{row['type']}"
     return row["event_id"]
+
+
+def repeat_row(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What is stored of an event whose list already counted its track and type: a listening event
+    without its list and arm (``context_source`` "repeat"), or None for a click or an exposure (a duplicate)."""
+    if row["type"] in COUNTED_ONCE_PER_LIST:
+        return None
+    return {**row, **dict.fromkeys(_LIST_CONTEXT), "context_source": "repeat"}
+
+
+def append_call(keys: RedisKeys, rows: Sequence[bytes], max_entries: int = DEFAULT_MAX_ENTRIES) -> tuple[list[str], list]:
+    """The append script's keys and arguments for encoded ``rows`` (see :data:`APPEND_SCRIPT`)."""
+    call_keys = [keys.feedback_stream(), keys.feedback_counters(), keys.feedback_memory_full()]
+    # ARGV[i] goes with KEYS[i]: ARGV[1..3] (the slots of the stream, counters and memory keys) carry the settings
+    args: list = [IDEMPOTENCY_TTL_SECONDS, max_entries, REFUSE_ABOVE_MEMORY_SHARE]
+    for payload in rows:
+        row = orjson.loads(payload)
+        per_list = mark_id(row)
+        repeat = repeat_row(row) if per_list != row["event_id"] else None
+        call_keys += [keys.feedback_accepted(row["event_id"]), keys.feedback_accepted(per_list)]
+        args += [payload, orjson.dumps(repeat) if repeat else b""]
+    return call_keys, args
 
 
 def encode(event: FeedbackEvent, source: str = "api", trusted: Mapping[str, Any] | None = None, context_source: str | None = None) -> bytes:
@@ -145,7 +170,8 @@ class FeedbackStream:
         """Append stamped events (each must have event_id); returns stream ids, None for duplicates."""
         rows = [encode(e, source) for e in events]
         try:
-            result = self._append(keys=append_keys(self.keys, [mark_id(orjson.loads(r)) for r in rows]), args=append_args(rows, self.max_entries))
+            call_keys, args = append_call(self.keys, rows, self.max_entries)
+            result = self._append(keys=call_keys, args=args)
         except redis.ResponseError as exc:
             if is_stream_full(exc):
                 raise StreamFull(str(exc)) from exc

@@ -186,8 +186,8 @@ class Settings(BaseSettings):
     keep_versions: int = Field(3, ge=1, description="Published vector sets kept in Redis (champion, challenger and experiment versions always are).")
     stream_max_entries: int | None = Field(
         None, ge=1000, description="Safety cap of the feedback stream: past it POST /feedback answers 503 rather than trim undrained events. "
-        "Unset: derived from the memory budget, half of ECHOTUNE_EMBEDDED_REDIS_MAXMEMORY over 640 bytes per event (its stream entry "
-        "and idempotency mark; 1,677,721 for 2gb); with a Redis of your own, set it for its maxmemory the same way. Whatever the cap, "
+        "Unset: derived from the memory budget, half of ECHOTUNE_EMBEDDED_REDIS_MAXMEMORY over 800 bytes per event (its stream entry "
+        "and idempotency marks; 1,342,177 for 2gb); with a Redis of your own, set it for its maxmemory the same way. Whatever the cap, "
         "feedback is refused (503) once Redis is above 90% of its maxmemory.",
     )  # fmt: skip
     dead_letter_days: int = Field(14, ge=1, description="Dead letters older than this are trimmed by the drain.")

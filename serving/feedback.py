@@ -10,12 +10,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 from pydantic import ValidationError
 
 from core.contracts.events import FeedbackEvent
-from core.feedback_stream import append_args, append_keys, encode, is_stream_full, mark_id
+from core.feedback_stream import append_call, encode, is_stream_full
 from serving.errors import ApiError, error_details, validation_error
 from serving.observability import SPOOL_REFUSED, SPOOLED, TOKENS_IGNORED
 from serving.schemas import ErrorDetail, FeedbackAccepted
@@ -68,10 +67,10 @@ def parse_batch(body: Any) -> list[FeedbackEvent]:
 
 
 async def append_rows(state: AppState, rows: list[bytes]) -> list:
-    """Append encoded rows to the stream (idempotent on each row's mark: its event id, or its token's
-    list, track and type); raises Redis errors."""
-    marks = [mark_id(orjson.loads(row)) for row in rows]
-    return await state.append_feedback(keys=append_keys(state.keys, marks), args=append_args(rows, state.settings.feedback_stream_cap))
+    """Append encoded rows to the stream (idempotent on each row's event id; a token's list counts a
+    track and type once, see :mod:`core.feedback_stream`); raises Redis errors."""
+    keys, args = append_call(state.keys, rows, state.settings.feedback_stream_cap)
+    return await state.append_feedback(keys=keys, args=args)
 
 
 @dataclass(frozen=True)

@@ -181,8 +181,9 @@ EVENT_SCHEMA = pa.schema(
         pa.field("source", pa.string()),
         pa.field("surface", pa.string()),  # the endpoint that served the list: recommendations, similar, batch
         # where the context columns come from: "server" (the API's own exposure record), "token" (a verified
-        # request token), "assignment" (the user's experiment arm, no list named), "client" (imports, older
-        # rows), null (none)
+        # request token), "assignment" (the user's experiment arm, no list named), "repeat" (a listening event
+        # repeated on a list's track its token already counted: kept for learning, counted for no arm),
+        # "client" (imports, older rows), null (none)
         pa.field("context_source", pa.string()),
         pa.field("client_context", pa.string()),  # the context a client sent, JSON, for audit only
     ]

@@ -58,6 +58,23 @@ def test_one_token_clicked_20_times_counts_once(settings, client, redis_client, 
     assert clicks == 2
 
 
+def test_listening_twice_to_a_listed_track_is_kept_and_counted_for_the_list_once(settings, client, redis_client, known_user_id):
+    """Regression: counting a token once per (track, type) dropped a listener's second real completion of
+    the same recommended track (accepted feedback is never lost). The repeat is stored for learning,
+    without the list or the arm; a retry of the same event id stays a duplicate."""
+    body = served(client, known_user_id, count=5)
+    track = body["tracks"][0]["track_id"]
+    listen = lambda event_id: click(client, known_user_id, track, body["token"], kind="track_completed", ms_played=200_000, event_id=event_id)
+    assert listen("listen-1").json()["accepted"] == 1
+    assert listen("listen-2").json()["accepted"] == 1  # a second real listen
+    retried = listen("listen-2").json()
+    assert retried["accepted"] == 0 and retried["duplicates"] == 1  # the same event again
+    rows = sorted((r for r in stream_rows(redis_client, settings) if r["type"] == "track_completed"), key=lambda r: r["event_id"])
+    assert [r["event_id"] for r in rows] == ["listen-1", "listen-2"]
+    assert rows[0]["context_source"] == "token" and rows[0]["request_id"] == body["request_id"]
+    assert rows[1]["context_source"] == "repeat" and rows[1]["request_id"] is None and rows[1]["experiment_id"] is None
+
+
 def test_a_token_counts_for_a_day_then_its_events_count_as_without_one(settings, published, redis_client, known_user_id):
     clock = ManualClock()
     with TestClient(create_app(settings, clock=clock), headers={"X-API-Key": CLIENT_KEY}) as client:
