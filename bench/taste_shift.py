@@ -6,8 +6,9 @@ and ``echotune worker`` and, through the API:
 
 1. stops the experiment the synthetic source registers (the demo's; its popularity arm does not
    learn), so every listener below is served by the model;
-2. picks the 100 listeners with the closest to 100 earlier events and the genre that fills the smallest
-   share of their history, and measures that genre's share of their top-10 (``GET /recommendations``);
+2. picks the 100 listeners with the closest to 100 earlier events of their own (the demo experiment's
+   simulated listening left out, as training leaves it out) and the genre that fills the smallest
+   share of their history (``serving_support/shift.py``, shared with ``bench/loop.py --trigger drift``), and measures that genre's share of their top-10 (``GET /recommendations``);
 3. each of them likes and completes 15 random tracks of the genre (3,000 events, ``POST /feedback``); once
    the worker has applied every one, measures the share again: online learning alone;
 4. drains the feedback stream and runs the Dagster ``retrain`` job in this process (the drift monitor
@@ -25,23 +26,28 @@ about a minute on 2 cores, the rest well under one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from loop import KEY, call, genre_share
 from serving_support.processes import free_port, scratch_redis, stop, wait_ready
+from serving_support.shift import (
+    ADMIN_KEY,
+    KEY,
+    call,
+    genre_share,
+    post,
+    scenario,
+    serve_the_model,
+    shift_events,
+    wait_applied,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-ADMIN_KEY = "bench-admin-key-0123456789abcdef"
-LISTENERS, HISTORY, TRACKS_EACH = 100, 100, 15
 
 
 class Stack:
@@ -61,40 +67,9 @@ class Stack:
     def top(self, user: str, k: int = 10) -> dict:
         return call(f"{self.base}/recommendations/{user}?count={k}")
 
-    def admin(self, path: str) -> dict:
-        request = urllib.request.Request(f"{self.base}{path}", data=b"", method="POST", headers={"X-API-Key": ADMIN_KEY})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-
     def stop(self) -> None:
         for process in self.processes:
             stop(process)
-
-
-def scenario(tables: Path, rng: np.random.Generator, genre: str | None = None) -> tuple[list[str], str, dict[str, list[str]]]:
-    """The listeners (about ``HISTORY`` earlier events each), the genre filling the smallest share of
-    their history (among genres with tracks enough to fill their lists after they heard some), and the
-    ``TRACKS_EACH`` tracks of it each one takes to. ``genre``: that genre instead."""
-    tracks, events = pd.read_parquet(tables / "tracks.parquet"), pd.read_parquet(tables / "events")
-    genre_of = tracks.set_index("track_id")["genres"].map(lambda g: g[0])
-    heard = events[events["type"] != "recommendation_shown"]
-    sizes = heard.groupby("user_id").size()
-    listeners = list((sizes - HISTORY).abs().sort_values(kind="stable").index[:LISTENERS])
-    shares = heard[heard["user_id"].isin(listeners)]["track_id"].map(genre_of).value_counts(normalize=True)
-    big = genre_of.value_counts().loc[lambda n: n >= 4 * TRACKS_EACH].index
-    genre = genre or shares.reindex(sorted(big), fill_value=0.0).idxmin()
-    pool = genre_of.index[genre_of == genre].to_numpy()
-    return listeners, genre, {u: list(rng.choice(pool, TRACKS_EACH, replace=False)) for u in listeners}
-
-
-def wait_applied(stream, accepted: int, timeout: float = 120) -> float:
-    """Seconds until the worker applied ``accepted`` events."""
-    started = time.monotonic()
-    while stream.counters().get("applied", 0) < accepted:
-        if time.monotonic() - started > timeout:
-            raise RuntimeError(f"the worker applied {stream.counters()} of {accepted} events in {timeout:.0f} s")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def retrain(settings, promote_anyway: bool) -> str:
@@ -158,22 +133,15 @@ def main() -> None:
         stack = Stack(env, port)
         try:
             stack.start(home)
-            for experiment in call(f"{stack.base}/experiments"):
-                if experiment["status"] == "running":
-                    stack.admin(f"/experiments/{experiment['id']}/stop")
-                    print(f"stopped experiment {experiment['id']}: its listeners are served by the model again")
             listeners, genre, chosen = scenario(settings.layout.tables, np.random.default_rng(args.seed), args.genre)
-            while stack.top(listeners[0])["experiment"] is not None:  # the API reads experiments every 5 s
-                time.sleep(0.5)
+            for experiment in serve_the_model(stack, stack.base, listeners[0]):
+                print(f"stopped experiment {experiment}: its listeners are served by the model again")
             before, versions = genre_share(stack, listeners, genre)
             print(f"{len(listeners)} listeners take to '{genre}'; its share of their top-10: {before:.1%} (version {', '.join(versions)})")
 
             stream = FeedbackStream(redis_client(redis_url), RedisKeys(settings.redis_prefix))
-            events = [{"user_id": u, "track_id": t, "type": kind, "ms_played": 240_000 if kind == "track_completed" else None}
-                      for u in listeners for t in chosen[u] for kind in ("like", "track_completed")]  # fmt: skip
-            events = [{k: v for k, v in e.items() if v is not None} for e in events]
-            for start in range(0, len(events), 500):
-                call(f"{stack.base}/feedback", events[start : start + 500])
+            events = shift_events(chosen)
+            post(stack.base, events)
             waited = wait_applied(stream, stream.counters().get("accepted", 0))
             online, _ = genre_share(stack, listeners, genre)
             print(f"posted {len(events):,} events, all applied {waited:.1f} s later; share from online learning alone: {online:.1%}", flush=True)
@@ -185,7 +153,9 @@ def main() -> None:
                 time.sleep(0.5)
             after, served = genre_share(stack, listeners, genre)
             print(f"retrain in {time.monotonic() - started:.0f} s ({verdict}); share with version {', '.join(served)}: {after:.1%}")
-            print(f"\ngoals: online >= 30%: {online >= 0.3} ({online:.1%}); new version >= 50%: {after >= 0.5} ({after:.1%})")
+            renewed = not served & versions  # a rejected version is not served: the old one's share is no figure of the new one
+            print(f"\ngoals: online >= 30%: {online >= 0.3} ({online:.1%}); new version >= 50%: {renewed and after >= 0.5} "
+                  f"({f'{after:.1%}' if renewed else 'no new version served'})")  # fmt: skip
         finally:
             stack.stop()
 
