@@ -12,16 +12,19 @@ from models.evaluation.metrics import (
     precision_at_k,
     recall_at_k,
 )
+from models.evaluation.incumbent import FoldedIn, evaluate_incumbent
 from models.evaluation.protocol import evaluate
 from models.evaluation.splits import Split, cold_start_split, random_holdout, time_split
 
 __all__ = [
+    "FoldedIn",
     "Split",
     "auc",
     "average_precision_at_k",
     "catalog_coverage",
     "cold_start_split",
     "evaluate",
+    "evaluate_incumbent",
     "hit_rate_at_k",
     "intra_list_diversity",
     "ndcg_at_k",
