@@ -2,6 +2,7 @@
 roll back, retire. Every other caller (assets, CLI, fixtures, benchmarks) goes through these functions."""
 
 import os
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -18,6 +19,7 @@ from models.training import train
 from tests.models.conftest import block_matrix
 
 METRIC = "test_ndcg_at_10"
+AT_5 = "test_ndcg_at_5"  # the held-out metric of the trained fixture (k=5)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +149,54 @@ def test_the_registered_pyfunc_answers_with_k(registry, trained, tmp_path):
     assert not set(out["item_id"]) & set(model.item_ids[model.train_matrix[0].indices])
     restored = registry.download(version, tmp_path / "download")
     assert (restored / "model.json").exists()
+
+
+def test_the_gate_judges_the_champion_on_the_challengers_split(registry, trained, tmp_path):
+    """Regression (issue 21): the gate compared a retrained version's held-out metric with the one the
+    champion logged on an older split, and rejected the version that followed a taste shift. With the
+    champion scored on the challenger's split (``train(incumbent=...)``) that figure is compared, and
+    both are recorded; the logged one only when the champion could not be scored."""
+    import dataclasses
+    import json
+    import shutil
+
+    first = _register(registry, trained, tmp_path, 1)
+    assert release.gate(registry, first, trained, AT_5, margin=0.0).compared_on == "none"
+    loaded = release.load_champion(registry)
+    assert loaded is not None and loaded[0] == first
+    np.testing.assert_allclose(loaded[1].item_vectors(), trained.model.item_vectors())
+
+    # lower than the champion's logged figure, higher than the champion's on its own split
+    logged = registry.run_metrics(first)[AT_5]
+    challenger = dataclasses.replace(trained, metrics={AT_5: logged * 0.8}, incumbent_metrics={AT_5: logged * 0.7})
+    second = _register(registry, challenger, tmp_path, 2)
+    assert registry.run_metrics(second)[f"incumbent_{AT_5}"] == pytest.approx(logged * 0.7)
+    decision = release.gate(registry, second, challenger, AT_5, margin=0.0, incumbent_version=first)
+    assert decision.promoted and registry.alias(CHAMPION) == second, decision.reason
+    assert registry.version_tags(second)["promotion_compared_on"] == "same_split"
+    run_id = registry.client.get_model_version(registry.name, second).run_id
+    recorded = json.loads(Path(registry.client.download_artifacts(run_id, "promotion.json", str(tmp_path))).read_text())
+    assert recorded["champion"] == pytest.approx(logged * 0.7) and recorded["champion_logged"] == pytest.approx(logged)
+
+    # figures measured for another version than the champion now (it moved during training): the logged ones
+    third = _register(registry, challenger, tmp_path, 3)
+    moved = release.gate(registry, third, challenger, AT_5, margin=0.0, incumbent_version=first)
+    assert not moved.promoted and moved.compared_on == "logged" and registry.alias(CHAMPION) == second
+
+    # a champion whose artifacts are gone cannot be loaded: no incumbent, so the logged figure
+    shutil.rmtree(registry.client.get_model_version_download_uri(registry.name, second).removeprefix("file://"))
+    assert release.load_champion(registry) is None
+
+
+def test_a_champion_trained_before_an_erasure_is_replaced_even_when_it_wins_on_the_same_split(registry, trained, tmp_path):
+    import dataclasses
+
+    first = _register(registry, trained, tmp_path, 1)
+    registry.set_alias(CHAMPION, first)
+    weaker = dataclasses.replace(trained, incumbent_metrics={AT_5: trained.metrics[AT_5] * 2})
+    second = _register(registry, weaker, tmp_path, 2)
+    kept = release.gate(registry, second, weaker, AT_5, margin=0.0, incumbent_version=first)
+    assert not kept.promoted and kept.compared_on == "same_split"
+    erasures = {"someone": registry.now() + 1}
+    replaced = release.gate(registry, second, weaker, AT_5, margin=0.0, erasures=erasures, incumbent_version=first)
+    assert replaced.promoted and "erased" in replaced.reason and registry.alias(CHAMPION) == second

@@ -29,3 +29,19 @@ def test_evaluation_of_a_sample_of_users_is_seeded_and_batched_by_cells(blocks, 
     sample = evaluate(model, split, k=5, max_users=7, seed=3)
     assert sample["users"] == 7 < full["users"]
     assert sample == pytest.approx(evaluate(model, split, k=5, max_users=7, seed=3), nan_ok=True)
+
+
+def test_an_incumbent_is_measured_on_the_same_split():
+    """The known answer: the model evaluated without its refit (fitted on the split's training part), given
+    as the incumbent of the same training on the same data, scores exactly what the new model scores."""
+    from tests.models.conftest import block_matrix
+
+    frame = block_matrix().to_frame()
+    first = train(frame, None, "lowrank_ease", {"dimensions": 4}, k=5, refit=False)
+    assert first.incumbent_metrics is None
+    second = train(frame, None, "lowrank_ease", {"dimensions": 4}, k=5, incumbent=first.model)
+    assert second.incumbent_metrics == pytest.approx(second.metrics, rel=1e-5)
+    assert second.incumbent_metrics["test_ndcg_at_5"] > second.baseline_metrics["test_ndcg_at_5"]
+    # a different split (another seed) is another question: the figures differ
+    other = train(frame, None, "lowrank_ease", {"dimensions": 4}, k=5, seed=7, incumbent=first.model)
+    assert other.incumbent_metrics["test_ndcg_at_5"] != pytest.approx(second.incumbent_metrics["test_ndcg_at_5"])
