@@ -3,8 +3,9 @@
 1. :func:`register` logs the trained model to MLflow as a new version and makes it ``challenger``.
 2. :func:`gate` compares it with the champion and popularity on held-out data
    (:func:`models.promotion.decide_promotion`), records the verdict on the version and, when it
-   passes, moves ``champion`` to it. The champion is judged on the challenger's own held-out data
-   when training was given it (:func:`load_champion`), on its logged metrics only when it could not be.
+   passes, moves ``champion`` to it. The two are compared on the same held-out pairs when training
+   was given the champion (:func:`load_champion`), on the champion's logged metrics only when it
+   could not be scored there.
 3. :func:`publish_aliases` writes the vectors of every aliased version to Redis (:func:`publish`) and
    only then moves the Redis alias, so the API switches atomically; a version of a large catalog also
    gets its ANN index built and logged to MLflow with it (:func:`index_version`), which the API loads
@@ -47,11 +48,14 @@ HALF_LIFE_PARAM = "recency_half_life_days"
 def register(
     registry: ModelRegistry, result: TrainingResult, model_dir: Path, tags: dict[str, str], weighting: dict[str, float] | None = None
 ) -> Registration:
-    """Log a trained model (its held-out metrics next to popularity's, and the incumbent's on the same
-    split when it was measured: ``incumbent_test_...``) as a new version: ``challenger``.
+    """Log a trained model (its held-out metrics next to popularity's; when it was measured against the
+    champion, both on those pairs: ``head_to_head_test_...``, ``head_to_head_incumbent_test_...``,
+    ``head_to_head_pairs``) as a new version: ``challenger``.
     ``weighting``: how its training data was weighted (e.g. ``HALF_LIFE_PARAM``), logged with its params."""
-    incumbent = {f"incumbent_{k}": v for k, v in (result.incumbent_metrics or {}).items()}
-    metrics = {**result.metrics, **{f"popularity_{k}": v for k, v in result.baseline_metrics.items()}, **incumbent, "fit_seconds": result.fit_seconds}
+    metrics = {**result.metrics, **{f"popularity_{k}": v for k, v in result.baseline_metrics.items()}, "fit_seconds": result.fit_seconds}
+    if (versus := result.head_to_head) is not None:
+        metrics |= {f"head_to_head_{k}": v for k, v in versus.model.items()} | {f"head_to_head_incumbent_{k}": v for k, v in versus.incumbent.items()}
+        metrics["head_to_head_pairs"] = versus.pairs
     record = registry.log_version(model_dir, result.algorithm, {**result.params, **(weighting or {})}, metrics, tags)
     registry.set_alias(CHALLENGER, record.version)
     return record
@@ -62,21 +66,23 @@ def gate(
     incumbent_version: str | None = None,
 ) -> PromotionDecision:  # fmt: skip
     """The champion gate for ``version``: its held-out ``metric`` (e.g. ``test_ndcg_at_10``) must beat
-    popularity's and the champion's by ``margin``. The champion's figure is ``result.incumbent_metrics``
-    (measured on the same split) when they were measured for ``incumbent_version`` and that is still the
-    champion; otherwise (it could not be loaded, or the champion moved during training) the metrics
-    logged when the champion was trained, on its own split. Both are recorded with the verdict. A
-    champion trained before a user's erasure (``erasures``: user -> request time) has to go: then
-    beating popularity is enough. Records the verdict; promotes when it passes."""
+    popularity's and the champion's by ``margin``. Against the champion, the figures of
+    ``result.head_to_head`` (both models on the same held-out pairs) when they were measured for
+    ``incumbent_version`` and that is still the champion; otherwise (it could not be loaded, no held-out
+    pair was new to it, or the champion moved during training) the metrics logged when the champion was
+    trained, on its own split. Both are recorded with the verdict. A champion trained before a user's
+    erasure (``erasures``: user -> request time) has to go: then beating popularity is enough. Records
+    the verdict; promotes when it passes."""
     champion = registry.alias(CHAMPION)
     rival = champion is not None and champion != version
     champion_metrics = registry.run_metrics(champion) if rival else None
-    same_split = result.incumbent_metrics if rival and incumbent_version == champion else None
+    versus = result.head_to_head if rival and incumbent_version == champion else None
     tainted = rival and _trained_before_erasure(registry, champion, erasures or {})
     reason = "it was trained on data of a user erased since (GDPR)" if tainted else None
     decision = decide_promotion(
-        metric, result.metrics, champion_metrics, result.baseline_metrics, margin, champion_must_go=reason, champion_on_same_split=same_split
-    )
+        metric, result.metrics, champion_metrics, result.baseline_metrics, margin, champion_must_go=reason,
+        head_to_head=None if versus is None else (versus.model, versus.incumbent),
+    )  # fmt: skip
     registry.record_decision(version, decision)
     if decision.promoted:
         registry.set_alias(CHAMPION, version)
@@ -90,10 +96,10 @@ def load_version(registry: ModelRegistry, version: str) -> Recommender:
 
 
 def load_champion(registry: ModelRegistry) -> tuple[str, Recommender] | None:
-    """The champion version and its model, for training to score on the challenger's held-out data
-    (``models.training.train(incumbent=...)``, then :func:`gate` with ``incumbent_version``). None when
-    there is no champion, or it cannot be loaded or has no fold-in (artifacts deleted, an offline-only
-    algorithm): the gate then compares with its logged metrics, and the reason is logged."""
+    """The champion version and its model, for training to measure against the challenger on the same
+    held-out pairs (``models.training.train(incumbent=...)``, then :func:`gate` with ``incumbent_version``).
+    None when there is no champion, or it cannot be loaded or has no fold-in (artifacts deleted, an
+    offline-only algorithm): the gate then compares with its logged metrics, and the reason is logged."""
     version = registry.alias(CHAMPION)
     if version is None:
         return None

@@ -1,16 +1,23 @@
 """An already-trained model scored on another model's split: how the champion would do on the
 challenger's held-out data, so the promotion gate compares like with like.
 
-The incumbent never saw the split's training rows as training data, but it serves any listener
-through its linear fold-in (:mod:`models.foldin`): ``user = weights @ matrix + tail``, which is what
-the feedback worker gives a listener from their events. So each test user gets the vector the
-incumbent would serve them after learning their training row online, and the split's items are
-ranked by the incumbent's item vectors. The two id spaces differ (the catalog grows, tracks leave):
-items of the split that the incumbent lacks score -inf, so they are never recommended, and weight on
-them moves no vector (the worker ignores events on tracks its version does not hold).
+The incumbent serves any listener through its linear fold-in (:mod:`models.foldin`):
+``user = weights @ matrix + tail``, which is what the feedback worker gives a listener from their
+events. So each test user gets the vector the incumbent would serve them after learning their
+training row online, and the split's items are ranked by the incumbent's item vectors. The two id
+spaces differ (the catalog grows, tracks leave): items of the split that the incumbent lacks score
+-inf, so they are never recommended, and weight on them moves no vector (the worker ignores events on
+tracks its version does not hold).
+
+Only held-out pairs the incumbent never trained on are a fair test of it (:func:`unseen_pairs`): it
+was refit on all the data of its day, so most of a new random holdout is pairs it learned. Measured
+on the taste-shift story's world: 0.6593 NDCG@10 for the champion on every held-out pair of the
+retrained version's split, 0.3225 for the retrained version, which never saw them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -68,3 +75,43 @@ def evaluate_incumbent(model: Recommender, split: Split, k: int = 10, max_users:
     rows it folds in (see :class:`FoldedIn`), with the same users, candidates and metrics as any model
     fitted on ``split.train``. Raises ValueError for a model without a fold-in."""
     return evaluate(FoldedIn(model, split.train), split, k=k, max_users=max_users, seed=seed)
+
+
+def unseen_pairs(split: Split, model: Recommender) -> Split:
+    """``split`` with its test part cut to the (user, item) pairs ``model`` never trained on (its
+    ``train_matrix``, ids mapped): held-out data that neither it nor a model fitted on ``split.train``
+    has seen. Raises ValueError for a model loaded without its training matrix."""
+    seen = model.train_matrix
+    if seen is None:
+        raise ValueError(f"this {model.name} model was loaded without its training matrix: which held-out pairs it saw is unknown")
+    seen = sp.csr_matrix(seen).tocoo()
+    users = pd.Index(np.asarray(model.user_ids, dtype=str)).get_indexer(np.asarray(split.test.user_ids, dtype=str))
+    items = pd.Index(np.asarray(model.item_ids, dtype=str)).get_indexer(np.asarray(split.test.item_ids, dtype=str))
+    test = split.test.matrix.tocoo()
+    rows, cols = users[test.row].astype(np.int64), items[test.col].astype(np.int64)
+    n_items = seen.shape[1]
+    learned = np.isin(rows * n_items + cols, seen.row[seen.data > 0].astype(np.int64) * n_items + seen.col[seen.data > 0]) & (rows >= 0) & (cols >= 0)
+    kept = sp.csr_matrix((test.data[~learned], (test.row[~learned], test.col[~learned])), shape=test.shape, dtype=split.test.matrix.dtype)
+    return Split(train=split.train, test=split.test.with_matrix(kept), candidate_items=split.candidate_items, name=f"{split.name}, unseen by the incumbent")
+
+
+@dataclass
+class HeadToHead:
+    """A new model and the incumbent measured on the same held-out pairs, none of which either trained on."""
+
+    model: dict[str, float]
+    incumbent: dict[str, float]
+    pairs: int  # the held-out (user, item) pairs both were measured on
+
+
+def head_to_head(model: Recommender, incumbent: Recommender, split: Split, k: int = 10, max_users: int | None = None, seed: int = 0) -> HeadToHead | None:
+    """``model`` (fitted on ``split.train``) and ``incumbent`` (folded in, see :class:`FoldedIn`) on the
+    held-out pairs of ``split`` the incumbent never trained on (:func:`unseen_pairs`), with the same
+    users, sample and metrics. None when there is no such pair (the data has not changed since the
+    incumbent was trained). Raises ValueError for an incumbent without a fold-in or its training matrix."""
+    fresh = unseen_pairs(split, incumbent)
+    if not len(fresh.test_users):
+        return None
+    folded = FoldedIn(incumbent, split.train)
+    measured = [evaluate(scorer, fresh, k=k, max_users=max_users, seed=seed) for scorer in (model, folded)]
+    return HeadToHead(model=measured[0], incumbent=measured[1], pairs=int(fresh.test.nnz))

@@ -11,7 +11,6 @@ from models.evaluation import metrics as m
 from models.evaluation.splits import Split
 from models.ranking import top_k
 
-
 # scores are computed for this many (user, item) cells at a time: 16 users at a million items, so a
 # batch of scores stays at 64 MB whatever the catalog
 _BATCH_CELLS = 2**24

@@ -69,8 +69,10 @@ def recommender_model(
     )
     context.log.info("model version %s: %s", record.version, decision.reason)
 
-    table = pd.DataFrame({"model": result.metrics, "popularity": result.baseline_metrics, **({f"champion {incumbent_version}": result.incumbent_metrics}
-                          if result.incumbent_metrics else {})}).round(4)  # fmt: skip
+    columns = {"model": result.metrics, "popularity": result.baseline_metrics}
+    if (versus := result.head_to_head) is not None:  # both on the held-out pairs the champion never trained on
+        columns |= {f"model, pairs new to v{incumbent_version}": versus.model, f"champion v{incumbent_version}, same pairs": versus.incumbent}
+    table = pd.DataFrame(columns).round(4)
     return dg.MaterializeResult(
         metadata={
             "version": record.version,
@@ -83,9 +85,10 @@ def recommender_model(
             # every held-out figure as a number, so the asset's plots follow them across versions
             **{k: dg.MetadataValue.float(float(v)) for k, v in result.metrics.items() if isinstance(v, (int, float))},
             **{f"popularity_{k}": dg.MetadataValue.float(float(v)) for k, v in result.baseline_metrics.items() if k == metric},
-            # the champion's figure the gate compared with, and where it was measured (same_split or logged)
-            **({f"champion_{metric}": dg.MetadataValue.float(float(decision.champion))} if decision.champion is not None else {}),
-            "champion_compared_on": decision.compared_on,
+            # the two figures the gate set against each other, and where the champion's was measured (same_split or logged)
+            **({f"gate_challenger_{metric}": dg.MetadataValue.float(float(decision.challenger_compared)),
+                f"gate_champion_{metric}": dg.MetadataValue.float(float(decision.champion))} if decision.champion is not None else {}),
+            "gate_compared_on": decision.compared_on,
             "metrics": dg.MetadataValue.md(table.to_markdown()),
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(registry.experiment_id, record.run_id)),
             "trigger": context.run.tags.get(REASON_TAG, "manual"),

@@ -1,7 +1,10 @@
 """The release path against a real MLflow store in tmp and a real Redis: register, gate, publish,
 roll back, retire. Every other caller (assets, CLI, fixtures, benchmarks) goes through these functions."""
 
+import dataclasses
+import json
 import os
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -14,6 +17,7 @@ from core.contracts import RedisKeys
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from core.vectorstore import VectorStore
 from models import create
+from models.evaluation import HeadToHead
 from models.promotion import decide_promotion
 from models.training import train
 from tests.models.conftest import block_matrix
@@ -151,34 +155,34 @@ def test_the_registered_pyfunc_answers_with_k(registry, trained, tmp_path):
     assert (restored / "model.json").exists()
 
 
-def test_the_gate_judges_the_champion_on_the_challengers_split(registry, trained, tmp_path):
+def test_the_gate_judges_the_champion_on_the_same_pairs(registry, trained, tmp_path):
     """Regression (issue 21): the gate compared a retrained version's held-out metric with the one the
-    champion logged on an older split, and rejected the version that followed a taste shift. With the
-    champion scored on the challenger's split (``train(incumbent=...)``) that figure is compared, and
-    both are recorded; the logged one only when the champion could not be scored."""
-    import dataclasses
-    import json
-    import shutil
-
+    champion logged on an older split, and rejected the version that followed a taste shift. When
+    training measured both head to head (``train(incumbent=...)``) those figures are compared, and both
+    the champion's are recorded; the logged one is compared only when the champion was not scored."""
     first = _register(registry, trained, tmp_path, 1)
     assert release.gate(registry, first, trained, AT_5, margin=0.0).compared_on == "none"
     loaded = release.load_champion(registry)
     assert loaded is not None and loaded[0] == first
     np.testing.assert_allclose(loaded[1].item_vectors(), trained.model.item_vectors())
+    assert loaded[1].train_matrix.nnz == trained.model.train_matrix.nnz  # what the head-to-head leaves out
 
-    # lower than the champion's logged figure, higher than the champion's on its own split
+    # below the champion's logged figure on its whole split, above the champion head to head
     logged = registry.run_metrics(first)[AT_5]
-    challenger = dataclasses.replace(trained, metrics={AT_5: logged * 0.8}, incumbent_metrics={AT_5: logged * 0.7})
+    versus = HeadToHead(model={AT_5: logged * 0.9}, incumbent={AT_5: logged * 0.7}, pairs=40)
+    challenger = dataclasses.replace(trained, metrics={AT_5: logged * 0.8}, head_to_head=versus)
     second = _register(registry, challenger, tmp_path, 2)
-    assert registry.run_metrics(second)[f"incumbent_{AT_5}"] == pytest.approx(logged * 0.7)
+    recorded_metrics = registry.run_metrics(second)
+    assert (recorded_metrics[f"head_to_head_{AT_5}"], recorded_metrics[f"head_to_head_incumbent_{AT_5}"], recorded_metrics["head_to_head_pairs"]) == \
+        pytest.approx((logged * 0.9, logged * 0.7, 40))  # fmt: skip
     decision = release.gate(registry, second, challenger, AT_5, margin=0.0, incumbent_version=first)
     assert decision.promoted and registry.alias(CHAMPION) == second, decision.reason
     assert registry.version_tags(second)["promotion_compared_on"] == "same_split"
     run_id = registry.client.get_model_version(registry.name, second).run_id
     recorded = json.loads(Path(registry.client.download_artifacts(run_id, "promotion.json", str(tmp_path))).read_text())
-    assert recorded["champion"] == pytest.approx(logged * 0.7) and recorded["champion_logged"] == pytest.approx(logged)
+    assert (recorded["challenger_compared"], recorded["champion"], recorded["champion_logged"]) == pytest.approx((logged * 0.9, logged * 0.7, logged))
 
-    # figures measured for another version than the champion now (it moved during training): the logged ones
+    # figures measured against another version than the champion now (it moved during training): the logged ones
     third = _register(registry, challenger, tmp_path, 3)
     moved = release.gate(registry, third, challenger, AT_5, margin=0.0, incumbent_version=first)
     assert not moved.promoted and moved.compared_on == "logged" and registry.alias(CHAMPION) == second
@@ -188,12 +192,10 @@ def test_the_gate_judges_the_champion_on_the_challengers_split(registry, trained
     assert release.load_champion(registry) is None
 
 
-def test_a_champion_trained_before_an_erasure_is_replaced_even_when_it_wins_on_the_same_split(registry, trained, tmp_path):
-    import dataclasses
-
+def test_a_champion_trained_before_an_erasure_is_replaced_even_when_it_wins_head_to_head(registry, trained, tmp_path):
     first = _register(registry, trained, tmp_path, 1)
     registry.set_alias(CHAMPION, first)
-    weaker = dataclasses.replace(trained, incumbent_metrics={AT_5: trained.metrics[AT_5] * 2})
+    weaker = dataclasses.replace(trained, head_to_head=HeadToHead(model={AT_5: 0.2}, incumbent={AT_5: 0.4}, pairs=10))
     second = _register(registry, weaker, tmp_path, 2)
     kept = release.gate(registry, second, weaker, AT_5, margin=0.0, incumbent_version=first)
     assert not kept.promoted and kept.compared_on == "same_split"
