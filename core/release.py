@@ -98,8 +98,9 @@ def load_version(registry: ModelRegistry, version: str) -> Recommender:
 def load_champion(registry: ModelRegistry) -> tuple[str, Recommender] | None:
     """The champion version and its model, for training to measure against the challenger on the same
     held-out pairs (``models.training.train(incumbent=...)``, then :func:`gate` with ``incumbent_version``).
-    None when there is no champion, or it cannot be loaded or has no fold-in (artifacts deleted, an
-    offline-only algorithm): the gate then compares with its logged metrics, and the reason is logged."""
+    None when there is no champion, or it cannot be loaded, has no fold-in or no training matrix
+    (artifacts deleted, an offline-only algorithm): the gate then compares with its logged metrics, and
+    the reason is logged."""
     version = registry.alias(CHAMPION)
     if version is None:
         return None
@@ -108,8 +109,8 @@ def load_champion(registry: ModelRegistry) -> tuple[str, Recommender] | None:
     except (MlflowException, OSError, ValueError, KeyError) as error:
         log.warning("champion %s of %s cannot be loaded (%s): the gate compares with its logged metrics", version, registry.name, error)
         return None
-    if not model.servable:
-        log.warning("champion %s is a %s model without a fold-in: the gate compares with its logged metrics", version, model.name)
+    if not model.servable or model.train_matrix is None:  # no fold-in, or no telling which held-out pairs it learned
+        log.warning("champion %s (%s) cannot be scored on new data: the gate compares with its logged metrics", version, model.name)
         return None
     return version, model
 

@@ -101,7 +101,7 @@ class HeadToHead:
 
     model: dict[str, float]
     incumbent: dict[str, float]
-    pairs: int  # the held-out (user, item) pairs both were measured on
+    pairs: int  # the held-out (user, item) pairs new to the incumbent (both measured on them, or on a seeded sample of their users)
 
 
 def head_to_head(model: Recommender, incumbent: Recommender, split: Split, k: int = 10, max_users: int | None = None, seed: int = 0) -> HeadToHead | None:

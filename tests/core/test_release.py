@@ -1,6 +1,7 @@
 """The release path against a real MLflow store in tmp and a real Redis: register, gate, publish,
 roll back, retire. Every other caller (assets, CLI, fixtures, benchmarks) goes through these functions."""
 
+import copy
 import dataclasses
 import json
 import os
@@ -202,3 +203,13 @@ def test_a_champion_trained_before_an_erasure_is_replaced_even_when_it_wins_head
     erasures = {"someone": registry.now() + 1}
     replaced = release.gate(registry, second, weaker, AT_5, margin=0.0, erasures=erasures, incumbent_version=first)
     assert replaced.promoted and "erased" in replaced.reason and registry.alias(CHAMPION) == second
+
+
+def test_a_champion_saved_without_its_training_matrix_is_not_an_incumbent(registry, trained, tmp_path):
+    """Which held-out pairs it learned is unknown: training is not given it (the gate falls back to its
+    logged figures) rather than failing."""
+    bare = copy.deepcopy(trained.model)
+    bare._train = None  # as saved before models kept it
+    version = release.register(registry, trained, bare.save(tmp_path / "bare"), {}).version
+    registry.set_alias(CHAMPION, version)
+    assert release.load_champion(registry) is None
