@@ -16,9 +16,10 @@ and ``echotune worker`` and, through the API:
 
 Prints the three shares and the gate's verdict. Goals (issue 21): >= 30% from online learning alone,
 >= 50% with the new version. ``--half-life`` sets ``ECHOTUNE_RECENCY_HALF_LIFE_DAYS`` (default: the
-setting's); ``--promote-anyway`` makes the new version champion by hand when the gate rejects it (the
-gate compares its held-out metric with the champion's, measured on other data); the pipeline takes
-about a minute on 2 cores, the rest well under one.
+setting's); ``--promote-anyway`` makes the new version champion by hand when the gate rejects it (to
+measure the learning apart from the gate, which compares the two on the held-out pairs the champion
+never trained on; ``bench/gate_split.py`` prints its figures offline); the pipeline takes about a
+minute on 2 cores, the rest well under one.
 
     .venv/bin/python bench/taste_shift.py [--half-life DAYS] [--genre NAME] [--seed N] [--promote-anyway]
 """

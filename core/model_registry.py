@@ -177,6 +177,8 @@ class ModelRegistry:
         """Keep the gate's verdict on the model version, where the MLflow UI shows it."""
         self.client.set_model_version_tag(self.name, version, "promotion", "promoted" if decision.promoted else "rejected")
         self.client.set_model_version_tag(self.name, version, "promotion_reason", decision.reason)
+        # where the champion's figure came from: the challenger's held-out data (same_split) or its own training run (logged)
+        self.client.set_model_version_tag(self.name, version, "promotion_compared_on", decision.compared_on)
         run_id = self.client.get_model_version(self.name, version).run_id
         if run_id:
             self.client.log_text(run_id, json.dumps(decision.as_dict(), indent=2), "promotion.json")

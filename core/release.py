@@ -3,7 +3,9 @@
 1. :func:`register` logs the trained model to MLflow as a new version and makes it ``challenger``.
 2. :func:`gate` compares it with the champion and popularity on held-out data
    (:func:`models.promotion.decide_promotion`), records the verdict on the version and, when it
-   passes, moves ``champion`` to it.
+   passes, moves ``champion`` to it. The two are compared on the same held-out pairs when training
+   was given the champion (:func:`load_champion`), on the champion's logged metrics only when it
+   could not be scored there.
 3. :func:`publish_aliases` writes the vectors of every aliased version to Redis (:func:`publish`) and
    only then moves the Redis alias, so the API switches atomically; a version of a large catalog also
    gets its ANN index built and logged to MLflow with it (:func:`index_version`), which the API loads
@@ -18,12 +20,14 @@ each takes its MLflow registry and its vector store as arguments.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from core.erasure_log import ErasureLog
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Registration
@@ -35,6 +39,7 @@ from models.promotion import PromotionDecision, decide_promotion
 from models.registry import load
 from models.training import TrainingResult
 
+log = logging.getLogger(__name__)
 ALIASES = (CHAMPION, CHALLENGER)
 # the MLflow param (and published meta field) of the recency half-life a version's data was weighted with
 HALF_LIFE_PARAM = "recency_half_life_days"
@@ -43,30 +48,71 @@ HALF_LIFE_PARAM = "recency_half_life_days"
 def register(
     registry: ModelRegistry, result: TrainingResult, model_dir: Path, tags: dict[str, str], weighting: dict[str, float] | None = None
 ) -> Registration:
-    """Log a trained model (its held-out metrics next to popularity's) as a new version: ``challenger``.
+    """Log a trained model (its held-out metrics next to popularity's; when it was measured against the
+    champion, both on those pairs: ``head_to_head_test_...``, ``head_to_head_incumbent_test_...``,
+    ``head_to_head_pairs``) as a new version: ``challenger``.
     ``weighting``: how its training data was weighted (e.g. ``HALF_LIFE_PARAM``), logged with its params."""
     metrics = {**result.metrics, **{f"popularity_{k}": v for k, v in result.baseline_metrics.items()}, "fit_seconds": result.fit_seconds}
+    if (versus := result.head_to_head) is not None:
+        metrics |= {f"head_to_head_{k}": v for k, v in versus.model.items()} | {f"head_to_head_incumbent_{k}": v for k, v in versus.incumbent.items()}
+        metrics["head_to_head_pairs"] = versus.pairs
     record = registry.log_version(model_dir, result.algorithm, {**result.params, **(weighting or {})}, metrics, tags)
     registry.set_alias(CHALLENGER, record.version)
     return record
 
 
 def gate(
-    registry: ModelRegistry, version: str, result: TrainingResult, metric: str, margin: float, erasures: dict[str, float] | None = None
-) -> PromotionDecision:
+    registry: ModelRegistry, version: str, result: TrainingResult, metric: str, margin: float, erasures: dict[str, float] | None = None,
+    incumbent_version: str | None = None,
+) -> PromotionDecision:  # fmt: skip
     """The champion gate for ``version``: its held-out ``metric`` (e.g. ``test_ndcg_at_10``) must beat
-    popularity's and the champion's by ``margin``. A champion trained before a user's erasure
-    (``erasures``: user -> request time) has to go: then beating popularity is enough. Records the
-    verdict; promotes when it passes."""
+    popularity's and the champion's by ``margin``. Against the champion, the figures of
+    ``result.head_to_head`` (both models on the same held-out pairs) when they were measured for
+    ``incumbent_version`` and that is still the champion; otherwise (it could not be loaded, no held-out
+    pair was new to it, or the champion moved during training) the metrics logged when the champion was
+    trained, on its own split. Both are recorded with the verdict. A champion trained before a user's
+    erasure (``erasures``: user -> request time) has to go: then beating popularity is enough. Records
+    the verdict; promotes when it passes."""
     champion = registry.alias(CHAMPION)
-    champion_metrics = registry.run_metrics(champion) if champion and champion != version else None
-    tainted = champion is not None and champion != version and _trained_before_erasure(registry, champion, erasures or {})
+    rival = champion is not None and champion != version
+    champion_metrics = registry.run_metrics(champion) if rival else None
+    versus = result.head_to_head if rival and incumbent_version == champion else None
+    tainted = rival and _trained_before_erasure(registry, champion, erasures or {})
     reason = "it was trained on data of a user erased since (GDPR)" if tainted else None
-    decision = decide_promotion(metric, result.metrics, champion_metrics, result.baseline_metrics, margin, champion_must_go=reason)
+    decision = decide_promotion(
+        metric, result.metrics, champion_metrics, result.baseline_metrics, margin, champion_must_go=reason,
+        head_to_head=None if versus is None else (versus.model, versus.incumbent),
+    )  # fmt: skip
     registry.record_decision(version, decision)
     if decision.promoted:
         registry.set_alias(CHAMPION, version)
     return decision
+
+
+def load_version(registry: ModelRegistry, version: str) -> Recommender:
+    """The model of a registered version, in memory (downloaded to a temporary folder, gone on return)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return load(registry.download(version, Path(tmp) / version))
+
+
+def load_champion(registry: ModelRegistry) -> tuple[str, Recommender] | None:
+    """The champion version and its model, for training to measure against the challenger on the same
+    held-out pairs (``models.training.train(incumbent=...)``, then :func:`gate` with ``incumbent_version``).
+    None when there is no champion, or it cannot be loaded, has no fold-in or no training matrix
+    (artifacts deleted, an offline-only algorithm): the gate then compares with its logged metrics, and
+    the reason is logged."""
+    version = registry.alias(CHAMPION)
+    if version is None:
+        return None
+    try:
+        model = load_version(registry, version)
+    except (MlflowException, OSError, ValueError, KeyError) as error:
+        log.warning("champion %s of %s cannot be loaded (%s): the gate compares with its logged metrics", version, registry.name, error)
+        return None
+    if not model.servable or model.train_matrix is None:  # no fold-in, or no telling which held-out pairs it learned
+        log.warning("champion %s (%s) cannot be scored on new data: the gate compares with its logged metrics", version, model.name)
+        return None
+    return version, model
 
 
 def served_items(catalog: pd.DataFrame, model: Recommender) -> pd.DataFrame:
@@ -125,22 +171,21 @@ def publish_aliases(
     at least ``ann_min_tracks`` tracks, None: never), then move the Redis alias. Returns alias -> version."""
     published: dict[str, str] = {}
     store.retag_versions()  # versions published before their artefacts carried a hash tag
-    with tempfile.TemporaryDirectory() as tmp:
-        for alias in aliases:
-            version = registry.alias(alias)
-            if version is None:
-                continue
-            if version not in store.versions():
-                model = load(registry.download(version, Path(tmp) / version))
-                trained_until = int(registry.run_tags(version).get("trained_until_ms", "0"))
-                half_life = float(registry.run_params(version).get(HALF_LIFE_PARAM) or 0)  # versions trained before it: none
-                # before the vectors: the API finds the index once it sees them; built once per version (a second
-                # store, or a Redis that lost the version, reuses the logged one)
-                if ann_min_tracks is not None and len(model.item_ids) >= ann_min_tracks and not registry.has_ann_index(version):
-                    index_version(registry, version, model)
-                publish(store, version, model, catalog, trained_until, registered_model=registry.name, erased=erased, half_life_days=half_life)
-            store.set_alias(alias, version)
-            published[alias] = version
+    for alias in aliases:
+        version = registry.alias(alias)
+        if version is None:
+            continue
+        if version not in store.versions():
+            model = load_version(registry, version)
+            trained_until = int(registry.run_tags(version).get("trained_until_ms", "0"))
+            half_life = float(registry.run_params(version).get(HALF_LIFE_PARAM) or 0)  # versions trained before it: none
+            # before the vectors: the API finds the index once it sees them; built once per version (a second
+            # store, or a Redis that lost the version, reuses the logged one)
+            if ann_min_tracks is not None and len(model.item_ids) >= ann_min_tracks and not registry.has_ann_index(version):
+                index_version(registry, version, model)
+            publish(store, version, model, catalog, trained_until, registered_model=registry.name, erased=erased, half_life_days=half_life)
+        store.set_alias(alias, version)
+        published[alias] = version
     return published
 
 
@@ -161,24 +206,23 @@ def extend_catalog(registry: ModelRegistry, store: VectorStore, catalog: pd.Data
     (:meth:`VectorStore.extend`); the next training gives them learned vectors. Returns version ->
     tracks added (versions whose model has no cold-start map are left as they are)."""
     added: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for version in dict.fromkeys(v for a in aliases if (v := store.alias(a)) is not None):
-            published = store.load(version)
-            new = catalog[~catalog["track_id"].astype(str).isin(set(published.items["track_id"].astype(str)))]
-            if new.empty:
-                continue
-            model = load(registry.download(version, Path(tmp) / version))
-            if not hasattr(model, "cold_item_vectors"):
-                continue
-            ids = new["track_id"].astype(str).to_numpy()
-            vectors = model.cold_item_vectors(track_features(new, ids))
-            similarity = None
-            if published.similarity_vectors is not None:  # same space as the published ones (without a bias column)
-                part = vectors[:, : published.similarity_vectors.shape[1]]
-                similarity = (part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-            items = new.reset_index(drop=True).assign(popularity=np.float32(0.0))
-            store.extend(version, items, vectors, similarity)
-            added[version] = len(new)
+    for version in dict.fromkeys(v for a in aliases if (v := store.alias(a)) is not None):
+        published = store.load(version)
+        new = catalog[~catalog["track_id"].astype(str).isin(set(published.items["track_id"].astype(str)))]
+        if new.empty:
+            continue
+        model = load_version(registry, version)
+        if not hasattr(model, "cold_item_vectors"):
+            continue
+        ids = new["track_id"].astype(str).to_numpy()
+        vectors = model.cold_item_vectors(track_features(new, ids))
+        similarity = None
+        if published.similarity_vectors is not None:  # same space as the published ones (without a bias column)
+            part = vectors[:, : published.similarity_vectors.shape[1]]
+            similarity = (part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        items = new.reset_index(drop=True).assign(popularity=np.float32(0.0))
+        store.extend(version, items, vectors, similarity)
+        added[version] = len(new)
     return added
 
 

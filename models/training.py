@@ -3,6 +3,9 @@
 1. Build the interaction matrix over the catalog (tracks nobody played still get a column).
 2. Hold out a seeded share of each user's items; fit the model and the popularity baseline on the rest
    and measure both on the held-out items only (of a seeded sample of users when the catalog is large).
+   An ``incumbent`` (the champion being served) and the model are also measured head to head on the
+   held-out pairs the incumbent never trained on, the incumbent through its fold-in of the same
+   training rows, so the gate compares the two on the same data.
 3. Refit the model on all interactions for serving. The metrics reported are the held-out ones.
 """
 
@@ -17,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import Recommender
-from models.evaluation import evaluate, random_holdout
+from models.evaluation import HeadToHead, evaluate, head_to_head, random_holdout
 from models.features import ItemFeatures, track_features
 from models.interactions import Interactions
 from models.registry import create
@@ -38,6 +41,9 @@ class TrainingResult:
     fingerprint: str
     fit_seconds: float
     data: dict[str, int] = field(default_factory=dict)
+    # the model and the incumbent (the model serving now) on the held-out pairs the incumbent never trained on,
+    # prefixed test_; None without an incumbent or without such pairs
+    head_to_head: HeadToHead | None = None
 
 
 def fingerprint(frame: pd.DataFrame, columns: tuple[str, ...] = ("user_id", "item_id", "weight")) -> str:
@@ -71,8 +77,11 @@ def train(
     test_share: float = 0.2,
     seed: int = 42,
     refit: bool = True,
+    incumbent: Recommender | None = None,
 ) -> TrainingResult:
-    """Evaluate ``algorithm`` on a per-user holdout against popularity, then (``refit``) fit on all data."""
+    """Evaluate ``algorithm`` on a per-user holdout against popularity, then (``refit``) fit on all data.
+    ``incumbent``: an already-trained servable model (the champion) measured against the model on the
+    held-out pairs it never trained on (:func:`models.evaluation.head_to_head`): ``TrainingResult.head_to_head``."""
     params = dict(params or {})
     matrix, features = build_inputs(interactions, tracks)
     split = random_holdout(matrix, test_share=test_share, min_items=5, seed=seed)
@@ -84,6 +93,9 @@ def train(
     metrics = {f"test_{name}": value for name, value in evaluate(candidate, split, k=k, max_users=eval_users, seed=seed).items()}
     baseline = create("popularity").fit(split.train)
     baseline_metrics = {f"test_{name}": value for name, value in evaluate(baseline, split, k=k, max_users=eval_users, seed=seed).items()}
+    versus = head_to_head(candidate, incumbent, split, k=k, max_users=eval_users, seed=seed) if incumbent is not None else None
+    if versus is not None:
+        versus = HeadToHead({f"test_{n}": v for n, v in versus.model.items()}, {f"test_{n}": v for n, v in versus.incumbent.items()}, versus.pairs)
 
     model = create(algorithm, **params).fit(matrix, features) if refit else candidate
     return TrainingResult(
@@ -101,4 +113,5 @@ def train(
             "test_interactions": split.test.nnz,
             "items_with_interactions": int((np.diff(matrix.matrix.tocsc().indptr) > 0).sum()),
         },
+        head_to_head=versus,
     )

@@ -3,20 +3,29 @@ the per-user metrics."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
-from models.base import Recommender
 from models.evaluation import metrics as m
 from models.evaluation.splits import Split
 from models.ranking import top_k
-
 
 # scores are computed for this many (user, item) cells at a time: 16 users at a million items, so a
 # batch of scores stays at 64 MB whatever the catalog
 _BATCH_CELLS = 2**24
 
 
-def evaluate(model: Recommender, split: Split, k: int = 10, batch: int = 2048, max_users: int | None = None, seed: int = 0) -> dict[str, float]:
+class Scorer(Protocol):
+    """What the protocol asks of a model: a fitted :class:`models.base.Recommender`, or an
+    already-trained one scored through its fold-in (:class:`models.evaluation.incumbent.FoldedIn`)."""
+
+    def scores(self, users: np.ndarray) -> np.ndarray: ...
+
+    def similarity_vectors(self) -> np.ndarray: ...
+
+
+def evaluate(model: Scorer, split: Split, k: int = 10, batch: int = 2048, max_users: int | None = None, seed: int = 0) -> dict[str, float]:
     """Mean test metrics of a model fitted on ``split.train``, plus catalog-level ones.
 
     Keys: ``precision_at_{k}``, ``recall_at_{k}``, ``ndcg_at_{k}``, ``map_at_{k}``, ``hit_rate_at_{k}``,

@@ -44,27 +44,35 @@ def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
 def recommender_model(
     context: dg.AssetExecutionContext, training: TrainingResource, store: OfflineStoreResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
-    """A model trained on the interactions, measured on held-out interactions against popularity,
-    logged to MLflow and registered. It becomes ``challenger``, and ``champion`` only if it passes the gate."""
+    """A model trained on the interactions, measured on held-out interactions against popularity and the
+    current champion (scored on the same held-out interactions), logged to MLflow and registered. It
+    becomes ``challenger``, and ``champion`` only if it passes the gate."""
     interactions = store.tables.read_interactions()
-    result = train(interactions, store.tables.read_tracks(), training.algorithm, training.params(), k=training.k)
+    registry = mlflow.registry
+    incumbent_version, incumbent = release.load_champion(registry) or (None, None)
+    result = train(interactions, store.tables.read_tracks(), training.algorithm, training.params(), k=training.k, incumbent=incumbent)
+    del incumbent  # its vectors are not needed past its evaluation
     last = pd.to_datetime(interactions["timestamp"], utc=True).max() if len(interactions) else pd.NaT
     trained_until = "0" if pd.isna(last) else str(int(last.timestamp() * 1000))
-    registry = mlflow.registry
     # the saved folder only travels to MLflow: no local copy of users' factors outlives the run (an
     # erased user's vector must be deletable in one place)
     with tempfile.TemporaryDirectory() as tmp:
         record = release.register(
             registry, result, result.model.save(Path(tmp) / "model"),
             tags={"dataset_fingerprint": result.fingerprint, "dagster_run_id": context.run_id, "refit_on_all_data": "true",
-                  "trained_until_ms": trained_until},
+                  "trained_until_ms": trained_until, "incumbent_version": incumbent_version or "none"},
             weighting={release.HALF_LIFE_PARAM: training.recency_half_life_days},
         )  # fmt: skip
     metric = f"test_{mlflow.promotion_metric}"
-    decision = release.gate(registry, record.version, result, metric, mlflow.promotion_margin, erasures=store.tables.erasures.subjects())
+    decision = release.gate(
+        registry, record.version, result, metric, mlflow.promotion_margin, erasures=store.tables.erasures.subjects(), incumbent_version=incumbent_version
+    )
     context.log.info("model version %s: %s", record.version, decision.reason)
 
-    table = pd.DataFrame({"model": result.metrics, "popularity": result.baseline_metrics}).round(4)
+    columns = {"model": result.metrics, "popularity": result.baseline_metrics}
+    if (versus := result.head_to_head) is not None:  # both on the held-out pairs the champion never trained on
+        columns |= {f"model, pairs new to v{incumbent_version}": versus.model, f"champion v{incumbent_version}, same pairs": versus.incumbent}
+    table = pd.DataFrame(columns).round(4)
     return dg.MaterializeResult(
         metadata={
             "version": record.version,
@@ -77,6 +85,10 @@ def recommender_model(
             # every held-out figure as a number, so the asset's plots follow them across versions
             **{k: dg.MetadataValue.float(float(v)) for k, v in result.metrics.items() if isinstance(v, (int, float))},
             **{f"popularity_{k}": dg.MetadataValue.float(float(v)) for k, v in result.baseline_metrics.items() if k == metric},
+            # the two figures the gate set against each other, and where the champion's was measured (same_split or logged)
+            **({f"gate_challenger_{metric}": dg.MetadataValue.float(float(decision.challenger_compared)),
+                f"gate_champion_{metric}": dg.MetadataValue.float(float(decision.champion))} if decision.champion is not None else {}),
+            "gate_compared_on": decision.compared_on,
             "metrics": dg.MetadataValue.md(table.to_markdown()),
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(registry.experiment_id, record.run_id)),
             "trigger": context.run.tags.get(REASON_TAG, "manual"),

@@ -1,7 +1,12 @@
 """The release path against a real MLflow store in tmp and a real Redis: register, gate, publish,
 roll back, retire. Every other caller (assets, CLI, fixtures, benchmarks) goes through these functions."""
 
+import copy
+import dataclasses
+import json
 import os
+import shutil
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -13,11 +18,13 @@ from core.contracts import RedisKeys
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
 from core.vectorstore import VectorStore
 from models import create
+from models.evaluation import HeadToHead
 from models.promotion import decide_promotion
 from models.training import train
 from tests.models.conftest import block_matrix
 
 METRIC = "test_ndcg_at_10"
+AT_5 = "test_ndcg_at_5"  # the held-out metric of the trained fixture (k=5)
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +154,62 @@ def test_the_registered_pyfunc_answers_with_k(registry, trained, tmp_path):
     assert not set(out["item_id"]) & set(model.item_ids[model.train_matrix[0].indices])
     restored = registry.download(version, tmp_path / "download")
     assert (restored / "model.json").exists()
+
+
+def test_the_gate_judges_the_champion_on_the_same_pairs(registry, trained, tmp_path):
+    """Regression (issue 21): the gate compared a retrained version's held-out metric with the one the
+    champion logged on an older split, and rejected the version that followed a taste shift. When
+    training measured both head to head (``train(incumbent=...)``) those figures are compared, and both
+    the champion's are recorded; the logged one is compared only when the champion was not scored."""
+    first = _register(registry, trained, tmp_path, 1)
+    assert release.gate(registry, first, trained, AT_5, margin=0.0).compared_on == "none"
+    loaded = release.load_champion(registry)
+    assert loaded is not None and loaded[0] == first
+    np.testing.assert_allclose(loaded[1].item_vectors(), trained.model.item_vectors())
+    assert loaded[1].train_matrix.nnz == trained.model.train_matrix.nnz  # what the head-to-head leaves out
+
+    # below the champion's logged figure on its whole split, above the champion head to head
+    logged = registry.run_metrics(first)[AT_5]
+    versus = HeadToHead(model={AT_5: logged * 0.9}, incumbent={AT_5: logged * 0.7}, pairs=40)
+    challenger = dataclasses.replace(trained, metrics={AT_5: logged * 0.8}, head_to_head=versus)
+    second = _register(registry, challenger, tmp_path, 2)
+    recorded_metrics = registry.run_metrics(second)
+    assert (recorded_metrics[f"head_to_head_{AT_5}"], recorded_metrics[f"head_to_head_incumbent_{AT_5}"], recorded_metrics["head_to_head_pairs"]) == \
+        pytest.approx((logged * 0.9, logged * 0.7, 40))  # fmt: skip
+    decision = release.gate(registry, second, challenger, AT_5, margin=0.0, incumbent_version=first)
+    assert decision.promoted and registry.alias(CHAMPION) == second, decision.reason
+    assert registry.version_tags(second)["promotion_compared_on"] == "same_split"
+    run_id = registry.client.get_model_version(registry.name, second).run_id
+    recorded = json.loads(Path(registry.client.download_artifacts(run_id, "promotion.json", str(tmp_path))).read_text())
+    assert (recorded["challenger_compared"], recorded["champion"], recorded["champion_logged"]) == pytest.approx((logged * 0.9, logged * 0.7, logged))
+
+    # figures measured against another version than the champion now (it moved during training): the logged ones
+    third = _register(registry, challenger, tmp_path, 3)
+    moved = release.gate(registry, third, challenger, AT_5, margin=0.0, incumbent_version=first)
+    assert not moved.promoted and moved.compared_on == "logged" and registry.alias(CHAMPION) == second
+
+    # a champion whose artifacts are gone cannot be loaded: no incumbent, so the logged figure
+    shutil.rmtree(registry.client.get_model_version_download_uri(registry.name, second).removeprefix("file://"))
+    assert release.load_champion(registry) is None
+
+
+def test_a_champion_trained_before_an_erasure_is_replaced_even_when_it_wins_head_to_head(registry, trained, tmp_path):
+    first = _register(registry, trained, tmp_path, 1)
+    registry.set_alias(CHAMPION, first)
+    weaker = dataclasses.replace(trained, head_to_head=HeadToHead(model={AT_5: 0.2}, incumbent={AT_5: 0.4}, pairs=10))
+    second = _register(registry, weaker, tmp_path, 2)
+    kept = release.gate(registry, second, weaker, AT_5, margin=0.0, incumbent_version=first)
+    assert not kept.promoted and kept.compared_on == "same_split"
+    erasures = {"someone": registry.now() + 1}
+    replaced = release.gate(registry, second, weaker, AT_5, margin=0.0, erasures=erasures, incumbent_version=first)
+    assert replaced.promoted and "erased" in replaced.reason and registry.alias(CHAMPION) == second
+
+
+def test_a_champion_saved_without_its_training_matrix_is_not_an_incumbent(registry, trained, tmp_path):
+    """Which held-out pairs it learned is unknown: training is not given it (the gate falls back to its
+    logged figures) rather than failing."""
+    bare = copy.deepcopy(trained.model)
+    bare._train = None  # as saved before models kept it
+    version = release.register(registry, trained, bare.save(tmp_path / "bare"), {}).version
+    registry.set_alias(CHAMPION, version)
+    assert release.load_champion(registry) is None
