@@ -96,9 +96,10 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-def start_api(port: int, env: Mapping[str, str | None], log: Path, *, workers: int = 2, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Popen:
-    """``echotune serve`` on ``port``, returned once ``/health/ready`` answers (stopped again if it never does)."""
-    process = start(["serve", "--port", str(port), "--workers", str(workers)], env, log, cwd=cwd)
+def start_api(port: int, env: Mapping[str, str | None], log: Path, *, workers: int | None = 2, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Popen:
+    """``echotune serve`` on ``port`` (``workers`` None: ECHOTUNE_API_WORKERS), returned once ``/health/ready``
+    answers (stopped again if it never does)."""
+    process = start(["serve", "--port", str(port), *(["--workers", str(workers)] if workers else [])], env, log, cwd=cwd)
     try:
         wait_ready(f"http://127.0.0.1:{port}/health/ready", timeout)
     except BaseException:
