@@ -71,14 +71,14 @@ def killable_redis(folder: Path):
     return KillableRedis(folder)
 
 
-def start(role: list[str], env: Mapping[str, str | None], log: Path, *, cwd: Path = ROOT, module: str = "echotune.cli") -> subprocess.Popen:
+def start(role: list[str], env: Mapping[str, str | None], log: Path | None, *, cwd: Path = ROOT, module: str = "echotune.cli") -> subprocess.Popen:
     """``python -m module *role`` (e.g. ``["serve", "--port", "8123"]``) in a process group of its own,
     so :func:`stop` and :func:`kill` reach its children (uvicorn workers, the demo's Redis and Dagster).
     ``env`` goes over this process's environment; a ``None`` value removes that variable. Output is
-    appended to ``log`` (a restarted role keeps its earlier lines)."""
+    appended to ``log`` (a restarted role keeps its earlier lines), or goes to this terminal when None."""
     environment = {**os.environ, **env}
     environment = {k: v for k, v in environment.items() if v is not None}
-    return subprocess.Popen([sys.executable, "-m", module, *role], env=environment, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    return subprocess.Popen([sys.executable, "-m", module, *role], env=environment, cwd=cwd, stdout=log.open("ab") if log else None, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
 
 
