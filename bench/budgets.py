@@ -112,7 +112,8 @@ def main() -> None:
         env = api_settings(folder, redis_url, prefix, ANN_MIN_TRACKS)
         os.environ.update(env)  # the in-process AppState reads the same settings as the API
         try:
-            stack = build_stack(folder, redis_url, prefix, n_tracks=args.events // 8, ann_min_tracks=ANN_MIN_TRACKS)  # 8 events a track, as bench.serving
+            # bench.serving's world: 8 events a track
+            stack = build_stack(folder, redis_url, prefix, n_tracks=args.events // 8, ann_min_tracks=ANN_MIN_TRACKS)
             users, tracks = stack.users, stack.tracks
             register_experiment(redis_url, prefix)
             port = free_port()

@@ -95,7 +95,8 @@ def main() -> None:
             stream = RedisKeys(PREFIX).feedback_stream()
             print(f"  {fill_seconds:.1f} s; Redis holds {client.info('memory')['used_memory'] / 2**20:,.0f} MiB", flush=True)
             tables = Path(tmp) / "tables"
-            child = subprocess.run([sys.executable, "-m", "bench.drain_memory", "--child", url, str(tables), "--page", str(args.page)], capture_output=True, text=True, check=True)
+            child = subprocess.run([sys.executable, "-m", "bench.drain_memory", "--child", url, str(tables), "--page", str(args.page)],
+                                   capture_output=True, text=True, check=True)  # fmt: skip
             figures = json.loads(child.stdout.strip().splitlines()[-1])
             files = sorted((tables / "events").glob("date=*/live.parquet"))
             persisted = sum(pq.ParquetFile(f).metadata.num_rows for f in files)

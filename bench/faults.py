@@ -134,7 +134,8 @@ class Stack:
 
     def env(self, **env: str) -> dict[str, str]:
         return {"ECHOTUNE_HOME": str(self.folder), "ECHOTUNE_REDIS_URL": self.redis_url, "ECHOTUNE_REDIS_PREFIX": PREFIX,
-                "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000", "ECHOTUNE_ACCESS_LOG": "false", **env}  # fmt: skip
+                "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000", "ECHOTUNE_ACCESS_LOG": "false",
+                **env}  # fmt: skip
 
     def start_api(self, name: str = "api", port: int | None = None, workers: int = 2, **env: str) -> None:
         self.processes[name] = start_api(port or self.port, self.env(**env), self.folder / f"{name}.log", workers=workers)

@@ -78,8 +78,8 @@ def start(role: list[str], env: Mapping[str, str | None], log: Path | None, *, c
     appended to ``log`` (a restarted role keeps its earlier lines), or goes to this terminal when None."""
     environment = {**os.environ, **env}
     environment = {k: v for k, v in environment.items() if v is not None}
-    return subprocess.Popen([sys.executable, "-m", module, *role], env=environment, cwd=cwd, stdout=log.open("ab") if log else None, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    output = log.open("ab") if log else None
+    return subprocess.Popen([sys.executable, "-m", module, *role], env=environment, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_ready(url: str, timeout: float = 120) -> None:
@@ -96,7 +96,9 @@ def wait_ready(url: str, timeout: float = 120) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
-def start_api(port: int, env: Mapping[str, str | None], log: Path, *, workers: int | None = 2, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Popen:
+def start_api(
+    port: int, env: Mapping[str, str | None], log: Path, *, workers: int | None = 2, cwd: Path = ROOT, timeout: float = 120
+) -> subprocess.Popen:
     """``echotune serve`` on ``port`` (``workers`` None: ECHOTUNE_API_WORKERS), returned once ``/health/ready``
     answers (stopped again if it never does)."""
     process = start(["serve", "--port", str(port), *(["--workers", str(workers)] if workers else [])], env, log, cwd=cwd)
