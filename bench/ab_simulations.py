@@ -17,7 +17,7 @@ request a team-draft merge of both rankers and runs the sign test over users
 counts around its planned size and the users for 80% power interpolated (probit of power linear in
 sqrt(users), as normal theory has it); the A/A false-positive rate is measured at that size.
 
-    nice -n 10 .venv/bin/python bench/ab_simulations.py [--experiments 1000] [--power-runs 400] [--seed 7]
+    nice -n 10 .venv/bin/python -m bench.ab_simulations [--experiments 1000] [--power-runs 400] [--seed 7]
 """
 
 from __future__ import annotations

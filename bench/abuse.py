@@ -22,57 +22,30 @@ cases' figures against what they should be. Targets (issue "trust under faults a
 grows by under 50 MB, the probe's P99 stays under 100 ms, and /metrics answers 200 after the label
 injection.
 
-    .venv/bin/python bench/abuse.py
+    .venv/bin/python -m bench.abuse
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
 import string
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psutil
-from serving_support.processes import free_port, scratch_redis, stop, wait_ready
 
-ROOT = Path(__file__).resolve().parents[1]
-KEY = "bench-client-key-0123456789abcdef"
+from bench.harness import KEY, free_port, publish_synthetic, scratch_redis, start_api, stop
+
 ABUSER = "bench-abuser-key-0123456789abcdef"
 ADMIN = "bench-admin-key-0123456789abcdef"
 EVENTS_PER_MINUTE = ADMIN_PER_MINUTE = 600
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
-
-
-def build(redis_url: str, prefix: str) -> tuple[list[str], list[str]]:
-    import redis
-
-    from core import release
-    from core.contracts.redis_keys import RedisKeys
-    from core.synthetic import SyntheticWorld
-    from core.vectorstore import VectorStore
-    from models import DEFAULT_ALGORITHM, create
-    from models.training import build_inputs
-    from models.weighting import graded_interactions
-
-    world = SyntheticWorld.generate(20_000, 5_000, seed=3)
-    events = world.events(150_000, days=30)
-    graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
-    matrix, features = build_inputs(graded, world.tracks)
-    model = create(DEFAULT_ALGORITHM).fit(matrix, features)
-    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(prefix))
-    release.publish(store, "1", model, world.tracks, int(events["timestamp"].max().timestamp() * 1000), alias="champion")
-    release.publish_played(store, graded)
-    return list(model.user_ids), list(model.item_ids)
 
 
 def call(url: str, body: bytes | None = None, key: str = KEY) -> tuple[int, float]:
@@ -189,17 +162,15 @@ def redis_refusing_writes(base: str, users: list[str], api: psutil.Process, redi
 def main() -> None:
     random.seed(1)
     with scratch_redis("abuse") as (folder, redis_url):
-        users, _ = build(redis_url, "bench")
+        users = publish_synthetic(redis_url, "bench", tracks=20_000, users=5_000, events=150_000, seed=3, played=True).users
         port = free_port()
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url,
-               "ECHOTUNE_REDIS_PREFIX": "bench", "ECHOTUNE_API_KEYS": f"{KEY}:client,{ABUSER}:client,{ADMIN}:admin",
-               "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000", "ECHOTUNE_RATE_LIMIT_FEEDBACK_EVENTS_PER_MINUTE": str(EVENTS_PER_MINUTE),
-               "ECHOTUNE_RATE_LIMIT_ADMIN_PER_MINUTE": str(ADMIN_PER_MINUTE), "ECHOTUNE_ACCESS_LOG": "false"}  # fmt: skip
-        process = subprocess.Popen([sys.executable, "-m", "echotune.cli", "serve", "--port", str(port), "--workers", "1"], env=env, cwd=ROOT,
-                                   stdout=(folder / "api.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        settings = {"OPENBLAS_NUM_THREADS": "1", "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url,
+                    "ECHOTUNE_REDIS_PREFIX": "bench", "ECHOTUNE_API_KEYS": f"{KEY}:client,{ABUSER}:client,{ADMIN}:admin",
+                    "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000", "ECHOTUNE_RATE_LIMIT_FEEDBACK_EVENTS_PER_MINUTE": str(EVENTS_PER_MINUTE),
+                    "ECHOTUNE_RATE_LIMIT_ADMIN_PER_MINUTE": str(ADMIN_PER_MINUTE), "ECHOTUNE_ACCESS_LOG": "false"}  # fmt: skip
         base = f"http://127.0.0.1:{port}"
+        process = start_api(port, settings, folder / "api.log", workers=1)
         try:
-            wait_ready(f"{base}/health/ready")
             api = psutil.Process(process.pid)
             for _ in range(200):  # warm up: first requests allocate what every later one reuses
                 call(f"{base}/recommendations/{random.choice(users)}?count=20")

@@ -9,7 +9,7 @@ variant: build seconds, memory (the serialised index, and the RSS growth of the 
 ``ef`` the mean query latency (one query at a time, as the API asks) and recall@10 against exact
 scoring for 300 users. ``--synthetic`` indexes random low-rank-like vectors instead (no training).
 
-    .venv/bin/python bench/ann_libraries.py [--tracks 20000] [--threads 2] [--synthetic]
+    .venv/bin/python -m bench.ann_libraries [--tracks 20000] [--threads 2] [--synthetic]
 Voyager comes with the bench extra (pip install -e ".[bench]").
 """
 

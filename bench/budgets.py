@@ -13,7 +13,7 @@ them (so Redis and the worker are busy as in production), then times, one reques
 - **recommendation end to end** (200 ms): ``GET /recommendations/{user}`` until its 200, on a kept-alive
   connection.
 
-    .venv/bin/python bench/budgets.py [--requests 2000]
+    .venv/bin/python -m bench.budgets [--requests 2000]
 """
 
 from __future__ import annotations
@@ -21,33 +21,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import importlib.util
 import json
 import os
 import random
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-# this folder holds serving.py (the serving benchmark): the project's packages must come first
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
+import numpy as np
 
-import numpy as np  # noqa: E402
-from feedback import KEY, Paced  # noqa: E402
-from serving_support.processes import free_port, scratch_redis, stop, wait_ready  # noqa: E402
+from bench.feedback import Paced
+from bench.harness import KEY, free_port, scratch_redis, start, start_api, stop
+from bench.serving import api_settings, build_stack
 
+ANN_MIN_TRACKS = 100_000  # bench.serving's default: 50,000 tracks are served exact, no ANN index
 BUDGETS_MS = {"feature lookup": 50.0, "experiment assignment": 10.0, "feedback acceptance": 100.0, "recommendation end to end": 200.0}
-
-
-def _serving_bench():
-    """bench/serving.py as a module (its name is taken by the serving package): its build_stack."""
-    spec = importlib.util.spec_from_file_location("serving_bench", BENCH / "serving.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def register_experiment(redis_url: str, prefix: str) -> None:
@@ -122,18 +109,16 @@ def main() -> None:
     prefix = "budgets"
     processes: list[subprocess.Popen] = []
     with scratch_redis("budgets") as (folder, redis_url):
-        env = {"ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": prefix,
-               "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000",
-               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+        env = api_settings(folder, redis_url, prefix, ANN_MIN_TRACKS)
         os.environ.update(env)  # the in-process AppState reads the same settings as the API
         try:
-            users, tracks = _serving_bench().build_stack(folder, redis_url, prefix, args.events)
+            # bench.serving's world: 8 events a track
+            stack = build_stack(folder, redis_url, prefix, n_tracks=args.events // 8, ann_min_tracks=ANN_MIN_TRACKS)
+            users, tracks = stack.users, stack.tracks
             register_experiment(redis_url, prefix)
             port = free_port()
-            for name, command in (("api", ["serve", "--port", str(port), "--workers", "2"]), ("worker", ["worker", "--metrics-port", "0"])):
-                processes.append(subprocess.Popen([sys.executable, "-m", "echotune.cli", *command], stdout=(folder / f"{name}.log").open("wb"),
-                                                  stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True))  # fmt: skip
-            wait_ready(f"http://127.0.0.1:{port}/health/ready")
+            processes.append(start(["worker", "--metrics-port", "0"], env, folder / "worker.log"))
+            processes.append(start_api(port, env, folder / "api.log"))
             with Paced(f"http://127.0.0.1:{port}/feedback", users, tracks, 1000, "budgets") as paced:
                 over_http(port, users, tracks, 50)  # warm-up: connections, the model cache
                 timings = over_http(port, users, tracks, args.requests)

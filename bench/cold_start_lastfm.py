@@ -5,7 +5,7 @@ item features are the 1,000 most-used tags of user_taggedartists.dat (log1p coun
 for every artist. Each model is fitted on the remaining listens (log1p weights) and ranks, per user,
 only the cold artists: AUC (a held-out artist of the user vs. another cold artist) and NDCG@10.
 
-    .venv/bin/python bench/cold_start_lastfm.py [--data ../shared/data/hetrec-lastfm]
+    .venv/bin/python -m bench.cold_start_lastfm [--data ../shared/data/hetrec-lastfm]
 """
 
 from __future__ import annotations
@@ -22,10 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lastfm import DEFAULT_FOLDER, in_fresh_process, listens, tag_assignments, tag_features  # noqa: E402
-
+from bench.lastfm import DEFAULT_FOLDER, in_fresh_process, listens, tag_assignments, tag_features  # noqa: E402
 from models import DEFAULT_ALGORITHM, create  # noqa: E402
 from models.evaluation import cold_start_split  # noqa: E402
 from models.evaluation import metrics as m  # noqa: E402

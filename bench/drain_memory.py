@@ -8,7 +8,7 @@ decoded row before, ~1.35 KB each: ~7 GB for 5M). Target (issue 21): 5,000,000 e
 under 1 GiB, count in = count persisted. The stream needs ~0.5 KB of Redis memory per entry: the
 embedded server gets ``--maxmemory`` (default 8gb).
 
-    .venv/bin/python bench/drain_memory.py [--entries 5000000] [--page 10000]
+    .venv/bin/python -m bench.drain_memory [--entries 5000000] [--page 10000]
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 DAY = date(2026, 6, 1)  # a fixed past day: event timestamps may not lie in the future
 PREFIX = "bench-drain"
@@ -98,7 +95,8 @@ def main() -> None:
             stream = RedisKeys(PREFIX).feedback_stream()
             print(f"  {fill_seconds:.1f} s; Redis holds {client.info('memory')['used_memory'] / 2**20:,.0f} MiB", flush=True)
             tables = Path(tmp) / "tables"
-            child = subprocess.run([sys.executable, __file__, "--child", url, str(tables), "--page", str(args.page)], capture_output=True, text=True, check=True)
+            child = subprocess.run([sys.executable, "-m", "bench.drain_memory", "--child", url, str(tables), "--page", str(args.page)],
+                                   capture_output=True, text=True, check=True)  # fmt: skip
             figures = json.loads(child.stdout.strip().splitlines()[-1])
             files = sorted((tables / "events").glob("date=*/live.parquet"))
             persisted = sum(pq.ParquetFile(f).metadata.num_rows for f in files)

@@ -10,25 +10,23 @@ counted, and the counts per variant against the lists each variant served.
 
 Target (issue 14): 1,000 lists -> 1,000 x count exposures counted within 30 s.
 
-    .venv/bin/python bench/exposures.py [--lists 1000] [--count 20]
+    .venv/bin/python -m bench.exposures [--lists 1000] [--count 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
-from feedback import KEY, ROOT, build
 from prometheus_client.parser import text_string_to_metric_families
-from serving_support.processes import free_port, scratch_redis, stop, wait_ready
+
+from bench.harness import KEY, free_port, publish_synthetic, scratch_redis, start, start_api, stop
 
 ADMIN = "bench-admin-key-0123456789abcdef"
 EXPERIMENT = {"id": "bench-ab", "name": "exposure benchmark", "status": "running",
@@ -63,17 +61,14 @@ def main() -> None:
     cleanup = ExitStack()
     folder, redis_url = cleanup.enter_context(scratch_redis("exposures"))
     processes: list[subprocess.Popen] = []
-    env = {**os.environ, "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": "bench",
-           "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN}:admin", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
+    settings = {"ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": "bench",
+                "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN}:admin", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
     try:
-        users, _ = build(redis_url, "bench")
+        users = publish_synthetic(redis_url, "bench", tracks=20_000, users=5_000, events=200_000, seed=5).users  # the feedback bench's stack
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        for name, command in (("api", ["serve", "--port", str(port), "--workers", "2"]), ("worker", ["worker"])):
-            log = (folder / f"{name}.log").open("ab")
-            processes.append(subprocess.Popen([sys.executable, "-m", "echotune.cli", *command], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                              cwd=ROOT, start_new_session=True))  # fmt: skip
-        wait_ready(f"{base}/health/ready")
+        processes.append(start(["worker"], settings, folder / "worker.log"))
+        processes.append(start_api(port, settings, folder / "api.log"))
         call(f"{base}/experiments", ADMIN, EXPERIMENT)
         time.sleep(6)  # every API process re-reads the experiments within 5 s
 

@@ -20,7 +20,7 @@ wrk, post here: each answer must be tied to the event ids it accepted.
 
 Done when every scenario shows accepted == applied and 0 other 5xx.
 
-    .venv/bin/python bench/faults.py [--flap-seconds 30]
+    .venv/bin/python -m bench.faults [--flap-seconds 30]
 """
 
 from __future__ import annotations
@@ -28,45 +28,19 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
 
-from serving_support.processes import free_port, killable_redis, stop, wait_ready
 
-ROOT = Path(__file__).resolve().parents[1]
-KEY = "bench-client-key-0123456789abcdef"
+from bench.harness import KEY, free_port, kill, killable_redis, publish_synthetic, start, start_api, stop
 PREFIX = "bench"
 TYPES = ("play", "track_completed", "track_skipped", "like", "recommendation_shown")
 COLUMNS = ("attempted", "ok", "degraded", "503 full", "other 5xx", "no answer")
-
-
-def build(redis_url: str) -> tuple[list[str], list[str]]:
-    """Publish the default model trained on a small synthetic world; returns its users and tracks."""
-    import redis
-
-    from core import release
-    from core.contracts import RedisKeys
-    from core.synthetic import SyntheticWorld
-    from core.vectorstore import VectorStore
-    from models import DEFAULT_ALGORITHM, create
-    from models.training import build_inputs
-    from models.weighting import graded_interactions
-
-    world = SyntheticWorld.generate(3_000, 800, seed=5)
-    events = world.events(40_000, days=10)
-    graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
-    matrix, features = build_inputs(graded, world.tracks)
-    model = create(DEFAULT_ALGORITHM).fit(matrix, features)
-    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(PREFIX))
-    release.publish(store, "1", model, world.tracks, int(events["timestamp"].max().timestamp() * 1000), alias="champion")
-    return list(model.user_ids), list(model.item_ids)
 
 
 class Load:
@@ -158,29 +132,22 @@ class Stack:
         self.port = free_port()
         self.workers_started = 0
 
-    def start(self, name: str, command: list[str], **env: str) -> None:
-        environment = {**os.environ, "ECHOTUNE_HOME": str(self.folder), "ECHOTUNE_REDIS_URL": self.redis_url, "ECHOTUNE_REDIS_PREFIX": PREFIX,
-                       "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000",
-                       "ECHOTUNE_ACCESS_LOG": "false", **env}  # fmt: skip
-        self.processes[name] = subprocess.Popen(command, env=environment, stdout=(self.folder / f"{name}.log").open("ab"),
-                                                stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)  # fmt: skip
+    def env(self, **env: str) -> dict[str, str]:
+        return {"ECHOTUNE_HOME": str(self.folder), "ECHOTUNE_REDIS_URL": self.redis_url, "ECHOTUNE_REDIS_PREFIX": PREFIX,
+                "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000", "ECHOTUNE_ACCESS_LOG": "false",
+                **env}  # fmt: skip
 
     def start_api(self, name: str = "api", port: int | None = None, workers: int = 2, **env: str) -> None:
-        port = port or self.port
-        self.start(name, [sys.executable, "-m", "echotune.cli", "serve", "--port", str(port), "--workers", str(workers)], **env)
-        wait_ready(f"http://127.0.0.1:{port}/health/ready")
+        self.processes[name] = start_api(port or self.port, self.env(**env), self.folder / f"{name}.log", workers=workers)
 
     def start_worker(self) -> str:
         self.workers_started += 1
         consumer = f"worker-{self.workers_started}"
-        self.start("worker", [sys.executable, "-m", "echotune.cli", "worker", "--claim-idle-ms", "2000", "--consumer", consumer])
+        self.processes["worker"] = start(["worker", "--claim-idle-ms", "2000", "--consumer", consumer], self.env(), self.folder / "worker.log")
         return consumer
 
     def kill(self, name: str) -> None:
-        import signal
-
-        os.killpg(self.processes[name].pid, signal.SIGKILL)
-        self.processes[name].wait()
+        kill(self.processes[name])
 
     def stop_all(self) -> None:
         for process in self.processes.values():
@@ -235,7 +202,8 @@ def main() -> None:
         print(f"{name}: done ({note}); accepted {len(load.accepted):,}, applied {applied:,} after {waited:.1f}s", flush=True)
 
     try:
-        users, tracks = build(redis_url)
+        synthetic = publish_synthetic(redis_url, PREFIX, tracks=3_000, users=800, events=40_000, days=10, seed=5)
+        users, tracks = synthetic.users, synthetic.tracks
         print(f"stack built in {time.monotonic() - began:.0f}s: {len(users):,} users, {len(tracks):,} tracks; scratch folder {folder}", flush=True)
         stack.start_api()
         stack.start_worker()

@@ -20,7 +20,7 @@ another checkout's run of this file, alternating, on a machine whose speed varie
 Targets (issue 15): >= 5,000 applied events/s (on a slow day >= 1.5x the previous worker, same run);
 P95 accepted->applied <= 50 ms at 1,000/s.
 
-    .venv/bin/python bench/feedback.py [--seconds 20] [--workers 1,2]
+    .venv/bin/python -m bench.feedback [--seconds 20] [--workers 1,2]
 Needs wrk (Debian: apt-get install wrk).
 """
 
@@ -30,44 +30,17 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from contextlib import ExitStack
-from pathlib import Path
 
 import numpy as np
-from serving_support.processes import free_port, require_wrk, scratch_redis, stop, wait_ready
 
-ROOT = Path(__file__).resolve().parents[1]
-SUPPORT = Path(__file__).resolve().parent / "serving_support"
-KEY = "bench-client-key-0123456789abcdef"
+from bench.harness import KEY, SUPPORT, free_port, kill, publish_synthetic, require_wrk, scratch_redis, start, start_api, stop
+
 TYPES = ("play", "track_completed", "track_skipped", "like", "recommendation_shown")
-
-
-def build(redis_url: str, prefix: str) -> tuple[list[str], list[str]]:
-    import redis
-
-    from core import release
-    from core.contracts import RedisKeys
-    from core.synthetic import SyntheticWorld
-    from core.vectorstore import VectorStore
-    from models import DEFAULT_ALGORITHM, create
-    from models.training import build_inputs
-    from models.weighting import graded_interactions
-
-    world = SyntheticWorld.generate(20_000, 5_000, seed=5)
-    events = world.events(200_000, days=30)
-    graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
-    matrix, features = build_inputs(graded, world.tracks)
-    model = create(DEFAULT_ALGORITHM).fit(matrix, features)
-    store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(prefix))
-    trained_until = int(events["timestamp"].max().timestamp() * 1000)
-    release.publish(store, "1", model, world.tracks, trained_until, alias="champion")
-    return list(model.user_ids), list(model.item_ids)
 
 
 class Paced:
@@ -126,11 +99,11 @@ def main() -> None:
     r = redis.Redis.from_url(redis_url)
     processes: dict[str, subprocess.Popen] = {}
 
-    def start(name: str, command: list[str]) -> None:
-        env = {**os.environ, "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": prefix,
-               "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
-        processes[name] = subprocess.Popen(command, env=env, stdout=(folder / f"{name}.log").open("ab"), stderr=subprocess.STDOUT,
-                                           cwd=ROOT, start_new_session=True)  # fmt: skip
+    settings = {"ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": prefix,
+                "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
+
+    def start_role(name: str, role: list[str]) -> None:
+        processes[name] = start(role, settings, folder / f"{name}.log")
 
     def counters() -> dict[str, int]:
         return {k.decode(): int(v) for k, v in r.hgetall(keys.feedback_counters()).items()}
@@ -143,20 +116,19 @@ def main() -> None:
 
     latency_log = folder / "latency.log"
     try:
-        users, tracks = build(redis_url, prefix)
+        synthetic = publish_synthetic(redis_url, prefix, tracks=20_000, users=5_000, events=200_000, seed=5)
+        users, tracks = synthetic.users, synthetic.tracks
         (folder / "users.txt").write_text("\n".join(users))
         (folder / "tracks.txt").write_text("\n".join(tracks))
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        start("api", [sys.executable, "-m", "echotune.cli", "serve", "--port", str(port), "--workers", "2"])
-        worker_cmd = [sys.executable, "-m", "echotune.cli", "worker", "--claim-idle-ms", "2000", "--latency-log", str(latency_log),
-                      "--metrics-port", "0"]  # fmt: skip
-        wait_ready(f"{base}/health/ready")
+        processes["api"] = start_api(port, settings, folder / "api.log")
+        worker_cmd = ["worker", "--claim-idle-ms", "2000", "--latency-log", str(latency_log), "--metrics-port", "0"]
         env = {**os.environ, "WRK_USERS": str(folder / "users.txt"), "WRK_TRACKS": str(folder / "tracks.txt"), "WRK_KEY": KEY, "WRK_BATCH": "100"}
         summary = []
         for n_workers in args.workers:
             for i in range(n_workers):
-                start(f"worker-{i + 1}", [*worker_cmd, "--consumer", f"worker-{i + 1}"])
+                start_role(f"worker-{i + 1}", [*worker_cmd, "--consumer", f"worker-{i + 1}"])
             time.sleep(2)  # the workers are up
             print(f"--- {n_workers} worker process{'es' if n_workers > 1 else ''}")
 
@@ -204,15 +176,14 @@ def main() -> None:
 
         # 3. kill the worker mid-run
         before = counters()
-        start("worker", [*worker_cmd, "--consumer", "worker-k1"])
+        start_role("worker", [*worker_cmd, "--consumer", "worker-k1"])
         with Paced(f"{base}/feedback", users, tracks, 1000, "kill") as paced:
             time.sleep(args.seconds / 2)
             wait_applied(before["applied"] + 1, timeout=60)  # a worker still starting up has nothing to lose
-            os.killpg(processes["worker"].pid, signal.SIGKILL)
-            processes["worker"].wait()
+            kill(processes["worker"])
             killed_at = counters()
             time.sleep(1)
-            start("worker", [*worker_cmd, "--consumer", "worker-k2"])
+            start_role("worker", [*worker_cmd, "--consumer", "worker-k2"])
             time.sleep(args.seconds / 2)
         accepted_now = counters()["accepted"] - before["accepted"]
         wait_applied(before["applied"] + accepted_now, timeout=120)

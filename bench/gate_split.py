@@ -17,13 +17,12 @@ against version 1 on:
 
 Seconds only (no timing goal). ``--half-life`` sets the recency half-life (default 21 days, the setting's).
 
-    .venv/bin/python bench/gate_split.py [--half-life DAYS] [--seed N]
+    .venv/bin/python -m bench.gate_split [--half-life DAYS] [--seed N]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -31,11 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from taste_shift import scenario
-
+from bench.serving_support.shift import scenario
 from core.synthetic import SyntheticWorld
 from models import create
 from models.evaluation import (

@@ -5,7 +5,7 @@ file, full field set including PII, a few podcast and incognito rows, then impor
 process with ``core.ingest.service.ingest_history`` and prints events/s and the importing process's
 peak memory (RSS high-water mark). Target: >= 200,000 events/s and < 1 GiB.
 
-    .venv/bin/python bench/ingest_history.py [--rows 1000000] [--keep DIR]
+    .venv/bin/python -m bench.ingest_history [--rows 1000000] [--keep DIR]
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ the drain on its default interval (``--drain-every`` to change it), the issue's 
 Goals (issue 21): a new version through the drift monitor within 15 minutes with trigger ``drift`` in its
 run's tags; the genre >= 30% of their top-10 from online learning alone, >= 50% with the new version.
 
-    .venv/bin/python bench/loop.py [--trigger volume|drift] [--cycles 10] [--drain-every S] [--tracks N --users N --events N]
+    .venv/bin/python -m bench.loop [--trigger volume|drift] [--cycles 10] [--drain-every S] [--tracks N --users N --events N]
 """
 
 from __future__ import annotations
@@ -45,27 +45,16 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from serving_support.processes import free_port, stop, wait_ready
-from serving_support.shift import (
-    ADMIN_KEY,
-    KEY,
-    call,
-    genre_share,
-    post,
-    scenario,
-    serve_the_model,
-    shift_events,
-    wait_applied,
-)
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.harness import ROOT, free_port, start, stop, wait_ready
+from bench.serving_support.shift import ADMIN_KEY, KEY, call, genre_share, post, scenario, serve_the_model, shift_events, wait_applied
+
 GENRE_USERS, EVENTS_PER_USER = 100, 30
 FIFTEEN_MINUTES = 900
 
@@ -77,19 +66,17 @@ class Platform:
         self.home, self.algorithm = home, algorithm
         shutil.copy(ROOT / "workspace.yaml", home / "workspace.yaml")
         self.port = free_port()
-        self.env = {
-            **os.environ, "ECHOTUNE_HOME": str(home), "ECHOTUNE_API_PORT": str(self.port), "ECHOTUNE_DAGSTER_PORT": str(free_port()),
+        self.env: dict[str, str | None] = {
+            "ECHOTUNE_HOME": str(home), "ECHOTUNE_API_PORT": str(self.port), "ECHOTUNE_DAGSTER_PORT": str(free_port()),
             "ECHOTUNE_MLFLOW_PORT": str(free_port()), "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN_KEY}:admin",
             "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000", "ECHOTUNE_ACCESS_LOG": "false", **settings,
+            "ECHOTUNE_REDIS_URL": None,  # the demo's embedded Redis, not one this shell may name
         }  # fmt: skip
-        self.env.pop("ECHOTUNE_REDIS_URL", None)
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = (self.home / "demo.log").open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "echotune.cli", "demo"], env=self.env, cwd=self.home, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.process = start(["demo"], self.env, self.home / "demo.log", cwd=self.home)
         wait_ready(f"{self.base}/health/ready", timeout=900)
 
     def redis(self):

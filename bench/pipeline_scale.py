@@ -7,7 +7,7 @@ whole process tree (the pipeline, the embedded redis-server) and its CPU seconds
 step's start and end from the Dagster event log. Target (issue 15): under 15 minutes and under 8 GiB
 of peak RSS on a 2-core machine.
 
-    .venv/bin/python bench/pipeline_scale.py [--tracks 1000000] [--users 100000] [--events 5000000] [--keep DIR]
+    .venv/bin/python -m bench.pipeline_scale [--tracks 1000000] [--users 100000] [--events 5000000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.harness import ROOT, start, stop
 
 
 class TreeMemory:
@@ -91,17 +90,20 @@ def main() -> None:
 
     home = args.keep or Path(tempfile.mkdtemp(prefix="echotune-scale-"))
     home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ECHOTUNE_")}  # embedded Redis, default paths
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ECHOTUNE_")}  # embedded Redis, default paths
     env.update(
         ECHOTUNE_HOME=str(home), ECHOTUNE_SYNTH_TRACKS=str(args.tracks), ECHOTUNE_SYNTH_USERS=str(args.users),
         ECHOTUNE_SYNTH_EVENTS=str(args.events), ECHOTUNE_AUTOMATION="false",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     )  # fmt: skip
     print(f"{args.tracks:,} tracks, {args.users:,} users, {args.events:,} events; home {home}; {os.cpu_count()} cores", flush=True)
     began = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "echotune.cli", "pipeline"], cwd=home, env=env)
+    process = start(["pipeline"], env, None, cwd=home)
     memory = TreeMemory(process.pid)
-    code = process.wait()
+    try:
+        code = process.wait()
+    finally:
+        stop(process)  # its own process group: a Ctrl-C here does not reach it
     total = time.perf_counter() - began
     memory.stop()
 

@@ -7,7 +7,7 @@ then `echotune recommend`); the other rows fit models.create(...) or the librari
 (implicit ALS, LightFM) when they are installed. Every model is fitted in a fresh process so its
 peak memory (max RSS of that process, data included) is its own.
 
-    .venv/bin/python bench/quality_lastfm.py [--data ../shared/data/hetrec-lastfm]
+    .venv/bin/python -m bench.quality_lastfm [--data ../shared/data/hetrec-lastfm]
 """
 
 from __future__ import annotations
@@ -28,10 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lastfm import DEFAULT_FOLDER, in_fresh_process, listens, tag_assignments, tag_features  # noqa: E402
-
+from bench.lastfm import DEFAULT_FOLDER, in_fresh_process, listens, tag_assignments, tag_features  # noqa: E402
 from models import create  # noqa: E402
 from models.evaluation import metrics as m  # noqa: E402
 from models.evaluation import random_holdout  # noqa: E402

@@ -23,7 +23,7 @@ unfiltered and >= 0.90 with a genre filter; zero errors at 64 connections.
 (ECHOTUNE_REDIS_CLUSTER=true) and drives ``GET /recommendations`` there the same way, printing its
 requests/s and P99 as ratios to the single-node API measured in the same run (issue 16).
 
-    .venv/bin/python bench/serving.py [--tracks 50000,200000,1000000] [--seconds 20] [--cluster]
+    .venv/bin/python -m bench.serving [--tracks 50000,200000,1000000] [--seconds 20] [--cluster]
 Needs wrk (Debian: apt-get install wrk).
 """
 
@@ -34,16 +34,13 @@ import json
 import os
 import random
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving_support.processes import free_port, require_wrk, scratch_redis, stop, wait_ready
 
-ROOT = Path(__file__).resolve().parents[1]
-SUPPORT = Path(__file__).resolve().parent / "serving_support"
-KEY = "bench-client-key-0123456789abcdef"
+from bench.harness import KEY, ONE_THREAD, SUPPORT, free_port, require_wrk, scratch_redis, start, start_api, stop, train_synthetic, wait_ready
+
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"  # exact=true, for the recall figures
 MLFLOW = {"ECHOTUNE_MLFLOW_EXPERIMENT": "bench", "ECHOTUNE_REGISTERED_MODEL": "bench-model"}
 
@@ -64,22 +61,15 @@ def build_stack(folder: Path, redis_url: str, prefix: str, n_tracks: int, ann_mi
     from core.contracts import RedisKeys
     from core.model_registry import CHAMPION, ModelRegistry
     from core.redis_clients import redis_client
-    from core.synthetic import SyntheticWorld
     from core.vectorstore import VectorStore
-    from models import DEFAULT_ALGORITHM, create
-    from models.training import build_inputs
-    from models.weighting import graded_interactions
 
     started = time.perf_counter()
-    world = SyntheticWorld.generate(n_tracks, max(100, n_tracks // 5), seed=11)
-    events = world.events(n_tracks * 8, days=30)
-    graded = graded_interactions(events, world.tracks.set_index("track_id")["duration_ms"])
-    matrix, features = build_inputs(graded, world.tracks)
-    model = create(DEFAULT_ALGORITHM).fit(matrix, features)
+    synthetic = train_synthetic(n_tracks, max(100, n_tracks // 5), n_tracks * 8, seed=11)
+    world, events, graded, model = synthetic.world, synthetic.events, synthetic.graded, synthetic.model
     trained = time.perf_counter() - started
     registry = ModelRegistry.open(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", MLFLOW["ECHOTUNE_MLFLOW_EXPERIMENT"], MLFLOW["ECHOTUNE_REGISTERED_MODEL"])
-    trained_until = int(events["timestamp"].max().timestamp() * 1000)
-    version = registry.log_version(model.save(folder / "model"), model.name, {}, {}, {"trained_until_ms": str(trained_until)}).version
+    tags = {"trained_until_ms": str(synthetic.trained_until_ms)}
+    version = registry.log_version(model.save(folder / "model"), model.name, {}, {}, tags).version
     registry.set_alias(CHAMPION, version)
     store = VectorStore(redis_client(redis_url), RedisKeys(prefix))
     started = time.perf_counter()
@@ -95,6 +85,14 @@ def build_stack(folder: Path, redis_url: str, prefix: str, n_tracks: int, ann_mi
     print(f"stack: {len(model.item_ids):,} tracks, {len(model.user_ids):,} users with vectors ({model.item_vectors().shape[1]}-d {model.name}), "
           f"{len(events):,} events, trained in {trained:.0f}s, released in {release_seconds:.0f}s", flush=True)  # fmt: skip
     return Stack(list(model.user_ids), list(model.item_ids), genres, release_seconds, len(index) if index else 0)
+
+
+def api_settings(folder: Path, redis_url: str, prefix: str, ann_min_tracks: int) -> dict[str, str]:
+    """The ECHOTUNE_* settings of an API serving what :func:`build_stack` released in ``folder``."""
+    return {**ONE_THREAD, **MLFLOW, "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": prefix,
+            "ECHOTUNE_MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "ECHOTUNE_MLFLOW_ARTIFACT_ROOT": str(folder / "artifacts"),
+            "ECHOTUNE_ANN_MIN_TRACKS": str(ann_min_tracks),
+            "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN_KEY}:admin", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
 
 
 def recall_against_exact(port: int, users: list[str], genres: list[str], n: int = 1000) -> tuple[float, float]:
@@ -129,10 +127,6 @@ def run_wrk(url: str, connections: int, seconds: int, env: dict) -> dict:
     figures = json.loads(line[5:])
     figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
     return figures
-
-
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
 
 
 def main() -> None:
@@ -180,17 +174,12 @@ def _run(args, n_tracks: int, folder: Path, redis_url: str, processes: list[subp
     stack = build_stack(folder, redis_url, prefix, n_tracks, args.ann_min_tracks, cluster_url)
     (folder / "users.txt").write_text("\n".join(stack.users))
     (folder / "tracks.txt").write_text("\n".join(stack.tracks))
-    blas = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     api_port, floor_port = free_port(), free_port()
-    api_env = {**blas, **MLFLOW, "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": prefix,
-               "ECHOTUNE_MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "ECHOTUNE_MLFLOW_ARTIFACT_ROOT": str(folder / "artifacts"),
-               "ECHOTUNE_ANN_MIN_TRACKS": str(args.ann_min_tracks),
-               "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN_KEY}:admin", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
-    api = start([sys.executable, "-m", "echotune.cli", "serve", "--port", str(api_port), "--workers", "2"], api_env, folder / "api.log")
+    api_env = api_settings(folder, redis_url, prefix, args.ann_min_tracks)
+    api = start_api(api_port, api_env, folder / "api.log")
     processes.append(api)
-    wait_ready(f"http://127.0.0.1:{api_port}/health/ready")
-    floor = start([sys.executable, "-m", "uvicorn", "bench.serving_support.floor_app:app", "--port", str(floor_port),
-                   "--workers", "2", "--log-level", "warning", "--no-access-log"], blas, folder / "floor.log")  # fmt: skip
+    floor = start(["bench.serving_support.floor_app:app", "--port", str(floor_port), "--workers", "2", "--log-level", "warning", "--no-access-log"],
+                  ONE_THREAD, folder / "floor.log", module="uvicorn")  # fmt: skip
     processes.append(floor)
     wait_ready(f"http://127.0.0.1:{floor_port}/recommendations/warmup")
 
@@ -198,9 +187,7 @@ def _run(args, n_tracks: int, folder: Path, redis_url: str, processes: list[subp
     if cluster_url:  # its own home: spool and model cache apart from the single-node API's
         cluster_port = free_port()
         cluster_env = {**api_env, "ECHOTUNE_HOME": str(folder / "cluster-api"), "ECHOTUNE_REDIS_URL": cluster_url, "ECHOTUNE_REDIS_CLUSTER": "true"}
-        processes.append(start([sys.executable, "-m", "echotune.cli", "serve", "--port", str(cluster_port), "--workers", "2"],
-                               cluster_env, folder / "api-cluster.log"))  # fmt: skip
-        wait_ready(f"http://127.0.0.1:{cluster_port}/health/ready")
+        processes.append(start_api(cluster_port, cluster_env, folder / "api-cluster.log"))
         endpoints.append(("GET /recs (cluster)", cluster_port, "recommend"))
 
     wrk_env = {"WRK_USERS": str(folder / "users.txt"), "WRK_TRACKS": str(folder / "tracks.txt"), "WRK_KEY": KEY}

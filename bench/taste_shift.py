@@ -21,7 +21,7 @@ measure the learning apart from the gate, which compares the two on the held-out
 never trained on; ``bench/gate_split.py`` prints its figures offline); the pipeline takes about a
 minute on 2 cores, the rest well under one.
 
-    .venv/bin/python bench/taste_shift.py [--half-life DAYS] [--genre NAME] [--seed N] [--promote-anyway]
+    .venv/bin/python -m bench.taste_shift [--half-life DAYS] [--genre NAME] [--seed N] [--promote-anyway]
 """
 
 from __future__ import annotations
@@ -34,36 +34,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-from serving_support.processes import free_port, scratch_redis, stop, wait_ready
-from serving_support.shift import (
-    ADMIN_KEY,
-    KEY,
-    call,
-    genre_share,
-    post,
-    scenario,
-    serve_the_model,
-    shift_events,
-    wait_applied,
-)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import free_port, scratch_redis, start, start_api, stop
+from bench.serving_support.shift import ADMIN_KEY, KEY, call, genre_share, post, scenario, serve_the_model, shift_events, wait_applied
 
 
 class Stack:
     """The API and one worker of a scratch home (the pipeline already run there)."""
 
     def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env, self.base = env, f"http://127.0.0.1:{port}"
+        self.env, self.port, self.base = env, port, f"http://127.0.0.1:{port}"
         self.processes: list[subprocess.Popen] = []
 
     def start(self, home: Path) -> None:
-        for role in (["serve"], ["worker", "--metrics-port", "0"]):
-            log = (home / f"{role[0]}.log").open("wb")
-            self.processes.append(subprocess.Popen([sys.executable, "-m", "echotune.cli", *role], env=self.env, cwd=home, stdout=log,
-                                                   stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
-        wait_ready(f"{self.base}/health/ready")
+        self.processes.append(start(["worker", "--metrics-port", "0"], self.env, home / "worker.log", cwd=home))
+        self.processes.append(start_api(self.port, self.env, home / "serve.log", workers=None, cwd=home))
 
     def top(self, user: str, k: int = 10) -> dict:
         return call(f"{self.base}/recommendations/{user}?count={k}")
@@ -115,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     with scratch_redis("taste") as (home, redis_url):
         port = free_port()
-        env = {**os.environ, "ECHOTUNE_HOME": str(home), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_API_PORT": str(port),
+        env = {"ECHOTUNE_HOME": str(home), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_API_PORT": str(port),
                "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN_KEY}:admin", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000", "ECHOTUNE_ACCESS_LOG": "false",
                "ECHOTUNE_AUTOMATION": "false", "ECHOTUNE_WORKER_METRICS_PORT": "0", "ECHOTUNE_SYNTH_TRACKS": "5000", "ECHOTUNE_SYNTH_USERS": "1000",
                "ECHOTUNE_SYNTH_EVENTS": "100000", "ECHOTUNE_SYNTH_DAYS": "30"}  # fmt: skip
@@ -129,7 +114,7 @@ def main() -> None:
 
         settings = Settings()
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "echotune.cli", "pipeline"], env=env, cwd=home, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "echotune.cli", "pipeline"], env={**os.environ, **env}, cwd=home, check=True, capture_output=True)
         print(f"pipeline in {time.monotonic() - started:.0f} s; recency half-life {settings.recency_half_life_days:g} days", flush=True)
         stack = Stack(env, port)
         try:

@@ -13,7 +13,7 @@ memory. The default algorithm with its default parameters (``svd_method`` auto: 
 at these sizes) is what the pipeline trains. Besides wall seconds, the fit's CPU seconds (all its
 threads), which other load on the machine changes far less, and their ratio to the first size's.
 
-    .venv/bin/python bench/training.py [--sizes 1000000,5000000,20000000]
+    .venv/bin/python -m bench.training [--sizes 1000000,5000000,20000000]
 """
 
 from __future__ import annotations
@@ -23,17 +23,12 @@ import os
 os.environ.update({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lastfm import in_fresh_process  # noqa: E402
+from bench.lastfm import in_fresh_process  # noqa: E402
 
 SHAPES = {1_000_000: (50_000, 200_000), 5_000_000: (100_000, 500_000), 20_000_000: (200_000, 1_000_000)}
 

@@ -3,7 +3,7 @@
 The search never sees the protocol's test part: a second per-user 20% holdout (seed 7) of the
 protocol's training part is the validation split. Prints every trial and the best parameters.
 
-    .venv/bin/python bench/tune_lastfm.py [--data ../shared/data/hetrec-lastfm] [--trials 12]
+    .venv/bin/python -m bench.tune_lastfm [--data ../shared/data/hetrec-lastfm] [--trials 12]
 """
 
 from __future__ import annotations
@@ -13,13 +13,9 @@ import os
 os.environ.update({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lastfm import DEFAULT_FOLDER, listens  # noqa: E402
-
+from bench.lastfm import DEFAULT_FOLDER, listens  # noqa: E402
 from models.evaluation import random_holdout  # noqa: E402
 from models.interactions import Interactions  # noqa: E402
 from models.lowrank_ease import DEFAULTS  # noqa: E402
