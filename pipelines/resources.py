@@ -11,7 +11,7 @@ from pydantic import PrivateAttr
 from core.contracts.redis_keys import RedisKeys
 from core.layout import Layout
 from core.model_registry import ModelRegistry
-from core.redis_clients import SyncClient, redis_client
+from core.redis_clients import SyncClient, connect_url
 from core.redis_server import EmbeddedRedis
 from core.storage import location
 from core.tables import OfflineStore
@@ -53,7 +53,7 @@ class RedisResource(dg.ConfigurableResource):
         if not url:
             self._server = EmbeddedRedis(Path(self.embedded_dir), self.embedded_maxmemory)
             url = self._server.start()
-        self._client = redis_client(url, self.cluster)
+        self._client = connect_url(url, self.cluster, "pipeline")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 
@@ -12,7 +11,6 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from core.storage import StoragePath, is_remote
-from core.redis_clients import redis_client
 from experiments.definition import Experiment
 from experiments.registry import ExperimentConflict, ExperimentRegistry
 from serving.deps import AdminKey, ClientKey, StateDep
@@ -26,10 +24,8 @@ ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"m
 
 
 def _with_registry(state, method: str, *args):
-    # the registry is a small synchronous helper (admin calls are rare): one connection per call, in a thread
-    client = redis_client(state.settings.redis_url or state.embedded.url, state.settings.redis_cluster)
-    with contextlib.closing(client):
-        return getattr(ExperimentRegistry(client, state.keys), method)(*args)
+    # the registry is a small synchronous helper (admin calls are rare): the app's synchronous client, in a thread
+    return getattr(ExperimentRegistry(state.sync_redis, state.keys), method)(*args)
 
 
 async def _call(state, method: str, *args):
