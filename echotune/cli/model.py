@@ -12,10 +12,7 @@ from echotune.config import load_settings
 def _registry(settings):
     from core.model_registry import ModelRegistry
 
-    return ModelRegistry.open(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_location, settings.mlflow_experiment, settings.registered_model,
-        s3_endpoint_url=settings.s3_endpoint_url,
-    )
+    return ModelRegistry.from_settings(settings)
 
 
 @click.group()
