@@ -9,7 +9,7 @@ from core.contracts.redis_keys import RedisKeys
 from core.ingest.live_feedback import undrained_days
 from core.redis_clients import connect
 from core.settings import Settings
-from experiments.registry import ExperimentRegistry
+from experiments.store import ExperimentStore
 from pipelines.automation.jobs import drain_job, drift_job, everything_job
 from pipelines.definitions import build_defs
 from pipelines.experiment_reports.definitions import reports_job
@@ -36,7 +36,7 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
         ok &= defs.resolve_job_def(job.name).execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET).success
     client = connect(settings, "pipeline")
     try:
-        running = [e.id for e in ExperimentRegistry(client, RedisKeys(settings.redis_prefix)).running()]
+        running = [e.id for e in ExperimentStore(client, RedisKeys(settings.redis_prefix)).running()]
     finally:
         client.close()
     reports = defs.resolve_job_def(reports_job.name)

@@ -11,7 +11,7 @@ from core import release
 from core.redis_clients import used_memory
 from core.training_data import build_interactions
 from models.training import train
-from experiments.registry import served_versions
+from experiments.store import served_versions
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource, TrainingResource
 
 REASON_TAG = "echotune/reason"

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from core.storage import StoragePath, is_remote
 from experiments.definition import Experiment
-from experiments.registry import ExperimentConflict, ExperimentRegistry
+from experiments.store import ExperimentConflict, ExperimentStore
 from serving.deps import AdminKey, ClientKey, StateDep
 from serving.errors import ApiError, error_details, validation_error
 from serving.schemas import ErrorResponse
@@ -23,14 +23,14 @@ ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"m
           409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}  # fmt: skip
 
 
-def _with_registry(state, method: str, *args):
-    # the registry is a small synchronous helper (admin calls are rare): the app's synchronous client, in a thread
-    return getattr(ExperimentRegistry(state.sync_redis, state.keys), method)(*args)
+def _with_store(state, method: str, *args):
+    # the store is a small synchronous helper (admin calls are rare): the app's synchronous client, in a thread
+    return getattr(ExperimentStore(state.sync_redis, state.keys), method)(*args)
 
 
 async def _call(state, method: str, *args):
     try:
-        result = await asyncio.to_thread(_with_registry, state, method, *args)
+        result = await asyncio.to_thread(_with_store, state, method, *args)
     except ExperimentConflict as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     except KeyError as exc:

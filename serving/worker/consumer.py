@@ -17,7 +17,7 @@ from core.contracts.redis_keys import RedisKeys
 from core.erasure_log import ErasureLog
 from core.redis_clients import is_cluster
 from core.vectorstore import VectorStore
-from experiments.registry import served_versions
+from experiments.store import served_versions
 from models.online_update import ONLINE_BOOST
 from serving.worker.carry_over import CarryOver
 from serving.worker.connection import BLOCK_MS, is_transient

@@ -9,7 +9,7 @@ import pandas as pd
 from core import release
 from core.contracts import RedisKeys
 from core.vectorstore import VectorStore
-from experiments.registry import served_versions
+from experiments.store import served_versions
 
 
 def _publish(store: VectorStore, version: str) -> None:

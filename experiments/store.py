@@ -1,4 +1,4 @@
-"""The experiment registry: definitions and their status in Redis, shared by every API process, the
+"""The experiment store: definitions and their status in Redis, shared by every API process, the
 pipeline and the CLI. YAML files in the definitions folder are how experiments are versioned in git;
 importing them registers the ones not registered yet (a status changed through the API is kept)."""
 
@@ -19,7 +19,7 @@ class ExperimentConflict(ValueError):
     pass
 
 
-class ExperimentRegistry:
+class ExperimentStore:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self.r = client
         self.key = keys.experiments()
