@@ -84,11 +84,11 @@ def demo_experiment_events(
         experiment = experiment_store.put(Experiment.from_yaml(DEMO_EXPERIMENT))
         context.instance.add_dynamic_partitions(EXPERIMENTS.name, [experiment.id])
     world = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed)
-    champion = mlflow.experiment_store.alias(CHAMPION)
+    champion = mlflow.registry.alias(CHAMPION)
     if champion is None:
         raise dg.Failure("no champion model: the experiment needs the recommender_model asset to promote one")
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(mlflow.experiment_store.download(champion, Path(tmp)))
+        model = load_model(mlflow.registry.download(champion, Path(tmp)))
     popularity = create("popularity").fit(Interactions(model.train_matrix, model.user_ids, model.item_ids))
     world_index = {t: i for i, t in enumerate(world.tracks["track_id"])}
     to_world = np.array([world_index.get(t, -1) for t in model.item_ids])
@@ -143,7 +143,7 @@ def experiment_report(
     summary_path, html_path = write_report(result, served, out_dir)
     versions = sorted({v for v in events.loc[events["experiment_id"] == experiment.id, "model_version"].dropna().unique()})
     for version in versions:
-        mlflow.experiment_store.log_report(version, out_dir, f"experiments/{experiment.id}")
+        mlflow.registry.log_report(version, out_dir, f"experiments/{experiment.id}")
     context.log.info("experiment %s: %s", experiment.id, result["verdict"])
     return dg.MaterializeResult(
         metadata={
