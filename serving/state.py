@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class RedisBreaker:
         self._open_until = self.clock.monotonic() + self.cooldown
 
 
+_SYNC_CLIENT_LOCK = threading.Lock()
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -92,8 +96,12 @@ class AppState:
 
     @functools.cached_property
     def sync_redis(self) -> SyncClient:
-        """One synchronous client for the API's work in threads off the request path (admin calls), made on first use."""
-        return connect(self.settings, "api_sync", self.settings.redis_url or self.embedded.url)
+        """One synchronous client for the API's work in threads off the request path (admin calls), made on
+        first use (under a lock: two first admin calls in two threads would otherwise make two)."""
+        with _SYNC_CLIENT_LOCK:
+            if "sync_redis" not in self.__dict__:
+                self.__dict__["sync_redis"] = connect(self.settings, "api_sync", self.settings.redis_url or self.embedded.url)
+            return self.__dict__["sync_redis"]
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> "AppState":
