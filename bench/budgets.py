@@ -44,12 +44,12 @@ def register_experiment(redis_url: str, prefix: str) -> None:
 
     from core.contracts import RedisKeys
     from experiments.definition import Experiment
-    from experiments.registry import ExperimentRegistry
+    from experiments.store import ExperimentStore
 
     experiment = Experiment(id="budgets", name="budgets", status="running",
                             variants=[{"name": "control", "model_alias": "champion", "weight": 0.5},
                                       {"name": "treatment", "model_alias": "champion", "weight": 0.5}])  # fmt: skip
-    ExperimentRegistry(redis.Redis.from_url(redis_url), RedisKeys(prefix)).put(experiment)
+    ExperimentStore(redis.Redis.from_url(redis_url), RedisKeys(prefix)).put(experiment)
 
 
 async def in_process(users: list[str], n: int) -> dict[str, np.ndarray]:

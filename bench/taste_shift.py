@@ -85,7 +85,7 @@ def retrain(settings, promote_anyway: bool) -> str:
         from core.vectorstore import VectorStore
 
         s = settings
-        registry = ModelRegistry.open(s.mlflow_tracking_uri, s.mlflow_artifact_location, s.mlflow_experiment, s.registered_model)
+        registry = ModelRegistry.from_settings(s)
         release.rollback(registry, VectorStore(redis_client(s.redis_url), RedisKeys(s.redis_prefix)), to_version=str(model["version"].value))
         verdict += "; made champion by hand (--promote-anyway)"
     return verdict

@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -28,6 +28,9 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import models
 from core.database import ensure_schema
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 from core.storage import StoragePath, local_folder
 from models.promotion import PromotionDecision
 
@@ -56,6 +59,14 @@ class ModelRegistry:
     client: MlflowClient
     name: str
     experiment_id: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ModelRegistry":
+        """The registry the settings name: ``ECHOTUNE_MLFLOW_TRACKING_URI``, the artifact location (under
+        ``ECHOTUNE_STORAGE_URL`` when set, with ``ECHOTUNE_S3_ENDPOINT_URL``), the experiment and the
+        registered model. The one way every process opens it, so none misses a setting."""
+        return cls.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_location, settings.mlflow_experiment, settings.registered_model,
+                        s3_endpoint_url=settings.s3_endpoint_url)  # fmt: skip
 
     @classmethod
     def open(

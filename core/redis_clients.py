@@ -2,15 +2,20 @@
 
 Every process (API, worker, pipelines, CLI) asks here, so ``ECHOTUNE_REDIS_CLUSTER=true`` switches all
 of them to the cluster client, which finds the other nodes from the one ``ECHOTUNE_REDIS_URL`` names.
+:func:`connect` is the one way a role gets its client from the settings (with that role's timeouts);
+:func:`connected` also starts or attaches to the embedded server when no URL is configured.
 The key layout keeps what must change together in one hash slot (:mod:`core.contracts.redis_keys`);
 the helpers below cover the few commands whose single-node form assumes one server.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import redis
 import redis.asyncio as aredis
@@ -18,8 +23,94 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
+if TYPE_CHECKING:
+    from core.settings import Settings
+
 SyncClient = redis.Redis | RedisCluster
 AsyncClient = aredis.Redis | AsyncRedisCluster
+
+Role = Literal["api", "api_sync", "worker", "pipeline", "cli"]
+
+
+@dataclass(frozen=True)
+class RoleTimeouts:
+    """How long a role's client waits on a reply (``socket``) and on connecting (``connect``), in
+    seconds; ``health_check``: PING a connection idle this long before using it (0: never);
+    ``keepalive``: TCP keepalive probes (refused by redis-py on Unix sockets, so TCP only)."""
+
+    socket: float
+    connect: float
+    health_check: int = 0
+    keepalive: bool = False
+
+
+# Why each figure (none of them was tuned by a benchmark; each bounds a hang on a dead connection):
+API_TIMEOUTS = RoleTimeouts(socket=1.0, connect=1.0)  # the request path: a slow Redis fails fast, the breaker and the spool take over
+# the API's synchronous work off the request path, in a thread: loading a model version's vectors (tens
+# of MB in one reply) and the rare admin calls (experiments)
+API_SYNC_TIMEOUTS = RoleTimeouts(socket=30.0, connect=5.0)
+WORKER_BLOCK_MS = 1000  # how long one of the worker's reads waits for new entries on the server
+# the worker's socket timeout is its blocking read plus a margin: a read then only times out when the
+# connection is dead (a half-open TCP connection after a failover or a NAT dropping the flow would
+# otherwise block it forever); keepalive and the health check find such connections sooner
+WORKER_TIMEOUTS = RoleTimeouts(socket=WORKER_BLOCK_MS / 1000 + 10.0, connect=5.0, health_check=15, keepalive=True)
+PIPELINE_TIMEOUTS = RoleTimeouts(socket=300.0, connect=5.0)  # publishing or draining a whole data set sends large batches in one round trip
+CLI_TIMEOUTS = RoleTimeouts(socket=30.0, connect=5.0)  # an operator's command: say so rather than hang when Redis is unreachable
+TIMEOUTS: dict[str, RoleTimeouts] = {"api": API_TIMEOUTS, "api_sync": API_SYNC_TIMEOUTS, "worker": WORKER_TIMEOUTS,
+                                     "pipeline": PIPELINE_TIMEOUTS, "cli": CLI_TIMEOUTS}  # fmt: skip
+
+
+def connection_options(role: Role, url: str, socket_timeout: float | None = None) -> dict[str, Any]:
+    """The redis-py connection options of ``role`` for ``url`` (``socket_timeout`` overrides the role's,
+    e.g. a worker with a longer blocking read). Raises ValueError naming an unknown role."""
+    if role not in TIMEOUTS:
+        raise ValueError(f"unknown Redis client role {role!r}: one of {', '.join(TIMEOUTS)}")
+    timeouts = TIMEOUTS[role]
+    options: dict[str, Any] = {"socket_timeout": timeouts.socket if socket_timeout is None else socket_timeout,
+                               "socket_connect_timeout": timeouts.connect}  # fmt: skip
+    if timeouts.health_check:
+        options["health_check_interval"] = timeouts.health_check
+    if timeouts.keepalive and not url.startswith("unix://"):
+        options.update(socket_keepalive=True, socket_keepalive_options=_keepalive_options())
+    return options
+
+
+def connect_url(url: str, cluster: bool, role: Role, socket_timeout: float | None = None) -> SyncClient | AsyncClient:
+    """A client of the Redis at ``url`` (a node of a cluster when ``cluster``) with ``role``'s timeouts:
+    asyncio for ``api``, synchronous for every other role."""
+    options = connection_options(role, url, socket_timeout)
+    return async_redis_client(url, cluster, **options) if role == "api" else redis_client(url, cluster, **options)
+
+
+def connect(settings: Settings, role: Role, url: str | None = None) -> SyncClient | AsyncClient:
+    """The client ``role`` uses for the configured Redis (``ECHOTUNE_REDIS_URL``, ``ECHOTUNE_REDIS_CLUSTER``),
+    or for ``url`` when given (the embedded server's, see :func:`connected`). Raises ValueError when
+    there is no URL at all."""
+    url = url or settings.redis_url
+    if not url:
+        raise ValueError("no Redis URL: set ECHOTUNE_REDIS_URL, or use core.redis_clients.connected to start the embedded server")
+    return connect_url(url, settings.redis_cluster, role)
+
+
+@contextlib.contextmanager
+def connected(settings: Settings, role: Role) -> Iterator[SyncClient]:
+    """A synchronous client of the configured Redis, or of the embedded one (attached to if running,
+    else started and stopped on exit), closed on exit."""
+    from core.redis_server import redis_url
+
+    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
+        client = connect(settings, role, url)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def _keepalive_options() -> dict[int, int]:
+    """Probe an idle connection after 15 s, every 5 s, give up after 3 unanswered probes (Linux names;
+    elsewhere the system defaults)."""
+    wanted = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
 
 
 def _check(url: str, cluster: bool) -> None:

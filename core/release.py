@@ -36,7 +36,7 @@ from models.base import Recommender
 from models.ann import CatalogIndex
 from models.features import track_features, unit_rows
 from models.promotion import PromotionDecision, decide_promotion
-from models.registry import load
+from models.algorithms import load
 from models.training import TrainingResult
 
 log = logging.getLogger(__name__)

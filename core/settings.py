@@ -226,7 +226,7 @@ class Settings(BaseSettings):
     @field_validator("algorithm")
     @classmethod
     def _servable(cls, value: str) -> str:
-        from models.registry import check_servable  # the models are only loaded when settings are read
+        from models.algorithms import check_servable  # the models are only loaded when settings are read
 
         return check_servable(value)
 

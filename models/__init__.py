@@ -3,6 +3,6 @@ FastAPI or Redis imports, so pipelines, the API and notebooks all use the same c
 
 from models.base import Recommender
 from models.interactions import Interactions
-from models.registry import ALGORITHMS, DEFAULT_ALGORITHM, SERVABLE_ALGORITHMS, check_servable, create, load
+from models.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, SERVABLE_ALGORITHMS, check_servable, create, load
 
 __all__ = ["ALGORITHMS", "DEFAULT_ALGORITHM", "SERVABLE_ALGORITHMS", "Interactions", "Recommender", "check_servable", "create", "load"]

@@ -15,7 +15,7 @@ from mlflow.pyfunc import PythonModel
 
 class EchoTuneRecommender(PythonModel):
     def load_context(self, context) -> None:
-        from models.registry import load
+        from models.algorithms import load
 
         self.model = load(context.artifacts["model_dir"])
         self.user_index = {u: i for i, u in enumerate(self.model.user_ids)}

@@ -26,7 +26,7 @@ import numpy as np
 from models.evaluation import evaluate
 from models.evaluation.splits import Split
 from models.features import ItemFeatures
-from models.registry import create
+from models.algorithms import create
 
 
 @dataclass(frozen=True)

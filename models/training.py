@@ -23,7 +23,7 @@ from models.base import Recommender
 from models.evaluation import HeadToHead, evaluate, head_to_head, random_holdout
 from models.features import ItemFeatures, track_features
 from models.interactions import Interactions
-from models.registry import create
+from models.algorithms import create
 
 # held-out evaluation scores at most about this many (user, item) cells: every test user of a catalog of
 # 100,000 tracks or fewer at the default data size, a seeded sample of 2,147 users at a million tracks

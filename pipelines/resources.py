@@ -1,5 +1,6 @@
 """Every external system as a ConfigurableResource. Values come from :class:`core.settings.Settings`
-when the code location loads (see ``definitions.py``); tests pass their own."""
+when the code location loads (``resources_from`` in ``definitions.py``); tests pass their own. Fields
+have no defaults: a default here would repeat the setting's, always overwritten, free to disagree."""
 
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from pydantic import PrivateAttr
 from core.contracts.redis_keys import RedisKeys
 from core.layout import Layout
 from core.model_registry import ModelRegistry
-from core.redis_clients import SyncClient, redis_client
+from core.redis_clients import SyncClient, connect_url
 from core.redis_server import EmbeddedRedis
 from core.storage import location
 from core.tables import OfflineStore
@@ -23,8 +24,8 @@ class OfflineStoreResource(dg.ConfigurableResource):
     (folders as :class:`core.layout.Layout` names them)."""
 
     data_dir: str
-    var_dir: str = "var"
-    s3_endpoint_url: str = ""  # an S3-compatible server (MinIO, SeaweedFS); empty: AWS
+    var_dir: str
+    s3_endpoint_url: str  # an S3-compatible server (MinIO, SeaweedFS); empty: AWS
 
     @property
     def layout(self) -> Layout:
@@ -39,11 +40,11 @@ class RedisResource(dg.ConfigurableResource):
     """Redis at ``url`` (a node of a Redis Cluster when ``cluster``); when ``url`` is empty, the project's
     embedded server in ``embedded_dir`` (attached to if running, else started for the run and stopped after it)."""
 
-    url: str = ""
-    cluster: bool = False
-    prefix: str = "echotune"
-    embedded_dir: str = "var/redis"
-    embedded_maxmemory: str = "2gb"
+    url: str
+    cluster: bool
+    prefix: str
+    embedded_dir: str
+    embedded_maxmemory: str
 
     _server: EmbeddedRedis | None = PrivateAttr(default=None)
     _client: SyncClient | None = PrivateAttr(default=None)
@@ -53,7 +54,7 @@ class RedisResource(dg.ConfigurableResource):
         if not url:
             self._server = EmbeddedRedis(Path(self.embedded_dir), self.embedded_maxmemory)
             url = self._server.start()
-        self._client = redis_client(url, self.cluster)
+        self._client = connect_url(url, self.cluster, "pipeline")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
@@ -81,13 +82,13 @@ class MlflowResource(dg.ConfigurableResource):
 
     tracking_uri: str
     artifact_root: str
-    experiment: str = "echotune"
-    registered_model: str = "echotune-recommender"
-    promotion_metric: str = "ndcg_at_10"
-    promotion_margin: float = 0.0
-    ui_url: str = "http://127.0.0.1:5000"  # where the MLflow UI answers (links in asset metadata)
-    s3_endpoint_url: str = ""  # for an s3:// artifact root on an S3-compatible server
-    ann_min_tracks: int = 100_000  # versions of at least this many tracks get an ANN index logged at release
+    experiment: str
+    registered_model: str
+    promotion_metric: str
+    promotion_margin: float
+    ui_url: str  # where the MLflow UI answers (links in asset metadata)
+    s3_endpoint_url: str  # for an s3:// artifact root on an S3-compatible server; empty: AWS
+    ann_min_tracks: int  # versions of at least this many tracks get an ANN index logged at release
 
     _registry: ModelRegistry | None = PrivateAttr(default=None)
 
@@ -109,11 +110,11 @@ class MlflowResource(dg.ConfigurableResource):
 class SyntheticDataResource(dg.ConfigurableResource):
     """Sizes and seed of the generated default data set."""
 
-    tracks: int = 20_000
-    users: int = 2_000
-    events: int = 300_000
-    days: int = 30
-    seed: int = 7
+    tracks: int
+    users: int
+    events: int
+    days: int
+    seed: int
 
 
 class TrainingResource(dg.ConfigurableResource):
@@ -121,12 +122,12 @@ class TrainingResource(dg.ConfigurableResource):
     algorithm's knobs can be set from the launchpad). Only servable algorithms: the pipeline releases
     what it trains to the API."""
 
-    algorithm: str = "lowrank_ease"
-    params_json: str = "{}"
-    k: int = 10
+    algorithm: str
+    params_json: str
+    k: int = 10  # the cutoff of the held-out metrics (ndcg_at_10, ...): not a setting, so set here only
     # interactions weigh half as much per this many days before the newest one (0: no decay); recorded
     # in each version's MLflow params and published with it, so the worker learns as it was trained
-    recency_half_life_days: float = 21.0
+    recency_half_life_days: float
 
     def params(self) -> dict:
         import json
@@ -146,15 +147,15 @@ class TrainingResource(dg.ConfigurableResource):
 class IngestionResource(dg.ConfigurableResource):
     """Where source files are and how strict imports are."""
 
-    track_files: list[str] = []
-    history_files: list[str] = []
-    interaction_files: list[str] = []
-    history_user: str = ""
-    reject_threshold: float = 0.05
-    dead_letter_days: int = 14
+    track_files: list[str]
+    history_files: list[str]
+    interaction_files: list[str]
+    history_user: str
+    reject_threshold: float
+    dead_letter_days: int
     # empty: the key file (created once); set it through dg.EnvVar in production
-    pseudonym_key: str = ""
-    pseudonym_key_file: str = "var/pseudonym.key"
+    pseudonym_key: str
+    pseudonym_key_file: str
 
     def paths(self, setting: Literal["track_files", "history_files", "interaction_files"]) -> list[Path]:
         """The files configured for a source; a Failure naming the environment variable when none are."""
@@ -175,9 +176,9 @@ class SpotifyApiResource(dg.ConfigurableResource):
 
     client_id: str
     client_secret: str
-    base_url: str = "https://api.spotify.com"
-    accounts_url: str = "https://accounts.spotify.com"
-    max_tracks: int = 10_000
+    base_url: str
+    accounts_url: str
+    max_tracks: int
 
     def client(self):
         from core.ingest.spotify_api import SpotifyClient
@@ -188,14 +189,14 @@ class SpotifyApiResource(dg.ConfigurableResource):
 class ExperimentsResource(dg.ConfigurableResource):
     """Where experiment definitions (YAML) live."""
 
-    definitions_dir: str = "experiments/definitions"
+    definitions_dir: str
 
 
 class MonitoringResource(dg.ConfigurableResource):
     """Thresholds of the monitors and the loop (see the ECHOTUNE_* settings of the same names)."""
 
-    drift_threshold: float = 0.5
-    feedback_backlog_max: int = 1_000_000
-    model_max_age_hours: float = 48.0
-    retrain_after_events: int = 10_000
-    keep_versions: int = 3
+    drift_threshold: float
+    feedback_backlog_max: int
+    model_max_age_hours: float
+    retrain_after_events: int
+    keep_versions: int

@@ -7,9 +7,9 @@ import dagster as dg
 
 from core.contracts.redis_keys import RedisKeys
 from core.ingest.live_feedback import undrained_days
-from core.redis_clients import redis_client
+from core.redis_clients import connect
 from core.settings import Settings
-from experiments.registry import ExperimentRegistry
+from experiments.store import ExperimentStore
 from pipelines.automation.jobs import drain_job, drift_job, everything_job
 from pipelines.definitions import build_defs
 from pipelines.experiment_reports.definitions import reports_job
@@ -23,7 +23,7 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
     launched when wanted) and the catalog extension (the new model serves the whole catalog) are not run."""
     instance = instance or dg.DagsterInstance.get()
     defs = build_defs(settings)
-    client = redis_client(settings.redis_url, settings.redis_cluster)
+    client = connect(settings, "pipeline")
     try:
         days = undrained_days(client, RedisKeys(settings.redis_prefix))
     finally:
@@ -34,9 +34,9 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
         ok &= drain.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=_QUIET).success
     for job in (everything_job, drift_job):
         ok &= defs.resolve_job_def(job.name).execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET).success
-    client = redis_client(settings.redis_url, settings.redis_cluster)
+    client = connect(settings, "pipeline")
     try:
-        running = [e.id for e in ExperimentRegistry(client, RedisKeys(settings.redis_prefix)).running()]
+        running = [e.id for e in ExperimentStore(client, RedisKeys(settings.redis_prefix)).running()]
     finally:
         client.close()
     reports = defs.resolve_job_def(reports_job.name)

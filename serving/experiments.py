@@ -1,4 +1,4 @@
-"""Experiment assignment in the serving path: running experiments, refreshed from the registry in Redis
+"""Experiment assignment in the serving path: running experiments, refreshed from the experiment store in Redis
 every few seconds, each with its precomputed assigner (a hash per request).
 
 A response belongs to at most one experiment: the first (by layer, then id) of its surface that is
@@ -31,7 +31,7 @@ class ExperimentRouter:
         self._checked = -1e9
 
     def expire(self) -> None:
-        """Reload at the next request (this process changed the registry: its own change applies at once;
+        """Reload at the next request (this process changed the experiment store: its own change applies at once;
         other API processes see it within ``refresh_seconds``)."""
         self._checked = -1e9
 

@@ -203,8 +203,7 @@ def released_index(settings: Settings, version: str) -> bytes | None:
     (about 100 MB per process)."""
     from core.model_registry import ModelRegistry
 
-    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
-    return registry.ann_index(version)
+    return ModelRegistry.from_settings(settings).ann_index(version)
 
 
 def _revision(model: LoadedModel) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import redis
 from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
 from core.feedback_stream import APPEND_SCRIPT
-from core.redis_clients import AsyncClient, async_redis_client, is_cluster, redis_client
+from core.redis_clients import AsyncClient, SyncClient, connect, is_cluster
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
 from core.vectorstore import VectorStore
@@ -57,6 +58,9 @@ class RedisBreaker:
         self._open_until = self.clock.monotonic() + self.cooldown
 
 
+_SYNC_CLIENT_LOCK = threading.Lock()
+
+
 @dataclass
 class AppState:
     settings: Settings
@@ -90,6 +94,15 @@ class AppState:
         """The offline erasure log (the authority on who was erased)."""
         return OfflineStore(self.settings.layout.tables).erasures
 
+    @functools.cached_property
+    def sync_redis(self) -> SyncClient:
+        """One synchronous client for the API's work in threads off the request path (admin calls), made on
+        first use (under a lock: two first admin calls in two threads would otherwise make two)."""
+        with _SYNC_CLIENT_LOCK:
+            if "sync_redis" not in self.__dict__:
+                self.__dict__["sync_redis"] = connect(self.settings, "api_sync", self.settings.redis_url or self.embedded.url)
+            return self.__dict__["sync_redis"]
+
     @classmethod
     async def open(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> "AppState":
         embedded = None
@@ -98,10 +111,10 @@ class AppState:
             embedded = EmbeddedRedis(settings.layout.redis, settings.embedded_redis_maxmemory)
             url = embedded.start()
         keys = RedisKeys(settings.redis_prefix)
-        client = async_redis_client(url, settings.redis_cluster, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = connect(settings, "api", url)
 
         def store() -> VectorStore:
-            return VectorStore(redis_client(url, settings.redis_cluster, socket_timeout=30), keys)
+            return VectorStore(connect(settings, "api_sync", url), keys)
 
         models = ModelCache(client, keys, store, DiskCache(settings.layout.serving_cache(settings.redis_prefix)),
                             ann_min_tracks=settings.ann_min_tracks, index_source=functools.partial(released_index, settings))  # fmt: skip
@@ -117,6 +130,8 @@ class AppState:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if "sync_redis" in self.__dict__:
+            self.sync_redis.close()
         if self.embedded is not None:
             self.embedded.stop()
 

@@ -14,16 +14,11 @@ from echotune.config import load_settings
 def _redis():
     """The configured Redis, or the embedded one (attached to while the demo runs)."""
     from core.contracts.redis_keys import RedisKeys
-    from core.redis_clients import redis_client
-    from core.redis_server import redis_url
+    from core.redis_clients import connected
 
     settings = load_settings()
-    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        client = redis_client(url, settings.redis_cluster)
-        try:
-            yield client, RedisKeys(settings.redis_prefix)
-        finally:
-            client.close()
+    with connected(settings, "cli") as client:
+        yield client, RedisKeys(settings.redis_prefix)
 
 
 @click.group()

@@ -12,10 +12,7 @@ from echotune.config import load_settings
 def _registry(settings):
     from core.model_registry import ModelRegistry
 
-    return ModelRegistry.open(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_location, settings.mlflow_experiment, settings.registered_model,
-        s3_endpoint_url=settings.s3_endpoint_url,
-    )
+    return ModelRegistry.from_settings(settings)
 
 
 @click.group()
@@ -49,14 +46,13 @@ def rollback(to_version: str | None) -> None:
     """Move the champion alias back, in MLflow and in Redis: the API serves the old version within seconds."""
     from core import release
     from core.contracts.redis_keys import RedisKeys
-    from core.redis_clients import redis_client
-    from core.redis_server import redis_url
+    from core.redis_clients import connected
     from core.vectorstore import VectorStore
 
     settings = load_settings()
     registry = _registry(settings)
-    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        store = VectorStore(redis_client(url, settings.redis_cluster), RedisKeys(settings.redis_prefix))
+    with connected(settings, "cli") as client:
+        store = VectorStore(client, RedisKeys(settings.redis_prefix))
         try:
             previous, now = release.rollback(registry, store, to_version)
         except LookupError as exc:
@@ -72,16 +68,14 @@ def purge() -> None:
     from core import release
     from core.contracts.redis_keys import RedisKeys
     from core.erasure import sync_erasures
-    from core.redis_clients import redis_client
-    from core.redis_server import redis_url
+    from core.redis_clients import connected
     from core.tables import OfflineStore
     from core.vectorstore import VectorStore
 
     settings = load_settings()
     registry = _registry(settings)
     tables = OfflineStore(settings.layout.tables)
-    with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        client = redis_client(url, settings.redis_cluster)
+    with connected(settings, "cli") as client:
         keys = RedisKeys(settings.redis_prefix)
         erasures = sync_erasures(tables, client, keys)
         champion = registry.alias(release.CHAMPION)

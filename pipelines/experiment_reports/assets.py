@@ -15,7 +15,7 @@ import numpy as np
 from core.synthetic import SyntheticWorld
 from experiments.analysis import analyse
 from experiments.definition import Experiment
-from experiments.registry import ExperimentRegistry
+from experiments.store import ExperimentStore
 from experiments.report import headline, served_tracks, write_report
 from experiments.simulation import DEMO_EXPERIMENT, simulate
 from core.model_registry import CHAMPION
@@ -42,10 +42,10 @@ def experiment_definitions_asset(demo: bool) -> dg.AssetsDefinition:
     def experiment_definitions(context: dg.AssetExecutionContext, redis: RedisResource, experiments: ExperimentsResource) -> dg.MaterializeResult:
         """Experiment definitions from the YAML folder registered in Redis (where the API reads them; a
         status changed through the API is kept), and a report partition per experiment."""
-        registry = ExperimentRegistry(redis.client, redis.key_layout)
-        added = registry.import_folder(Path(experiments.definitions_dir))
-        stopped = [] if demo else stop_demo_experiment(registry)
-        every = registry.all()
+        experiment_store = ExperimentStore(redis.client, redis.key_layout)
+        added = experiment_store.import_folder(Path(experiments.definitions_dir))
+        stopped = [] if demo else stop_demo_experiment(experiment_store)
+        every = experiment_store.all()
         known = set(context.instance.get_dynamic_partitions(EXPERIMENTS.name))
         context.instance.add_dynamic_partitions(EXPERIMENTS.name, [e.id for e in every if e.id not in known])
         return dg.MaterializeResult(
@@ -60,13 +60,13 @@ def experiment_definitions_asset(demo: bool) -> dg.AssetsDefinition:
     return experiment_definitions
 
 
-def stop_demo_experiment(registry: ExperimentRegistry) -> list[str]:
+def stop_demo_experiment(experiment_store: ExperimentStore) -> list[str]:
     """Stop the demo's experiment if it is running (an earlier demo run in this Redis registered it);
     returns the ids stopped. Without the synthetic source its listeners are real ones."""
-    demo = registry.get(DEMO_EXPERIMENT.stem)
+    demo = experiment_store.get(DEMO_EXPERIMENT.stem)
     if demo is None or demo.status != "running":
         return []
-    registry.set_status(demo.id, "stopped")
+    experiment_store.set_status(demo.id, "stopped")
     return [demo.id]
 
 
@@ -78,10 +78,10 @@ def demo_experiment_events(
     their variant (the champion model, or popularity) and answers them with the same response model
     that generated their history (at most ``DEMO_USERS`` of them). The events land in the event log
     like live feedback would."""
-    registry = ExperimentRegistry(redis.client, redis.key_layout)
-    experiment = registry.get(DEMO_EXPERIMENT.stem)
+    experiment_store = ExperimentStore(redis.client, redis.key_layout)
+    experiment = experiment_store.get(DEMO_EXPERIMENT.stem)
     if experiment is None:  # the demo's definition ships with the package: register it wherever home is
-        experiment = registry.put(Experiment.from_yaml(DEMO_EXPERIMENT))
+        experiment = experiment_store.put(Experiment.from_yaml(DEMO_EXPERIMENT))
         context.instance.add_dynamic_partitions(EXPERIMENTS.name, [experiment.id])
     world = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed)
     champion = mlflow.registry.alias(CHAMPION)
@@ -133,7 +133,7 @@ def experiment_report(
     CUPED-adjusted lifts, power; interleaving: per-user preference and its sign test) and its reports:
     summary.json and an Evidently HTML whose first screen is the verdict. Both are also logged to the
     MLflow runs of the model versions under test."""
-    experiment = ExperimentRegistry(redis.client, redis.key_layout).get(context.partition_key)
+    experiment = ExperimentStore(redis.client, redis.key_layout).get(context.partition_key)
     if experiment is None:
         raise dg.Failure(f"experiment {context.partition_key} is not registered")
     events = store.tables.read_events()

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from experiments.registry import ExperimentRegistry
+from experiments.store import ExperimentStore
 from pipelines.resources import RedisResource
 
 
@@ -15,7 +15,7 @@ def running_experiments_are_servable(redis: RedisResource) -> dg.AssetCheckResul
     an alias that points at one (otherwise its users silently get the champion)."""
     vectors = redis.vectors
     published, problems = set(vectors.versions()), []
-    running = ExperimentRegistry(redis.client, redis.key_layout).running()
+    running = ExperimentStore(redis.client, redis.key_layout).running()
     for experiment in running:
         for variant in experiment.variants:
             if variant.model_version and str(variant.model_version) not in published:

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from core.settings import Settings
-from experiments.registry import ExperimentRegistry
+from experiments.store import ExperimentStore
 from pipelines.automation.jobs import tags
 from pipelines.automation.sensors import sensor_status
 from pipelines.experiment_reports import assets, checks
@@ -14,7 +14,7 @@ reports_job = dg.define_asset_job("experiment_reports", selection=dg.AssetSelect
 
 def running_experiment_reports(context: dg.SensorEvaluationContext, redis: RedisResource):
     """Once a day, a fresh report for every running experiment (adding partitions for new ones)."""
-    running = [e.id for e in ExperimentRegistry(redis.client, redis.key_layout).running()]
+    running = [e.id for e in ExperimentStore(redis.client, redis.key_layout).running()]
     known = set(context.instance.get_dynamic_partitions(assets.EXPERIMENTS.name))
     new = [i for i in running if i not in known]
     today = datetime.now(UTC).date().isoformat()

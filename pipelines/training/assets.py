@@ -11,7 +11,7 @@ from core import release
 from core.redis_clients import used_memory
 from core.training_data import build_interactions
 from models.training import train
-from experiments.registry import ExperimentRegistry
+from experiments.store import served_versions
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource, TrainingResource
 
 REASON_TAG = "echotune/reason"
@@ -111,7 +111,7 @@ def serving_vectors(
     published = release.publish_aliases(mlflow.registry, vectors, store.tables.read_tracks(), erased=log, ann_min_tracks=mlflow.ann_min_tracks)
     n_played = release.publish_played(vectors, store.tables.read_interactions())
     purged = release.purge_erased(mlflow.registry, vectors, erasures)
-    retired = release.retire(vectors, monitoring.keep_versions, protected=experiment_versions(redis))
+    retired = release.retire(vectors, monitoring.keep_versions, protected=served_versions(redis.client, redis.key_layout, vectors))
     for subject, receipt in release.purge_receipts(purged, erasures).items():
         log.append(subject, receipt)
     champion = published.get(release.CHAMPION)
@@ -131,18 +131,6 @@ def serving_vectors(
             "trigger": context.run.tags.get(REASON_TAG, "manual"),
         }
     )
-
-
-def experiment_versions(redis: RedisResource) -> set[str]:
-    """Model versions that running experiments serve (pinned by number or by alias)."""
-    vectors, versions = redis.vectors, set()
-    for experiment in ExperimentRegistry(redis.client, redis.key_layout).running():
-        for variant in experiment.variants:
-            if variant.model_version:
-                versions.add(str(variant.model_version))
-            elif variant.model_alias and (target := vectors.alias(variant.model_alias)):
-                versions.add(target)
-    return versions
 
 
 @dg.asset(group_name="serving", kinds={"redis"}, deps=["tracks"])

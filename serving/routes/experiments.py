@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 
@@ -12,9 +11,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from core.storage import StoragePath, is_remote
-from core.redis_clients import redis_client
 from experiments.definition import Experiment
-from experiments.registry import ExperimentConflict, ExperimentRegistry
+from experiments.store import ExperimentConflict, ExperimentStore
 from serving.deps import AdminKey, ClientKey, StateDep
 from serving.errors import ApiError, error_details, validation_error
 from serving.schemas import ErrorResponse
@@ -25,16 +23,14 @@ ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"m
           409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}  # fmt: skip
 
 
-def _with_registry(state, method: str, *args):
-    # the registry is a small synchronous helper (admin calls are rare): one connection per call, in a thread
-    client = redis_client(state.settings.redis_url or state.embedded.url, state.settings.redis_cluster)
-    with contextlib.closing(client):
-        return getattr(ExperimentRegistry(client, state.keys), method)(*args)
+def _with_store(state, method: str, *args):
+    # the store is a small synchronous helper (admin calls are rare): the app's synchronous client, in a thread
+    return getattr(ExperimentStore(state.sync_redis, state.keys), method)(*args)
 
 
 async def _call(state, method: str, *args):
     try:
-        result = await asyncio.to_thread(_with_registry, state, method, *args)
+        result = await asyncio.to_thread(_with_store, state, method, *args)
     except ExperimentConflict as exc:
         raise ApiError(409, "conflict", str(exc)) from exc
     except KeyError as exc:

@@ -1,23 +1,20 @@
 """The worker's Redis connection, and which Redis errors are worth waiting out.
 
-The worker's blocking read waits up to ``block_ms`` on the server, so its socket timeout is longer:
-a read then only times out when the connection is dead. Without one, a half-open TCP connection (the
-server failed over, a NAT dropped the flow) blocks the worker forever. TCP keepalive and redis-py's
-health check (a PING before a command on a connection idle that long) find such connections sooner.
+The worker's blocking read waits up to ``block_ms`` on the server, so its socket timeout is longer
+(the ``worker`` role of :mod:`core.redis_clients`, which gives the reasons): a read then only times
+out when the connection is dead.
 """
 
 from __future__ import annotations
 
 import re
-import socket
 
 import redis
 
-from core.redis_clients import SyncClient, redis_client
+from core.redis_clients import WORKER_BLOCK_MS, WORKER_TIMEOUTS, SyncClient, connect_url
 
-BLOCK_MS = 1000  # how long one read waits for new entries on the server
-TIMEOUT_MARGIN_SECONDS = 10.0  # the socket timeout is the block time plus this
-HEALTH_CHECK_SECONDS = 15
+BLOCK_MS = WORKER_BLOCK_MS  # how long one read waits for new entries on the server
+TIMEOUT_MARGIN_SECONDS = WORKER_TIMEOUTS.socket - WORKER_BLOCK_MS / 1000  # the socket timeout is the block time plus this
 
 # replies that say "not now" rather than "not this entry": the server is loading, read-only after a
 # failover, out of memory, unable to persist, busy with a script, or the cluster is reconfiguring.
@@ -40,17 +37,7 @@ _TRANSIENT_TYPES = (
 def worker_client(url: str, block_ms: int = BLOCK_MS, cluster: bool = False) -> SyncClient:
     """The Redis client a feedback worker reading with ``block_ms`` blocking reads should use
     (``cluster``: ``url`` names a node of a Redis Cluster)."""
-    options: dict = {}
-    if not url.startswith("unix://"):  # keepalive is a TCP option (redis-py refuses it for Unix sockets)
-        options = {"socket_keepalive": True, "socket_keepalive_options": _keepalive_options()}
-    return redis_client(
-        url,
-        cluster,
-        socket_timeout=block_ms / 1000 + TIMEOUT_MARGIN_SECONDS,
-        socket_connect_timeout=5.0,
-        health_check_interval=HEALTH_CHECK_SECONDS,
-        **options,
-    )
+    return connect_url(url, cluster, "worker", socket_timeout=block_ms / 1000 + TIMEOUT_MARGIN_SECONDS)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -60,9 +47,3 @@ def is_transient(exc: BaseException) -> bool:
         return True
     return isinstance(exc, redis.ResponseError) and _TRANSIENT_CODES.search(str(exc)) is not None
 
-
-def _keepalive_options() -> dict[int, int]:
-    """Probe an idle connection after 15 s, every 5 s, give up after 3 unanswered probes (Linux names;
-    elsewhere the system defaults)."""
-    wanted = {"TCP_KEEPIDLE": 15, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
-    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}

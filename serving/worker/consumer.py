@@ -10,7 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
 import redis
 
 from core.clock import SYSTEM_CLOCK, Clock
@@ -18,6 +17,7 @@ from core.contracts.redis_keys import RedisKeys
 from core.erasure_log import ErasureLog
 from core.redis_clients import is_cluster
 from core.vectorstore import VectorStore
+from experiments.store import served_versions
 from models.online_update import ONLINE_BOOST
 from serving.worker.carry_over import CarryOver
 from serving.worker.connection import BLOCK_MS, is_transient
@@ -95,7 +95,7 @@ class FeedbackWorker:
         champion = self.store.alias("champion")
         if champion is not None:
             self.served = self._load(champion, self.served) or self.served
-        wanted = [v for v in experiment_versions(self.r, self.keys, self.store) if v != champion]
+        wanted = [v for v in served_versions(self.r, self.keys, self.store) if v != champion]
         loaded = {m.version: m for m in self.others}
         others = [m for v in wanted if (m := self._load(v, loaded.get(v))) is not None]
         if [m.version for m in others] != [m.version for m in self.others]:
@@ -288,25 +288,6 @@ class FeedbackWorker:
         self.r.xadd(self.keys.feedback_dead_letters(), payload)
         self.counter.acknowledge([Handled(stream_id, "dead_lettered")])
         self.metrics.dead_letters.inc()
-
-
-def experiment_versions(client: redis.Redis, keys: RedisKeys, store: VectorStore) -> list[str]:
-    """The published model versions the variants of running experiments serve (pinned versions, and the
-    versions their aliases point at), in a stable order."""
-    versions: list[str] = []
-    for raw in client.hvals(keys.experiments()):
-        try:
-            definition = orjson.loads(raw)
-            if definition.get("status") != "running":
-                continue
-            for variant in definition["variants"]:
-                version = variant.get("model_version") or (store.alias(variant["model_alias"]) if variant.get("model_alias") else None)
-                if version and version not in versions:
-                    versions.append(str(version))
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            continue  # the API validates definitions; a bad one serves nothing
-    published = set(store.versions())
-    return [v for v in versions if v in published]
 
 
 def _retry_later(exc: BaseException) -> bool:

@@ -81,3 +81,33 @@ def test_cluster_settings_without_a_node_url_name_the_fields(tmp_path):
     with pytest.raises(ValueError, match="ECHOTUNE_REDIS_CLUSTER=true needs ECHOTUNE_REDIS_URL"):
         Settings(home=tmp_path, redis_cluster=True)
     assert Settings(home=tmp_path, redis_cluster=True, redis_url="redis://10.0.0.5:7000").redis_cluster
+
+
+def test_each_role_gets_its_timeouts_and_its_kind_of_client(settings):
+    """connect() is the one place a role's client is made: the API's is asyncio and fails fast, every
+    other role's is synchronous with a bounded wait (the CLI and the pipelines had none before)."""
+    import redis.asyncio as aredis
+
+    from core.redis_clients import TIMEOUTS, connect
+
+    for role, timeouts in TIMEOUTS.items():
+        client = connect(settings, role)
+        assert isinstance(client, aredis.RedisCluster if settings.redis_cluster else aredis.Redis) == (role == "api"), role
+        if not settings.redis_cluster:  # a cluster client keeps the options per node
+            kwargs = client.connection_pool.connection_kwargs
+            assert kwargs["socket_timeout"] == timeouts.socket and kwargs["socket_connect_timeout"] == timeouts.connect, role
+        if role != "api":  # the asyncio client has not connected yet
+            client.close()
+    with pytest.raises(ValueError, match="unknown Redis client role 'ui'"):
+        connect(settings, "ui")
+    with pytest.raises(ValueError, match="ECHOTUNE_REDIS_URL"):
+        connect(settings.model_copy(update={"redis_url": None}), "cli")
+
+
+def test_connected_uses_the_configured_redis_and_closes_its_client(settings, redis_prefix):
+    from core.redis_clients import connected
+
+    with connected(settings, "cli") as client:
+        client.set(f"{redis_prefix}:probe", "1")
+        assert client.get(f"{redis_prefix}:probe") == b"1"
+        client.delete(f"{redis_prefix}:probe")

@@ -1,6 +1,7 @@
 """Shared storage: the offline tables, the erasure log and MLflow's artifacts on a real S3-compatible
 server (SeaweedFS, see tests/object_storage.py), and local folders as the unchanged default."""
 
+import os
 from datetime import date
 from pathlib import Path
 
@@ -96,11 +97,9 @@ def test_a_key_in_object_storage_is_created_once(storage_url, s3_server):
 
 def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_url, s3_server, monkeypatch):
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)  # set by the registry below; put back after
-    settings = _shared(Settings(home=tmp_path), storage_url, s3_server)
-    registry = ModelRegistry.open(
-        f"sqlite:///{tmp_path / 'mlflow.db'}", settings.mlflow_artifact_location, "storage-test", "storage-model",
-        s3_endpoint_url=settings.s3_endpoint_url,
-    )
+    settings = _shared(Settings(home=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_experiment="storage-test",
+                                registered_model="storage-model"), storage_url, s3_server)  # fmt: skip
+    registry = ModelRegistry.from_settings(settings)
     result = train(block_matrix().to_frame(), None, "lowrank_ease", {"dimensions": 4}, k=5)
     version = release.register(registry, result, result.model.save(tmp_path / "model"), {"trained_until_ms": "1000"}).version
     assert registry.alias(CHALLENGER) == version
@@ -115,6 +114,13 @@ def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_u
     assert len(ranked) == 12 and set(ranked["user_id"]) == set(users)
     folder = registry.download(version, tmp_path / "download")
     assert (folder / "model.json").exists()
+
+    # issue 22: the API's model cache opened the registry without the S3 endpoint (AWS asked instead)
+    from serving.model_cache import released_index
+
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL")
+    assert released_index(settings, version) is None  # released without an index (a small catalog)
+    assert os.environ["MLFLOW_S3_ENDPOINT_URL"] == settings.s3_endpoint_url
 
     report = settings.layout.reports / "exp-a"
     (report / "summary.json").write_text('{"verdict": "ship"}')

@@ -80,7 +80,7 @@ def test_a_champion_moved_by_hand_is_published_and_the_run_says_so(platform):
     settings, defs, instance = platform
     calm, _ = evaluate(defs, instance, "follow_the_champion", settings)
     assert not calm.run_requests
-    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    registry = ModelRegistry.from_settings(settings)
     assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success  # version 2
     moved_to = "2" if registry.alias(CHAMPION) == "1" else "1"
     registry.set_alias(CHAMPION, moved_to)  # what a data scientist does in the MLflow UI

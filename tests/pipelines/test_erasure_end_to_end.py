@@ -72,7 +72,7 @@ def test_erase_post_flush_reimport_retrain(own, caplog):
     # stored rows: none, in any table (events, logs, interactions, rejects, sources, the erasure log)
     assert _tables_hold(tables, user) == []
     # models: version 1 held them and is gone (registry, artifacts, Redis); version 2 never saw them
-    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    registry = ModelRegistry.from_settings(settings)
     assert registry.versions() == ["2"] and registry.alias(CHAMPION) == "2"
     model = load(registry.download("2", settings.home / "download"))
     assert user not in set(model.user_ids)

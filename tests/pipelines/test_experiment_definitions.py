@@ -9,7 +9,7 @@ import yaml
 
 from core.contracts import RedisKeys
 from experiments.definition import Experiment
-from experiments.registry import ExperimentRegistry
+from experiments.store import ExperimentStore
 from experiments.simulation import DEMO_EXPERIMENT
 from pipelines.definitions import build_defs
 
@@ -25,7 +25,7 @@ def materialize_definitions(settings, instance: dg.DagsterInstance) -> dg.Execut
 
 
 def registered(settings, redis_client) -> dict[str, str]:
-    return {e.id: e.status for e in ExperimentRegistry(redis_client, RedisKeys(settings.redis_prefix)).all()}
+    return {e.id: e.status for e in ExperimentStore(redis_client, RedisKeys(settings.redis_prefix)).all()}
 
 
 def test_the_shipped_definitions_folder_runs_nothing_on_a_users_listeners():
@@ -48,7 +48,7 @@ def test_on_a_users_own_data_the_demo_experiment_is_not_registered_and_their_own
     assert set(instance.get_dynamic_partitions("experiments")) == {"home-ranking"}
 
     # an install where an earlier demo run (the synthetic source) left the demo's experiment running
-    ExperimentRegistry(redis_client, RedisKeys(own_data.redis_prefix)).put(Experiment.from_yaml(DEMO_EXPERIMENT).model_copy(update={"layer": "demo"}))
+    ExperimentStore(redis_client, RedisKeys(own_data.redis_prefix)).put(Experiment.from_yaml(DEMO_EXPERIMENT).model_copy(update={"layer": "demo"}))
     result = materialize_definitions(own_data, instance)
     assert registered(own_data, redis_client) == {"home-ranking": "running", "demo-champion-vs-popularity": "stopped"}
     assert result.asset_materializations_for_node("experiment_definitions")[0].metadata["demo_experiment_stopped"].value == "demo-champion-vs-popularity"
@@ -60,6 +60,6 @@ def test_with_the_synthetic_source_the_demo_registers_its_own_experiment_and_lea
     (folder / "home-ranking.yaml").write_text(yaml.safe_dump({**OWN, "status": "draft"}))
     demo = settings.model_copy(update={"experiments_dir": folder})
     assert build_defs(demo).resolve_asset_graph().has(dg.AssetKey("demo_experiment_events"))
-    ExperimentRegistry(redis_client, RedisKeys(demo.redis_prefix)).put(Experiment.from_yaml(DEMO_EXPERIMENT))  # as demo_experiment_events does
+    ExperimentStore(redis_client, RedisKeys(demo.redis_prefix)).put(Experiment.from_yaml(DEMO_EXPERIMENT))  # as demo_experiment_events does
     assert materialize_definitions(demo, dg.DagsterInstance.ephemeral()).success
     assert registered(demo, redis_client) == {"home-ranking": "draft", "demo-champion-vs-popularity": "running"}  # not stopped: it is the demo

@@ -77,7 +77,8 @@ def test_web_api_without_audio_feature_access(settings):
         from core.tables import OfflineStore
 
         upsert_source(OfflineStore(configured.layout.tables), "spotify_history", pd.DataFrame({"track_id": list(fake.tracks)}))
-        spotify = SpotifyApiResource(client_id="test-id", client_secret="test-secret", base_url=fake.url, accounts_url=fake.url)
+        spotify = SpotifyApiResource(client_id="test-id", client_secret="test-secret", base_url=fake.url, accounts_url=fake.url,
+                                     max_tracks=configured.spotify_max_tracks)
         result = materialize(configured, ["synthetic_catalog", "spotify_api_tracks", "tracks"], resources={"spotify": spotify})
     assert result.success
     meta = metadata(result, "spotify_api_tracks")

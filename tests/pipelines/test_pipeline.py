@@ -52,7 +52,7 @@ def test_materialize_everything(settings, redis_url):
     ], True)  # fmt: skip
     assert model_meta["test_precision_at_10"].value > 0 and model_meta["mlflow_run"].value.startswith("http")
 
-    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    registry = ModelRegistry.from_settings(settings)
     # version 2 trained on the same data (the events the first run simulated for the experiment are not
     # training data): the champion, version 1, was loaded to be measured head to head, but every pair held
     # out was one it trained on, so the gate's verdict is the one its rule gives on the two versions'

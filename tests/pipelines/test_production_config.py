@@ -246,7 +246,7 @@ def test_echotune_pipeline_on_a_fresh_database(settings, database_url, postgres_
         assert runs[everything_job.name].status == dg.DagsterRunStatus.SUCCESS
         assert runs[everything_job.name].tags[TRAINING_TAG] == "true"
         assert instance.get_latest_materialization_event(dg.AssetKey("recommender_model")) is not None
-    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    registry = ModelRegistry.from_settings(settings)
     assert registry.alias(CHAMPION) == "1"
     assert not (settings.home / "mlruns" / "mlflow.db").exists() and not (settings.dagster_home / "history" / "runs.db").exists()
 

@@ -25,7 +25,7 @@ def two_versions(settings):
     defs = build_defs(settings)
     for _ in range(2):
         assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
-    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    registry = ModelRegistry.from_settings(settings)
     # make version 2 the champion, as a better model would be
     registry.set_alias(CHAMPION, "2")
     registry.client.set_model_version_tag(settings.registered_model, "2", "promotion", "promoted")

@@ -107,7 +107,7 @@ def test_similar_tracks_through_the_index(client, trained, world, known_user_id)
 
 def test_index_logged_at_release_is_loaded_then_cached_on_disk(settings, redis_url, world, trained, tmp_path, caplog):
     model, graded = trained
-    registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
+    registry = ModelRegistry.from_settings(settings)
     version = registry.log_version(model.save(tmp_path / "model"), model.name, {}, {}, {"trained_until_ms": "0"}).version
     registry.set_alias("champion", version)
     store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))

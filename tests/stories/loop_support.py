@@ -55,7 +55,7 @@ class Loop:
     @property
     def registry(self) -> ModelRegistry:
         s = self.settings
-        return ModelRegistry.open(s.mlflow_tracking_uri, s.mlflow_artifact_root, s.mlflow_experiment, s.registered_model)
+        return ModelRegistry.from_settings(s)
 
     # --- the daemon ------------------------------------------------------------------------------
     def tick(self, sensor_name: str, cursor: str | None = None):

@@ -1,4 +1,4 @@
-"""The experiment registry: definitions and their status in Redis, shared by every API process, the
+"""The experiment store: definitions and their status in Redis, shared by every API process, the
 pipeline and the CLI. YAML files in the definitions folder are how experiments are versioned in git;
 importing them registers the ones not registered yet (a status changed through the API is kept)."""
 
@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import redis
 from pydantic import ValidationError
 
 from core.contracts.redis_keys import RedisKeys
+from core.vectorstore import VectorStore
 from experiments.definition import Experiment
 
 
@@ -17,7 +19,7 @@ class ExperimentConflict(ValueError):
     pass
 
 
-class ExperimentRegistry:
+class ExperimentStore:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self.r = client
         self.key = keys.experiments()
@@ -72,3 +74,25 @@ class ExperimentRegistry:
                     f"{other.layer_offset:g}-{other.layer_offset + other.traffic_allocation:g}) at the same time: put one in another "
                     "layer, give them disjoint shares of the layer (layer_offset, traffic_allocation) or non-overlapping dates"
                 )
+
+
+def served_versions(client: redis.Redis, keys: RedisKeys, store: VectorStore) -> list[str]:
+    """The published model versions the variants of running experiments serve (pinned versions, and the
+    versions their aliases point at in ``store``), in a stable order. The one answer the worker (which
+    versions learn online) and the release's retention (which versions must not be retired) share: if
+    they drifted, a version still learning could be retired. A definition that does not parse serves
+    nothing (the API validates them; a bad one must not stop the worker)."""
+    versions: list[str] = []
+    for raw in client.hvals(keys.experiments()):
+        try:
+            definition = orjson.loads(raw)
+            if definition.get("status") != "running":
+                continue
+            for variant in definition["variants"]:
+                version = variant.get("model_version") or (store.alias(variant["model_alias"]) if variant.get("model_alias") else None)
+                if version and str(version) not in versions:
+                    versions.append(str(version))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            continue
+    published = set(store.versions())
+    return [v for v in versions if v in published]
