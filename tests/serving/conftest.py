@@ -70,6 +70,17 @@ def flush_exposures(client) -> None:
     client.portal.call(client.app.state.echotune.flush_exposures)
 
 
+def drain(worker) -> int:
+    """Step ``worker`` until a step handles nothing; returns how many stream entries it handled. Fails
+    when that is none: every caller has just put something on the stream, and a drain that ran zero
+    steps would let the assertions after it pass on a worker that never looked."""
+    total = 0
+    while handled := worker.step():
+        total += handled
+    assert total, "the worker found nothing on the stream to handle"
+    return total
+
+
 def served(client, user_id: str, count: int = 5, **params) -> dict:
     """A recommendation response for ``user_id`` (its list is recorded as shown, and its token signs it)."""
     response = client.get(f"/recommendations/{user_id}", params={"count": count, **params})
