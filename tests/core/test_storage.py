@@ -94,11 +94,11 @@ def test_a_key_in_object_storage_is_created_once(storage_url, s3_server):
     assert load_or_create_key(path) == first and len(first) == 32
 
 
-def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_url, s3_server, monkeypatch):
+def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_url, s3_server, monkeypatch, mlflow_migrated):
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)  # set by the registry below; put back after
     settings = _shared(Settings(home=tmp_path), storage_url, s3_server)
     registry = ModelRegistry.open(
-        f"sqlite:///{tmp_path / 'mlflow.db'}", settings.mlflow_artifact_location, "storage-test", "storage-model",
+        mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}"), settings.mlflow_artifact_location, "storage-test", "storage-model",
         s3_endpoint_url=settings.s3_endpoint_url,
     )
     result = train(block_matrix().to_frame(), None, "lowrank_ease", {"dimensions": 4}, k=5)
@@ -127,10 +127,10 @@ def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_u
     assert np.isfinite(ranked["score"]).all() and not Path(tmp_path / "mlruns").exists()
 
 
-def test_an_experiment_keeps_its_artifact_root_and_says_so(tmp_path, caplog):
+def test_an_experiment_keeps_its_artifact_root_and_says_so(tmp_path, caplog, mlflow_migrated):
     """Setting ECHOTUNE_STORAGE_URL on an existing tracking store does not move an experiment's
     artifacts (MLflow fixes them at creation): the registry warns, naming the setting that helps."""
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}")
     ModelRegistry.open(tracking, tmp_path / "artifacts", "moved", "moved-model")
     ModelRegistry.open(tracking, "s3://bucket/prefix/mlflow", "moved", "moved-model")
     assert "keeps its artifacts at file://" in caplog.text and "ECHOTUNE_MLFLOW_EXPERIMENT" in caplog.text

@@ -1,4 +1,5 @@
-"""Rollback from Dagster and the CLI, and the hyperparameter search job with its MLflow trials."""
+"""Rollback from Dagster and the CLI, and the hyperparameter search job with its MLflow trials. The two
+pipeline runs behind them are made once for the module; each test starts from version 2 as champion."""
 
 import json
 
@@ -18,17 +19,32 @@ from pipelines.definitions import build_defs
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def two_versions(settings):
-    """Two pipeline runs: versions 1 and 2 registered and published, one of them champion."""
+@pytest.fixture(scope="module")
+def settings(module_settings, mlflow_migrated):
+    """One project for the module's tests (they only move the champion alias, which each test resets)."""
+    mlflow_migrated(module_settings.mlflow_tracking_uri)
+    return module_settings
+
+
+@pytest.fixture(scope="module")
+def pipeline_twice(settings):
+    """Two pipeline runs: versions 1 and 2 registered and published."""
     instance = dg.DagsterInstance.ephemeral()
     defs = build_defs(settings)
     for _ in range(2):
         assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
     registry = ModelRegistry.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_root, settings.mlflow_experiment, settings.registered_model)
-    # make version 2 the champion, as a better model would be
-    registry.set_alias(CHAMPION, "2")
     registry.client.set_model_version_tag(settings.registered_model, "2", "promotion", "promoted")
+    return defs, instance, registry
+
+
+@pytest.fixture
+def two_versions(settings, redis_url, pipeline_twice):
+    """Versions 1 and 2 registered and published, version 2 champion in MLflow and Redis (as a better
+    model would be), whatever an earlier test of the module moved."""
+    defs, instance, registry = pipeline_twice
+    registry.set_alias(CHAMPION, "2")
+    VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix)).set_alias(CHAMPION, "2")
     return defs, instance, registry
 
 

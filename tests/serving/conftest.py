@@ -58,6 +58,29 @@ def client(settings, published):
         yield test_client
 
 
+# --- shared by a module's read-only tests ----------------------------------------------------------
+# Publishing version 1 and starting an app cost ~0.3-1 s a test; a module whose tests only ask the API
+# (they post no feedback, move no alias, erase nobody) shares one of each by overriding ``client`` and
+# ``published`` with these. A test that writes keeps the function-scoped ones: its own key prefix.
+@pytest.fixture(scope="module")
+def shared_settings(module_settings):
+    """The module's settings plus API keys of both scopes."""
+    return module_settings.model_copy(update={"api_keys": f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin"})
+
+
+@pytest.fixture(scope="module")
+def shared_published(shared_settings, redis_url, world, trained):
+    """Version "1" published under the module's key prefix, as ``published`` does for a test."""
+    return publish_trained(redis_url, shared_settings.redis_prefix, world, trained, shared_settings.redis_cluster)
+
+
+@pytest.fixture(scope="module")
+def shared_client(shared_settings, shared_published):
+    """One API app for the module, on the module's published version."""
+    with TestClient(create_app(shared_settings), headers={"X-API-Key": CLIENT_KEY}) as test_client:
+        yield test_client
+
+
 @pytest.fixture
 def known_user_id(trained):
     """The user with the longest history."""

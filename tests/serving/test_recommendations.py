@@ -6,6 +6,17 @@ pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 
 
+@pytest.fixture(scope="module")
+def published(shared_published):
+    """These tests only ask the API: one published version and one app for the module."""
+    return shared_published
+
+
+@pytest.fixture(scope="module")
+def client(shared_client):
+    return shared_client
+
+
 @pytest.fixture
 def known_user(trained):
     _, graded = trained
