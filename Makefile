@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test pipeline serve image audit bench clean
+.PHONY: install demo test check pipeline serve image audit bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ demo: install
 test: install $(BIN)/promtool
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
+
+# the inner loop: the layer contract and every test not marked slow, stopping at the first failure
+# (CI and `make test` run the whole suite)
+check: install
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -m "not slow" -x -q
 
 pipeline: install
 	$(BIN)/echotune pipeline

@@ -48,6 +48,7 @@ def test_remote_layout_keeps_runtime_state_local(tmp_path):
     assert settings.layout.spool("p") == tmp_path / "var" / "spool" / "p" and settings.layout.redis == tmp_path / "var" / "redis"
 
 
+@pytest.mark.slow
 def test_tables_round_trip_through_s3(tmp_path, storage_url, s3_server):
     settings = _shared(Settings(home=tmp_path), storage_url, s3_server)
     store = OfflineStore(settings.layout.tables)
@@ -83,6 +84,7 @@ def test_tables_round_trip_through_s3(tmp_path, storage_url, s3_server):
     assert not (tmp_path / "data").exists()  # nothing on this host's disk
 
 
+@pytest.mark.slow
 def test_a_key_in_object_storage_is_created_once(storage_url, s3_server):
     """Two hosts creating the erasure-log key at once must agree: the first writer wins."""
     settings = Settings(storage_url=storage_url, s3_endpoint_url=s3_server.endpoint_url)
@@ -94,6 +96,7 @@ def test_a_key_in_object_storage_is_created_once(storage_url, s3_server):
     assert load_or_create_key(path) == first and len(first) == 32
 
 
+@pytest.mark.slow
 def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_url, s3_server, monkeypatch, mlflow_migrated):
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)  # set by the registry below; put back after
     settings = _shared(Settings(home=tmp_path), storage_url, s3_server)
@@ -137,6 +140,7 @@ def test_an_experiment_keeps_its_artifact_root_and_says_so(tmp_path, caplog, mlf
 
 
 
+@pytest.mark.slow
 def test_writers_that_only_take_a_file_name_upload_through_a_local_file(tmp_path, storage_url, s3_server):
     """Evidently's save_html (drift reports) takes a file name: it writes a local file that is uploaded
     when it is whole; on this host the path is used as it is."""

@@ -265,6 +265,7 @@ def test_worker_metrics_are_served_over_http_and_survive_redis_being_away(settin
 
 
 # --- memory and CPU of every API worker -------------------------------------------------------------
+@pytest.mark.slow
 def test_memory_and_cpu_are_reported_for_every_api_worker(settings, redis_url, tmp_path):
     """`echotune serve --workers 2`: each scrape, whichever worker answers it, reports both workers; a
     worker that dies is replaced by uvicorn, and its pid and live-gauge files go."""

@@ -192,6 +192,7 @@ def own_redis(request, tmp_path, redis_cluster):
     return server
 
 
+@pytest.mark.slow
 def test_a_batch_redis_refuses_is_kept_and_applied_once_redis_recovers(settings, own_redis, world, trained):
     """Read-only after a failover (or out of memory, or unable to persist) is Redis's state, not the
     entries' fault: the batch is not dead-lettered but kept and applied on a later round."""
@@ -218,6 +219,7 @@ def test_a_batch_redis_refuses_is_kept_and_applied_once_redis_recovers(settings,
     assert client.xpending(keys.feedback_stream(), GROUP)["pending"] == 0
 
 
+@pytest.mark.slow
 def test_the_worker_survives_a_redis_error_that_is_not_a_lost_connection(settings, own_redis, world, trained, caplog):
     """Regression: only connection errors were caught, so one OOM (or READONLY, MISCONF) reply killed
     the worker thread for good."""
