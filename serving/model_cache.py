@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # (63 ms at 50,000), while thawing and collecting the whole process costs 0.08 s in an API process and
 # 0.3 s or more in one that imported the pipelines too (the test suite: ~100 API starts)
 FREEZE_MIN_TRACKS = 10_000
+_froze = False  # whether the last call froze the heap: only then is there a catalog of ours to thaw
 
 
 def _freeze_long_lived(largest_catalog: int) -> None:
@@ -44,12 +45,14 @@ def _freeze_long_lived(largest_catalog: int) -> None:
     thaws and collects first, so a replaced model is freed even if pandas left cycles in it, and
     nothing dead stays frozen: one such pause per model swap instead of one every few seconds.
     ``largest_catalog``: tracks of the largest model held now; under FREEZE_MIN_TRACKS nothing is
-    frozen (and what an earlier, larger model froze is thawed and collected)."""
-    if largest_catalog < FREEZE_MIN_TRACKS and not gc.get_freeze_count():
+    frozen (and what this function froze for an earlier, larger model is thawed and collected)."""
+    global _froze
+    if largest_catalog < FREEZE_MIN_TRACKS and not _froze:
         return
     gc.unfreeze()
     gc.collect()
-    if largest_catalog >= FREEZE_MIN_TRACKS:
+    _froze = largest_catalog >= FREEZE_MIN_TRACKS
+    if _froze:
         gc.freeze()
 
 

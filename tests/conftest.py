@@ -10,6 +10,7 @@ whose tables exist already (see there)."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redis_topologies: run the module's tests on one Redis server and on a Redis Cluster")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Freeze what collection imported (dagster, mlflow, evidently, pandas: ~630k objects) out of the
+    garbage collector's reach. Code that calls gc.collect() (statsmodels' Holm correction, twice per
+    experiment analysis) walked all of it: 0.3 s a call in this process, ~0 frozen. Objects the tests
+    create are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
