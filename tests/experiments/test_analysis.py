@@ -135,6 +135,7 @@ def test_the_start_counts_and_the_end_does_not():
     assert left_out == {"before_start": 1, "after_end": 1}
 
 
+@pytest.mark.slow
 def test_the_report_reads_the_same_dated_events_as_the_analysis(tmp_path):
     spec = experiment(start="2024-03-02T00:00:00Z")
     events = simulate(spec, n_users=600, days=3)  # 03-01 .. 03-03: the first day is before the start

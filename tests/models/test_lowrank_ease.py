@@ -134,6 +134,7 @@ def test_an_unknown_svd_method_is_refused_by_name():
         create("lowrank_ease", svd_method="lanczos")
 
 
+@pytest.mark.slow
 def test_the_svd_method_used_is_an_mlflow_param(tmp_path, monkeypatch, blocks, mlflow_migrated):
     """A model trained with svd_method "auto" says in MLflow which SVD it had (here the randomized one:
     the limit is lowered so the small matrix counts as large)."""
