@@ -25,10 +25,11 @@ KEY = "test-client-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory, redis_url, module_redis_prefix):
+def prepared(tmp_path_factory, redis_url, module_redis_prefix, mlflow_migrated):
     """The whole graph materialized once for the module (version 1 champion, published)."""
     root = tmp_path_factory.mktemp("platform")
     settings = small_settings(root / "home", redis_url, False, module_redis_prefix).model_copy(update={"api_keys": f"{KEY}:client", "retrain_after_events": 50})
+    mlflow_migrated(settings.mlflow_tracking_uri)
     return PreparedPlatform.materialize(settings, root)
 
 

@@ -31,9 +31,11 @@ MIDNIGHT = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 @pytest.fixture
-def settings(settings):
+def settings(settings, mlflow_migrated):
     """The shared small settings, an API key, and the volume trigger out of reach: whatever retrains
-    here does it for its own reason."""
+    here does it for its own reason. MLflow's tables exist already (a first run on a fresh folder is
+    tests/pipelines/test_pipeline.py's subject, not these stories')."""
+    mlflow_migrated(settings.mlflow_tracking_uri)
     return settings.model_copy(update={"api_keys": f"{CLIENT_KEY}:client", "retrain_after_events": 10**9})
 
 
