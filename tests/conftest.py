@@ -1,7 +1,8 @@
 """Shared fixtures: a real Redis server (embedded, or ECHOTUNE_REDIS_URL with an isolated key prefix),
 a real S3-compatible server for shared storage, settings rooted in a temporary folder, and small
 synthetic data sets. A module marked ``redis_topologies`` runs every test twice: on one server and on a
-real 3-master Redis Cluster.
+real 3-master Redis Cluster; a test of such a module whose Redis path is the same on both (no Redis,
+or only what the module's other tests run on both) says ``@pytest.mark.redis_topologies("node")``.
 
 Scopes: ``settings`` and ``redis_prefix`` are a test's own; ``module_settings`` and
 ``module_redis_prefix`` are shared by a module's tests that only read what a module fixture built once
@@ -29,7 +30,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "redis_topologies: run the module's tests on one Redis server and on a Redis Cluster")
+    config.addinivalue_line("markers", 'redis_topologies(*topologies): run on one Redis server and on a Redis Cluster (default), or only on those named ("node", "cluster")')
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -42,8 +43,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker("redis_topologies") and "redis_cluster" in metafunc.fixturenames:
-        metafunc.parametrize("redis_cluster", [False, True], ids=["node", "cluster"], indirect=True, scope="module")
+    marker = metafunc.definition.get_closest_marker("redis_topologies")  # the test's own mark before its module's
+    if marker and "redis_cluster" in metafunc.fixturenames:
+        topologies = marker.args or ("node", "cluster")
+        metafunc.parametrize("redis_cluster", [t == "cluster" for t in topologies], ids=list(topologies), indirect=True, scope="module")
 
 
 @pytest.fixture(scope="session")

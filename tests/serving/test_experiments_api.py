@@ -58,6 +58,7 @@ def test_running_experiment_routes_users_and_stamps_responses_and_events(client,
     assert (row["experiment_id"], row["variant"], row["context_source"]) == ("home-test", assigner.variant(user), "assignment")
 
 
+@pytest.mark.redis_topologies("node")  # reports are files: no Redis path of its own
 def test_report_and_summary_are_served_once_written(client, settings):
     assert client.get("/experiments/home-test/report").status_code == 404
     folder = settings.layout.reports / "home-test"
