@@ -12,6 +12,17 @@ from models.weighting import graded_interactions
 from serving.main import create_app
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """schemathesis names the test of each API operation ``test_no_server_errors[GET /health]``, but
+    under pytest 9 all fifteen get the one node id ``...::test_no_server_errors`` (pytest 9 builds the id
+    from ``originalname``, which schemathesis sets to the bare name). pytest-xdist schedules by node id
+    and ran one of the fifteen (`make test` runs on every core): each id gets its operation back."""
+    for item in items:
+        _, bracket, params = item.name.partition("[")
+        if bracket and getattr(item, "operation_label", None) and item.id.params is None:
+            item._id = item.id.with_params(params.removesuffix("]"))
+
+
 @pytest.fixture(scope="session")
 def world():
     return SyntheticWorld.generate(300, 60, seed=4)

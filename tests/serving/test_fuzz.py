@@ -48,3 +48,11 @@ def test_no_server_errors(case, live_url):
     if response.status_code >= 400:
         body = response.json()
         assert set(body) <= {"error", "request_id"} and {"code", "message"} <= set(body["error"]), body
+
+
+def test_every_api_operation_is_a_test_of_its_own(request):
+    """Regression (issue 22): the operations' tests shared one node id, so pytest-xdist ran one of them
+    (tests/serving/conftest.py puts the operation into each id)."""
+    ids = [item.nodeid for item in request.session.items if item.nodeid.startswith(f"{request.node.path.relative_to(request.config.rootpath)}::test_no_server_errors")]
+    assert len(ids) == len(set(ids)), ids
+    assert all(i.endswith("]") for i in ids), ids
