@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test pipeline serve image audit bench clean
+.PHONY: install demo test check pipeline serve image audit bench clean
 
 install: $(STAMP)
 
@@ -21,9 +21,20 @@ $(BIN)/promtool: | $(STAMP)
 demo: install
 	$(BIN)/echotune demo
 
+# on every core (TEST_WORKERS=0: in one process); each module runs whole in one worker, so a fixture it
+# shares (a published model, a materialized platform) is built once
+TEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+
 test: install $(BIN)/promtool
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest
+	$(PYTEST)
+
+# the inner loop: the layer contract and every test not marked slow, stopping at the first failure
+# (CI and `make test` run the whole suite)
+check: install
+	$(BIN)/lint-imports --no-cache
+	$(PYTEST) -m "not slow" -x -q
 
 pipeline: install
 	$(BIN)/echotune pipeline

@@ -8,7 +8,6 @@ different layers, run on the same users independently."""
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 
 import redis.asyncio as aredis
@@ -37,9 +36,10 @@ class ExperimentRouter:
 
     async def refresh(self) -> None:
         """Reload running experiments when due; Redis errors keep the current set."""
-        if time.monotonic() - self._checked < self.refresh_seconds:
+        now = self.clock.monotonic()  # the injected clock: a test moves it past the interval instead of resetting state
+        if now - self._checked < self.refresh_seconds:
             return
-        self._checked = time.monotonic()
+        self._checked = now
         try:
             raw = await self._client.hvals(self._key)
         except (aredis.RedisError, OSError):

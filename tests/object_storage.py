@@ -9,10 +9,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
+
+from tests.waiting import wait_until
 
 ACCESS_KEY, SECRET_KEY = "echotune-test", "echotune-test-secret"
 BUCKET = "echotune-test"
@@ -62,17 +63,22 @@ class SeaweedS3:
         self.process = subprocess.Popen(args, stdout=(self.folder / "weed.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         self.endpoint_url = f"http://127.0.0.1:{ports['s3']}"
         client = self.client()
-        deadline = time.monotonic() + timeout
-        while True:  # the gateway answers before the volume server is registered: a bucket write proves both
+
+        def bucket_written() -> bool:  # the gateway answers before the volume server is registered: a bucket write proves both
+            assert self.process.poll() is None, "weed exited"
             try:
                 client.create_bucket(Bucket=BUCKET)
                 client.put_object(Bucket=BUCKET, Key="ready", Body=b"")
-                return self
+                return True
             except Exception:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"SeaweedFS did not start; see {self.folder / 'weed.log'}") from None
-                time.sleep(0.3)
+                return False
+
+        try:
+            wait_until(bucket_written, timeout, "SeaweedFS taking a bucket write", interval=0.3)
+        except AssertionError as exc:
+            self.stop()
+            raise RuntimeError(f"SeaweedFS did not start ({exc}); see {self.folder / 'weed.log'}") from None
+        return self
 
     def client(self):
         return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1")

@@ -1,6 +1,7 @@
 """The drift monitor: live listening against the champion's training window."""
 
 import pandas as pd
+import pytest
 
 from core.drift import measure, windows
 from core.synthetic import SyntheticWorld
@@ -15,6 +16,7 @@ def _live(events: pd.DataFrame, after: pd.Timestamp) -> pd.DataFrame:
     return live
 
 
+@pytest.mark.slow
 def test_listeners_who_switch_genre_are_drift_and_more_of_the_same_is_not():
     world = SyntheticWorld.generate(400, 80, seed=3)
     history = world.events(6000, days=7)
@@ -61,6 +63,7 @@ def _likes_and_completions(history: pd.DataFrame, users, tracks_of, after: pd.Ti
     return live
 
 
+@pytest.mark.slow
 def test_the_issue_s_taste_shift_is_drift():
     """Issue 21's scenario: 100 listeners (~100 earlier events each) like and complete 15 tracks each of
     the genre they played least: the genre and the sound of what they play move far past Evidently's

@@ -40,8 +40,8 @@ def catalog(trained):
 
 
 @pytest.fixture
-def registry(tmp_path):
-    return ModelRegistry.open(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", "test", "test-model")
+def registry(tmp_path, mlflow_migrated):
+    return ModelRegistry.open(mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}"), tmp_path / "artifacts", "test", "test-model")
 
 
 @pytest.fixture

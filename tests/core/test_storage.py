@@ -49,6 +49,7 @@ def test_remote_layout_keeps_runtime_state_local(tmp_path):
     assert settings.layout.spool("p") == tmp_path / "var" / "spool" / "p" and settings.layout.redis == tmp_path / "var" / "redis"
 
 
+@pytest.mark.slow
 def test_tables_round_trip_through_s3(tmp_path, storage_url, s3_server):
     settings = _shared(Settings(home=tmp_path), storage_url, s3_server)
     store = OfflineStore(settings.layout.tables)
@@ -84,6 +85,7 @@ def test_tables_round_trip_through_s3(tmp_path, storage_url, s3_server):
     assert not (tmp_path / "data").exists()  # nothing on this host's disk
 
 
+@pytest.mark.slow
 def test_a_key_in_object_storage_is_created_once(storage_url, s3_server):
     """Two hosts creating the erasure-log key at once must agree: the first writer wins."""
     settings = Settings(storage_url=storage_url, s3_endpoint_url=s3_server.endpoint_url)
@@ -95,10 +97,11 @@ def test_a_key_in_object_storage_is_created_once(storage_url, s3_server):
     assert load_or_create_key(path) == first and len(first) == 32
 
 
-def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_url, s3_server, monkeypatch):
+@pytest.mark.slow
+def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_url, s3_server, monkeypatch, mlflow_migrated):
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)  # set by the registry below; put back after
-    settings = _shared(Settings(home=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_experiment="storage-test",
-                                registered_model="storage-model"), storage_url, s3_server)  # fmt: skip
+    settings = _shared(Settings(home=tmp_path, mlflow_tracking_uri=mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}"),
+                                mlflow_experiment="storage-test", registered_model="storage-model"), storage_url, s3_server)  # fmt: skip
     registry = ModelRegistry.from_settings(settings)
     result = train(block_matrix().to_frame(), None, "lowrank_ease", {"dimensions": 4}, k=5)
     version = release.register(registry, result, result.model.save(tmp_path / "model"), {"trained_until_ms": "1000"}).version
@@ -133,16 +136,17 @@ def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_u
     assert np.isfinite(ranked["score"]).all() and not Path(tmp_path / "mlruns").exists()
 
 
-def test_an_experiment_keeps_its_artifact_root_and_says_so(tmp_path, caplog):
+def test_an_experiment_keeps_its_artifact_root_and_says_so(tmp_path, caplog, mlflow_migrated):
     """Setting ECHOTUNE_STORAGE_URL on an existing tracking store does not move an experiment's
     artifacts (MLflow fixes them at creation): the registry warns, naming the setting that helps."""
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}")
     ModelRegistry.open(tracking, tmp_path / "artifacts", "moved", "moved-model")
     ModelRegistry.open(tracking, "s3://bucket/prefix/mlflow", "moved", "moved-model")
     assert "keeps its artifacts at file://" in caplog.text and "ECHOTUNE_MLFLOW_EXPERIMENT" in caplog.text
 
 
 
+@pytest.mark.slow
 def test_writers_that_only_take_a_file_name_upload_through_a_local_file(tmp_path, storage_url, s3_server):
     """Evidently's save_html (drift reports) takes a file name: it writes a local file that is uploaded
     when it is whole; on this host the path is used as it is."""

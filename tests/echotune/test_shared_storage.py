@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -24,6 +23,7 @@ from core.tables import OfflineStore
 from core.vectorstore import VectorStore
 from tests.conftest import REPO
 from tests.object_storage import BUCKET
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 CLIENT_KEY = "test-client-key-0123456789"
@@ -108,15 +108,15 @@ def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_versio
     server = subprocess.Popen([sys.executable, "-m", "echotune.cli", "serve", "--port", str(port)], env=env, cwd=api_home,
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answer() -> dict | None:
             assert server.poll() is None, server.stderr.read().decode()[-3000:]
             try:
-                body = _get(f"http://127.0.0.1:{port}/recommendations/{user}?count=5")
-                break
+                return _get(f"http://127.0.0.1:{port}/recommendations/{user}?count=5")
             except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "the API did not answer within 60 s"
-                time.sleep(0.3)
+                return None  # not listening yet
+
+        body = wait_until(answer, 60, "the API answering on its port", interval=0.3)
         summary = _get(f"http://127.0.0.1:{port}/experiments/{EXPERIMENT}/summary")
     finally:
         server.terminate()

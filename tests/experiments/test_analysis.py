@@ -72,6 +72,7 @@ def test_no_lift_keeps_running():
     assert result["verdict"] == KEEP_RUNNING, result["reasons"]
 
 
+@pytest.mark.slow
 def test_sample_ratio_mismatch_blocks_any_verdict():
     spec = experiment()
     lopsided = simulate(spec, ctr=(0.10, 0.14), force_variant=lambda u: "control" if u % 100 < 54 else "treatment", n_users=20_000, days=2)
@@ -96,6 +97,7 @@ def elsewhere_in_time(frame: pd.DataFrame, tag: str, shift: pd.Timedelta) -> pd.
     return out
 
 
+@pytest.mark.slow
 def test_only_events_within_the_dates_count():
     """A treatment that wins within the dates [03-01, 03-06) and loses before and after them: with the
     dates honoured the verdict is ship and the figures are those of the events inside alone; dropping the
@@ -133,6 +135,7 @@ def test_the_start_counts_and_the_end_does_not():
     assert left_out == {"before_start": 1, "after_end": 1}
 
 
+@pytest.mark.slow
 def test_the_report_reads_the_same_dated_events_as_the_analysis(tmp_path):
     spec = experiment(start="2024-03-02T00:00:00Z")
     events = simulate(spec, n_users=600, days=3)  # 03-01 .. 03-03: the first day is before the start
@@ -166,6 +169,7 @@ def test_clicks_that_name_no_served_list_are_left_out_of_ctr_and_flagged():
     assert first_screen.index("Caveat:") < first_screen.index("Sample ratio")
 
 
+@pytest.mark.slow
 def test_report_puts_the_verdict_first(tmp_path):
     spec = experiment()
     events = simulate(spec, ctr=(0.10, 0.12))
@@ -219,6 +223,7 @@ def test_cli_analyze_an_ab_log_with_1pct_of_shown_events_missing_still_gives_its
     assert 'id="echotune-incomplete-lists"' in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_report_on_simulated_listeners_says_so_first(tmp_path):
     """Issue 21 item 9: the demo's report never said it was computed on simulated listeners."""
     spec = experiment()

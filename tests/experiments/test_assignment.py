@@ -1,6 +1,8 @@
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from experiments.assignment import Assigner
+from experiments.assignment import BUCKETS, Assigner
 from experiments.definition import Experiment
 
 
@@ -37,3 +39,30 @@ def test_experiments_are_independent():
     a, b = Assigner(_experiment(exp_id="one")), Assigner(_experiment(exp_id="two"))
     same = np.mean([a.variant(f"u{i}") == b.variant(f"u{i}") for i in range(10_000)])
     assert 0.45 < same < 0.55
+
+
+@st.composite
+def widened(draw):
+    """An experiment of a layer (its offset, its variants' weights) and the same one with a wider allocation."""
+    offset = draw(st.integers(0, 9_000)) / BUCKETS
+    narrow = draw(st.integers(500, BUCKETS - round(offset * BUCKETS))) / BUCKETS  # 5% and up: some of the users are in it
+    wide = draw(st.integers(round(narrow * BUCKETS), BUCKETS - round(offset * BUCKETS))) / BUCKETS
+    parts = draw(st.lists(st.integers(1, 20), min_size=2, max_size=4))
+    weights = [p / sum(parts) for p in parts[:-1]]
+    weights.append(1 - sum(weights))
+    spec = {"id": draw(st.sampled_from(["e1", "home-test", "x"])), "layer": draw(st.sampled_from(["default", "ranking"])), "layer_offset": offset,
+            "variants": [{"name": f"v{i}", "algorithm": "popularity", "weight": w} for i, w in enumerate(weights)]}  # fmt: skip
+    return spec, narrow, wide
+
+
+@settings(max_examples=60, deadline=None)
+@given(widened(), st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=40, unique=True))
+def test_widening_a_split_moves_no_assigned_user_to_another_variant(case, users):
+    """The property behind the module's promise, for any layer offset, weights and users: everyone in the
+    narrow split is in the wide one, in the same variant; the wide one only adds users."""
+    spec, narrow, wide = case
+    before = Assigner(Experiment.model_validate({**spec, "name": "x", "traffic_allocation": narrow}))
+    after = Assigner(Experiment.model_validate({**spec, "name": "x", "traffic_allocation": wide}))
+    for user in users + [f"user{i}" for i in range(200)]:
+        if (variant := before.variant(user)) is not None:
+            assert after.variant(user) == variant, user

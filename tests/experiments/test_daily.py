@@ -103,6 +103,7 @@ def test_every_treatment_gets_its_own_series_against_the_control():
     assert better["days"][-1]["crossed"] and not same["days"][-1]["crossed"]
 
 
+@pytest.mark.slow  # writes the Evidently report
 def test_summary_json_holds_the_series_as_strict_json_with_a_reason_for_each_null(tmp_path):
     spec = experiment(start="2024-02-29T00:00:00Z")  # a day before the first user: nothing to compare yet
     events = simulate(spec, n_users=800, ctr=(0.10, 0.12), days=3)

@@ -3,6 +3,7 @@ independently of each other, and each one's analysis finds its own effect, not t
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats
 
 from experiments.analysis import analyse
@@ -72,6 +73,7 @@ def _clicks_world(lifts: dict[str, float], seed: int) -> pd.DataFrame:
     return events
 
 
+@pytest.mark.slow
 def test_each_layers_analysis_finds_its_own_effect_and_not_the_others():
     lifts = {HOME.id: 0.15, SIMILAR.id: 0.40}
     events = _clicks_world(lifts, seed=7)

@@ -172,6 +172,7 @@ def _break(events: pd.DataFrame, how: str) -> pd.DataFrame:
     return events
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "how, left_out",
     [("two tracks at one rank", {"repeated_rank": ["req-0-0"]}), ("a gap", {"gap": ["req-0-0"]}),

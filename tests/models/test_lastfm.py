@@ -17,6 +17,7 @@ from tests.conftest import SHARED_DATA
 
 LASTFM = SHARED_DATA / "hetrec-lastfm"
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.realdata,
     pytest.mark.skipif(not (LASTFM / "user_artists.dat").exists(), reason=f"real data not found: {LASTFM} is absent"),
 ]

@@ -134,7 +134,8 @@ def test_an_unknown_svd_method_is_refused_by_name():
         create("lowrank_ease", svd_method="lanczos")
 
 
-def test_the_svd_method_used_is_an_mlflow_param(tmp_path, monkeypatch, blocks):
+@pytest.mark.slow
+def test_the_svd_method_used_is_an_mlflow_param(tmp_path, monkeypatch, blocks, mlflow_migrated):
     """A model trained with svd_method "auto" says in MLflow which SVD it had (here the randomized one:
     the limit is lowered so the small matrix counts as large)."""
     from mlflow import MlflowClient
@@ -143,7 +144,7 @@ def test_the_svd_method_used_is_an_mlflow_param(tmp_path, monkeypatch, blocks):
     from core.model_registry import ModelRegistry
     from models.training import train
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}")
     registry = ModelRegistry.open(uri, tmp_path / "artifacts", "test", "test-model")
     monkeypatch.setattr(module, "_DENSE_GRAM_LIMIT", 5)
     result = train(blocks.to_frame(), None, "lowrank_ease", {"dimensions": 4}, k=5)

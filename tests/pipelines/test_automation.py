@@ -17,19 +17,28 @@ from core.tables import OfflineStore
 from pipelines.automation.jobs import REASON_TAG, TRIGGER_TAG, everything_job
 from pipelines.definitions import build_defs, resources_from
 from serving.main import create_app
+from tests.conftest import small_settings
+from tests.pipelines.prepared_platform import PreparedPlatform
 
 pytestmark = pytest.mark.slow
 KEY = "test-client-key-0123456789"
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, redis_url, module_redis_prefix, mlflow_migrated):
+    """The whole graph materialized once for the module (version 1 champion, published)."""
+    root = tmp_path_factory.mktemp("platform")
+    settings = small_settings(root / "home", redis_url, False, module_redis_prefix).model_copy(update={"api_keys": f"{KEY}:client", "retrain_after_events": 50})
+    mlflow_migrated(settings.mlflow_tracking_uri)
+    return PreparedPlatform.materialize(settings, root)
+
+
 @pytest.fixture
-def platform(settings):
-    """The whole graph materialized once (version 1 champion, published), with its definitions."""
-    settings = settings.model_copy(update={"api_keys": f"{KEY}:client", "retrain_after_events": 50})
-    instance = dg.DagsterInstance.ephemeral()
-    defs = build_defs(settings)
-    assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
-    return settings, defs, instance
+def platform(prepared, tmp_path, redis_prefix):
+    """A copy of that platform for this test (its folder, its Dagster instance, its Redis keys), with its definitions."""
+    settings, instance = prepared.copy(tmp_path / "platform", redis_prefix, api_keys=f"{KEY}:client", retrain_after_events=50)
+    with instance:
+        yield settings, build_defs(settings), instance
 
 
 def evaluate(defs, instance, name, settings, cursor=None):

@@ -1,4 +1,5 @@
 import dagster as dg
+import pytest
 
 from pipelines.definitions import build_defs, defs
 
@@ -42,6 +43,7 @@ def test_sources_come_from_configuration(settings):
     assert not {"synthetic_catalog", "synthetic_events", "demo_experiment_events"} & keys
 
 
+@pytest.mark.slow
 def test_code_location_loads_the_way_the_ui_loads_it():
     """Regression: `dagster dev` refused the location when domain Definitions objects were imported by
     name into pipelines.definitions ("more than one Definitions object at module scope")."""

@@ -34,6 +34,7 @@ def metadata(result, name):
     return {k: v.value for k, v in events[0].materialization.metadata.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_catalog_and_lastfm_log_through_dagster(settings):
     if not HITS.exists() or not LASTFM.exists():

@@ -159,6 +159,7 @@ def test_a_bad_database_url_is_refused_naming_the_setting(tmp_path, monkeypatch)
 
 
 # --- on PostgreSQL ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_training_runs_queued_beyond_the_limit_wait(settings, database_url):
     # with a password (this server trusts loopback, so it is carried here, not checked): Dagster's processes
     # get it from the environment, never from the file
@@ -198,6 +199,7 @@ def test_training_runs_queued_beyond_the_limit_wait(settings, database_url):
         assert result.success and instance.get_latest_materialization_event(dg.AssetKey("tracks")) is not None
 
 
+@pytest.mark.slow
 def test_a_user_who_may_not_create_schemas_is_told_what_to_do(settings, database_url, limited_role, monkeypatch):
     name = database_url.rsplit("/", 1)[1]
     limited_url = f"postgresql://{limited_role}@127.0.0.1:5432/{name}"

@@ -1,6 +1,10 @@
-"""Rollback from Dagster and the CLI, and the hyperparameter search job with its MLflow trials."""
+"""Rollback from Dagster and the CLI, and the hyperparameter search job with its MLflow trials. The two
+versions behind them are made once for the module (one pipeline run, then a release); each test starts
+from version 2 as champion."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -8,27 +12,53 @@ import redis
 from click.testing import CliRunner
 
 from echotune.cli import main
+from core import release
 from core.contracts import RedisKeys
 from core.settings import get_settings
+from core.tables import OfflineStore
 from core.vectorstore import VectorStore
 from core.model_registry import CHAMPION, ModelRegistry
+from models.training import train
 from pipelines.automation.jobs import everything_job
-from pipelines.definitions import build_defs
+from pipelines.definitions import build_defs, resources_from
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def two_versions(settings):
-    """Two pipeline runs: versions 1 and 2 registered and published, one of them champion."""
+@pytest.fixture(scope="module")
+def settings(module_settings, mlflow_migrated):
+    """One project for the module's tests (they only move the champion alias, which each test resets)."""
+    mlflow_migrated(module_settings.mlflow_tracking_uri)
+    return module_settings
+
+
+@pytest.fixture(scope="module")
+def released_twice(settings, redis_url):
+    """Version 1 from a pipeline run (tables, MLflow, Redis, the Dagster instance the jobs run on), then
+    version 2 trained on the same tables and released through core.release as the training and serving
+    assets do (registered, tagged promoted, published): a second whole-graph run adds nothing here."""
     instance = dg.DagsterInstance.ephemeral()
     defs = build_defs(settings)
-    for _ in range(2):
-        assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
+    assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
     registry = ModelRegistry.from_settings(settings)
-    # make version 2 the champion, as a better model would be
-    registry.set_alias(CHAMPION, "2")
+    tables, training = OfflineStore(settings.layout.tables), resources_from(settings)["training"]
+    result = train(tables.read_interactions(), tables.read_tracks(), training.algorithm, training.params(), k=training.k)
+    with tempfile.TemporaryDirectory() as tmp:
+        record = release.register(registry, result, result.model.save(Path(tmp) / "model"), {"trained_until_ms": "0"})
+    assert record.version == "2"
     registry.client.set_model_version_tag(settings.registered_model, "2", "promotion", "promoted")
+    registry.set_alias(CHAMPION, "2")
+    release.publish_aliases(registry, VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix)), tables.read_tracks())
+    return defs, instance, registry
+
+
+@pytest.fixture
+def two_versions(settings, redis_url, released_twice):
+    """Versions 1 and 2 registered and published, version 2 champion in MLflow and Redis (as a better
+    model would be), whatever an earlier test of the module moved."""
+    defs, instance, registry = released_twice
+    registry.set_alias(CHAMPION, "2")
+    VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix)).set_alias(CHAMPION, "2")
     return defs, instance, registry
 
 

@@ -12,6 +12,17 @@ from models.weighting import graded_interactions
 from serving.main import create_app
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """schemathesis names the test of each API operation ``test_no_server_errors[GET /health]``, but
+    under pytest 9 all fifteen get the one node id ``...::test_no_server_errors`` (pytest 9 builds the id
+    from ``originalname``, which schemathesis sets to the bare name). pytest-xdist schedules by node id
+    and ran one of the fifteen (`make test` runs on every core): each id gets its operation back."""
+    for item in items:
+        _, bracket, params = item.name.partition("[")
+        if bracket and getattr(item, "operation_label", None) and item.id.params is None:
+            item._id = item.id.with_params(params.removesuffix("]"))
+
+
 @pytest.fixture(scope="session")
 def world():
     return SyntheticWorld.generate(300, 60, seed=4)
@@ -58,6 +69,29 @@ def client(settings, published):
         yield test_client
 
 
+# --- shared by a module's read-only tests ----------------------------------------------------------
+# Publishing version 1 and starting an app cost ~0.3-1 s a test; a module whose tests only ask the API
+# (they post no feedback, move no alias, erase nobody) shares one of each by overriding ``client`` and
+# ``published`` with these. A test that writes keeps the function-scoped ones: its own key prefix.
+@pytest.fixture(scope="module")
+def shared_settings(module_settings):
+    """The module's settings plus API keys of both scopes."""
+    return module_settings.model_copy(update={"api_keys": f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin"})
+
+
+@pytest.fixture(scope="module")
+def shared_published(shared_settings, redis_url, world, trained):
+    """Version "1" published under the module's key prefix, as ``published`` does for a test."""
+    return publish_trained(redis_url, shared_settings.redis_prefix, world, trained, shared_settings.redis_cluster)
+
+
+@pytest.fixture(scope="module")
+def shared_client(shared_settings, shared_published):
+    """One API app for the module, on the module's published version."""
+    with TestClient(create_app(shared_settings), headers={"X-API-Key": CLIENT_KEY}) as test_client:
+        yield test_client
+
+
 @pytest.fixture
 def known_user_id(trained):
     """The user with the longest history."""
@@ -68,6 +102,17 @@ def known_user_id(trained):
 def flush_exposures(client) -> None:
     """Send the exposures the API holds now (its background task does this every 0.2 s)."""
     client.portal.call(client.app.state.echotune.flush_exposures)
+
+
+def drain(worker) -> int:
+    """Step ``worker`` until a step handles nothing; returns how many stream entries it handled. Fails
+    when that is none: every caller has just put something on the stream, and a drain that ran zero
+    steps would let the assertions after it pass on a worker that never looked."""
+    total = 0
+    while handled := worker.step():
+        total += handled
+    assert total, "the worker found nothing on the stream to handle"
+    return total
 
 
 def served(client, user_id: str, count: int = 5, **params) -> dict:

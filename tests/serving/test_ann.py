@@ -23,19 +23,39 @@ from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY
 pytestmark = pytest.mark.timeout(180)
 
 
+# The API asks MLflow for the index logged at release before building one: its tracking database is
+# seeded with MLflow's tables (a new one would spend 1-5 s migrating them at each API start).
 @pytest.fixture
-def settings(settings):
+def settings(settings, mlflow_migrated):
+    mlflow_migrated(settings.mlflow_tracking_uri)
     return settings.model_copy(update={"ann_min_tracks": 50})
 
 
-@pytest.fixture
-def client(settings, published):
+@pytest.fixture(scope="module")
+def shared_settings(shared_settings, mlflow_migrated):
+    mlflow_migrated(shared_settings.mlflow_tracking_uri)
+    return shared_settings.model_copy(update={"ann_min_tracks": 50})
+
+
+def indexed_api(settings):
     """The API once the index it builds for version 1 (published without one) is attached."""
     with TestClient(create_app(settings), headers={"X-API-Key": CLIENT_KEY}) as test_client:
         models = test_client.app.state.echotune.models
         test_client.portal.call(models.indexed)
         assert models.get().ann is not None
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def client(shared_settings, shared_published):
+    """One indexed API for the tests that only ask it (building the index takes seconds)."""
+    yield from indexed_api(shared_settings)
+
+
+@pytest.fixture
+def own_client(settings, published):
+    """An indexed API on a version of this test's own, for a test that publishes another."""
+    yield from indexed_api(settings)
 
 
 def _ids(response) -> list[str]:
@@ -127,17 +147,17 @@ def test_index_logged_at_release_is_loaded_then_cached_on_disk(settings, redis_u
     assert not [r for r in caplog.records if "built the ANN index" in r.getMessage()]
 
 
-def test_a_new_version_swaps_in_with_its_own_index(client, published, trained, world):
+def test_a_new_version_swaps_in_with_its_own_index(own_client, published, trained, world):
     """Vectors and index of one version together: version 2 has other dimensions, so a mix would show."""
     model, graded = trained
     matrix, features = build_inputs(graded, world.tracks)
     other = create(DEFAULT_ALGORITHM, dimensions=8).fit(matrix, features)
     release.publish(published, "2", other, world.tracks, alias="champion")
-    models = client.app.state.echotune.models
-    loaded = client.portal.call(lambda: models.refresh(force=True))
+    models = own_client.app.state.echotune.models
+    loaded = own_client.portal.call(lambda: models.refresh(force=True))
     assert loaded.version == "2" and loaded.vectors.shape[1] == 8
-    client.portal.call(models.indexed)
+    own_client.portal.call(models.indexed)
     assert models.get() is loaded and loaded.ann.items.dimensions == 8
     np.testing.assert_allclose(loaded.ann.items.graph.get_items([0])[0], loaded.vectors[0], rtol=1e-6)
     with pytest.raises(ValueError, match="does not fit model version 2"):
-        loaded.attach_index(client.app.state.echotune.models.get().ann.__class__(loaded.ann.similarity, loaded.ann.similarity))
+        loaded.attach_index(own_client.app.state.echotune.models.get().ann.__class__(loaded.ann.similarity, loaded.ann.similarity))

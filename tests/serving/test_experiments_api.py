@@ -41,7 +41,6 @@ def test_create_validate_start_stop(client):
 
 def test_running_experiment_routes_users_and_stamps_responses_and_events(client, settings, redis_client, trained):
     client.post("/experiments", json={**SPEC, "status": "running"}, headers=ADMIN)
-    client.app.state.echotune.experiments._checked = -1e9  # see the new experiment now, not in 5 s
     assigner = Assigner(Experiment.model_validate(SPEC))
     _, graded = trained
     seen = set()
@@ -59,6 +58,7 @@ def test_running_experiment_routes_users_and_stamps_responses_and_events(client,
     assert (row["experiment_id"], row["variant"], row["context_source"]) == ("home-test", assigner.variant(user), "assignment")
 
 
+@pytest.mark.redis_topologies("node")  # reports are files: no Redis path of its own
 def test_report_and_summary_are_served_once_written(client, settings):
     assert client.get("/experiments/home-test/report").status_code == 404
     folder = settings.layout.reports / "home-test"
@@ -81,3 +81,25 @@ def test_the_api_process_that_changes_an_experiment_serves_the_change_at_once(cl
     assert client.get(f"/recommendations/{user}", params={"count": 3}).json()["experiment"] == "home-test"
     assert client.post("/experiments/home-test/stop", headers=ADMIN).status_code == 200
     assert client.get(f"/recommendations/{user}", params={"count": 3}).json()["experiment"] is None
+
+
+def test_another_api_process_serves_a_change_after_its_refresh_interval(client, settings, trained):
+    """Regression (issue 22): the router timed its refresh with time.monotonic, not the clock it was
+    given, so a test could only see a change by resetting its private state. Another API process (here
+    one with a clock of the test's own) serves the old set until ``refresh_seconds`` have passed on it."""
+    from fastapi.testclient import TestClient
+
+    from core.clock import ManualClock
+    from serving.main import create_app
+    from tests.serving.conftest import CLIENT_KEY
+
+    user = trained[1]["user_id"].iloc[0]
+    clock = ManualClock()
+    with TestClient(create_app(settings, clock=clock), headers={"X-API-Key": CLIENT_KEY}) as other:
+        assert other.get(f"/recommendations/{user}", params={"count": 3}).json()["experiment"] is None  # loads the (empty) set now
+        assert client.post("/experiments", json={**SPEC, "status": "running"}, headers=ADMIN).status_code == 201
+        interval = other.app.state.echotune.experiments.refresh_seconds
+        clock.advance(interval - 0.5)
+        assert other.get(f"/recommendations/{user}", params={"count": 3}).json()["experiment"] is None  # not due yet
+        clock.advance(0.5)
+        assert other.get(f"/recommendations/{user}", params={"count": 3}).json()["experiment"] == "home-test"

@@ -3,21 +3,20 @@ itself, every response carries a signed token, and feedback is counted under the
 never under what a client claims."""
 
 import base64
-from datetime import UTC, datetime
 
 import orjson
 import pandas as pd
 import pytest
 
 from core.contracts import RedisKeys
-from core.ingest.live_feedback import drain_day
+from core.ingest.live_feedback import drain_day, undrained_days
 from core.tables import OfflineStore
 from experiments.analysis import analyse
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
 from experiments.interleaving_analysis import analyse_interleaving
 from serving.worker import FeedbackWorker
-from tests.serving.conftest import ADMIN_KEY, flush_exposures, served
+from tests.serving.conftest import ADMIN_KEY, drain, flush_exposures, served
 from tests.serving.test_observability import samples
 
 pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
@@ -36,19 +35,18 @@ def worker(settings, redis_client, published):
 
 def start(client, spec: dict = SPEC) -> Experiment:
     assert client.post("/experiments", json={**spec, "status": "running"}, headers=ADMIN).status_code == 201
-    client.app.state.echotune.experiments._checked = -1e9  # see it now, not in 5 s
     return Experiment.model_validate(spec)
 
 
-def drain(worker) -> None:
-    while worker.step():
-        pass
-
-
 def stored_events(redis_client, settings) -> pd.DataFrame:
-    """The stream as the daily drain stores it (today's entries), read back from the offline store."""
-    store = OfflineStore(settings.layout.tables)
-    drain_day(redis_client, RedisKeys(settings.redis_prefix), store, datetime.now(UTC).date())
+    """The stream as the daily drains store it, read back from the offline store. The days drained are
+    the days of the entries (their ids, as the drain sensor lists them), not today by the wall clock:
+    entries accepted just before midnight and drained just after would otherwise be left out."""
+    store, keys = OfflineStore(settings.layout.tables), RedisKeys(settings.redis_prefix)
+    days = undrained_days(redis_client, keys)
+    assert days, "nothing in the stream to drain"
+    for day in days:
+        drain_day(redis_client, keys, store, day)
     return store.read_events()
 
 

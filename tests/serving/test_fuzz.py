@@ -3,7 +3,6 @@ generates (valid and invalid), the server never answers 5xx and every error has 
 
 import socket
 import threading
-import time
 import uuid
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from core.settings import Settings
 from serving.main import create_app
 from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY, publish_trained
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 schema = schemathesis.openapi.from_dict(create_app(Settings(api_keys=f"{CLIENT_KEY}:client")).openapi())
@@ -33,8 +33,7 @@ def live_url(redis_url, world, trained, tmp_path_factory):
     server = uvicorn.Server(uvicorn.Config(create_app(configured), host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 30, "uvicorn serving the API")
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
@@ -49,3 +48,11 @@ def test_no_server_errors(case, live_url):
     if response.status_code >= 400:
         body = response.json()
         assert set(body) <= {"error", "request_id"} and {"code", "message"} <= set(body["error"]), body
+
+
+def test_every_api_operation_is_a_test_of_its_own(request):
+    """Regression (issue 22): the operations' tests shared one node id, so pytest-xdist ran one of them
+    (tests/serving/conftest.py puts the operation into each id)."""
+    ids = [item.nodeid for item in request.session.items if item.nodeid.startswith(f"{request.node.path.relative_to(request.config.rootpath)}::test_no_server_errors")]
+    assert len(ids) == len(set(ids)), ids
+    assert all(i.endswith("]") for i in ids), ids

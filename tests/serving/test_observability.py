@@ -33,7 +33,8 @@ from serving.worker.events import stream_id_of
 from serving.worker.metrics import memory_limit_bytes, serve_metrics
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
-from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY, flush_exposures, served
+from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY, drain, flush_exposures, served
+from tests.waiting import wait_until
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 # the runbook's entries ("**Roll back.** ...") that alerts send their reader to
@@ -107,11 +108,6 @@ def worker(settings, redis_client, published):
     return w
 
 
-def drain(worker) -> None:
-    while worker.step():
-        pass
-
-
 def post(client, user, track, kind, token=None, **context):
     body = {"user_id": user, "track_id": track, "type": kind, "context": context or None, **({"token": token} if token else {})}
     response = client.post("/feedback", json=body)
@@ -157,7 +153,6 @@ def test_ctr_completion_and_conversion_by_model_version(client, worker, publishe
     release.publish(published, "2", model, world.tracks)  # a second published version for the treatment
     spec = {**EXPERIMENT, "variants": [{"name": "control", "model_version": "1", "weight": 0.5}, {"name": "treatment", "model_version": "2", "weight": 0.5}]}
     assert client.post("/experiments", json={**spec, "status": "running"}, headers={"X-API-Key": ADMIN_KEY}).status_code == 201
-    client.app.state.echotune.experiments._checked = -1e9  # see the experiment now, not in 5 s
     assigner = Assigner(Experiment.model_validate(spec))
     users = {assigner.variant(u): u for u in graded["user_id"].unique()[:50]}
     lists = {"control": [served(client, users["control"], 2), served(client, users["control"], 2)], "treatment": [served(client, users["treatment"], 2)]}
@@ -272,6 +267,7 @@ def test_worker_metrics_are_served_over_http_and_survive_redis_being_away(settin
 
 
 # --- memory and CPU of every API worker -------------------------------------------------------------
+@pytest.mark.slow
 def test_memory_and_cpu_are_reported_for_every_api_worker(settings, redis_url, tmp_path):
     """`echotune serve --workers 2`: each scrape, whichever worker answers it, reports both workers; a
     worker that dies is replaced by uvicorn, and its pid and live-gauge files go."""
@@ -284,20 +280,17 @@ def test_memory_and_cpu_are_reported_for_every_api_worker(settings, redis_url, t
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
 
     def pids_until(check, seconds=60) -> set[str]:
-        deadline, seen = time.monotonic() + seconds, set()
-        while time.monotonic() < deadline:
+        def reported() -> set[str] | None:
             assert server.poll() is None, server.stderr.read().decode()[-2000:]
             try:
-                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-                got = samples(text)
-                seen = {dict(labels)["pid"] for name, labels in got if name == "echotune_process_resident_memory_bytes"}
-                cpu = {dict(labels)["pid"] for name, labels in got if name == "echotune_process_cpu_seconds_total"}
-                if check(seen) and cpu == seen:
-                    return seen
+                got = samples(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
             except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the pids reported were {seen}")
+                return None  # not listening yet, or a worker being replaced
+            seen = {dict(labels)["pid"] for name, labels in got if name == "echotune_process_resident_memory_bytes"}
+            cpu = {dict(labels)["pid"] for name, labels in got if name == "echotune_process_cpu_seconds_total"}
+            return seen if check(seen) and cpu == seen else None
+
+        return wait_until(reported, seconds, "memory and CPU reported for the expected API worker pids", interval=0.2)
 
     try:
         workers = lambda: {str(p.pid) for p in psutil.Process(server.pid).children() if "spawn_main" in " ".join(p.cmdline())}  # noqa: E731

@@ -6,6 +6,17 @@ pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 
 
+@pytest.fixture(scope="module")
+def published(shared_published):
+    """These tests only ask the API: one published version and one app for the module."""
+    return shared_published
+
+
+@pytest.fixture(scope="module")
+def client(shared_client):
+    return shared_client
+
+
 @pytest.fixture
 def known_user(trained):
     _, graded = trained
@@ -75,6 +86,7 @@ def test_algorithm_override(client, known_user):
     assert response.status_code == 422 and "algorithm" in response.json()["error"]["message"]
 
 
+@pytest.mark.redis_topologies("node")  # validation errors: no Redis path of their own
 def test_bad_requests_name_the_field(client):
     for params, field in [({"count": 0}, "count"), ({"energy_min": "high"}, "energy_min"), ({"colour": "red"}, "colour"),
                           ({"energy_min": 0.9, "energy_max": 0.1}, "energy"), ({"seed_tracks": "nope"}, "seed_tracks")]:  # fmt: skip

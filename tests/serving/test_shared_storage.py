@@ -23,6 +23,7 @@ def settings(settings, storage_url, s3_server):
     return settings.model_copy(update={"storage_url": storage_url, "s3_endpoint_url": s3_server.endpoint_url})
 
 
+@pytest.mark.slow
 def test_reports_written_to_shared_storage_are_served(client, settings):
     report = settings.layout.reports / "exp-shared"
     (report / "summary.json").write_text(json.dumps({"verdict": "ship"}))
@@ -34,6 +35,7 @@ def test_reports_written_to_shared_storage_are_served(client, settings):
     assert missing.status_code == 404 and "exp-missing" in missing.json()["error"]["message"]
 
 
+@pytest.mark.slow
 def test_a_new_host_serves_the_cached_model_from_shared_storage_while_redis_is_down(client, settings, tmp_path, known_user_id):
     assert client.get(f"/recommendations/{known_user_id}").json()["model_version"] == "1"  # loaded, and cached in storage
     with socket.socket() as s:
@@ -46,6 +48,7 @@ def test_a_new_host_serves_the_cached_model_from_shared_storage_while_redis_is_d
     assert not (tmp_path / "host-b" / "var" / "serving_cache").exists()
 
 
+@pytest.mark.slow
 def test_erasures_stay_known_while_shared_storage_is_unreachable(redis_url, redis_prefix, storage_url, s3_server, caplog):
     """Every POST /feedback refreshes who is erased from the log: an object store that stops answering
     must neither fail the request nor forget an erasure read before."""

@@ -8,7 +8,8 @@ import pytest
 from core.contracts import FeedbackEvent, RedisKeys
 from core.feedback_stream import FeedbackStream
 from serving.worker import GROUP, FeedbackWorker
-from tests.serving.conftest import publish_trained
+from tests.serving.conftest import drain, publish_trained
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
 
@@ -23,13 +24,6 @@ def worker(settings, redis_client, published):
 @pytest.fixture
 def stream(settings, redis_client):
     return FeedbackStream(redis_client, RedisKeys(settings.redis_prefix))
-
-
-def drain(worker) -> int:
-    total = 0
-    while n := worker.step():
-        total += n
-    return total
 
 
 def events_for(user, tracks, kind="track_completed", prefix="e"):
@@ -161,9 +155,7 @@ def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(request, settin
         server.start()
         stream = FeedbackStream(redis.Redis.from_url(url), keys)
         stream.append(events_for("listener", tracks[20:], prefix="b"))
-        deadline = time.monotonic() + 20
-        while stream.counters().get("applied", 0) < 40 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: stream.counters().get("applied", 0) >= 40, 20, "40 events applied after the restart", interval=0.1)
     finally:
         stop.set()
         thread.join(10)
@@ -200,6 +192,7 @@ def own_redis(request, tmp_path, redis_cluster):
     return server
 
 
+@pytest.mark.slow
 def test_a_batch_redis_refuses_is_kept_and_applied_once_redis_recovers(settings, own_redis, world, trained):
     """Read-only after a failover (or out of memory, or unable to persist) is Redis's state, not the
     entries' fault: the batch is not dead-lettered but kept and applied on a later round."""
@@ -226,11 +219,11 @@ def test_a_batch_redis_refuses_is_kept_and_applied_once_redis_recovers(settings,
     assert client.xpending(keys.feedback_stream(), GROUP)["pending"] == 0
 
 
+@pytest.mark.slow
 def test_the_worker_survives_a_redis_error_that_is_not_a_lost_connection(settings, own_redis, world, trained, caplog):
     """Regression: only connection errors were caught, so one OOM (or READONLY, MISCONF) reply killed
     the worker thread for good."""
     import threading
-    import time
 
     import redis
 
@@ -245,13 +238,10 @@ def test_the_worker_survives_a_redis_error_that_is_not_a_lost_connection(setting
     with caplog.at_level("WARNING", logger="serving.worker.consumer"):
         thread.start()
         try:
-            deadline = time.monotonic() + 30  # generous: a loaded machine retries slowly
-            while not any("OutOfMemoryError" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert any("OutOfMemoryError" in r.getMessage() for r in caplog.records), "the worker never met the error"
+            # generous: a loaded machine retries slowly
+            wait_until(lambda: any("OutOfMemoryError" in r.getMessage() for r in caplog.records), 30, "the worker meeting the error", interval=0.01)
             client.config_set("maxmemory", "2gb")
-            while stream.counters().get("applied", 0) < 5 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: stream.counters().get("applied", 0) >= 5, 30, "the events applied once Redis takes writes again", interval=0.01)
             assert thread.is_alive() and stream.counters()["applied"] == 5
         finally:
             client.config_set("maxmemory", "2gb")

@@ -38,13 +38,15 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Project]:
-    """`echotune pipeline` run once on the synthetic data set in a folder of its own, on a real Redis."""
+def project(tmp_path_factory: pytest.TempPathFactory, redis_url: str, mlflow_migrated) -> Iterator[Project]:
+    """`echotune pipeline` run once on the synthetic data set in a folder of its own, on a real Redis
+    (MLflow's tables created already: a first run on a fresh folder is tests/pipelines/test_pipeline.py's subject)."""
     settings = Settings(
         home=tmp_path_factory.mktemp("story"), redis_url=redis_url, redis_prefix=f"story-{uuid.uuid4().hex[:10]}",
         api_keys=f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin", synth_tracks=300, synth_users=120, synth_events=9_000, synth_days=5,
         train_params={"dimensions": 16},
     )  # fmt: skip
+    mlflow_migrated(settings.mlflow_tracking_uri)
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_everything(settings, instance), "echotune pipeline failed"
     world = SyntheticWorld.generate(settings.synth_tracks, settings.synth_users, settings.synth_seed)

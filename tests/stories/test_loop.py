@@ -22,16 +22,20 @@ from pipelines.automation.jobs import REASON_TAG, TRIGGER_TAG, everything_job
 from pipelines.definitions import build_defs
 from serving.main import create_app
 from serving.worker import FeedbackWorker
+from tests.serving.conftest import drain
 from tests.stories.loop_support import CLIENT_KEY, Loop
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 MIDNIGHT = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 @pytest.fixture
-def settings(settings):
+def settings(settings, mlflow_migrated):
     """The shared small settings, an API key, and the volume trigger out of reach: whatever retrains
-    here does it for its own reason."""
+    here does it for its own reason. MLflow's tables exist already (a first run on a fresh folder is
+    tests/pipelines/test_pipeline.py's subject, not these stories')."""
+    mlflow_migrated(settings.mlflow_tracking_uri)
     return settings.model_copy(update={"api_keys": f"{CLIENT_KEY}:client", "retrain_after_events": 10**9})
 
 
@@ -109,8 +113,7 @@ def test_a_shift_in_taste_is_drift_and_retrains_a_version_the_api_serves(setting
             events = [{"user_id": user, "track_id": t, "type": kind} for t in tracks for kind in ("like", "track_completed")]
             assert client.post("/feedback", json={"events": events}).status_code == 202
         client.portal.call(client.app.state.echotune.flush_exposures)  # the lists it served, as its 0.2 s flush does
-        while worker.step():  # learns online and acknowledges
-            pass
+        drain(worker)  # learns online and acknowledges
 
         for request in loop.tick("drain_feedback").run_requests:
             loop.launch(request, "drain_feedback")
@@ -131,13 +134,14 @@ def test_a_shift_in_taste_is_drift_and_retrains_a_version_the_api_serves(setting
 
 
 def served_version(client: TestClient, user: str, expected: str, within: float = 10.0) -> str:
-    """The model version behind the user's list, asked again until it is ``expected`` or ``within``
-    seconds passed (the running API checks the champion alias every 2 s)."""
-    deadline = datetime.now(UTC) + timedelta(seconds=within)
-    while True:
-        version = client.get(f"/recommendations/{user}", params={"count": 10}).json()["model_version"]
-        if version == expected or datetime.now(UTC) > deadline:
-            return version
+    """The model version behind the user's list, asked again until it is ``expected``; fails after
+    ``within`` seconds (the running API checks the champion alias every 2 s)."""
+
+    def version() -> str | None:
+        served = client.get(f"/recommendations/{user}", params={"count": 10}).json()["model_version"]
+        return served if served == expected else None
+
+    return wait_until(version, within, f"the API serving version {expected} to {user}")
 
 
 # --- (c) a champion moved by hand -------------------------------------------------------------------
@@ -184,8 +188,8 @@ def test_new_catalog_tracks_are_served_before_a_retrain(settings, tmp_path, monk
         (request,) = loop.tick("new_catalog_tracks").run_requests
         assert request.tags[TRIGGER_TAG] == "new_tracks" and "3 catalog tracks that version 1 does not serve" in request.tags[REASON_TAG]
         loop.launch(request, "extend_catalog")
-        deadline = datetime.now(UTC) + timedelta(seconds=10)  # the API reloads an extended catalog at its next alias check
-        while not (body := client.get("/recommendations/someone-new", params={"genres": "brand new genre", "count": 5}).json())["tracks"]:
-            assert datetime.now(UTC) < deadline, "the new tracks were not served within 10 s"
+        # the API reloads an extended catalog at its next alias check
+        body = wait_until(lambda: (b := client.get("/recommendations/someone-new", params={"genres": "brand new genre", "count": 5}).json())["tracks"] and b,
+                          10, "the new tracks served")  # fmt: skip
     assert sorted(t["track_id"] for t in body["tracks"]) == sorted(new_ids) and body["model_version"] == "1"
     assert loop.registry.versions() == ["1"]  # no retrain
