@@ -15,7 +15,7 @@ from core.ingest.live_feedback import undrained_days
 from core.model_registry import CHAMPION
 from core.settings import Settings
 from core.storage import modified_ns
-from pipelines.automation.jobs import catalog_job, drain_job, publish_job, retrain_job, tags
+from pipelines.automation.jobs import TRIGGER_TAG, catalog_job, drain_job, publish_job, retrain_job, tags
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource
 
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -29,6 +29,12 @@ def busy(instance: dg.DagsterInstance, *job_names: str) -> bool:
 def sensor_status(settings: Settings) -> dg.DefaultSensorStatus:
     """How every sensor of the project starts: running, unless ECHOTUNE_AUTOMATION is off."""
     return dg.DefaultSensorStatus.RUNNING if settings.automation else dg.DefaultSensorStatus.STOPPED
+
+
+def _trigger_of(instance: dg.DagsterInstance, run_tags: dict[str, str]) -> str | None:
+    """What triggered the Dagster run that trained a version (its MLflow run records the run's id)."""
+    run = instance.get_run_by_id(run_tags.get("dagster_run_id", "")) if run_tags.get("dagster_run_id") else None
+    return None if run is None else run.tags.get(TRIGGER_TAG)
 
 
 def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
@@ -70,6 +76,12 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         if drift is not None and drift.timestamp > registry.created_at(newest):
             meta = drift.asset_materialization.metadata
             if meta.get("drift_exceeded") and meta["drift_exceeded"].value:
+                # a drift retrain the gate rejected is not asked for again after every drain while the drift
+                # lasts (a retrain every few minutes, each rejected): the volume trigger, the daily retrain or
+                # a new champion come first
+                if newest != registry.alias(CHAMPION) and _trigger_of(context.instance, registry.run_tags(newest)) == "drift":
+                    return dg.SkipReason(f"version {newest}, trained for drift, was not promoted by the gate: no second drift retrain "
+                                         "until the volume trigger, the daily retrain or a new champion")  # fmt: skip
                 share = meta["drift_share"].value
                 reason = f"drift share {share:.2f} >= {monitoring.drift_threshold:.2f} in live feedback since version {newest} was trained"
                 return dg.RunRequest(run_key=f"drift-{int(drift.timestamp * 1000)}", tags=tags("drift", reason))

@@ -1,6 +1,8 @@
 """The loop's sensors, evaluated for real against the pipeline's stores: what they ask for and why."""
 
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -9,11 +11,13 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from core import release
 from core.contracts import FeedbackEvent, RedisKeys
 from core.feedback_stream import FeedbackStream
 from core.ingest.service import ingest_track_files
 from core.model_registry import CHAMPION, ModelRegistry
 from core.tables import OfflineStore
+from models.training import train
 from pipelines.automation.jobs import REASON_TAG, TRIGGER_TAG, everything_job
 from pipelines.definitions import build_defs, resources_from
 from serving.main import create_app
@@ -69,6 +73,31 @@ def test_volume_and_drift_ask_for_a_retrain_saying_why(platform):
     drift, _ = evaluate(build_defs(calm), instance, "retrain_when_needed", calm)
     (request,) = drift.run_requests
     assert request.tags[TRIGGER_TAG] == "drift" and "drift share 0.75" in request.tags[REASON_TAG]
+
+
+def test_a_drift_retrain_the_gate_rejected_is_not_asked_for_again_after_every_drain(platform):
+    """Regression: while drift lasted, each drain's drift run was newer than the newest (rejected) version,
+    so the sensor asked for a retrain after every drain, each one rejected by the gate."""
+    settings, _, instance = platform
+    calm = settings.model_copy(update={"retrain_after_events": 10_000})
+    defs = build_defs(calm)
+    registry = ModelRegistry.from_settings(calm)
+    tables, training = OfflineStore(calm.layout.tables), resources_from(calm)["training"]
+    # version 2, trained by a drift-triggered run and not promoted (version 1 stays champion)
+    run = instance.create_run_for_job(defs.resolve_job_def("retrain"), tags={TRIGGER_TAG: "drift", REASON_TAG: "drift share 0.75"}, status=dg.DagsterRunStatus.SUCCESS)
+    result = train(tables.read_interactions(), tables.read_tracks(), training.algorithm, training.params(), k=training.k)
+    with tempfile.TemporaryDirectory() as tmp:
+        record = release.register(registry, result, result.model.save(Path(tmp) / "model"), {"trained_until_ms": "0", "dagster_run_id": run.run_id})
+    assert registry.alias(CHAMPION) == "1" and record.version == "2"
+    instance.report_runless_asset_event(dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.8}))
+    again, _ = evaluate(defs, instance, "retrain_when_needed", calm)
+    assert not again.run_requests and "was not promoted by the gate" in again.skip_message
+    # once a version is champion again (the daily retrain, a rollout, a hand move), drift asks as before
+    registry.set_alias(CHAMPION, "2")
+    instance.report_runless_asset_event(dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.8}))
+    asked, _ = evaluate(defs, instance, "retrain_when_needed", calm)
+    (request,) = asked.run_requests
+    assert request.tags[TRIGGER_TAG] == "drift"
 
 
 def test_drain_runs_for_each_day_in_the_stream(platform):
