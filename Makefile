@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check pipeline serve image audit bench clean
+.PHONY: install demo lint test check pipeline serve image audit bench clean
 
 install: $(STAMP)
 
@@ -26,14 +26,18 @@ demo: install
 TEST_WORKERS ?= auto
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
-test: install $(BIN)/promtool
+# the layers (import-linter), then lint and format (ruff, [tool.ruff] in pyproject.toml), then the tests
+lint: install
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint $(BIN)/promtool
 	$(PYTEST)
 
 # the inner loop: the layer contract and every test not marked slow, stopping at the first failure
 # (CI and `make test` run the whole suite)
-check: install
-	$(BIN)/lint-imports --no-cache
+check: lint
 	$(PYTEST) -m "not slow" -x -q
 
 pipeline: install

@@ -10,7 +10,9 @@ import json
 import subprocess
 import sys
 
-done = subprocess.run([sys.executable, "-m", "pip_audit", "--progress-spinner", "off", "--format", "json"], capture_output=True, text=True)
+done = subprocess.run(
+    [sys.executable, "-m", "pip_audit", "--progress-spinner", "off", "--format", "json"], capture_output=True, text=True
+)
 try:
     report = json.loads(done.stdout)
 except json.JSONDecodeError:
@@ -20,13 +22,18 @@ except json.JSONDecodeError:
 dependencies = report.get("dependencies", [])
 audited = [d for d in dependencies if "skip_reason" not in d]
 if dependencies and not audited:
-    print(f"make audit: the advisory source (PyPI's vulnerability API) could not be reached from here: none of the "
-          f"{len(dependencies)} installed packages was audited. Run it where pypi.org answers.", file=sys.stderr)
+    print(
+        f"make audit: the advisory source (PyPI's vulnerability API) could not be reached from here: none of the "
+        f"{len(dependencies)} installed packages was audited. Run it where pypi.org answers.",
+        file=sys.stderr,
+    )
     sys.exit(2)
 found = [(d["name"], d["version"], v) for d in audited for v in d.get("vulns", [])]
 for name, version, vuln in found:
     fixed = ", ".join(vuln.get("fix_versions", [])) or "no fix yet"
     print(f"{name} {version}: {vuln['id']} (fixed in {fixed})")
 skipped = len(dependencies) - len(audited)
-print(f"make audit: {len(audited)} packages audited, {len(found)} known vulnerabilities, {skipped} not auditable (not on PyPI)")
+print(
+    f"make audit: {len(audited)} packages audited, {len(found)} known vulnerabilities, {skipped} not auditable (not on PyPI)"
+)
 sys.exit(1 if found else 0)

@@ -66,8 +66,10 @@ def daily_moments(users: dict[str, np.ndarray]) -> dict[int, RatioMoments]:
     n_exp = users["shown"].shape[0]
     cell = (np.arange(n_exp)[:, None] * 2 + users["variant"]) * DAYS + users["day"]
     num, den = users["clicked"].astype(np.float64), users["shown"].astype(np.float64)
-    sums = [np.bincount(cell.ravel(), weights=w.ravel(), minlength=n_exp * 2 * DAYS).reshape(n_exp, 2, DAYS)
-            for w in (np.ones_like(num), num, den, num * num, den * den, num * den)]  # fmt: skip
+    sums = [
+        np.bincount(cell.ravel(), weights=w.ravel(), minlength=n_exp * 2 * DAYS).reshape(n_exp, 2, DAYS)
+        for w in (np.ones_like(num), num, den, num * num, den * den, num * den)
+    ]
     looks = [np.cumsum(s, axis=-1) for s in sums]
     return {v: RatioMoments(*(s[:, v, :] for s in looks)) for v in (0, 1)}
 
@@ -91,14 +93,23 @@ def run(n_experiments: int, users: int, lift: float, planned_sd: float, seed: in
         p_always = np.minimum.accumulate(always_valid_p_value(diff, variance, tau2), axis=1)
         hits["mixture_sprt"] += int(np.sum(p_always[:, -1] <= ALPHA))
         # the wrong unit: every impression as an independent Bernoulli trial (Wald z on the final day)
-        rc, rt, shown_c, shown_t = control.ratio()[:, -1], treatment.ratio()[:, -1], control.den[:, -1], treatment.den[:, -1]
+        rc, rt, shown_c, shown_t = (
+            control.ratio()[:, -1],
+            treatment.ratio()[:, -1],
+            control.den[:, -1],
+            treatment.den[:, -1],
+        )
         z_impressions = (rt - rc) / np.sqrt(rc * (1 - rc) / shown_c + rt * (1 - rt) / shown_t)
         hits["per_impression"] += int(np.sum(np.abs(z_impressions) >= Z_FIXED))
         for e in range(size):  # the production tests on the final day, one experiment at a time
-            final = [RatioMoments(*(float(f[e, -1]) for f in (m.n, m.num, m.den, m.num_sq, m.den_sq, m.num_den)))
-                     for m in (control, treatment)]  # fmt: skip
+            final = [
+                RatioMoments(*(float(f[e, -1]) for f in (m.n, m.num, m.den, m.num_sq, m.den_sq, m.num_den)))
+                for m in (control, treatment)
+            ]
             hits["fixed"] += compare_ratios("ctr", final[0], final[1], ALPHA).p_value < ALPHA
-            srm = sample_ratio_check({"control": int(final[0].n), "treatment": int(final[1].n)}, {"control": 0.5, "treatment": 0.5})
+            srm = sample_ratio_check(
+                {"control": int(final[0].n), "treatment": int(final[1].n)}, {"control": 0.5, "treatment": 0.5}
+            )
             hits["srm"] += srm.mismatch
     return {name: count / n_experiments for name, count in hits.items()}
 
@@ -139,9 +150,18 @@ def ranker_pair(seed: int) -> RankerPair:
         parts["interleaved"].append(_merges(taste, control, treatment))
         parts["self_interleaved"].append(_merges(taste, control, control))
         parts["shared"] += [len(np.intersect1d(c, t)) for c, t in zip(control, treatment)]
-    merges = {name: tuple(np.concatenate(arrays) for arrays in zip(*parts[name])) for name in ("interleaved", "self_interleaved")}
-    return RankerPair(np.concatenate(parts["control"]), np.concatenate(parts["treatment"]), merges["interleaved"],
-                      merges["self_interleaved"], world.user_activity, float(np.mean(parts["shared"])))  # fmt: skip
+    merges = {
+        name: tuple(np.concatenate(arrays) for arrays in zip(*parts[name]))
+        for name in ("interleaved", "self_interleaved")
+    }
+    return RankerPair(
+        np.concatenate(parts["control"]),
+        np.concatenate(parts["treatment"]),
+        merges["interleaved"],
+        merges["self_interleaved"],
+        world.user_activity,
+        float(np.mean(parts["shared"])),
+    )
 
 
 def _merges(taste: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,13 +179,17 @@ def ab_significant(rng: np.random.Generator, pair: RankerPair, users: int, runs:
     for _ in range(runs):
         pool, arm = rng.integers(0, len(pair.activity), users), rng.integers(0, 2, users)
         sessions = pair.sessions(rng, pool)
-        clicked = rng.binomial(sessions[:, None], np.where(arm[:, None] == 1, treatment[pool], pair.control[pool])).sum(axis=1)
+        clicked = rng.binomial(sessions[:, None], np.where(arm[:, None] == 1, treatment[pool], pair.control[pool])).sum(
+            axis=1
+        )
         moments = [RatioMoments.of_users(clicked[arm == v], sessions[arm == v] * K) for v in (0, 1)]
         hits += compare_ratios("ctr", moments[0], moments[1], ALPHA).p_value < ALPHA
     return hits / runs
 
 
-def interleaving_significant(rng: np.random.Generator, pair: RankerPair, users: int, runs: int, merges: tuple[np.ndarray, np.ndarray]) -> float:
+def interleaving_significant(
+    rng: np.random.Generator, pair: RankerPair, users: int, runs: int, merges: tuple[np.ndarray, np.ndarray]
+) -> float:
     """Share of ``runs`` interleaving experiments of ``users`` users, every request served a random
     team-draft merge from ``merges``, whose sign test over users is significant at ALPHA."""
     hits = 0
@@ -192,11 +216,19 @@ def compare_designs(seed: int, runs: int, a_a_runs: int) -> None:
     pair = ranker_pair(seed)
     ctr_c, ctr_t = pair.expected_ctr(pair.control), pair.expected_ctr(pair.treatment)
     gap = ctr_t / ctr_c - 1
-    print(f"\nInterleaving vs A/B on the synthetic world ({WORLD_TRACKS:,} tracks, {WORLD_USERS:,} users drawn with replacement, world seed {seed})")
-    print(f"  control: top {K} by {1 - POPULARITY_WEIGHT:g} x taste + {POPULARITY_WEIGHT:g} x popularity; treatment: top {K} by taste")
-    print(f"  known gap: expected CTR {ctr_c:.4f} -> {ctr_t:.4f} ({gap:+.2%} relative); the lists share {pair.shared:.1f} of {K} tracks")
-    print(f"  requests per user 1 + Poisson(2 x activity), mean {float(np.mean(1 + 2 * pair.activity)):.1f}; "
-          f"world built in {time.perf_counter() - began:.0f} s")  # fmt: skip
+    print(
+        f"\nInterleaving vs A/B on the synthetic world ({WORLD_TRACKS:,} tracks, {WORLD_USERS:,} users drawn with replacement, world seed {seed})"
+    )
+    print(
+        f"  control: top {K} by {1 - POPULARITY_WEIGHT:g} x taste + {POPULARITY_WEIGHT:g} x popularity; treatment: top {K} by taste"
+    )
+    print(
+        f"  known gap: expected CTR {ctr_c:.4f} -> {ctr_t:.4f} ({gap:+.2%} relative); the lists share {pair.shared:.1f} of {K} tracks"
+    )
+    print(
+        f"  requests per user 1 + Poisson(2 x activity), mean {float(np.mean(1 + 2 * pair.activity)):.1f}; "
+        f"world built in {time.perf_counter() - began:.0f} s"
+    )
 
     rng = np.random.default_rng(seed + 1)
     pilot = rng.integers(0, len(pair.activity), 200_000)
@@ -205,28 +237,42 @@ def compare_designs(seed: int, runs: int, a_a_runs: int) -> None:
     planned_ab = sample_size_for_mean(ctr, sd, gap, alpha=ALPHA, power=POWER)
     clicks_a, clicks_b = interleaved_clicks(rng, *pair.interleaved, pilot, sessions)
     pilot_pref = preference(clicks_a, clicks_b, ALPHA)
-    planned_il = users_for_sign_test(pilot_pref["share_b"], pilot_pref["users_with_preference"] / len(pilot), ALPHA, POWER)
-    print(f"  pilot of 200,000 users: per-user CTR sd {sd:.4f}; interleaving: {pilot_pref['users_with_preference'] / len(pilot):.1%} "
-          f"of users have a preference, {pilot_pref['share_b']:.1%} of them prefer the treatment")  # fmt: skip
+    planned_il = users_for_sign_test(
+        pilot_pref["share_b"], pilot_pref["users_with_preference"] / len(pilot), ALPHA, POWER
+    )
+    print(
+        f"  pilot of 200,000 users: per-user CTR sd {sd:.4f}; interleaving: {pilot_pref['users_with_preference'] / len(pilot):.1%} "
+        f"of users have a preference, {pilot_pref['share_b']:.1%} of them prefer the treatment"
+    )
 
     # design -> (planned users, share significant given users, runs and whether both arms are the control)
     designs = {
-        "A/B test (delta-method CTR)":
-            (planned_ab, lambda n, r, a_a: ab_significant(rng, pair, n, r, pair.control if a_a else pair.treatment)),
-        "interleaving (sign test)":
-            (planned_il, lambda n, r, a_a: interleaving_significant(rng, pair, n, r, pair.self_interleaved if a_a else pair.interleaved)),
-    }  # fmt: skip
+        "A/B test (delta-method CTR)": (
+            planned_ab,
+            lambda n, r, a_a: ab_significant(rng, pair, n, r, pair.control if a_a else pair.treatment),
+        ),
+        "interleaving (sign test)": (
+            planned_il,
+            lambda n, r, a_a: interleaving_significant(
+                rng, pair, n, r, pair.self_interleaved if a_a else pair.interleaved
+            ),
+        ),
+    }
     needed = {}
-    print(f"\n  {'design':<28} {'planned':>8}  power simulated at users ({runs} runs each){'':<22} {'80% power':>10}  "
-          f"A/A false positives there ({a_a_runs:,} runs)")  # fmt: skip
+    print(
+        f"\n  {'design':<28} {'planned':>8}  power simulated at users ({runs} runs each){'':<22} {'80% power':>10}  "
+        f"A/A false positives there ({a_a_runs:,} runs)"
+    )
     for name, (planned, significant) in designs.items():
-        needed[name], curve = users_for_power(lambda n: significant(n, runs, False), planned)
+        needed[name], curve = users_for_power(lambda n, significant=significant: significant(n, runs, False), planned)
         a_a = significant(needed[name], a_a_runs, True)
         points = "  ".join(f"{n:,}: {p:.0%}" for n, p in curve.items())
         print(f"  {name:<28} {planned:>8,}  {points:<62} {needed[name]:>10,}  {_rate(a_a, a_a_runs)}")
     ab, il = needed.values()
-    print(f"\n  interleaving needs {il / ab:.1%} of the A/B test's users (1/{ab / il:.0f}) for {POWER:.0%} power; "
-          f"{time.perf_counter() - began:.0f} s")  # fmt: skip
+    print(
+        f"\n  interleaving needs {il / ab:.1%} of the A/B test's users (1/{ab / il:.0f}) for {POWER:.0%} power; "
+        f"{time.perf_counter() - began:.0f} s"
+    )
 
 
 def _rate(share: float, n: int) -> str:
@@ -236,7 +282,9 @@ def _rate(share: float, n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=1000)
-    parser.add_argument("--power-runs", type=int, default=400, help="simulated experiments per point of each power curve")
+    parser.add_argument(
+        "--power-runs", type=int, default=400, help="simulated experiments per point of each power curve"
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     n, began = args.experiments, time.perf_counter()
@@ -246,8 +294,10 @@ def main() -> None:
     users = sample_size_for_mean(ctr, sd, LIFT, alpha=ALPHA, power=0.8)
     promised = power_for_mean(ctr, sd, LIFT, users, alpha=ALPHA)
     print("Planning (pilot of 200,000 users, CTR per user by the delta method)")
-    print(f"  baseline CTR {ctr:.4f}, per-user sd {sd:.4f}; {LIFT:.0%} relative lift at 80% power -> "
-          f"{users:,} users ({users // 2:,} per variant), promised power {promised:.1%}")  # fmt: skip
+    print(
+        f"  baseline CTR {ctr:.4f}, per-user sd {sd:.4f}; {LIFT:.0%} relative lift at 80% power -> "
+        f"{users:,} users ({users // 2:,} per variant), promised power {promised:.1%}"
+    )
 
     a_a = run(n, users, 0.0, sd, args.seed)
     print(f"\nA/A: {n:,} experiments, no true effect, false positive rate at alpha {ALPHA} (target 3% to 7%)")
@@ -268,7 +318,9 @@ def main() -> None:
 
     srm = sample_ratio_check({"control": 10_400, "treatment": 9_600}, {"control": 0.5, "treatment": 0.5})
     print("\nSample ratio mismatch: 50/50 experiment, 10,400 / 9,600 of 20,000 users")
-    print(f"  chi-square {srm.chi_square:.1f}, p = {srm.p_value:.3g} -> {'FLAGGED' if srm.mismatch else 'not flagged'} (threshold 0.001)")
+    print(
+        f"  chi-square {srm.chi_square:.1f}, p = {srm.p_value:.3g} -> {'FLAGGED' if srm.mismatch else 'not flagged'} (threshold 0.001)"
+    )
 
     compare_designs(args.seed, args.power_runs, n)
     print(f"\n{time.perf_counter() - began:.0f} s")

@@ -84,7 +84,7 @@ class Probe:
             self.latencies.append(ms)
             self.statuses[status] = self.statuses.get(status, 0) + 1
 
-    def __enter__(self) -> "Probe":
+    def __enter__(self) -> Probe:
         self._thread.start()
         return self
 
@@ -113,23 +113,46 @@ def phase(name: str, base: str, users: list[str], api: psutil.Process, requests:
             statuses[status] = statuses.get(status, 0) + 1
     after = rss_mb(api)
     p50, p99 = probe.percentiles()
-    return {"phase": name, "statuses": statuses, "rss_before_mb": before, "rss_after_mb": after, "probe_n": len(probe.latencies),
-            "probe_p50_ms": p50, "probe_p99_ms": p99, "probe_statuses": probe.statuses}  # fmt: skip
+    return {
+        "phase": name,
+        "statuses": statuses,
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "probe_n": len(probe.latencies),
+        "probe_p50_ms": p50,
+        "probe_p99_ms": p99,
+        "probe_statuses": probe.statuses,
+    }
 
 
 def token_cases(base: str, user: str) -> list[tuple[str, str, str]]:
     """One list's token clicked 20 times, and a batch carrying a forged token: (case, expected, got)."""
     _, body, _ = call_json(f"{base}/recommendations/{user}?count=5", key=ABUSER)
     track = body["tracks"][0]["track_id"]
-    click = json.dumps({"user_id": user, "track_id": track, "type": "recommendation_clicked", "token": body["token"]}).encode()
+    click = json.dumps(
+        {"user_id": user, "track_id": track, "type": "recommendation_clicked", "token": body["token"]}
+    ).encode()
     answers = [call_json(f"{base}/feedback", click, ABUSER)[1] for _ in range(20)]
-    forged = json.dumps([{"user_id": user, "track_id": track, "type": "track_skipped", "token": body["token"][:-4] + "AAAA"},
-                         {"user_id": user, "track_id": track, "type": "play"}]).encode()  # fmt: skip
+    forged = json.dumps(
+        [
+            {"user_id": user, "track_id": track, "type": "track_skipped", "token": body["token"][:-4] + "AAAA"},
+            {"user_id": user, "track_id": track, "type": "play"},
+        ]
+    ).encode()
     status, answer, _ = call_json(f"{base}/feedback", forged, ABUSER)
     ignored = [d["index"] for d in answer.get("ignored_tokens", [])]
-    return [("one token clicked 20 times", "accepted 1, duplicates 19",
-             f"accepted {sum(a.get('accepted', 0) for a in answers)}, duplicates {sum(a.get('duplicates', 0) for a in answers)}"),
-            ("a batch with a forged token", "202, accepted 2, ignored [0]", f"{status}, accepted {answer.get('accepted')}, ignored {ignored}")]  # fmt: skip
+    return [
+        (
+            "one token clicked 20 times",
+            "accepted 1, duplicates 19",
+            f"accepted {sum(a.get('accepted', 0) for a in answers)}, duplicates {sum(a.get('duplicates', 0) for a in answers)}",
+        ),
+        (
+            "a batch with a forged token",
+            "202, accepted 2, ignored [0]",
+            f"{status}, accepted {answer.get('accepted')}, ignored {ignored}",
+        ),
+    ]
 
 
 def counted(redis_url: str, key: str, endpoint: str) -> int:
@@ -153,7 +176,13 @@ def redis_refusing_writes(base: str, users: list[str], api: psutil.Process, redi
     before = client.config_get("maxmemory")["maxmemory"]
     client.config_set("maxmemory", 1)  # full under noeviction: OOM for every write, reads still answered
     try:
-        return phase("admin 404s x 1000, Redis refusing writes", base, users, api, [(f"{base}/users/nobody/erasure", None, ADMIN)] * 1000)
+        return phase(
+            "admin 404s x 1000, Redis refusing writes",
+            base,
+            users,
+            api,
+            [(f"{base}/users/nobody/erasure", None, ADMIN)] * 1000,
+        )
     finally:
         client.config_set("maxmemory", before)
         client.close()
@@ -162,12 +191,21 @@ def redis_refusing_writes(base: str, users: list[str], api: psutil.Process, redi
 def main() -> None:
     random.seed(1)
     with scratch_redis("abuse") as (folder, redis_url):
-        users = publish_synthetic(redis_url, "bench", tracks=20_000, users=5_000, events=150_000, seed=3, played=True).users
+        users = publish_synthetic(
+            redis_url, "bench", tracks=20_000, users=5_000, events=150_000, seed=3, played=True
+        ).users
         port = free_port()
-        settings = {"OPENBLAS_NUM_THREADS": "1", "ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url,
-                    "ECHOTUNE_REDIS_PREFIX": "bench", "ECHOTUNE_API_KEYS": f"{KEY}:client,{ABUSER}:client,{ADMIN}:admin",
-                    "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000", "ECHOTUNE_RATE_LIMIT_FEEDBACK_EVENTS_PER_MINUTE": str(EVENTS_PER_MINUTE),
-                    "ECHOTUNE_RATE_LIMIT_ADMIN_PER_MINUTE": str(ADMIN_PER_MINUTE), "ECHOTUNE_ACCESS_LOG": "false"}  # fmt: skip
+        settings = {
+            "OPENBLAS_NUM_THREADS": "1",
+            "ECHOTUNE_HOME": str(folder),
+            "ECHOTUNE_REDIS_URL": redis_url,
+            "ECHOTUNE_REDIS_PREFIX": "bench",
+            "ECHOTUNE_API_KEYS": f"{KEY}:client,{ABUSER}:client,{ADMIN}:admin",
+            "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000",
+            "ECHOTUNE_RATE_LIMIT_FEEDBACK_EVENTS_PER_MINUTE": str(EVENTS_PER_MINUTE),
+            "ECHOTUNE_RATE_LIMIT_ADMIN_PER_MINUTE": str(ADMIN_PER_MINUTE),
+            "ECHOTUNE_ACCESS_LOG": "false",
+        }
         base = f"http://127.0.0.1:{port}"
         process = start_api(port, settings, folder / "api.log", workers=1)
         try:
@@ -175,10 +213,23 @@ def main() -> None:
             for _ in range(200):  # warm up: first requests allocate what every later one reuses
                 call(f"{base}/recommendations/{random.choice(users)}?count=20")
             user = users[0]
-            long_genres = [(f"{base}/recommendations/{user}?" + urllib.parse.urlencode(genres(200)),) for _ in range(300)]
-            capped_genres = [(f"{base}/recommendations/{user}?" + urllib.parse.urlencode(genres(64)),) for _ in range(300)]
-            label = json.dumps([{"user_id": "u1", "track_id": "4uLU6hMCjMI75M1A2tKUQC", "type": "recommendation_clicked",
-                                 "context": {"algorithm": bad, "variant": "v"}} for bad in ("a|b", 'x"}', "c\nd")]).encode()  # fmt: skip
+            long_genres = [
+                (f"{base}/recommendations/{user}?" + urllib.parse.urlencode(genres(200)),) for _ in range(300)
+            ]
+            capped_genres = [
+                (f"{base}/recommendations/{user}?" + urllib.parse.urlencode(genres(64)),) for _ in range(300)
+            ]
+            label = json.dumps(
+                [
+                    {
+                        "user_id": "u1",
+                        "track_id": "4uLU6hMCjMI75M1A2tKUQC",
+                        "type": "recommendation_clicked",
+                        "context": {"algorithm": bad, "variant": "v"},
+                    }
+                    for bad in ("a|b", 'x"}', "c\nd")
+                ]
+            ).encode()
             results = [
                 phase("50 genres of 200 chars x 300", base, users, api, long_genres),
                 phase("50 genres of 64 chars x 300", base, users, api, capped_genres),
@@ -187,30 +238,57 @@ def main() -> None:
             metrics_status, _ = call(f"{base}/metrics")
             checks = token_cases(base, users[1])  # before the flood below spends the abuser's feedback window
             batch = json.dumps([{"user_id": f"u{i}", "track_id": TRACK, "type": "play"} for i in range(1000)]).encode()
-            results.append(phase(f"1,000-event batches x 20 ({EVENTS_PER_MINUTE}/min)", base, users, api, [(f"{base}/feedback", batch, ABUSER)] * 20))
-            checks.append(("1,000-event batch at 600 events/min", "429 every time", json.dumps(results[-1]["statuses"])))
+            results.append(
+                phase(
+                    f"1,000-event batches x 20 ({EVENTS_PER_MINUTE}/min)",
+                    base,
+                    users,
+                    api,
+                    [(f"{base}/feedback", batch, ABUSER)] * 20,
+                )
+            )
+            checks.append(
+                ("1,000-event batch at 600 events/min", "429 every time", json.dumps(results[-1]["statuses"]))
+            )
             unknown = [(f"{base}/recommendations/{user}/similar/{'0' * 22}", None, ABUSER)] * 300
             before = counted(redis_url, ABUSER, "recommendations")
             results.append(phase("unknown-track 404s x 300", base, users, api, unknown))
-            checks.append(("404s counted against the key", "300 more in its Redis counter", str(counted(redis_url, ABUSER, "recommendations") - before)))
+            checks.append(
+                (
+                    "404s counted against the key",
+                    "300 more in its Redis counter",
+                    str(counted(redis_url, ABUSER, "recommendations") - before),
+                )
+            )
             results.append(redis_refusing_writes(base, users, api, redis_url))
-            checks.append((f"admin 404s while Redis refuses writes ({ADMIN_PER_MINUTE}/min)", f"{ADMIN_PER_MINUTE} answered, then 429",
-                           json.dumps(results[-1]["statuses"])))  # fmt: skip
+            checks.append(
+                (
+                    f"admin 404s while Redis refuses writes ({ADMIN_PER_MINUTE}/min)",
+                    f"{ADMIN_PER_MINUTE} answered, then 429",
+                    json.dumps(results[-1]["statuses"]),
+                )
+            )
         finally:
             stop(process)
-    print(f"\n{'phase':42s} {'statuses':24s} {'RSS before':>11s} {'after':>8s} {'growth':>8s} {'probe n':>8s} {'P50 ms':>7s} {'P99 ms':>7s}")
+    print(
+        f"\n{'phase':42s} {'statuses':24s} {'RSS before':>11s} {'after':>8s} {'growth':>8s} {'probe n':>8s} {'P50 ms':>7s} {'P99 ms':>7s}"
+    )
     for r in results:
         growth = r["rss_after_mb"] - r["rss_before_mb"]
-        print(f"{r['phase']:42s} {json.dumps(r['statuses']):24s} {r['rss_before_mb']:9.1f}MB {r['rss_after_mb']:6.1f}MB {growth:+7.1f}MB"
-              f" {r['probe_n']:8d} {r['probe_p50_ms']:7.1f} {r['probe_p99_ms']:7.1f}")  # fmt: skip
+        print(
+            f"{r['phase']:42s} {json.dumps(r['statuses']):24s} {r['rss_before_mb']:9.1f}MB {r['rss_after_mb']:6.1f}MB {growth:+7.1f}MB"
+            f" {r['probe_n']:8d} {r['probe_p50_ms']:7.1f} {r['probe_p99_ms']:7.1f}"
+        )
     total = results[-1]["rss_after_mb"] - results[0]["rss_before_mb"]
     worst = max(r["probe_p99_ms"] for r in results)
     print(f"\n{'case (issue 23)':52s} {'should be':28s} got")
     for case, expected, got in checks:
         print(f"{case:52s} {expected:28s} {got}")
     print(f"\n/metrics after the label injection: {metrics_status}")
-    print(f"targets: RSS growth {total:+.1f} MB < 50 MB: {total < 50}; probe P99 {worst:.1f} ms < 100 ms: {worst < 100}; "
-          f"/metrics 200: {metrics_status == 200}")  # fmt: skip
+    print(
+        f"targets: RSS growth {total:+.1f} MB < 50 MB: {total < 50}; probe P99 {worst:.1f} ms < 100 ms: {worst < 100}; "
+        f"/metrics 200: {metrics_status == 200}"
+    )
 
 
 if __name__ == "__main__":

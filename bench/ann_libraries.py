@@ -50,7 +50,9 @@ def vectors(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def augmented(items: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     norms = (items**2).sum(axis=1)
     extra = np.sqrt(norms.max() - norms)[:, None]
-    return np.hstack([items, extra]).astype(np.float32), np.hstack([users, np.zeros((len(users), 1))]).astype(np.float32)
+    return np.hstack([items, extra]).astype(np.float32), np.hstack([users, np.zeros((len(users), 1))]).astype(
+        np.float32
+    )
 
 
 def rss() -> float:
@@ -89,23 +91,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracks", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--synthetic", action="store_true", help="random low-rank-like vectors instead of a trained model's")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="random low-rank-like vectors instead of a trained model's"
+    )
     args = parser.parse_args()
     items, users = vectors(args.tracks) if args.synthetic else trained_vectors(args.tracks)
     exact = np.argsort(-(users @ items.T), axis=1)[:, :10]
     aug_items, aug_users = augmented(items, users)
-    variants = [("hnswlib inner product", lambda: hnswlib_variant("ip", items, args.threads), users),
-                ("hnswlib euclidean+1", lambda: hnswlib_variant("l2", aug_items, args.threads), aug_users)]  # fmt: skip
+    variants = [
+        ("hnswlib inner product", lambda: hnswlib_variant("ip", items, args.threads), users),
+        ("hnswlib euclidean+1", lambda: hnswlib_variant("l2", aug_items, args.threads), aug_users),
+    ]
     try:
         import voyager
 
-        variants += [("voyager inner product", lambda: voyager_variant(voyager.Space.InnerProduct, items, args.threads), users),
-                     ("voyager euclidean+1", lambda: voyager_variant(voyager.Space.Euclidean, aug_items, args.threads), aug_users)]  # fmt: skip
+        variants += [
+            ("voyager inner product", lambda: voyager_variant(voyager.Space.InnerProduct, items, args.threads), users),
+            (
+                "voyager euclidean+1",
+                lambda: voyager_variant(voyager.Space.Euclidean, aug_items, args.threads),
+                aug_users,
+            ),
+        ]
     except ImportError:
-        print("voyager not installed (pip install -e \".[bench]\"): hnswlib only")
+        print('voyager not installed (pip install -e ".[bench]"): hnswlib only')
     kind = "synthetic" if args.synthetic else "the default algorithm's"
-    print(f"{len(items):,} x {items.shape[1]} item vectors ({kind}), {len(users)} users, M=16, ef_construction=100, {args.threads} build threads")
-    print(f"{'variant':24s} {'build s':>8s} {'index MiB':>9s} {'RSS +MiB':>8s} {'ef':>5s} {'query us':>9s} {'recall@10':>9s}")
+    print(
+        f"{len(items):,} x {items.shape[1]} item vectors ({kind}), {len(users)} users, M=16, ef_construction=100, {args.threads} build threads"
+    )
+    print(
+        f"{'variant':24s} {'build s':>8s} {'index MiB':>9s} {'RSS +MiB':>8s} {'ef':>5s} {'query us':>9s} {'recall@10':>9s}"
+    )
     for name, build, queries in variants:
         before, started = rss(), time.perf_counter()
         query, size = build()
@@ -115,7 +131,10 @@ def main() -> None:
             found = [query(q, ef) for q in queries]
             latency = (time.perf_counter() - started) / len(queries) * 1e6
             recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / 10 for f, e in zip(found, exact)])
-            print(f"{name:24s} {seconds:8.1f} {size / 2**20:9.0f} {grown:8.0f} {ef:5d} {latency:9.0f} {recall:9.3f}", flush=True)
+            print(
+                f"{name:24s} {seconds:8.1f} {size / 2**20:9.0f} {grown:8.0f} {ef:5d} {latency:9.0f} {recall:9.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,12 @@ from bench.harness import KEY, free_port, scratch_redis, start, start_api, stop
 from bench.serving import api_settings, build_stack
 
 ANN_MIN_TRACKS = 100_000  # bench.serving's default: 50,000 tracks are served exact, no ANN index
-BUDGETS_MS = {"feature lookup": 50.0, "experiment assignment": 10.0, "feedback acceptance": 100.0, "recommendation end to end": 200.0}
+BUDGETS_MS = {
+    "feature lookup": 50.0,
+    "experiment assignment": 10.0,
+    "feedback acceptance": 100.0,
+    "recommendation end to end": 200.0,
+}
 
 
 def register_experiment(redis_url: str, prefix: str) -> None:
@@ -46,9 +51,15 @@ def register_experiment(redis_url: str, prefix: str) -> None:
     from experiments.definition import Experiment
     from experiments.store import ExperimentStore
 
-    experiment = Experiment(id="budgets", name="budgets", status="running",
-                            variants=[{"name": "control", "model_alias": "champion", "weight": 0.5},
-                                      {"name": "treatment", "model_alias": "champion", "weight": 0.5}])  # fmt: skip
+    experiment = Experiment(
+        id="budgets",
+        name="budgets",
+        status="running",
+        variants=[
+            {"name": "control", "model_alias": "champion", "weight": 0.5},
+            {"name": "treatment", "model_alias": "champion", "weight": 0.5},
+        ],
+    )
     ExperimentStore(redis.Redis.from_url(redis_url), RedisKeys(prefix)).put(experiment)
 
 
@@ -85,7 +96,13 @@ def over_http(port: int, users: list[str], tracks: list[str], n: int) -> dict[st
     rng = random.Random(3)
     timings: dict[str, list[float]] = {"feedback acceptance": [], "recommendation end to end": []}
     for i in range(n):
-        event = {"event_id": f"budget-{i}", "user_id": rng.choice(users), "track_id": rng.choice(tracks), "type": "track_completed", "ms_played": 200_000}
+        event = {
+            "event_id": f"budget-{i}",
+            "user_id": rng.choice(users),
+            "track_id": rng.choice(tracks),
+            "type": "track_completed",
+            "ms_played": 200_000,
+        }
         for name, method, path, body, status in (
             ("feedback acceptance", "POST", "/feedback", json.dumps([event]), 202),
             ("recommendation end to end", "GET", f"/recommendations/{rng.choice(users)}?count=20", None, 200),
@@ -103,7 +120,9 @@ def over_http(port: int, users: list[str], tracks: list[str], n: int) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000, help="timed calls per budget (assignment: ten times as many)")
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="timed calls per budget (assignment: ten times as many)"
+    )
     parser.add_argument("--events", type=int, default=400_000, help="training events of the synthetic world")
     args = parser.parse_args()
     prefix = "budgets"
@@ -123,12 +142,16 @@ def main() -> None:
                 over_http(port, users, tracks, 50)  # warm-up: connections, the model cache
                 timings = over_http(port, users, tracks, args.requests)
                 timings.update(asyncio.run(in_process(users, args.requests)))
-            print(f"\n{args.requests:,} calls each (assignment {10 * args.requests:,}), one at a time, while {paced.sent:,} feedback events "
-                  f"were posted at 1,000/s ({paced.failed} failed) to the API and its worker; {len(tracks):,} tracks, {os.cpu_count()} cores")  # fmt: skip
+            print(
+                f"\n{args.requests:,} calls each (assignment {10 * args.requests:,}), one at a time, while {paced.sent:,} feedback events "
+                f"were posted at 1,000/s ({paced.failed} failed) to the API and its worker; {len(tracks):,} tracks, {os.cpu_count()} cores"
+            )
             print(f"{'budget':28s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'budget P95':>11s}  within")
             for name, budget in BUDGETS_MS.items():
                 p50, p95, p99 = np.percentile(timings[name], [50, 95, 99])
-                print(f"{name:28s} {p50:8.3f} {p95:8.3f} {p99:8.3f} {budget:8.0f} ms  {'yes' if p95 <= budget else 'NO'}")
+                print(
+                    f"{name:28s} {p50:8.3f} {p95:8.3f} {p99:8.3f} {budget:8.0f} ms  {'yes' if p95 <= budget else 'NO'}"
+                )
         finally:
             for process in processes:
                 stop(process)

@@ -37,15 +37,30 @@ def fill(url: str, entries: int) -> float:
 
     client, stream = redis.Redis.from_url(url), RedisKeys(PREFIX).feedback_stream()
     start_ms = int(datetime.combine(DAY, datetime.min.time(), tzinfo=UTC).timestamp() * 1000)
-    template = orjson.loads(encode(FeedbackEvent(user_id="u", track_id="4uLU6hMCjMI75M1A2tKUQC", type="track_completed", ms_played=180_000,
-                                                 timestamp=datetime.combine(DAY, datetime.min.time(), tzinfo=UTC), event_id="e").stamped()))  # fmt: skip
+    template = orjson.loads(
+        encode(
+            FeedbackEvent(
+                user_id="u",
+                track_id="4uLU6hMCjMI75M1A2tKUQC",
+                type="track_completed",
+                ms_played=180_000,
+                timestamp=datetime.combine(DAY, datetime.min.time(), tzinfo=UTC),
+                event_id="e",
+            ).stamped()
+        )
+    )
     step = max(1, 86_000_000 // entries)  # ms between entries: all of them inside the day
     began = time.perf_counter()
     for first in range(0, entries, 10_000):
         pipe = client.pipeline(transaction=False)
         for i in range(first, min(first + 10_000, entries)):
             ms = start_ms + i * step
-            row = {**template, "event_id": f"bench-{i:09d}", "user_id": f"user_{i % 100_000}", "timestamp": datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()}
+            row = {
+                **template,
+                "event_id": f"bench-{i:09d}",
+                "user_id": f"user_{i % 100_000}",
+                "timestamp": datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(),
+            }
             pipe.xadd(stream, {"e": orjson.dumps(row)}, id=f"{ms}-{i}")
         pipe.execute()
     return time.perf_counter() - began
@@ -64,8 +79,18 @@ def drain_in_this_process(url: str, tables: str, page: int) -> None:
     began = time.perf_counter()
     result = drain_day(client, RedisKeys(PREFIX), OfflineStore(Path(tables)), DAY, page=page)
     seconds = time.perf_counter() - began
-    print(json.dumps({"seconds": seconds, "read": result.read, "accepted": result.accepted, "rejected": len(result.rejects),
-                      "idle_rss_mib": idle_kb / 1024, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "read": result.read,
+                "accepted": result.accepted,
+                "rejected": len(result.rejects),
+                "idle_rss_mib": idle_kb / 1024,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -93,22 +118,39 @@ def main() -> None:
             fill_seconds = fill(url, args.entries)
             client = redis.Redis.from_url(url)
             stream = RedisKeys(PREFIX).feedback_stream()
-            print(f"  {fill_seconds:.1f} s; Redis holds {client.info('memory')['used_memory'] / 2**20:,.0f} MiB", flush=True)
+            print(
+                f"  {fill_seconds:.1f} s; Redis holds {client.info('memory')['used_memory'] / 2**20:,.0f} MiB",
+                flush=True,
+            )
             tables = Path(tmp) / "tables"
-            child = subprocess.run([sys.executable, "-m", "bench.drain_memory", "--child", url, str(tables), "--page", str(args.page)],
-                                   capture_output=True, text=True, check=True)  # fmt: skip
+            child = subprocess.run(
+                [sys.executable, "-m", "bench.drain_memory", "--child", url, str(tables), "--page", str(args.page)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             figures = json.loads(child.stdout.strip().splitlines()[-1])
             files = sorted((tables / "events").glob("date=*/live.parquet"))
             persisted = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
             left = client.xlen(stream)
         finally:
             server.stop()
-    print(f"drain of {args.entries:,} entries: {figures['seconds']:.1f} s ({args.entries / figures['seconds']:,.0f} entries/s)")
-    print(f"peak RSS of the draining process: {figures['peak_rss_mib']:,.0f} MiB (after imports, before draining: {figures['idle_rss_mib']:,.0f} MiB); "
-          f"target < 1024 MiB")  # fmt: skip
-    print(f"count in {args.entries:,} = read {figures['read']:,}; persisted {persisted:,} rows in {len(files)} file(s); left in the stream {left:,}")
+    print(
+        f"drain of {args.entries:,} entries: {figures['seconds']:.1f} s ({args.entries / figures['seconds']:,.0f} entries/s)"
+    )
+    print(
+        f"peak RSS of the draining process: {figures['peak_rss_mib']:,.0f} MiB (after imports, before draining: {figures['idle_rss_mib']:,.0f} MiB); "
+        f"target < 1024 MiB"
+    )
+    print(
+        f"count in {args.entries:,} = read {figures['read']:,}; persisted {persisted:,} rows in {len(files)} file(s); left in the stream {left:,}"
+    )
     ok = figures["read"] == persisted == args.entries and left == 0 and figures["peak_rss_mib"] < 1024
-    print("RESULT", "ok" if ok else "FAILED", f"peak_rss_mib={figures['peak_rss_mib']:.0f} seconds={figures['seconds']:.1f} persisted={persisted}")
+    print(
+        "RESULT",
+        "ok" if ok else "FAILED",
+        f"peak_rss_mib={figures['peak_rss_mib']:.0f} seconds={figures['seconds']:.1f} persisted={persisted}",
+    )
 
 
 if __name__ == "__main__":

@@ -29,13 +29,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.harness import KEY, free_port, publish_synthetic, scratch_redis, start, start_api, stop
 
 ADMIN = "bench-admin-key-0123456789abcdef"
-EXPERIMENT = {"id": "bench-ab", "name": "exposure benchmark", "status": "running",
-              "variants": [{"name": "control", "algorithm": "popularity", "weight": 0.5}, {"name": "treatment", "model_alias": "champion", "weight": 0.5}]}  # fmt: skip
+EXPERIMENT = {
+    "id": "bench-ab",
+    "name": "exposure benchmark",
+    "status": "running",
+    "variants": [
+        {"name": "control", "algorithm": "popularity", "weight": 0.5},
+        {"name": "treatment", "model_alias": "champion", "weight": 0.5},
+    ],
+}
 
 
 def call(url: str, key: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST", headers={"X-API-Key": key, "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="GET" if body is None else "POST",
+        headers={"X-API-Key": key, "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -61,10 +73,17 @@ def main() -> None:
     cleanup = ExitStack()
     folder, redis_url = cleanup.enter_context(scratch_redis("exposures"))
     processes: list[subprocess.Popen] = []
-    settings = {"ECHOTUNE_HOME": str(folder), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_REDIS_PREFIX": "bench",
-                "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN}:admin", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000"}  # fmt: skip
+    settings = {
+        "ECHOTUNE_HOME": str(folder),
+        "ECHOTUNE_REDIS_URL": redis_url,
+        "ECHOTUNE_REDIS_PREFIX": "bench",
+        "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN}:admin",
+        "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000",
+    }
     try:
-        users = publish_synthetic(redis_url, "bench", tracks=20_000, users=5_000, events=200_000, seed=5).users  # the feedback bench's stack
+        users = publish_synthetic(
+            redis_url, "bench", tracks=20_000, users=5_000, events=200_000, seed=5
+        ).users  # the feedback bench's stack
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         processes.append(start(["worker"], settings, folder / "worker.log"))
@@ -85,12 +104,18 @@ def main() -> None:
             time.sleep(0.1)
             counted = shown_counted(base)
         done_at = time.monotonic()
-        print(f"served {args.lists:,} lists of {args.count} to users of a running experiment in {served_at - started:.1f}s "
-              f"({args.lists / (served_at - started):,.0f} lists/s, 8 threads); no client posted anything")  # fmt: skip
-        print(f"  recommendation_shown counted: {sum(counted.values()):,} of {target:,}, the last {done_at - served_at:.2f}s after the last "
-              f"list was served (target: within 30 s)")  # fmt: skip
+        print(
+            f"served {args.lists:,} lists of {args.count} to users of a running experiment in {served_at - started:.1f}s "
+            f"({args.lists / (served_at - started):,.0f} lists/s, 8 threads); no client posted anything"
+        )
+        print(
+            f"  recommendation_shown counted: {sum(counted.values()):,} of {target:,}, the last {done_at - served_at:.2f}s after the last "
+            f"list was served (target: within 30 s)"
+        )
         for variant, lists in sorted(variants.items(), key=str):
-            print(f"  variant {variant}: {lists:,} lists served -> {counted.get(variant or 'none', 0):,} shown counted (expected {lists * args.count:,})")
+            print(
+                f"  variant {variant}: {lists:,} lists served -> {counted.get(variant or 'none', 0):,} shown counted (expected {lists * args.count:,})"
+            )
     finally:
         for process in processes:
             stop(process)

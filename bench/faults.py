@@ -36,8 +36,8 @@ from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
 
-
 from bench.harness import KEY, free_port, kill, killable_redis, publish_synthetic, start, start_api, stop
+
 PREFIX = "bench"
 TYPES = ("play", "track_completed", "track_skipped", "like", "recommendation_shown")
 COLUMNS = ("attempted", "ok", "degraded", "503 full", "other 5xx", "no answer")
@@ -47,7 +47,9 @@ class Load:
     """Client threads against one API: ``posters`` post batches of 10 events with ids of their own,
     ``readers`` ask for recommendations. Every answer is counted; the events of every 202 are kept."""
 
-    def __init__(self, port: int, users: list[str], tracks: list[str], tag: str, posters: int = 3, readers: int = 0) -> None:
+    def __init__(
+        self, port: int, users: list[str], tracks: list[str], tag: str, posters: int = 3, readers: int = 0
+    ) -> None:
         self.port, self.users, self.tracks, self.tag = port, users, tracks, tag
         self.tally: Counter = Counter()
         self.accepted: list[tuple[str, str]] = []  # (user, event id) of every event in a 202
@@ -57,7 +59,7 @@ class Load:
         self._threads = [threading.Thread(target=self._post, args=(i,), daemon=True) for i in range(posters)]
         self._threads += [threading.Thread(target=self._read, args=(i,), daemon=True) for i in range(readers)]
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for thread in self._threads:
             thread.start()
         return self
@@ -71,8 +73,16 @@ class Load:
         rng = random.Random(f"{self.tag}-{n}")
         connection, sent = None, 0
         while not self._stop.is_set():
-            batch = [{"event_id": f"{self.tag}-{n}-{sent + i}", "user_id": rng.choice(self.users), "track_id": rng.choice(self.tracks),
-                      "type": rng.choice(TYPES), "ms_played": 120_000} for i in range(10)]  # fmt: skip
+            batch = [
+                {
+                    "event_id": f"{self.tag}-{n}-{sent + i}",
+                    "user_id": rng.choice(self.users),
+                    "track_id": rng.choice(self.tracks),
+                    "type": rng.choice(TYPES),
+                    "ms_played": 120_000,
+                }
+                for i in range(10)
+            ]
             sent += 10
             connection, answer = self._call(connection, "POST", "/feedback", json.dumps(batch).encode())
             if answer is not None and answer[0] == 202:
@@ -85,7 +95,9 @@ class Load:
         rng = random.Random(f"{self.tag}-read-{n}")
         connection = None
         while not self._stop.is_set():
-            connection, answer = self._call(connection, "GET", f"/recommendations/{rng.choice(self.users)}?count=10", None)
+            connection, answer = self._call(
+                connection, "GET", f"/recommendations/{rng.choice(self.users)}?count=10", None
+            )
             if answer is not None and answer[0] == 200:
                 with self._lock:
                     self.tally["degraded"] += bool(json.loads(answer[1]).get("degraded"))
@@ -133,17 +145,27 @@ class Stack:
         self.workers_started = 0
 
     def env(self, **env: str) -> dict[str, str]:
-        return {"ECHOTUNE_HOME": str(self.folder), "ECHOTUNE_REDIS_URL": self.redis_url, "ECHOTUNE_REDIS_PREFIX": PREFIX,
-                "ECHOTUNE_API_KEYS": f"{KEY}:client", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000", "ECHOTUNE_ACCESS_LOG": "false",
-                **env}  # fmt: skip
+        return {
+            "ECHOTUNE_HOME": str(self.folder),
+            "ECHOTUNE_REDIS_URL": self.redis_url,
+            "ECHOTUNE_REDIS_PREFIX": PREFIX,
+            "ECHOTUNE_API_KEYS": f"{KEY}:client",
+            "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000",
+            "ECHOTUNE_ACCESS_LOG": "false",
+            **env,
+        }
 
     def start_api(self, name: str = "api", port: int | None = None, workers: int = 2, **env: str) -> None:
-        self.processes[name] = start_api(port or self.port, self.env(**env), self.folder / f"{name}.log", workers=workers)
+        self.processes[name] = start_api(
+            port or self.port, self.env(**env), self.folder / f"{name}.log", workers=workers
+        )
 
     def start_worker(self) -> str:
         self.workers_started += 1
         consumer = f"worker-{self.workers_started}"
-        self.processes["worker"] = start(["worker", "--claim-idle-ms", "2000", "--consumer", consumer], self.env(), self.folder / "worker.log")
+        self.processes["worker"] = start(
+            ["worker", "--claim-idle-ms", "2000", "--consumer", consumer], self.env(), self.folder / "worker.log"
+        )
         return consumer
 
     def kill(self, name: str) -> None:
@@ -199,12 +221,18 @@ def main() -> None:
         rows.append((name, load.tally, len(load.accepted), applied, waited, note))
         for sample in load.samples:
             print(f"  [{name}] unexpected answer: {sample}")
-        print(f"{name}: done ({note}); accepted {len(load.accepted):,}, applied {applied:,} after {waited:.1f}s", flush=True)
+        print(
+            f"{name}: done ({note}); accepted {len(load.accepted):,}, applied {applied:,} after {waited:.1f}s",
+            flush=True,
+        )
 
     try:
         synthetic = publish_synthetic(redis_url, PREFIX, tracks=3_000, users=800, events=40_000, days=10, seed=5)
         users, tracks = synthetic.users, synthetic.tracks
-        print(f"stack built in {time.monotonic() - began:.0f}s: {len(users):,} users, {len(tracks):,} tracks; scratch folder {folder}", flush=True)
+        print(
+            f"stack built in {time.monotonic() - began:.0f}s: {len(users):,} users, {len(tracks):,} tracks; scratch folder {folder}",
+            flush=True,
+        )
         stack.start_api()
         stack.start_worker()
         time.sleep(2)
@@ -232,8 +260,13 @@ def main() -> None:
 
         # c. the spool fills up: an API of its own (own var dir: own spool) with a 64 KiB cap
         small_port = free_port()
-        stack.start_api("api-small", port=small_port, workers=1, ECHOTUNE_SPOOL_MAX_BYTES=str(64 * 1024),
-                        ECHOTUNE_VAR_DIR=str(folder / "var-small"))  # fmt: skip
+        stack.start_api(
+            "api-small",
+            port=small_port,
+            workers=1,
+            ECHOTUNE_SPOOL_MAX_BYTES=str(64 * 1024),
+            ECHOTUNE_VAR_DIR=str(folder / "var-small"),
+        )
         server.stop()
         with Load(small_port, users, tracks, "c", posters=2) as load:
             deadline = time.monotonic() + 30
@@ -262,7 +295,9 @@ def main() -> None:
             time.sleep(2)
             deadline, pending = time.monotonic() + 10, []
             while not pending and time.monotonic() < deadline:
-                pending = r.xpending_range(keys.feedback_stream(), "workers", min="-", max="+", count=1000, consumername=consumer)
+                pending = r.xpending_range(
+                    keys.feedback_stream(), "workers", min="-", max="+", count=1000, consumername=consumer
+                )
                 time.sleep(0.005)
             stack.kill("worker")
             stack.start_worker()
@@ -277,19 +312,33 @@ def main() -> None:
         cleanup.close()
 
     print()
-    header = f"{'scenario':<15}" + "".join(f"{c:>11}" for c in COLUMNS) + f"{'accepted':>11}{'applied':>11}{'caught up':>11}  verdict"
+    header = (
+        f"{'scenario':<15}"
+        + "".join(f"{c:>11}" for c in COLUMNS)
+        + f"{'accepted':>11}{'applied':>11}{'caught up':>11}  verdict"
+    )
     print(header)
     print("-" * len(header))
     for name, tally, accepted, applied, waited, _ in rows:
         good = accepted == applied and tally["other 5xx"] == 0
-        print(f"{name:<15}" + "".join(f"{tally[c]:>11,}" for c in COLUMNS) + f"{accepted:>11,}{applied:>11,}{waited:>10.1f}s  "
-              + ("ok" if good else "FAIL"))  # fmt: skip
+        print(
+            f"{name:<15}"
+            + "".join(f"{tally[c]:>11,}" for c in COLUMNS)
+            + f"{accepted:>11,}{applied:>11,}{waited:>10.1f}s  "
+            + ("ok" if good else "FAIL")
+        )
     print()
-    print("requests: attempted = ok + 503 full + other 5xx + no answer (+ any 4xx); degraded = spooled 202s and degraded lists (a subset of ok)")
-    print("events: accepted = in a 202 answer; applied = of those, in the user's applied set (the worker stored their effect)")
-    print(f"all runs: stream counters accepted {counters.get('accepted', 0):,}, applied {counters.get('applied', 0):,}, "
-          f"dead-lettered {counters.get('dead_lettered', 0):,}; distinct event ids in applied sets {distinct:,}; "
-          f"worker alive at the end: {heartbeat.get('worker_alive')} (newest heartbeat {heartbeat.get('worker_heartbeat_age_seconds') or 0:.1f} s old)")  # fmt: skip
+    print(
+        "requests: attempted = ok + 503 full + other 5xx + no answer (+ any 4xx); degraded = spooled 202s and degraded lists (a subset of ok)"
+    )
+    print(
+        "events: accepted = in a 202 answer; applied = of those, in the user's applied set (the worker stored their effect)"
+    )
+    print(
+        f"all runs: stream counters accepted {counters.get('accepted', 0):,}, applied {counters.get('applied', 0):,}, "
+        f"dead-lettered {counters.get('dead_lettered', 0):,}; distinct event ids in applied sets {distinct:,}; "
+        f"worker alive at the end: {heartbeat.get('worker_alive')} (newest heartbeat {heartbeat.get('worker_heartbeat_age_seconds') or 0:.1f} s old)"
+    )
     print(f"total {time.monotonic() - began:.0f}s")
 
 

@@ -81,18 +81,36 @@ def main() -> None:
         events.to_parquet(Path(tmp) / "events" / "part.parquet")
         listeners, genre, chosen = scenario(Path(tmp), np.random.default_rng(args.seed))
     when = pd.Timestamp(end, tz="UTC") + timedelta(seconds=1)
-    shift = pd.DataFrame([{"user_id": u, "track_id": t, "type": kind, "timestamp": when, "ms_played": 240_000 if kind == "track_completed" else None}
-                          for u in listeners for t in chosen[u] for kind in ("like", "track_completed")])  # fmt: skip
+    shift = pd.DataFrame(
+        [
+            {
+                "user_id": u,
+                "track_id": t,
+                "type": kind,
+                "timestamp": when,
+                "ms_played": 240_000 if kind == "track_completed" else None,
+            }
+            for u in listeners
+            for t in chosen[u]
+            for kind in ("like", "track_completed")
+        ]
+    )
     durations = tracks.set_index("track_id")["duration_ms"]
-    grade = lambda frame: graded_interactions(frame, durations, args.half_life or None)
+
+    def grade(frame):
+        return graded_interactions(frame, durations, args.half_life or None)
+
     before, after = grade(events), grade(pd.concat([events, shift], ignore_index=True))
     print(f"{len(listeners)} listeners take to '{genre}' ({len(shift):,} events); half-life {args.half_life:g} days")
 
     v1 = train(before, tracks, "lowrank_ease", k=10)
     v2 = train(after, tracks, "lowrank_ease", k=10, incumbent=v1.model)
     print(f"\n{'NDCG@10, version 2 vs version 1, on':<64} {'v2':>8} {'v1':>8}")
-    line("1. logged: each on its own split (the gate before)", {k.removeprefix("test_"): v for k, v in v2.metrics.items()},
-         {k.removeprefix("test_"): v for k, v in v1.metrics.items()})  # fmt: skip
+    line(
+        "1. logged: each on its own split (the gate before)",
+        {k.removeprefix("test_"): v for k, v in v2.metrics.items()},
+        {k.removeprefix("test_"): v for k, v in v1.metrics.items()},
+    )
 
     matrix, features = build_inputs(after, tracks)
     split = random_holdout(matrix, test_share=0.2, min_items=5, seed=42)  # train()'s split
@@ -103,9 +121,17 @@ def main() -> None:
 
     newest = newest_holdout(after[after["weight"] > 0], matrix)
     refit = create("lowrank_ease").fit(newest.train, features)
-    line("4. each listener's newest 20%, every held-out pair", evaluate(refit, newest), evaluate_incumbent(v1.model, newest))
+    line(
+        "4. each listener's newest 20%, every held-out pair",
+        evaluate(refit, newest),
+        evaluate_incumbent(v1.model, newest),
+    )
     fresh = unseen_pairs(newest, v1.model)
-    line(f"   the same, the {fresh.test.nnz} pairs v1 never trained on", evaluate(refit, fresh), evaluate_incumbent(v1.model, fresh))
+    line(
+        f"   the same, the {fresh.test.nnz} pairs v1 never trained on",
+        evaluate(refit, fresh),
+        evaluate_incumbent(v1.model, fresh),
+    )
 
 
 if __name__ == "__main__":

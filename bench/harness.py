@@ -71,7 +71,9 @@ def killable_redis(folder: Path):
     return KillableRedis(folder)
 
 
-def start(role: list[str], env: Mapping[str, str | None], log: Path | None, *, cwd: Path = ROOT, module: str = "echotune.cli") -> subprocess.Popen:
+def start(
+    role: list[str], env: Mapping[str, str | None], log: Path | None, *, cwd: Path = ROOT, module: str = "echotune.cli"
+) -> subprocess.Popen:
     """``python -m module *role`` (e.g. ``["serve", "--port", "8123"]``) in a process group of its own,
     so :func:`stop` and :func:`kill` reach its children (uvicorn workers, the demo's Redis and Dagster).
     ``env`` goes over this process's environment; a ``None`` value removes that variable. Output is
@@ -79,7 +81,14 @@ def start(role: list[str], env: Mapping[str, str | None], log: Path | None, *, c
     environment = {**os.environ, **env}
     environment = {k: v for k, v in environment.items() if v is not None}
     output = log.open("ab") if log else None
-    return subprocess.Popen([sys.executable, "-m", module, *role], env=environment, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *role],
+        env=environment,
+        cwd=cwd,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_ready(url: str, timeout: float = 120) -> None:
@@ -97,11 +106,19 @@ def wait_ready(url: str, timeout: float = 120) -> None:
 
 
 def start_api(
-    port: int, env: Mapping[str, str | None], log: Path, *, workers: int | None = 2, cwd: Path = ROOT, timeout: float = 120
+    port: int,
+    env: Mapping[str, str | None],
+    log: Path,
+    *,
+    workers: int | None = 2,
+    cwd: Path = ROOT,
+    timeout: float = 120,
 ) -> subprocess.Popen:
     """``echotune serve`` on ``port`` (``workers`` None: ECHOTUNE_API_WORKERS), returned once ``/health/ready``
     answers (stopped again if it never does)."""
-    process = start(["serve", "--port", str(port), *(["--workers", str(workers)] if workers else [])], env, log, cwd=cwd)
+    process = start(
+        ["serve", "--port", str(port), *(["--workers", str(workers)] if workers else [])], env, log, cwd=cwd
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}/health/ready", timeout)
     except BaseException:
@@ -164,8 +181,17 @@ def train_synthetic(tracks: int, users: int, events: int, *, days: int = 30, see
     return SyntheticModel(world, raw, graded, create(DEFAULT_ALGORITHM).fit(matrix, features))
 
 
-def publish_synthetic(redis_url: str, prefix: str, tracks: int, users: int, events: int, *, days: int = 30, seed: int = 5,
-                      played: bool = False) -> SyntheticModel:  # fmt: skip
+def publish_synthetic(
+    redis_url: str,
+    prefix: str,
+    tracks: int,
+    users: int,
+    events: int,
+    *,
+    days: int = 30,
+    seed: int = 5,
+    played: bool = False,
+) -> SyntheticModel:
     """:func:`train_synthetic`, then :func:`core.release.publish` as version "1", ``champion``, to the Redis
     at ``redis_url`` under ``prefix`` (and the users' played tracks with ``played``)."""
     from core import release

@@ -47,26 +47,46 @@ def write_exports(folder: Path, rows: int, seed: int = 0) -> int:
         t = rng.choice(len(ids), size=n, p=popularity)
         when = np.sort(rng.integers(start, start + 3 * 365 * 86_400, size=n))
         outcome = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
-        ms = np.where(outcome == 0, durations[t], np.where(outcome == 1, rng.integers(2_000, 30_000, n), durations[t] // 2))
+        ms = np.where(
+            outcome == 0, durations[t], np.where(outcome == 1, rng.integers(2_000, 30_000, n), durations[t] // 2)
+        )
         podcast = rng.random(n) < 0.02
         incognito = rng.random(n) < 0.005
         reason = np.array(["trackdone", "fwdbtn", "endplay"])[outcome]
         batch = []
         for i in range(n):
             row = {
-                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(when[i]))), "username": f"listener{f % 4}",
-                "platform": "Android OS 14 API 34 (Google, Pixel 8)", "ms_played": int(ms[i]), "conn_country": "SE",
-                "ip_addr_decrypted": f"10.{i % 250}.{f % 250}.7", "user_agent_decrypted": "unknown",
-                "master_metadata_track_name": names[t[i]], "master_metadata_album_artist_name": artists[t[i]],
-                "master_metadata_album_album_name": albums[t[i]], "spotify_track_uri": f"spotify:track:{ids[t[i]]}",
-                "episode_name": None, "episode_show_name": None, "spotify_episode_uri": None,
-                "reason_start": "trackdone", "reason_end": reason[i], "shuffle": bool(i % 3 == 0),
-                "skipped": bool(outcome[i] == 1), "offline": False, "offline_timestamp": 0, "incognito_mode": bool(incognito[i]),
-            }  # fmt: skip
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(when[i]))),
+                "username": f"listener{f % 4}",
+                "platform": "Android OS 14 API 34 (Google, Pixel 8)",
+                "ms_played": int(ms[i]),
+                "conn_country": "SE",
+                "ip_addr_decrypted": f"10.{i % 250}.{f % 250}.7",
+                "user_agent_decrypted": "unknown",
+                "master_metadata_track_name": names[t[i]],
+                "master_metadata_album_artist_name": artists[t[i]],
+                "master_metadata_album_album_name": albums[t[i]],
+                "spotify_track_uri": f"spotify:track:{ids[t[i]]}",
+                "episode_name": None,
+                "episode_show_name": None,
+                "spotify_episode_uri": None,
+                "reason_start": "trackdone",
+                "reason_end": reason[i],
+                "shuffle": bool(i % 3 == 0),
+                "skipped": bool(outcome[i] == 1),
+                "offline": False,
+                "offline_timestamp": 0,
+                "incognito_mode": bool(incognito[i]),
+            }
             if podcast[i]:
-                row.update(master_metadata_track_name=None, master_metadata_album_artist_name=None,
-                           master_metadata_album_album_name=None, spotify_track_uri=None,
-                           episode_name="Episode", episode_show_name="Show")  # fmt: skip
+                row.update(
+                    master_metadata_track_name=None,
+                    master_metadata_album_artist_name=None,
+                    master_metadata_album_album_name=None,
+                    spotify_track_uri=None,
+                    episode_name="Episode",
+                    episode_show_name="Show",
+                )
             batch.append(row)
         data = orjson.dumps(batch)
         (user_dir / f"Streaming_History_Audio_{f:03d}.json").write_bytes(data)
@@ -95,27 +115,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="keep the generated exports and the store in this folder")
-    parser.add_argument("--workers", type=int, default=0, help="parsing processes (0: the importer's default, one per core)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="parsing processes (0: the importer's default, one per core)"
+    )
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="echotune-bench-"))
     exports, store = root / "exports", root / "store"
     exports.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     size = write_exports(exports, args.rows)
-    print(f"generated {args.rows:,} export rows, {size / 1e6:.0f} MB, in {time.perf_counter() - started:.0f}s", flush=True)
+    print(
+        f"generated {args.rows:,} export rows, {size / 1e6:.0f} MB, in {time.perf_counter() - started:.0f}s", flush=True
+    )
     os.sync()  # flush the generated files now, so disk writeback does not run during the timed import
     time.sleep(2)
-    done = subprocess.run([sys.executable, "-c", IMPORT, str(exports), str(store), str(args.workers)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT, str(exports), str(store), str(args.workers)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     events = figures["accepted"]
     print(f"files:            {figures['files']}")
-    print(f"rows read:        {figures['read']:,}  accepted {figures['accepted']:,}  rejected {figures['rejected']:,}  "
-          f"dropped {figures['dropped']:,} (podcasts {figures['dropped_podcasts']:,}, incognito {figures['dropped_incognito']:,})")  # fmt: skip
-    print(f"import time:      {figures['seconds']:.2f} s (parse, validate, classify, pseudonymise, write {figures['months']} monthly partitions)")
+    print(
+        f"rows read:        {figures['read']:,}  accepted {figures['accepted']:,}  rejected {figures['rejected']:,}  "
+        f"dropped {figures['dropped']:,} (podcasts {figures['dropped_podcasts']:,}, incognito {figures['dropped_incognito']:,})"
+    )
+    print(
+        f"import time:      {figures['seconds']:.2f} s (parse, validate, classify, pseudonymise, write {figures['months']} monthly partitions)"
+    )
     print(f"events/s:         {events / figures['seconds']:,.0f}   (target >= 200,000)")
     print(f"rows read/s:      {figures['read'] / figures['seconds']:,.0f}")
-    print(f"peak memory:      {figures['peak_mib']:,.0f} MiB importing process, {figures['child_peak_mib']:,.0f} MiB largest parsing worker "
-          f"(RSS high-water marks; target < 1,024)")  # fmt: skip
+    print(
+        f"peak memory:      {figures['peak_mib']:,.0f} MiB importing process, {figures['child_peak_mib']:,.0f} MiB largest parsing worker "
+        f"(RSS high-water marks; target < 1,024)"
+    )
     if not args.keep:
         shutil.rmtree(root)
 

@@ -37,7 +37,9 @@ def tag_features(assignments: pd.DataFrame, item_ids: np.ndarray, n_tags: int = 
     """The ``n_tags`` most-used tags per artist: log1p(assignment count), rows scaled to sum 1."""
     top = assignments["tagID"].value_counts().index[:n_tags]
     counts = assignments[assignments["tagID"].isin(top)].groupby(["artistID", "tagID"]).size().reset_index(name="n")
-    pairs = pd.DataFrame({"item_id": counts["artistID"], "feature": "tag:" + counts["tagID"], "weight": np.log1p(counts["n"].to_numpy())})
+    pairs = pd.DataFrame(
+        {"item_id": counts["artistID"], "feature": "tag:" + counts["tagID"], "weight": np.log1p(counts["n"].to_numpy())}
+    )
     raw = ItemFeatures.from_pairs(item_ids, pairs)
     return ItemFeatures(item_ids=raw.item_ids, matrix=raw.normalized().tocsr(), names=raw.names)
 
@@ -47,7 +49,9 @@ def _child(queue: multiprocessing.Queue, fn: Callable[..., Any], args: tuple) ->
     started = time.perf_counter()
     try:
         result = fn(*args)
-        queue.put(("ok", result, time.perf_counter() - started, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        queue.put(
+            ("ok", result, time.perf_counter() - started, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        )
     except Exception as error:  # reported by the parent, which goes on with the other models
         queue.put(("error", repr(error), 0.0, before, before))
 

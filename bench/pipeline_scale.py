@@ -76,7 +76,9 @@ def step_seconds(dagster_home: Path) -> list[tuple[str, str, float]]:
             if event.event_type_value == "STEP_START":
                 started[entry.step_key] = entry.timestamp
             elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in started:
-                steps.append((started[entry.step_key], run.job_name, entry.step_key, entry.timestamp - started[entry.step_key]))
+                steps.append(
+                    (started[entry.step_key], run.job_name, entry.step_key, entry.timestamp - started[entry.step_key])
+                )
     return [(job, step, seconds) for _, job, step, seconds in sorted(steps)]
 
 
@@ -85,18 +87,28 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=5_000_000)
-    parser.add_argument("--keep", type=Path, help="scratch ECHOTUNE_HOME to keep (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--keep", type=Path, help="scratch ECHOTUNE_HOME to keep (default: a temporary folder, removed)"
+    )
     args = parser.parse_args()
 
     home = args.keep or Path(tempfile.mkdtemp(prefix="echotune-scale-"))
     home.mkdir(parents=True, exist_ok=True)
-    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("ECHOTUNE_")}  # embedded Redis, default paths
+    env: dict[str, str | None] = {
+        k: None for k in os.environ if k.startswith("ECHOTUNE_")
+    }  # embedded Redis, default paths
     env.update(
-        ECHOTUNE_HOME=str(home), ECHOTUNE_SYNTH_TRACKS=str(args.tracks), ECHOTUNE_SYNTH_USERS=str(args.users),
-        ECHOTUNE_SYNTH_EVENTS=str(args.events), ECHOTUNE_AUTOMATION="false",
+        ECHOTUNE_HOME=str(home),
+        ECHOTUNE_SYNTH_TRACKS=str(args.tracks),
+        ECHOTUNE_SYNTH_USERS=str(args.users),
+        ECHOTUNE_SYNTH_EVENTS=str(args.events),
+        ECHOTUNE_AUTOMATION="false",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )  # fmt: skip
-    print(f"{args.tracks:,} tracks, {args.users:,} users, {args.events:,} events; home {home}; {os.cpu_count()} cores", flush=True)
+    )
+    print(
+        f"{args.tracks:,} tracks, {args.users:,} users, {args.events:,} events; home {home}; {os.cpu_count()} cores",
+        flush=True,
+    )
     began = time.perf_counter()
     process = start(["pipeline"], env, None, cwd=home)
     memory = TreeMemory(process.pid)
@@ -110,9 +122,11 @@ def main() -> None:
     print(f"\n{'job':<24} {'step':<58} {'seconds':>8}")
     for job, step, seconds in step_seconds(home / "dagster_home"):
         print(f"{job:<24} {step:<58} {seconds:8.1f}")
-    print(f"\nexit code {code}; total {total:.0f} s ({total / 60:.1f} min, target < 15); "
-          f"peak RSS of the process tree {memory.peak / 2**30:.2f} GiB (target < 8), of the pipeline process {memory.peak_main / 2**30:.2f} GiB; "
-          f"CPU {sum(memory.cpu.values()):.0f} s (other load on the machine stretches wall time, far less CPU time)")  # fmt: skip
+    print(
+        f"\nexit code {code}; total {total:.0f} s ({total / 60:.1f} min, target < 15); "
+        f"peak RSS of the process tree {memory.peak / 2**30:.2f} GiB (target < 8), of the pipeline process {memory.peak_main / 2**30:.2f} GiB; "
+        f"CPU {sum(memory.cpu.values()):.0f} s (other load on the machine stretches wall time, far less CPU time)"
+    )
     if args.keep is None:
         shutil.rmtree(home, ignore_errors=True)
     sys.exit(code)

@@ -56,7 +56,10 @@ def ranking_metrics(recommended: np.ndarray, relevant) -> dict[str, float]:
 
 def _rank(scores_of, split) -> dict[str, float]:
     users = split.test_users
-    lists = [top_k(scores_of(users[s : s + 1000]), K, exclude=split.train.matrix[users[s : s + 1000]])[0] for s in range(0, len(users), 1000)]
+    lists = [
+        top_k(scores_of(users[s : s + 1000]), K, exclude=split.train.matrix[users[s : s + 1000]])[0]
+        for s in range(0, len(users), 1000)
+    ]
     return ranking_metrics(np.vstack(lists), split.test.matrix[users])
 
 
@@ -120,18 +123,42 @@ def default_through_cli(folder: Path, workdir: Path) -> tuple[dict, float]:
     test_users = split.train.user_ids[split.test_users]
     (workdir / "users.txt").write_text("\n".join(test_users) + "\n")
     cli = [sys.executable, "-m", "echotune.cli"]
-    trained = subprocess.run([*cli, "train", "--interactions", str(workdir / "train.csv"), "--out", str(workdir / "model")],
-                             check=True, capture_output=True, text=True)  # fmt: skip
+    trained = subprocess.run(
+        [*cli, "train", "--interactions", str(workdir / "train.csv"), "--out", str(workdir / "model")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     summary = json.loads(trained.stdout.strip().splitlines()[-1])
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the only child so far
-    subprocess.run([*cli, "recommend", "--model", str(workdir / "model"), "--users", str(workdir / "users.txt"),
-                    "--k", str(K), "--out", str(workdir / "recs.csv")], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            *cli,
+            "recommend",
+            "--model",
+            str(workdir / "model"),
+            "--users",
+            str(workdir / "users.txt"),
+            "--k",
+            str(K),
+            "--out",
+            str(workdir / "recs.csv"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     recs = pd.read_csv(workdir / "recs.csv", dtype={"user_id": str, "item_id": str})
     user_row = {u: i for i, u in enumerate(test_users)}
     item_col = split.train.item_index
     recommended = np.full((len(test_users), K), -1, dtype=np.int64)
-    recommended[recs["user_id"].map(user_row).to_numpy(), recs["rank"].to_numpy() - 1] = recs["item_id"].map(item_col).to_numpy()
-    result = {**ranking_metrics(recommended, split.test.matrix[split.test_users]), "fit_s": summary["fit_seconds"], "dim": summary["dimensions"]}
+    recommended[recs["user_id"].map(user_row).to_numpy(), recs["rank"].to_numpy() - 1] = (
+        recs["item_id"].map(item_col).to_numpy()
+    )
+    result = {
+        **ranking_metrics(recommended, split.test.matrix[split.test_users]),
+        "fit_s": summary["fit_seconds"],
+        "dim": summary["dimensions"],
+    }
     return result, peak_mb
 
 
@@ -165,13 +192,21 @@ def main() -> None:
         rows.append((name, result, peak))
         print(f"done: {name}", file=sys.stderr, flush=True)
     table = pd.DataFrame(
-        [{"model": n, **{k: r.get(k, np.nan) for k in ("precision@10", "ndcg@10", "recall@10", "map@10", "dim", "fit_s")}, "peak_MB": p}
-         for n, r, p in rows]  # fmt: skip
+        [
+            {
+                "model": n,
+                **{k: r.get(k, np.nan) for k in ("precision@10", "ndcg@10", "recall@10", "map@10", "dim", "fit_s")},
+                "peak_MB": p,
+            }
+            for n, r, p in rows
+        ]
     )
     print(f"HetRec Last.fm, per-user 20% holdout (seed 42), users with >= 5 artists, k={K}, 2 threads")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print("reference (issue 4, measured before): popularity 0.067/0.077, implicit ALS 0.148/0.164, "
-          "LightFM WARP 0.164/0.199, EASE lambda=200 0.184/0.228 (precision@10/NDCG@10)")  # fmt: skip
+    print(
+        "reference (issue 4, measured before): popularity 0.067/0.077, implicit ALS 0.148/0.164, "
+        "LightFM WARP 0.164/0.199, EASE lambda=200 0.184/0.228 (precision@10/NDCG@10)"
+    )
 
 
 if __name__ == "__main__":

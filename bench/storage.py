@@ -49,12 +49,16 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     if not settings.storage_url or "://" not in settings.storage_url:
-        raise SystemExit("set ECHOTUNE_STORAGE_URL to an s3:// prefix (and ECHOTUNE_S3_ENDPOINT_URL for a local server)")
+        raise SystemExit(
+            "set ECHOTUNE_STORAGE_URL to an s3:// prefix (and ECHOTUNE_S3_ENDPOINT_URL for a local server)"
+        )
     world = SyntheticWorld.generate(args.tracks, args.users, seed=7)
     events = world.events(args.events, days=30, end=date(2026, 1, 1))
     with tempfile.TemporaryDirectory() as tmp:
         local = _steps(OfflineStore(Path(tmp) / "tables"), world, events)
-    run = settings.model_copy(update={"storage_url": f"{settings.storage_url.rstrip('/')}/bench-{uuid.uuid4().hex[:8]}"})
+    run = settings.model_copy(
+        update={"storage_url": f"{settings.storage_url.rstrip('/')}/bench-{uuid.uuid4().hex[:8]}"}
+    )
     shared_store = OfflineStore(run.layout.tables)
     shared = _steps(shared_store, world, events)
     shared_store.root.fs.rm(shared_store.root.path, recursive=True)

@@ -36,7 +36,17 @@ from pathlib import Path
 import numpy as np
 
 from bench.harness import free_port, scratch_redis, start, start_api, stop
-from bench.serving_support.shift import ADMIN_KEY, KEY, call, genre_share, post, scenario, serve_the_model, shift_events, wait_applied
+from bench.serving_support.shift import (
+    ADMIN_KEY,
+    KEY,
+    call,
+    genre_share,
+    post,
+    scenario,
+    serve_the_model,
+    shift_events,
+    wait_applied,
+)
 
 
 class Stack:
@@ -75,9 +85,17 @@ def retrain(settings, promote_anyway: bool) -> str:
     defs, instance = build_defs(settings), dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     for day in undrained_days(redis_client(settings.redis_url), RedisKeys(settings.redis_prefix)):
-        assert defs.resolve_job_def(drain_job.name).execute_in_process(instance=instance, partition_key=day.isoformat(), run_config=quiet).success
+        assert (
+            defs.resolve_job_def(drain_job.name)
+            .execute_in_process(instance=instance, partition_key=day.isoformat(), run_config=quiet)
+            .success
+        )
     result = defs.resolve_job_def(retrain_job.name).execute_in_process(instance=instance, run_config=quiet)
-    model = next(e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key.path == ["recommender_model"])
+    model = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path == ["recommender_model"]
+    )
     verdict = f"version {model['version'].value}: {model['promotion_reason'].value}"
     if promote_anyway and not model["promoted"].value:
         from core import release
@@ -86,27 +104,51 @@ def retrain(settings, promote_anyway: bool) -> str:
 
         s = settings
         registry = ModelRegistry.from_settings(s)
-        release.rollback(registry, VectorStore(redis_client(s.redis_url), RedisKeys(s.redis_prefix)), to_version=str(model["version"].value))
+        release.rollback(
+            registry,
+            VectorStore(redis_client(s.redis_url), RedisKeys(s.redis_prefix)),
+            to_version=str(model["version"].value),
+        )
         verdict += "; made champion by hand (--promote-anyway)"
     return verdict
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--half-life", type=float, default=None, help="ECHOTUNE_RECENCY_HALF_LIFE_DAYS (default: the setting's default)")
+    parser.add_argument(
+        "--half-life", type=float, default=None, help="ECHOTUNE_RECENCY_HALF_LIFE_DAYS (default: the setting's default)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the tracks each listener takes to")
-    parser.add_argument("--genre", default=None, help="the genre they take to (default: the one least in their history)")
-    parser.add_argument("--promote-anyway", action="store_true", help="make the retrained version champion even when the gate rejects it")
+    parser.add_argument(
+        "--genre", default=None, help="the genre they take to (default: the one least in their history)"
+    )
+    parser.add_argument(
+        "--promote-anyway",
+        action="store_true",
+        help="make the retrained version champion even when the gate rejects it",
+    )
     args = parser.parse_args()
     with scratch_redis("taste") as (home, redis_url):
         port = free_port()
-        env = {"ECHOTUNE_HOME": str(home), "ECHOTUNE_REDIS_URL": redis_url, "ECHOTUNE_API_PORT": str(port),
-               "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN_KEY}:admin", "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000", "ECHOTUNE_ACCESS_LOG": "false",
-               "ECHOTUNE_AUTOMATION": "false", "ECHOTUNE_WORKER_METRICS_PORT": "0", "ECHOTUNE_SYNTH_TRACKS": "5000", "ECHOTUNE_SYNTH_USERS": "1000",
-               "ECHOTUNE_SYNTH_EVENTS": "100000", "ECHOTUNE_SYNTH_DAYS": "30"}  # fmt: skip
+        env = {
+            "ECHOTUNE_HOME": str(home),
+            "ECHOTUNE_REDIS_URL": redis_url,
+            "ECHOTUNE_API_PORT": str(port),
+            "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN_KEY}:admin",
+            "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000",
+            "ECHOTUNE_ACCESS_LOG": "false",
+            "ECHOTUNE_AUTOMATION": "false",
+            "ECHOTUNE_WORKER_METRICS_PORT": "0",
+            "ECHOTUNE_SYNTH_TRACKS": "5000",
+            "ECHOTUNE_SYNTH_USERS": "1000",
+            "ECHOTUNE_SYNTH_EVENTS": "100000",
+            "ECHOTUNE_SYNTH_DAYS": "30",
+        }
         if args.half_life is not None:
             env["ECHOTUNE_RECENCY_HALF_LIFE_DAYS"] = str(args.half_life)
-        os.environ.update({k: v for k, v in env.items() if k.startswith("ECHOTUNE_")})  # this process retrains with the same settings
+        os.environ.update(
+            {k: v for k, v in env.items() if k.startswith("ECHOTUNE_")}
+        )  # this process retrains with the same settings
         from core.contracts.redis_keys import RedisKeys
         from core.feedback_stream import FeedbackStream
         from core.redis_clients import redis_client
@@ -114,8 +156,17 @@ def main() -> None:
 
         settings = Settings()
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "echotune.cli", "pipeline"], env={**os.environ, **env}, cwd=home, check=True, capture_output=True)
-        print(f"pipeline in {time.monotonic() - started:.0f} s; recency half-life {settings.recency_half_life_days:g} days", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "echotune.cli", "pipeline"],
+            env={**os.environ, **env},
+            cwd=home,
+            check=True,
+            capture_output=True,
+        )
+        print(
+            f"pipeline in {time.monotonic() - started:.0f} s; recency half-life {settings.recency_half_life_days:g} days",
+            flush=True,
+        )
         stack = Stack(env, port)
         try:
             stack.start(home)
@@ -123,14 +174,19 @@ def main() -> None:
             for experiment in serve_the_model(stack, stack.base, listeners[0]):
                 print(f"stopped experiment {experiment}: its listeners are served by the model again")
             before, versions = genre_share(stack, listeners, genre)
-            print(f"{len(listeners)} listeners take to '{genre}'; its share of their top-10: {before:.1%} (version {', '.join(versions)})")
+            print(
+                f"{len(listeners)} listeners take to '{genre}'; its share of their top-10: {before:.1%} (version {', '.join(versions)})"
+            )
 
             stream = FeedbackStream(redis_client(redis_url), RedisKeys(settings.redis_prefix))
             events = shift_events(chosen)
             post(stack.base, events)
             waited = wait_applied(stream, stream.counters().get("accepted", 0))
             online, _ = genre_share(stack, listeners, genre)
-            print(f"posted {len(events):,} events, all applied {waited:.1f} s later; share from online learning alone: {online:.1%}", flush=True)
+            print(
+                f"posted {len(events):,} events, all applied {waited:.1f} s later; share from online learning alone: {online:.1%}",
+                flush=True,
+            )
 
             started = time.monotonic()
             verdict = retrain(settings, args.promote_anyway)
@@ -138,10 +194,16 @@ def main() -> None:
             while stack.top(listeners[0])["model_version"] in versions and time.monotonic() < deadline:
                 time.sleep(0.5)
             after, served = genre_share(stack, listeners, genre)
-            print(f"retrain in {time.monotonic() - started:.0f} s ({verdict}); share with version {', '.join(served)}: {after:.1%}")
-            renewed = not served & versions  # a rejected version is not served: the old one's share is no figure of the new one
-            print(f"\ngoals: online >= 30%: {online >= 0.3} ({online:.1%}); new version >= 50%: {renewed and after >= 0.5} "
-                  f"({f'{after:.1%}' if renewed else 'no new version served'})")  # fmt: skip
+            print(
+                f"retrain in {time.monotonic() - started:.0f} s ({verdict}); share with version {', '.join(served)}: {after:.1%}"
+            )
+            renewed = (
+                not served & versions
+            )  # a rejected version is not served: the old one's share is no figure of the new one
+            print(
+                f"\ngoals: online >= 30%: {online >= 0.3} ({online:.1%}); new version >= 50%: {renewed and after >= 0.5} "
+                f"({f'{after:.1%}' if renewed else 'no new version served'})"
+            )
         finally:
             stack.stop()
 

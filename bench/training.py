@@ -55,9 +55,13 @@ def interactions(n: int, seed: int = 0):
         pool = by_group[g]
         weights = popularity[pool] / popularity[pool].sum()
         items[rows] = pool[rng.choice(len(pool), size=len(rows), p=weights)]
-    matrix = sp.csr_matrix((np.log1p(rng.integers(1, 50, draws)).astype(np.float32), (users, items)), shape=(n_users, n_items))
+    matrix = sp.csr_matrix(
+        (np.log1p(rng.integers(1, 50, draws)).astype(np.float32), (users, items)), shape=(n_users, n_items)
+    )
     matrix.sum_duplicates()
-    return Interactions(matrix, np.array([f"u{i}" for i in range(n_users)]), np.array([f"i{j}" for j in range(n_items)]))
+    return Interactions(
+        matrix, np.array([f"u{i}" for i in range(n_users)]), np.array([f"i{j}" for j in range(n_items)])
+    )
 
 
 def data_only(n: int) -> dict:
@@ -71,22 +75,35 @@ def fit_default(n: int) -> dict:
     data = interactions(n)
     started, cpu = time.perf_counter(), time.process_time()
     model = create(DEFAULT_ALGORITHM).fit(data)
-    return {"fit_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu, "algorithm": DEFAULT_ALGORITHM, "svd_method": model.params.get("svd_method", "-"),
-            "users": data.n_users, "items": data.n_items, "nnz": data.nnz}  # fmt: skip
+    return {
+        "fit_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu,
+        "algorithm": DEFAULT_ALGORITHM,
+        "svd_method": model.params.get("svd_method", "-"),
+        "users": data.n_users,
+        "items": data.n_items,
+        "nnz": data.nnz,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,5000000,20000000", help="comma-separated interaction counts")
     sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
-    print(f"{'interactions':>12} {'users':>8} {'items':>9} {'svd':>10} {'fit_s':>7} {'cpu_s':>7} {'x 1st':>6} {'peak_MB':>8} {'data_MB':>8} {'fit_MB':>7}", flush=True)
+    print(
+        f"{'interactions':>12} {'users':>8} {'items':>9} {'svd':>10} {'fit_s':>7} {'cpu_s':>7} {'x 1st':>6} {'peak_MB':>8} {'data_MB':>8} {'fit_MB':>7}",
+        flush=True,
+    )
     first = None
     for n in sizes:
         _, data_peak = in_fresh_process(data_only, n)
         result, peak = in_fresh_process(fit_default, n)
         first = first or result["cpu_s"]
-        print(f"{result['nnz']:>12,} {result['users']:>8,} {result['items']:>9,} {result['svd_method']:>10} {result['fit_s']:7.1f} {result['cpu_s']:7.1f} "
-              f"{result['cpu_s'] / first:6.2f} {peak:8.0f} {data_peak:8.0f} {peak - data_peak:7.0f}", flush=True)  # fmt: skip
+        print(
+            f"{result['nnz']:>12,} {result['users']:>8,} {result['items']:>9,} {result['svd_method']:>10} {result['fit_s']:7.1f} {result['cpu_s']:7.1f} "
+            f"{result['cpu_s'] / first:6.2f} {peak:8.0f} {data_peak:8.0f} {peak - data_peak:7.0f}",
+            flush=True,
+        )
     print(f"default algorithm: {result['algorithm']}; {os.cpu_count()} cores, BLAS threads 2")
 
 

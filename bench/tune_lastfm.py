@@ -41,13 +41,20 @@ def main() -> None:
 
     def show(trial):
         params = ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items())
-        print(f"trial {trial.number:2d}  ndcg@10 {trial.metrics['ndcg_at_10']:.4f}  precision@10 "
-              f"{trial.metrics['precision_at_10']:.4f}  fit {trial.fit_seconds:.1f}s  {params}", flush=True)  # fmt: skip
+        print(
+            f"trial {trial.number:2d}  ndcg@10 {trial.metrics['ndcg_at_10']:.4f}  precision@10 "
+            f"{trial.metrics['precision_at_10']:.4f}  fit {trial.fit_seconds:.1f}s  {params}",
+            flush=True,
+        )
 
     print("current defaults:", {k: DEFAULTS[k] for k in SPACE})
     search("lowrank_ease", [{}], validation, callback=show)
     result = random_search("lowrank_ease", SPACE, validation, n_trials=args.trials, seed=0, callback=show)
-    print("best:", {k: round(v, 3) for k, v in result.best.params.items()}, f"ndcg@10 {result.best.metrics['ndcg_at_10']:.4f}")
+    print(
+        "best:",
+        {k: round(v, 3) for k, v in result.best.params.items()},
+        f"ndcg@10 {result.best.metrics['ndcg_at_10']:.4f}",
+    )
 
 
 if __name__ == "__main__":

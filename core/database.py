@@ -29,11 +29,13 @@ class Database:
     params: dict[str, str]
 
     @classmethod
-    def parse(cls, url: str) -> "Database":
+    def parse(cls, url: str) -> Database:
         """Split ``url``; a ValueError says what is missing (the setting's name is added by the caller)."""
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
-            raise ValueError(f"must be a PostgreSQL URL (postgresql://user:password@host:5432/db), not scheme {parts.scheme!r}")
+            raise ValueError(
+                f"must be a PostgreSQL URL (postgresql://user:password@host:5432/db), not scheme {parts.scheme!r}"
+            )
         name = unquote(parts.path.lstrip("/"))
         if not parts.hostname or not name or not parts.username:
             raise ValueError("must name a user, a host and a database: postgresql://user:password@host:5432/db")
@@ -43,7 +45,9 @@ class Database:
             raise ValueError(f"has a port that is not a number: {parts.netloc.rsplit(':', 1)[-1]!r}") from None
         params = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         if "options" in params:
-            raise ValueError("must not set options: EchoTune sets the search_path of Dagster's and MLflow's schemas itself")
+            raise ValueError(
+                "must not set options: EchoTune sets the search_path of Dagster's and MLflow's schemas itself"
+            )
         return cls(unquote(parts.username), unquote(parts.password or ""), parts.hostname, port, name, params)
 
     def url(self, schema: str) -> str:
@@ -75,7 +79,9 @@ def ensure_schema(url: str) -> None:
     try:
         connection = psycopg2.connect(parts._replace(scheme="postgresql").geturl(), connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        raise ConnectionError(f"cannot connect to PostgreSQL {where} (ECHOTUNE_DATABASE_URL): {str(exc).strip()}") from None
+        raise ConnectionError(
+            f"cannot connect to PostgreSQL {where} (ECHOTUNE_DATABASE_URL): {str(exc).strip()}"
+        ) from None
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:

@@ -37,7 +37,9 @@ class DriftResult:
     snapshot: object | None = None  # Evidently's run, for the HTML report
 
 
-def windows(events: pd.DataFrame, trained_until_ms: int, window_days: float = WINDOW_DAYS) -> tuple[pd.DataFrame, pd.DataFrame]:
+def windows(
+    events: pd.DataFrame, trained_until_ms: int, window_days: float = WINDOW_DAYS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(reference, current): the last ``window_days`` of events the model was trained on, and the live
     events (source ``api``) after it."""
     when = pd.to_datetime(events["timestamp"], utc=True)
@@ -57,7 +59,11 @@ def describe(events: pd.DataFrame, catalog: pd.DataFrame, seed: int = 0) -> pd.D
     genres = tracks["genres"].reindex(events["track_id"]) if "genres" in tracks else pd.Series([None] * len(events))
     rows["genre"] = [g[0] if g is not None and len(g) else "unknown" for g in genres]
     for feature in CONTINUOUS_FEATURES:
-        values = tracks[feature].reindex(events["track_id"]) if feature in tracks else pd.Series(np.nan, index=range(len(events)))
+        values = (
+            tracks[feature].reindex(events["track_id"])
+            if feature in tracks
+            else pd.Series(np.nan, index=range(len(events)))
+        )
         rows[feature] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     rows["user_events"] = events.groupby("user_id")["user_id"].transform("size").to_numpy(dtype=float)
     return rows
@@ -71,10 +77,18 @@ def ctr_by_model_version(current: pd.DataFrame) -> dict[str, float]:
     return {str(v): float(clicked.get(v, 0) / n) for v, n in shown.items() if n > 0}
 
 
-def measure(events: pd.DataFrame, catalog: pd.DataFrame, trained_until_ms: int, window_days: float = WINDOW_DAYS, min_events: int = 200) -> DriftResult:
+def measure(
+    events: pd.DataFrame,
+    catalog: pd.DataFrame,
+    trained_until_ms: int,
+    window_days: float = WINDOW_DAYS,
+    min_events: int = 200,
+) -> DriftResult:
     """Compare the live window with the champion's training window (see the module docstring)."""
     reference, current = windows(events, trained_until_ms, window_days)
-    result = DriftResult(reference_events=len(reference), current_events=len(current), ctr_by_model_version=ctr_by_model_version(current))
+    result = DriftResult(
+        reference_events=len(reference), current_events=len(current), ctr_by_model_version=ctr_by_model_version(current)
+    )
     if len(reference) < min_events or len(current) < min_events:
         result.reason = f"too few events to compare: {len(reference):,} in the training window, {len(current):,} live (need {min_events:,} each)"
         return result
@@ -103,10 +117,16 @@ def _evidently(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    definition = DataDefinition(numerical_columns=[c for c in columns if c in NUMERICAL], categorical_columns=[c for c in columns if c in CATEGORICAL])
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c in NUMERICAL],
+        categorical_columns=[c for c in columns if c in CATEGORICAL],
+    )
     with warnings.catch_warnings():  # scipy's chi-square warns on categories one window lacks; the test still answers
         warnings.simplefilter("ignore", RuntimeWarning)
-        return Report([DataDriftPreset()]).run(Dataset.from_pandas(current, data_definition=definition), Dataset.from_pandas(reference, data_definition=definition))
+        return Report([DataDriftPreset()]).run(
+            Dataset.from_pandas(current, data_definition=definition),
+            Dataset.from_pandas(reference, data_definition=definition),
+        )
 
 
 def save_report(result: DriftResult, folder: StoragePath, name: str, keep: int = 10) -> StoragePath | None:

@@ -80,11 +80,18 @@ class ErasureLog:
             return
         at = time.time() if at is None else at
         frame = pd.DataFrame(
-            {"subject": subject, "place": [e[0] for e in entries], "removed": [e[1] for e in entries],
-             "detail": [e[2] for e in entries], "at": pd.to_datetime(at, unit="s", utc=True)}
-        )  # fmt: skip
+            {
+                "subject": subject,
+                "place": [e[0] for e in entries],
+                "removed": [e[1] for e in entries],
+                "detail": [e[2] for e in entries],
+                "at": pd.to_datetime(at, unit="s", utc=True),
+            }
+        )
         frame["removed"] = frame["removed"].astype("Int64")
-        write_parquet_atomic(frame, self.folder / f"{int(at * 1000):013d}-{uuid.uuid4().hex[:12]}.parquet", ERASURE_SCHEMA)
+        write_parquet_atomic(
+            frame, self.folder / f"{int(at * 1000):013d}-{uuid.uuid4().hex[:12]}.parquet", ERASURE_SCHEMA
+        )
 
     # --- reading -------------------------------------------------------------------------------
     def _frame(self) -> pd.DataFrame:
@@ -107,6 +114,11 @@ class ErasureLog:
         rows = self._frame()
         rows = rows[rows["subject"] == subject].sort_values("at", kind="stable")
         return [
-            ReceiptEntry(r.place, None if pd.isna(r.removed) else int(r.removed), None if pd.isna(r.detail) else r.detail, r.at.timestamp())
+            ReceiptEntry(
+                r.place,
+                None if pd.isna(r.removed) else int(r.removed),
+                None if pd.isna(r.detail) else r.detail,
+                r.at.timestamp(),
+            )
             for r in rows.itertuples()
         ]

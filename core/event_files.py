@@ -37,7 +37,9 @@ def as_event_table(events: pa.Table | pd.DataFrame) -> pa.Table:
         n = len(events)
         columns = [events[f.name] if f.name in events.column_names else pa.nulls(n, f.type) for f in EVENT_SCHEMA]
         return pa.Table.from_arrays(columns, names=EVENT_SCHEMA.names).cast(EVENT_SCHEMA, safe=False)
-    return pa.Table.from_pandas(events.reindex(columns=EVENT_SCHEMA.names), schema=EVENT_SCHEMA, preserve_index=False, safe=False)
+    return pa.Table.from_pandas(
+        events.reindex(columns=EVENT_SCHEMA.names), schema=EVENT_SCHEMA, preserve_index=False, safe=False
+    )
 
 
 def partitions_of(table: pa.Table, by: str) -> tuple[np.ndarray, np.ndarray]:
@@ -157,13 +159,13 @@ class EventAppender:
     docstring). Use it as a context manager: the files are swapped in when the block succeeds.
     ``added`` is the rows newly stored per partition; ``duplicates`` the rows left out."""
 
-    def __init__(self, store: "OfflineStore", part: str, fsync: bool = True) -> None:
+    def __init__(self, store: OfflineStore, part: str, fsync: bool = True) -> None:
         self.store, self.part, self.fsync = store, part, fsync
         self.files: dict[str, _DayFile] = {}
         self.duplicates = 0
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> "EventAppender":
+    def __enter__(self) -> EventAppender:
         self._stack.__enter__()
         return self
 
@@ -187,7 +189,9 @@ class EventAppender:
         for k, day in enumerate(names):
             rows = table.filter(pa.array(codes == k))
             if day not in self.files:
-                self.files[day] = _DayFile(self.store.event_partition(day) / f"{self.part}.parquet", self.fsync, self._stack)
+                self.files[day] = _DayFile(
+                    self.store.event_partition(day) / f"{self.part}.parquet", self.fsync, self._stack
+                )
             n = self.files[day].add(rows)
             self.duplicates += len(rows) - n
             taken += n

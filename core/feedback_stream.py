@@ -124,7 +124,9 @@ def repeat_row(row: Mapping[str, Any]) -> dict[str, Any] | None:
     return {**row, **dict.fromkeys(_LIST_CONTEXT), "context_source": "repeat"}
 
 
-def append_call(keys: RedisKeys, rows: Sequence[bytes], max_entries: int = DEFAULT_MAX_ENTRIES) -> tuple[list[str], list]:
+def append_call(
+    keys: RedisKeys, rows: Sequence[bytes], max_entries: int = DEFAULT_MAX_ENTRIES
+) -> tuple[list[str], list]:
     """The append script's keys and arguments for encoded ``rows`` (see :data:`APPEND_SCRIPT`)."""
     call_keys = [keys.feedback_stream(), keys.feedback_counters(), keys.feedback_memory_full()]
     # ARGV[i] goes with KEYS[i]: ARGV[1..3] (the slots of the stream, counters and memory keys) carry the settings
@@ -138,7 +140,12 @@ def append_call(keys: RedisKeys, rows: Sequence[bytes], max_entries: int = DEFAU
     return call_keys, args
 
 
-def encode(event: FeedbackEvent, source: str = "api", trusted: Mapping[str, Any] | None = None, context_source: str | None = None) -> bytes:
+def encode(
+    event: FeedbackEvent,
+    source: str = "api",
+    trusted: Mapping[str, Any] | None = None,
+    context_source: str | None = None,
+) -> bytes:
     """The stream payload of ``event`` (see :meth:`FeedbackEvent.to_row` for ``trusted``)."""
     return orjson.dumps(event.to_row(source, trusted, context_source))
 
@@ -188,7 +195,10 @@ class FeedbackStream:
 def dead_letters(client: redis.Redis, keys: RedisKeys, count: int = 100) -> list[dict[str, str]]:
     """The oldest ``count`` dead letters: stream id, the error, and the original entry's id."""
     entries = client.xrange(keys.feedback_dead_letters(), count=count)
-    return [{"id": i.decode(), "entry": f.get(b"entry", b"").decode(), "error": f.get(b"error", b"").decode()} for i, f in entries]
+    return [
+        {"id": i.decode(), "entry": f.get(b"entry", b"").decode(), "error": f.get(b"error", b"").decode()}
+        for i, f in entries
+    ]
 
 
 def replay_dead_letters(client: redis.Redis, keys: RedisKeys, limit: int | None = None) -> int:

@@ -36,11 +36,21 @@ from models.promotion import PromotionDecision
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
-ANN_INDEX_PATH, ANN_INDEX_FILE = "ann_index", "catalog_index.npz"  # where a version's ANN index sits among its run's artifacts
+ANN_INDEX_PATH, ANN_INDEX_FILE = (
+    "ann_index",
+    "catalog_index.npz",
+)  # where a version's ANN index sits among its run's artifacts
 PYFUNC_FILE = Path(models.__file__).with_name("pyfunc_model.py")
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "user_id")]),
-    outputs=Schema([ColSpec("string", "user_id"), ColSpec("string", "item_id"), ColSpec("long", "rank"), ColSpec("double", "score")]),
+    outputs=Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("string", "item_id"),
+            ColSpec("long", "rank"),
+            ColSpec("double", "score"),
+        ]
+    ),
     params=ParamSchema([ParamSpec("k", "long", 10)]),
 )
 
@@ -61,17 +71,27 @@ class ModelRegistry:
     experiment_id: str
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ModelRegistry":
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
         """The registry the settings name: ``ECHOTUNE_MLFLOW_TRACKING_URI``, the artifact location (under
         ``ECHOTUNE_STORAGE_URL`` when set, with ``ECHOTUNE_S3_ENDPOINT_URL``), the experiment and the
         registered model. The one way every process opens it, so none misses a setting."""
-        return cls.open(settings.mlflow_tracking_uri, settings.mlflow_artifact_location, settings.mlflow_experiment, settings.registered_model,
-                        s3_endpoint_url=settings.s3_endpoint_url)  # fmt: skip
+        return cls.open(
+            settings.mlflow_tracking_uri,
+            settings.mlflow_artifact_location,
+            settings.mlflow_experiment,
+            settings.registered_model,
+            s3_endpoint_url=settings.s3_endpoint_url,
+        )
 
     @classmethod
     def open(
-        cls, tracking_uri: str, artifact_root: str | Path, experiment: str, name: str, s3_endpoint_url: str | None = None
-    ) -> "ModelRegistry":
+        cls,
+        tracking_uri: str,
+        artifact_root: str | Path,
+        experiment: str,
+        name: str,
+        s3_endpoint_url: str | None = None,
+    ) -> ModelRegistry:
         """The registry at ``tracking_uri``; creates the experiment (artifacts under ``artifact_root``,
         a local path or a URI such as ``s3://bucket/prefix/mlflow``) on first use, and on PostgreSQL the
         schema MLflow then migrates its tables into. ``s3_endpoint_url``: the S3-compatible server that
@@ -87,8 +107,13 @@ class ModelRegistry:
         if found is not None:
             if "://" in root and not found.artifact_location.startswith(root):
                 # an experiment keeps the artifact root it was created with: say so, rather than write elsewhere silently
-                log.warning("MLflow experiment %r keeps its artifacts at %s, not %s: name a new ECHOTUNE_MLFLOW_EXPERIMENT to "
-                            "store new runs there", experiment, found.artifact_location, root)  # fmt: skip
+                log.warning(
+                    "MLflow experiment %r keeps its artifacts at %s, not %s: name a new ECHOTUNE_MLFLOW_EXPERIMENT to "
+                    "store new runs there",
+                    experiment,
+                    found.artifact_location,
+                    root,
+                )
             return cls(client, name, found.experiment_id)
         if "://" not in root:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -97,7 +122,13 @@ class ModelRegistry:
 
     # --- runs and versions ---------------------------------------------------------------------
     def log_version(
-        self, model_dir: Path, algorithm: str, params: dict[str, Any], metrics: dict[str, float], tags: dict[str, str], run_name: str | None = None
+        self,
+        model_dir: Path,
+        algorithm: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        run_name: str | None = None,
     ) -> Registration:
         """Log one training run (params, metrics, tags, the pyfunc model) and register a new version."""
         # MLflow logs models only through its fluent API, which reads the process-wide tracking URI:
@@ -118,7 +149,9 @@ class ModelRegistry:
                     pip_requirements=["lightfm-next==1.19.0", "numpy", "scipy", "pandas"],
                     code_paths=[str(PYFUNC_FILE.parent)],
                 )
-        return Registration(run_id=run.info.run_id, version=str(info.registered_model_version), model_uri=info.model_uri)
+        return Registration(
+            run_id=run.info.run_id, version=str(info.registered_model_version), model_uri=info.model_uri
+        )
 
     def versions(self) -> list[str]:
         """Every registered version, oldest first."""
@@ -186,7 +219,9 @@ class ModelRegistry:
     # --- what the gate said, reports, artifacts ------------------------------------------------
     def record_decision(self, version: str, decision: PromotionDecision) -> None:
         """Keep the gate's verdict on the model version, where the MLflow UI shows it."""
-        self.client.set_model_version_tag(self.name, version, "promotion", "promoted" if decision.promoted else "rejected")
+        self.client.set_model_version_tag(
+            self.name, version, "promotion", "promoted" if decision.promoted else "rejected"
+        )
         self.client.set_model_version_tag(self.name, version, "promotion_reason", decision.reason)
         # where the champion's figure came from: the challenger's held-out data (same_split) or its own training run (logged)
         self.client.set_model_version_tag(self.name, version, "promotion_compared_on", decision.compared_on)
@@ -219,7 +254,9 @@ class ModelRegistry:
             run_id = self.client.get_model_version(self.name, version).run_id
         except MlflowException:
             return False
-        return bool(run_id) and any(a.path.endswith(ANN_INDEX_FILE) for a in self.client.list_artifacts(run_id, ANN_INDEX_PATH))
+        return bool(run_id) and any(
+            a.path.endswith(ANN_INDEX_FILE) for a in self.client.list_artifacts(run_id, ANN_INDEX_PATH)
+        )
 
     def ann_index(self, version: str) -> bytes | None:
         """The ANN index logged with ``version``, or None (released before indexes were, not indexed,
@@ -233,7 +270,10 @@ class ModelRegistry:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=f"{ANN_INDEX_PATH}/{ANN_INDEX_FILE}", dst_path=tmp, tracking_uri=self.client.tracking_uri
+                    run_id=run_id,
+                    artifact_path=f"{ANN_INDEX_PATH}/{ANN_INDEX_FILE}",
+                    dst_path=tmp,
+                    tracking_uri=self.client.tracking_uri,
                 )
             except (MlflowException, OSError):
                 return None
@@ -244,7 +284,11 @@ class ModelRegistry:
         # the version's own storage location: a models:/ URI would be resolved through the
         # process-wide registry URI, not this client's
         source = self.client.get_model_version_download_uri(self.name, version)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(destination), tracking_uri=self.client.tracking_uri))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=str(destination), tracking_uri=self.client.tracking_uri
+            )
+        )
         found = [p.parent for p in (local / "artifacts").glob("*/model.json")]
         if len(found) != 1:
             raise FileNotFoundError(f"version {version} of {self.name} holds no saved model folder")

@@ -45,7 +45,9 @@ class RoleTimeouts:
 
 
 # Why each figure (none of them was tuned by a benchmark; each bounds a hang on a dead connection):
-API_TIMEOUTS = RoleTimeouts(socket=1.0, connect=1.0)  # the request path: a slow Redis fails fast, the breaker and the spool take over
+API_TIMEOUTS = RoleTimeouts(
+    socket=1.0, connect=1.0
+)  # the request path: a slow Redis fails fast, the breaker and the spool take over
 # the API's synchronous work off the request path, in a thread: loading a model version's vectors (tens
 # of MB in one reply) and the rare admin calls (experiments)
 API_SYNC_TIMEOUTS = RoleTimeouts(socket=30.0, connect=5.0)
@@ -54,10 +56,19 @@ WORKER_BLOCK_MS = 1000  # how long one of the worker's reads waits for new entri
 # connection is dead (a half-open TCP connection after a failover or a NAT dropping the flow would
 # otherwise block it forever); keepalive and the health check find such connections sooner
 WORKER_TIMEOUTS = RoleTimeouts(socket=WORKER_BLOCK_MS / 1000 + 10.0, connect=5.0, health_check=15, keepalive=True)
-PIPELINE_TIMEOUTS = RoleTimeouts(socket=300.0, connect=5.0)  # publishing or draining a whole data set sends large batches in one round trip
-CLI_TIMEOUTS = RoleTimeouts(socket=30.0, connect=5.0)  # an operator's command: say so rather than hang when Redis is unreachable
-TIMEOUTS: dict[str, RoleTimeouts] = {"api": API_TIMEOUTS, "api_sync": API_SYNC_TIMEOUTS, "worker": WORKER_TIMEOUTS,
-                                     "pipeline": PIPELINE_TIMEOUTS, "cli": CLI_TIMEOUTS}  # fmt: skip
+PIPELINE_TIMEOUTS = RoleTimeouts(
+    socket=300.0, connect=5.0
+)  # publishing or draining a whole data set sends large batches in one round trip
+CLI_TIMEOUTS = RoleTimeouts(
+    socket=30.0, connect=5.0
+)  # an operator's command: say so rather than hang when Redis is unreachable
+TIMEOUTS: dict[str, RoleTimeouts] = {
+    "api": API_TIMEOUTS,
+    "api_sync": API_SYNC_TIMEOUTS,
+    "worker": WORKER_TIMEOUTS,
+    "pipeline": PIPELINE_TIMEOUTS,
+    "cli": CLI_TIMEOUTS,
+}
 
 
 def connection_options(role: Role, url: str, socket_timeout: float | None = None) -> dict[str, Any]:
@@ -66,8 +77,10 @@ def connection_options(role: Role, url: str, socket_timeout: float | None = None
     if role not in TIMEOUTS:
         raise ValueError(f"unknown Redis client role {role!r}: one of {', '.join(TIMEOUTS)}")
     timeouts = TIMEOUTS[role]
-    options: dict[str, Any] = {"socket_timeout": timeouts.socket if socket_timeout is None else socket_timeout,
-                               "socket_connect_timeout": timeouts.connect}  # fmt: skip
+    options: dict[str, Any] = {
+        "socket_timeout": timeouts.socket if socket_timeout is None else socket_timeout,
+        "socket_connect_timeout": timeouts.connect,
+    }
     if timeouts.health_check:
         options["health_check_interval"] = timeouts.health_check
     if timeouts.keepalive and not url.startswith("unix://"):
@@ -88,7 +101,9 @@ def connect(settings: Settings, role: Role, url: str | None = None) -> SyncClien
     there is no URL at all."""
     url = url or settings.redis_url
     if not url:
-        raise ValueError("no Redis URL: set ECHOTUNE_REDIS_URL, or use core.redis_clients.connected to start the embedded server")
+        raise ValueError(
+            "no Redis URL: set ECHOTUNE_REDIS_URL, or use core.redis_clients.connected to start the embedded server"
+        )
     return connect_url(url, settings.redis_cluster, role)
 
 
@@ -115,7 +130,9 @@ def _keepalive_options() -> dict[int, int]:
 
 def _check(url: str, cluster: bool) -> None:
     if cluster and not url.startswith(("redis://", "rediss://")):
-        raise ValueError(f"ECHOTUNE_REDIS_CLUSTER needs ECHOTUNE_REDIS_URL to name a cluster node as redis://host:port, not {url!r}")
+        raise ValueError(
+            f"ECHOTUNE_REDIS_CLUSTER needs ECHOTUNE_REDIS_URL to name a cluster node as redis://host:port, not {url!r}"
+        )
 
 
 def redis_client(url: str, cluster: bool = False, **options: Any) -> SyncClient:
@@ -159,7 +176,9 @@ def run_scripts(client: SyncClient, calls: Sequence[tuple[Script, Sequence[str],
             replies = _evalsha_pipeline(client.get_redis_connection(nodes[name]), [calls[i] for i in indices])
             for i, reply in zip(indices, replies):
                 results[i] = reply
-        moved = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.AskError)]  # MovedError is an AskError
+        moved = [
+            i for i, r in enumerate(results) if isinstance(r, redis.exceptions.AskError)
+        ]  # MovedError is an AskError
         if moved:
             client.nodes_manager.initialize()
             for i in moved:
@@ -178,7 +197,11 @@ def _evalsha_pipeline(server: redis.Redis, calls: Sequence[tuple[Script, Sequenc
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         replies = pipe.execute(raise_on_error=False)
-        missing = {id(script): script for (script, _, _), reply in zip(calls, replies) if isinstance(reply, redis.exceptions.NoScriptError)}
+        missing = {
+            id(script): script
+            for (script, _, _), reply in zip(calls, replies)
+            if isinstance(reply, redis.exceptions.NoScriptError)
+        }
         if not missing or attempt:
             return replies
         for script in missing.values():
@@ -197,5 +220,7 @@ def mget(client: SyncClient, keys: Sequence[str]) -> list:
 def used_memory(client: SyncClient) -> int:
     """Bytes Redis uses for data: of the server, or summed over every primary of a cluster."""
     if isinstance(client, RedisCluster):
-        return sum(int(info["used_memory"]) for info in client.info("memory", target_nodes=RedisCluster.PRIMARIES).values())
+        return sum(
+            int(info["used_memory"]) for info in client.info("memory", target_nodes=RedisCluster.PRIMARIES).values()
+        )
     return int(client.info("memory")["used_memory"])

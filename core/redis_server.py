@@ -54,7 +54,9 @@ def memory_bytes(text: str) -> int:
     bytes. Raises ValueError naming the value."""
     match = re.fullmatch(r"\s*(\d+)\s*([a-z]*)\s*", text.lower())
     if not match or match[2] not in _UNITS:
-        raise ValueError(f"{text!r} is not a Redis memory size (a number with an optional unit: b, k, kb, m, mb, g, gb)")
+        raise ValueError(
+            f"{text!r} is not a Redis memory size (a number with an optional unit: b, k, kb, m, mb, g, gb)"
+        )
     return int(match[1]) * _UNITS[match[2]]
 
 
@@ -110,19 +112,29 @@ class EmbeddedRedis:
         sock = self.directory / "redis.sock"
         args = [
             redis_server_binary(),
-            "--dir", str(self.directory),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
             # bounded, and never evicting: a full Redis refuses writes (the API spools feedback, the
             # worker retries) rather than silently dropping vectors or accepted events
-            "--maxmemory", self.maxmemory,
-            "--maxmemory-policy", "noeviction",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"),
-            "--bind", "127.0.0.1",
-            "--protected-mode", "yes",
-        ]  # fmt: skip
+            "--maxmemory",
+            self.maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+            "--bind",
+            "127.0.0.1",
+            "--protected-mode",
+            "yes",
+        ]
         if len(str(sock)) <= _MAX_SOCKET_PATH:
             sock.unlink(missing_ok=True)
             args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
@@ -221,9 +233,13 @@ class EmbeddedCluster:
                 client.execute_command("CLUSTER ADDSLOTS", *range(i * share, last + 1))  # ADDSLOTSRANGE needs Redis 7
                 client.execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0])
             deadline = time.monotonic() + timeout
-            while not all(c.cluster("INFO")["cluster_state"] == "ok" and len(c.cluster("NODES")) == self.masters for c in clients):
+            while not all(
+                c.cluster("INFO")["cluster_state"] == "ok" and len(c.cluster("NODES")) == self.masters for c in clients
+            ):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis cluster on ports {self.ports} not ok within {timeout}s (logs under {self.directory})")
+                    raise RuntimeError(
+                        f"redis cluster on ports {self.ports} not ok within {timeout}s (logs under {self.directory})"
+                    )
                 time.sleep(0.05)
             for client in clients:
                 client.close()
@@ -238,26 +254,40 @@ class EmbeddedCluster:
         port = _free_cluster_port()
         args = [
             redis_server_binary(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--cluster-enabled", "yes",
-            "--cluster-config-file", str(folder / "nodes.conf"),
-            "--cluster-node-timeout", "5000",
-            "--dir", str(folder),
-            "--appendonly", "yes",  # as the embedded server: readiness sees a durable Redis
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--maxmemory", self.maxmemory,
-            "--maxmemory-policy", "noeviction",
-            "--logfile", str(folder / "redis.log"),
-        ]  # fmt: skip
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(folder / "nodes.conf"),
+            "--cluster-node-timeout",
+            "5000",
+            "--dir",
+            str(folder),
+            "--appendonly",
+            "yes",  # as the embedded server: readiness sees a durable Redis
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--maxmemory",
+            self.maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(folder / "redis.log"),
+        ]
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._processes.append(process)
         self.ports.append(port)
         deadline = time.monotonic() + timeout
         while not _responds(f"redis://127.0.0.1:{port}/0"):
             if process.poll() is not None:
-                raise RuntimeError(f"cluster node on port {port} exited with {process.returncode} (log: {folder / 'redis.log'})")
+                raise RuntimeError(
+                    f"cluster node on port {port} exited with {process.returncode} (log: {folder / 'redis.log'})"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster node on port {port} did not answer within {timeout}s")
             time.sleep(0.05)

@@ -32,11 +32,11 @@ from mlflow.exceptions import MlflowException
 from core.erasure_log import ErasureLog
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Registration
 from core.vectorstore import PLAYED_CAP, VectorStore
-from models.base import Recommender
+from models.algorithms import load
 from models.ann import CatalogIndex
+from models.base import Recommender
 from models.features import track_features, unit_rows
 from models.promotion import PromotionDecision, decide_promotion
-from models.algorithms import load
 from models.training import TrainingResult
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,25 @@ HALF_LIFE_PARAM = "recency_half_life_days"
 
 
 def register(
-    registry: ModelRegistry, result: TrainingResult, model_dir: Path, tags: dict[str, str], weighting: dict[str, float] | None = None
+    registry: ModelRegistry,
+    result: TrainingResult,
+    model_dir: Path,
+    tags: dict[str, str],
+    weighting: dict[str, float] | None = None,
 ) -> Registration:
     """Log a trained model (its held-out metrics next to popularity's; when it was measured against the
     champion, both on those pairs: ``head_to_head_test_...``, ``head_to_head_incumbent_test_...``,
     ``head_to_head_pairs``) as a new version: ``challenger``.
     ``weighting``: how its training data was weighted (e.g. ``HALF_LIFE_PARAM``), logged with its params."""
-    metrics = {**result.metrics, **{f"popularity_{k}": v for k, v in result.baseline_metrics.items()}, "fit_seconds": result.fit_seconds}
+    metrics = {
+        **result.metrics,
+        **{f"popularity_{k}": v for k, v in result.baseline_metrics.items()},
+        "fit_seconds": result.fit_seconds,
+    }
     if (versus := result.head_to_head) is not None:
-        metrics |= {f"head_to_head_{k}": v for k, v in versus.model.items()} | {f"head_to_head_incumbent_{k}": v for k, v in versus.incumbent.items()}
+        metrics |= {f"head_to_head_{k}": v for k, v in versus.model.items()} | {
+            f"head_to_head_incumbent_{k}": v for k, v in versus.incumbent.items()
+        }
         metrics["head_to_head_pairs"] = versus.pairs
     record = registry.log_version(model_dir, result.algorithm, {**result.params, **(weighting or {})}, metrics, tags)
     registry.set_alias(CHALLENGER, record.version)
@@ -62,9 +72,14 @@ def register(
 
 
 def gate(
-    registry: ModelRegistry, version: str, result: TrainingResult, metric: str, margin: float, erasures: dict[str, float] | None = None,
+    registry: ModelRegistry,
+    version: str,
+    result: TrainingResult,
+    metric: str,
+    margin: float,
+    erasures: dict[str, float] | None = None,
     incumbent_version: str | None = None,
-) -> PromotionDecision:  # fmt: skip
+) -> PromotionDecision:
     """The champion gate for ``version``: its held-out ``metric`` (e.g. ``test_ndcg_at_10``) must beat
     popularity's and the champion's by ``margin``. Against the champion, the figures of
     ``result.head_to_head`` (both models on the same held-out pairs) when they were measured for
@@ -80,9 +95,14 @@ def gate(
     tainted = rival and _trained_before_erasure(registry, champion, erasures or {})
     reason = "it was trained on data of a user erased since (GDPR)" if tainted else None
     decision = decide_promotion(
-        metric, result.metrics, champion_metrics, result.baseline_metrics, margin, champion_must_go=reason,
+        metric,
+        result.metrics,
+        champion_metrics,
+        result.baseline_metrics,
+        margin,
+        champion_must_go=reason,
         head_to_head=None if versus is None else (versus.model, versus.incumbent),
-    )  # fmt: skip
+    )
     registry.record_decision(version, decision)
     if decision.promoted:
         registry.set_alias(CHAMPION, version)
@@ -107,10 +127,19 @@ def load_champion(registry: ModelRegistry) -> tuple[str, Recommender] | None:
     try:
         model = load_version(registry, version)
     except (MlflowException, OSError, ValueError, KeyError) as error:
-        log.warning("champion %s of %s cannot be loaded (%s): the gate compares with its logged metrics", version, registry.name, error)
+        log.warning(
+            "champion %s of %s cannot be loaded (%s): the gate compares with its logged metrics",
+            version,
+            registry.name,
+            error,
+        )
         return None
     if not model.servable or model.train_matrix is None:  # no fold-in, or no telling which held-out pairs it learned
-        log.warning("champion %s (%s) cannot be scored on new data: the gate compares with its logged metrics", version, model.name)
+        log.warning(
+            "champion %s (%s) cannot be scored on new data: the gate compares with its logged metrics",
+            version,
+            model.name,
+        )
         return None
     return version, model
 
@@ -134,9 +163,16 @@ def index_version(registry: ModelRegistry, version: str, model: Recommender) -> 
 
 
 def publish(
-    store: VectorStore, version: str, model: Recommender, catalog: pd.DataFrame, trained_until_ms: int = 0,
-    registered_model: str = "", alias: str | None = None, erased: ErasureLog | None = None, half_life_days: float | None = None,
-) -> dict[str, int]:  # fmt: skip
+    store: VectorStore,
+    version: str,
+    model: Recommender,
+    catalog: pd.DataFrame,
+    trained_until_ms: int = 0,
+    registered_model: str = "",
+    alias: str | None = None,
+    erased: ErasureLog | None = None,
+    half_life_days: float | None = None,
+) -> dict[str, int]:
     """Write every artefact of ``version`` to Redis: item table and vectors, similarity vectors, the
     fold-in the feedback worker learns with, user vectors (none for users ``erased`` names: a model
     trained before their erasure still holds them). Moves ``alias`` to it afterwards when given. ``trained_until_ms``: the
@@ -152,20 +188,33 @@ def publish(
         keep = ~np.isin(user_ids.astype(str), np.array(sorted(gone), dtype=str))
         user_ids, user_vectors = user_ids[keep], user_vectors[keep]
     counts = store.publish(
-        version, served_items(catalog, model), model.item_vectors(), user_ids, user_vectors,
-        meta={"algorithm": model.name, "registered_model": registered_model, "trained_until": str(int(trained_until_ms)),
-              HALF_LIFE_PARAM: str(float(half_life_days or 0))},
-        similarity_vectors=model.similarity_vectors(), fold_in=(fold.matrix, fold.tail),
-    )  # fmt: skip
+        version,
+        served_items(catalog, model),
+        model.item_vectors(),
+        user_ids,
+        user_vectors,
+        meta={
+            "algorithm": model.name,
+            "registered_model": registered_model,
+            "trained_until": str(int(trained_until_ms)),
+            HALF_LIFE_PARAM: str(float(half_life_days or 0)),
+        },
+        similarity_vectors=model.similarity_vectors(),
+        fold_in=(fold.matrix, fold.tail),
+    )
     if alias is not None:
         store.set_alias(alias, version)
     return counts
 
 
 def publish_aliases(
-    registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES, erased: ErasureLog | None = None,
+    registry: ModelRegistry,
+    store: VectorStore,
+    catalog: pd.DataFrame,
+    aliases: Collection[str] = ALIASES,
+    erased: ErasureLog | None = None,
     ann_min_tracks: int | None = None,
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """For each MLflow alias that points at a version: publish the version to Redis unless it already
     is (without the vectors of users ``erased`` names; with its ANN index logged to MLflow when it has
     at least ``ann_min_tracks`` tracks, None: never), then move the Redis alias. Returns alias -> version."""
@@ -178,12 +227,27 @@ def publish_aliases(
         if version not in store.versions():
             model = load_version(registry, version)
             trained_until = int(registry.run_tags(version).get("trained_until_ms", "0"))
-            half_life = float(registry.run_params(version).get(HALF_LIFE_PARAM) or 0)  # versions trained before it: none
+            half_life = float(
+                registry.run_params(version).get(HALF_LIFE_PARAM) or 0
+            )  # versions trained before it: none
             # before the vectors: the API finds the index once it sees them; built once per version (a second
             # store, or a Redis that lost the version, reuses the logged one)
-            if ann_min_tracks is not None and len(model.item_ids) >= ann_min_tracks and not registry.has_ann_index(version):
+            if (
+                ann_min_tracks is not None
+                and len(model.item_ids) >= ann_min_tracks
+                and not registry.has_ann_index(version)
+            ):
                 index_version(registry, version, model)
-            publish(store, version, model, catalog, trained_until, registered_model=registry.name, erased=erased, half_life_days=half_life)
+            publish(
+                store,
+                version,
+                model,
+                catalog,
+                trained_until,
+                registered_model=registry.name,
+                erased=erased,
+                half_life_days=half_life,
+            )
         store.set_alias(alias, version)
         published[alias] = version
     return published
@@ -193,13 +257,20 @@ def publish_played(store: VectorStore, interactions: pd.DataFrame, cap: int = PL
     """Add every (user, item) of the training interactions to the users' played sets, with when it
     was last played; each user keeps their ``cap`` most recent."""
     when = pd.to_datetime(interactions["timestamp"], utc=True, errors="coerce")
-    frame = pd.DataFrame({"user_id": interactions["user_id"].astype(str), "item_id": interactions["item_id"].astype(str),
-                          "ms": (when.astype("int64") // 1_000_000).where(when.notna(), 0)})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "user_id": interactions["user_id"].astype(str),
+            "item_id": interactions["item_id"].astype(str),
+            "ms": (when.astype("int64") // 1_000_000).where(when.notna(), 0),
+        }
+    )
     played = {user: dict(zip(group["item_id"], group["ms"])) for user, group in frame.groupby("user_id", sort=False)}
     return store.add_played(played, cap)
 
 
-def extend_catalog(registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES) -> dict[str, int]:
+def extend_catalog(
+    registry: ModelRegistry, store: VectorStore, catalog: pd.DataFrame, aliases: Collection[str] = ALIASES
+) -> dict[str, int]:
     """New tracks join the served catalog without a retrain: tracks of ``catalog`` that a published
     aliased version lacks get item vectors from their audio features and genres through the model's
     cold-start map (``cold_item_vectors``) and are appended to that version in Redis
@@ -240,7 +311,9 @@ def rollback(registry: ModelRegistry, store: VectorStore, to_version: str | None
     if to_version not in registry.versions():
         raise LookupError(f"{registry.name} has no version {to_version}; versions: {', '.join(registry.versions())}")
     if to_version not in store.versions():
-        raise LookupError(f"version {to_version} is not published in Redis: publish it first (materialize serving_vectors)")
+        raise LookupError(
+            f"version {to_version} is not published in Redis: publish it first (materialize serving_vectors)"
+        )
     registry.set_alias(CHAMPION, to_version)
     store.set_alias(CHAMPION, to_version)
     return current, to_version
@@ -287,7 +360,13 @@ def purge_receipts(purged: dict[str, float], erasures: dict[str, float]) -> dict
     for subject, erased_at in erasures.items():
         held = sorted((v for v, registered in purged.items() if registered < erased_at), key=int)
         if held:
-            receipts[subject] = [("model_versions", len(held), f"versions {', '.join(held)}: MLflow artifacts, registered version and Redis vectors deleted")]
+            receipts[subject] = [
+                (
+                    "model_versions",
+                    len(held),
+                    f"versions {', '.join(held)}: MLflow artifacts, registered version and Redis vectors deleted",
+                )
+            ]
     return receipts
 
 

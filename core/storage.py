@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from upath import UPath
 
-StoragePath = Union[Path, UPath]
+StoragePath = Path | UPath
 
 
 def location(url: str | Path, s3_endpoint_url: str | None = None) -> StoragePath:
@@ -62,7 +62,9 @@ def read_frame(path: StoragePath, columns: list[str] | None = None) -> pd.DataFr
     return pd.read_parquet(source, columns=columns, filesystem=fs)
 
 
-def read_batches(path: StoragePath, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+def read_batches(
+    path: StoragePath, batch_size: int = 65_536, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
     """A parquet file batch by batch: memory bounded by the batch, not the file."""
     source, fs = _arrow(path)
     with pq.ParquetFile(source, filesystem=fs) as file:
@@ -72,7 +74,9 @@ def read_batches(path: StoragePath, batch_size: int = 65_536, columns: list[str]
 def read_files(files: Sequence[StoragePath], schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
     """Many parquet files of one folder tree as one table (multi-threaded C++ read)."""
     if files and is_remote(files[0]):
-        return ds.dataset([f.path for f in files], schema=schema, format="parquet", filesystem=files[0].fs).to_table(columns=columns)
+        return ds.dataset([f.path for f in files], schema=schema, format="parquet", filesystem=files[0].fs).to_table(
+            columns=columns
+        )
     return ds.dataset(list(files), schema=schema, format="parquet").to_table(columns=columns)
 
 

@@ -52,7 +52,16 @@ GENRE_PROFILES: dict[str, tuple[float, ...]] = {
     "ambient": (0.30, 0.20, 0.75, 0.88, 0.15, 0.04, 90, -18.0, 0.00),
 }
 GENRES: tuple[str, ...] = tuple(GENRE_PROFILES)
-_FEATURES = ("danceability", "energy", "acousticness", "instrumentalness", "valence", "speechiness", "tempo", "loudness")
+_FEATURES = (
+    "danceability",
+    "energy",
+    "acousticness",
+    "instrumentalness",
+    "valence",
+    "speechiness",
+    "tempo",
+    "loudness",
+)
 _SYLLABLES = "ka lo mi ra ven tor sel an bri dus el fa gon hal iro jun kel lum nor ost pra qui ros sta tun ul vor wyn xa yel zor".split()
 _WORDS = "night blue fire river heart city dream gold shadow summer rain light wild echo stone velvet electric silent neon ocean".split()
 _BASE62 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
@@ -112,7 +121,9 @@ def _favourite_artists(rng: np.random.Generator, taste: np.ndarray, artist_genre
     redo = np.arange(len(owner))
     while len(redo):  # uniform within the genre; an artist drawn twice for a user is drawn again
         g = genre[redo]
-        artist[redo] = by_genre[first[g] + np.minimum((rng.random(len(redo)) * per_genre[g]).astype(np.int64), per_genre[g] - 1)]
+        artist[redo] = by_genre[
+            first[g] + np.minimum((rng.random(len(redo)) * per_genre[g]).astype(np.int64), per_genre[g] - 1)
+        ]
         _, kept = np.unique(owner * n_artists + artist, return_index=True)
         again = np.ones(len(owner), dtype=bool)
         again[kept] = False
@@ -152,7 +163,7 @@ class SyntheticWorld:
     listen_sharpness: float = 4.0
 
     @classmethod
-    def generate(cls, n_tracks: int, n_users: int, seed: int = 7) -> "SyntheticWorld":
+    def generate(cls, n_tracks: int, n_users: int, seed: int = 7) -> SyntheticWorld:
         """Build the catalog and the users. Deterministic in (n_tracks, n_users, seed)."""
         rng = np.random.default_rng(seed)
         n_genres = len(GENRES)
@@ -256,13 +267,17 @@ class SyntheticWorld:
 
         def track_terms(rows: slice) -> np.ndarray:
             sound = self.track_sound[rows]
-            return np.column_stack([np.eye(n_genres)[self.track_genre[rows]], sound, (sound**2).sum(axis=1), self.track_appeal[rows]])
+            return np.column_stack(
+                [np.eye(n_genres)[self.track_genre[rows]], sound, (sound**2).sum(axis=1), self.track_appeal[rows]]
+            )
 
         chunks = [slice(i, i + 100_000) for i in range(0, self.n_tracks, 100_000)]
         mean = sum(track_terms(c).sum(axis=0) for c in chunks) / self.n_tracks
         cov = sum((f := track_terms(c) - mean).T @ f for c in chunks) / self.n_tracks
         ones = np.ones(self.n_users)
-        user_terms = np.column_stack([0.45 * self.user_genre_taste, 2 * _SOUND * self.user_sound, -_SOUND * ones, 0.6 * ones])
+        user_terms = np.column_stack(
+            [0.45 * self.user_genre_taste, 2 * _SOUND * self.user_sound, -_SOUND * ones, 0.6 * ones]
+        )
         user_mean = user_terms @ mean - _SOUND * (self.user_sound**2).sum(axis=1)
         user_var = np.einsum("ij,jk,ik->i", user_terms, cov, user_terms)
         return user_mean, np.sqrt(np.maximum(user_var, 0.0))
@@ -286,7 +301,11 @@ class SyntheticWorld:
         """Affinity of aligned (user, track) pairs without the favourite-artist bonus."""
         mean, std = self._standardisation
         distance = ((self.user_sound[users] - self.track_sound[tracks]) ** 2).sum(axis=1)
-        raw = 0.45 * self.user_genre_taste[users, self.track_genre[tracks]] - _SOUND * distance + 0.6 * self.track_appeal[tracks]
+        raw = (
+            0.45 * self.user_genre_taste[users, self.track_genre[tracks]]
+            - _SOUND * distance
+            + 0.6 * self.track_appeal[tracks]
+        )
         return (raw - mean[users]) / (std[users] + 1e-9)
 
     def affinity(self, users: np.ndarray, tracks: np.ndarray | None = None) -> np.ndarray:
@@ -298,7 +317,11 @@ class SyntheticWorld:
         mean, std = self._standardisation
         sound_u, sound_t = self.user_sound[users], self.track_sound[t]
         distance = (sound_u**2).sum(axis=1)[:, None] - 2 * sound_u @ sound_t.T + (sound_t**2).sum(axis=1)[None, :]
-        raw = 0.45 * self.user_genre_taste[users][:, self.track_genre[t]] - _SOUND * distance + 0.6 * self.track_appeal[t][None, :]
+        raw = (
+            0.45 * self.user_genre_taste[users][:, self.track_genre[t]]
+            - _SOUND * distance
+            + 0.6 * self.track_appeal[t][None, :]
+        )
         z = (raw - mean[users, None]) / (std[users, None] + 1e-9)
         artists = self.track_artist[t]
         for row, u in enumerate(users):
@@ -311,10 +334,12 @@ class SyntheticWorld:
         return self._plain_affinity(users, tracks) + 1.5 * self._is_favourite(users, tracks)
 
     @cached_property
-    def _listen_sampler(self) -> "_ListenSampler":
+    def _listen_sampler(self) -> _ListenSampler:
         return _ListenSampler(self)
 
-    def listens(self, rng: np.random.Generator, counts: np.ndarray, users: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def listens(
+        self, rng: np.random.Generator, counts: np.ndarray, users: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``counts[i]`` independent organic listens of user ``users[i]`` (default: of user i), drawn from
         the softmax of ``listen_sharpness * affinity(user)`` over the catalog. Returns the tracks and
         their affinities, user after user (the ``counts[0]`` listens of the first user first)."""
@@ -344,7 +369,16 @@ class SyntheticWorld:
 
 _SOUND = 0.55 / 0.08  # weight of the squared sound distance in the raw taste score
 _TYPES = np.array(
-    ["recommendation_shown", "recommendation_clicked", "track_completed", "track_skipped", "play", "like", "explicit_rating"], dtype=object
+    [
+        "recommendation_shown",
+        "recommendation_clicked",
+        "track_completed",
+        "track_skipped",
+        "play",
+        "like",
+        "explicit_rating",
+    ],
+    dtype=object,
 )
 _SHOWN, _CLICKED, _COMPLETED, _SKIPPED, _PLAY, _LIKE, _RATING = range(len(_TYPES))
 
@@ -391,7 +425,9 @@ class _ListenSampler:
         # users' scales on the grid, and the slack the rounding needs
         self.user_mean, std = w._standardisation
         self.scale = self.beta / (std + 1e-9)
-        levels, self.user_level = np.unique(np.round(self.scale / self.SCALE_STEP).astype(np.int64), return_inverse=True)
+        levels, self.user_level = np.unique(
+            np.round(self.scale / self.SCALE_STEP).astype(np.int64), return_inverse=True
+        )
         self.level_scale = levels * self.SCALE_STEP
         self.slack = np.abs(self.scale - self.level_scale[self.user_level]) * 0.6 * np.abs(appeal).max(initial=0.0)
         # per grid level and genre: log of the total block weight, and each block's cumulative share laid
@@ -444,7 +480,9 @@ class _ListenSampler:
         owner = np.repeat(owner, sizes)
         return owner, tracks, self.log_bonus + self.beta * w._plain_affinity(users[owner], tracks)
 
-    def _draw_group(self, rng: np.random.Generator, users: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _draw_group(
+        self, rng: np.random.Generator, users: np.ndarray, need: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         w, n = self.world, len(users)
         level = self.user_level[users]
         genre_log = self._genre_log_weight(users)
@@ -471,15 +509,24 @@ class _ListenSampler:
             blocks = rng.random(len(owner)) < from_blocks[owner]
             b = np.flatnonzero(blocks)
             genre = _pick(rng, genre_cumulative[owner[b]])
-            where = np.searchsorted(self.cumulative, level[owner[b]] * self.n_genres + genre + (1.0 - rng.random(len(b))))
+            where = np.searchsorted(
+                self.cumulative, level[owner[b]] * self.n_genres + genre + (1.0 - rng.random(len(b)))
+            )
             block = where % len(self.block_start)
-            offset = np.minimum((rng.random(len(b)) * self.block_size[block]).astype(np.int64), self.block_size[block] - 1)
+            offset = np.minimum(
+                (rng.random(len(b)) * self.block_size[block]).astype(np.int64), self.block_size[block] - 1
+            )
             track[b] = self.order[self.block_start[block] + offset]
             f = np.flatnonzero(~blocks)
-            track[f] = tracks_f[np.minimum(np.searchsorted(cumulative_f, owner[f] + (1.0 - rng.random(len(f)))), len(tracks_f) - 1)]
+            track[f] = tracks_f[
+                np.minimum(np.searchsorted(cumulative_f, owner[f] + (1.0 - rng.random(len(f)))), len(tracks_f) - 1)
+            ]
             u = users[owner]
             plain, favourite = w._plain_affinity(u, track), w._is_favourite(u, track)
-            envelope = genre_log[owner, w.track_genre[track]] + self.level_scale[level[owner]] * 0.6 * self.block_top[self.track_block[track]]
+            envelope = (
+                genre_log[owner, w.track_genre[track]]
+                + self.level_scale[level[owner]] * 0.6 * self.block_top[self.track_block[track]]
+            )
             envelope = np.where(favourite, np.logaddexp(envelope, self.log_bonus + self.beta * plain), envelope)
             z = plain + 1.5 * favourite
             accepted = np.flatnonzero(np.log(rng.random(len(owner))) < self.beta * z - envelope)
@@ -503,7 +550,9 @@ class _History:
     ``budget[u]`` slots in the order they happen; each slate or stream takes the next instant of the
     user's clock (``budget + 64`` sorted uniform instants)."""
 
-    def __init__(self, world: SyntheticWorld, rng: np.random.Generator, budget: np.ndarray, start_ms: int, span_ms: int) -> None:
+    def __init__(
+        self, world: SyntheticWorld, rng: np.random.Generator, budget: np.ndarray, start_ms: int, span_ms: int
+    ) -> None:
         self.world, self.rng, self.budget = world, rng, budget
         n_users = world.n_users
         self.first = _segments(budget)[:-1]
@@ -554,7 +603,10 @@ class _History:
             tracks, z = self.world.listens(self.rng, self.left[short], short)
             self.organic_next[short] = len(self.organic_track) + _segments(self.left[short])[:-1]
             self.organic_left[short] = self.left[short]
-            self.organic_track, self.organic_z = np.concatenate([self.organic_track, tracks]), np.concatenate([self.organic_z, z])
+            self.organic_track, self.organic_z = (
+                np.concatenate([self.organic_track, tracks]),
+                np.concatenate([self.organic_z, z]),
+            )
         at = self.organic_next[users]
         self.organic_next[users] += 1
         self.organic_left[users] -= 1
@@ -633,7 +685,9 @@ class _History:
         return frame.reindex(columns=EVENT_SCHEMA.names)
 
 
-def extended_history_export(world: SyntheticWorld, events: pd.DataFrame, username: str | None = None, seed: int = 0) -> list[dict]:
+def extended_history_export(
+    world: SyntheticWorld, events: pd.DataFrame, username: str | None = None, seed: int = 0
+) -> list[dict]:
     """The streams among ``events`` as rows of a Spotify extended streaming history export, with the
     PII fields a real export carries (IP address, platform, country, optionally a username) and a few
     podcast rows and incognito sessions mixed in, for testing and benchmarking the importer."""
@@ -646,21 +700,40 @@ def extended_history_export(world: SyntheticWorld, events: pd.DataFrame, usernam
     for ts, track, kind, ms in zip(streams["timestamp"], streams["track_id"], streams["type"], streams["ms_played"]):
         ip = f"{rng.integers(1, 255)}.{rng.integers(0, 255)}.{rng.integers(0, 255)}.{rng.integers(1, 255)}"
         row = {
-            "ts": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "platform": "Android OS 14 API 34 (Google, Pixel 8)",
-            "ms_played": int(ms) if ms is not pd.NA else 0, "conn_country": "SE", "ip_addr": ip,
-            "master_metadata_track_name": names[track], "master_metadata_album_artist_name": artists[track],
-            "master_metadata_album_album_name": albums[track], "spotify_track_uri": f"spotify:track:{track}",
-            "episode_name": None, "episode_show_name": None, "spotify_episode_uri": None,
-            "reason_start": "clickrow", "reason_end": reason[kind], "shuffle": bool(rng.random() < 0.3),
-            "skipped": kind == "track_skipped", "offline": False, "offline_timestamp": None,
+            "ts": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "platform": "Android OS 14 API 34 (Google, Pixel 8)",
+            "ms_played": int(ms) if ms is not pd.NA else 0,
+            "conn_country": "SE",
+            "ip_addr": ip,
+            "master_metadata_track_name": names[track],
+            "master_metadata_album_artist_name": artists[track],
+            "master_metadata_album_album_name": albums[track],
+            "spotify_track_uri": f"spotify:track:{track}",
+            "episode_name": None,
+            "episode_show_name": None,
+            "spotify_episode_uri": None,
+            "reason_start": "clickrow",
+            "reason_end": reason[kind],
+            "shuffle": bool(rng.random() < 0.3),
+            "skipped": kind == "track_skipped",
+            "offline": False,
+            "offline_timestamp": None,
             "incognito_mode": bool(rng.random() < 0.01),
-        }  # fmt: skip
+        }
         if username:
             row["username"] = username
         rows.append(row)
         if rng.random() < 0.02:  # a podcast episode: no track fields
-            rows.append({**row, "master_metadata_track_name": None, "master_metadata_album_artist_name": None,
-                         "master_metadata_album_album_name": None, "spotify_track_uri": None,
-                         "episode_name": "Episode", "episode_show_name": "Show",
-                         "spotify_episode_uri": "spotify:episode:0Q86acNRm6V9GYx55SXKwf"})  # fmt: skip
+            rows.append(
+                {
+                    **row,
+                    "master_metadata_track_name": None,
+                    "master_metadata_album_artist_name": None,
+                    "master_metadata_album_album_name": None,
+                    "spotify_track_uri": None,
+                    "episode_name": "Episode",
+                    "episode_show_name": "Show",
+                    "spotify_episode_uri": "spotify:episode:0Q86acNRm6V9GYx55SXKwf",
+                }
+            )
     return rows

@@ -114,7 +114,9 @@ class OfflineStore:
                 existing = read_table(path, schema=EVENT_SCHEMA)
                 before = len(existing)
                 rows = pa.concat_tables([existing, rows])
-                rows = rows.filter(pa.array(~pd.Series(rows["event_id"].to_numpy(zero_copy_only=False)).duplicated().to_numpy()))
+                rows = rows.filter(
+                    pa.array(~pd.Series(rows["event_id"].to_numpy(zero_copy_only=False)).duplicated().to_numpy())
+                )
             write_parquet_atomic(rows, path, EVENT_SCHEMA, fsync=fsync)
             return len(rows) - before
 
@@ -135,7 +137,9 @@ class OfflineStore:
         erased = self.erasures.erased_among(pc.unique(table["user_id"]).drop_null().to_pylist())
         if not erased:
             return table
-        return table.filter(pc.invert(pc.fill_null(pc.is_in(table["user_id"], value_set=pa.array(sorted(erased), pa.string())), False)))
+        return table.filter(
+            pc.invert(pc.fill_null(pc.is_in(table["user_id"], value_set=pa.array(sorted(erased), pa.string())), False))
+        )
 
     def write_interaction_source(self, source: str, logs: pd.DataFrame, schema: pa.Schema) -> int:
         """Store one source's user-item log (erased users' rows left out); returns the rows stored."""
@@ -155,9 +159,17 @@ class OfflineStore:
         if days is not None:
             wanted = set(days)
             months = {d[:7] for d in wanted}
-            files = [f for f in files if f.parent.name.split("=", 1)[1] in (wanted if f.parent.name.startswith("date=") else months)]
+            files = [
+                f
+                for f in files
+                if f.parent.name.split("=", 1)[1] in (wanted if f.parent.name.startswith("date=") else months)
+            ]
         if since is not None:
-            files = [f for f in files if f.parent.name.split("=", 1)[1] >= (since if f.parent.name.startswith("date=") else since[:7])]
+            files = [
+                f
+                for f in files
+                if f.parent.name.split("=", 1)[1] >= (since if f.parent.name.startswith("date=") else since[:7])
+            ]
         if not files:
             return EVENT_SCHEMA.empty_table().to_pandas()
         table = read_files(files, EVENT_SCHEMA)
@@ -172,8 +184,13 @@ class OfflineStore:
         """Events of ``part`` (default: live feedback) stored with a timestamp after ``after_ms``; reads
         only the day partitions from that day on."""
         first_day = np.datetime64(int(after_ms), "ms").astype("datetime64[D]").astype(str)
-        files = [f for f in self.event_files() if f.name == f"{part}.parquet" and f.parent.name.startswith("date=")
-                 and f.parent.name.split("=", 1)[1] >= first_day]  # fmt: skip
+        files = [
+            f
+            for f in self.event_files()
+            if f.name == f"{part}.parquet"
+            and f.parent.name.startswith("date=")
+            and f.parent.name.split("=", 1)[1] >= first_day
+        ]
         if not files:
             return 0
         table = read_files(files, EVENT_SCHEMA, columns=["timestamp"])
@@ -189,7 +206,11 @@ class OfflineStore:
 
     def read_event_part(self, day: date | str, part: str) -> pd.DataFrame:
         path = self.event_partition(day) / f"{part}.parquet"
-        return read_table(path, schema=EVENT_SCHEMA).to_pandas() if path.exists() else EVENT_SCHEMA.empty_table().to_pandas()
+        return (
+            read_table(path, schema=EVENT_SCHEMA).to_pandas()
+            if path.exists()
+            else EVENT_SCHEMA.empty_table().to_pandas()
+        )
 
     # --- interactions -----------------------------------------------------------------------
     def write_interactions(self, interactions: pd.DataFrame) -> StoragePath:

@@ -8,12 +8,21 @@ import pandas as pd
 from core.contracts.events import SIMULATED_SOURCE
 from core.storage import read_frame
 from core.tables import OfflineStore
-from models.weighting import count_weights, fading_weights, graded_interactions, positive_log1p, recency_decay, timestamps_ms
+from models.weighting import (
+    count_weights,
+    fading_weights,
+    graded_interactions,
+    positive_log1p,
+    recency_decay,
+    timestamps_ms,
+)
 
 COLUMNS = ["user_id", "item_id", "score", "events", "timestamp", "positive", "weight"]
 
 
-def log_interactions(logs: pd.DataFrame, half_life_days: float | None = None, reference_ms: float | None = None) -> pd.DataFrame:
+def log_interactions(
+    logs: pd.DataFrame, half_life_days: float | None = None, reference_ms: float | None = None
+) -> pd.DataFrame:
     """Interaction-log rows as graded pairs: counts summed per pair then log1p-weighted, weights summed.
     With ``half_life_days``, each row's share of its pair's weight fades with its age against
     ``reference_ms`` (:func:`models.weighting.fading_weights`; rows without a time do not fade)."""
@@ -25,7 +34,13 @@ def log_interactions(logs: pd.DataFrame, half_life_days: float | None = None, re
         if half_life_days:
             when = timestamps_ms(rows["timestamp"])
             reference = reference_ms if reference_ms is not None else np.nanmax(np.r_[when, 0.0])
-            pairs["weight"] = fading_weights(groups.ngroup().to_numpy(), rows["value"].to_numpy(), when, grade, recency_decay(when, reference, half_life_days))
+            pairs["weight"] = fading_weights(
+                groups.ngroup().to_numpy(),
+                rows["value"].to_numpy(),
+                when,
+                grade,
+                recency_decay(when, reference, half_life_days),
+            )
         else:
             pairs["weight"] = count_weights(pairs["score"].to_numpy()) if counts else pairs["score"]
         parts.append(pairs.astype({"weight": np.float32}))
@@ -41,7 +56,11 @@ def _as_is(total: np.ndarray) -> np.ndarray:
 def newest_ms(*tables: pd.DataFrame) -> float | None:
     """The newest ``timestamp`` of the tables, in epoch ms (None when none has one): the reference
     time recency is measured against, so weights depend on the data, not on when training runs."""
-    newest = [np.nanmax(when) for table in tables if len(table) and "timestamp" in table and np.isfinite(when := timestamps_ms(table["timestamp"])).any()]
+    newest = [
+        np.nanmax(when)
+        for table in tables
+        if len(table) and "timestamp" in table and np.isfinite(when := timestamps_ms(table["timestamp"])).any()
+    ]
     return max(newest) if newest else None
 
 
@@ -52,7 +71,9 @@ def build_interactions(store: OfflineStore, half_life_days: float | None = None)
     counts = {}
     durations = store.read_tracks().set_index("track_id")["duration_ms"] if store.tracks_path.exists() else None
     events = store.read_events()
-    simulated = events["source"].eq(SIMULATED_SOURCE).to_numpy()  # experiment simulations are not listening to learn from
+    simulated = (
+        events["source"].eq(SIMULATED_SOURCE).to_numpy()
+    )  # experiment simulations are not listening to learn from
     events, counts["simulated_left_out"] = events[~simulated], int(simulated.sum())
     counts["events"] = len(events)
     logs = {source: read_frame(store.interaction_source_path(source)) for source in store.interaction_sources()}

@@ -97,9 +97,15 @@ class VectorStore:
         }
         self.r.hset(self.keys.model_meta(version), mapping=full_meta)
         self.r.zadd(self.keys.models_index(), {version: time.time()})
-        return {"items": len(items), "users": len(user_ids), "bytes": len(items_blob) + len(vectors_blob) + user_vectors.nbytes}
+        return {
+            "items": len(items),
+            "users": len(user_ids),
+            "bytes": len(items_blob) + len(vectors_blob) + user_vectors.nbytes,
+        }
 
-    def extend(self, version: str, items: pd.DataFrame, item_vectors: np.ndarray, similarity_vectors: np.ndarray | None) -> int:
+    def extend(
+        self, version: str, items: pd.DataFrame, item_vectors: np.ndarray, similarity_vectors: np.ndarray | None
+    ) -> int:
         """Append new items to a published ``version`` (new tracks placed by the model's cold-start map:
         the catalog grows between trainings). Item table, vectors, similarity vectors and fold-in
         (zero rows: an unplayed item moves no user vector, as in training) are replaced in one
@@ -115,11 +121,16 @@ class VectorStore:
         pipe.set(self.keys.model_items(version), _parquet_bytes(merged_items))
         pipe.set(self.keys.model_item_vectors(version), _npy_bytes(vectors))
         if current.similarity_vectors is not None and similarity_vectors is not None:
-            pipe.set(self.keys.model_similarity_vectors(version), _npy_bytes(np.vstack([current.similarity_vectors, similarity_vectors])))
+            pipe.set(
+                self.keys.model_similarity_vectors(version),
+                _npy_bytes(np.vstack([current.similarity_vectors, similarity_vectors])),
+            )
         if fold is not None:
             zeros = np.zeros((len(items), fold[0].shape[1]), dtype=np.float32)
             pipe.set(self.keys.model_fold_in(version), _npy_bytes(np.vstack([fold[0], zeros])))
-        pipe.hset(self.keys.model_meta(version), mapping={"items": str(len(merged_items)), "extended_at": str(time.time())})
+        pipe.hset(
+            self.keys.model_meta(version), mapping={"items": str(len(merged_items)), "extended_at": str(time.time())}
+        )
         pipe.hincrby(self.keys.model_meta(version), "catalog_revision", 1)
         pipe.execute()
         return len(merged_items)
@@ -202,7 +213,12 @@ class VectorStore:
     def is_complete(self, version: str) -> bool:
         """Whether every artefact of ``version`` the API and the worker read is in Redis."""
         keys = self.keys
-        found = self.r.exists(keys.model_meta(version), keys.model_items(version), keys.model_item_vectors(version), keys.model_fold_in(version))
+        found = self.r.exists(
+            keys.model_meta(version),
+            keys.model_items(version),
+            keys.model_item_vectors(version),
+            keys.model_fold_in(version),
+        )
         return found == 4
 
     def fold_in(self, version: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -250,9 +266,12 @@ class VectorStore:
         for batch in _chunks(self.r.scan_iter(match=pattern, count=1000), 1000):
             n += self.r.delete(*batch)
         n += self.r.delete(
-            self.keys.model_items(version), self.keys.model_item_vectors(version),
-            self.keys.model_similarity_vectors(version), self.keys.model_fold_in(version), self.keys.model_meta(version),
-        )  # fmt: skip
+            self.keys.model_items(version),
+            self.keys.model_item_vectors(version),
+            self.keys.model_similarity_vectors(version),
+            self.keys.model_fold_in(version),
+            self.keys.model_meta(version),
+        )
         self.r.zrem(self.keys.models_index(), version)
         return n
 

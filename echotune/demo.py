@@ -114,22 +114,51 @@ def run_demo(settings: Settings) -> int:
     env = {**os.environ, "ECHOTUNE_REDIS_URL": url, **dagster_env}
     children: dict[str, subprocess.Popen] = {}
     try:
-        _say("materializing every asset: synthetic data -> interactions -> model in MLflow -> vectors in Redis -> experiment report")
+        _say(
+            "materializing every asset: synthetic data -> interactions -> model in MLflow -> vectors in Redis -> experiment report"
+        )
         if subprocess.call([sys.executable, "-m", "echotune.cli", "pipeline"], env=env) != 0:
             _say("the pipeline failed; see the output above")
             return 1
         logs = settings.layout.logs
         commands = {
-            "api": [sys.executable, "-m", "echotune.cli", "serve", "--host", settings.api_host, "--port", str(settings.api_port)],
+            "api": [
+                sys.executable,
+                "-m",
+                "echotune.cli",
+                "serve",
+                "--host",
+                settings.api_host,
+                "--port",
+                str(settings.api_port),
+            ],
             "worker": [sys.executable, "-m", "echotune.cli", "worker"],
-            "dagster": [str(BIN / "dagster"), "dev", "-w", str(settings.home / "workspace.yaml"),
-                        "-h", settings.dagster_host, "-p", str(settings.dagster_port)],
-            "mlflow": [str(BIN / "mlflow"), "server", "--backend-store-uri", _mlflow_backend(settings),
-                       "--host", settings.mlflow_host, "--port", str(settings.mlflow_port)],
-        }  # fmt: skip
+            "dagster": [
+                str(BIN / "dagster"),
+                "dev",
+                "-w",
+                str(settings.home / "workspace.yaml"),
+                "-h",
+                settings.dagster_host,
+                "-p",
+                str(settings.dagster_port),
+            ],
+            "mlflow": [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                _mlflow_backend(settings),
+                "--host",
+                settings.mlflow_host,
+                "--port",
+                str(settings.mlflow_port),
+            ],
+        }
         for name, command in commands.items():
             log = open(logs / f"{name}.log", "ab")
-            children[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.home, start_new_session=True)
+            children[name] = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.home, start_new_session=True
+            )
         base = f"http://{settings.api_host}:{settings.api_port}"
         if not _wait_http(f"{base}/health", 60):
             _say(f"the API did not come up; see {logs / 'api.log'}")
@@ -139,9 +168,14 @@ def run_demo(settings: Settings) -> int:
         keys = settings.api_keys or demo_keys(settings.layout.api_keys)
         client_key, admin_key = key_for_scope(keys, "client"), key_for_scope(keys, "admin")
         listed = _served(base, client_key, user)
-        body = feedback_example(user, listed) if listed else {"user_id": user, "track_id": "<a track id from the list above>", "type": "like"}
+        body = (
+            feedback_example(user, listed)
+            if listed
+            else {"user_id": user, "track_id": "<a track id from the list above>", "type": "like"}
+        )
         _say("ready:")
-        print(f"""
+        print(
+            f"""
   API              {base}/docs
   Dagster UI       http://{settings.dagster_host}:{settings.dagster_port}   (no login: keep it on loopback)
   MLflow UI        http://{settings.mlflow_host}:{settings.mlflow_port}   (no login: keep it on loopback)
@@ -156,7 +190,9 @@ def run_demo(settings: Settings) -> int:
          -d '{json.dumps(body)}'
 
   logs in {logs}; press Ctrl-C to stop everything.
-""", flush=True)  # fmt: skip
+""",
+            flush=True,
+        )
         while all(p.poll() is None for p in children.values()):
             time.sleep(1)
         dead = [n for n, p in children.items() if p.poll() is not None]

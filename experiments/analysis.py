@@ -39,10 +39,10 @@ from experiments.cuped import cuped_ratio_test
 from experiments.daily import daily_series, earlier_looks
 from experiments.definition import Experiment
 from experiments.guardrails import guardrail_verdict
+from experiments.interleaving_analysis import analyse_interleaving
 from experiments.metrics import LOWER_IS_BETTER, RATIO_METRICS, untargeted_clicks, user_metrics, variant_summary
 from experiments.multiple_testing import adjust_comparisons
 from experiments.power import mde_for_mean, ratio_metric_sd, sample_size_for_mean
-from experiments.interleaving_analysis import analyse_interleaving
 from experiments.ranking_quality import incomplete_caveat, ranking_quality, sort_lists
 from experiments.sequential import group_sequential_comparison
 from experiments.srm import sample_ratio_check
@@ -58,7 +58,9 @@ def _pre_covariates(events: pd.DataFrame, experiment: Experiment, users: pd.Inde
     if exposed.empty:
         return None
     start = exposed.groupby("user_id")["timestamp"].min()
-    before = events[events["experiment_id"] != experiment.id].merge(start.rename("start"), left_on="user_id", right_index=True)
+    before = events[events["experiment_id"] != experiment.id].merge(
+        start.rename("start"), left_on="user_id", right_index=True
+    )
     before = before[before["timestamp"] < before["start"]]
     if before.empty:
         return None
@@ -90,7 +92,9 @@ def compare_users(
         return None
     # a covariate constant within both variants explains nothing (CUPED's slope is undefined)
     if pre is not None and (pre[metric].loc[c.index].nunique() > 1 or pre[metric].loc[t.index].nunique() > 1):
-        result = cuped_ratio_test(metric, c[num], c[den], pre[metric].loc[c.index], t[num], t[den], pre[metric].loc[t.index], alpha)
+        result = cuped_ratio_test(
+            metric, c[num], c[den], pre[metric].loc[c.index], t[num], t[den], pre[metric].loc[t.index], alpha
+        )
     else:
         result = ratio_test(metric, c[num], c[den], t[num], t[den], alpha)
     if not result.std_error > 0:
@@ -134,7 +138,13 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
     primary, secondary, guardrails, daily = [], [], [], []
     for treatment in treatments:
         planned = max(2 * experiment.min_sample_size, users[control] + users[treatment])
-        series = daily_series(experiment, events, treatment, lambda so_far, t=treatment: compare(experiment.primary_metric, t, so_far), planned)
+        series = daily_series(
+            experiment,
+            events,
+            treatment,
+            lambda so_far, t=treatment: compare(experiment.primary_metric, t, so_far),
+            planned,
+        )
         daily.append(series)
         main = compare(experiment.primary_metric, treatment)
         if main is not None:
@@ -153,7 +163,9 @@ def analyse(experiment: Experiment, events: pd.DataFrame) -> dict[str, Any]:
         "dates": dates,
         "verdict": verdict,
         "reasons": reasons,
-        "caveats": simulated_caveat(simulated) + caveats(experiment, events) + incomplete_caveat(incomplete, served["request_id"].nunique() + _lists(incomplete), "ranking quality"),
+        "caveats": simulated_caveat(simulated)
+        + caveats(experiment, events)
+        + incomplete_caveat(incomplete, served["request_id"].nunique() + _lists(incomplete), "ranking quality"),
         "simulated": simulated,
         "sample_ratio": srm.as_dict(),
         "variants": summary.reset_index().to_dict(orient="records"),
@@ -173,7 +185,11 @@ def simulated_events(experiment: Experiment, events: pd.DataFrame) -> dict[str, 
     :data:`~core.contracts.events.SIMULATED_SOURCE`): ``{"events": n, "of": total, "listeners":
     "real" | "simulated" | "partly simulated"}``."""
     own = (events["experiment_id"] == experiment.id).to_numpy()
-    simulated = own & events["source"].eq(SIMULATED_SOURCE).to_numpy() if "source" in events else np.zeros(len(events), dtype=bool)
+    simulated = (
+        own & events["source"].eq(SIMULATED_SOURCE).to_numpy()
+        if "source" in events
+        else np.zeros(len(events), dtype=bool)
+    )
     n, total = int(simulated.sum()), int(own.sum())
     listeners = "real" if n == 0 else "simulated" if n == total else "partly simulated"
     return {"events": n, "of": total, "listeners": listeners}
@@ -183,9 +199,11 @@ def simulated_caveat(simulated: dict[str, Any]) -> list[str]:
     """The first caveat of a report computed on simulated listeners (none for real ones)."""
     if not simulated["events"]:
         return []
-    return [f"listeners {'' if simulated['listeners'] == 'simulated' else 'partly '}simulated: {simulated['events']:,} of the experiment's "
-            f"{simulated['of']:,} events were written by a simulation (synthetic users answering the served lists with the "
-            "response model that generated their history), not by real listeners"]  # fmt: skip
+    return [
+        f"listeners {'' if simulated['listeners'] == 'simulated' else 'partly '}simulated: {simulated['events']:,} of the experiment's "
+        f"{simulated['of']:,} events were written by a simulation (synthetic users answering the served lists with the "
+        "response model that generated their history), not by real listeners"
+    ]
 
 
 def _lists(incomplete: dict[str, dict]) -> int:
@@ -199,14 +217,20 @@ def caveats(experiment: Experiment, events: pd.DataFrame) -> list[str]:
     n = untargeted_clicks(events, experiment.id)
     if not n or experiment.primary_metric != "ctr" and "ctr" not in experiment.secondary_metrics:
         return []
-    return [f"{n:,} clicks of the experiment's users named no served list (no request token), so click-through leaves them "
-            "out; clients that send the response's token with their feedback make it complete"]  # fmt: skip
+    return [
+        f"{n:,} clicks of the experiment's users named no served list (no request token), so click-through leaves them "
+        "out; clients that send the response's token with their feedback make it complete"
+    ]
 
 
-def _verdict(experiment: Experiment, srm, users: dict[str, int], primary: list[Comparison], guardrails) -> tuple[str, list[str]]:
+def _verdict(
+    experiment: Experiment, srm, users: dict[str, int], primary: list[Comparison], guardrails
+) -> tuple[str, list[str]]:
     if srm.mismatch:
         observed = ", ".join(f"{v} {n:,}" for v, n in srm.observed.items())
-        return DONT_SHIP, [f"sample ratio mismatch (users {observed}; p = {srm.p_value:.2g}): assignment or logging is broken, no result can be trusted"]
+        return DONT_SHIP, [
+            f"sample ratio mismatch (users {observed}; p = {srm.p_value:.2g}): assignment or logging is broken, no result can be trusted"
+        ]
     breached = [g for g in guardrails if g.breached]
     if breached:
         return DONT_SHIP, [g.reason for g in breached]
@@ -219,8 +243,10 @@ def _verdict(experiment: Experiment, srm, users: dict[str, int], primary: list[C
     for c in primary:
         p = c.adjusted_p_value if c.adjusted_p_value is not None else c.p_value
         better = (c.absolute_lift < 0) if c.metric in LOWER_IS_BETTER else (c.absolute_lift > 0)
-        line = (f"{c.metric} {c.control:.4f} -> {c.treatment:.4f} in {c.variant} ({c.relative_lift:+.1%}, "
-                f"95% CI {c.relative_ci[0]:+.1%} to {c.relative_ci[1]:+.1%}, sequential p = {p:.2g})")  # fmt: skip
+        line = (
+            f"{c.metric} {c.control:.4f} -> {c.treatment:.4f} in {c.variant} ({c.relative_lift:+.1%}, "
+            f"95% CI {c.relative_ci[0]:+.1%} to {c.relative_ci[1]:+.1%}, sequential p = {p:.2g})"
+        )
         lines.append(line)
         if p < experiment.alpha:
             (winners if better else losers).append(c)
@@ -246,5 +272,7 @@ def _power(experiment: Experiment, indexed: pd.DataFrame, control: str, users: d
         "baseline": baseline,
         "per_user_sd": sd,
         "mde_at_current_size": mde_for_mean(baseline, sd, total, experiment.alpha, 0.8, weights) if usable else None,
-        "users_for_5pct_lift": sample_size_for_mean(baseline, sd, 0.05, experiment.alpha, 0.8, weights) if usable else None,
+        "users_for_5pct_lift": sample_size_for_mean(baseline, sd, 0.05, experiment.alpha, 0.8, weights)
+        if usable
+        else None,
     }

@@ -42,27 +42,43 @@ def lift_chart(series: dict[str, Any]) -> str:
     clip = f"echotune-lift-clip-{escape(series['variant'])}"
 
     parts = [_y_axis(ticks, y, lambda v: f"{v:+.0%}" if abs(hi - lo) >= 0.05 else f"{v:+.1%}"), _x_axis(days, x)]
-    parts.append(f'<clipPath id="{clip}"><rect x="{LEFT}" y="{TOP}" width="{_plot_width()}" height="{_plot_height()}"/></clipPath>')
+    parts.append(
+        f'<clipPath id="{clip}"><rect x="{LEFT}" y="{TOP}" width="{_plot_width()}" height="{_plot_height()}"/></clipPath>'
+    )
     body = []
     for run in _runs([i for i in range(len(days)) if lows[i] is not None and highs[i] is not None]):
         outline = [(x(i), y(highs[i])) for i in run] + [(x(i), y(lows[i])) for i in reversed(run)]
-        body.append(f'<polygon class="lift-interval" points="{_points(outline)}" fill="{LIFT}" fill-opacity="0.15" stroke="none"/>')
+        body.append(
+            f'<polygon class="lift-interval" points="{_points(outline)}" fill="{LIFT}" fill-opacity="0.15" stroke="none"/>'
+        )
     for bound in (b_lows, b_highs):
         for run in _runs([i for i in range(len(days)) if bound[i] is not None]):
-            body.append(f'<polyline class="boundary" points="{_points([(x(i), y(bound[i])) for i in run])}" fill="none" '
-                        f'stroke="{BOUNDARY}" stroke-width="1.5" stroke-dasharray="5 3"/>')  # fmt: skip
-    body.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(0.0):.1f}" y2="{y(0.0):.1f}" stroke="{AXIS}" stroke-width="1"/>')
+            body.append(
+                f'<polyline class="boundary" points="{_points([(x(i), y(bound[i])) for i in run])}" fill="none" '
+                f'stroke="{BOUNDARY}" stroke-width="1.5" stroke-dasharray="5 3"/>'
+            )
+    body.append(
+        f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(0.0):.1f}" y2="{y(0.0):.1f}" stroke="{AXIS}" stroke-width="1"/>'
+    )
     for run in _runs(judged):
-        body.append(f'<polyline points="{_points([(x(i), y(lifts[i])) for i in run])}" fill="none" stroke="{LIFT}" stroke-width="2"/>')
+        body.append(
+            f'<polyline points="{_points([(x(i), y(lifts[i])) for i in run])}" fill="none" stroke="{LIFT}" stroke-width="2"/>'
+        )
     for i in judged:
         d = days[i]
-        tip = (f"{d['day']}: lift {_pct(d['relative_lift'])}, interval {_pct(lows[i])} to {_pct(highs[i])}, boundary "
-               f"±{_pct(b_highs[i], sign=False)} (|z| {abs(d['z']):.2f} vs {d['z_boundary']:.2f}{', crossed' if d['crossed'] else ''}); "
-               f"{d['users']:,} users so far")  # fmt: skip
-        body.append(f'<circle class="lift-point" cx="{x(i):.1f}" cy="{y(lifts[i]):.1f}" r="3.5" fill="{LIFT}"><title>{escape(tip)}</title></circle>')
+        tip = (
+            f"{d['day']}: lift {_pct(d['relative_lift'])}, interval {_pct(lows[i])} to {_pct(highs[i])}, boundary "
+            f"±{_pct(b_highs[i], sign=False)} (|z| {abs(d['z']):.2f} vs {d['z_boundary']:.2f}{', crossed' if d['crossed'] else ''}); "
+            f"{d['users']:,} users so far"
+        )
+        body.append(
+            f'<circle class="lift-point" cx="{x(i):.1f}" cy="{y(lifts[i]):.1f}" r="3.5" fill="{LIFT}"><title>{escape(tip)}</title></circle>'
+        )
     parts.append(f'<g clip-path="url(#{clip})">{"".join(body)}</g>')
-    legend = [("band", LIFT, f"cumulative lift and its {1 - series['alpha']:.0%} repeated confidence interval"),
-              ("dash", BOUNDARY, "sequential boundary (lift needed to stop)")]  # fmt: skip
+    legend = [
+        ("band", LIFT, f"cumulative lift and its {1 - series['alpha']:.0%} repeated confidence interval"),
+        ("dash", BOUNDARY, "sequential boundary (lift needed to stop)"),
+    ]
     title = f"Cumulative relative lift of {series['metric']}, {series['variant']} vs {series['control']}, by day"
     y_label = f"relative lift of {series['metric']} (%)"
     return _svg(title, parts, legend, y_label)
@@ -82,10 +98,17 @@ def exposures_chart(series: dict[str, Any]) -> str:
         for j, variant in enumerate(variants):
             left = x(i) - bar * len(variants) / 2 + j * bar
             tip = f"{variant} on {d['day']}: {d['shown'][variant]:,} tracks shown to {d['exposed_users'][variant]:,} users"
-            parts.append(f'<rect class="exposure-bar" x="{left:.1f}" y="{y(d["shown"][variant]):.1f}" width="{bar:.1f}" '
-                         f'height="{y(0.0) - y(d["shown"][variant]):.1f}" fill="{_colour(j)}"><title>{escape(tip)}</title></rect>')  # fmt: skip
+            parts.append(
+                f'<rect class="exposure-bar" x="{left:.1f}" y="{y(d["shown"][variant]):.1f}" width="{bar:.1f}" '
+                f'height="{y(0.0) - y(d["shown"][variant]):.1f}" fill="{_colour(j)}"><title>{escape(tip)}</title></rect>'
+            )
     legend = [("box", _colour(j), v) for j, v in enumerate(variants)]
-    return _svg(f"Exposures per day: recommendation_shown events, {variants[1]} and {variants[0]}", parts, legend, "tracks shown per day")
+    return _svg(
+        f"Exposures per day: recommendation_shown events, {variants[1]} and {variants[0]}",
+        parts,
+        legend,
+        "tracks shown per day",
+    )
 
 
 def exposures_table(series: dict[str, Any]) -> str:
@@ -94,18 +117,21 @@ def exposures_table(series: dict[str, Any]) -> str:
     head = "<tr><th>variant</th><th>per day</th>" + "".join(f"<th>{escape(d['day'][5:])}</th>" for d in days) + "</tr>"
     rows = "".join(
         f"<tr><td>{escape(v)}</td><td>{label}</td>" + "".join(f"<td>{d[key][v]:,}</td>" for d in days) + "</tr>"
-        for v in variants for key, label in (("shown", "tracks shown"), ("exposed_users", "users"))
-    )  # fmt: skip
+        for v in variants
+        for key, label in (("shown", "tracks shown"), ("exposed_users", "users"))
+    )
     return f'<table class="exposures" border="1" cellpadding="3" style="border-collapse:collapse;font-size:12px">{head}{rows}</table>'
 
 
 def daily_section(series: dict[str, Any]) -> str:
     """One treatment's charts and exposure table for the report's first screen, under a sentence saying
     when the lift first crossed the sequential boundary, or how far it is from it today."""
-    return (f'<h4 style="margin:10px 0 2px 0">{escape(series["variant"])} vs {escape(series["control"])} by day (UTC)</h4>'
-            f'<p style="margin:2px 0">{escape(boundary_sentence(series))}</p>'
-            f"<div>{lift_chart(series)}</div><div>{exposures_chart(series)}</div>"
-            f'<div style="overflow-x:auto">{exposures_table(series)}</div>')  # fmt: skip
+    return (
+        f'<h4 style="margin:10px 0 2px 0">{escape(series["variant"])} vs {escape(series["control"])} by day (UTC)</h4>'
+        f'<p style="margin:2px 0">{escape(boundary_sentence(series))}</p>'
+        f"<div>{lift_chart(series)}</div><div>{exposures_chart(series)}</div>"
+        f'<div style="overflow-x:auto">{exposures_table(series)}</div>'
+    )
 
 
 def boundary_sentence(series: dict[str, Any]) -> str:
@@ -115,46 +141,66 @@ def boundary_sentence(series: dict[str, Any]) -> str:
         return f"No comparison of {series['metric']} yet: each variant needs 2 users with exposures."
     crossed = next((d for d in judged if d["crossed"]), None)
     if crossed is not None:
-        return (f"The cumulative lift of {series['metric']} first crossed the sequential boundary on {crossed['day']} "
-                f"({_pct(crossed['relative_lift'])} against ±{_pct(crossed['boundary_lift'][1], sign=False)}, "
-                f"{crossed['users']:,} of {series['planned_users']:,} planned users).")  # fmt: skip
+        return (
+            f"The cumulative lift of {series['metric']} first crossed the sequential boundary on {crossed['day']} "
+            f"({_pct(crossed['relative_lift'])} against ±{_pct(crossed['boundary_lift'][1], sign=False)}, "
+            f"{crossed['users']:,} of {series['planned_users']:,} planned users)."
+        )
     today = judged[-1]
-    return (f"The cumulative lift of {series['metric']} has not crossed the sequential boundary: {_pct(today['relative_lift'])} on "
-            f"{today['day']} against ±{_pct(today['boundary_lift'][1], sign=False)} needed to stop at "
-            f"{today['users']:,} of {series['planned_users']:,} planned users.")  # fmt: skip
+    return (
+        f"The cumulative lift of {series['metric']} has not crossed the sequential boundary: {_pct(today['relative_lift'])} on "
+        f"{today['day']} against ±{_pct(today['boundary_lift'][1], sign=False)} needed to stop at "
+        f"{today['users']:,} of {series['planned_users']:,} planned users."
+    )
 
 
 def _svg(title: str, parts: list[str], legend: list[tuple[str, str, str]], y_label: str) -> str:
     keys, left = [], LEFT
     for kind, colour, label in legend:
         if kind == "band":
-            keys.append(f'<rect x="{left}" y="8" width="18" height="10" fill="{colour}" fill-opacity="0.15"/>'
-                        f'<line x1="{left}" x2="{left + 18}" y1="13" y2="13" stroke="{colour}" stroke-width="2"/>')  # fmt: skip
+            keys.append(
+                f'<rect x="{left}" y="8" width="18" height="10" fill="{colour}" fill-opacity="0.15"/>'
+                f'<line x1="{left}" x2="{left + 18}" y1="13" y2="13" stroke="{colour}" stroke-width="2"/>'
+            )
         elif kind == "dash":
-            keys.append(f'<line x1="{left}" x2="{left + 18}" y1="13" y2="13" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5 3"/>')
+            keys.append(
+                f'<line x1="{left}" x2="{left + 18}" y1="13" y2="13" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5 3"/>'
+            )
         else:
             keys.append(f'<rect x="{left + 4}" y="8" width="10" height="10" fill="{colour}"/>')
         keys.append(f'<text x="{left + 24}" y="17" {FONT} fill="#24292f">{escape(label)}</text>')
         left += 24 + 6 * len(label) + 18
-    y_title = (f'<text transform="translate(14 {TOP + _plot_height() / 2:.0f}) rotate(-90)" text-anchor="middle" {FONT} '
-               f'fill="#24292f">{escape(y_label)}</text>')  # fmt: skip
-    x_title = (f'<text x="{LEFT + _plot_width() / 2:.0f}" y="{HEIGHT - 6}" text-anchor="middle" {FONT} fill="#24292f">'
-               "day (UTC): all data up to the end of that day</text>")  # fmt: skip
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">'
-            f"<title>{escape(title)}</title>{''.join(keys)}{''.join(parts)}{y_title}{x_title}</svg>")  # fmt: skip
+    y_title = (
+        f'<text transform="translate(14 {TOP + _plot_height() / 2:.0f}) rotate(-90)" text-anchor="middle" {FONT} '
+        f'fill="#24292f">{escape(y_label)}</text>'
+    )
+    x_title = (
+        f'<text x="{LEFT + _plot_width() / 2:.0f}" y="{HEIGHT - 6}" text-anchor="middle" {FONT} fill="#24292f">'
+        "day (UTC): all data up to the end of that day</text>"
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">'
+        f"<title>{escape(title)}</title>{''.join(keys)}{''.join(parts)}{y_title}{x_title}</svg>"
+    )
 
 
 def _y_axis(ticks: list[float], y, label) -> str:
-    lines = [f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="{GRID}" stroke-width="1"/>'
-             f'<text x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end" {FONT} fill="{AXIS}">{escape(label(t))}</text>' for t in ticks]  # fmt: skip
+    lines = [
+        f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="{GRID}" stroke-width="1"/>'
+        f'<text x="{LEFT - 6}" y="{y(t) + 4:.1f}" text-anchor="end" {FONT} fill="{AXIS}">{escape(label(t))}</text>'
+        for t in ticks
+    ]
     return "".join(lines) + f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + _plot_height()}" stroke="{AXIS}"/>'
 
 
 def _x_axis(days: list[dict], x) -> str:
     every = max(1, math.ceil(len(days) / 12))  # at most a dozen labels
     base = TOP + _plot_height()
-    labels = [f'<text x="{x(i):.1f}" y="{base + 16}" text-anchor="middle" {FONT} fill="{AXIS}">{escape(d["day"][5:])}</text>'
-              for i, d in enumerate(days) if i % every == 0]  # fmt: skip
+    labels = [
+        f'<text x="{x(i):.1f}" y="{base + 16}" text-anchor="middle" {FONT} fill="{AXIS}">{escape(d["day"][5:])}</text>'
+        for i, d in enumerate(days)
+        if i % every == 0
+    ]
     return f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{base}" y2="{base}" stroke="{AXIS}"/>' + "".join(labels)
 
 

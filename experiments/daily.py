@@ -69,23 +69,33 @@ def daily_series(
         so_far = totals.reset_index("variant").assign(one=1.0)  # "one" is one per user, not per day
         comparison = compare(so_far) if len(so_far) else None
         comparisons.append(comparison if comparison is not None and comparison.std_error > 0 else None)
-        records.append({
-            "day": day.isoformat(),
-            "shown": {v: int(exposures["size"].get((day, v), 0)) for v in pair},
-            "exposed_users": {v: int(exposures["nunique"].get((day, v), 0)) for v in pair},
-            "users": len(so_far),
-        })  # fmt: skip
+        records.append(
+            {
+                "day": day.isoformat(),
+                "shown": {v: int(exposures["size"].get((day, v), 0)) for v in pair},
+                "exposed_users": {v: int(exposures["nunique"].get((day, v), 0)) for v in pair},
+                "users": len(so_far),
+            }
+        )
 
     users = np.array([r["users"] for r in records], dtype=np.int64)
     looks = np.unique(users[users > 0])
     planned = max(planned_users, int(looks[-1])) if len(looks) else planned_users
-    boundary = dict(zip(looks.tolist(), group_sequential_boundary(looks / planned, alpha).tolist())) if len(looks) else {}
+    boundary = (
+        dict(zip(looks.tolist(), group_sequential_boundary(looks / planned, alpha).tolist())) if len(looks) else {}
+    )
     for record, comparison in zip(records, comparisons, strict=True):
         z_boundary = boundary.get(record["users"])
         record["information_fraction"] = record["users"] / planned if z_boundary is not None else None
         record |= _judged(comparison, z_boundary)
-    return {"variant": treatment, "control": control, "metric": experiment.primary_metric,
-            "planned_users": planned, "alpha": alpha, "days": records}  # fmt: skip
+    return {
+        "variant": treatment,
+        "control": control,
+        "metric": experiment.primary_metric,
+        "planned_users": planned,
+        "alpha": alpha,
+        "days": records,
+    }
 
 
 def earlier_looks(series: dict[str, Any]) -> list[int]:
@@ -97,7 +107,9 @@ def earlier_looks(series: dict[str, Any]) -> list[int]:
 def _judged(comparison: Comparison | None, z_boundary: float | None) -> dict[str, Any]:
     """A day's lift, repeated interval, z and boundary (None when there is no comparison)."""
     if comparison is None or z_boundary is None:
-        return dict.fromkeys(("relative_lift", "relative_ci", "z", "z_boundary", "boundary_lift", "crossed")) | {"z_boundary": z_boundary}
+        return dict.fromkeys(("relative_lift", "relative_ci", "z", "z_boundary", "boundary_lift", "crossed")) | {
+            "z_boundary": z_boundary
+        }
     c, nan = comparison, float("nan")
     z = c.absolute_lift / c.std_error
     relative_ci = boundary_lift = (nan, nan)
@@ -106,5 +118,11 @@ def _judged(comparison: Comparison | None, z_boundary: float | None) -> dict[str
         relative_ci = (float(np.expm1(log_ratio - radius)), float(np.expm1(log_ratio + radius)))
     if c.control > 0:
         boundary_lift = (-z_boundary * c.std_error / c.control, z_boundary * c.std_error / c.control)
-    return {"relative_lift": float(c.relative_lift), "relative_ci": relative_ci, "z": float(z), "z_boundary": z_boundary,
-            "boundary_lift": boundary_lift, "crossed": bool(abs(z) >= z_boundary)}  # fmt: skip
+    return {
+        "relative_lift": float(c.relative_lift),
+        "relative_ci": relative_ci,
+        "z": float(z),
+        "z_boundary": z_boundary,
+        "boundary_lift": boundary_lift,
+        "crossed": bool(abs(z) >= z_boundary),
+    }

@@ -32,7 +32,9 @@ class GuardrailVerdict:
         return asdict(self)
 
 
-def guardrail_verdict(comparison: Comparison, lower_is_better: bool, alpha: float = 0.05, margin: float = 0.0) -> GuardrailVerdict:
+def guardrail_verdict(
+    comparison: Comparison, lower_is_better: bool, alpha: float = 0.05, margin: float = 0.0
+) -> GuardrailVerdict:
     """Judge one guardrail comparison. ``lower_is_better``: the metric is harmful when it rises (skip
     rate, latency); ``margin``: tolerated harm as a share of the control's value (0.02 = 2% worse is
     acceptable). Uses the comparison's estimate and standard error (normal approximation)."""

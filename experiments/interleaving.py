@@ -41,7 +41,9 @@ def request_seed(experiment_id: str, request_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def team_draft(a: Sequence[Hashable], b: Sequence[Hashable], k: int, rng: np.random.Generator | int) -> tuple[list, list[Team]]:
+def team_draft(
+    a: Sequence[Hashable], b: Sequence[Hashable], k: int, rng: np.random.Generator | int
+) -> tuple[list, list[Team]]:
     """Merge rankings ``a`` and ``b`` (best first) into at most ``k`` tracks by team draft.
 
     ``rng`` is a numpy Generator or a seed (e.g. :func:`request_seed`); it draws the round coins, so
@@ -51,7 +53,9 @@ def team_draft(a: Sequence[Hashable], b: Sequence[Hashable], k: int, rng: np.ran
     return team_draft_by_coins(a, b, k, coins.tolist())
 
 
-def team_draft_by_coins(a: Sequence[Hashable], b: Sequence[Hashable], k: int, a_first: Sequence[bool]) -> tuple[list, list[Team]]:
+def team_draft_by_coins(
+    a: Sequence[Hashable], b: Sequence[Hashable], k: int, a_first: Sequence[bool]
+) -> tuple[list, list[Team]]:
     """:func:`team_draft` given the coins: ``a_first[r]`` says whether ranker a picks first in round r
     (``rounds(k)`` coins are enough). Every coin sequence is equally likely, so enumerating them
     enumerates the merged lists a request can get, each with the same probability."""
@@ -86,7 +90,9 @@ def credit(teams: Sequence[str], positions_clicked: Iterable[int]) -> tuple[int,
     positions = set(int(p) for p in positions_clicked)
     outside = sorted(p for p in positions if not 0 <= p < len(teams))
     if outside:
-        raise ValueError(f"clicked positions {outside} are outside the list of {len(teams)} tracks (positions are 0-based)")
+        raise ValueError(
+            f"clicked positions {outside} are outside the list of {len(teams)} tracks (positions are 0-based)"
+        )
     clicks_a = sum(teams[p] == "a" for p in positions)
     return clicks_a, len(positions) - clicks_a
 
@@ -106,7 +112,9 @@ def sign_test(successes, trials):
     return float(p) if p.ndim == 0 else p
 
 
-def bootstrap_share_interval(successes: int, trials: int, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+def bootstrap_share_interval(
+    successes: int, trials: int, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the share ``successes / trials`` of users resampled with
     replacement. Resampling ``trials`` users of whom ``successes`` are 1 gives a Binomial(trials, share)
     count, so the resamples are drawn as that count directly (same distribution, no per-user arrays)."""
@@ -122,14 +130,21 @@ def users_for_sign_test(share_b: float, preference_rate: float, alpha: float = 0
     the users with a preference prefer b, when a share ``preference_rate`` of users has one (normal
     approximation to the binomial, two-sided at ``alpha``)."""
     if not 0 < preference_rate <= 1 or not 0 < share_b < 1 or share_b == 0.5:
-        raise ValueError(f"need 0 < preference_rate <= 1 and 0 < share_b < 1, share_b != 0.5 (got {preference_rate}, {share_b})")
+        raise ValueError(
+            f"need 0 < preference_rate <= 1 and 0 < share_b < 1, share_b != 0.5 (got {preference_rate}, {share_b})"
+        )
     z_alpha, z_power = stats.norm.isf(alpha / 2), stats.norm.ppf(power)
     decided = ((0.5 * z_alpha + z_power * np.sqrt(share_b * (1 - share_b))) / abs(share_b - 0.5)) ** 2
     return int(np.ceil(decided / preference_rate))
 
 
 def preference(
-    clicks_a, clicks_b, alpha: float = 0.05, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, names: tuple[str, str] = ("a", "b")
+    clicks_a,
+    clicks_b,
+    alpha: float = 0.05,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    names: tuple[str, str] = ("a", "b"),
 ) -> dict[str, Any]:
     """Per-user preference from each user's credited clicks for ranker a (control) and b (treatment),
     one value per user in each array.
@@ -147,16 +162,36 @@ def preference(
     prefer_a, prefer_b = int(np.sum(a > b)), int(np.sum(b > a))
     decided, ties = prefer_a + prefer_b, int(a.size) - prefer_a - prefer_b
     result: dict[str, Any] = {
-        "users": int(a.size), "prefer_a": prefer_a, "prefer_b": prefer_b, "ties": ties, "users_with_preference": decided,
-        "share_b": None, "share_b_ci": None, "p_value": None, "alpha": alpha, "significant": False, "winner": None,
-        "reason": None, "method": f"two-sided exact sign test over users; percentile bootstrap ({resamples:,} resamples, seed {seed})",
-    }  # fmt: skip
+        "users": int(a.size),
+        "prefer_a": prefer_a,
+        "prefer_b": prefer_b,
+        "ties": ties,
+        "users_with_preference": decided,
+        "share_b": None,
+        "share_b_ci": None,
+        "p_value": None,
+        "alpha": alpha,
+        "significant": False,
+        "winner": None,
+        "reason": None,
+        "method": f"two-sided exact sign test over users; percentile bootstrap ({resamples:,} resamples, seed {seed})",
+    }
     if decided == 0:
         reason = f"no user prefers either ranker yet ({a.size:,} users, none with more credited clicks for one of them)"
         return {**result, "reason": reason, "summary": reason}
     share, p = prefer_b / decided, sign_test(prefer_b, decided)
     lo, hi = bootstrap_share_interval(prefer_b, decided, 1 - alpha, resamples, seed)
     winner = None if p >= alpha or share == 0.5 else names[1] if share > 0.5 else names[0]
-    summary = (f"{names[1]} preferred by {share:.1%} of {decided:,} users with a preference ({1 - alpha:.0%} CI {lo:.1%} to {hi:.1%}; "
-               f"{prefer_a:,} prefer {names[0]}, {ties:,} tied), sign test p = {p:.2g}")  # fmt: skip
-    return {**result, "share_b": share, "share_b_ci": [lo, hi], "p_value": p, "significant": winner is not None, "winner": winner, "summary": summary}
+    summary = (
+        f"{names[1]} preferred by {share:.1%} of {decided:,} users with a preference ({1 - alpha:.0%} CI {lo:.1%} to {hi:.1%}; "
+        f"{prefer_a:,} prefer {names[0]}, {ties:,} tied), sign test p = {p:.2g}"
+    )
+    return {
+        **result,
+        "share_b": share,
+        "share_b_ci": [lo, hi],
+        "p_value": p,
+        "significant": winner is not None,
+        "winner": winner,
+        "summary": summary,
+    }

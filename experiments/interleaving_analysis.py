@@ -45,8 +45,10 @@ def merged_lists(experiment: Experiment, events: pd.DataFrame) -> tuple[pd.DataF
     shown, incomplete = sort_lists(events, experiment.id, MERGED_LIST_RULES, variants=names, merged=True)
     if shown.empty and incomplete:
         [line] = incomplete_caveat(incomplete, sum(f["lists"] for f in incomplete.values()), "the preference")
-        raise ServedListError(f"no usable merged list: {line}. Each shown track of an interleaved list names the ranker that "
-                              f"contributed it ({' or '.join(names)}) and the list's request_id, each track once")  # fmt: skip
+        raise ServedListError(
+            f"no usable merged list: {line}. Each shown track of an interleaved list names the ranker that "
+            f"contributed it ({' or '.join(names)}) and the list's request_id, each track once"
+        )
     return shown, incomplete
 
 
@@ -59,12 +61,20 @@ def credited_lists(experiment: Experiment, events: pd.DataFrame) -> tuple[pd.Dat
     requests = shown.groupby("request_id", sort=True)["user_id"].first()
     ev = events[events["type"] == "recommendation_clicked"]
     own_shown = events[(events["experiment_id"] == experiment.id) & (events["type"] == "recommendation_shown")]
-    set_aside = ev["request_id"].isin(own_shown["request_id"]) & ~ev["request_id"].isin(requests.index)  # counted in `incomplete`
+    set_aside = ev["request_id"].isin(own_shown["request_id"]) & ~ev["request_id"].isin(
+        requests.index
+    )  # counted in `incomplete`
     ours = (ev["request_id"].isin(requests.index) | (ev["experiment_id"] == experiment.id)) & ~set_aside
-    clicks = ev.loc[ours, ["request_id", "track_id", "user_id"]].drop_duplicates()  # a track clicked twice in a list counts once
+    clicks = ev.loc[
+        ours, ["request_id", "track_id", "user_id"]
+    ].drop_duplicates()  # a track clicked twice in a list counts once
     matched = clicks.merge(shown, on=["request_id", "track_id", "user_id"], how="inner")
     is_b = (matched["variant"] == experiment.variants[1].name).to_numpy()
-    per_list = pd.DataFrame({"request_id": matched["request_id"], "clicks_a": ~is_b, "clicks_b": is_b}).groupby("request_id").sum()
+    per_list = (
+        pd.DataFrame({"request_id": matched["request_id"], "clicks_a": ~is_b, "clicks_b": is_b})
+        .groupby("request_id")
+        .sum()
+    )
     lists = per_list.reindex(requests.index, fill_value=0).astype(np.int64)
     return lists.assign(user_id=requests).reset_index()[LIST_COLUMNS], len(clicks) - len(matched), incomplete
 
@@ -78,24 +88,36 @@ def analyse_interleaving(experiment: Experiment, events: pd.DataFrame, seed: int
     counted in ``incomplete_lists`` and named in the caveats), ValueError for an experiment that is not
     an interleaving one. :func:`experiments.analysis.analyse` dispatches here and adds the dates."""
     if experiment.design != "interleaving":
-        raise ValueError(f"experiment {experiment.id!r} has design {experiment.design!r}: use experiments.analysis.analyse")
+        raise ValueError(
+            f"experiment {experiment.id!r} has design {experiment.design!r}: use experiments.analysis.analyse"
+        )
     a, b = (v.name for v in experiment.variants)
     lists, not_matched, incomplete = credited_lists(experiment, events)
     per_user = lists.groupby("user_id")[["clicks_a", "clicks_b"]].sum()
     result = preference(per_user["clicks_a"], per_user["clicks_b"], experiment.alpha, seed=seed, names=(a, b))
-    won_a, won_b = int((lists["clicks_a"] > lists["clicks_b"]).sum()), int((lists["clicks_b"] > lists["clicks_a"]).sum())
+    won_a, won_b = (
+        int((lists["clicks_a"] > lists["clicks_b"]).sum()),
+        int((lists["clicks_b"] > lists["clicks_a"]).sum()),
+    )
     verdict, reasons = _verdict(experiment, len(lists), result)
     return {
         "experiment": experiment.model_dump(mode="json"),
         "design": "interleaving",
         "verdict": verdict,
         "reasons": reasons,
-        "caveats": caveats(experiment, not_matched) + incomplete_caveat(incomplete, len(lists) + sum(f["lists"] for f in incomplete.values()), "the preference"),
+        "caveats": caveats(experiment, not_matched)
+        + incomplete_caveat(incomplete, len(lists) + sum(f["lists"] for f in incomplete.values()), "the preference"),
         "rankers": {"a": a, "b": b},
         "lists": len(lists),
-        "impressions": {"won": {a: won_a, b: won_b}, "tied": len(lists) - won_a - won_b,
-                        "with_clicks": int(((lists["clicks_a"] + lists["clicks_b"]) > 0).sum())},  # fmt: skip
-        "clicks": {"credited": {a: int(lists["clicks_a"].sum()), b: int(lists["clicks_b"].sum())}, "not_matched": not_matched},
+        "impressions": {
+            "won": {a: won_a, b: won_b},
+            "tied": len(lists) - won_a - won_b,
+            "with_clicks": int(((lists["clicks_a"] + lists["clicks_b"]) > 0).sum()),
+        },
+        "clicks": {
+            "credited": {a: int(lists["clicks_a"].sum()), b: int(lists["clicks_b"].sum())},
+            "not_matched": not_matched,
+        },
         "preference": {key: value for key, value in result.items() if not (key == "reason" and value is None)},
         "incomplete_lists": incomplete,
     }
@@ -104,12 +126,16 @@ def analyse_interleaving(experiment: Experiment, events: pd.DataFrame, seed: int
 def caveats(experiment: Experiment, not_matched: int) -> list[str]:
     """What the verdict cannot see: interleaving measures which ranker's tracks users click when both
     are shown side by side, not what a whole list of one ranker does to listening, skips or return visits."""
-    notes = [f"interleaving compares clicks on {experiment.variants[0].name}'s and {experiment.variants[1].name}'s tracks within "
-             "the same lists; it does not measure listening time, skips or whole-list effects (diversity, order): "
-             "confirm a winner with an A/B test on those before relying on it"]  # fmt: skip
+    notes = [
+        f"interleaving compares clicks on {experiment.variants[0].name}'s and {experiment.variants[1].name}'s tracks within "
+        "the same lists; it does not measure listening time, skips or whole-list effects (diversity, order): "
+        "confirm a winner with an A/B test on those before relying on it"
+    ]
     if not_matched:
-        notes.append(f"{not_matched:,} clicks name a list but not a track its user was shown there: not credited "
-                     "(clients must send the response's request_id and the clicked track)")  # fmt: skip
+        notes.append(
+            f"{not_matched:,} clicks name a list but not a track its user was shown there: not credited "
+            "(clients must send the response's request_id and the clicked track)"
+        )
     return notes
 
 

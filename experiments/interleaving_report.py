@@ -37,31 +37,32 @@ def interleaving_html(result: dict[str, Any], colour: str, dates_line: str) -> s
     won, credited = result["impressions"]["won"], result["clicks"]["credited"]
     return f"""
 <section id="echotune-verdict" style="font-family:system-ui,sans-serif;max-width:1150px;margin:16px auto;padding:16px;border:3px solid {colour};border-radius:8px">
-  <h1 style="margin:0">{html.escape(exp['name'])} <small style="color:#555">({html.escape(exp['id'])}, interleaving)</small></h1>
-  <p style="margin:4px 0 8px 0;color:#555">{html.escape(exp.get('hypothesis') or '')}</p>
-  <h2 style="color:{colour};margin:8px 0">Verdict: {result['verdict'].upper()}</h2>
+  <h1 style="margin:0">{html.escape(exp["name"])} <small style="color:#555">({html.escape(exp["id"])}, interleaving)</small></h1>
+  <p style="margin:4px 0 8px 0;color:#555">{html.escape(exp.get("hypothesis") or "")}</p>
+  <h2 style="color:{colour};margin:8px 0">Verdict: {result["verdict"].upper()}</h2>
   <ul>{reasons}</ul>
   <p><b>Dates:</b> {dates_line}</p>
   <h3 style="margin:8px 0 0 0">Preference per user (sign test over users with a preference)</h3>
   <table id="echotune-preference" {table}>
     <tr><th>users</th><th>prefer {html.escape(a)}</th><th>prefer {html.escape(b)}</th><th>ties</th>
-        <th>share preferring {html.escape(b)}</th><th>{1 - pref['alpha']:.0%} interval</th><th>p</th><th>winner</th></tr>
-    <tr><td>{pref['users']:,}</td><td>{pref['prefer_a']:,}</td><td>{pref['prefer_b']:,}</td><td>{pref['ties']:,}</td>
-        <td>{_share(pref.get('share_b'))}</td><td>{interval}</td><td>{p}</td><td>{html.escape(pref.get('winner') or 'none')}</td></tr>
+        <th>share preferring {html.escape(b)}</th><th>{1 - pref["alpha"]:.0%} interval</th><th>p</th><th>winner</th></tr>
+    <tr><td>{pref["users"]:,}</td><td>{pref["prefer_a"]:,}</td><td>{pref["prefer_b"]:,}</td><td>{pref["ties"]:,}</td>
+        <td>{_share(pref.get("share_b"))}</td><td>{interval}</td><td>{p}</td><td>{html.escape(pref.get("winner") or "none")}</td></tr>
   </table>
-  <p style="color:#555">{html.escape(pref['method'])}</p>
+  <p style="color:#555">{html.escape(pref["method"])}</p>
   <h3 style="margin:8px 0 0 0">Merged lists</h3>
   <table {table}><tr><th>lists</th><th>with a click</th><th>won by {html.escape(a)}</th><th>won by {html.escape(b)}</th><th>tied</th>
     <th>clicks credited to {html.escape(a)}</th><th>to {html.escape(b)}</th><th>clicks not matched</th></tr>
-    <tr><td>{result['lists']:,}</td><td>{result['impressions']['with_clicks']:,}</td><td>{won[a]:,}</td><td>{won[b]:,}</td>
-    <td>{result['impressions']['tied']:,}</td><td>{credited[a]:,}</td><td>{credited[b]:,}</td><td>{result['clicks']['not_matched']:,}</td></tr></table>
+    <tr><td>{result["lists"]:,}</td><td>{result["impressions"]["with_clicks"]:,}</td><td>{won[a]:,}</td><td>{won[b]:,}</td>
+    <td>{result["impressions"]["tied"]:,}</td><td>{credited[a]:,}</td><td>{credited[b]:,}</td><td>{result["clicks"]["not_matched"]:,}</td></tr></table>
   <p style="color:#555">Below: Evidently's drift of the audio features of the tracks {html.escape(b)} (current) and
   {html.escape(a)} (reference) contributed to the merged lists.</p>
 </section>"""
 
 
-def write_interleaving_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path, colour: str, dates_line: str,
-                              audio: list[str]) -> tuple[Path, Path]:  # fmt: skip
+def write_interleaving_report(
+    result: dict[str, Any], served: pd.DataFrame, out_dir: Path, colour: str, dates_line: str, audio: list[str]
+) -> tuple[Path, Path]:
     """Write ``summary.json`` and ``report.html`` of an interleaving experiment into ``out_dir``; returns
     their paths. ``served`` is :func:`experiments.report.served_tracks` of the analysed events (the
     usable merged lists, ``variant`` = the ranker that contributed each track, with the ``audio``
@@ -72,8 +73,10 @@ def write_interleaving_report(result: dict[str, Any], served: pd.DataFrame, out_
     from evidently.presets import DataDriftPreset
 
     if served["request_id"].nunique() != result["lists"]:
-        raise ValueError(f"served holds {served['request_id'].nunique():,} merged lists, the analysis counted {result['lists']:,}: build it "
-                         "with served_tracks(events, experiment) (the Experiment, not its id) from the events given to analyse")  # fmt: skip
+        raise ValueError(
+            f"served holds {served['request_id'].nunique():,} merged lists, the analysis counted {result['lists']:,}: build it "
+            "with served_tracks(events, experiment) (the Experiment, not its id) from the events given to analyse"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = write_summary(result, out_dir / "summary.json")
     first_screen = interleaving_html(result, colour, dates_line)
@@ -84,7 +87,9 @@ def write_interleaving_report(result: dict[str, Any], served: pd.DataFrame, out_
         definition = DataDefinition(numerical_columns=columns)
         current, reference = (Dataset.from_pandas(by_ranker[name], data_definition=definition) for name in (b, a))
         model = Report([DataDriftPreset(columns=columns)]).run(current, reference).to_snapshot_model()
-        group = group_widget(title=f"tracks from {b} (current) vs from {a} (reference)", widgets=model.widgets + model.tests_widgets)
+        group = group_widget(
+            title=f"tracks from {b} (current) vs from {a} (reference)", widgets=model.widgets + model.tests_widgets
+        )
         page = render_widgets([group], as_iframe=False).replace("<body>", "<body>" + first_screen, 1)
     else:  # no audio features, or a ranker contributed nothing yet: the summary alone
         page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(result['experiment']['id'])}</title></head><body>{first_screen}</body></html>"

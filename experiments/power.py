@@ -25,30 +25,43 @@ from experiments.stats import RatioMoments
 
 
 def sample_size_for_mean(
-    baseline: float, sd: float, relative_mde: float, alpha: float = 0.05, power: float = 0.8,
+    baseline: float,
+    sd: float,
+    relative_mde: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
     weights: Sequence[float] = (0.5, 0.5),
-) -> int:  # fmt: skip
+) -> int:
     """Users in the whole experiment (all variants) for the test to detect a relative change of
     ``relative_mde`` from ``baseline`` in a metric whose per-user standard deviation is ``sd``."""
     return _spotify_sample_size(baseline, sd**2, False, relative_mde, alpha, power, weights)
 
 
 def sample_size_for_proportion(
-    baseline_rate: float, relative_mde: float, alpha: float = 0.05, power: float = 0.8,
+    baseline_rate: float,
+    relative_mde: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
     weights: Sequence[float] = (0.5, 0.5),
-) -> int:  # fmt: skip
+) -> int:
     """Users in the whole experiment for the two-proportion z-test (one 0/1 outcome per user) to detect a
     relative change of ``relative_mde`` from ``baseline_rate``; the treatment's variance is taken at the
     changed rate."""
     if not 0 < baseline_rate < 1:
         raise ValueError(f"baseline_rate must be in (0, 1) (got {baseline_rate})")
-    return _spotify_sample_size(baseline_rate, baseline_rate * (1 - baseline_rate), True, relative_mde, alpha, power, weights)
+    return _spotify_sample_size(
+        baseline_rate, baseline_rate * (1 - baseline_rate), True, relative_mde, alpha, power, weights
+    )
 
 
 def power_for_mean(
-    baseline: float, sd: float, relative_effect: float, users: int, alpha: float = 0.05,
+    baseline: float,
+    sd: float,
+    relative_effect: float,
+    users: int,
+    alpha: float = 0.05,
     weights: Sequence[float] = (0.5, 0.5),
-) -> float:  # fmt: skip
+) -> float:
     """Probability that the test rejects when the true relative change is ``relative_effect``, with
     ``users`` in the whole experiment."""
     n_c, n_t = _arm_sizes(users, weights)
@@ -56,9 +69,12 @@ def power_for_mean(
 
 
 def power_for_proportion(
-    baseline_rate: float, relative_effect: float, users: int, alpha: float = 0.05,
+    baseline_rate: float,
+    relative_effect: float,
+    users: int,
+    alpha: float = 0.05,
     weights: Sequence[float] = (0.5, 0.5),
-) -> float:  # fmt: skip
+) -> float:
     """Power of the two-proportion z-test for a true relative change ``relative_effect``."""
     n_c, n_t = _arm_sizes(users, weights)
     se = _proportion_se(baseline_rate, relative_effect * baseline_rate, n_c, n_t)
@@ -66,9 +82,13 @@ def power_for_proportion(
 
 
 def mde_for_mean(
-    baseline: float, sd: float, users: int, alpha: float = 0.05, power: float = 0.8,
+    baseline: float,
+    sd: float,
+    users: int,
+    alpha: float = 0.05,
+    power: float = 0.8,
     weights: Sequence[float] = (0.5, 0.5),
-) -> float:  # fmt: skip
+) -> float:
     """Smallest relative change the test detects with probability ``power`` given ``users``."""
     n_c, n_t = _arm_sizes(users, weights)
     se, alpha = sd * np.sqrt(1 / n_c + 1 / n_t), _per_comparison_alpha(alpha, weights)
@@ -76,9 +96,12 @@ def mde_for_mean(
 
 
 def mde_for_proportion(
-    baseline_rate: float, users: int, alpha: float = 0.05, power: float = 0.8,
+    baseline_rate: float,
+    users: int,
+    alpha: float = 0.05,
+    power: float = 0.8,
     weights: Sequence[float] = (0.5, 0.5),
-) -> float:  # fmt: skip
+) -> float:
     """Smallest relative increase of ``baseline_rate`` the two-proportion z-test detects with
     probability ``power`` given ``users`` (decreases differ slightly: the variance depends on the rate)."""
     n_c, n_t = _arm_sizes(users, weights)
@@ -127,18 +150,40 @@ def _per_comparison_alpha(alpha: float, weights: Sequence[float]) -> float:
 
 
 def _spotify_sample_size(
-    baseline: float, variance: float, binary: bool, relative_mde: float, alpha: float, power: float, weights: Sequence[float]
+    baseline: float,
+    variance: float,
+    binary: bool,
+    relative_mde: float,
+    alpha: float,
+    power: float,
+    weights: Sequence[float],
 ) -> int:
     if relative_mde <= 0:
         raise ValueError(f"relative_mde must be positive (got {relative_mde})")
-    plan = pd.DataFrame({"metric": ["m"], "baseline": [baseline], "variance": [variance], "binary": [binary],
-                         "mde": [relative_mde], "nim": [None], "direction": [None]})  # fmt: skip
+    plan = pd.DataFrame(
+        {
+            "metric": ["m"],
+            "baseline": [baseline],
+            "variance": [variance],
+            "binary": [binary],
+            "mde": [relative_mde],
+            "nim": [None],
+            "direction": [None],
+        }
+    )
     with warnings.catch_warnings():
         # spotify-confidence 4.1 uses pandas idioms that pandas 2.3 deprecates; nothing for us to fix
         warnings.simplefilter("ignore", FutureWarning)
-        calculator = SampleSizeCalculator(plan, point_estimate_column="baseline", var_column="variance",
-                                          is_binary_column="binary", metric_column="metric",
-                                          interval_size=1 - alpha, power=power)  # fmt: skip
-        result = calculator.sample_size(treatment_weights=list(weights), mde_column="mde", nim_column="nim",
-                                        preferred_direction_column="direction")  # fmt: skip
+        calculator = SampleSizeCalculator(
+            plan,
+            point_estimate_column="baseline",
+            var_column="variance",
+            is_binary_column="binary",
+            metric_column="metric",
+            interval_size=1 - alpha,
+            power=power,
+        )
+        result = calculator.sample_size(
+            treatment_weights=list(weights), mde_column="mde", nim_column="nim", preferred_direction_column="direction"
+        )
     return int(result["required_sample_size_for_metric"].iloc[0])

@@ -52,7 +52,11 @@ EXAMPLES = 3  # request ids named per rule in summary.json
 
 
 def sort_lists(
-    events: pd.DataFrame, experiment_id: str, rules: tuple[str, ...] = RANKING_RULES, variants: list[str] | None = None, merged: bool = False
+    events: pd.DataFrame,
+    experiment_id: str,
+    rules: tuple[str, ...] = RANKING_RULES,
+    variants: list[str] | None = None,
+    merged: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
     """The experiment's shown tracks split into complete lists and the rest.
 
@@ -95,7 +99,11 @@ def sort_lists(
     for rule in INCOMPLETE:
         ids = reason.index[reason == rule]
         if len(ids):
-            incomplete[rule] = {"lists": len(ids), "shown": int(tracks_per_list.loc[ids].sum()), "examples": [str(i) for i in ids[:EXAMPLES]]}
+            incomplete[rule] = {
+                "lists": len(ids),
+                "shown": int(tracks_per_list.loc[ids].sum()),
+                "examples": [str(i) for i in ids[:EXAMPLES]],
+            }
     complete = listed[listed["request_id"].map(reason).isna().to_numpy()]
     # without the position rules (merged lists), a track whose position is unusable gets rank 0
     usable = complete["rank"].where((complete["rank"] >= 1) & (complete["rank"] % 1 == 0), 0)
@@ -132,8 +140,10 @@ def check_served_lists(served: pd.DataFrame) -> None:
     if incomplete:
         rule, found = next(iter(incomplete.items()))
         example = f", e.g. request {found['examples'][0]!r}" if found["examples"] else ""
-        raise ServedListError(f"{found['lists'] or found['shown']:,} served lists are not complete rankings: {INCOMPLETE[rule]}{example}; "
-                              "build them with served_tracks, which leaves such lists out")  # fmt: skip
+        raise ServedListError(
+            f"{found['lists'] or found['shown']:,} served lists are not complete rankings: {INCOMPLETE[rule]}{example}; "
+            "build them with served_tracks, which leaves such lists out"
+        )
 
 
 def ranking_k(served: pd.DataFrame, k: int = RANKING_K) -> int:

@@ -25,15 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.analysis import analyse  # noqa: F401  (re-exported: analyse + write_report is the API)
-from experiments.analysis import events_in_dates
+from experiments.analysis import (
+    analyse,  # noqa: F401  (re-exported: analyse + write_report is the API)
+    events_in_dates,
+)
 from experiments.charts import daily_section
 from experiments.definition import Experiment
 from experiments.interleaving_analysis import merged_lists
 from experiments.interleaving_report import write_interleaving_report
-from experiments.ranking_quality import INCOMPLETE
+from experiments.ranking_quality import INCOMPLETE, check_served_lists, served_lists
 from experiments.ranking_quality import METRICS as RANKING_METRICS
-from experiments.ranking_quality import check_served_lists, served_lists
 from experiments.summary_json import strict_summary, write_summary  # noqa: F401  (strict_summary re-exported)
 
 AUDIO = ["danceability", "energy", "acousticness", "instrumentalness", "valence", "tempo", "loudness", "speechiness"]
@@ -47,7 +48,11 @@ def served_tracks(events: pd.DataFrame, experiment: Experiment | str, tracks: pd
     and an interleaving experiment's rows are its usable merged lists (``variant`` = the contributing ranker)."""
     if isinstance(experiment, Experiment):
         events = events_in_dates(experiment, events)[0]
-        shown = merged_lists(experiment, events)[0] if experiment.design == "interleaving" else served_lists(events, experiment.id)
+        shown = (
+            merged_lists(experiment, events)[0]
+            if experiment.design == "interleaving"
+            else served_lists(events, experiment.id)
+        )
     else:
         shown = served_lists(events, experiment)
     if tracks is not None:
@@ -62,12 +67,17 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     nan = float("nan")
     if result.get("design") == "interleaving":
         pref = result["preference"]
-        return {"share_preferring_treatment": nan if pref["share_b"] is None else float(pref["share_b"]),
-                "preference_p_value": nan if pref["p_value"] is None else float(pref["p_value"]), "merged_lists": int(result["lists"])}  # fmt: skip
+        return {
+            "share_preferring_treatment": nan if pref["share_b"] is None else float(pref["share_b"]),
+            "preference_p_value": nan if pref["p_value"] is None else float(pref["p_value"]),
+            "merged_lists": int(result["lists"]),
+        }
     primary = result["primary"][0] if result["primary"] else None
-    return {"primary_relative_lift": float(primary["relative_lift"]) if primary else nan,
-            "primary_p_value": float(primary["adjusted_p_value"] or primary["p_value"]) if primary else nan,
-            "sample_ratio_mismatch": bool(result["sample_ratio"]["mismatch"])}  # fmt: skip
+    return {
+        "primary_relative_lift": float(primary["relative_lift"]) if primary else nan,
+        "primary_p_value": float(primary["adjusted_p_value"] or primary["p_value"]) if primary else nan,
+        "sample_ratio_mismatch": bool(result["sample_ratio"]["mismatch"]),
+    }
 
 
 def _pct(x: float | None) -> str:
@@ -95,16 +105,25 @@ def summary_html(result: dict[str, Any]) -> str:
     colour = _COLOURS[result["verdict"]]
     exp = result["experiment"]
     srm = result["sample_ratio"]
-    srm_line = ("MISMATCH" if srm["mismatch"] else "ok") + f" (chi-square p = {srm['p_value']:.3g}; users " + ", ".join(
-        f"{html.escape(v)} {n:,} (expected {srm['expected'][v]:,.0f})" for v, n in srm["observed"].items()) + ")"  # fmt: skip
-    guardrails = "".join(
-        f"<li><b>{html.escape(g['metric'])}</b> in {html.escape(g['variant'])}: {'BREACHED' if g['breached'] else 'held'} - {html.escape(g['reason'])}</li>"
-        for g in result["guardrails"]
-    ) or "<li>none measured</li>"
+    srm_line = (
+        ("MISMATCH" if srm["mismatch"] else "ok")
+        + f" (chi-square p = {srm['p_value']:.3g}; users "
+        + ", ".join(f"{html.escape(v)} {n:,} (expected {srm['expected'][v]:,.0f})" for v, n in srm["observed"].items())
+        + ")"
+    )
+    guardrails = (
+        "".join(
+            f"<li><b>{html.escape(g['metric'])}</b> in {html.escape(g['variant'])}: {'BREACHED' if g['breached'] else 'held'} - {html.escape(g['reason'])}</li>"
+            for g in result["guardrails"]
+        )
+        or "<li>none measured</li>"
+    )
     power = result.get("power") or {}
     power_line = (
         f"{power['metric']} baseline {power['baseline']:.4f}; smallest detectable relative lift now {_pct(power.get('mde_at_current_size'))}; "
-        f"users for a 5% lift: {power['users_for_5pct_lift']:,}" if power.get("users_for_5pct_lift") else "not enough data"
+        f"users for a 5% lift: {power['users_for_5pct_lift']:,}"
+        if power.get("users_for_5pct_lift")
+        else "not enough data"
     )
     variants = "".join(
         f"<tr><td>{html.escape(str(v['variant']))}</td><td>{v['users']:,}</td><td>{v['shown']:,}</td><td>{v['ctr']:.4f}</td>"
@@ -115,12 +134,16 @@ def summary_html(result: dict[str, Any]) -> str:
     k = next(iter(ranking.values()), {}).get("k")
     ranking_rows = "".join(
         f"<tr><td>{html.escape(variant)}</td><td>{q['lists']:,}</td><td>{q['lists_clicked']:,}</td>"
-        + "".join(f"<td>{_share(q[f'{name}@{k}'])}</td>" for name in RANKING_METRICS) + "</tr>"
+        + "".join(f"<td>{_share(q[f'{name}@{k}'])}</td>" for name in RANKING_METRICS)
+        + "</tr>"
         for variant, q in ranking.items()
     )
     left_out = _incomplete_line(result.get("incomplete_lists") or {})
-    ranking_header = "<tr><th>variant</th><th>lists</th><th>lists with a click</th>" + "".join(
-        f"<th>{label}@{k}</th>" for label in ("NDCG", "precision", "hit rate", "MRR")) + "</tr>"  # fmt: skip
+    ranking_header = (
+        "<tr><th>variant</th><th>lists</th><th>lists with a click</th>"
+        + "".join(f"<th>{label}@{k}</th>" for label in ("NDCG", "precision", "hit rate", "MRR"))
+        + "</tr>"
+    )
     header = "<tr><th>variant</th><th>metric</th><th>control</th><th>treatment</th><th>relative lift</th><th>95% CI</th><th>p (adjusted)</th><th>method</th></tr>"
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result["reasons"])
     reasons += "".join(f"<li><b>Caveat:</b> {html.escape(c)}</li>" for c in result.get("caveats", []))
@@ -128,18 +151,18 @@ def summary_html(result: dict[str, Any]) -> str:
     daily = "".join(daily_section(series) for series in result.get("daily", []) if series["days"])
     return f"""
 <section id="echotune-verdict" style="font-family:system-ui,sans-serif;max-width:1150px;margin:16px auto;padding:16px;border:3px solid {colour};border-radius:8px">
-  <h1 style="margin:0">{html.escape(exp['name'])} <small style="color:#555">({html.escape(exp['id'])})</small></h1>
-  <p style="margin:4px 0 8px 0;color:#555">{html.escape(exp.get('hypothesis') or '')}</p>
-  <h2 style="color:{colour};margin:8px 0">Verdict: {result['verdict'].upper()}</h2>
+  <h1 style="margin:0">{html.escape(exp["name"])} <small style="color:#555">({html.escape(exp["id"])})</small></h1>
+  <p style="margin:4px 0 8px 0;color:#555">{html.escape(exp.get("hypothesis") or "")}</p>
+  <h2 style="color:{colour};margin:8px 0">Verdict: {result["verdict"].upper()}</h2>
   <ul>{reasons}</ul>
   <p><b>Sample ratio:</b> {srm_line}</p>
-  <p><b>Dates:</b> {_dates_line(result.get('dates') or {})}</p>
-  <h3 style="margin:8px 0 0 0">Primary metric (group-sequential, Holm-adjusted{', CUPED' if result.get('cuped') else ''})</h3>
-  <table {table}>{header}{_rows(result['primary'])}</table>
+  <p><b>Dates:</b> {_dates_line(result.get("dates") or {})}</p>
+  <h3 style="margin:8px 0 0 0">Primary metric (group-sequential, Holm-adjusted{", CUPED" if result.get("cuped") else ""})</h3>
+  <table {table}>{header}{_rows(result["primary"])}</table>
   {daily}
   <h3 style="margin:8px 0 0 0">Guardrails</h3><ul>{guardrails}</ul>
   <h3 style="margin:8px 0 0 0">Secondary metrics (Holm-adjusted)</h3>
-  <table {table}>{header}{_rows(result['secondary'])}</table>
+  <table {table}>{header}{_rows(result["secondary"])}</table>
   <h3 style="margin:8px 0 0 0">Variants</h3>
   <table {table}><tr><th>variant</th><th>users</th><th>exposures</th><th>CTR</th><th>completion</th><th>skip</th><th>minutes/user</th></tr>{variants}</table>
   <h3 style="margin:8px 0 0 0">Ranking quality (per served list, clicks as relevance, mean over lists)</h3>
@@ -156,9 +179,11 @@ def _incomplete_line(incomplete: dict[str, dict]) -> str:
     """The lists left out of ranking quality, by reason, with example request ids (empty when none)."""
     if not incomplete:
         return ""
-    items = "".join(f"<li>{found['shown'] if rule == 'no_request_id' else found['lists']:,} {'shown tracks' if rule == 'no_request_id' else 'lists'}: "
-                    f"{html.escape(INCOMPLETE[rule])}{' (e.g. ' + html.escape(', '.join(found['examples'])) + ')' if found['examples'] else ''}</li>"
-                    for rule, found in incomplete.items())  # fmt: skip
+    items = "".join(
+        f"<li>{found['shown'] if rule == 'no_request_id' else found['lists']:,} {'shown tracks' if rule == 'no_request_id' else 'lists'}: "
+        f"{html.escape(INCOMPLETE[rule])}{' (e.g. ' + html.escape(', '.join(found['examples'])) + ')' if found['examples'] else ''}</li>"
+        for rule, found in incomplete.items()
+    )
     return f'<p id="echotune-incomplete-lists"><b>Left out of ranking quality (not complete rankings):</b></p><ul>{items}</ul>'
 
 
@@ -166,8 +191,10 @@ def _dates_line(dates: dict[str, Any]) -> str:
     left_out = dates.get("events_left_out") or {}
     span = f"from {dates.get('start') or 'the first event'} to {dates.get('end') or 'the latest event'}"
     span += " (end excluded)" if dates.get("end") else ""
-    return (f"{html.escape(span)}; left out {left_out.get('before_start', 0):,} of the experiment's events dated before the start "
-            f"and {left_out.get('after_end', 0):,} on or after the end")  # fmt: skip
+    return (
+        f"{html.escape(span)}; left out {left_out.get('before_start', 0):,} of the experiment's events dated before the start "
+        f"and {left_out.get('after_end', 0):,} on or after the end"
+    )
 
 
 def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
@@ -180,15 +207,19 @@ def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path) ->
     from evidently.legacy.renderers.html_widgets import group_widget
 
     if result.get("design") == "interleaving":
-        return write_interleaving_report(result, served, out_dir, _COLOURS[result["verdict"]], _dates_line(result.get("dates") or {}), AUDIO)
+        return write_interleaving_report(
+            result, served, out_dir, _COLOURS[result["verdict"]], _dates_line(result.get("dates") or {}), AUDIO
+        )
 
     check_served_lists(served)
     lists = served.groupby("variant")["request_id"].nunique()
     for variant, quality in result["ranking_quality"].items():
         if int(lists.get(variant, 0)) != quality["lists"]:
-            raise ValueError(f"served holds {int(lists.get(variant, 0)):,} lists of {variant}, the analysis counted {quality['lists']:,} "
-                             "within the experiment's dates: build it with served_tracks(events, experiment) (the Experiment, "
-                             "not its id) from the events given to analyse")  # fmt: skip
+            raise ValueError(
+                f"served holds {int(lists.get(variant, 0)):,} lists of {variant}, the analysis counted {quality['lists']:,} "
+                "within the experiment's dates: build it with served_tracks(events, experiment) (the Experiment, "
+                "not its id) from the events given to analyse"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = write_summary(result, out_dir / "summary.json")
     control = result["experiment"]["variants"][0]["name"]
@@ -202,7 +233,11 @@ def write_report(result: dict[str, Any], served: pd.DataFrame, out_dir: Path) ->
         shown = evidently_ranking_quality(snapshot, k)
         check_agreement({treatment: shown["current"], control: shown["reference"]}, result["ranking_quality"])
         model = snapshot.to_snapshot_model()
-        groups.append(group_widget(title=f"{treatment} (current) vs {control} (reference)", widgets=model.widgets + model.tests_widgets))
+        groups.append(
+            group_widget(
+                title=f"{treatment} (current) vs {control} (reference)", widgets=model.widgets + model.tests_widgets
+            )
+        )
     html_path = out_dir / "report.html"
     if groups:
         page = render_widgets(groups, as_iframe=False).replace("<body>", "<body>" + summary_html(result), 1)
@@ -221,13 +256,24 @@ def ranking_snapshot(served: pd.DataFrame, control: str, treatment: str, k: int)
     audio = [c for c in AUDIO if c in served and served[c].notna().any()]
     definition = DataDefinition(
         numerical_columns=["rank", "clicked", *audio],
-        ranking=[Recsys(user_id="request_id", item_id="track_id", target="clicked", prediction="rank", recommendations_type="rank")],
+        ranking=[
+            Recsys(
+                user_id="request_id",
+                item_id="track_id",
+                target="clicked",
+                prediction="rank",
+                recommendations_type="rank",
+            )
+        ],
     )
     metrics: list = [metric(k=k, no_feedback_users=True) for metric in _evidently_metrics().values()]
     if audio:
         metrics.append(DataDriftPreset(columns=audio))
     columns = ["request_id", "track_id", "rank", "clicked", *audio]
-    current, reference = (Dataset.from_pandas(served.loc[served["variant"] == v, columns], data_definition=definition) for v in (treatment, control))
+    current, reference = (
+        Dataset.from_pandas(served.loc[served["variant"] == v, columns], data_definition=definition)
+        for v in (treatment, control)
+    )
     return Report(metrics).run(current, reference)
 
 
@@ -245,15 +291,19 @@ def evidently_ranking_quality(snapshot, k: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def check_agreement(shown: dict[str, dict[str, float]], ranking_quality: dict[str, dict[str, Any]], tolerance: float = 1e-6) -> None:
+def check_agreement(
+    shown: dict[str, dict[str, float]], ranking_quality: dict[str, dict[str, Any]], tolerance: float = 1e-6
+) -> None:
     """ValueError unless every figure in ``shown`` (variant -> {"ndcg@k": ...}) lies in [0, 1] and
     equals the analysis's value for that variant within ``tolerance``."""
     for variant, figures in shown.items():
         for key, value in figures.items():
             ours = ranking_quality[variant][key]
             if not 0.0 <= value <= 1.0 or not abs(value - ours) <= tolerance:
-                raise ValueError(f"Evidently shows {key} = {value:.6f} for {variant}, the analysis computed {ours:.6f} per served list; "
-                                 "the report would contradict summary.json: check the ranking definition (one list per request id)")  # fmt: skip
+                raise ValueError(
+                    f"Evidently shows {key} = {value:.6f} for {variant}, the analysis computed {ours:.6f} per served list; "
+                    "the report would contradict summary.json: check the ranking definition (one list per request id)"
+                )
 
 
 def _evidently_metrics() -> dict[str, type]:

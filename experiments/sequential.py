@@ -116,13 +116,17 @@ def group_sequential_comparison(
     else:
         p = float(optimize.brentq(margin, SMALLEST_REPEATED_P, 1 - 1e-9, xtol=1e-12, rtol=1e-10))
     boundary = float(group_sequential_boundary(fractions, alpha)[-1])
-    return _with_intervals(comparison, p, boundary, f"group sequential (alpha·t^{SPENDING_EXPONENT}, look {len(looks)})")
+    return _with_intervals(
+        comparison, p, boundary, f"group sequential (alpha·t^{SPENDING_EXPONENT}, look {len(looks)})"
+    )
 
 
 def _check_standard_error(comparison: Comparison) -> None:
     if not comparison.std_error > 0:
-        raise ValueError(f"{comparison.metric}: no standard error to work from (std_error={comparison.std_error}); "
-                         "compute the comparison with experiments.stats from at least 2 varying users per variant")  # fmt: skip
+        raise ValueError(
+            f"{comparison.metric}: no standard error to work from (std_error={comparison.std_error}); "
+            "compute the comparison with experiments.stats from at least 2 varying users per variant"
+        )
 
 
 def _with_intervals(comparison: Comparison, p_value: float, multiplier: float, method: str) -> Comparison:

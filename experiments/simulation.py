@@ -78,8 +78,12 @@ def simulate(
                     if rng.random() < completion_given_affinity(slate_z[pos]):
                         rows.append((u, t, "track_completed", when, int(duration[t]), variant, pos, request_id))
                     else:
-                        rows.append((u, t, "track_skipped", when, int(rng.integers(3_000, 30_000)), variant, pos, request_id))
-    frame = pd.DataFrame(rows, columns=["u", "t", "type", "timestamp", "ms_played", "variant", "position", "request_id"])
+                        rows.append(
+                            (u, t, "track_skipped", when, int(rng.integers(3_000, 30_000)), variant, pos, request_id)
+                        )
+    frame = pd.DataFrame(
+        rows, columns=["u", "t", "type", "timestamp", "ms_played", "variant", "position", "request_id"]
+    )
     return pd.DataFrame(
         {
             "event_id": [f"sim-{experiment.id}-{i:09d}" for i in range(len(frame))],

@@ -119,8 +119,21 @@ def normal_comparison(
         p = 0.0 if diff != 0 else 1.0
     z = float(stats.norm.ppf(1 - alpha / 2))
     rel, rel_ci, log_se = relative_interval(rc, vc, rt, vt, z)
-    return Comparison(metric, rc, rt, diff, (diff - z * se, diff + z * se), rel, rel_ci, p, nc, nt,
-                      std_error=se, log_ratio_std_error=log_se, method=method)  # fmt: skip
+    return Comparison(
+        metric,
+        rc,
+        rt,
+        diff,
+        (diff - z * se, diff + z * se),
+        rel,
+        rel_ci,
+        p,
+        nc,
+        nt,
+        std_error=se,
+        log_ratio_std_error=log_se,
+        method=method,
+    )
 
 
 def relative_interval(
@@ -158,7 +171,9 @@ def proportion_test(
     counts = {"control": (successes_c, trials_c), "treatment": (successes_t, trials_t)}
     for name, (successes, trials) in counts.items():
         if not 0 <= successes <= trials or trials < 1:
-            raise ValueError(f"{metric}: {name} has {successes} successes in {trials} trials; need 0 <= successes <= trials, trials >= 1")
+            raise ValueError(
+                f"{metric}: {name} has {successes} successes in {trials} trials; need 0 <= successes <= trials, trials >= 1"
+            )
     sums = [(float(s), float(s), int(n)) for s, n in counts.values()]  # 0/1 outcomes: sum of squares = sum
     return _spotify_comparison(ZTest, metric, sums, alpha, "two-proportion z-test")
 
@@ -171,8 +186,14 @@ def _spotify_comparison(
     with warnings.catch_warnings():
         # spotify-confidence 4.1 uses pandas idioms that pandas 2.3 deprecates; nothing for us to fix
         warnings.simplefilter("ignore", FutureWarning)
-        test = test_class(frame, numerator_column="total", numerator_sum_squares_column="total_sq",
-                          denominator_column="users", categorical_group_columns="variant", interval_size=1 - alpha)  # fmt: skip
+        test = test_class(
+            frame,
+            numerator_column="total",
+            numerator_sum_squares_column="total_sq",
+            denominator_column="users",
+            categorical_group_columns="variant",
+            interval_size=1 - alpha,
+        )
         row = test.difference(level_1="control", level_2="treatment", verbose=True).iloc[0]
     rc, rt, se = float(row["point_estimate_1"]), float(row["point_estimate_2"]), float(row["std_err"])
     diff, lo, hi = float(row["difference"]), float(row["ci_lower"]), float(row["ci_upper"])
@@ -180,5 +201,18 @@ def _spotify_comparison(
     (_, _, nc), (_, _, nt) = sums
     vc, vt = float(row["variance_1"]) / nc, float(row["variance_2"]) / nt
     rel, rel_ci, log_se = relative_interval(rc, vc, rt, vt, critical)
-    return Comparison(metric, rc, rt, diff, (lo, hi), rel, rel_ci, float(row["p-value"]), nc, nt,
-                      std_error=se, log_ratio_std_error=log_se, method=method)  # fmt: skip
+    return Comparison(
+        metric,
+        rc,
+        rt,
+        diff,
+        (lo, hi),
+        rel,
+        rel_ci,
+        float(row["p-value"]),
+        nc,
+        nt,
+        std_error=se,
+        log_ratio_std_error=log_se,
+        method=method,
+    )

@@ -89,7 +89,9 @@ def served_versions(client: redis.Redis, keys: RedisKeys, store: VectorStore) ->
             if definition.get("status") != "running":
                 continue
             for variant in definition["variants"]:
-                version = variant.get("model_version") or (store.alias(variant["model_alias"]) if variant.get("model_alias") else None)
+                version = variant.get("model_version") or (
+                    store.alias(variant["model_alias"]) if variant.get("model_alias") else None
+                )
                 if version and str(version) not in versions:
                     versions.append(str(version))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):

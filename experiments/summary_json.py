@@ -50,7 +50,9 @@ def strict_summary(result: dict[str, Any]) -> dict[str, Any]:
             nulls[_pointer(path)] = _why_undefined(path)
             return None
         if value is None and path[0] == "daily":  # a day before any users, or without a comparison yet
-            nulls[_pointer(path)] = _NO_LOOK_YET if _field(path) in ("information_fraction", "z_boundary") else _NO_COMPARISON_YET
+            nulls[_pointer(path)] = (
+                _NO_LOOK_YET if _field(path) in ("information_fraction", "z_boundary") else _NO_COMPARISON_YET
+            )
         elif value is None and _field(path) in _UNDEFINED:
             nulls[_pointer(path)] = _why_undefined(path)
         return value.item() if isinstance(value, np.generic) else value

@@ -37,7 +37,9 @@ class InnerProductIndex:
     rows: int
 
     @classmethod
-    def build(cls, vectors: np.ndarray, threads: int = -1, m: int = 16, ef_construction: int = 100, seed: int = 1) -> "InnerProductIndex":
+    def build(
+        cls, vectors: np.ndarray, threads: int = -1, m: int = 16, ef_construction: int = 100, seed: int = 1
+    ) -> InnerProductIndex:
         """Index ``vectors`` (float32, n x d); ``threads`` -1: one per core."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         graph = hnswlib.Index(space="ip", dim=vectors.shape[1])
@@ -70,7 +72,7 @@ class InnerProductIndex:
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "InnerProductIndex":
+    def from_bytes(cls, data: bytes) -> InnerProductIndex:
         with np.load(io.BytesIO(data), allow_pickle=False) as parts, tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "index.bin"
             parts["graph"].tofile(path)
@@ -80,9 +82,15 @@ class InnerProductIndex:
 
 
 def approximate_top_n(
-    index: InnerProductIndex, vectors: np.ndarray, query: np.ndarray, n: int,
-    excluded: np.ndarray | None = None, allowed: np.ndarray | None = None, exact_below: int = 0, ef: int = DEFAULT_EF,
-) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+    index: InnerProductIndex,
+    vectors: np.ndarray,
+    query: np.ndarray,
+    n: int,
+    excluded: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
+    exact_below: int = 0,
+    ef: int = DEFAULT_EF,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The best ``n`` rows of ``vectors @ query`` and their scores, best first, never an ``excluded``
     row nor one ``allowed`` (a boolean mask) leaves out; fewer when fewer are eligible.
 
@@ -132,19 +140,26 @@ class CatalogIndex:
     similarity: InnerProductIndex
 
     @classmethod
-    def build(cls, item_vectors: np.ndarray, similarity_vectors: np.ndarray, threads: int = -1) -> "CatalogIndex":
+    def build(cls, item_vectors: np.ndarray, similarity_vectors: np.ndarray, threads: int = -1) -> CatalogIndex:
         """``similarity_vectors`` as the API holds them: unit rows."""
         return cls(InnerProductIndex.build(item_vectors, threads), InnerProductIndex.build(similarity_vectors, threads))
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez(buffer, items=np.frombuffer(self.items.to_bytes(), np.uint8), similarity=np.frombuffer(self.similarity.to_bytes(), np.uint8))
+        np.savez(
+            buffer,
+            items=np.frombuffer(self.items.to_bytes(), np.uint8),
+            similarity=np.frombuffer(self.similarity.to_bytes(), np.uint8),
+        )
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "CatalogIndex":
+    def from_bytes(cls, data: bytes) -> CatalogIndex:
         with np.load(io.BytesIO(data), allow_pickle=False) as parts:
-            return cls(InnerProductIndex.from_bytes(parts["items"].tobytes()), InnerProductIndex.from_bytes(parts["similarity"].tobytes()))
+            return cls(
+                InnerProductIndex.from_bytes(parts["items"].tobytes()),
+                InnerProductIndex.from_bytes(parts["similarity"].tobytes()),
+            )
 
 
 @dataclass(frozen=True)
@@ -156,7 +171,7 @@ class ScoreMoments:
     covariance: np.ndarray
 
     @classmethod
-    def of(cls, matrix: np.ndarray) -> "ScoreMoments":
+    def of(cls, matrix: np.ndarray) -> ScoreMoments:
         m = np.asarray(matrix, dtype=np.float64)
         mean = m.mean(axis=0)
         return cls(mean, (m.T @ m) / len(m) - np.outer(mean, mean))

@@ -142,7 +142,12 @@ class Recommender(ABC):
         np.savez(path / "arrays.npz", **arrays)
         if self._train is not None:  # kept so a loaded model can exclude what each user already has
             sp.save_npz(path / "train.npz", self._train.tocsr())
-        meta = {"algorithm": self.name, "params": self.params, "n_users": len(self.user_ids), "n_items": len(self.item_ids)}
+        meta = {
+            "algorithm": self.name,
+            "params": self.params,
+            "n_users": len(self.user_ids),
+            "n_items": len(self.item_ids),
+        }
         (path / "model.json").write_text(json.dumps(meta, indent=2, default=str))
         return path
 

@@ -44,7 +44,9 @@ class ContentBased(StoredVectors):
         """User vectors from rows of weights over the model's items."""
         weights = sp.csr_matrix(matrix, dtype=np.float32)
         totals = np.asarray(weights.sum(axis=1)).ravel()
-        return np.asarray(sp.diags(1.0 / np.where(totals > 0, totals, 1.0)) @ weights @ self._item_vecs, dtype=np.float32)
+        return np.asarray(
+            sp.diags(1.0 / np.where(totals > 0, totals, 1.0)) @ weights @ self._item_vecs, dtype=np.float32
+        )
 
     def cold_item_vectors(self, features: ItemFeatures) -> np.ndarray:
         """Vectors for items unseen in training (features the model was not fitted with are ignored)."""

@@ -53,25 +53,29 @@ class ItemFeatures:
         return self.matrix.shape[1]
 
     @classmethod
-    def from_pairs(cls, item_ids: np.ndarray, pairs: pd.DataFrame) -> "ItemFeatures":
+    def from_pairs(cls, item_ids: np.ndarray, pairs: pd.DataFrame) -> ItemFeatures:
         """From a long table with columns item_id, feature, weight (tags, genres, anything)."""
         item_ids = np.asarray(item_ids, dtype=str)
         rows = pd.Index(item_ids).get_indexer(pairs["item_id"].astype(str))
         keep = rows >= 0
         names, cols = np.unique(pairs["feature"].astype(str).to_numpy()[keep], return_inverse=True)
-        weights = pairs["weight"].to_numpy(dtype=np.float32)[keep] if "weight" in pairs else np.ones(len(cols), np.float32)
+        weights = (
+            pairs["weight"].to_numpy(dtype=np.float32)[keep] if "weight" in pairs else np.ones(len(cols), np.float32)
+        )
         matrix = sp.csr_matrix((weights, (rows[keep], cols)), shape=(len(item_ids), len(names)), dtype=np.float32)
         matrix.sum_duplicates()
         return cls(item_ids=item_ids, matrix=matrix, names=names)
 
-    def align(self, item_ids: np.ndarray) -> "ItemFeatures":
+    def align(self, item_ids: np.ndarray) -> ItemFeatures:
         """Rows reordered to ``item_ids``; unknown items get an empty row."""
         idx = pd.Index(self.item_ids).get_indexer(np.asarray(item_ids, dtype=str))
         picker = sp.csr_matrix(
             (np.ones((idx >= 0).sum(), np.float32), (np.flatnonzero(idx >= 0), idx[idx >= 0])),
             shape=(len(item_ids), len(self.item_ids)),
         )
-        return ItemFeatures(item_ids=np.asarray(item_ids, dtype=str), matrix=(picker @ self.matrix).tocsr(), names=self.names)
+        return ItemFeatures(
+            item_ids=np.asarray(item_ids, dtype=str), matrix=(picker @ self.matrix).tocsr(), names=self.names
+        )
 
     def normalized(self) -> sp.csr_matrix:
         """Rows scaled to sum 1 (what LightFM expects of feature weights)."""
@@ -99,10 +103,18 @@ def _track_feature_groups(tracks: pd.DataFrame) -> list[tuple[np.ndarray, np.nda
             continue
         values = pd.to_numeric(tracks[col], errors="coerce").to_numpy()
         known = np.flatnonzero(~np.isnan(values.astype(np.float64)))
-        groups.append((known, np.digitize(values[known], edges), np.array([f"{col}:{b}" for b in range(len(edges) + 1)])))
+        groups.append(
+            (known, np.digitize(values[known], edges), np.array([f"{col}:{b}" for b in range(len(edges) + 1)]))
+        )
     if "explicit" in tracks:
         e = tracks["explicit"].reset_index(drop=True).dropna()
-        groups.append((e.index.to_numpy(dtype=np.int64), e.astype(bool).to_numpy().astype(np.int64), np.array(["clean", "explicit"])))
+        groups.append(
+            (
+                e.index.to_numpy(dtype=np.int64),
+                e.astype(bool).to_numpy().astype(np.int64),
+                np.array(["clean", "explicit"]),
+            )
+        )
     if "release_year" in tracks:
         y = pd.to_numeric(tracks["release_year"].reset_index(drop=True), errors="coerce").dropna()
         codes, decades = pd.factorize((y // 10 * 10).astype(int).to_numpy())
@@ -113,7 +125,10 @@ def _track_feature_groups(tracks: pd.DataFrame) -> list[tuple[np.ndarray, np.nda
 def track_feature_pairs(tracks: pd.DataFrame) -> pd.DataFrame:
     """Long (item_id, feature, weight) table of artists, genres, binned audio features, explicit and decade."""
     ids = tracks["track_id"].astype(str).to_numpy()
-    parts = [pd.DataFrame({"item_id": ids[rows], "feature": names[codes]}) for rows, codes, names in _track_feature_groups(tracks)]
+    parts = [
+        pd.DataFrame({"item_id": ids[rows], "feature": names[codes]})
+        for rows, codes, names in _track_feature_groups(tracks)
+    ]
     pairs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["item_id", "feature"])
     pairs["weight"] = 1.0
     return pairs
@@ -161,7 +176,9 @@ def content_vectors(audio: dict[str, np.ndarray], genres: Sequence[Sequence[str]
     genre list or None. A track without audio features sits at the catalog mean, so its genres alone
     place it. Returns float32 (n_tracks, n_features + n_genres)."""
     n = len(genres)
-    dense = np.stack([np.asarray(audio.get(f, np.full(n, np.nan)), dtype=np.float64) for f in CONTINUOUS_FEATURES], axis=1)
+    dense = np.stack(
+        [np.asarray(audio.get(f, np.full(n, np.nan)), dtype=np.float64) for f in CONTINUOUS_FEATURES], axis=1
+    )
     with warnings.catch_warnings():  # a feature no track has: its mean is NaN, handled below
         warnings.simplefilter("ignore", RuntimeWarning)
         mean, std = np.nanmean(dense, axis=0), np.nanstd(dense, axis=0)

@@ -41,4 +41,6 @@ def ridge_fold_in(item_vectors: np.ndarray, tail: np.ndarray | None = None, regu
     gram = v.T @ v
     lam = regularization * max(float(np.trace(gram)) / max(gram.shape[0], 1), 1e-12)
     matrix = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), v.T).T
-    return FoldIn(matrix.astype(np.float32), np.zeros(v.shape[1], np.float32) if tail is None else tail.astype(np.float32))
+    return FoldIn(
+        matrix.astype(np.float32), np.zeros(v.shape[1], np.float32) if tail is None else tail.astype(np.float32)
+    )

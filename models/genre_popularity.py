@@ -33,12 +33,16 @@ class GenrePopularity(StoredVectors):
             raise ValueError("genre_popularity needs item features with genres (feature names starting with 'genre:')")
         genre_columns = np.flatnonzero(np.char.startswith(np.asarray(item_features.names, dtype=str), prefix))
         if not len(genre_columns):
-            raise ValueError(f"no item feature name starts with {prefix!r}: set feature_prefix to the genre features' prefix")
+            raise ValueError(
+                f"no item feature name starts with {prefix!r}: set feature_prefix to the genre features' prefix"
+            )
         member = sp.csr_matrix(item_features.matrix[:, genre_columns] > 0, dtype=np.float32)
         per_item = np.asarray(member.sum(axis=1)).ravel()
         member = sp.diags(1.0 / np.where(per_item > 0, per_item, 1.0)).astype(np.float32) @ member
         popularity = np.log1p(np.asarray((interactions.matrix > 0).sum(axis=0)).ravel()).astype(np.float32)
-        self._item_vecs = np.hstack([member.multiply(popularity[:, None]).toarray(), popularity[:, None]]).astype(np.float32)
+        self._item_vecs = np.hstack([member.multiply(popularity[:, None]).toarray(), popularity[:, None]]).astype(
+            np.float32
+        )
         self._member = member.tocsr()
         self._user_vecs = self.fold_in_users(interactions.matrix)
 
@@ -54,8 +58,13 @@ class GenrePopularity(StoredVectors):
 
     def _state(self) -> dict[str, np.ndarray]:
         member = self._member.tocoo()
-        return {"user_vecs": self._user_vecs, "item_vecs": self._item_vecs,
-                "member_row": member.row, "member_col": member.col, "member_data": member.data}  # fmt: skip
+        return {
+            "user_vecs": self._user_vecs,
+            "item_vecs": self._item_vecs,
+            "member_row": member.row,
+            "member_col": member.col,
+            "member_data": member.data,
+        }
 
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
         self._user_vecs, self._item_vecs = arrays["user_vecs"], arrays["item_vecs"]

@@ -16,6 +16,7 @@ from models.weighting import raw_count_evidence, table_weights
 class RawCountsWarning(UserWarning):
     """A ``weight`` column that looks like raw listen counts (see :func:`models.weighting.raw_count_evidence`)."""
 
+
 ID_COLUMNS = ("user_id", "item_id", "track_id")
 
 
@@ -48,7 +49,9 @@ def interactions_frame(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: missing column 'user_id' (columns: {', '.join(map(str, frame.columns))})")
     item_column = "item_id" if "item_id" in frame else "track_id" if "track_id" in frame else None
     if item_column is None:
-        raise ValueError(f"{path}: missing column 'item_id' or 'track_id' (columns: {', '.join(map(str, frame.columns))})")
+        raise ValueError(
+            f"{path}: missing column 'item_id' or 'track_id' (columns: {', '.join(map(str, frame.columns))})"
+        )
     try:
         weights = table_weights(frame)
     except ValueError as error:
@@ -58,8 +61,9 @@ def interactions_frame(path: str | Path) -> pd.DataFrame:
         warnings.warn(
             f"{path}: column 'weight' {evidence}: these look like raw listen counts, which training takes as "
             "final weights. Name the column 'count' to have them graded (log1p), or give weights already graded.",
-            RawCountsWarning, stacklevel=2,
-        )  # fmt: skip
+            RawCountsWarning,
+            stacklevel=2,
+        )
     if not np.isfinite(weights).all():
         bad = "weight" if "weight" in frame else "count"
         raise ValueError(f"{path}: column {bad!r} has missing or non-numeric values")
@@ -81,5 +85,7 @@ def item_features_from_file(path: str | Path, item_ids: np.ndarray) -> ItemFeatu
         pairs = frame.rename(columns={item_column: "item_id"})
         return ItemFeatures.from_pairs(item_ids, pairs)
     if "track_id" not in frame:
-        raise ValueError(f"{path}: item features need either a 'feature' column (long table) or a 'track_id' column (track table)")
+        raise ValueError(
+            f"{path}: item features need either a 'feature' column (long table) or a 'track_id' column (track table)"
+        )
     return track_features(frame, item_ids)

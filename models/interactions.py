@@ -30,7 +30,7 @@ class Interactions:
         item_col: str = "item_id",
         weight_col: str | None = "weight",
         item_ids: np.ndarray | None = None,
-    ) -> "Interactions":
+    ) -> Interactions:
         """Build from a long table of (user, item, weight[, time]). Duplicate pairs are summed.
 
         ``item_ids`` fixes the item universe (e.g. the whole catalog, so tracks nobody played still get
@@ -44,9 +44,7 @@ class Interactions:
         else:
             item_ids, item_idx = np.unique(frame[item_col].astype(str).to_numpy(), return_inverse=True)
         user_ids, user_idx = np.unique(frame[user_col].astype(str).to_numpy(), return_inverse=True)
-        weights = (
-            frame[weight_col].to_numpy(dtype=np.float32) if weight_col else np.ones(len(frame), dtype=np.float32)
-        )
+        weights = frame[weight_col].to_numpy(dtype=np.float32) if weight_col else np.ones(len(frame), dtype=np.float32)
         shape = (len(user_ids), len(item_ids))
         matrix = sp.csr_matrix((weights, (user_idx, item_idx)), shape=shape, dtype=np.float32)
         matrix.sum_duplicates()
@@ -76,12 +74,10 @@ class Interactions:
             self._item_index = {t: i for i, t in enumerate(self.item_ids)}
         return self._item_index
 
-    def with_matrix(self, matrix: sp.csr_matrix) -> "Interactions":
+    def with_matrix(self, matrix: sp.csr_matrix) -> Interactions:
         """Same ids, another matrix (a split's train or test part)."""
         return Interactions(matrix=matrix.tocsr(), user_ids=self.user_ids, item_ids=self.item_ids)
 
     def to_frame(self) -> pd.DataFrame:
         coo = self.matrix.tocoo()
-        return pd.DataFrame(
-            {"user_id": self.user_ids[coo.row], "item_id": self.item_ids[coo.col], "weight": coo.data}
-        )
+        return pd.DataFrame({"user_id": self.user_ids[coo.row], "item_id": self.item_ids[coo.col], "weight": coo.data})

@@ -27,8 +27,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import lsqr
 
 from models.base import StoredVectors, checked_params
-from models.foldin import FoldIn
 from models.features import ItemFeatures
+from models.foldin import FoldIn
 from models.interactions import Interactions
 
 # regularization and the two exponents: the best of a random search on a Last.fm validation split
@@ -62,7 +62,9 @@ class LowRankEASE(StoredVectors):
         if int(self.params["dimensions"]) < 2:
             raise ValueError("lowrank_ease dimensions must be at least 2 (one direction plus the bias coordinate)")
         if self.params["svd_method"] not in SVD_METHODS:
-            raise ValueError(f"lowrank_ease svd_method must be one of {', '.join(SVD_METHODS)} (got {self.params['svd_method']!r})")
+            raise ValueError(
+                f"lowrank_ease svd_method must be one of {', '.join(SVD_METHODS)} (got {self.params['svd_method']!r})"
+            )
 
     # --- fitting -------------------------------------------------------------------------
     def _fit(self, interactions: Interactions, item_features: ItemFeatures | None) -> None:
@@ -89,7 +91,10 @@ class LowRankEASE(StoredVectors):
         if item_features is not None and item_features.n_features:
             self._feature_names = np.asarray(item_features.names, dtype=str)
             self._feature_map = _fit_feature_map(
-                _with_count_columns(item_features.matrix)[warm], scaled[:, warm], self._user_vecs, float(p["feature_regularization"])
+                _with_count_columns(item_features.matrix)[warm],
+                scaled[:, warm],
+                self._user_vecs,
+                float(p["feature_regularization"]),
             ).astype(np.float32)
             cold = np.flatnonzero(~warm)
             item_vecs[cold] = _with_count_columns(item_features.matrix[cold]) @ self._feature_map
@@ -198,7 +203,9 @@ def _with_count_columns(features: sp.spmatrix) -> sp.csr_matrix:
     return sp.hstack([features, sp.csr_matrix(extra)], format="csr")
 
 
-def _fit_feature_map(features: sp.csr_matrix, targets: sp.csr_matrix, user_vecs: np.ndarray, penalty: float) -> np.ndarray:
+def _fit_feature_map(
+    features: sp.csr_matrix, targets: sp.csr_matrix, user_vecs: np.ndarray, penalty: float
+) -> np.ndarray:
     """W minimising ‖targets − U (F W)ᵀ‖² + penalty‖W‖², U = user_vecs, F = features (rows = items).
 
     Rotating U to orthogonal columns (U E, with UᵀU = E Λ Eᵀ) splits the problem into one ridge
@@ -215,6 +222,9 @@ def _fit_feature_map(features: sp.csr_matrix, targets: sp.csr_matrix, user_vecs:
         w = basis @ (rhs / (eig_f[:, None] + penalty / lam[None, :]))
     else:
         w = np.column_stack(
-            [lsqr(features, projected[:, k], damp=np.sqrt(penalty / lam[k]), atol=1e-6, btol=1e-6)[0] for k in range(len(lam))]
+            [
+                lsqr(features, projected[:, k], damp=np.sqrt(penalty / lam[k]), atol=1e-6, btol=1e-6)[0]
+                for k in range(len(lam))
+            ]
         )
     return w @ e.T

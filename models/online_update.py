@@ -140,12 +140,16 @@ def refold(
     vector with every counted event applied in order (:func:`increment` from no online score), and
     the summed score of every track, unknown ones included (the user's online scores from now on).
     """
-    replay = [(track, contribution, ms) for ms, track, contribution in reversed(list(recent)) if ms > recency.trained_until_ms]
+    replay = [
+        (track, contribution, ms) for ms, track, contribution in reversed(list(recent)) if ms > recency.trained_until_ms
+    ]
     replay += list(events)
     scores: dict[str, float] = defaultdict(float)
     for track, contribution, _ in replay:
         scores[track] += contribution
-    return increment(vector, replay, {}, fold=fold, index=index, recency=recency, online_boost=online_boost), dict(scores)
+    return increment(vector, replay, {}, fold=fold, index=index, recency=recency, online_boost=online_boost), dict(
+        scores
+    )
 
 
 def _fold(vector: np.ndarray, fold: FoldIn, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:

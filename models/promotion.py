@@ -31,7 +31,9 @@ class PromotionDecision:
     baseline: float | None
     champion_logged: float | None = None  # the champion's metric logged when it was trained (its own split)
     compared_on: str = NO_CHAMPION  # SAME_SPLIT, LOGGED or NO_CHAMPION: where ``champion`` was measured
-    challenger_compared: float | None = None  # the challenger's figure set against ``champion`` (on the same pairs, or ``challenger``)
+    challenger_compared: float | None = (
+        None  # the challenger's figure set against ``champion`` (on the same pairs, or ``challenger``)
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,14 +69,19 @@ def decide_promotion(
     compared_on = SAME_SPLIT if same_split else LOGGED if champ is not None else NO_CHAMPION
 
     def decision(promoted: bool, reason: str) -> PromotionDecision:
-        return PromotionDecision(promoted, reason, metric, value, champ, base, logged, compared_on, ours if champ is not None else None)
+        return PromotionDecision(
+            promoted, reason, metric, value, champ, base, logged, compared_on, ours if champ is not None else None
+        )
 
     if not _number(value):
         return decision(False, f"{metric} is missing or not a number: nothing to compare")
     if base is not None and not value > base * (1 + margin):
         return decision(False, f"{metric} {value:.4f} does not beat popularity {base:.4f} by {margin:.0%}")
     if champ is not None and champion_must_go:
-        return decision(True, f"{metric} {value:.4f} beats popularity; it replaces the champion ({champ:.4f} vs {ours:.4f} {where}) because {champion_must_go}")
+        return decision(
+            True,
+            f"{metric} {value:.4f} beats popularity; it replaces the champion ({champ:.4f} vs {ours:.4f} {where}) because {champion_must_go}",
+        )
     if champ is not None and not ours > champ * (1 + margin):
         return decision(False, f"{metric} {ours:.4f} does not beat the champion's {champ:.4f} by {margin:.0%}, {where}")
     if champ is None:

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from models.algorithms import create
 from models.evaluation import evaluate
 from models.evaluation.splits import Split
 from models.features import ItemFeatures
-from models.algorithms import create
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,9 @@ def sample(space: Space, n: int, seed: int = 0) -> list[dict[str, Any]]:
     for _ in range(n):
         candidate = {}
         for name, values in space.items():
-            candidate[name] = values.sample(rng) if hasattr(values, "sample") else values[int(rng.integers(len(values)))]
+            candidate[name] = (
+                values.sample(rng) if hasattr(values, "sample") else values[int(rng.integers(len(values)))]
+            )
         out.append(candidate)
     return out
 
@@ -135,7 +137,9 @@ def grid_search(algorithm: str, space: Space, split: Split, **kwargs: Any) -> Se
     return search(algorithm, grid(space), split, **kwargs)
 
 
-def random_search(algorithm: str, space: Space, split: Split, n_trials: int = 20, seed: int = 0, **kwargs: Any) -> SearchResult:
+def random_search(
+    algorithm: str, space: Space, split: Split, n_trials: int = 20, seed: int = 0, **kwargs: Any
+) -> SearchResult:
     """:func:`search` over ``n_trials`` seeded random draws from ``space``."""
     return search(algorithm, sample(space, n_trials, seed), split, **kwargs)
 
@@ -155,15 +159,25 @@ def space_from_json(spec: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"{name}: {kind} needs [low, high]")
             space[name] = kinds[kind](*bounds)
         else:
-            raise ValueError(f"{name}: give a list of choices or one of {', '.join(kinds)} with [low, high] (got {value!r})")
+            raise ValueError(
+                f"{name}: give a list of choices or one of {', '.join(kinds)} with [low, high] (got {value!r})"
+            )
     return space
 
 
 # what the Dagster search job tries when not told otherwise
 DEFAULT_SPACES: dict[str, dict[str, Any]] = {
-    "lowrank_ease": {"dimensions": [32, 64, 96], "regularization": {"log_uniform": [0.5, 10.0]},
-                     "popularity_exponent": {"uniform": [0.0, 0.5]}, "user_norm_exponent": {"uniform": [0.3, 0.9]}},
-    "lightfm": {"no_components": [32, 64], "learning_rate": {"log_uniform": [0.01, 0.1]}, "epochs": [10, 20, 30],
-                "loss": ["warp", "bpr"]},
+    "lowrank_ease": {
+        "dimensions": [32, 64, 96],
+        "regularization": {"log_uniform": [0.5, 10.0]},
+        "popularity_exponent": {"uniform": [0.0, 0.5]},
+        "user_norm_exponent": {"uniform": [0.3, 0.9]},
+    },
+    "lightfm": {
+        "no_components": [32, 64],
+        "learning_rate": {"log_uniform": [0.01, 0.1]},
+        "epochs": [10, 20, 30],
+        "loss": ["warp", "bpr"],
+    },
     "ease": {"regularization": {"log_uniform": [50.0, 1000.0]}},
-}  # fmt: skip
+}

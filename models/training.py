@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.algorithms import create
 from models.base import Recommender
 from models.evaluation import HeadToHead, evaluate, head_to_head, random_holdout
 from models.features import ItemFeatures, track_features
 from models.interactions import Interactions
-from models.algorithms import create
 
 # held-out evaluation scores at most about this many (user, item) cells: every test user of a catalog of
 # 100,000 tracks or fewer at the default data size, a seeded sample of 2,147 users at a million tracks
@@ -90,12 +90,25 @@ def train(
     candidate = create(algorithm, **params).fit(split.train, features)
     fit_seconds = time.perf_counter() - started
     eval_users = max(EVAL_MIN_USERS, EVAL_CELLS // max(matrix.n_items, 1))
-    metrics = {f"test_{name}": value for name, value in evaluate(candidate, split, k=k, max_users=eval_users, seed=seed).items()}
+    metrics = {
+        f"test_{name}": value
+        for name, value in evaluate(candidate, split, k=k, max_users=eval_users, seed=seed).items()
+    }
     baseline = create("popularity").fit(split.train)
-    baseline_metrics = {f"test_{name}": value for name, value in evaluate(baseline, split, k=k, max_users=eval_users, seed=seed).items()}
-    versus = head_to_head(candidate, incumbent, split, k=k, max_users=eval_users, seed=seed) if incumbent is not None else None
+    baseline_metrics = {
+        f"test_{name}": value for name, value in evaluate(baseline, split, k=k, max_users=eval_users, seed=seed).items()
+    }
+    versus = (
+        head_to_head(candidate, incumbent, split, k=k, max_users=eval_users, seed=seed)
+        if incumbent is not None
+        else None
+    )
     if versus is not None:
-        versus = HeadToHead({f"test_{n}": v for n, v in versus.model.items()}, {f"test_{n}": v for n, v in versus.incumbent.items()}, versus.pairs)
+        versus = HeadToHead(
+            {f"test_{n}": v for n, v in versus.model.items()},
+            {f"test_{n}": v for n, v in versus.incumbent.items()},
+            versus.pairs,
+        )
 
     model = create(algorithm, **params).fit(matrix, features) if refit else candidate
     return TrainingResult(

@@ -113,7 +113,10 @@ def timestamps_ms(values: pd.Series | np.ndarray) -> np.ndarray:
 
 
 def graded_interactions(
-    events: pd.DataFrame, durations: pd.Series | None = None, half_life_days: float | None = None, reference_ms: float | None = None
+    events: pd.DataFrame,
+    durations: pd.Series | None = None,
+    half_life_days: float | None = None,
+    reference_ms: float | None = None,
 ) -> pd.DataFrame:
     """Aggregate events to one row per (user_id, item_id): score, weight, events, last timestamp.
 
@@ -137,8 +140,13 @@ def graded_interactions(
     if half_life_days:
         when = timestamps_ms(frame["timestamp"])
         reference = reference_ms if reference_ms is not None else (np.nanmax(when) if np.isfinite(when).any() else 0.0)
-        weight = fading_weights(groups.ngroup().to_numpy(), frame["score"].to_numpy(), when, positive_log1p,
-                                recency_decay(when, reference, half_life_days))  # fmt: skip
+        weight = fading_weights(
+            groups.ngroup().to_numpy(),
+            frame["score"].to_numpy(),
+            when,
+            positive_log1p,
+            recency_decay(when, reference, half_life_days),
+        )
         grouped["weight"] = np.maximum(weight, 0.0).astype(np.float32)
         grouped["positive"] = grouped["weight"] > 0
         return grouped[["user_id", "item_id", "score", "events", "timestamp", "positive", "weight"]]

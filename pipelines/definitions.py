@@ -22,11 +22,21 @@ from pipelines.resources import (
 )
 from pipelines.training import definitions as training_defs
 
+
 def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
-        "store": OfflineStoreResource(data_dir=settings.data_location, var_dir=str(settings.var_dir), s3_endpoint_url=settings.s3_endpoint_url or ""),
-        "redis": RedisResource(url=settings.redis_url or "", cluster=settings.redis_cluster, prefix=settings.redis_prefix, embedded_dir=str(settings.layout.redis),
-                               embedded_maxmemory=settings.embedded_redis_maxmemory),
+        "store": OfflineStoreResource(
+            data_dir=settings.data_location,
+            var_dir=str(settings.var_dir),
+            s3_endpoint_url=settings.s3_endpoint_url or "",
+        ),
+        "redis": RedisResource(
+            url=settings.redis_url or "",
+            cluster=settings.redis_cluster,
+            prefix=settings.redis_prefix,
+            embedded_dir=str(settings.layout.redis),
+            embedded_maxmemory=settings.embedded_redis_maxmemory,
+        ),
         "mlflow": MlflowResource(
             tracking_uri=settings.mlflow_tracking_uri,
             artifact_root=settings.mlflow_artifact_location,
@@ -39,16 +49,24 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             ann_min_tracks=settings.ann_min_tracks,
         ),
         "monitoring": MonitoringResource(
-            drift_threshold=settings.drift_threshold, feedback_backlog_max=settings.feedback_backlog_max,
-            model_max_age_hours=settings.model_max_age_hours, retrain_after_events=settings.retrain_after_events,
+            drift_threshold=settings.drift_threshold,
+            feedback_backlog_max=settings.feedback_backlog_max,
+            model_max_age_hours=settings.model_max_age_hours,
+            retrain_after_events=settings.retrain_after_events,
             keep_versions=settings.keep_versions,
-        ),  # fmt: skip
+        ),
         "synthetic": SyntheticDataResource(
-            tracks=settings.synth_tracks, users=settings.synth_users, events=settings.synth_events,
-            days=settings.synth_days, seed=settings.synth_seed,
-        ),  # fmt: skip
-        "training": TrainingResource(algorithm=settings.algorithm, params_json=json.dumps(settings.train_params),
-                                     recency_half_life_days=settings.recency_half_life_days),  # fmt: skip
+            tracks=settings.synth_tracks,
+            users=settings.synth_users,
+            events=settings.synth_events,
+            days=settings.synth_days,
+            seed=settings.synth_seed,
+        ),
+        "training": TrainingResource(
+            algorithm=settings.algorithm,
+            params_json=json.dumps(settings.train_params),
+            recency_half_life_days=settings.recency_half_life_days,
+        ),
         "ingestion": IngestionResource(
             track_files=[str(p) for p in settings.paths(settings.track_files)],
             history_files=[str(p) for p in settings.paths(settings.history_files)],
@@ -63,7 +81,9 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "experiments": ExperimentsResource(definitions_dir=str(settings.experiments_dir)),
         "spotify": SpotifyApiResource(
             client_id=settings.spotify_client_id or "unset",
-            client_secret=dg.EnvVar("ECHOTUNE_SPOTIFY_CLIENT_SECRET") if "spotify_api" in settings.enabled_sources else "unset",
+            client_secret=dg.EnvVar("ECHOTUNE_SPOTIFY_CLIENT_SECRET")
+            if "spotify_api" in settings.enabled_sources
+            else "unset",
             base_url=settings.spotify_base_url,
             accounts_url=settings.spotify_accounts_url,
             max_tracks=settings.spotify_max_tracks,

@@ -2,7 +2,6 @@
 when the code location loads (``resources_from`` in ``definitions.py``); tests pass their own. Fields
 have no defaults: a default here would repeat the setting's, always overwritten, free to disagree."""
 
-
 from pathlib import Path
 from typing import Literal
 
@@ -94,7 +93,11 @@ class MlflowResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._registry = ModelRegistry.open(
-            self.tracking_uri, self.artifact_root, self.experiment, self.registered_model, s3_endpoint_url=self.s3_endpoint_url or None
+            self.tracking_uri,
+            self.artifact_root,
+            self.experiment,
+            self.registered_model,
+            s3_endpoint_url=self.s3_endpoint_url or None,
         )
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
@@ -167,7 +170,11 @@ class IngestionResource(dg.ConfigurableResource):
     def pseudonymizer(self):
         from core.ingest.pseudonyms import Pseudonymizer, load_or_create_key
 
-        key = bytes.fromhex(self.pseudonym_key) if self.pseudonym_key else load_or_create_key(Path(self.pseudonym_key_file))
+        key = (
+            bytes.fromhex(self.pseudonym_key)
+            if self.pseudonym_key
+            else load_or_create_key(Path(self.pseudonym_key_file))
+        )
         return Pseudonymizer(key)
 
 

@@ -31,9 +31,15 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
     drain = defs.resolve_job_def(drain_job.name)
     ok = True
     for day in days:
-        ok &= drain.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=_QUIET).success
+        ok &= drain.execute_in_process(
+            instance=instance, partition_key=day.isoformat(), raise_on_error=False, run_config=_QUIET
+        ).success
     for job in (everything_job, drift_job):
-        ok &= defs.resolve_job_def(job.name).execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET).success
+        ok &= (
+            defs.resolve_job_def(job.name)
+            .execute_in_process(instance=instance, raise_on_error=False, run_config=_QUIET)
+            .success
+        )
     client = connect(settings, "pipeline")
     try:
         running = [e.id for e in ExperimentStore(client, RedisKeys(settings.redis_prefix)).running()]
@@ -41,5 +47,7 @@ def materialize_everything(settings: Settings, instance: dg.DagsterInstance | No
         client.close()
     reports = defs.resolve_job_def(reports_job.name)
     for experiment_id in running:
-        ok &= reports.execute_in_process(instance=instance, partition_key=experiment_id, raise_on_error=False, run_config=_QUIET).success
+        ok &= reports.execute_in_process(
+            instance=instance, partition_key=experiment_id, raise_on_error=False, run_config=_QUIET
+        ).success
     return ok

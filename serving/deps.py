@@ -44,7 +44,9 @@ def _require(scope: Scope, endpoint: Endpoint, count_here: bool = True):
         request.state.key_id = key.key_id
         request.state.rate_charge = charge = Charge(key, endpoint)  # the error handler settles it if nothing else does
         if not key.allows(scope):
-            raise ApiError(403, "forbidden", f"this route needs an API key with scope {scope}; yours has scope {key.scope}")
+            raise ApiError(
+                403, "forbidden", f"this route needs an API key with scope {scope}; yours has scope {key.scope}"
+            )
         if count_here:
             await state.rate_limits.settle(charge)
         return charge
@@ -67,5 +69,7 @@ RecommendationCharge = Annotated[Charge, Depends(_require("client", "recommendat
 # POST /feedback: counted once the body says how many events it carries
 FeedbackCharge = Annotated[Charge, Depends(_require("client", "feedback_events", count_here=False))]
 UserId = Annotated[
-    str, Path(description="The user's id: 1-128 letters, digits or _.:@-"), AfterValidator(lambda v: safe_id("user_id", v))
+    str,
+    Path(description="The user's id: 1-128 letters, digits or _.:@-"),
+    AfterValidator(lambda v: safe_id("user_id", v)),
 ]

@@ -58,7 +58,10 @@ class DiskCache:
         path = self.path(alias)
         if not path.exists():
             return None
-        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:  # members are read on access: the vectors are not
+        with (
+            path.open("rb") as handle,
+            np.load(handle, allow_pickle=False) as data,
+        ):  # members are read on access: the vectors are not
             if "ann_index" not in data.files or json.loads(data["meta"].tobytes()).get("version") != version:
                 return None
             return data["ann_index"].tobytes()

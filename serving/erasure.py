@@ -65,7 +65,9 @@ class ErasedUsers:
         return self._known.get(self.log.digest(user_id)) if self._known else None
 
 
-async def erase_online(client: aredis.Redis, keys: RedisKeys, log: ErasureLog, user_id: str, spool: Spool, clock: Clock = SYSTEM_CLOCK) -> float:
+async def erase_online(
+    client: aredis.Redis, keys: RedisKeys, log: ErasureLog, user_id: str, spool: Spool, clock: Clock = SYSTEM_CLOCK
+) -> float:
     """Erase ``user_id`` from everything online (see the module docstring), recording each step in
     the receipt. The offline record is written first: if that fails, nothing is erased and the
     caller answers 503. Returns the time of the request."""
@@ -81,10 +83,30 @@ async def erase_online(client: aredis.Redis, keys: RedisKeys, log: ErasureLog, u
         pipe.incr(keys.erasures_version())
         await pipe.execute()
     deleted = await client.delete(*keys.user_keys(user_id, versions))  # one slot: {u:<id>}
-    receipt.append(("redis_online_state", int(deleted), f"user vectors of model versions {', '.join(versions) or 'none'}, played tracks, online learning state"))
-    receipt.append(("feedback_stream", await _delete_entries(client, keys.feedback_stream(), user_id, fields=(b"e", b"l")), "accepted events and served lists not yet persisted"))
-    receipt.append(("dead_letters", await _delete_entries(client, keys.feedback_dead_letters(), user_id, fields=(b"field:e", b"field:l")), "events the worker could not apply"))
-    receipt.append(("spool", await asyncio.to_thread(spool.remove_user, user_id), f"this host's spool ({spool.folder})"))
+    receipt.append(
+        (
+            "redis_online_state",
+            int(deleted),
+            f"user vectors of model versions {', '.join(versions) or 'none'}, played tracks, online learning state",
+        )
+    )
+    receipt.append(
+        (
+            "feedback_stream",
+            await _delete_entries(client, keys.feedback_stream(), user_id, fields=(b"e", b"l")),
+            "accepted events and served lists not yet persisted",
+        )
+    )
+    receipt.append(
+        (
+            "dead_letters",
+            await _delete_entries(client, keys.feedback_dead_letters(), user_id, fields=(b"field:e", b"field:l")),
+            "events the worker could not apply",
+        )
+    )
+    receipt.append(
+        ("spool", await asyncio.to_thread(spool.remove_user, user_id), f"this host's spool ({spool.folder})")
+    )
     await asyncio.to_thread(log.append, subject, receipt, clock.now())
     return at
 
@@ -123,7 +145,11 @@ def receipt_body(user_id: str, log: ErasureLog) -> dict | None:
     return {
         "user_id": user_id,
         "requested_at": _iso(requests[0].at),
-        "removed": [{"place": e.place, "count": e.removed, "detail": e.detail, "at": _iso(e.at)} for e in entries if e.place != "request"],
+        "removed": [
+            {"place": e.place, "count": e.removed, "detail": e.detail, "at": _iso(e.at)}
+            for e in entries
+            if e.place != "request"
+        ],
     }
 
 

@@ -15,7 +15,14 @@ from serving.schemas import ErrorBody, ErrorDetail, ErrorResponse
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: list[ErrorDetail] | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[ErrorDetail] | None = None,
+        headers: dict | None = None,
+    ):
         self.status, self.code, self.message, self.details, self.headers = status, code, message, details or [], headers
 
 
@@ -36,10 +43,17 @@ def field_of(loc: tuple, default: str = "request") -> str:
     return ".".join(parts) if parts else default
 
 
-def error_details(errors: Iterable[Mapping[str, Any]], index: int | None = None, default_field: str = "request") -> list[ErrorDetail]:
+def error_details(
+    errors: Iterable[Mapping[str, Any]], index: int | None = None, default_field: str = "request"
+) -> list[ErrorDetail]:
     """pydantic's errors (``exc.errors()``) as the API's error details: field and problem, plus the
     item's ``index`` in a batch."""
-    return [ErrorDetail(index=index, field=field_of(e["loc"], default_field), problem=e["msg"].removeprefix("Value error, ")) for e in errors]
+    return [
+        ErrorDetail(
+            index=index, field=field_of(e["loc"], default_field), problem=e["msg"].removeprefix("Value error, ")
+        )
+        for e in errors
+    ]
 
 
 def validation_error(details: list[ErrorDetail], summary: str | None = None) -> ApiError:
@@ -75,8 +89,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        logging.getLogger("echotune.api").exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
-        return error_response(request, 500, "internal_error", "the server failed to answer; the request id identifies it in the logs")
+        logging.getLogger("echotune.api").exception(
+            "unhandled error", extra={"request_id": getattr(request.state, "request_id", None)}
+        )
+        return error_response(
+            request, 500, "internal_error", "the server failed to answer; the request id identifies it in the logs"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

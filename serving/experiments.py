@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class ExperimentRouter:
-    def __init__(self, client: aredis.Redis, keys: RedisKeys, refresh_seconds: float = 5.0, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, client: aredis.Redis, keys: RedisKeys, refresh_seconds: float = 5.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._client, self._key, self.clock = client, keys.experiments(), clock
         self.refresh_seconds = refresh_seconds
         self._assigners: list[Assigner] = []

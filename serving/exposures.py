@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from serving.observability import EXPOSURES_LOST
 from core.contracts.served_lists import EXPOSURE_FIELD, ServedList
+from serving.observability import EXPOSURES_LOST
 
 FLUSH_SECONDS = 0.2
 MAX_PENDING = 10_000

@@ -14,11 +14,11 @@ import redis
 from pydantic import ValidationError
 
 from core.contracts.events import FeedbackEvent
+from core.contracts.served_lists import ServedList
 from core.feedback_stream import append_call, encode, is_stream_full
 from serving.errors import ApiError, error_details, validation_error
 from serving.observability import SPOOL_REFUSED, SPOOLED, TOKENS_IGNORED
 from serving.schemas import ErrorDetail, FeedbackAccepted
-from core.contracts.served_lists import ServedList
 from serving.served_lists import InvalidToken
 from serving.spool import SpoolFull
 from serving.state import REDIS_ERRORS, AppState
@@ -39,7 +39,7 @@ def raw_events(body: Any) -> list:
     else:
         raw = body
     if not isinstance(raw, list):
-        raise ApiError(422, "validation_error", "body must be an event object, a list of events, or {\"events\": [...]}")
+        raise ApiError(422, "validation_error", 'body must be an event object, a list of events, or {"events": [...]}')
     return raw
 
 
@@ -109,7 +109,9 @@ def attribute(state: AppState, events: list[FeedbackEvent]) -> tuple[list[Attrib
             problem = _token_problem(served, event)
             if problem is not None:
                 TOKENS_IGNORED.labels(problem.reason).inc()
-                ignored.append(ErrorDetail(index=index, field="token", problem=f"{problem}; counted as without a token"))
+                ignored.append(
+                    ErrorDetail(index=index, field="token", problem=f"{problem}; counted as without a token")
+                )
                 served = None
         if served is None:
             assignment = state.experiments.assign(event.user_id, "recommendations")
@@ -117,8 +119,15 @@ def attribute(state: AppState, events: list[FeedbackEvent]) -> tuple[list[Attrib
             out.append(Attributed(event, trusted, "assignment" if assignment else None))
             continue
         position = served.position_of(event.track_id)
-        trusted = {"request_id": served.request_id, "surface": served.surface, "algorithm": served.algorithm, "model_version": served.model_version,
-                   "experiment_id": served.experiment_id, "variant": served.variant_at(position), "position": position}  # fmt: skip
+        trusted = {
+            "request_id": served.request_id,
+            "surface": served.surface,
+            "algorithm": served.algorithm,
+            "model_version": served.model_version,
+            "experiment_id": served.experiment_id,
+            "variant": served.variant_at(position),
+            "position": position,
+        }
         out.append(Attributed(event, trusted, "token", event.type == "recommendation_shown"))
     return out, ignored
 
@@ -129,7 +138,10 @@ def _token_problem(served: ServedList | InvalidToken, event: FeedbackEvent) -> I
     if served.user_id != event.user_id:
         return InvalidToken("other_user", "the token was issued for another user's list")
     if served.position_of(event.track_id) is None:
-        return InvalidToken("track_not_in_list", f"track {event.track_id} is not in the list the token names ({len(served.tracks)} tracks)")
+        return InvalidToken(
+            "track_not_in_list",
+            f"track {event.track_id} is not in the list the token names ({len(served.tracks)} tracks)",
+        )
     return None
 
 
@@ -140,9 +152,20 @@ def refuse_erased(state: AppState, events: list[FeedbackEvent]) -> None:
         at = state.erased.erased_at(event.user_id)
         if at is not None:
             when = time.strftime("%Y-%m-%d", time.gmtime(at))
-            problems.append(ErrorDetail(index=index, field="user_id", problem=f"user {event.user_id!r} was erased on {when} (GDPR): their events are not accepted"))
+            problems.append(
+                ErrorDetail(
+                    index=index,
+                    field="user_id",
+                    problem=f"user {event.user_id!r} was erased on {when} (GDPR): their events are not accepted",
+                )
+            )
     if problems:
-        raise ApiError(422, "erased_user", f"{len(problems)} event(s) of erased users, nothing accepted: {problems[0].problem}", problems)
+        raise ApiError(
+            422,
+            "erased_user",
+            f"{len(problems)} event(s) of erased users, nothing accepted: {problems[0].problem}",
+            problems,
+        )
 
 
 async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccepted:
@@ -161,14 +184,20 @@ async def accept(state: AppState, events: list[FeedbackEvent]) -> FeedbackAccept
         try:
             stream_ids = await append_rows(state, rows)
             new = sum(1 for s in stream_ids if s)
-            return FeedbackAccepted(accepted=new, duplicates=len(rows) - new + shown_twice, event_ids=ids, ignored_tokens=ignored)
+            return FeedbackAccepted(
+                accepted=new, duplicates=len(rows) - new + shown_twice, event_ids=ids, ignored_tokens=ignored
+            )
         except REDIS_ERRORS as exc:
             if is_stream_full(exc):  # Redis answers; the drain is behind: back-pressure, not the spool
                 message = f"{str(exc).removeprefix('STREAMFULL ')}; nothing was stored: retry after {SPOOL_RETRY_AFTER_SECONDS}s"
-                raise ApiError(503, "stream_full", message, headers={"Retry-After": str(SPOOL_RETRY_AFTER_SECONDS)}) from exc
+                raise ApiError(
+                    503, "stream_full", message, headers={"Retry-After": str(SPOOL_RETRY_AFTER_SECONDS)}
+                ) from exc
             state.breaker.failed()
     await _spool(state, rows)
-    return FeedbackAccepted(accepted=len(rows), duplicates=shown_twice, event_ids=ids, spooled=True, ignored_tokens=ignored)
+    return FeedbackAccepted(
+        accepted=len(rows), duplicates=shown_twice, event_ids=ids, spooled=True, ignored_tokens=ignored
+    )
 
 
 async def _spool(state: AppState, rows: list[bytes]) -> None:

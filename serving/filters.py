@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from typing import Annotated
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from core.contracts.ids import parse_track_id
@@ -26,7 +26,7 @@ class FeatureRange(BaseModel):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> "FeatureRange":
+    def _ordered(self) -> FeatureRange:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
@@ -37,13 +37,21 @@ class RecommendationFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    genres: list[Genre] = Field(default_factory=list, max_length=50, description="Only tracks with at least one of these genres.")
+    genres: list[Genre] = Field(
+        default_factory=list, max_length=50, description="Only tracks with at least one of these genres."
+    )
     explicit: bool | None = Field(None, description="false: no explicit tracks.")
-    audio: dict[str, FeatureRange] = Field(default_factory=dict, description="Audio feature ranges, e.g. {\"tempo\": {\"min\": 100}}.")
+    audio: dict[str, FeatureRange] = Field(
+        default_factory=dict, description='Audio feature ranges, e.g. {"tempo": {"min": 100}}.'
+    )
     exclude_tracks: list[TrackRef] = Field(default_factory=list, max_length=MAX_LIST)
-    exclude_artists: list[ArtistId] = Field(default_factory=list, max_length=MAX_LIST, description="Spotify artist ids.")
+    exclude_artists: list[ArtistId] = Field(
+        default_factory=list, max_length=MAX_LIST, description="Spotify artist ids."
+    )
     exclude_played: bool = Field(True, description="Leave out tracks the user already played.")
-    max_per_artist: int | None = Field(None, ge=1, le=100, description="Diversity: at most this many tracks per artist.")
+    max_per_artist: int | None = Field(
+        None, ge=1, le=100, description="Diversity: at most this many tracks per artist."
+    )
 
     @field_validator("audio")
     @classmethod
@@ -68,7 +76,9 @@ class RecommendationContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed_tracks: list[TrackRef] = Field(default_factory=list, max_length=50, description="Tracks to start from (cold start).")
+    seed_tracks: list[TrackRef] = Field(
+        default_factory=list, max_length=50, description="Tracks to start from (cold start)."
+    )
     genres: list[Genre] = Field(default_factory=list, max_length=20, description="Genres to start from (cold start).")
 
     @field_validator("seed_tracks")
@@ -100,7 +110,9 @@ def allowed_mask(model: LoadedModel, filters: RecommendationFilters) -> np.ndarr
     return mask
 
 
-def excluded_rows(model: LoadedModel, filters: RecommendationFilters, played: set[str], extra: tuple[str, ...] = ()) -> np.ndarray:
+def excluded_rows(
+    model: LoadedModel, filters: RecommendationFilters, played: set[str], extra: tuple[str, ...] = ()
+) -> np.ndarray:
     """Rows never to return: excluded tracks, played tracks (unless disabled), and ``extra``."""
     ids = set(filters.exclude_tracks) | set(extra)
     if filters.exclude_played:
@@ -108,7 +120,9 @@ def excluded_rows(model: LoadedModel, filters: RecommendationFilters, played: se
     return model.rows(ids)
 
 
-def diversify(rows: np.ndarray, scores: np.ndarray, first_artist: np.ndarray, max_per_artist: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+def diversify(
+    rows: np.ndarray, scores: np.ndarray, first_artist: np.ndarray, max_per_artist: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Best-first selection keeping at most ``max_per_artist`` tracks per (first) artist."""
     taken: dict[int, int] = {}
     keep = []

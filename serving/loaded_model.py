@@ -47,19 +47,31 @@ class LoadedModel:
         items = self.items
         # plain lists of JSON-ready values: responses index them per track
         self.track_ids = items["track_id"].astype(str).tolist()
-        self.names = [n if isinstance(n, str) else None for n in (items["name"] if "name" in items else [None] * len(items))]
-        self.artist_names = [[] if a is None else [str(x) for x in a] for a in (items["artists"] if "artists" in items else [None] * len(items))]
-        self.genre_names = [[] if g is None else [str(x) for x in g] for g in (items["genres"] if "genres" in items else [None] * len(items))]
+        self.names = [
+            n if isinstance(n, str) else None for n in (items["name"] if "name" in items else [None] * len(items))
+        ]
+        self.artist_names = [
+            [] if a is None else [str(x) for x in a]
+            for a in (items["artists"] if "artists" in items else [None] * len(items))
+        ]
+        self.genre_names = [
+            [] if g is None else [str(x) for x in g]
+            for g in (items["genres"] if "genres" in items else [None] * len(items))
+        ]
 
     @classmethod
-    def from_published(cls, published: PublishedVersion) -> "LoadedModel":
+    def from_published(cls, published: PublishedVersion) -> LoadedModel:
         items = published.items.reset_index(drop=True)
         n = len(items)
         vectors = np.ascontiguousarray(published.item_vectors, dtype=np.float32)
         similarity = published.similarity_vectors if published.similarity_vectors is not None else vectors
-        popularity = items["popularity"].to_numpy(dtype=np.float32) if "popularity" in items else np.zeros(n, np.float32)
+        popularity = (
+            items["popularity"].to_numpy(dtype=np.float32) if "popularity" in items else np.zeros(n, np.float32)
+        )
         features = {
-            f: pd.to_numeric(items[f], errors="coerce").to_numpy(dtype=np.float32) if f in items else np.full(n, np.nan, np.float32)
+            f: pd.to_numeric(items[f], errors="coerce").to_numpy(dtype=np.float32)
+            if f in items
+            else np.full(n, np.nan, np.float32)
             for f in CONTINUOUS_FEATURES
         }
         genres = items["genres"] if "genres" in items else pd.Series([None] * n)
@@ -87,7 +99,9 @@ class LoadedModel:
             content=content_vectors(features, list(genres)),
             popularity=popularity,
             index={t: i for i, t in enumerate(items["track_id"].astype(str))},
-            explicit=items["explicit"].fillna(False).astype(bool).to_numpy() if "explicit" in items else np.zeros(n, bool),
+            explicit=items["explicit"].fillna(False).astype(bool).to_numpy()
+            if "explicit" in items
+            else np.zeros(n, bool),
             features=features,
             artist_rows={a: np.array(r, dtype=np.int64) for a, r in artist_rows.items()},
             genre_rows={g: np.array(r, dtype=np.int64) for g, r in by_genre.items()},
@@ -100,8 +114,10 @@ class LoadedModel:
         extended since has more rows; those are scored exactly). The index is set last, in one
         assignment: a request sees it with everything it needs, or not at all."""
         if index.items.dimensions != self.vectors.shape[1] or index.items.rows > self.n_items:
-            raise ValueError(f"ANN index of {index.items.rows} x {index.items.dimensions} does not fit model version {self.version} "
-                             f"({self.n_items} x {self.vectors.shape[1]}): rebuild it from this version's vectors")  # fmt: skip
+            raise ValueError(
+                f"ANN index of {index.items.rows} x {index.items.dimensions} does not fit model version {self.version} "
+                f"({self.n_items} x {self.vectors.shape[1]}): rebuild it from this version's vectors"
+            )
         self.vector_moments = ScoreMoments.of(self.vectors)
         self.similarity_moments = ScoreMoments.of(self.similarity)
         self.ann = index

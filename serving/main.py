@@ -12,11 +12,11 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.events import FeedbackEvent
 from core.settings import Settings, get_settings
 from serving import errors
+from serving.feedback import replay_spool_forever
 from serving.middleware import RequestContext
 from serving.observability import configure_logging
 from serving.routes import admin, experiments, feedback, health, recommendations
 from serving.schemas import API_VERSION
-from serving.feedback import replay_spool_forever
 from serving.state import AppState, flush_exposures_forever
 
 
@@ -48,7 +48,12 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         app.include_router(module.router)
     if settings.cors_origins:
         origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"], allow_headers=["X-API-Key", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type"],
+        )
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, log_requests=settings.access_log)
     _document_event_schema(app)
     return app

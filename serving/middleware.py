@@ -44,7 +44,11 @@ class RequestContext:
         request_id = incoming if from_client else uuid.uuid4().hex
         scope.setdefault("state", {}).update(request_id=request_id, request_id_from_client=from_client)
         status = 500
-        extra_headers = [(b"x-request-id", request_id.encode()), (b"x-api-version", API_VERSION.encode()), *_SECURITY_HEADERS]
+        extra_headers = [
+            (b"x-request-id", request_id.encode()),
+            (b"x-api-version", API_VERSION.encode()),
+            *_SECURITY_HEADERS,
+        ]
         if not scope["path"].startswith(_DOCS) and not scope["path"].endswith("/report"):
             extra_headers.append(_CSP)
 
@@ -75,10 +79,15 @@ class RequestContext:
                 # the route template, not the path: paths carry user ids, which logs must not keep
                 access_log.info(
                     "request",
-                    extra={"request_id": request_id, "method": scope["method"], "route": template,
-                           "status": status, "duration_ms": round(elapsed * 1000, 3),
-                           "key_id": scope["state"].get("key_id")},
-                )  # fmt: skip
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "key_id": scope["state"].get("key_id"),
+                    },
+                )
 
     async def _read_body(self, scope, receive):
         """The request body read here, up to the limit, and a ``receive`` that hands it to the app; None
@@ -104,10 +113,22 @@ class RequestContext:
 
     async def _too_large(self, send, request_id: str) -> None:
         body = orjson.dumps(
-            {"error": {"code": "body_too_large", "message": f"request body is larger than {self.max_body} bytes", "details": []},
-             "request_id": request_id}
-        )  # fmt: skip
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            {
+                "error": {
+                    "code": "body_too_large",
+                    "message": f"request body is larger than {self.max_body} bytes",
+                    "details": [],
+                },
+                "request_id": request_id,
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

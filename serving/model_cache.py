@@ -61,9 +61,15 @@ class ModelCache:
     ``refresh_seconds`` (one GET) and reloads only when it moved."""
 
     def __init__(
-        self, client: aredis.Redis, keys: RedisKeys, store_factory, disk: DiskCache, refresh_seconds: float = 2.0,
-        ann_min_tracks: int | None = None, index_source: Callable[[str], bytes | None] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        client: aredis.Redis,
+        keys: RedisKeys,
+        store_factory,
+        disk: DiskCache,
+        refresh_seconds: float = 2.0,
+        ann_min_tracks: int | None = None,
+        index_source: Callable[[str], bytes | None] | None = None,
+    ) -> None:
         self._client = client
         self._keys = keys
         self._store_factory = store_factory  # () -> VectorStore on a sync client: loading runs in a thread
@@ -120,7 +126,9 @@ class ModelCache:
                 return await self._from_disk(alias, exc)
             return current
         version = raw.decode() if raw else None
-        if version is None or (current is not None and current.version == version and _revision(current) == _decode(revision)):
+        if version is None or (
+            current is not None and current.version == version and _revision(current) == _decode(revision)
+        ):
             return current
         async with self._lock:
             current = self._by_alias.get(alias)
@@ -146,7 +154,9 @@ class ModelCache:
             published = await asyncio.to_thread(self._disk.load, alias)
             if published is None:
                 return None
-            log.warning("Redis unavailable (%s): serving cached model version %s for alias %s", cause, published.version, alias)
+            log.warning(
+                "Redis unavailable (%s): serving cached model version %s for alias %s", cause, published.version, alias
+            )
             loaded = await asyncio.to_thread(self._loaded, alias, published, None)
             self._by_alias[alias] = loaded
             self._freeze()
@@ -194,11 +204,18 @@ class ModelCache:
                 started = time.perf_counter()
                 index = await asyncio.to_thread(CatalogIndex.build, loaded.vectors, loaded.similarity)
                 loaded.attach_index(index)
-                log.info("built the ANN index of model version %s (%d tracks) in %.1f s", loaded.version, loaded.n_items, time.perf_counter() - started)
+                log.info(
+                    "built the ANN index of model version %s (%d tracks) in %.1f s",
+                    loaded.version,
+                    loaded.n_items,
+                    time.perf_counter() - started,
+                )
                 if published is not None:
                     await self._cache_on_disk(alias, published, loaded)
             except Exception as exc:
-                log.warning("could not build the ANN index of model version %s: %s (serving exact)", loaded.version, exc)
+                log.warning(
+                    "could not build the ANN index of model version %s: %s (serving exact)", loaded.version, exc
+                )
             finally:
                 self._building.pop(key, None)
 

@@ -19,14 +19,24 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from serving.worker.counting import NO_LABEL, aggregate_parts
 from serving.worker.metrics import ProcessResources
 
-REQUESTS = Counter("echotune_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"])
+REQUESTS = Counter(
+    "echotune_http_requests_total", "HTTP requests by route, method and status.", ["route", "method", "status"]
+)
 ERRORS = Counter("echotune_http_errors_total", "Responses with status >= 500, by route.", ["route"])
 LATENCY = Histogram(
     "echotune_http_request_duration_seconds",
@@ -44,25 +54,36 @@ STAGE_LATENCY = Histogram(
 )
 IN_FLIGHT = Gauge("echotune_http_requests_in_flight", "Requests being answered right now.", multiprocess_mode="livesum")
 RECOMMENDATIONS = Counter(
-    "echotune_recommendations_served_total", "Recommendation lists served, by algorithm and experiment variant.", ["algorithm", "variant"]
+    "echotune_recommendations_served_total",
+    "Recommendation lists served, by algorithm and experiment variant.",
+    ["algorithm", "variant"],
 )
 DEGRADED = Counter("echotune_recommendations_degraded_total", "Lists served in a fallback mode, by reason.", ["reason"])
 EXPOSURES_LOST = Counter(
-    "echotune_exposures_lost_total", "Served lists whose exposure was not recorded, by reason (buffer_full, stream_full, redis_error).", ["reason"]
+    "echotune_exposures_lost_total",
+    "Served lists whose exposure was not recorded, by reason (buffer_full, stream_full, redis_error).",
+    ["reason"],
 )
-SPOOLED = Counter("echotune_feedback_spooled_total", "Feedback events written to the local spool while Redis was unavailable.")
+SPOOLED = Counter(
+    "echotune_feedback_spooled_total", "Feedback events written to the local spool while Redis was unavailable."
+)
 SPOOL_REFUSED = Counter(
-    "echotune_feedback_spool_refused_total", "Feedback events refused with 503: Redis unavailable and the spool full or unwritable."
+    "echotune_feedback_spool_refused_total",
+    "Feedback events refused with 503: Redis unavailable and the spool full or unwritable.",
 )
 SPOOL_QUARANTINED = Counter(
-    "echotune_feedback_spool_quarantined_total", "Spool lines that were not event rows (torn writes), moved to the quarantine file."
+    "echotune_feedback_spool_quarantined_total",
+    "Spool lines that were not event rows (torn writes), moved to the quarantine file.",
 )
 TOKENS_IGNORED = Counter(
-    "echotune_feedback_tokens_ignored_total", "Feedback events whose request token did not hold, counted as if they had none, by reason "
-    "(expired, unknown_key, signature, shape, other_user, track_not_in_list).", ["reason"],
-)  # fmt: skip
+    "echotune_feedback_tokens_ignored_total",
+    "Feedback events whose request token did not hold, counted as if they had none, by reason "
+    "(expired, unknown_key, signature, shape, other_user, track_not_in_list).",
+    ["reason"],
+)
 RATE_LIMITED = Counter(
-    "echotune_rate_limited_total", "Requests refused with 429, by API key id and endpoint class (recommendations, feedback_events, admin).",
+    "echotune_rate_limited_total",
+    "Requests refused with 429, by API key id and endpoint class (recommendations, feedback_events, admin).",
     ["key_id", "endpoint"],
 )
 
@@ -85,10 +106,20 @@ def metrics_payload() -> tuple[bytes, str]:
 def spool_exposition(pending: int, size_bytes: int, max_bytes: int, quarantined_bytes: int) -> bytes:
     """This host's feedback spool as Prometheus text (read from disk, so also while Redis is down)."""
     families = [
-        GaugeMetricFamily("echotune_feedback_spool_pending", "Events in this host's spool, waiting for Redis.", pending),
+        GaugeMetricFamily(
+            "echotune_feedback_spool_pending", "Events in this host's spool, waiting for Redis.", pending
+        ),
         GaugeMetricFamily("echotune_feedback_spool_bytes", "Bytes in this host's spool.", size_bytes),
-        GaugeMetricFamily("echotune_feedback_spool_max_bytes", "The spool's size cap (ECHOTUNE_SPOOL_MAX_BYTES): 503 beyond it.", max_bytes),
-        GaugeMetricFamily("echotune_feedback_spool_quarantine_bytes", "Bytes of torn spool lines kept in the quarantine file.", quarantined_bytes),
+        GaugeMetricFamily(
+            "echotune_feedback_spool_max_bytes",
+            "The spool's size cap (ECHOTUNE_SPOOL_MAX_BYTES): 503 beyond it.",
+            max_bytes,
+        ),
+        GaugeMetricFamily(
+            "echotune_feedback_spool_quarantine_bytes",
+            "Bytes of torn spool lines kept in the quarantine file.",
+            quarantined_bytes,
+        ),
     ]
     registry = CollectorRegistry()
     registry.register(_Fixed(families))
@@ -111,20 +142,46 @@ def feedback_exposition(
         return float(counters.get(field.encode(), 0))
 
     families = [
-        CounterMetricFamily("echotune_feedback_events_accepted", "Distinct feedback event ids accepted into the stream.", value("accepted")),
-        CounterMetricFamily("echotune_feedback_events_applied", "Distinct feedback event ids whose effect the worker stored.", value("applied")),
         CounterMetricFamily(
-            "echotune_feedback_exposures", "Tracks shown in lists the API served (one recommendation_shown each), counted by the worker.", value("exposures")
+            "echotune_feedback_events_accepted",
+            "Distinct feedback event ids accepted into the stream.",
+            value("accepted"),
         ),
-        CounterMetricFamily("echotune_feedback_events_dead_lettered", "Stream entries moved to the dead-letter stream.", value("dead_lettered")),
         CounterMetricFamily(
-            "echotune_feedback_events_dropped_erased", "Queued events of users erased since they were accepted, dropped by the worker.", value("dropped_erased")
+            "echotune_feedback_events_applied",
+            "Distinct feedback event ids whose effect the worker stored.",
+            value("applied"),
         ),
-        GaugeMetricFamily("echotune_feedback_stream_length", "Entries in the feedback stream (not yet trimmed).", stream_length),
-        GaugeMetricFamily("echotune_feedback_workers_alive", "Feedback workers with a fresh heartbeat (ECHOTUNE_WORKER_STALE_SECONDS).", workers_alive),
+        CounterMetricFamily(
+            "echotune_feedback_exposures",
+            "Tracks shown in lists the API served (one recommendation_shown each), counted by the worker.",
+            value("exposures"),
+        ),
+        CounterMetricFamily(
+            "echotune_feedback_events_dead_lettered",
+            "Stream entries moved to the dead-letter stream.",
+            value("dead_lettered"),
+        ),
+        CounterMetricFamily(
+            "echotune_feedback_events_dropped_erased",
+            "Queued events of users erased since they were accepted, dropped by the worker.",
+            value("dropped_erased"),
+        ),
+        GaugeMetricFamily(
+            "echotune_feedback_stream_length", "Entries in the feedback stream (not yet trimmed).", stream_length
+        ),
+        GaugeMetricFamily(
+            "echotune_feedback_workers_alive",
+            "Feedback workers with a fresh heartbeat (ECHOTUNE_WORKER_STALE_SECONDS).",
+            workers_alive,
+        ),
     ]
     if heartbeat_age is not None:
-        age = GaugeMetricFamily("echotune_feedback_worker_heartbeat_age_seconds", "Seconds since the newest feedback worker heartbeat.", heartbeat_age)
+        age = GaugeMetricFamily(
+            "echotune_feedback_worker_heartbeat_age_seconds",
+            "Seconds since the newest feedback worker heartbeat.",
+            heartbeat_age,
+        )
         families.append(age)
     registry = CollectorRegistry()
     registry.register(_Fixed([*families, *online_families(aggregates), *_activity_families(activity or {})]))
@@ -157,20 +214,30 @@ def online_families(aggregates: Mapping[bytes, bytes]) -> list:
     )
     for parts, n in events.items():
         detailed.add_metric(list(parts), n)
-    summed = CounterMetricFamily("echotune_feedback_events", "Applied events and the API's own exposures (type recommendation_shown), by algorithm, variant and type.", labels=["algorithm", "variant", "type"])
-    ctr_by_variant = GaugeMetricFamily("echotune_recommendation_ctr", "Clicks per recommendation shown, by algorithm and variant.", labels=["algorithm", "variant"])
+    summed = CounterMetricFamily(
+        "echotune_feedback_events",
+        "Applied events and the API's own exposures (type recommendation_shown), by algorithm, variant and type.",
+        labels=["algorithm", "variant", "type"],
+    )
+    ctr_by_variant = GaugeMetricFamily(
+        "echotune_recommendation_ctr",
+        "Clicks per recommendation shown, by algorithm and variant.",
+        labels=["algorithm", "variant"],
+    )
     for labels, kinds in by(0, 3).items():
         for kind, n in kinds.items():
             summed.add_metric([*labels, kind], n)
         _add_ratio(ctr_by_variant, labels, kinds, "recommendation_clicked", ["recommendation_shown"])
     ctr = GaugeMetricFamily(
-        "echotune_algorithm_ctr", "Clicks per recommendation shown (applied recommendation_clicked / recommendation_shown), by algorithm and model version.",
+        "echotune_algorithm_ctr",
+        "Clicks per recommendation shown (applied recommendation_clicked / recommendation_shown), by algorithm and model version.",
         labels=["algorithm", "model_version"],
-    )  # fmt: skip
+    )
     completion = GaugeMetricFamily(
-        "echotune_algorithm_completion_rate", "Plays completed per play finished (track_completed / (track_completed + track_skipped)), by algorithm and model version.",
+        "echotune_algorithm_completion_rate",
+        "Plays completed per play finished (track_completed / (track_completed + track_skipped)), by algorithm and model version.",
         labels=["algorithm", "model_version"],
-    )  # fmt: skip
+    )
     for labels, kinds in by(0, 1).items():
         _add_ratio(ctr, labels, kinds, "recommendation_clicked", ["recommendation_shown"])
         _add_ratio(completion, labels, kinds, "track_completed", ["track_completed", "track_skipped"])
@@ -185,7 +252,9 @@ def online_families(aggregates: Mapping[bytes, bytes]) -> list:
     return [summed, ctr_by_variant, detailed, ctr, completion, conversion]
 
 
-def _add_ratio(family: GaugeMetricFamily, labels, kinds: Mapping[str, float], numerator: str, denominator: list[str]) -> None:
+def _add_ratio(
+    family: GaugeMetricFamily, labels, kinds: Mapping[str, float], numerator: str, denominator: list[str]
+) -> None:
     total = sum(kinds.get(k, 0.0) for k in denominator)
     if total > 0:
         family.add_metric(list(labels), kinds.get(numerator, 0.0) / total)
@@ -201,10 +270,13 @@ def _count(raw) -> float | None:
 
 def _activity_families(activity: Mapping[str, tuple[int, int]]) -> list:
     users = GaugeMetricFamily(
-        "echotune_active_users", "Distinct users with a feedback event applied in the window (by when the API accepted it; HyperLogLog, ~1% error).",
+        "echotune_active_users",
+        "Distinct users with a feedback event applied in the window (by when the API accepted it; HyperLogLog, ~1% error).",
         labels=["window"],
-    )  # fmt: skip
-    per_user = GaugeMetricFamily("echotune_events_per_active_user", "Feedback events applied in the window per active user.", labels=["window"])
+    )
+    per_user = GaugeMetricFamily(
+        "echotune_events_per_active_user", "Feedback events applied in the window per active user.", labels=["window"]
+    )
     for window, (n_users, n_events) in activity.items():
         users.add_metric([window], n_users)
         if n_users > 0:

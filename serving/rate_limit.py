@@ -60,7 +60,9 @@ class RateLimits:
     ``send`` sends Redis commands in one round trip and returns their replies, or None when Redis is
     unavailable (it opens the breaker itself)."""
 
-    def __init__(self, settings: Settings, keys: RedisKeys, clock: Clock, send: Callable[[list[tuple]], Awaitable[list | None]]) -> None:
+    def __init__(
+        self, settings: Settings, keys: RedisKeys, clock: Clock, send: Callable[[list[tuple]], Awaitable[list | None]]
+    ) -> None:
         self.per_minute: dict[str, int] = {
             "recommendations": settings.rate_limit_per_minute,
             "feedback_events": settings.rate_limit_feedback_events_per_minute,

@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
+from core.contracts.served_lists import ServedList
+from core.settings import Settings
 from experiments.definition import Experiment, Variant
 from experiments.interleaving import request_seed, team_draft
-from core.settings import Settings
 from serving.errors import ApiError
 from serving.filters import RecommendationContext, RecommendationFilters, excluded_rows
 from serving.loaded_model import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS, STAGE_LATENCY
+from serving.rate_limit import Charge
 from serving.retrieval import select, select_by_vector, similar_rows
 from serving.schemas import RecommendationResponse
-from core.contracts.served_lists import ServedList
-from serving.rate_limit import Charge
 from serving.state import AppState, RedisUnavailable
 
 POPULARITY, CONTENT = "popularity", "content"
@@ -123,7 +123,9 @@ async def _user(
 def _check_algorithm(model: LoadedModel, algorithm: str | None) -> None:
     known = (model.algorithm, POPULARITY, CONTENT)
     if algorithm is not None and algorithm not in known:
-        raise ApiError(422, "validation_error", f"algorithm: {algorithm!r} is not served; choose one of {', '.join(known)}")
+        raise ApiError(
+            422, "validation_error", f"algorithm: {algorithm!r} is not served; choose one of {', '.join(known)}"
+        )
 
 
 def _content_scores(model: LoadedModel, seeds: np.ndarray) -> np.ndarray:
@@ -131,12 +133,22 @@ def _content_scores(model: LoadedModel, seeds: np.ndarray) -> np.ndarray:
     return model.content @ profile
 
 
-def _score(model: LoadedModel, request: RecommendationRequest, algorithm: str | None, vector: np.ndarray | None, played: set[str]) -> _Scored:
+def _score(
+    model: LoadedModel,
+    request: RecommendationRequest,
+    algorithm: str | None,
+    vector: np.ndarray | None,
+    played: set[str],
+) -> _Scored:
     history = len(played) + len(request.context.seed_tracks)
     wanted = algorithm or model.algorithm
     if wanted == model.algorithm and vector is not None:
         if vector.shape[0] != model.vectors.shape[1]:
-            raise ApiError(500, "vector_mismatch", f"user vector has {vector.shape[0]} dimensions, model {model.version} {model.vectors.shape[1]}")
+            raise ApiError(
+                500,
+                "vector_mismatch",
+                f"user vector has {vector.shape[0]} dimensions, model {model.version} {model.vectors.shape[1]}",
+            )
         confidence = min(1.0, float(np.log1p(len(played)) / _FULL_HISTORY))
         if model.ann is not None and not request.exact:
             return _Scored(None, model.algorithm, confidence, False, query=vector)
@@ -190,7 +202,9 @@ async def _ranker(state: AppState, variant: Variant | None, requested: str | Non
         notes["variant_fallback"] = f"variant {variant.name}'s model is not published: serving the champion"
     model = model or await _model(state)
     if variant.algorithm not in (None, POPULARITY, CONTENT, model.algorithm):
-        notes["variant_fallback"] = f"variant {variant.name} names {variant.algorithm}; the champion is {model.algorithm}"
+        notes["variant_fallback"] = (
+            f"variant {variant.name} names {variant.algorithm}; the champion is {model.algorithm}"
+        )
     return _Ranker(model, forced, notes)
 
 
@@ -202,12 +216,16 @@ class _Ranked:
     scores: np.ndarray
 
 
-def _rank(ranker: _Ranker, request: RecommendationRequest, vector: np.ndarray | None, played: set[str], settings: Settings) -> _Ranked:
+def _rank(
+    ranker: _Ranker, request: RecommendationRequest, vector: np.ndarray | None, played: set[str], settings: Settings
+) -> _Ranked:
     model = ranker.model
     scored = _score(model, request, ranker.algorithm, vector, played)
     excluded = excluded_rows(model, request.filters, played, extra=tuple(request.context.seed_tracks))
     if scored.query is not None:
-        return _Ranked(ranker, scored, *select_by_vector(model, scored.query, request.filters, request.count, excluded, settings))
+        return _Ranked(
+            ranker, scored, *select_by_vector(model, scored.query, request.filters, request.count, excluded, settings)
+        )
     return _Ranked(ranker, scored, *select(model, scored.scores, request.filters, request.count, excluded))
 
 
@@ -234,7 +252,11 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
         request_id=request.request_id,
         degraded=degraded is not None,
         degraded_reason=degraded,
-        metadata={"cold_start": ranked.scored.cold_start, "played_excluded": request.filters.exclude_played and bool(played), **ranker.notes},
+        metadata={
+            "cold_start": ranked.scored.cold_start,
+            "played_excluded": request.filters.exclude_played and bool(played),
+            **ranker.notes,
+        },
     )
     return _served(state, request.surface, result, degraded)
 
@@ -269,24 +291,46 @@ async def _interleaved(state: AppState, request: RecommendationRequest, experime
         request_id=request.request_id,
         degraded=degraded is not None,
         degraded_reason=degraded,
-        metadata={"cold_start": a.scored.cold_start and b.scored.cold_start, "played_excluded": request.filters.exclude_played and bool(played),
-                  "interleaved": [f"{control.name}: {a.scored.algorithm} {a.ranker.model.version}", f"{treatment.name}: {b.scored.algorithm} {b.ranker.model.version}"], **notes},
-    )  # fmt: skip
-    return _served(state, request.surface, result, degraded, teams="".join(teams), team_variants=(control.name, treatment.name))
+        metadata={
+            "cold_start": a.scored.cold_start and b.scored.cold_start,
+            "played_excluded": request.filters.exclude_played and bool(played),
+            "interleaved": [
+                f"{control.name}: {a.scored.algorithm} {a.ranker.model.version}",
+                f"{treatment.name}: {b.scored.algorithm} {b.ranker.model.version}",
+            ],
+            **notes,
+        },
+    )
+    return _served(
+        state, request.surface, result, degraded, teams="".join(teams), team_variants=(control.name, treatment.name)
+    )
 
 
 def _served(
-    state: AppState, surface: str, result: Recommendations, degraded: str | None, teams: str | None = None, team_variants: tuple[str, str] | None = None
+    state: AppState,
+    surface: str,
+    result: Recommendations,
+    degraded: str | None,
+    teams: str | None = None,
+    team_variants: tuple[str, str] | None = None,
 ) -> Recommendations:
     """Record the list as served (its exposure, see :mod:`serving.exposures`; not for an erased user,
     whose data is not taken in again) and sign it into the response's token."""
     if degraded:
         DEGRADED.labels("redis_unavailable").inc()
     served = ServedList(
-        request_id=result.request_id, user_id=result.user_id, surface=surface, algorithm=result.algorithm, model_version=result.model_version,
-        experiment_id=result.experiment, variant=result.variant, tracks=tuple(t["track_id"] for t in result.tracks),
-        served_ms=int(state.clock.now() * 1000), teams=teams, team_variants=team_variants,
-    )  # fmt: skip
+        request_id=result.request_id,
+        user_id=result.user_id,
+        surface=surface,
+        algorithm=result.algorithm,
+        model_version=result.model_version,
+        experiment_id=result.experiment,
+        variant=result.variant,
+        tracks=tuple(t["track_id"] for t in result.tracks),
+        served_ms=int(state.clock.now() * 1000),
+        teams=teams,
+        team_variants=team_variants,
+    )
     if served.tracks and state.erased.erased_at(served.user_id) is None:
         state.exposures.record(served)
     result.token = state.tokens.sign(served)
@@ -294,9 +338,15 @@ def _served(
 
 
 async def similar(
-    state: AppState, user_id: str, track_id: str, count: int, filters: RecommendationFilters, request_id: str, charge: Charge | None = None,
+    state: AppState,
+    user_id: str,
+    track_id: str,
+    count: int,
+    filters: RecommendationFilters,
+    request_id: str,
+    charge: Charge | None = None,
     exact: bool = False,
-) -> Recommendations:  # fmt: skip
+) -> Recommendations:
     """Tracks like ``track_id`` (cosine of item vectors), nudged towards the user's taste when the
     user is known: score = z(similarity) + 0.25 z(user score), z over the whole catalog. A user in a
     running experiment of the ``similar`` surface gets their variant's model (its similarity vectors
@@ -308,12 +358,16 @@ async def similar(
     model = ranker.model
     row = model.index.get(track_id)
     if row is None:
-        raise ApiError(404, "unknown_track", f"track_id {track_id!r} is not in the catalog of model version {model.version}")
+        raise ApiError(
+            404, "unknown_track", f"track_id {track_id!r} is not in the catalog of model version {model.version}"
+        )
     vectors, played, degraded = await _user(state, [model], user_id, charge)
     vector = vectors[0]
     personalised = vector is not None and vector.shape[0] == model.vectors.shape[1]
     excluded = excluded_rows(model, filters, played, extra=(track_id,))
-    rows, top = similar_rows(model, row, vector if personalised else None, filters, count, excluded, state.settings, exact)
+    rows, top = similar_rows(
+        model, row, vector if personalised else None, filters, count, excluded, state.settings, exact
+    )
     experiment, variant = (assignment[0].id, assignment[1].name) if assignment else (None, None)
     RECOMMENDATIONS.labels("similar", variant or "none").inc()
     result = Recommendations(

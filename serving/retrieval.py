@@ -21,7 +21,12 @@ PERSONAL_WEIGHT = 0.25  # similar-tracks: how much the user's taste moves the ra
 
 
 def select(
-    model: LoadedModel, scores: np.ndarray, filters: RecommendationFilters, count: int, excluded: np.ndarray, mask: np.ndarray | None = None
+    model: LoadedModel,
+    scores: np.ndarray,
+    filters: RecommendationFilters,
+    count: int,
+    excluded: np.ndarray,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``count`` rows of ``scores`` (one per item) the filters allow, and their scores."""
     mask = allowed_mask(model, filters) if mask is None else mask
@@ -37,14 +42,21 @@ def select(
 
 
 def select_by_vector(
-    model: LoadedModel, query: np.ndarray, filters: RecommendationFilters, count: int, excluded: np.ndarray, settings: Settings
+    model: LoadedModel,
+    query: np.ndarray,
+    filters: RecommendationFilters,
+    count: int,
+    excluded: np.ndarray,
+    settings: Settings,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``count`` rows of ``model.vectors @ query`` through the version's ANN index; exact when
     the index cannot fill the list."""
     mask = allowed_mask(model, filters)
     cap = filters.max_per_artist
     pool = count if cap is None else min(model.n_items, count * 8)
-    found = approximate_top_n(model.ann.items, model.vectors, query, pool, excluded, mask, settings.ann_min_tracks, settings.ann_ef)
+    found = approximate_top_n(
+        model.ann.items, model.vectors, query, pool, excluded, mask, settings.ann_min_tracks, settings.ann_ef
+    )
     if found is not None:
         if cap is None:
             return found
@@ -56,7 +68,9 @@ def select_by_vector(
     return select(model, model.vectors @ query, filters, count, excluded)
 
 
-def _exact_among(model: LoadedModel, rows: np.ndarray, query: np.ndarray, count: int, excluded: np.ndarray, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _exact_among(
+    model: LoadedModel, rows: np.ndarray, query: np.ndarray, count: int, excluded: np.ndarray, cap: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     """The best ``count`` of ``rows`` by ``model.vectors @ query``, none ``excluded``, at most ``cap``
     per artist."""
     scores = model.vectors[rows] @ query
@@ -68,9 +82,15 @@ def _exact_among(model: LoadedModel, rows: np.ndarray, query: np.ndarray, count:
 
 
 def similar_rows(
-    model: LoadedModel, row: int, vector: np.ndarray | None, filters: RecommendationFilters, count: int, excluded: np.ndarray,
-    settings: Settings, exact: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    model: LoadedModel,
+    row: int,
+    vector: np.ndarray | None,
+    filters: RecommendationFilters,
+    count: int,
+    excluded: np.ndarray,
+    settings: Settings,
+    exact: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Tracks like item ``row``: score = z(cosine of similarity vectors) + 0.25 z(user score) when the
     user's ``vector`` is known, z over the whole catalog. Through the ANN index of similarity vectors
     (unless ``exact``): the most similar tracks, over-fetched 4x when personalised, ranked by the same
@@ -86,13 +106,28 @@ def similar_rows(
 
 
 def _similar_approximate(
-    model: LoadedModel, row: int, vector: np.ndarray | None, filters: RecommendationFilters, count: int, excluded: np.ndarray, settings: Settings
+    model: LoadedModel,
+    row: int,
+    vector: np.ndarray | None,
+    filters: RecommendationFilters,
+    count: int,
+    excluded: np.ndarray,
+    settings: Settings,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     mask = allowed_mask(model, filters)
     cap = filters.max_per_artist
     pool = (count if cap is None else count * 8) * (1 if vector is None else 4)
     query = model.similarity[row]
-    found = approximate_top_n(model.ann.similarity, model.similarity, query, min(model.n_items, pool), excluded, mask, settings.ann_min_tracks, settings.ann_ef)
+    found = approximate_top_n(
+        model.ann.similarity,
+        model.similarity,
+        query,
+        min(model.n_items, pool),
+        excluded,
+        mask,
+        settings.ann_min_tracks,
+        settings.ann_ef,
+    )
     if found is None:
         return None
     rows, similarity = found

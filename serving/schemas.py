@@ -26,14 +26,17 @@ class RecommendationResponse(BaseModel):
     confidence: float = Field(..., ge=0.0, le=1.0, description="How much the list is personalised (0 = not at all).")
     experiment: str | None = None
     variant: str | None = None
-    request_id: str = Field(..., description="The served list's id: the request's X-Request-ID, made unique when the client chose it.")
+    request_id: str = Field(
+        ..., description="The served list's id: the request's X-Request-ID, made unique when the client chose it."
+    )
     degraded: bool = False
     degraded_reason: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     token: str | None = Field(
-        None, description="The request token: this list (surface, algorithm, model version, experiment, variant, tracks in order) signed "
+        None,
+        description="The request token: this list (surface, algorithm, model version, experiment, variant, tracks in order) signed "
         "by the API. Send it back as the `token` of feedback on these tracks; the event's context is then taken from it.",
-    )  # fmt: skip
+    )
 
 
 class FeedbackAccepted(BaseModel):
@@ -41,27 +44,35 @@ class FeedbackAccepted(BaseModel):
     duplicates: int = 0
     event_ids: list[str]
     spooled: bool = Field(False, description="True when Redis was down and the events wait in the local spool.")
-    ignored_tokens: list["ErrorDetail"] = Field(
-        default_factory=list, description="Events whose token did not hold (expired, not issued by this API, another user's list, a track "
+    ignored_tokens: list[ErrorDetail] = Field(
+        default_factory=list,
+        description="Events whose token did not hold (expired, not issued by this API, another user's list, a track "
         "not in it), by index and why: they are accepted and counted as if they had no token.",
-    )  # fmt: skip
+    )
 
 
 class Health(BaseModel):
-    status: str = Field(..., description="ready, or not_ready (Redis down, no model loaded, or no append-only file while one is required).")
+    status: str = Field(
+        ...,
+        description="ready, or not_ready (Redis down, no model loaded, or no append-only file while one is required).",
+    )
     redis: str
     redis_aof: bool | None = Field(
-        None, description="Whether Redis keeps an append-only file (None: Redis down). Without one a restart loses accepted "
+        None,
+        description="Whether Redis keeps an append-only file (None: Redis down). Without one a restart loses accepted "
         "feedback not yet drained and online learning; ECHOTUNE_REQUIRE_REDIS_AOF=true makes readiness fail then.",
-    )  # fmt: skip
+    )
     model_version: str | None = Field(None, description="The champion version being served.")
     algorithm: str | None
     models: dict[str, str] = Field(default_factory=dict, description="Loaded model version by alias.")
     worker_alive: bool | None = Field(
-        None, description="Whether a feedback worker's heartbeat is fresh (ECHOTUNE_WORKER_STALE_SECONDS); None when Redis is down. "
+        None,
+        description="Whether a feedback worker's heartbeat is fresh (ECHOTUNE_WORKER_STALE_SECONDS); None when Redis is down. "
         "Readiness does not depend on it: feedback is still accepted and waits in the stream.",
-    )  # fmt: skip
-    worker_heartbeat_age_seconds: float | None = Field(None, description="Seconds since the newest worker heartbeat (None: none, or Redis down).")
+    )
+    worker_heartbeat_age_seconds: float | None = Field(
+        None, description="Seconds since the newest worker heartbeat (None: none, or Redis down)."
+    )
     api_version: str = API_VERSION
 
 

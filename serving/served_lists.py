@@ -50,18 +50,26 @@ class TokenSigner:
     ``ttl_seconds`` after their list was served (the served time is in the signed list). A token of the
     older two-part shape (``<list>.<signature>``, before key ids) is checked against the same keys."""
 
-    def __init__(self, key: bytes, previous: bytes | None = None, ttl_seconds: float = 86_400, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, key: bytes, previous: bytes | None = None, ttl_seconds: float = 86_400, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._current = key_id(key)
         self._keys = {self._current: key, **({key_id(previous): previous} if previous else {})}
         self.ttl_seconds = ttl_seconds
         self.clock = clock
 
     @classmethod
-    def from_settings(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> "TokenSigner":
+    def from_settings(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> TokenSigner:
         """The signer of ``settings``: ECHOTUNE_TOKEN_KEY (else the key file in var/, created once), the
         previous key if one is set, and the tokens' lifetime."""
-        key = bytes.fromhex(settings.token_key.get_secret_value()) if settings.token_key else load_or_create_key(settings.layout.token_key)
-        previous = bytes.fromhex(settings.token_previous_key.get_secret_value()) if settings.token_previous_key else None
+        key = (
+            bytes.fromhex(settings.token_key.get_secret_value())
+            if settings.token_key
+            else load_or_create_key(settings.layout.token_key)
+        )
+        previous = (
+            bytes.fromhex(settings.token_previous_key.get_secret_value()) if settings.token_previous_key else None
+        )
         return cls(key, previous, settings.token_ttl_seconds, clock)
 
     def sign(self, served: ServedList) -> str:
@@ -75,7 +83,10 @@ class TokenSigner:
         if len(parts) not in (2, 3):
             raise InvalidToken("shape", "not a request token (it has no signature)")
         if len(parts) == 3 and parts[0] not in self._keys:
-            raise InvalidToken("unknown_key", f"the token was signed with a key this API no longer holds (key id {parts[0][:8]!r}): it is older than a key rotation")
+            raise InvalidToken(
+                "unknown_key",
+                f"the token was signed with a key this API no longer holds (key id {parts[0][:8]!r}): it is older than a key rotation",
+            )
         try:
             payload, given = _unb64(parts[-2]), _unb64(parts[-1])
         except ValueError:
@@ -85,14 +96,19 @@ class TokenSigner:
         else:  # a token from before key ids: the list and its signature, under any key held
             keys, message = list(self._keys.values()), payload
         if not any(hmac.compare_digest(given, self._mac(key, message)) for key in keys):
-            raise InvalidToken("signature", "the signature does not match: this token was not issued by this API, or was altered")
+            raise InvalidToken(
+                "signature", "the signature does not match: this token was not issued by this API, or was altered"
+            )
         try:
             served = ServedList.from_payload(payload)
         except (KeyError, ValueError, orjson.JSONDecodeError) as exc:
             raise InvalidToken("shape", f"a signed token of another shape ({exc})") from None
         age = self.clock.now() - served.served_ms / 1000
         if age > self.ttl_seconds:
-            raise InvalidToken("expired", f"the token expired: its list was served {age / 3600:.1f} h ago, and tokens are valid for {self.ttl_seconds / 3600:g} h")
+            raise InvalidToken(
+                "expired",
+                f"the token expired: its list was served {age / 3600:.1f} h ago, and tokens are valid for {self.ttl_seconds / 3600:g} h",
+            )
         return served
 
     @staticmethod

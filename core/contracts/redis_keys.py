@@ -54,10 +54,16 @@ class RedisKeys:
     def untagged_model_artefacts(self, version: str) -> dict[str, str]:
         """The names a version's artefacts had before they carried the version's hash tag -> their names
         now (:meth:`core.vectorstore.VectorStore.retag_versions` renames them once on a single server)."""
-        return {f"{self.root}:model:{version}:{part}": tagged for part, tagged in (
-            ("meta", self.model_meta(version)), ("items", self.model_items(version)), ("item_vectors", self.model_item_vectors(version)),
-            ("similarity_vectors", self.model_similarity_vectors(version)), ("fold_in", self.model_fold_in(version)),
-        )}  # fmt: skip
+        return {
+            f"{self.root}:model:{version}:{part}": tagged
+            for part, tagged in (
+                ("meta", self.model_meta(version)),
+                ("items", self.model_items(version)),
+                ("item_vectors", self.model_item_vectors(version)),
+                ("similarity_vectors", self.model_similarity_vectors(version)),
+                ("fold_in", self.model_fold_in(version)),
+            )
+        }
 
     def user_vector(self, version: str, user_id: str) -> str:
         """String: float32 bytes of the user's vector for this model version."""
@@ -98,9 +104,13 @@ class RedisKeys:
         """Every key that holds something of the user (what a GDPR erasure deletes): their vector in
         each model version and all of their online state. A new per-user key belongs here too."""
         return [self.user_vector(v, user_id) for v in versions] + [
-            self.user_played(user_id), self.user_online_scores(user_id), self.user_recent_events(user_id),
-            self.user_applied_events(user_id), self.user_revision(user_id), self.user_folded_version(user_id),
-        ]  # fmt: skip
+            self.user_played(user_id),
+            self.user_online_scores(user_id),
+            self.user_recent_events(user_id),
+            self.user_applied_events(user_id),
+            self.user_revision(user_id),
+            self.user_folded_version(user_id),
+        ]
 
     def erased_users(self) -> str:
         """Hash: erased subject (a keyed digest of the user id, never the id) -> epoch seconds of the

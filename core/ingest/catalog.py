@@ -39,6 +39,10 @@ def build_catalog(store: OfflineStore) -> pd.DataFrame:
     sources = store.track_sources()
     ordered = [s for s in SOURCE_PRIORITY if s in sources] + [s for s in sources if s not in SOURCE_PRIORITY]
     frames = [read_frame(store.track_source_path(s)) for s in ordered]
-    catalog = to_schema(merge_duplicates(pd.concat(frames, ignore_index=True))) if frames else to_schema(pd.DataFrame(columns=["track_id"]))
+    catalog = (
+        to_schema(merge_duplicates(pd.concat(frames, ignore_index=True)))
+        if frames
+        else to_schema(pd.DataFrame(columns=["track_id"]))
+    )
     store.write_tracks(catalog)
     return catalog

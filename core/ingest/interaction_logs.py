@@ -47,7 +47,9 @@ def _find(frame: pd.DataFrame, names: tuple[str, ...], what: str, file: str, req
         if name in lowered:
             return lowered[name]
     if required:
-        raise ValueError(f"{file}: no {what} column (expected one of {', '.join(names)}; found {', '.join(map(str, frame.columns))})")
+        raise ValueError(
+            f"{file}: no {what} column (expected one of {', '.join(names)}; found {', '.join(map(str, frame.columns))})"
+        )
     return None
 
 
@@ -68,12 +70,19 @@ def import_interaction_logs(
         users = raw[user_col].astype("string").str.strip()
         items = raw[item_col].astype("string").str.strip()
         values = pd.to_numeric(raw[value_col], errors="coerce")
-        times = pd.to_datetime(raw[time_col], utc=True, errors="coerce", format="mixed") if time_col else pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+        times = (
+            pd.to_datetime(raw[time_col], utc=True, errors="coerce", format="mixed")
+            if time_col
+            else pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+        )
 
         reasons = pd.Series("", index=raw.index, dtype=object)
         checks = [
             (users.isna() | (users == ""), f"{user_col}: missing"),
-            (~users.fillna("").str.fullmatch(SAFE_ID.pattern.strip("^$")), f"{user_col}: not 1-128 letters, digits or _.:@-"),
+            (
+                ~users.fillna("").str.fullmatch(SAFE_ID.pattern.strip("^$")),
+                f"{user_col}: not 1-128 letters, digits or _.:@-",
+            ),
             (items.isna() | (items == ""), f"{item_col}: missing"),
             (values.isna(), f"{value_col}: not a number"),
             (values < 0, f"{value_col}: negative"),
@@ -86,7 +95,16 @@ def import_interaction_logs(
         if bad.any():
             result.rejects.add_many(file, raw.index[bad] + 1, reasons[bad], raw.loc[bad].to_dict(orient="records"))
         ok = ~bad
-        frames.append(pd.DataFrame({"user_id": users[ok].astype(str), "item_id": items[ok].astype(str), "value": values[ok].astype("float64"), "timestamp": times[ok]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": users[ok].astype(str),
+                    "item_id": items[ok].astype(str),
+                    "value": values[ok].astype("float64"),
+                    "timestamp": times[ok],
+                }
+            )
+        )
         if progress is not None:
             progress(len(raw))
 

@@ -72,10 +72,14 @@ def drain_lock(client: redis.Redis, keys: RedisKeys, wait_seconds: float = 900.0
     """Hold the feedback stream's drain lock while the block runs: one drain, or rewrite of live event
     files (erasures), at a time across processes and hosts. Waits up to ``wait_seconds`` for another
     holder, then raises :class:`DrainBusy`. The lease is renewed by a thread while the block runs."""
-    lock = client.lock(keys.feedback_drain_lock(), timeout=LOCK_SECONDS, blocking_timeout=wait_seconds, thread_local=False)
+    lock = client.lock(
+        keys.feedback_drain_lock(), timeout=LOCK_SECONDS, blocking_timeout=wait_seconds, thread_local=False
+    )
     if not lock.acquire():
-        raise DrainBusy(f"another drain held the feedback stream's drain lock ({keys.feedback_drain_lock()}) for {wait_seconds:.0f} s: "
-                        "nothing was drained; the next run retries")  # fmt: skip
+        raise DrainBusy(
+            f"another drain held the feedback stream's drain lock ({keys.feedback_drain_lock()}) for {wait_seconds:.0f} s: "
+            "nothing was drained; the next run retries"
+        )
     done = threading.Event()
 
     def renew() -> None:
@@ -157,14 +161,23 @@ def _decoded(entries: list, result: ImportResult) -> pd.DataFrame | None:
                 rows += ServedList.from_payload(fields[EXPOSURE_FIELD]).rows()
                 continue
             row = decode(fields[b"e"])
-            FeedbackEvent.model_validate({k: row.get(k) for k in ("event_id", "user_id", "track_id", "type", "ms_played", "rating")})
+            FeedbackEvent.model_validate(
+                {k: row.get(k) for k in ("event_id", "user_id", "track_id", "type", "ms_played", "rating")}
+            )
             rows.append(row)
         except (KeyError, ValueError, TypeError, ValidationError) as exc:
-            result.rejects.add("stream", result.read, f"entry {entry_id.decode()}: {str(exc)[:200]}", {k.decode(): v.decode(errors="replace") for k, v in fields.items()})
+            result.rejects.add(
+                "stream",
+                result.read,
+                f"entry {entry_id.decode()}: {str(exc)[:200]}",
+                {k.decode(): v.decode(errors="replace") for k, v in fields.items()},
+            )
     return rows_to_frame(rows) if rows else None
 
 
-def drain_day(client: redis.Redis, keys: RedisKeys, store: OfflineStore, day: date, page: int = PAGE, wait_seconds: float = 900.0) -> ImportResult:
+def drain_day(
+    client: redis.Redis, keys: RedisKeys, store: OfflineStore, day: date, page: int = PAGE, wait_seconds: float = 900.0
+) -> ImportResult:
     """Store the stream entries accepted on ``day`` that are not stored yet, then move the watermark
     and trim behind it (see the module docstring). Idempotent; one drain of a stream at a time."""
     stream = keys.feedback_stream()
@@ -185,7 +198,9 @@ def drain_day(client: redis.Redis, keys: RedisKeys, store: OfflineStore, day: da
                 last = entries[-1][0].decode()
                 start = f"({last}"
             if not lock.owned():
-                raise DrainBusy("the drain lost its lock (Redis unreachable longer than its lease): nothing was swapped in; the next run retries")
+                raise DrainBusy(
+                    "the drain lost its lock (Redis unreachable longer than its lease): nothing was swapped in; the next run retries"
+                )
         result.accepted, result.duplicates = sum(out.added.values()), out.duplicates
         if last is not None:
             client.hset(keys.feedback_drained_days(), str(day), last)

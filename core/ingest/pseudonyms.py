@@ -15,9 +15,10 @@ import tempfile
 
 from core.storage import StoragePath, is_remote
 
-
 KEY_BYTES = 32  # what a key file is created with
-MIN_KEY_BYTES = 16  # what one must hold to be used: shorter (an empty file above all) makes every HMAC under it guessable
+MIN_KEY_BYTES = (
+    16  # what one must hold to be used: shorter (an empty file above all) makes every HMAC under it guessable
+)
 
 
 def load_or_create_key(path: StoragePath) -> bytes:

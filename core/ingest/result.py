@@ -47,9 +47,7 @@ class Rejects:
         return len(self.rows)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            [(self.source, *r) for r in self.rows], columns=["source", "file", "row", "reason", "raw"]
-        )
+        return pd.DataFrame([(self.source, *r) for r in self.rows], columns=["source", "file", "row", "reason", "raw"])
 
     def reasons(self) -> dict[str, int]:
         # group "energy 1.5 is outside [0, 1]" and "energy 7 is outside ..." under one heading

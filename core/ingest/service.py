@@ -35,7 +35,11 @@ def pseudonymizer(settings: Settings) -> Pseudonymizer:
 
 
 def _catalog_or_empty(store: OfflineStore) -> pd.DataFrame:
-    return store.read_tracks() if store.tracks_path.exists() else pd.DataFrame(columns=["track_id", "name", "artists", "duration_ms"])
+    return (
+        store.read_tracks()
+        if store.tracks_path.exists()
+        else pd.DataFrame(columns=["track_id", "name", "artists", "duration_ms"])
+    )
 
 
 def ingest_track_files(store: OfflineStore, paths: Sequence[Path], progress=None) -> ImportResult:
@@ -47,7 +51,12 @@ def ingest_track_files(store: OfflineStore, paths: Sequence[Path], progress=None
 
 
 def ingest_history(
-    store: OfflineStore, paths: Sequence[Path], pseudonyms: Pseudonymizer, user: str | None = None, progress=None, workers: int | None = None
+    store: OfflineStore,
+    paths: Sequence[Path],
+    pseudonyms: Pseudonymizer,
+    user: str | None = None,
+    progress=None,
+    workers: int | None = None,
 ) -> ImportResult:
     importer = HistoryImporter(pseudonyms, _catalog_or_empty(store))
     events, tracks, result = importer.run(paths, user=user, progress=progress, workers=workers)
@@ -60,14 +69,18 @@ def ingest_history(
     return result
 
 
-def ingest_interaction_logs(store: OfflineStore, paths: Sequence[Path], source: str = "interaction_logs", kind: str = "auto", progress=None) -> ImportResult:
+def ingest_interaction_logs(
+    store: OfflineStore, paths: Sequence[Path], source: str = "interaction_logs", kind: str = "auto", progress=None
+) -> ImportResult:
     logs, result = import_interaction_logs(paths, source=source, kind=kind, progress=progress)
     path = store.interaction_source_path(source)
     before = 0
     if path.exists():
         existing = read_frame(path)
         before = len(existing)
-        logs = pd.concat([existing, logs], ignore_index=True).drop_duplicates(["user_id", "item_id", "timestamp"], keep="last")
+        logs = pd.concat([existing, logs], ignore_index=True).drop_duplicates(
+            ["user_id", "item_id", "timestamp"], keep="last"
+        )
     stored = store.write_interaction_source(source, logs[LOG_SCHEMA.names], LOG_SCHEMA)
     result.extra["new_rows"] = stored - before
     result.extra["table_rows"] = stored

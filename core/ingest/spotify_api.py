@@ -115,7 +115,9 @@ class SpotifyClient:
                 headers={"Authorization": f"Basic {self._auth}"},
             )
             if response.status_code != 200:
-                raise SpotifyApiError(f"token request failed with {response.status_code}: {response.text[:200]}", response.status_code)
+                raise SpotifyApiError(
+                    f"token request failed with {response.status_code}: {response.text[:200]}", response.status_code
+                )
             body = response.json()
             self._token = body["access_token"]
             self._token_expires = time.monotonic() + float(body.get("expires_in", 3600))
@@ -131,7 +133,9 @@ class SpotifyClient:
         for _ in range(self.max_retries + 1):
             self.calls += 1
             try:
-                response = self._http.get(f"{self.base_url}{path}", params=params, headers={"Authorization": f"Bearer {self._bearer()}"})
+                response = self._http.get(
+                    f"{self.base_url}{path}", params=params, headers={"Authorization": f"Bearer {self._bearer()}"}
+                )
             except httpx.TransportError as exc:
                 error = SpotifyApiError(f"GET {path}: {type(exc).__name__}: {exc}")
                 self._sleep(self.backoff * 2**errors)
@@ -149,7 +153,10 @@ class SpotifyClient:
                 wait = float(response.headers.get("Retry-After", "1"))
                 if wait > self.max_retry_after:
                     self.breaker.failure()
-                    raise SpotifyApiError(f"GET {path}: rate limited for {wait:.0f}s, more than the {self.max_retry_after:.0f}s we wait", 429)
+                    raise SpotifyApiError(
+                        f"GET {path}: rate limited for {wait:.0f}s, more than the {self.max_retry_after:.0f}s we wait",
+                        429,
+                    )
                 error = SpotifyApiError(f"GET {path}: still rate limited after {self.max_retries + 1} attempts", 429)
                 self._sleep(wait)
                 continue
@@ -218,7 +225,9 @@ class SpotifyClient:
                     **{name: f.get(name) for name in AUDIO_FEATURES},
                 }
             )
-        frame = normalise(pd.DataFrame(rows), "spotify_api", result.rejects) if rows else pd.DataFrame(columns=["track_id"])
+        frame = (
+            normalise(pd.DataFrame(rows), "spotify_api", result.rejects) if rows else pd.DataFrame(columns=["track_id"])
+        )
         tracks = to_schema(merge_duplicates(to_schema(frame)))
         result.accepted = len(tracks)
         result.dropped = len(not_found)

@@ -47,7 +47,9 @@ def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in {".csv", ".tsv", ".txt", ".dat"}:
         sep = "\t" if suffix in {".tsv", ".dat"} else None
-        return pd.read_csv(path, sep=sep, engine="python" if sep is None else "c", dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_csv(
+            path, sep=sep, engine="python" if sep is None else "c", dtype=str, keep_default_na=False, na_values=[""]
+        )
     if suffix in {".parquet", ".pq"}:
         return pd.read_parquet(path)
     if suffix in {".json", ".jsonl", ".ndjson"}:
@@ -121,7 +123,10 @@ def normalise(frame: pd.DataFrame, file: str, rejects: Rejects) -> pd.DataFrame:
     if ids is None:
         raise ValueError(f"{file}: no track id column (expected one of {', '.join(ID_COLUMNS)})")
     extracted = ids.astype(str).str.strip().str.extract(_ID, expand=False)
-    fail(extracted.isna(), "track_id: " + ids.astype(str).str.slice(0, 60).radd("'").add("' is not a Spotify track ID or URI"))
+    fail(
+        extracted.isna(),
+        "track_id: " + ids.astype(str).str.slice(0, 60).radd("'").add("' is not a Spotify track ID or URI"),
+    )
     out["track_id"] = extracted
 
     for col in ("name", "album"):
@@ -143,7 +148,10 @@ def normalise(frame: pd.DataFrame, file: str, rejects: Rejects) -> pd.DataFrame:
     year = _pick(frame, ALIASES["release_year"])
     if year is not None:
         number = pd.to_numeric(year.astype(str).str.slice(0, 4), errors="coerce")
-        fail(year.notna() & (number.isna() | (number < 1900) | (number > 2100)), "release_year: not a year between 1900 and 2100")
+        fail(
+            year.notna() & (number.isna() | (number < 1900) | (number > 2100)),
+            "release_year: not a year between 1900 and 2100",
+        )
         out["release_year"] = number.astype("Int16")
 
     for feature in AUDIO_FEATURES:
@@ -185,7 +193,9 @@ def merge_duplicates(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.groupby("track_id", sort=False, as_index=False).first()
 
 
-def import_track_files(paths: Iterable[Path], source: str = "track_files", progress=None) -> tuple[pd.DataFrame, ImportResult]:
+def import_track_files(
+    paths: Iterable[Path], source: str = "track_files", progress=None
+) -> tuple[pd.DataFrame, ImportResult]:
     """Read, validate and merge track files. Returns the tracks (TRACK_SCHEMA) and the accounting."""
     result = ImportResult(source=source)
     frames = []

@@ -91,13 +91,28 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 @main.command()
 @click.option("--batch", type=int, default=500, show_default=True, help="Stream entries read per round.")
 @click.option("--consumer", default=None, help="Consumer name in the group (default host-pid).")
-@click.option("--claim-idle-ms", type=int, default=30_000, show_default=True,
-              help="Take over entries another consumer has held unacknowledged this long (a crashed worker's).")  # fmt: skip
-@click.option("--latency-log", type=click.Path(path_type=Path), default=None,
-              help="Append each applied event's accepted->applied latency (ms) to this file (benchmarks).")  # fmt: skip
-@click.option("--metrics-port", type=int, default=None,
-              help="Port of this worker's Prometheus metrics (default ECHOTUNE_WORKER_METRICS_PORT; 0: off). One per worker on a host.")  # fmt: skip
-def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Path | None, metrics_port: int | None) -> None:
+@click.option(
+    "--claim-idle-ms",
+    type=int,
+    default=30_000,
+    show_default=True,
+    help="Take over entries another consumer has held unacknowledged this long (a crashed worker's).",
+)
+@click.option(
+    "--latency-log",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Append each applied event's accepted->applied latency (ms) to this file (benchmarks).",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Port of this worker's Prometheus metrics (default ECHOTUNE_WORKER_METRICS_PORT; 0: off). One per worker on a host.",
+)
+def worker(
+    batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Path | None, metrics_port: int | None
+) -> None:
     """Run the feedback processor: learn from the feedback stream until SIGTERM or Ctrl-C, serving its
     metrics (lag, pending, applied, heartbeat) at http://ECHOTUNE_API_HOST:<metrics port>/metrics."""
     os.environ.update(_SINGLE_THREADED_BLAS)
@@ -117,11 +132,18 @@ def worker(batch: int, consumer: str | None, claim_idle_ms: int, latency_log: Pa
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        client = worker_client(url, cluster=settings.redis_cluster)  # timeouts, keepalive and health checks: a dead connection never hangs it
+        client = worker_client(
+            url, cluster=settings.redis_cluster
+        )  # timeouts, keepalive and health checks: a dead connection never hangs it
         feedback_worker = FeedbackWorker(
-            client, RedisKeys(settings.redis_prefix), consumer=consumer, batch=batch, claim_idle_ms=claim_idle_ms, latency_log=latency_log,
+            client,
+            RedisKeys(settings.redis_prefix),
+            consumer=consumer,
+            batch=batch,
+            claim_idle_ms=claim_idle_ms,
+            latency_log=latency_log,
             erasure_log=OfflineStore(settings.layout.tables).erasures,
-        )  # fmt: skip
+        )
         port = settings.worker_metrics_port if metrics_port is None else metrics_port
         metrics_server = serve_metrics(feedback_worker.metrics.registry, settings.api_host, port)
         try:

@@ -8,7 +8,13 @@ import click
 
 
 @click.command()
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, help="Repository root.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Repository root.",
+)
 def docs(root: Path) -> None:
     """Rewrite docs/settings.md from core/settings.py (a test fails when they disagree)."""
     from core.settings_reference import write

@@ -14,12 +14,27 @@ def experiment() -> None:
 
 
 @experiment.command()
-@click.option("--definition", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Experiment YAML.")
-@click.option("--events", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Events (CSV or Parquet): the event schema with experiment_id, variant, algorithm, position, request_id as columns.")  # fmt: skip
-@click.option("--tracks", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Catalog (Parquet/CSV with track_id and audio features) for the drift section.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for summary.json and report.html.")
+@click.option(
+    "--definition", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Experiment YAML."
+)
+@click.option(
+    "--events",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Events (CSV or Parquet): the event schema with experiment_id, variant, algorithm, position, request_id as columns.",
+)
+@click.option(
+    "--tracks",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Catalog (Parquet/CSV with track_id and audio features) for the drift section.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for summary.json and report.html.",
+)
 def analyze(definition: Path, events: Path, tracks: Path | None, out: Path) -> None:
     """Write summary.json (strict JSON) and report.html for an experiment, analysed by its design (A/B:
     lifts, guardrails, ranking quality per complete served list; interleaving: per-user preference with
@@ -53,8 +68,17 @@ def analyze(definition: Path, events: Path, tracks: Path | None, out: Path) -> N
         summary, report = write_report(result, served_tracks(frame, spec, catalog), out)
     except ServedListError as exc:
         raise click.ClickException(f"{events}: {exc}") from exc
-    click.echo(json.dumps({"experiment": spec.id, "verdict": result["verdict"], "reasons": result["reasons"],
-                           "summary": str(summary), "report": str(report)}))  # fmt: skip
+    click.echo(
+        json.dumps(
+            {
+                "experiment": spec.id,
+                "verdict": result["verdict"],
+                "reasons": result["reasons"],
+                "summary": str(summary),
+                "report": str(report),
+            }
+        )
+    )
 
 
 def _read(path: Path):

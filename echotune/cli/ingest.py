@@ -79,25 +79,39 @@ def tracks(paths: tuple[Path, ...]) -> None:
 
 @ingest.command()
 @_PATHS
-@click.option("--user", default=None, help="Owner of exports without a username field (default: each file's folder name).")
+@click.option(
+    "--user", default=None, help="Owner of exports without a username field (default: each file's folder name)."
+)
 def history(paths: tuple[Path, ...], user: str | None) -> None:
     """Spotify streaming history exports (extended or account data) as feedback events, PII removed."""
     from core.ingest.service import ingest_history, pseudonymizer
 
     pseudonyms = pseudonymizer(load_settings())
-    _run(paths, lambda store, p, progress: ingest_history(store, p, pseudonyms, user=user or load_settings().history_user or None, progress=progress))
+    _run(
+        paths,
+        lambda store, p, progress: ingest_history(
+            store, p, pseudonyms, user=user or load_settings().history_user or None, progress=progress
+        ),
+    )
 
 
 @ingest.command()
 @_PATHS
 @click.option("--source", default="interaction_logs", show_default=True, help="Name of this log in the store.")
-@click.option("--kind", type=click.Choice(["auto", "count", "weight"]), default="auto", show_default=True,
-              help="What the value column holds: listen counts (log1p at training) or ready weights.")  # fmt: skip
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "count", "weight"]),
+    default="auto",
+    show_default=True,
+    help="What the value column holds: listen counts (log1p at training) or ready weights.",
+)
 def interactions(paths: tuple[Path, ...], source: str, kind: str) -> None:
     """User-item logs (user, item or track id, count or weight, optional timestamp) from CSV, TSV/.dat or Parquet."""
     from core.ingest.service import ingest_interaction_logs
 
-    _run(paths, lambda store, p, progress: ingest_interaction_logs(store, p, source=source, kind=kind, progress=progress))
+    _run(
+        paths, lambda store, p, progress: ingest_interaction_logs(store, p, source=source, kind=kind, progress=progress)
+    )
 
 
 COMMANDS = [ingest]

@@ -34,14 +34,23 @@ def status() -> None:
     for version in versions:
         tags = registry.version_tags(version)
         metrics = registry.run_metrics(version)
-        click.echo(json.dumps({
-            "version": version, "aliases": sorted(aliases.get(version, [])), "promotion": tags.get("promotion"),
-            "reason": tags.get("promotion_reason"), settings.promotion_metric: metrics.get(f"test_{settings.promotion_metric}"),
-        }))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "version": version,
+                    "aliases": sorted(aliases.get(version, [])),
+                    "promotion": tags.get("promotion"),
+                    "reason": tags.get("promotion_reason"),
+                    settings.promotion_metric: metrics.get(f"test_{settings.promotion_metric}"),
+                }
+            )
+        )
 
 
 @model.command()
-@click.option("--to", "to_version", default=None, help="Version to make champion (default: the newest earlier promoted one).")
+@click.option(
+    "--to", "to_version", default=None, help="Version to make champion (default: the newest earlier promoted one)."
+)
 def rollback(to_version: str | None) -> None:
     """Move the champion alias back, in MLflow and in Redis: the API serves the old version within seconds."""
     from core import release
@@ -83,7 +92,9 @@ def purge() -> None:
     for subject, receipt in release.purge_receipts(purged, erasures).items():
         tables.erasures.append(subject, receipt)
     if erasures and not purged and champion is not None and registry.created_at(champion) < max(erasures.values()):
-        raise click.ClickException(f"champion version {champion} was trained before the last erasure: run `echotune pipeline` to train one without the erased users, then purge")
+        raise click.ClickException(
+            f"champion version {champion} was trained before the last erasure: run `echotune pipeline` to train one without the erased users, then purge"
+        )
     click.echo(json.dumps({"erased_users": len(erasures), "deleted_versions": sorted(purged, key=int)}))
 
 

@@ -36,7 +36,9 @@ class FoldedIn:
 
     def __init__(self, model: Recommender, train: Interactions) -> None:
         if not model.servable:
-            raise ValueError(f"{model.name} models have no linear fold-in to score other users with: {model.not_servable_because}")
+            raise ValueError(
+                f"{model.name} models have no linear fold-in to score other users with: {model.not_servable_because}"
+            )
         self.model, self.n_items = model, train.n_items
         position = pd.Index(np.asarray(model.item_ids, dtype=str)).get_indexer(np.asarray(train.item_ids, dtype=str))
         self.known = position >= 0  # over train's items: does the incumbent hold it
@@ -44,7 +46,8 @@ class FoldedIn:
         # train's rows in the incumbent's item space (columns it lacks dropped), so a user's vector is one
         # sparse product with the fold-in matrix and no remapped copy of it is kept
         selector = sp.csr_matrix(
-            (np.ones(len(self.position), np.float32), (np.flatnonzero(self.known), self.position)), shape=(train.n_items, len(model.item_ids))
+            (np.ones(len(self.position), np.float32), (np.flatnonzero(self.known), self.position)),
+            shape=(train.n_items, len(model.item_ids)),
         )
         self.rows = (sp.csr_matrix(train.matrix, dtype=np.float32) @ selector).tocsr()
         self.fold = model.fold_in()
@@ -70,7 +73,9 @@ class FoldedIn:
         return out
 
 
-def evaluate_incumbent(model: Recommender, split: Split, k: int = 10, max_users: int | None = None, seed: int = 0) -> dict[str, float]:
+def evaluate_incumbent(
+    model: Recommender, split: Split, k: int = 10, max_users: int | None = None, seed: int = 0
+) -> dict[str, float]:
     """:func:`models.evaluation.evaluate` of an already-trained ``model`` on ``split``, whose training
     rows it folds in (see :class:`FoldedIn`), with the same users, candidates and metrics as any model
     fitted on ``split.train``. Raises ValueError for a model without a fold-in."""
@@ -83,16 +88,29 @@ def unseen_pairs(split: Split, model: Recommender) -> Split:
     has seen. Raises ValueError for a model loaded without its training matrix."""
     seen = model.train_matrix
     if seen is None:
-        raise ValueError(f"this {model.name} model was loaded without its training matrix: which held-out pairs it saw is unknown")
+        raise ValueError(
+            f"this {model.name} model was loaded without its training matrix: which held-out pairs it saw is unknown"
+        )
     seen = sp.csr_matrix(seen).tocoo()
     users = pd.Index(np.asarray(model.user_ids, dtype=str)).get_indexer(np.asarray(split.test.user_ids, dtype=str))
     items = pd.Index(np.asarray(model.item_ids, dtype=str)).get_indexer(np.asarray(split.test.item_ids, dtype=str))
     test = split.test.matrix.tocoo()
     rows, cols = users[test.row].astype(np.int64), items[test.col].astype(np.int64)
     n_items = seen.shape[1]
-    learned = np.isin(rows * n_items + cols, seen.row[seen.data > 0].astype(np.int64) * n_items + seen.col[seen.data > 0]) & (rows >= 0) & (cols >= 0)
-    kept = sp.csr_matrix((test.data[~learned], (test.row[~learned], test.col[~learned])), shape=test.shape, dtype=split.test.matrix.dtype)
-    return Split(train=split.train, test=split.test.with_matrix(kept), candidate_items=split.candidate_items, name=f"{split.name}, unseen by the incumbent")
+    learned = (
+        np.isin(rows * n_items + cols, seen.row[seen.data > 0].astype(np.int64) * n_items + seen.col[seen.data > 0])
+        & (rows >= 0)
+        & (cols >= 0)
+    )
+    kept = sp.csr_matrix(
+        (test.data[~learned], (test.row[~learned], test.col[~learned])), shape=test.shape, dtype=split.test.matrix.dtype
+    )
+    return Split(
+        train=split.train,
+        test=split.test.with_matrix(kept),
+        candidate_items=split.candidate_items,
+        name=f"{split.name}, unseen by the incumbent",
+    )
 
 
 @dataclass
@@ -104,7 +122,9 @@ class HeadToHead:
     pairs: int  # the held-out (user, item) pairs new to the incumbent (both measured on them, or on a seeded sample of their users)
 
 
-def head_to_head(model: Recommender, incumbent: Recommender, split: Split, k: int = 10, max_users: int | None = None, seed: int = 0) -> HeadToHead | None:
+def head_to_head(
+    model: Recommender, incumbent: Recommender, split: Split, k: int = 10, max_users: int | None = None, seed: int = 0
+) -> HeadToHead | None:
     """``model`` (fitted on ``split.train``) and ``incumbent`` (folded in, see :class:`FoldedIn`) on the
     held-out pairs of ``split`` the incumbent never trained on (:func:`unseen_pairs`), with the same
     users, sample and metrics. None when there is no such pair (the data has not changed since the

@@ -25,7 +25,9 @@ class Scorer(Protocol):
     def similarity_vectors(self) -> np.ndarray: ...
 
 
-def evaluate(model: Scorer, split: Split, k: int = 10, batch: int = 2048, max_users: int | None = None, seed: int = 0) -> dict[str, float]:
+def evaluate(
+    model: Scorer, split: Split, k: int = 10, batch: int = 2048, max_users: int | None = None, seed: int = 0
+) -> dict[str, float]:
     """Mean test metrics of a model fitted on ``split.train``, plus catalog-level ones.
 
     Keys: ``precision_at_{k}``, ``recall_at_{k}``, ``ndcg_at_{k}``, ``map_at_{k}``, ``hit_rate_at_{k}``,
@@ -42,8 +44,13 @@ def evaluate(model: Scorer, split: Split, k: int = 10, batch: int = 2048, max_us
     if split.candidate_items is not None:
         candidates = np.zeros(train.shape[1], dtype=bool)
         candidates[split.candidate_items] = True
-    ranking = {"precision": m.precision_at_k, "recall": m.recall_at_k, "ndcg": m.ndcg_at_k,
-               "map": m.average_precision_at_k, "hit_rate": m.hit_rate_at_k}  # fmt: skip
+    ranking = {
+        "precision": m.precision_at_k,
+        "recall": m.recall_at_k,
+        "ndcg": m.ndcg_at_k,
+        "map": m.average_precision_at_k,
+        "hit_rate": m.hit_rate_at_k,
+    }
     per_user: dict[str, list[np.ndarray]] = {name: [] for name in [*ranking, "auc"]}
     lists = []
     for start in range(0, len(users), batch):
@@ -55,7 +62,10 @@ def evaluate(model: Scorer, split: Split, k: int = 10, batch: int = 2048, max_us
         for name, metric in ranking.items():
             per_user[name].append(metric(recommended, relevant, k))
         per_user["auc"].append(m.auc(scores, relevant, exclude, candidates))
-    out = {(f"{name}_at_{k}" if name != "auc" else name): float(np.nanmean(np.concatenate(v))) for name, v in per_user.items()}
+    out = {
+        (f"{name}_at_{k}" if name != "auc" else name): float(np.nanmean(np.concatenate(v)))
+        for name, v in per_user.items()
+    }
     recommended = np.vstack(lists) if lists else np.empty((0, k), dtype=np.int64)
     n_users = max(train.shape[0], 1)
     popularity = np.maximum(np.asarray((train > 0).sum(axis=0)).ravel() / n_users, 1 / n_users)

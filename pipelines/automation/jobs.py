@@ -24,17 +24,32 @@ DRIFT = dg.AssetSelection.assets("feedback_drift")
 # one run for everything unpartitioned (what `echotune pipeline` runs); live feedback (by day) and
 # experiment reports (by experiment) have jobs of their own, and the search runs when launched
 everything_job = dg.define_asset_job(
-    "materialize_everything", selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS - SEARCH - CATALOG - DRIFT, tags=TRAINS
+    "materialize_everything",
+    selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS - SEARCH - CATALOG - DRIFT,
+    tags=TRAINS,
 )
-drain_job = dg.define_asset_job("drain_feedback", selection=LIVE_FEEDBACK, description="Persist the feedback stream's entries of one day.",
-                                tags={DRAIN_TAG: "true"})  # fmt: skip
+drain_job = dg.define_asset_job(
+    "drain_feedback",
+    selection=LIVE_FEEDBACK,
+    description="Persist the feedback stream's entries of one day.",
+    tags={DRAIN_TAG: "true"},
+)
 # a retrain re-reads every stored event (live ones included) but re-ingests no source: erasures first,
 # then interactions, the model behind the gate, and the vectors the API serves
 retrain_job = dg.define_asset_job(
-    "retrain", selection=dg.AssetSelection.assets("user_erasures", "interactions", "recommender_model", "serving_vectors"),
-    description="Erasures, interactions from every event, a model behind the gate, its vectors in Redis.", tags=TRAINS,
-)  # fmt: skip
-publish_job = dg.define_asset_job("publish_champion", selection=dg.AssetSelection.assets("serving_vectors"),
-                                  description="Publish what the MLflow aliases point at.")  # fmt: skip
-catalog_job = dg.define_asset_job("extend_catalog", selection=CATALOG, description="New catalog tracks join the served versions.")
-drift_job = dg.define_asset_job("measure_drift", selection=DRIFT, description="Drift of live feedback against the champion's data.")
+    "retrain",
+    selection=dg.AssetSelection.assets("user_erasures", "interactions", "recommender_model", "serving_vectors"),
+    description="Erasures, interactions from every event, a model behind the gate, its vectors in Redis.",
+    tags=TRAINS,
+)
+publish_job = dg.define_asset_job(
+    "publish_champion",
+    selection=dg.AssetSelection.assets("serving_vectors"),
+    description="Publish what the MLflow aliases point at.",
+)
+catalog_job = dg.define_asset_job(
+    "extend_catalog", selection=CATALOG, description="New catalog tracks join the served versions."
+)
+drift_job = dg.define_asset_job(
+    "measure_drift", selection=DRIFT, description="Drift of live feedback against the champion's data."
+)

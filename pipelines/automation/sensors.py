@@ -18,12 +18,19 @@ from core.storage import modified_ns
 from pipelines.automation.jobs import TRIGGER_TAG, catalog_job, drain_job, publish_job, retrain_job, tags
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource
 
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def busy(instance: dg.DagsterInstance, *job_names: str) -> bool:
     """Whether a run of one of ``job_names`` is queued or running (the loop never stacks them up)."""
-    return any(instance.get_runs(filters=dg.RunsFilter(job_name=name, statuses=IN_PROGRESS), limit=1) for name in job_names)
+    return any(
+        instance.get_runs(filters=dg.RunsFilter(job_name=name, statuses=IN_PROGRESS), limit=1) for name in job_names
+    )
 
 
 def sensor_status(settings: Settings) -> dg.DefaultSensorStatus:
@@ -52,12 +59,21 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
             return dg.SkipReason("a drain is still running")
         tick = int(time.time() // every)
         return [
-            dg.RunRequest(run_key=f"drain-{day}-{tick}", partition_key=day.isoformat(), tags=tags("drain", f"every {every} s: the stream holds entries of {day} not stored yet"))
+            dg.RunRequest(
+                run_key=f"drain-{day}-{tick}",
+                partition_key=day.isoformat(),
+                tags=tags("drain", f"every {every} s: the stream holds entries of {day} not stored yet"),
+            )
             for day in days
         ]
 
     @dg.sensor(job=retrain_job, minimum_interval_seconds=min(60, every), default_status=status)
-    def retrain_when_needed(context: dg.SensorEvaluationContext, store: OfflineStoreResource, mlflow: MlflowResource, monitoring: MonitoringResource):
+    def retrain_when_needed(
+        context: dg.SensorEvaluationContext,
+        store: OfflineStoreResource,
+        mlflow: MlflowResource,
+        monitoring: MonitoringResource,
+    ):
         """A new model when ECHOTUNE_RETRAIN_AFTER_EVENTS live events arrived after the newest version's
         training data, or when the drift check failed after it was trained."""
         if busy(context.instance, retrain_job.name, "materialize_everything"):
@@ -79,13 +95,20 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
                 # a drift retrain the gate rejected is not asked for again after every drain while the drift
                 # lasts (a retrain every few minutes, each rejected): the volume trigger, the daily retrain or
                 # a new champion come first
-                if newest != registry.alias(CHAMPION) and _trigger_of(context.instance, registry.run_tags(newest)) == "drift":
-                    return dg.SkipReason(f"version {newest}, trained for drift, was not promoted by the gate: no second drift retrain "
-                                         "until the volume trigger, the daily retrain or a new champion")  # fmt: skip
+                if (
+                    newest != registry.alias(CHAMPION)
+                    and _trigger_of(context.instance, registry.run_tags(newest)) == "drift"
+                ):
+                    return dg.SkipReason(
+                        f"version {newest}, trained for drift, was not promoted by the gate: no second drift retrain "
+                        "until the volume trigger, the daily retrain or a new champion"
+                    )
                 share = meta["drift_share"].value
                 reason = f"drift share {share:.2f} >= {monitoring.drift_threshold:.2f} in live feedback since version {newest} was trained"
                 return dg.RunRequest(run_key=f"drift-{int(drift.timestamp * 1000)}", tags=tags("drift", reason))
-        return dg.SkipReason(f"{fresh:,} live events since version {newest}'s data (retrain at {monitoring.retrain_after_events:,}); no drift found since")
+        return dg.SkipReason(
+            f"{fresh:,} live events since version {newest}'s data (retrain at {monitoring.retrain_after_events:,}); no drift found since"
+        )
 
     @dg.sensor(job=publish_job, minimum_interval_seconds=30, default_status=status)
     def follow_the_champion(context: dg.SensorEvaluationContext, mlflow: MlflowResource, redis: RedisResource):
@@ -99,9 +122,14 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
             return dg.SkipReason("a run that publishes is in progress")
         moved_ms = registry.client.get_registered_model(registry.name).last_updated_timestamp
         moved = datetime.fromtimestamp(moved_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        reason = (f"champion moved to version {in_mlflow} in MLflow at {moved} (Redis served {in_redis or 'none'}) by hand, in the MLflow "
-                  "UI or API: not by this pipeline's gate or rollback (MLflow records no user for an alias move)")  # fmt: skip
-        return dg.RunRequest(run_key=f"champion-{in_mlflow}-{moved_ms}", tags={**tags("champion_moved", reason), "echotune/moved_by": "MLflow UI or API"})
+        reason = (
+            f"champion moved to version {in_mlflow} in MLflow at {moved} (Redis served {in_redis or 'none'}) by hand, in the MLflow "
+            "UI or API: not by this pipeline's gate or rollback (MLflow records no user for an alias move)"
+        )
+        return dg.RunRequest(
+            run_key=f"champion-{in_mlflow}-{moved_ms}",
+            tags={**tags("champion_moved", reason), "echotune/moved_by": "MLflow UI or API"},
+        )
 
     @dg.sensor(job=catalog_job, minimum_interval_seconds=every, default_status=status)
     def new_catalog_tracks(context: dg.SensorEvaluationContext, store: OfflineStoreResource, redis: RedisResource):
@@ -121,6 +149,9 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         context.update_cursor(stamp)
         if not new:
             return dg.SkipReason(f"version {champion} serves every catalog track")
-        return dg.RunRequest(run_key=f"catalog-{stamp}", tags=tags("new_tracks", f"{len(new):,} catalog tracks that version {champion} does not serve yet"))
+        return dg.RunRequest(
+            run_key=f"catalog-{stamp}",
+            tags=tags("new_tracks", f"{len(new):,} catalog tracks that version {champion} does not serve yet"),
+        )
 
     return [drain_feedback, retrain_when_needed, follow_the_champion, new_catalog_tracks]

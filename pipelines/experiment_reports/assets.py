@@ -12,18 +12,24 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
+from core.model_registry import CHAMPION
 from core.synthetic import SyntheticWorld
 from experiments.analysis import analyse
 from experiments.definition import Experiment
-from experiments.store import ExperimentStore
 from experiments.report import headline, served_tracks, write_report
 from experiments.simulation import DEMO_EXPERIMENT, simulate
-from core.model_registry import CHAMPION
+from experiments.store import ExperimentStore
 from models import create
 from models import load as load_model
 from models.interactions import Interactions
 from models.ranking import top_k
-from pipelines.resources import ExperimentsResource, MlflowResource, OfflineStoreResource, RedisResource, SyntheticDataResource
+from pipelines.resources import (
+    ExperimentsResource,
+    MlflowResource,
+    OfflineStoreResource,
+    RedisResource,
+    SyntheticDataResource,
+)
 
 GROUP = "experiments"
 EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
@@ -39,7 +45,9 @@ def experiment_definitions_asset(demo: bool) -> dg.AssetsDefinition:
     experiment to ``demo_experiment_events``, otherwise a running demo experiment is stopped."""
 
     @dg.asset(name="experiment_definitions", group_name=GROUP, kinds={"yaml", "redis"})
-    def experiment_definitions(context: dg.AssetExecutionContext, redis: RedisResource, experiments: ExperimentsResource) -> dg.MaterializeResult:
+    def experiment_definitions(
+        context: dg.AssetExecutionContext, redis: RedisResource, experiments: ExperimentsResource
+    ) -> dg.MaterializeResult:
         """Experiment definitions from the YAML folder registered in Redis (where the API reads them; a
         status changed through the API is kept), and a report partition per experiment."""
         experiment_store = ExperimentStore(redis.client, redis.key_layout)
@@ -72,7 +80,11 @@ def stop_demo_experiment(experiment_store: ExperimentStore) -> list[str]:
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["serving_vectors", "experiment_definitions", "synthetic_events"])
 def demo_experiment_events(
-    context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, mlflow: MlflowResource, synthetic: SyntheticDataResource
+    context: dg.AssetExecutionContext,
+    store: OfflineStoreResource,
+    redis: RedisResource,
+    mlflow: MlflowResource,
+    synthetic: SyntheticDataResource,
 ) -> dg.MaterializeResult:
     """The demo experiment run on the synthetic users: each user in the allocation is served lists by
     their variant (the champion model, or popularity) and answers them with the same response model
@@ -115,17 +127,35 @@ def demo_experiment_events(
     users = None
     if world.n_users > DEMO_USERS:
         users = np.sort(np.random.default_rng(synthetic.seed).choice(world.n_users, size=DEMO_USERS, replace=False))
-    events = simulate(world, experiment, providers, algorithms, sessions=sessions, k=k, start=history_end - timedelta(days=7), days=7,
-                      seed=synthetic.seed, users=users)  # fmt: skip
+    events = simulate(
+        world,
+        experiment,
+        providers,
+        algorithms,
+        sessions=sessions,
+        k=k,
+        start=history_end - timedelta(days=7),
+        days=7,
+        seed=synthetic.seed,
+        users=users,
+    )
     events["model_version"] = np.where(events["algorithm"] == model.name, champion, None)
     part = f"simulation-{experiment.id}"
     store.tables.remove_event_part(part)
     store.tables.write_events(events, part=part, fsync=False)
     context.log.info("simulated %d events for %s", len(events), experiment.id)
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(events), "users": int(events["user_id"].nunique()), "champion_version": champion})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(events),
+            "users": int(events["user_id"].nunique()),
+            "champion_version": champion,
+        }
+    )
 
 
-@dg.asset(group_name=GROUP, kinds={"evidently", "html"}, partitions_def=EXPERIMENTS, deps=["experiment_definitions", "tracks"])
+@dg.asset(
+    group_name=GROUP, kinds={"evidently", "html"}, partitions_def=EXPERIMENTS, deps=["experiment_definitions", "tracks"]
+)
 def experiment_report(
     context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
@@ -141,7 +171,9 @@ def experiment_report(
     served = served_tracks(events, experiment, store.tables.read_tracks())
     out_dir = store.layout.reports / experiment.id
     summary_path, html_path = write_report(result, served, out_dir)
-    versions = sorted({v for v in events.loc[events["experiment_id"] == experiment.id, "model_version"].dropna().unique()})
+    versions = sorted(
+        {v for v in events.loc[events["experiment_id"] == experiment.id, "model_version"].dropna().unique()}
+    )
     for version in versions:
         mlflow.registry.log_report(version, out_dir, f"experiments/{experiment.id}")
     context.log.info("experiment %s: %s", experiment.id, result["verdict"])

@@ -19,9 +19,17 @@ def running_experiments_are_servable(redis: RedisResource) -> dg.AssetCheckResul
     for experiment in running:
         for variant in experiment.variants:
             if variant.model_version and str(variant.model_version) not in published:
-                problems.append(f"{experiment.id}/{variant.name}: model version {variant.model_version} is not published")
+                problems.append(
+                    f"{experiment.id}/{variant.name}: model version {variant.model_version} is not published"
+                )
             if variant.model_alias and vectors.alias(variant.model_alias) is None:
-                problems.append(f"{experiment.id}/{variant.name}: alias {variant.model_alias!r} points at nothing published")
+                problems.append(
+                    f"{experiment.id}/{variant.name}: alias {variant.model_alias!r} points at nothing published"
+                )
     return dg.AssetCheckResult(
-        passed=not problems, metadata={"running": len(running), "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")}
+        passed=not problems,
+        metadata={
+            "running": len(running),
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        },
     )

@@ -26,7 +26,9 @@ def import_metadata(result: ImportResult) -> dict:
     return meta
 
 
-def import_materialization(result: ImportResult, threshold: float, with_check: bool = True, **extra) -> dg.MaterializeResult:
+def import_materialization(
+    result: ImportResult, threshold: float, with_check: bool = True, **extra
+) -> dg.MaterializeResult:
     checks = []
     if with_check:
         checks.append(
@@ -34,7 +36,12 @@ def import_materialization(result: ImportResult, threshold: float, with_check: b
                 check_name=REJECTS_CHECK,
                 passed=result.rejected_share <= threshold,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"rejected": result.rejected, "read": result.read, "rejected_share": result.rejected_share, "threshold": threshold},
+                metadata={
+                    "rejected": result.rejected,
+                    "read": result.read,
+                    "rejected_share": result.rejected_share,
+                    "threshold": threshold,
+                },
             )
         )
     return dg.MaterializeResult(metadata={**import_metadata(result), **extra}, check_results=checks)

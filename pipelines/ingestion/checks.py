@@ -17,4 +17,6 @@ def tracks_have_unique_ids(store: OfflineStoreResource) -> dg.AssetCheckResult:
 def tracks_have_audio_features(store: OfflineStoreResource) -> dg.AssetCheckResult:
     """Warns when most tracks lack audio features (content-based ranking and filters then see little)."""
     share = float(store.tables.read_tracks()["energy"].notna().mean())
-    return dg.AssetCheckResult(passed=share >= 0.5, severity=dg.AssetCheckSeverity.WARN, metadata={"share_with_features": share})
+    return dg.AssetCheckResult(
+        passed=share >= 0.5, severity=dg.AssetCheckSeverity.WARN, metadata={"share_with_features": share}
+    )

@@ -17,13 +17,18 @@ def user_erasures_asset(sources: list[str]) -> dg.AssetsDefinition:
         that lost its copy of the erasures gets it back from the offline log here."""
         tables = store.tables
         erasures = sync_erasures(tables, redis.client, redis.key_layout)
-        with drain_lock(redis.client, redis.key_layout):  # it rewrites live event files: a drain meanwhile would lose its rows or undo these
+        with drain_lock(
+            redis.client, redis.key_layout
+        ):  # it rewrites live event files: a drain meanwhile would lose its rows or undo these
             deleted, per_user = erase_users(tables, erasures)
         for subject, counts in per_user.items():
             tables.erasures.append(subject, receipt_entries(counts, "offline_tables"))
         return dg.MaterializeResult(
-            metadata={"erased_users": len(erasures), "erased_users_with_rows_deleted_now": len(per_user),
-                      **{f"deleted_{kind}": n for kind, n in deleted.items()}}  # fmt: skip
+            metadata={
+                "erased_users": len(erasures),
+                "erased_users_with_rows_deleted_now": len(per_user),
+                **{f"deleted_{kind}": n for kind, n in deleted.items()},
+            }
         )
 
     return user_erasures

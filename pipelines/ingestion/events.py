@@ -20,7 +20,9 @@ GROUP = "ingestion"
 @dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["synthetic_catalog"])
 def synthetic_events(store: OfflineStoreResource, synthetic: SyntheticDataResource) -> dg.MaterializeResult:
     """Generated listening and recommendation events following the synthetic users' tastes."""
-    events = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed).events(synthetic.events, days=synthetic.days)
+    events = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed).events(
+        synthetic.events, days=synthetic.days
+    )
     store.tables.remove_event_part("synthetic")  # regenerated whole: yesterday's window must not linger
     store.tables.write_events(events, part="synthetic", fsync=False)
     by_type = events["type"].value_counts()
@@ -38,8 +40,13 @@ def synthetic_events(store: OfflineStoreResource, synthetic: SyntheticDataResour
 
 
 def listening_history_asset(track_sources: list[str]) -> dg.AssetsDefinition:
-    @dg.asset(name="listening_history", group_name=GROUP, kinds={"parquet", "spotify"}, deps=track_sources,
-              check_specs=[rejects_check_spec("listening_history")])  # fmt: skip
+    @dg.asset(
+        name="listening_history",
+        group_name=GROUP,
+        kinds={"parquet", "spotify"},
+        deps=track_sources,
+        check_specs=[rejects_check_spec("listening_history")],
+    )
     def listening_history(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
         """Plays, completions and skips from Spotify streaming history exports; PII dropped at the door,
         listeners known only by keyed pseudonyms."""
@@ -61,7 +68,10 @@ def interaction_logs(store: OfflineStoreResource, ingestion: IngestionResource) 
 def feedback_events_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(name="feedback_events", group_name=GROUP, kinds={"parquet", "redis"}, partitions_def=partitions)
     def feedback_events(
-        context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, ingestion: IngestionResource
+        context: dg.AssetExecutionContext,
+        store: OfflineStoreResource,
+        redis: RedisResource,
+        ingestion: IngestionResource,
     ) -> dg.MaterializeResult:
         """Feedback the API accepted on this day, drained from the Redis stream page by page. Entries
         leave the stream only once they and every older entry are fsync'd to parquet, and never before
@@ -70,7 +80,13 @@ def feedback_events_asset(partitions: dg.DailyPartitionsDefinition) -> dg.Assets
         result = drain_day(redis.client, redis.key_layout, store.tables, day)
         result.save_rejects(store.tables)
         expired = trim_dead_letters(redis.client, redis.key_layout, ingestion.dead_letter_days)
-        return import_materialization(result, threshold=1.0, with_check=False, trimmed=result.extra.get("trimmed", 0), dead_letters_expired=expired)
+        return import_materialization(
+            result,
+            threshold=1.0,
+            with_check=False,
+            trimmed=result.extra.get("trimmed", 0),
+            dead_letters_expired=expired,
+        )
 
     return feedback_events
 
@@ -86,10 +102,16 @@ def feedback_events_check(partitions: dg.DailyPartitionsDefinition) -> dg.AssetC
 
 def _feedback_events_check(partitions: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset="feedback_events", partitions_def=partitions, blocking=True)
-    def feedback_events_are_valid(context: dg.AssetCheckExecutionContext, store: OfflineStoreResource) -> dg.AssetCheckResult:
+    def feedback_events_are_valid(
+        context: dg.AssetCheckExecutionContext, store: OfflineStoreResource
+    ) -> dg.AssetCheckResult:
         """Stored live events of the day have unique ids and every required field."""
         day = date.fromisoformat(context.partition_key)
-        counts = audit_event_file(store.tables.event_partition(day) / "live.parquet", ["event_id", "user_id", "track_id", "type", "timestamp"])
-        return dg.AssetCheckResult(passed=counts["missing_fields"] == 0 and counts["duplicate_ids"] == 0, metadata=counts)
+        counts = audit_event_file(
+            store.tables.event_partition(day) / "live.parquet", ["event_id", "user_id", "track_id", "type", "timestamp"]
+        )
+        return dg.AssetCheckResult(
+            passed=counts["missing_fields"] == 0 and counts["duplicate_ids"] == 0, metadata=counts
+        )
 
     return feedback_events_are_valid

@@ -28,10 +28,18 @@ def track_files(store: OfflineStoreResource, ingestion: IngestionResource) -> dg
 
 
 def spotify_api_tracks_asset(upstream: list[str]) -> dg.AssetsDefinition:
-    @dg.asset(name="spotify_api_tracks", group_name=GROUP, kinds={"parquet", "spotify"}, deps=upstream,
-              check_specs=[rejects_check_spec("spotify_api_tracks")])  # fmt: skip
+    @dg.asset(
+        name="spotify_api_tracks",
+        group_name=GROUP,
+        kinds={"parquet", "spotify"},
+        deps=upstream,
+        check_specs=[rejects_check_spec("spotify_api_tracks")],
+    )
     def spotify_api_tracks(
-        context: dg.AssetExecutionContext, store: OfflineStoreResource, spotify: SpotifyApiResource, ingestion: IngestionResource
+        context: dg.AssetExecutionContext,
+        store: OfflineStoreResource,
+        spotify: SpotifyApiResource,
+        ingestion: IngestionResource,
     ) -> dg.MaterializeResult:
         """Metadata, audio features and genres from the Web API for tracks seen in the catalog or the
         event log and not fetched yet. Without audio-features access (403) tracks are still stored."""
@@ -62,7 +70,9 @@ def tracks_asset(sources: list[str]) -> dg.AssetsDefinition:
                 "share_with_audio_features": float(catalog["energy"].notna().mean()) if len(catalog) else 0.0,
                 "genres": int(genres.nunique()),
                 "preview": dg.MetadataValue.md(
-                    catalog.head(10)[["track_id", "name", "artists", "genres", "energy", "tempo"]].to_markdown(index=False)
+                    catalog.head(10)[["track_id", "name", "artists", "genres", "energy", "tempo"]].to_markdown(
+                        index=False
+                    )
                 ),
             }
         )

@@ -23,13 +23,22 @@ AFTER_EACH_DRAIN = (
 
 
 @dg.asset(
-    group_name=GROUP, kinds={"evidently", "html"}, deps=["feedback_events"],
+    group_name=GROUP,
+    kinds={"evidently", "html"},
+    deps=["feedback_events"],
     # the retrain sensor reads the verdict
     automation_condition=AFTER_EACH_DRAIN,
-    check_specs=[dg.AssetCheckSpec(DRIFT_CHECK, asset="feedback_drift"), dg.AssetCheckSpec(BACKLOG_CHECK, asset="feedback_drift")],
-)  # fmt: skip
+    check_specs=[
+        dg.AssetCheckSpec(DRIFT_CHECK, asset="feedback_drift"),
+        dg.AssetCheckSpec(BACKLOG_CHECK, asset="feedback_drift"),
+    ],
+)
 def feedback_drift(
-    context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource, monitoring: MonitoringResource
+    context: dg.AssetExecutionContext,
+    store: OfflineStoreResource,
+    mlflow: MlflowResource,
+    redis: RedisResource,
+    monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     """Live feedback since the champion's training data against that data's last week (Evidently):
     event types, genres and audio features of what is played, activity per user; online CTR per model
@@ -40,7 +49,9 @@ def feedback_drift(
     trained_until = int(registry.run_tags(champion).get("trained_until_ms", "0")) if champion else 0
     # only the days the two windows span: it runs after every drain, and the table grows every day
     first_day = (pd.Timestamp(trained_until, unit="ms", tz="UTC") - pd.Timedelta(days=WINDOW_DAYS)).strftime("%Y-%m-%d")
-    result = measure(store.tables.read_events(since=first_day), store.tables.read_tracks(), trained_until, window_days=WINDOW_DAYS)
+    result = measure(
+        store.tables.read_events(since=first_day), store.tables.read_tracks(), trained_until, window_days=WINDOW_DAYS
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     report = save_report(result, store.layout.reports / "drift", f"drift-{stamp}.html")
     exceeded = result.share is not None and result.share >= monitoring.drift_threshold
@@ -66,15 +77,21 @@ def feedback_drift(
         context.log.info(result.reason)
     checks = [
         dg.AssetCheckResult(
-            check_name=DRIFT_CHECK, passed=not exceeded, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"drift_share": result.share if result.share is not None else 0.0, "threshold": monitoring.drift_threshold,
-                      "note": result.reason or f"{len(result.drifted)} drifted columns"},
+            check_name=DRIFT_CHECK,
+            passed=not exceeded,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "drift_share": result.share if result.share is not None else 0.0,
+                "threshold": monitoring.drift_threshold,
+                "note": result.reason or f"{len(result.drifted)} drifted columns",
+            },
         ),
         dg.AssetCheckResult(
-            check_name=BACKLOG_CHECK, passed=backlog <= monitoring.feedback_backlog_max,
+            check_name=BACKLOG_CHECK,
+            passed=backlog <= monitoring.feedback_backlog_max,
             metadata={"entries_waiting": backlog, "max": monitoring.feedback_backlog_max},
         ),
-    ]  # fmt: skip
+    ]
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 

@@ -1,6 +1,5 @@
 """Training: graded interactions -> a registered model behind the champion gate -> vectors in Redis."""
 
-
 import tempfile
 from pathlib import Path
 
@@ -10,9 +9,15 @@ import pandas as pd
 from core import release
 from core.redis_clients import used_memory
 from core.training_data import build_interactions
-from models.training import train
 from experiments.store import served_versions
-from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource, TrainingResource
+from models.training import train
+from pipelines.resources import (
+    MlflowResource,
+    MonitoringResource,
+    OfflineStoreResource,
+    RedisResource,
+    TrainingResource,
+)
 
 REASON_TAG = "echotune/reason"
 
@@ -50,7 +55,14 @@ def recommender_model(
     interactions = store.tables.read_interactions()
     registry = mlflow.registry
     incumbent_version, incumbent = release.load_champion(registry) or (None, None)
-    result = train(interactions, store.tables.read_tracks(), training.algorithm, training.params(), k=training.k, incumbent=incumbent)
+    result = train(
+        interactions,
+        store.tables.read_tracks(),
+        training.algorithm,
+        training.params(),
+        k=training.k,
+        incumbent=incumbent,
+    )
     del incumbent  # its vectors are not needed past its evaluation
     last = pd.to_datetime(interactions["timestamp"], utc=True).max() if len(interactions) else pd.NaT
     trained_until = "0" if pd.isna(last) else str(int(last.timestamp() * 1000))
@@ -58,20 +70,36 @@ def recommender_model(
     # erased user's vector must be deletable in one place)
     with tempfile.TemporaryDirectory() as tmp:
         record = release.register(
-            registry, result, result.model.save(Path(tmp) / "model"),
-            tags={"dataset_fingerprint": result.fingerprint, "dagster_run_id": context.run_id, "refit_on_all_data": "true",
-                  "trained_until_ms": trained_until, "incumbent_version": incumbent_version or "none"},
+            registry,
+            result,
+            result.model.save(Path(tmp) / "model"),
+            tags={
+                "dataset_fingerprint": result.fingerprint,
+                "dagster_run_id": context.run_id,
+                "refit_on_all_data": "true",
+                "trained_until_ms": trained_until,
+                "incumbent_version": incumbent_version or "none",
+            },
             weighting={release.HALF_LIFE_PARAM: training.recency_half_life_days},
-        )  # fmt: skip
+        )
     metric = f"test_{mlflow.promotion_metric}"
     decision = release.gate(
-        registry, record.version, result, metric, mlflow.promotion_margin, erasures=store.tables.erasures.subjects(), incumbent_version=incumbent_version
+        registry,
+        record.version,
+        result,
+        metric,
+        mlflow.promotion_margin,
+        erasures=store.tables.erasures.subjects(),
+        incumbent_version=incumbent_version,
     )
     context.log.info("model version %s: %s", record.version, decision.reason)
 
     columns = {"model": result.metrics, "popularity": result.baseline_metrics}
     if (versus := result.head_to_head) is not None:  # both on the held-out pairs the champion never trained on
-        columns |= {f"model, pairs new to v{incumbent_version}": versus.model, f"champion v{incumbent_version}, same pairs": versus.incumbent}
+        columns |= {
+            f"model, pairs new to v{incumbent_version}": versus.model,
+            f"champion v{incumbent_version}, same pairs": versus.incumbent,
+        }
     table = pd.DataFrame(columns).round(4)
     return dg.MaterializeResult(
         metadata={
@@ -84,10 +112,20 @@ def recommender_model(
             "fit_seconds": round(result.fit_seconds, 2),
             # every held-out figure as a number, so the asset's plots follow them across versions
             **{k: dg.MetadataValue.float(float(v)) for k, v in result.metrics.items() if isinstance(v, (int, float))},
-            **{f"popularity_{k}": dg.MetadataValue.float(float(v)) for k, v in result.baseline_metrics.items() if k == metric},
+            **{
+                f"popularity_{k}": dg.MetadataValue.float(float(v))
+                for k, v in result.baseline_metrics.items()
+                if k == metric
+            },
             # the two figures the gate set against each other, and where the champion's was measured (same_split or logged)
-            **({f"gate_challenger_{metric}": dg.MetadataValue.float(float(decision.challenger_compared)),
-                f"gate_champion_{metric}": dg.MetadataValue.float(float(decision.champion))} if decision.champion is not None else {}),
+            **(
+                {
+                    f"gate_challenger_{metric}": dg.MetadataValue.float(float(decision.challenger_compared)),
+                    f"gate_champion_{metric}": dg.MetadataValue.float(float(decision.champion)),
+                }
+                if decision.champion is not None
+                else {}
+            ),
             "gate_compared_on": decision.compared_on,
             "metrics": dg.MetadataValue.md(table.to_markdown()),
             "mlflow_run": dg.MetadataValue.url(mlflow.run_url(registry.experiment_id, record.run_id)),
@@ -99,7 +137,11 @@ def recommender_model(
 
 @dg.asset(group_name="serving", kinds={"redis"}, deps=[recommender_model])
 def serving_vectors(
-    context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource, monitoring: MonitoringResource
+    context: dg.AssetExecutionContext,
+    store: OfflineStoreResource,
+    mlflow: MlflowResource,
+    redis: RedisResource,
+    monitoring: MonitoringResource,
 ) -> dg.MaterializeResult:
     """User and track vectors of the champion (and challenger) model versions, published to Redis.
     Each version is written completely before its Redis alias moves, so the API switches atomically.
@@ -108,10 +150,14 @@ def serving_vectors(
     vectors = redis.vectors
     log = store.tables.erasures
     erasures = log.subjects()
-    published = release.publish_aliases(mlflow.registry, vectors, store.tables.read_tracks(), erased=log, ann_min_tracks=mlflow.ann_min_tracks)
+    published = release.publish_aliases(
+        mlflow.registry, vectors, store.tables.read_tracks(), erased=log, ann_min_tracks=mlflow.ann_min_tracks
+    )
     n_played = release.publish_played(vectors, store.tables.read_interactions())
     purged = release.purge_erased(mlflow.registry, vectors, erasures)
-    retired = release.retire(vectors, monitoring.keep_versions, protected=served_versions(redis.client, redis.key_layout, vectors))
+    retired = release.retire(
+        vectors, monitoring.keep_versions, protected=served_versions(redis.client, redis.key_layout, vectors)
+    )
     for subject, receipt in release.purge_receipts(purged, erasures).items():
         log.append(subject, receipt)
     champion = published.get(release.CHAMPION)
@@ -134,12 +180,18 @@ def serving_vectors(
 
 
 @dg.asset(group_name="serving", kinds={"redis"}, deps=["tracks"])
-def catalog_extension(context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource) -> dg.MaterializeResult:
+def catalog_extension(
+    context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource
+) -> dg.MaterializeResult:
     """Tracks that reached the catalog after the served model was trained join it now, without a
     retrain: their vectors come from their audio features and genres through the model's cold-start
     map, and the API and the worker pick them up within seconds. The next training learns them."""
     added = release.extend_catalog(mlflow.registry, redis.vectors, store.tables.read_tracks())
     context.log.info("new tracks added to published versions: %s", added or "none")
     return dg.MaterializeResult(
-        metadata={"tracks_added": sum(added.values()), "by_version": dg.MetadataValue.json(added), "trigger": context.run.tags.get(REASON_TAG, "manual")}
+        metadata={
+            "tracks_added": sum(added.values()),
+            "by_version": dg.MetadataValue.json(added),
+            "trigger": context.run.tags.get(REASON_TAG, "manual"),
+        }
     )

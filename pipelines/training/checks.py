@@ -15,25 +15,40 @@ MAX_WEIGHT = 20.0
 
 
 @dg.multi_asset_check(
-    specs=[dg.AssetCheckSpec(name, asset="interactions", blocking=True) for name in ("interactions_have_unique_pairs", "interaction_weights_in_range", "enough_users_and_items")]
-)  # fmt: skip
+    specs=[
+        dg.AssetCheckSpec(name, asset="interactions", blocking=True)
+        for name in ("interactions_have_unique_pairs", "interaction_weights_in_range", "enough_users_and_items")
+    ]
+)
 def interactions_checks(store: OfflineStoreResource):
     """One row per (user, item); finite weights within the graded range, positives above zero; enough
     users and items to learn anything."""
     graded = store.tables.read_interactions()
     duplicates = int(graded.duplicated(["user_id", "item_id"]).sum())
-    yield dg.AssetCheckResult(check_name="interactions_have_unique_pairs", passed=duplicates == 0, metadata={"duplicate_pairs": duplicates})
-    weights = graded["weight"].to_numpy(dtype=float)
-    bad = int((~np.isfinite(weights)).sum() + (np.abs(weights) > MAX_WEIGHT).sum() + ((graded["positive"]) & (weights <= 0)).sum())
     yield dg.AssetCheckResult(
-        check_name="interaction_weights_in_range", passed=bad == 0,
-        metadata={"out_of_range": bad, "max_weight": float(np.nanmax(weights)) if len(weights) else 0.0, "limit": MAX_WEIGHT},
-    )  # fmt: skip
+        check_name="interactions_have_unique_pairs", passed=duplicates == 0, metadata={"duplicate_pairs": duplicates}
+    )
+    weights = graded["weight"].to_numpy(dtype=float)
+    bad = int(
+        (~np.isfinite(weights)).sum()
+        + (np.abs(weights) > MAX_WEIGHT).sum()
+        + ((graded["positive"]) & (weights <= 0)).sum()
+    )
+    yield dg.AssetCheckResult(
+        check_name="interaction_weights_in_range",
+        passed=bad == 0,
+        metadata={
+            "out_of_range": bad,
+            "max_weight": float(np.nanmax(weights)) if len(weights) else 0.0,
+            "limit": MAX_WEIGHT,
+        },
+    )
     users, items = int(graded["user_id"].nunique()), int(graded["item_id"].nunique())
     yield dg.AssetCheckResult(
-        check_name="enough_users_and_items", passed=users >= MIN_USERS and items >= MIN_ITEMS,
+        check_name="enough_users_and_items",
+        passed=users >= MIN_USERS and items >= MIN_ITEMS,
         metadata={"users": users, "items": items, "min_users": MIN_USERS, "min_items": MIN_ITEMS},
-    )  # fmt: skip
+    )
 
 
 @dg.asset_check(asset="recommender_model", blocking=True)
@@ -49,7 +64,12 @@ def model_beats_popularity(mlflow: MlflowResource) -> dg.AssetCheckResult:
     passed = version is not None and not nan_metrics and value > baseline
     return dg.AssetCheckResult(
         passed=passed,
-        metadata={"version": version or "none", metric: value, f"popularity_{metric}": baseline, "nan_metrics": ", ".join(nan_metrics) or "none"},
+        metadata={
+            "version": version or "none",
+            metric: value,
+            f"popularity_{metric}": baseline,
+            "nan_metrics": ", ".join(nan_metrics) or "none",
+        },
     )
 
 
@@ -66,14 +86,23 @@ def serving_checks(mlflow: MlflowResource, redis: RedisResource, monitoring: Mon
     vectors, registry = redis.vectors, mlflow.registry
     incomplete = {alias: version for alias, version in vectors.aliases().items() if not vectors.is_complete(version)}
     yield dg.AssetCheckResult(
-        check_name="published_versions_are_complete", passed=not incomplete,
+        check_name="published_versions_are_complete",
+        passed=not incomplete,
         metadata={"aliases": dg.MetadataValue.json(vectors.aliases()), "incomplete": dg.MetadataValue.json(incomplete)},
-    )  # fmt: skip
+    )
     in_mlflow, in_redis = registry.alias(CHAMPION), vectors.alias(CHAMPION)
-    yield dg.AssetCheckResult(check_name="vectors_follow_the_champion", passed=in_mlflow == in_redis,
-                              metadata={"mlflow_champion": in_mlflow or "none", "redis_champion": in_redis or "none"})  # fmt: skip
+    yield dg.AssetCheckResult(
+        check_name="vectors_follow_the_champion",
+        passed=in_mlflow == in_redis,
+        metadata={"mlflow_champion": in_mlflow or "none", "redis_champion": in_redis or "none"},
+    )
     age_hours = (registry.now() - registry.created_at(in_mlflow)) / 3600 if in_mlflow else math.inf
     yield dg.AssetCheckResult(
-        check_name="champion_is_fresh", passed=age_hours <= monitoring.model_max_age_hours, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"champion_age_hours": round(age_hours, 2) if math.isfinite(age_hours) else -1.0, "max_hours": monitoring.model_max_age_hours},
-    )  # fmt: skip
+        check_name="champion_is_fresh",
+        passed=age_hours <= monitoring.model_max_age_hours,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "champion_age_hours": round(age_hours, 2) if math.isfinite(age_hours) else -1.0,
+            "max_hours": monitoring.model_max_age_hours,
+        },
+    )

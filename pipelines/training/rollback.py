@@ -11,7 +11,9 @@ class RollbackConfig(dg.Config):
 
 
 @dg.op
-def move_champion_back(context: dg.OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource, redis: RedisResource) -> str:
+def move_champion_back(
+    context: dg.OpExecutionContext, config: RollbackConfig, mlflow: MlflowResource, redis: RedisResource
+) -> str:
     try:
         previous, now = release.rollback(mlflow.registry, redis.vectors, config.to_version or None)
     except LookupError as exc:

@@ -20,7 +20,9 @@ class SearchConfig(dg.Config):
 
 
 @dg.asset(group_name="training", kinds={"mlflow"}, deps=["interactions", "tracks"])
-def hyperparameter_search(context: dg.AssetExecutionContext, config: SearchConfig, store: OfflineStoreResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+def hyperparameter_search(
+    context: dg.AssetExecutionContext, config: SearchConfig, store: OfflineStoreResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     """Random search on a validation split carved out of the training part (the test part the model
     is reported on is never seen). Each trial is a nested MLflow run under one parent run; the best
     parameters are in the metadata, ready for ECHOTUNE_TRAIN_PARAMS."""
@@ -32,8 +34,11 @@ def hyperparameter_search(context: dg.AssetExecutionContext, config: SearchConfi
     train = random_holdout(matrix, seed=config.seed).train  # the test part stays unseen
     validation = random_holdout(train, seed=config.seed + 1)
     client, experiment_id = mlflow.registry.client, mlflow.registry.experiment_id
-    parent = client.create_run(experiment_id, run_name=f"search-{config.algorithm}",
-                               tags={"kind": "hyperparameter_search", "algorithm": config.algorithm, "dagster_run_id": context.run_id})  # fmt: skip
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"search-{config.algorithm}",
+        tags={"kind": "hyperparameter_search", "algorithm": config.algorithm, "dagster_run_id": context.run_id},
+    )
     parent_id = parent.info.run_id
     for name, value in {"space": json.dumps(spec)[:500], "n_trials": config.n_trials, "metric": config.metric}.items():
         client.log_param(parent_id, name, value)
@@ -42,14 +47,27 @@ def hyperparameter_search(context: dg.AssetExecutionContext, config: SearchConfi
         run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={MLFLOW_PARENT_RUN_ID: parent_id})
         for name, value in trial.params.items():
             client.log_param(run.info.run_id, name, value)
-        for name, value in {**{f"validation_{k}": v for k, v in trial.metrics.items()}, "fit_seconds": trial.fit_seconds}.items():
+        for name, value in {
+            **{f"validation_{k}": v for k, v in trial.metrics.items()},
+            "fit_seconds": trial.fit_seconds,
+        }.items():
             client.log_metric(run.info.run_id, name, float(value))
         client.set_terminated(run.info.run_id)
-        context.log.info("trial %d: %s=%.4f %s", trial.number, config.metric, trial.metrics[config.metric], trial.params)
+        context.log.info(
+            "trial %d: %s=%.4f %s", trial.number, config.metric, trial.metrics[config.metric], trial.params
+        )
 
     try:
-        result = random_search(config.algorithm, space, validation, n_trials=config.n_trials, seed=config.seed,
-                               metric=config.metric, item_features=features, callback=log_trial)  # fmt: skip
+        result = random_search(
+            config.algorithm,
+            space,
+            validation,
+            n_trials=config.n_trials,
+            seed=config.seed,
+            metric=config.metric,
+            item_features=features,
+            callback=log_trial,
+        )
     except BaseException:
         client.set_terminated(parent_id, status="FAILED")
         raise

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-
-
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
@@ -18,9 +16,16 @@ from serving.errors import ApiError, error_details, validation_error
 from serving.schemas import ErrorResponse
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
-ExperimentId = Annotated[str, Path(description="Experiment id: lowercase letters, digits, _ or -.", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-          409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}  # fmt: skip
+ExperimentId = Annotated[
+    str, Path(description="Experiment id: lowercase letters, digits, _ or -.", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+]
+ERRORS = {
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
 
 
 def _with_store(state, method: str, *args):
@@ -78,7 +83,11 @@ async def experiment_report(experiment_id: ExperimentId, state: StateDep, key: C
     """The latest report (verdict first, then Evidently's comparison), as written by the pipeline."""
     page = await asyncio.to_thread(_report_file, state.settings.layout.reports, experiment_id, "report.html")
     if page is None:
-        raise ApiError(404, "not_found", f"no report for experiment {experiment_id!r} yet: the pipeline writes it (echotune pipeline)")
+        raise ApiError(
+            404,
+            "not_found",
+            f"no report for experiment {experiment_id!r} yet: the pipeline writes it (echotune pipeline)",
+        )
     return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self' 'unsafe-inline' data: blob:"})
 
 

@@ -16,7 +16,13 @@ _BODY_SCHEMA = {
         {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackEvent"}, "maxItems": MAX_BATCH},
         {
             "type": "object",
-            "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/FeedbackEvent"}, "maxItems": MAX_BATCH}},
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/FeedbackEvent"},
+                    "maxItems": MAX_BATCH,
+                }
+            },
             "required": ["events"],
         },
     ]
@@ -27,9 +33,17 @@ _BODY_SCHEMA = {
     "/feedback",
     status_code=202,
     response_model=FeedbackAccepted,
-    responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 429: {"model": ErrorResponse},
-               503: {"model": ErrorResponse, "description": "Redis is unavailable and the local spool is full: nothing was stored, "
-                     "retry after the Retry-After seconds."}},  # fmt: skip
+    responses={
+        401: {"model": ErrorResponse},
+        413: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        429: {"model": ErrorResponse},
+        503: {
+            "model": ErrorResponse,
+            "description": "Redis is unavailable and the local spool is full: nothing was stored, "
+            "retry after the Retry-After seconds.",
+        },
+    },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}},
 )
 async def post_feedback(request: Request, state: StateDep, charge: FeedbackCharge) -> FeedbackAccepted:

@@ -81,7 +81,9 @@ async def metrics(state: StateDep) -> Response:
     workers' heartbeats. The feedback worker serves its own figures (lag, pending, rates) itself."""
     payload, content_type = metrics_payload()
     spool = state.spool
-    pending, size, quarantined = await asyncio.to_thread(lambda: (spool.pending(), spool.size(), spool.quarantined_bytes()))
+    pending, size, quarantined = await asyncio.to_thread(
+        lambda: (spool.pending(), spool.size(), spool.quarantined_bytes())
+    )
     payload += spool_exposition(pending, size, state.settings.spool_max_bytes, quarantined)
     windows = [(window.name, window.bucket_names(state.clock.now())) for window in ACTIVITY_WINDOWS]
     try:
@@ -98,6 +100,11 @@ async def metrics(state: StateDep) -> Response:
     except REDIS_ERRORS:  # the process and spool metrics are still worth a scrape
         return Response(payload, media_type=content_type)
     worker = worker_liveness(heartbeats, state.clock.now(), state.settings.worker_stale_seconds)
-    engagement = {name: (users, sum(int(n) for n in events if n)) for (name, _), users, events in zip(windows, activity[::2], activity[1::2])}
-    exposition = feedback_exposition(counters, aggregates, stream_length, worker.newest_age_seconds, worker.alive, engagement)
+    engagement = {
+        name: (users, sum(int(n) for n in events if n))
+        for (name, _), users, events in zip(windows, activity[::2], activity[1::2])
+    }
+    exposition = feedback_exposition(
+        counters, aggregates, stream_length, worker.newest_age_seconds, worker.alive, engagement
+    )
     return Response(payload + exposition, media_type=content_type)

@@ -8,17 +8,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from core.contracts.events import safe_id
 from core.contracts.ids import parse_track_id
+from models.features import CONTINUOUS_FEATURES
 from serving.deps import RecommendationCharge, StateDep, UserId, app_state
 from serving.errors import ApiError, error_details, validation_error
-from serving.filters import MAX_LIST, AlgorithmName, ArtistId, Genre, RecommendationContext, RecommendationFilters, TrackRef
-from models.features import CONTINUOUS_FEATURES
+from serving.filters import (
+    MAX_LIST,
+    AlgorithmName,
+    ArtistId,
+    Genre,
+    RecommendationContext,
+    RecommendationFilters,
+    TrackRef,
+)
 from serving.recommender import RecommendationRequest, Recommendations, recommend, similar
 from serving.schemas import ErrorDetail, ErrorResponse, RecommendationResponse
 from serving.security import ApiKey
 
 router = APIRouter(prefix="/recommendations", tags=["recommendations"])
-ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-          429: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}  # fmt: skip
+ERRORS = {
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+    429: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
+}
 MAX_BATCH = 100
 
 
@@ -30,13 +43,17 @@ def _split(values: list[str]) -> list[str]:
 class _ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    genres: list[Genre] = Field([], max_length=50, description="Only tracks with one of these genres (repeat or comma-separate).")
+    genres: list[Genre] = Field(
+        [], max_length=50, description="Only tracks with one of these genres (repeat or comma-separate)."
+    )
     explicit: bool | None = Field(None, description="false: leave out explicit tracks.")
     exclude_tracks: list[TrackRef] = Field([], max_length=MAX_LIST, description="Track ids never to return.")
     exclude_artists: list[ArtistId] = Field([], max_length=MAX_LIST, description="Artist ids never to return.")
     exclude_played: bool = Field(True, description="Leave out tracks the user already played.")
     max_per_artist: int | None = Field(None, ge=1, le=100, description="At most this many tracks per artist.")
-    exact: bool = Field(False, description="Admin keys only: score the whole catalog, not through the ANN index (checks, debugging).")
+    exact: bool = Field(
+        False, description="Admin keys only: score the whole catalog, not through the ANN index (checks, debugging)."
+    )
 
     @field_validator("genres", "exclude_tracks", "exclude_artists", mode="before")
     @classmethod
@@ -51,9 +68,14 @@ class _ListQuery(BaseModel):
                 audio[feature] = {"min": low, "max": high}
         try:
             return RecommendationFilters(
-                genres=self.genres, explicit=self.explicit, audio=audio, exclude_tracks=self.exclude_tracks,
-                exclude_artists=self.exclude_artists, exclude_played=self.exclude_played, max_per_artist=self.max_per_artist,
-            )  # fmt: skip
+                genres=self.genres,
+                explicit=self.explicit,
+                audio=audio,
+                exclude_tracks=self.exclude_tracks,
+                exclude_artists=self.exclude_artists,
+                exclude_played=self.exclude_played,
+                max_per_artist=self.max_per_artist,
+            )
         except ValidationError as exc:
             raise validation_error(error_details(exc.errors())) from exc
 
@@ -62,13 +84,19 @@ class _ListQuery(BaseModel):
 ListQuery = create_model(
     "ListQuery",
     __base__=_ListQuery,
-    **{f"{f}_{end}": (float | None, Field(None, description=f"{end}imum {f}")) for f in CONTINUOUS_FEATURES for end in ("min", "max")},
+    **{
+        f"{f}_{end}": (float | None, Field(None, description=f"{end}imum {f}"))
+        for f in CONTINUOUS_FEATURES
+        for end in ("min", "max")
+    },
 )
 
 
 class UserQuery(ListQuery):  # type: ignore[misc, valid-type]
     count: int = Field(20, ge=1, le=100, description="How many tracks to return.")
-    algorithm: AlgorithmName | None = Field(None, description="Override the algorithm: the model's own, content or popularity.")
+    algorithm: AlgorithmName | None = Field(
+        None, description="Override the algorithm: the model's own, content or popularity."
+    )
     seed_tracks: list[TrackRef] = Field([], max_length=50, description="Cold start: tracks to start from.")
     context_genres: list[Genre] = Field([], max_length=20, description="Cold start: genres to start from.")
 
@@ -93,10 +121,16 @@ def _query_parameters(model: type[BaseModel]) -> list[dict]:
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
     return [
-        {"name": name, "in": "query", "required": name in required, "description": field.pop("description", ""),
-         "schema": field, **({"style": "form", "explode": True} if field.get("type") == "array" else {})}
+        {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "description": field.pop("description", ""),
+            "schema": field,
+            **({"style": "form", "explode": True} if field.get("type") == "array" else {}),
+        }
         for name, field in schema["properties"].items()
-    ]  # fmt: skip
+    ]
 
 
 def _parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
@@ -115,26 +149,42 @@ def _parse_query(request: Request, model: type[BaseModel]) -> BaseModel:
         raise validation_error(error_details(exc.errors())) from exc
 
 
-@router.get("/{user_id}", response_model=RecommendationResponse, responses=ERRORS,
-            openapi_extra={"parameters": _query_parameters(UserQuery)})  # fmt: skip
+@router.get(
+    "/{user_id}",
+    response_model=RecommendationResponse,
+    responses=ERRORS,
+    openapi_extra={"parameters": _query_parameters(UserQuery)},
+)
 async def recommendations_for_user(request: Request, user_id: UserId, charge: RecommendationCharge) -> Response:
     """Ranked tracks for a user. Known users get the model's ranking; unknown users get content-based
     tracks from seed tracks or genres when given, else popular tracks."""
     state = app_state(request)
     query = _parse_query(request, UserQuery)
     wanted = RecommendationRequest(
-        user_id=user_id, count=query.count, algorithm=query.algorithm, filters=query.filters(), context=query.context(),
-        request_id=list_id(request), charge=charge, exact=_exact(query, charge.key),
-    )  # fmt: skip
+        user_id=user_id,
+        count=query.count,
+        algorithm=query.algorithm,
+        filters=query.filters(),
+        context=query.context(),
+        request_id=list_id(request),
+        charge=charge,
+        exact=_exact(query, charge.key),
+    )
     return _json(await recommend(state, wanted))
 
 
-@router.get("/{user_id}/similar/{track_id}", response_model=RecommendationResponse, responses={**ERRORS, 404: {"model": ErrorResponse}},
-            openapi_extra={"parameters": _query_parameters(SimilarQuery)})  # fmt: skip
+@router.get(
+    "/{user_id}/similar/{track_id}",
+    response_model=RecommendationResponse,
+    responses={**ERRORS, 404: {"model": ErrorResponse}},
+    openapi_extra={"parameters": _query_parameters(SimilarQuery)},
+)
 async def similar_tracks(
     request: Request,
     user_id: UserId,
-    track_id: Annotated[str, Path(max_length=100, description="A Spotify track id or spotify:track: URI (at most 100 characters).")],
+    track_id: Annotated[
+        str, Path(max_length=100, description="A Spotify track id or spotify:track: URI (at most 100 characters).")
+    ],
     charge: RecommendationCharge,
 ) -> Response:
     """Tracks like this one, nudged towards the user's taste when the user is known."""
@@ -143,16 +193,33 @@ async def similar_tracks(
     try:
         track = parse_track_id(track_id)
     except ValueError as exc:
-        raise ApiError(422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]) from exc
-    return _json(await similar(state, user_id, track, query.count, query.filters(), list_id(request), charge, exact=_exact(query, charge.key)))
+        raise ApiError(
+            422, "validation_error", f"track_id: {exc}", [ErrorDetail(field="track_id", problem=str(exc))]
+        ) from exc
+    return _json(
+        await similar(
+            state,
+            user_id,
+            track,
+            query.count,
+            query.filters(),
+            list_id(request),
+            charge,
+            exact=_exact(query, charge.key),
+        )
+    )
 
 
 def _exact(query: BaseModel, key: ApiKey) -> bool:
     """The ``exact`` parameter, for admin keys only (a full scan of a large catalog is a cost a client
     key must not be able to impose)."""
     if query.exact and not key.allows("admin"):
-        raise ApiError(403, "forbidden", f"exact: the query parameter exact=true needs an API key with scope admin; yours has scope {key.scope}",
-                       [ErrorDetail(field="exact", problem="needs scope admin")])  # fmt: skip
+        raise ApiError(
+            403,
+            "forbidden",
+            f"exact: the query parameter exact=true needs an API key with scope admin; yours has scope {key.scope}",
+            [ErrorDetail(field="exact", problem="needs scope admin")],
+        )
     return query.exact
 
 
@@ -201,18 +268,30 @@ class BatchResponse(BaseModel):
 
 
 @router.post("/batch", response_model=BatchResponse, responses=ERRORS)
-async def recommendations_batch(request: Request, body: BatchRequest, state: StateDep, charge: RecommendationCharge) -> BatchResponse:
+async def recommendations_batch(
+    request: Request, body: BatchRequest, state: StateDep, charge: RecommendationCharge
+) -> BatchResponse:
     """Recommendations for up to 100 users in one call; each user's result or error in request order.
     Each user counts as one request against the key's rate limit."""
     charge.units = len(body.requests)
     await state.rate_limits.settle(charge)
     results, batch_id = [], list_id(request)
     for i, item in enumerate(body.requests):
-        wanted = RecommendationRequest(user_id=item.user_id, count=item.count, algorithm=item.algorithm, filters=item.filters,
-                                       context=item.context, request_id=f"{batch_id}-{i}", surface="batch")  # fmt: skip
+        wanted = RecommendationRequest(
+            user_id=item.user_id,
+            count=item.count,
+            algorithm=item.algorithm,
+            filters=item.filters,
+            context=item.context,
+            request_id=f"{batch_id}-{i}",
+            surface="batch",
+        )
         try:
             results.append(BatchResult(user_id=item.user_id, result=(await recommend(state, wanted)).response()))
         except ApiError as exc:
-            error = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}, "request_id": wanted.request_id}
+            error = {
+                "error": {"code": exc.code, "message": exc.message, "details": exc.details},
+                "request_id": wanted.request_id,
+            }
             results.append(BatchResult(user_id=item.user_id, error=error))
     return BatchResponse(results=results)

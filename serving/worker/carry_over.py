@@ -45,7 +45,10 @@ class CarryOver:
         if not self.pending(served):
             return 0
         if self._pass is None or self._pass[0] != served.version:
-            self._pass, self.carried = (served.version, self.learner.user_state.users_with_events_after(served.trained_until_ms)), 0
+            self._pass, self.carried = (
+                (served.version, self.learner.user_state.users_with_events_after(served.trained_until_ms)),
+                0,
+            )
         try:
             users = list(islice(self._pass[1], PAGE))
         except Exception:

@@ -14,12 +14,16 @@ import redis
 from core.redis_clients import WORKER_BLOCK_MS, WORKER_TIMEOUTS, SyncClient, connect_url
 
 BLOCK_MS = WORKER_BLOCK_MS  # how long one read waits for new entries on the server
-TIMEOUT_MARGIN_SECONDS = WORKER_TIMEOUTS.socket - WORKER_BLOCK_MS / 1000  # the socket timeout is the block time plus this
+TIMEOUT_MARGIN_SECONDS = (
+    WORKER_TIMEOUTS.socket - WORKER_BLOCK_MS / 1000
+)  # the socket timeout is the block time plus this
 
 # replies that say "not now" rather than "not this entry": the server is loading, read-only after a
 # failover, out of memory, unable to persist, busy with a script, or the cluster is reconfiguring.
 # Inside a script's error they follow the script's position ("@user_script: 1: -OOM ...").
-_TRANSIENT_CODES = re.compile(r"(?:^|[\s:-])(READONLY|OOM|MISCONF|LOADING|BUSY|NOSCRIPT|MASTERDOWN|NOREPLICAS|TRYAGAIN|CLUSTERDOWN)\b")
+_TRANSIENT_CODES = re.compile(
+    r"(?:^|[\s:-])(READONLY|OOM|MISCONF|LOADING|BUSY|NOSCRIPT|MASTERDOWN|NOREPLICAS|TRYAGAIN|CLUSTERDOWN)\b"
+)
 _TRANSIENT_TYPES = (
     redis.ConnectionError,
     redis.TimeoutError,
@@ -46,4 +50,3 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, _TRANSIENT_TYPES):
         return True
     return isinstance(exc, redis.ResponseError) and _TRANSIENT_CODES.search(str(exc)) is not None
-

@@ -70,7 +70,9 @@ class FeedbackWorker:
         self.heartbeat = Heartbeat(client, keys, self.consumer, clock)
         # erased users' queued events are dropped; None (no offline store at hand, e.g. some tests): not checked
         self.erasures = ErasedSubjects(client, keys, erasure_log)
-        self.carry_over = CarryOver(self.learner, self.erasures, online_boost)  # a new champion starts from users' online state
+        self.carry_over = CarryOver(
+            self.learner, self.erasures, online_boost
+        )  # a new champion starts from users' online state
         self._checked_model = float("-inf")
         self._claimed_at = float("-inf")
         self._group_ready = False
@@ -99,14 +101,21 @@ class FeedbackWorker:
         loaded = {m.version: m for m in self.others}
         others = [m for v in wanted if (m := self._load(v, loaded.get(v))) is not None]
         if [m.version for m in others] != [m.version for m in self.others]:
-            log.info("learning online also against model versions %s (served by running experiments)", [m.version for m in others] or "none")
+            log.info(
+                "learning online also against model versions %s (served by running experiments)",
+                [m.version for m in others] or "none",
+            )
         self.others = others
         return self.served
 
     def _load(self, version: str, current: ServedModel | None) -> ServedModel | None:
         """``current`` when it is ``version`` at its catalog revision, else ``version`` loaded (None when
         it was published without a fold-in: no online learning for it)."""
-        if current is not None and current.version == version and current.catalog_revision == self.store.catalog_revision(version):
+        if (
+            current is not None
+            and current.version == version
+            and current.catalog_revision == self.store.catalog_revision(version)
+        ):
             return current
         served = load_served_model(self.store, version)
         if served is None:
@@ -156,7 +165,13 @@ class FeedbackWorker:
             self._claimed_at = self.clock.monotonic()
             processed += self.reclaim()
         carrying = self.carry_over.pending(self.served)  # no wait for entries while users are to be carried over
-        reply = self.r.xreadgroup(GROUP, self.consumer, {self.keys.feedback_stream(): ">"}, count=self.batch, block=None if carrying else self.block_ms)
+        reply = self.r.xreadgroup(
+            GROUP,
+            self.consumer,
+            {self.keys.feedback_stream(): ">"},
+            count=self.batch,
+            block=None if carrying else self.block_ms,
+        )
         for _, entries in reply or []:
             processed += self.process(entries)
         if carrying:
@@ -167,16 +182,22 @@ class FeedbackWorker:
         """Take over entries other consumers read but never acknowledged (crashed workers)."""
         stream = self.keys.feedback_stream()
         # Redis 7 also returns the ids of entries deleted meanwhile; 6.2 returns them with no fields
-        entries = self.r.xautoclaim(stream, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=self.batch)[1]
+        entries = self.r.xautoclaim(stream, GROUP, self.consumer, self.claim_idle_ms, start_id="0-0", count=self.batch)[
+            1
+        ]
         if not entries:
             return 0
         ids = [entry_id for entry_id, _ in entries]
-        details = self.r.xpending_range(stream, GROUP, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=self.consumer)
+        details = self.r.xpending_range(
+            stream, GROUP, min=ids[0], max=ids[-1], count=len(ids) + 100, consumername=self.consumer
+        )
         deliveries = {d["message_id"]: d["times_delivered"] for d in details}
         poison = {i for i, f in entries if f and deliveries.get(i, 0) > self.max_deliveries}
         for entry_id, fields in entries:
             if entry_id in poison:
-                self._dead_letter(entry_id, fields, f"delivered {deliveries[entry_id]} times without being acknowledged")
+                self._dead_letter(
+                    entry_id, fields, f"delivered {deliveries[entry_id]} times without being acknowledged"
+                )
         gone = [i for i, f in entries if not f]  # trimmed after it was read: nothing left to apply
         if gone:
             self.r.xack(stream, GROUP, *gone)
@@ -220,7 +241,9 @@ class FeedbackWorker:
         except Exception as exc:
             if _retry_later(exc):
                 raise
-            log.warning("a batch of %d events failed (%s: %s); applying them one by one", len(decoded), type(exc).__name__, exc)
+            log.warning(
+                "a batch of %d events failed (%s: %s); applying them one by one", len(decoded), type(exc).__name__, exc
+            )
             handled += self._learn_one_by_one(decoded)
         if handled:
             counted = self.counter.acknowledge(handled)
@@ -237,7 +260,9 @@ class FeedbackWorker:
         erased = self.erasures.erased(e.user for e in exposures)
         fields = self.counter.exposure_fields([e.served for e in exposures])
         return [
-            Handled(e.stream_id, "") if e.user in erased else Handled(e.stream_id, "exposures", events=len(e.served.tracks), fields=f)
+            Handled(e.stream_id, "")
+            if e.user in erased
+            else Handled(e.stream_id, "exposures", events=len(e.served.tracks), fields=f)
             for e, f in zip(exposures, fields)
         ]
 

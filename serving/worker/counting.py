@@ -38,7 +38,10 @@ OTHER_LABEL = "other"  # a model version not published, an experiment not regist
 LABELS_FRESH_SECONDS = 10.0  # published versions and experiments are re-read this often...
 LABELS_MISS_SECONDS = 1.0  # ...or, at most this often, when an event names one not seen yet
 SWEEP_EVERY_SECONDS = 600.0
-LIST_EVENTS = ("recommendation_shown", "recommendation_clicked")  # events about a served list: counted for a variant only with its token  # fold fields of retired versions into "other" at least this often
+LIST_EVENTS = (
+    "recommendation_shown",
+    "recommendation_clicked",
+)  # events about a served list: counted for a variant only with its token  # fold fields of retired versions into "other" at least this often
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,9 @@ class Handled:
     field: str = ""  # the aggregate field ('' none)
     user: str = ""  # a user active in the entry's time bucket ('' none: not engagement)
     events: int = 1  # how many events the entry counts for (an exposure list: its tracks)
-    fields: tuple[tuple[str, int], ...] = ()  # aggregate fields of an entry that counts under several (an interleaved list)
+    fields: tuple[
+        tuple[str, int], ...
+    ] = ()  # aggregate fields of an entry that counts under several (an interleaved list)
 
     def aggregate(self) -> tuple[tuple[str, int], ...]:
         """(aggregate field, events) pairs this entry adds."""
@@ -202,7 +207,10 @@ class AggregateLabels:
         served list (no request token: its experiment is the user's assignment) is untargeted: it counts
         under no experiment, so it can never move a variant's click-through rate."""
         self.refresh()
-        raw = [[_label(r.get(k)) for k in ("algorithm", "model_version", "experiment_id", "variant")] + [r["type"]] for r in rows]
+        raw = [
+            [_label(r.get(k)) for k in ("algorithm", "model_version", "experiment_id", "variant")] + [r["type"]]
+            for r in rows
+        ]
         for parts, row in zip(raw, rows):
             if row.get("context_source") == "assignment" and row["type"] in LIST_EVENTS:
                 parts[2] = parts[3] = NO_LABEL
@@ -224,7 +232,9 @@ def _variants(definitions: Iterable[bytes]) -> Iterable[tuple[str, frozenset[str
 class EventCounter:
     """The exactly-once counters of the feedback worker: counting is acknowledging (ACK_SCRIPT)."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, clock: Clock = SYSTEM_CLOCK, group: str = "workers") -> None:
+    def __init__(
+        self, client: redis.Redis, keys: RedisKeys, clock: Clock = SYSTEM_CLOCK, group: str = "workers"
+    ) -> None:
         self.r = client
         self.keys = keys
         self.clock = clock
@@ -248,8 +258,15 @@ class EventCounter:
             for position in range(len(served.tracks)):
                 per_variant[served.variant_at(position)] += 1
             for variant, n in per_variant.items():
-                rows.append({"algorithm": served.algorithm, "model_version": served.model_version, "experiment_id": served.experiment_id,
-                             "variant": variant, "type": "recommendation_shown"})  # fmt: skip
+                rows.append(
+                    {
+                        "algorithm": served.algorithm,
+                        "model_version": served.model_version,
+                        "experiment_id": served.experiment_id,
+                        "variant": variant,
+                        "type": "recommendation_shown",
+                    }
+                )
                 owners.append((i, n))
         out: list[list[tuple[str, int]]] = [[] for _ in lists]
         for (i, n), field in zip(owners, self.fields(rows)):
@@ -267,17 +284,27 @@ class EventCounter:
             start = fine * _FINE.bucket_seconds
             coarse = _COARSE.index(start)
             keys = [
-                self.keys.feedback_stream(), self.keys.feedback_counters(), self.keys.feedback_aggregates(),
-                self.keys.feedback_active_users(f"{_FINE.bucket}:{fine}"), self.keys.feedback_active_events(f"{_FINE.bucket}:{fine}"),
-                self.keys.feedback_active_users(f"{_COARSE.bucket}:{coarse}"), self.keys.feedback_active_events(f"{_COARSE.bucket}:{coarse}"),
-            ]  # fmt: skip
+                self.keys.feedback_stream(),
+                self.keys.feedback_counters(),
+                self.keys.feedback_aggregates(),
+                self.keys.feedback_active_users(f"{_FINE.bucket}:{fine}"),
+                self.keys.feedback_active_events(f"{_FINE.bucket}:{fine}"),
+                self.keys.feedback_active_users(f"{_COARSE.bucket}:{coarse}"),
+                self.keys.feedback_active_events(f"{_COARSE.bucket}:{coarse}"),
+            ]
             # one script call per counter, so the return value says how many of that kind were counted
             for counter in dict.fromkeys(h.counter for h in group):
                 args = [self.group, _FINE.expires_at(fine), _COARSE.expires_at(coarse)]
                 for h in group:
                     if h.counter == counter:
                         pairs = h.aggregate()
-                        args += [h.stream_id, h.counter or "acknowledged", h.user, h.events if h.counter else 0, len(pairs)]
+                        args += [
+                            h.stream_id,
+                            h.counter or "acknowledged",
+                            h.user,
+                            h.events if h.counter else 0,
+                            len(pairs),
+                        ]
                         args += [x for pair in pairs for x in pair]
                 calls.append((self._ack, keys, args))
                 order.append(counter)
@@ -307,4 +334,3 @@ class EventCounter:
         retired = self.labels.refresh()
         if retired or self.clock.monotonic() - self._swept_at >= SWEEP_EVERY_SECONDS:
             self.sweep()
-

@@ -50,5 +50,7 @@ class ErasedSubjects:
         versions = VectorStore(self.r, self.keys).versions()
         pipe = self.r.pipeline(transaction=False)
         for user in users:
-            pipe.execute_command("DEL", *self.keys.user_keys(user, versions))  # one slot ({u:<id>}); a cluster pipeline refuses delete()
+            pipe.execute_command(
+                "DEL", *self.keys.user_keys(user, versions)
+            )  # one slot ({u:<id>}); a cluster pipeline refuses delete()
         return sum(pipe.execute())

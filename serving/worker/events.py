@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.contracts.events import EVENT_TYPES
-from core.feedback_stream import decode
 from core.contracts.served_lists import ServedList
+from core.feedback_stream import decode
 
 STREAMED = {"play", "track_completed", "track_skipped", "like"}  # tracks the user has heard: excluded from lists
 

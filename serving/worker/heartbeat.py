@@ -42,7 +42,9 @@ class Heartbeat:
             if self.clock.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
                 self._pruned_at = self.clock.monotonic()
                 stamps = self.r.hgetall(self.key)
-                silent = [field for field, ms in stamps.items() if (_ms(ms) or 0) < now_ms - FORGET_AFTER_SECONDS * 1000]
+                silent = [
+                    field for field, ms in stamps.items() if (_ms(ms) or 0) < now_ms - FORGET_AFTER_SECONDS * 1000
+                ]
                 if silent:
                     self.r.hdel(self.key, *silent)
         except redis.RedisError as exc:

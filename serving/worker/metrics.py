@@ -34,15 +34,33 @@ class WorkerMetrics:
     def __init__(self, worker, group: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.applied = Counter("echotune_worker_events_applied", "Feedback events this worker applied and counted (redeliveries of counted events not again).", registry=r)
-        self.entries = Counter("echotune_worker_entries", "Stream entries this worker handled: applied, already applied, dropped or dead-lettered.", registry=r)
-        self.batches = Counter("echotune_worker_batches", "Batches of stream entries this worker processed.", registry=r)
+        self.applied = Counter(
+            "echotune_worker_events_applied",
+            "Feedback events this worker applied and counted (redeliveries of counted events not again).",
+            registry=r,
+        )
+        self.entries = Counter(
+            "echotune_worker_entries",
+            "Stream entries this worker handled: applied, already applied, dropped or dead-lettered.",
+            registry=r,
+        )
+        self.batches = Counter(
+            "echotune_worker_batches", "Batches of stream entries this worker processed.", registry=r
+        )
         self.batch_seconds = Histogram(
-            "echotune_worker_batch_duration_seconds", "Time to apply, count and acknowledge one batch.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0), registry=r,
-        )  # fmt: skip
-        self.dead_letters = Counter("echotune_worker_dead_letters", "Stream entries this worker moved to the dead-letter stream.", registry=r)
-        self.failed_rounds = Counter("echotune_worker_failed_rounds", "Rounds that failed (Redis unavailable, or an error) and were retried with backoff.", registry=r)
+            "echotune_worker_batch_duration_seconds",
+            "Time to apply, count and acknowledge one batch.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "echotune_worker_dead_letters", "Stream entries this worker moved to the dead-letter stream.", registry=r
+        )
+        self.failed_rounds = Counter(
+            "echotune_worker_failed_rounds",
+            "Rounds that failed (Redis unavailable, or an error) and were retried with backoff.",
+            registry=r,
+        )
         r.register(StreamFigures(worker, group))
         r.register(ProcessResources())
 
@@ -63,8 +81,16 @@ class StreamFigures:
         w = self.worker
         age = w.heartbeat.age_seconds()
         if age is not None:
-            yield GaugeMetricFamily("echotune_worker_heartbeat_age_seconds", "Seconds since this worker last stamped its heartbeat in Redis.", age)
-        model = GaugeMetricFamily("echotune_worker_model_info", "The model version this worker folds events into (value 1).", labels=["model_version"])
+            yield GaugeMetricFamily(
+                "echotune_worker_heartbeat_age_seconds",
+                "Seconds since this worker last stamped its heartbeat in Redis.",
+                age,
+            )
+        model = GaugeMetricFamily(
+            "echotune_worker_model_info",
+            "The model version this worker folds events into (value 1).",
+            labels=["model_version"],
+        )
         if w.served is not None:
             model.add_metric([w.served.version], 1)
         yield model
@@ -73,7 +99,11 @@ class StreamFigures:
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics: could not read the feedback stream's figures (%s)", exc)
             figures = []
-        yield GaugeMetricFamily("echotune_worker_redis_up", "1 when this scrape could read the stream's figures from Redis.", 1 if figures else 0)
+        yield GaugeMetricFamily(
+            "echotune_worker_redis_up",
+            "1 when this scrape could read the stream's figures from Redis.",
+            1 if figures else 0,
+        )
         yield from figures
 
     def _read(self) -> list:
@@ -87,23 +117,46 @@ class StreamFigures:
         group = None
         if exists:
             group = next((g for g in w.r.xinfo_groups(stream) if _text(g["name"]) == self.group), None)
-        families = [GaugeMetricFamily("echotune_worker_dead_letter_stream_length", "Entries in the dead-letter stream (to replay or drop).", dead)]
+        families = [
+            GaugeMetricFamily(
+                "echotune_worker_dead_letter_stream_length",
+                "Entries in the dead-letter stream (to replay or drop).",
+                dead,
+            )
+        ]
         if group is None:  # no worker has created the group yet: nothing is pending, everything is lag
             return families
         pending = w.r.xpending(stream, self.group)
         oldest_pending = (now_ms - _ms(_text(pending["min"]))) / 1000 if pending["pending"] else 0.0
-        undelivered = w.r.xrange(stream, min="(" + _text(group["last-delivered-id"]), count=1 if group.get("lag") is not None else LAG_COUNT_CAP)
+        undelivered = w.r.xrange(
+            stream,
+            min="(" + _text(group["last-delivered-id"]),
+            count=1 if group.get("lag") is not None else LAG_COUNT_CAP,
+        )
         lag = group["lag"] if group.get("lag") is not None else len(undelivered)
         lag_age = (now_ms - _ms(_text(undelivered[0][0]))) / 1000 if undelivered else 0.0
         return [
             *families,
-            GaugeMetricFamily("echotune_worker_pending_entries", "Entries delivered to a worker of the group and not acknowledged yet.", pending["pending"]),
-            GaugeMetricFamily("echotune_worker_oldest_pending_age_seconds", "Age of the oldest entry delivered and not acknowledged (0: none).", max(0.0, oldest_pending)),
+            GaugeMetricFamily(
+                "echotune_worker_pending_entries",
+                "Entries delivered to a worker of the group and not acknowledged yet.",
+                pending["pending"],
+            ),
+            GaugeMetricFamily(
+                "echotune_worker_oldest_pending_age_seconds",
+                "Age of the oldest entry delivered and not acknowledged (0: none).",
+                max(0.0, oldest_pending),
+            ),
             GaugeMetricFamily(
                 "echotune_worker_lag_entries",
-                f"Entries in the stream not yet delivered to the group (Redis < 7 does not report it: counted up to {LAG_COUNT_CAP}).", lag,
-            ),  # fmt: skip
-            GaugeMetricFamily("echotune_worker_lag_seconds", "Age of the oldest entry not yet delivered to the group (0: none).", max(0.0, lag_age)),
+                f"Entries in the stream not yet delivered to the group (Redis < 7 does not report it: counted up to {LAG_COUNT_CAP}).",
+                lag,
+            ),
+            GaugeMetricFamily(
+                "echotune_worker_lag_seconds",
+                "Age of the oldest entry not yet delivered to the group (0: none).",
+                max(0.0, lag_age),
+            ),
         ]
 
 
@@ -127,8 +180,12 @@ class ProcessResources:
         self.multiproc_dir = multiproc_dir
 
     def collect(self):
-        memory = GaugeMetricFamily("echotune_process_resident_memory_bytes", "Resident memory of each process, by pid.", labels=["pid"])
-        cpu = CounterMetricFamily("echotune_process_cpu_seconds", "User and system CPU time of each process, by pid.", labels=["pid"])
+        memory = GaugeMetricFamily(
+            "echotune_process_resident_memory_bytes", "Resident memory of each process, by pid.", labels=["pid"]
+        )
+        cpu = CounterMetricFamily(
+            "echotune_process_cpu_seconds", "User and system CPU time of each process, by pid.", labels=["pid"]
+        )
         for pid in self._pids():
             try:
                 process = psutil.Process(pid)
@@ -141,7 +198,9 @@ class ProcessResources:
         yield memory
         yield cpu
         yield GaugeMetricFamily(
-            "echotune_memory_limit_bytes", "The memory this process's container may use (its cgroup's limit, else the host's memory).", memory_limit_bytes()
+            "echotune_memory_limit_bytes",
+            "The memory this process's container may use (its cgroup's limit, else the host's memory).",
+            memory_limit_bytes(),
         )
 
     def _pids(self) -> list[int]:
@@ -202,8 +261,11 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> WSGIServ
     except OSError as exc:
         log.error(
             "cannot serve worker metrics on %s:%d (%s): give each worker on a host its own port "
-            "(echotune worker --metrics-port, ECHOTUNE_WORKER_METRICS_PORT) or 0 to turn them off", host, port, exc.strerror,
-        )  # fmt: skip
+            "(echotune worker --metrics-port, ECHOTUNE_WORKER_METRICS_PORT) or 0 to turn them off",
+            host,
+            port,
+            exc.strerror,
+        )
         return None
     log.info("worker metrics on http://%s:%d/metrics", host, server.server_port)
     return server

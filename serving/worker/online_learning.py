@@ -36,7 +36,13 @@ class OnlineLearner:
         self.user_state = user_state
         self._latency = open(latency_log, "a") if latency_log else None  # noqa: SIM115 (kept open while running)
 
-    def apply(self, events: Sequence[Event], served: ServedModel | None, online_boost: float, others: Sequence[ServedModel] = ()) -> None:
+    def apply(
+        self,
+        events: Sequence[Event],
+        served: ServedModel | None,
+        online_boost: float,
+        others: Sequence[ServedModel] = (),
+    ) -> None:
         """Folds ``events`` into their users' vectors of ``served`` (the champion) and of each of ``others``
         (the versions running experiments serve), with ``online_boost``, and stores the users' state;
         events applied before are skipped. With no model served only the state (applied ids) is stored,
@@ -45,13 +51,13 @@ class OnlineLearner:
         by_user: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             by_user[event.user].append(event)
-        contributions = event_contributions(
-            pd.DataFrame([e.row for e in events]), served.durations if served else None
-        )  # fmt: skip
+        contributions = event_contributions(pd.DataFrame([e.row for e in events]), served.durations if served else None)
         contribution = {id(e): float(c) for e, c in zip(events, contributions)}
         self._rounds(dict(by_user), contribution, served, online_boost, others if served else ())
 
-    def refold(self, users: Sequence[str], served: ServedModel, online_boost: float, others: Sequence[ServedModel] = ()) -> int:
+    def refold(
+        self, users: Sequence[str], served: ServedModel, online_boost: float, others: Sequence[ServedModel] = ()
+    ) -> int:
         """Re-fold ``users`` into ``served`` (and each of ``others``) now, without waiting for an event of
         theirs: a newly served version starts from their online state (its trained vector plus the events
         they gave after its training data). Users whose vectors of those versions carry their updates
@@ -60,9 +66,13 @@ class OnlineLearner:
         return self._rounds({user: [] for user in users}, {}, served, online_boost, others)
 
     def _rounds(
-        self, pending: dict[str, list[Event]], contribution: Mapping[int, float], served: ServedModel | None, online_boost: float,
+        self,
+        pending: dict[str, list[Event]],
+        contribution: Mapping[int, float],
+        served: ServedModel | None,
+        online_boost: float,
         others: Sequence[ServedModel],
-    ) -> int:  # fmt: skip
+    ) -> int:
         stored = 0
         for _ in range(ROUNDS):  # optimistic concurrency: users another worker touched meanwhile go again
             if not pending:
@@ -72,7 +82,11 @@ class OnlineLearner:
         raise ConflictingUpdates(f"{len(pending)} users kept conflicting; their entries stay pending for another try")
 
     def _apply_round(
-        self, users: dict[str, list[Event]], contribution: Mapping[int, float], served: ServedModel | None, online_boost: float,
+        self,
+        users: dict[str, list[Event]],
+        contribution: Mapping[int, float],
+        served: ServedModel | None,
+        online_boost: float,
         others: Sequence[ServedModel],
     ) -> tuple[dict[str, list[Event]], int]:
         """One read-compute-store of ``users`` (user -> their events; none: a re-fold only); returns those
@@ -109,17 +123,33 @@ class Increments:
 
     def __init__(self, online_boost: float) -> None:
         self.online_boost = online_boost
-        self.pending: dict[str, tuple[ServedModel, list[tuple[UserUpdate, np.ndarray, UserState, list[tuple[str, float, int]]]]]] = {}
+        self.pending: dict[
+            str, tuple[ServedModel, list[tuple[UserUpdate, np.ndarray, UserState, list[tuple[str, float, int]]]]]
+        ] = {}
 
-    def add(self, model: ServedModel, update: UserUpdate, start: np.ndarray, state: UserState, events: list[tuple[str, float, int]]) -> None:
+    def add(
+        self,
+        model: ServedModel,
+        update: UserUpdate,
+        start: np.ndarray,
+        state: UserState,
+        events: list[tuple[str, float, int]],
+    ) -> None:
         """Move ``update``'s vector of ``model`` from ``start`` by ``events`` at :meth:`apply`."""
         self.pending.setdefault(model.version, (model, []))[1].append((update, start, state, events))
 
     def apply(self) -> None:
         for model, moves in self.pending.values():
             events = [(i, track, c, ms) for i, (_, _, _, evs) in enumerate(moves) for track, c, ms in evs]
-            vectors = increment_many(np.stack([start for _, start, _, _ in moves]), events, [state.online_scores for _, _, state, _ in moves],
-                                     fold=model.fold, index=model.index, recency=model.recency, online_boost=self.online_boost)  # fmt: skip
+            vectors = increment_many(
+                np.stack([start for _, start, _, _ in moves]),
+                events,
+                [state.online_scores for _, _, state, _ in moves],
+                fold=model.fold,
+                index=model.index,
+                recency=model.recency,
+                online_boost=self.online_boost,
+            )
             for (update, _, _, _), vector in zip(moves, vectors):
                 if model.version == update.version:
                     update.vector = vector
@@ -160,8 +190,15 @@ def _user_update(
         vector = state.vector if model is served else state.others.get(model.version)
         start = vector if vector is not None else model.fold.tail.copy()
         if model.version not in state.folded:
-            start, scores = refold(start, events, state.recent or [], fold=model.fold, index=model.index, recency=model.recency,
-                                   online_boost=steps.online_boost)  # fmt: skip
+            start, scores = refold(
+                start,
+                events,
+                state.recent or [],
+                fold=model.fold,
+                index=model.index,
+                recency=model.recency,
+                online_boost=steps.online_boost,
+            )
             if model is served:
                 update.online_scores = {track: score for track, score in scores.items() if track in served.index}
         elif start.shape[0] == model.fold.matrix.shape[1]:

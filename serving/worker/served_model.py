@@ -39,5 +39,12 @@ def load_served_model(store: VectorStore, version: str) -> ServedModel | None:
     ids = published.items["track_id"].astype(str)
     durations = pd.Series(pd.to_numeric(published.items.get("duration_ms"), errors="coerce").to_numpy(), index=ids)
     half_life = float(published.meta.get("recency_half_life_days") or 0) or None  # versions published before it: none
-    return ServedModel(version, {t: i for i, t in enumerate(ids)}, FoldIn(*fold), durations, int(published.meta.get("trained_until", "0")),
-                       int(published.meta.get("catalog_revision", "0")), half_life)  # fmt: skip
+    return ServedModel(
+        version,
+        {t: i for i, t in enumerate(ids)},
+        FoldIn(*fold),
+        durations,
+        int(published.meta.get("trained_until", "0")),
+        int(published.meta.get("catalog_revision", "0")),
+        half_life,
+    )

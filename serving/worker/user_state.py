@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import islice
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 import orjson
@@ -94,7 +94,7 @@ for k = 0, n - 1 do
     if flag == '2' then redis.call('ZADD', KEYS[5], 'GT', ARGV[b + 2], ARGV[b + 3]) end
   end
 end
-redis.call('LTRIM', KEYS[4], 0, %d)
+redis.call('LTRIM', KEYS[4], 0, RECENT_LAST)
 redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[7]) - 1)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4]) end
@@ -104,7 +104,7 @@ end
 redis.call('SET', KEYS[7], ARGV[3])
 redis.call('INCR', KEYS[1])
 return n
-""" % (RECENT_EVENTS - 1)
+""".replace("RECENT_LAST", str(RECENT_EVENTS - 1))
 FOLDED_MAX = 16  # model versions a user's folded list remembers (retired ones fall off the front)
 # users whose state a worker keeps after storing it, so their next batch skips step 1 (the store's
 # revision check catches any change meanwhile); only states with at most KNOWN_SCORES_MAX online
@@ -172,7 +172,9 @@ class UserStateStore:
     def _vector_key(self, version: str, user: str) -> str:
         return self.keys.user_vector(version or "none", user)
 
-    def read(self, version: str, users: Mapping[str, Sequence[Event]], others: Sequence[str] = ()) -> dict[str, UserState]:
+    def read(
+        self, version: str, users: Mapping[str, Sequence[Event]], others: Sequence[str] = ()
+    ) -> dict[str, UserState]:
         """Step 1: the state of each user of ``users`` (user id -> their events in the batch), with their
         vector of model ``version`` ('' = none served) and of each of ``others``, and their remembered
         events when one of those versions does not carry their updates yet (a re-fold replays them), in
@@ -183,8 +185,15 @@ class UserStateStore:
         states = {user: state for user in users if (state := self._kept(user, version, others)) is not None}
         calls, unknown = [], {user: events for user, events in users.items() if user not in states}
         for user, events in unknown.items():
-            keys = [k.user_revision(user), k.user_folded_version(user), k.user_applied_events(user), k.user_online_scores(user),
-                    k.user_recent_events(user), self._vector_key(version, user), *(self._vector_key(o, user) for o in others)]  # fmt: skip
+            keys = [
+                k.user_revision(user),
+                k.user_folded_version(user),
+                k.user_applied_events(user),
+                k.user_online_scores(user),
+                k.user_recent_events(user),
+                self._vector_key(version, user),
+                *(self._vector_key(o, user) for o in others),
+            ]
             args = [len(events), len(learnt), *learnt, *(e.event_id for e in events), *(e.track_id for e in events)]
             calls.append((self._read, keys, args))
         for (user, events), reply in zip(unknown.items(), run_scripts(self.r, calls)):
@@ -210,8 +219,15 @@ class UserStateStore:
         if not {version, *others} <= set(state.folded) or not set(others) <= state.others.keys():
             return None
         self.known.move_to_end(user)
-        return UserState(state.revision, state.folded, state.vector, set(), state.online_scores, {o: state.others[o] for o in others},
-                         complete=True)  # fmt: skip
+        return UserState(
+            state.revision,
+            state.folded,
+            state.vector,
+            set(),
+            state.online_scores,
+            {o: state.others[o] for o in others},
+            complete=True,
+        )
 
     def users_with_events_after(self, event_ms: int) -> Iterator[str]:
         """Users whose newest remembered event happened after ``event_ms``: those a version trained on
@@ -242,7 +258,10 @@ class UserStateStore:
             return
         revision = str(int(update.revision or 0) + 1)  # the script's INCR
         folded = update.folded_text().split(",")
-        self.known[update.user] = (update.version, UserState(revision, folded, update.vector, set(), update.scores_after, dict(update.others)))
+        self.known[update.user] = (
+            update.version,
+            UserState(revision, folded, update.vector, set(), update.scores_after, dict(update.others)),
+        )
         self.known.move_to_end(update.user)
         while len(self.known) > KNOWN_USERS:
             self.known.popitem(last=False)
@@ -260,7 +279,15 @@ class UserStateStore:
         for update in updates:
             user, refold = update.user, update.online_scores is not None
             vector = b"" if update.vector is None else update.vector.astype(np.float32).tobytes()
-            args = [update.revision, cutoff, update.folded_text(), vector, "1" if refold else "0", len(update.events), self.played_cap]
+            args = [
+                update.revision,
+                cutoff,
+                update.folded_text(),
+                vector,
+                "1" if refold else "0",
+                len(update.events),
+                self.played_cap,
+            ]
             args += [len(update.others), *(v.astype(np.float32).tobytes() for v in update.others.values())]
             for e, contribution in zip(update.events, update.contributions):
                 flag = "0" if e.track_id not in update.known else "2" if e.played else "1"
@@ -269,9 +296,16 @@ class UserStateStore:
                 args.append(len(update.online_scores))
                 for track, score in update.online_scores.items():
                     args += [track, repr(score)]
-            keys = [k.user_revision(user), k.user_applied_events(user), k.user_online_scores(user), k.user_recent_events(user),
-                    k.user_played(user), self._vector_key(update.version, user), k.user_folded_version(user),
-                    *(self._vector_key(other, user) for other in update.others)]  # fmt: skip
+            keys = [
+                k.user_revision(user),
+                k.user_applied_events(user),
+                k.user_online_scores(user),
+                k.user_recent_events(user),
+                k.user_played(user),
+                self._vector_key(update.version, user),
+                k.user_folded_version(user),
+                *(self._vector_key(other, user) for other in update.others),
+            ]
             calls.append((self._apply, keys, args))
         stored = [result != -1 for result in run_scripts(self.r, calls)]
         for update, ok in zip(updates, stored):

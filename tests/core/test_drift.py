@@ -29,10 +29,14 @@ def test_listeners_who_switch_genre_are_drift_and_more_of_the_same_is_not():
     genres = world.tracks.set_index("track_id")["genres"].map(lambda g: g[0])
     rare = genres.value_counts().index[-1]  # a genre hardly anyone plays
     switched = same.copy()
-    switched["track_id"] = list(genres[genres == rare].index.to_series().sample(len(switched), replace=True, random_state=1))
+    switched["track_id"] = list(
+        genres[genres == rare].index.to_series().sample(len(switched), replace=True, random_state=1)
+    )
     shifted = measure(pd.concat([history, switched]), world.tracks, trained_until)
     assert shifted.share >= 0.5 and "genre" in shifted.drifted
-    assert {"energy", "valence", "danceability", "acousticness"} & set(shifted.drifted)  # the sound of what is played moved too
+    assert {"energy", "valence", "danceability", "acousticness"} & set(
+        shifted.drifted
+    )  # the sound of what is played moved too
     assert shifted.snapshot is not None
 
 
@@ -49,13 +53,20 @@ def test_too_little_live_feedback_is_said_not_guessed():
 def test_online_ctr_by_model_version():
     from core.drift import ctr_by_model_version
 
-    frame = pd.DataFrame({"type": ["recommendation_shown"] * 4 + ["recommendation_clicked"], "model_version": ["3", "3", "4", "4", "4"]})
+    frame = pd.DataFrame(
+        {"type": ["recommendation_shown"] * 4 + ["recommendation_clicked"], "model_version": ["3", "3", "4", "4", "4"]}
+    )
     assert ctr_by_model_version(frame) == {"3": 0.0, "4": 0.5}
 
 
 def _likes_and_completions(history: pd.DataFrame, users, tracks_of, after: pd.Timestamp, prefix: str) -> pd.DataFrame:
     """Each user likes and completes each of ``tracks_of(user)``: live feedback accepted after ``after``."""
-    rows = [{"user_id": u, "track_id": t, "type": kind} for u in users for t in tracks_of(u) for kind in ("like", "track_completed")]
+    rows = [
+        {"user_id": u, "track_id": t, "type": kind}
+        for u in users
+        for t in tracks_of(u)
+        for kind in ("like", "track_completed")
+    ]
     live = pd.DataFrame(rows)
     live["event_id"] = [f"{prefix}{i}" for i in range(len(live))]
     live["timestamp"] = after + pd.to_timedelta(range(1, len(live) + 1), unit="s")
@@ -82,4 +93,6 @@ def test_the_issue_s_taste_shift_is_drift():
     shift = _likes_and_completions(history, users, rare_genre_tracks, until, "shift")
     shifted = measure(pd.concat([history, shift]), world.tracks, int(until.timestamp() * 1000))
     assert len(shift) == 3_000 and shifted.current_events == 3_000
-    assert shifted.share >= 0.5 and {"genre", "energy", "acousticness", "valence", "danceability"} <= set(shifted.drifted)
+    assert shifted.share >= 0.5 and {"genre", "energy", "acousticness", "valence", "danceability"} <= set(
+        shifted.drifted
+    )

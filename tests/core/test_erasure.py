@@ -14,9 +14,17 @@ from core.tables import OfflineStore
 
 def _events(rows):
     frame = pd.DataFrame(
-        [{"event_id": f"e{i}", "user_id": user, "track_id": f"t{i}", "type": "play",
-          "timestamp": pd.Timestamp(when, tz="UTC")} for i, (user, when) in enumerate(rows)]
-    )  # fmt: skip
+        [
+            {
+                "event_id": f"e{i}",
+                "user_id": user,
+                "track_id": f"t{i}",
+                "type": "play",
+                "timestamp": pd.Timestamp(when, tz="UTC"),
+            }
+            for i, (user, when) in enumerate(rows)
+        ]
+    )
     for name in EVENT_SCHEMA.names:
         if name not in frame:
             frame[name] = None
@@ -25,12 +33,31 @@ def _events(rows):
 
 def test_erasure_removes_every_row_of_the_user_and_nothing_else(tmp_path):
     store = OfflineStore(tmp_path)
-    store.write_events(_events([("gone", "2026-01-01"), ("kept", "2026-01-01"), ("gone", "2026-01-02"), ("gone", "2026-03-01")]), part="live")
-    logs = pa.table({"user_id": ["gone", "kept"], "item_id": ["a", "a"], "value": [3.0, 4.0], "kind": ["count", "count"],
-                     "timestamp": pa.array([None, None], pa.timestamp("ms", tz="UTC"))}, schema=LOG_SCHEMA)  # fmt: skip
+    store.write_events(
+        _events([("gone", "2026-01-01"), ("kept", "2026-01-01"), ("gone", "2026-01-02"), ("gone", "2026-03-01")]),
+        part="live",
+    )
+    logs = pa.table(
+        {
+            "user_id": ["gone", "kept"],
+            "item_id": ["a", "a"],
+            "value": [3.0, 4.0],
+            "kind": ["count", "count"],
+            "timestamp": pa.array([None, None], pa.timestamp("ms", tz="UTC")),
+        },
+        schema=LOG_SCHEMA,
+    )
     write_parquet_atomic(logs, store.interaction_source_path("lastfm"))
-    rejects = pa.table({"source": ["live"] * 2, "file": ["f"] * 2, "row": [1, 2], "reason": ["bad type"] * 2,
-                        "raw": ['{"user_id": "gone", "type": "x"}', '{"user_id": "kept", "type": "x"}']}, schema=REJECTS_SCHEMA)  # fmt: skip
+    rejects = pa.table(
+        {
+            "source": ["live"] * 2,
+            "file": ["f"] * 2,
+            "row": [1, 2],
+            "reason": ["bad type"] * 2,
+            "raw": ['{"user_id": "gone", "type": "x"}', '{"user_id": "kept", "type": "x"}'],
+        },
+        schema=REJECTS_SCHEMA,
+    )
     write_parquet_atomic(rejects, store.rejects_path("live"))
 
     gone = store.erasures.digest("gone")
@@ -71,7 +98,12 @@ def test_the_erasure_log_is_append_only_holds_no_id_and_gives_a_receipt(tmp_path
     assert ErasureLog(tmp_path / "erasures").subjects() == {subject: at}
     assert log.erased_among(["alice@example.com", "bob"]) == {"alice@example.com"}
     receipt = log.receipt(subject)
-    assert [(e.place, e.removed) for e in receipt] == [("request", None), ("redis_online_state", 4), ("feedback_stream", 2), ("request", None)]
+    assert [(e.place, e.removed) for e in receipt] == [
+        ("request", None),
+        ("redis_online_state", 4),
+        ("feedback_stream", 2),
+        ("request", None),
+    ]
     assert receipt[2].detail == "entries not yet drained" and receipt[1].at == at + 1
 
 
@@ -80,6 +112,8 @@ def test_no_writer_stores_rows_of_an_erased_user(tmp_path):
     store.erasures.record_request(store.erasures.digest("gone"))
     added = store.write_events(_events([("gone", "2026-01-01"), ("kept", "2026-01-02")]), part="live")
     assert sum(added.values()) == 1 and store.read_events()["user_id"].tolist() == ["kept"]
-    logs = pd.DataFrame({"user_id": ["gone", "kept"], "item_id": ["a", "a"], "value": [3.0, 4.0], "kind": "count", "timestamp": pd.NaT})
+    logs = pd.DataFrame(
+        {"user_id": ["gone", "kept"], "item_id": ["a", "a"], "value": [3.0, 4.0], "kind": "count", "timestamp": pd.NaT}
+    )
     assert store.write_interaction_source("lastfm", logs, LOG_SCHEMA) == 1
     assert pd.read_parquet(store.interaction_source_path("lastfm"))["user_id"].tolist() == ["kept"]

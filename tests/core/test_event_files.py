@@ -26,13 +26,23 @@ def test_seen_ids_agree_with_a_set_across_pages():
 
 def test_an_id_sharing_one_digest_half_is_not_a_duplicate():
     run_first, run_second = np.array([5, 7, 7, 9], dtype=np.uint64), np.array([1, 2, 3, 4], dtype=np.uint64)
-    found = _member(run_first, run_second, np.array([7, 7, 7, 8], dtype=np.uint64), np.array([3, 2, 9, 1], dtype=np.uint64))
+    found = _member(
+        run_first, run_second, np.array([7, 7, 7, 8], dtype=np.uint64), np.array([3, 2, 9, 1], dtype=np.uint64)
+    )
     assert found.tolist() == [True, True, False, False]
 
 
 def _events(ids, day="2025-03-01"):
-    return pd.DataFrame({"event_id": ids, "user_id": "u1", "track_id": "t1", "type": "play",
-                         "timestamp": pd.Timestamp(f"{day} 10:00", tz="UTC"), "source": "api"})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "event_id": ids,
+            "user_id": "u1",
+            "track_id": "t1",
+            "type": "play",
+            "timestamp": pd.Timestamp(f"{day} 10:00", tz="UTC"),
+            "source": "api",
+        }
+    )
 
 
 def test_appending_merges_with_what_is_stored_and_a_failed_block_changes_nothing(tmp_path):
@@ -56,14 +66,27 @@ def test_appending_merges_with_what_is_stored_and_a_failed_block_changes_nothing
 
 def test_reading_events_since_a_day_reads_only_what_it_needs(tmp_path):
     store = OfflineStore(tmp_path)
-    store.write_events(pd.concat([_events(["old"], "2025-02-27"), _events(["mid"], "2025-03-01"), _events(["new"], "2025-03-02")]), part="live")
-    store.write_events(pd.concat([_events(["bulk-feb"], "2025-02-28"), _events(["bulk-mar"], "2025-03-05")]), part="history", by="month")
+    store.write_events(
+        pd.concat([_events(["old"], "2025-02-27"), _events(["mid"], "2025-03-01"), _events(["new"], "2025-03-02")]),
+        part="live",
+    )
+    store.write_events(
+        pd.concat([_events(["bulk-feb"], "2025-02-28"), _events(["bulk-mar"], "2025-03-05")]),
+        part="history",
+        by="month",
+    )
     assert store.read_events(since="2025-03-01")["event_id"].tolist() == ["mid", "new", "bulk-mar"]
     assert len(store.read_events()) == 5
 
 
 def test_an_event_file_is_audited_batch_by_batch(tmp_path):
     path = tmp_path / "live.parquet"  # written by hand: the event schema itself refuses a missing user_id
-    pq.write_table(pa.table({"event_id": ["a", "b", "a", "c"], "user_id": ["u1", "u1", "u1", None]}), path, row_group_size=2)
+    pq.write_table(
+        pa.table({"event_id": ["a", "b", "a", "c"], "user_id": ["u1", "u1", "u1", None]}), path, row_group_size=2
+    )
     assert audit_event_file(path, ["event_id", "user_id"]) == {"rows": 4, "missing_fields": 1, "duplicate_ids": 1}
-    assert audit_event_file(tmp_path / "absent.parquet", ["event_id"]) == {"rows": 0, "missing_fields": 0, "duplicate_ids": 0}
+    assert audit_event_file(tmp_path / "absent.parquet", ["event_id"]) == {
+        "rows": 0,
+        "missing_fields": 0,
+        "duplicate_ids": 0,
+    }

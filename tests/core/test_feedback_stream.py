@@ -23,7 +23,9 @@ def test_dead_letters_go_back_on_the_stream_once(redis_client, redis_prefix):
 
     keys = RedisKeys(redis_prefix)
     event = FeedbackEvent(user_id="u", track_id=TRACK, type="play", event_id="dl1").stamped()
-    redis_client.xadd(keys.feedback_dead_letters(), {"entry": "1-0", "error": "ValueError: boom", "field:e": encode(event)})
+    redis_client.xadd(
+        keys.feedback_dead_letters(), {"entry": "1-0", "error": "ValueError: boom", "field:e": encode(event)}
+    )
     redis_client.xadd(keys.feedback_dead_letters(), {"entry": "2-0", "error": "not an event"})  # nothing to replay
     assert [d["error"] for d in dead_letters(redis_client, keys)] == ["ValueError: boom", "not an event"]
     assert replay_dead_letters(redis_client, keys) == 1

@@ -24,8 +24,15 @@ def store(redis_url, redis_cluster, redis_prefix):
 def _publish(store: VectorStore, version: str, n_items: int = 3) -> None:
     items = pd.DataFrame({"track_id": [f"t{i}" for i in range(n_items)], "popularity": np.arange(n_items, dtype=float)})
     vectors = np.eye(n_items, 4, dtype=np.float32)
-    store.publish(version, items, vectors, np.array(["u1", "u2"]), np.ones((2, 4), dtype=np.float32), meta={"algorithm": "test"},
-                  fold_in=(np.ones((n_items, 4), dtype=np.float32), np.zeros(4, dtype=np.float32)))  # fmt: skip
+    store.publish(
+        version,
+        items,
+        vectors,
+        np.array(["u1", "u2"]),
+        np.ones((2, 4), dtype=np.float32),
+        meta={"algorithm": "test"},
+        fold_in=(np.ones((n_items, 4), dtype=np.float32), np.zeros(4, dtype=np.float32)),
+    )
 
 
 def test_extending_a_catalog_is_one_transaction_in_one_slot(store):
@@ -53,7 +60,9 @@ def test_script_calls_spread_over_every_node_come_back_in_order(redis_url, redis
     client = redis_client(redis_url, redis_cluster)
     script = client.register_script("redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1] .. ':' .. KEYS[1]")
     keys = [f"{redis_prefix}:{{u:{i}}}:k" for i in range(30)]  # 30 slots: every node of the cluster holds some
-    assert run_scripts(client, [(script, [k], [str(i)]) for i, k in enumerate(keys)]) == [f"{i}:{k}".encode() for i, k in enumerate(keys)]
+    assert run_scripts(client, [(script, [k], [str(i)]) for i, k in enumerate(keys)]) == [
+        f"{i}:{k}".encode() for i, k in enumerate(keys)
+    ]
     assert [client.get(k) for k in keys] == [str(i).encode() for i in range(30)]
     client.close()
 
@@ -92,10 +101,14 @@ def test_each_role_gets_its_timeouts_and_its_kind_of_client(settings):
 
     for role, timeouts in TIMEOUTS.items():
         client = connect(settings, role)
-        assert isinstance(client, aredis.RedisCluster if settings.redis_cluster else aredis.Redis) == (role == "api"), role
+        assert isinstance(client, aredis.RedisCluster if settings.redis_cluster else aredis.Redis) == (role == "api"), (
+            role
+        )
         if not settings.redis_cluster:  # a cluster client keeps the options per node
             kwargs = client.connection_pool.connection_kwargs
-            assert kwargs["socket_timeout"] == timeouts.socket and kwargs["socket_connect_timeout"] == timeouts.connect, role
+            assert (
+                kwargs["socket_timeout"] == timeouts.socket and kwargs["socket_connect_timeout"] == timeouts.connect
+            ), role
         if role != "api":  # the asyncio client has not connected yet
             client.close()
     with pytest.raises(ValueError, match="unknown Redis client role 'ui'"):

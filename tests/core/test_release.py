@@ -41,7 +41,9 @@ def catalog(trained):
 
 @pytest.fixture
 def registry(tmp_path, mlflow_migrated):
-    return ModelRegistry.open(mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}"), tmp_path / "artifacts", "test", "test-model")
+    return ModelRegistry.open(
+        mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}"), tmp_path / "artifacts", "test", "test-model"
+    )
 
 
 @pytest.fixture
@@ -50,7 +52,9 @@ def store(redis_client, redis_prefix):
 
 
 def _register(registry, trained, tmp_path, n):
-    return release.register(registry, trained, trained.model.save(tmp_path / f"m{n}"), {"trained_until_ms": "1000"}).version
+    return release.register(
+        registry, trained, trained.model.save(tmp_path / f"m{n}"), {"trained_until_ms": "1000"}
+    ).version
 
 
 def test_register_gate_and_publish(registry, store, trained, catalog, tmp_path):
@@ -66,7 +70,9 @@ def test_register_gate_and_publish(registry, store, trained, catalog, tmp_path):
     assert (registry.alias(CHAMPION), registry.alias(CHALLENGER)) == (first, second)
     assert registry.version_tags(second)["promotion"] == "rejected"
     # nothing here set MLflow's process-wide tracking URI
-    assert mlflow.get_tracking_uri() == uri_before and registry.client.tracking_uri not in os.environ.get("MLFLOW_TRACKING_URI", "")
+    assert mlflow.get_tracking_uri() == uri_before and registry.client.tracking_uri not in os.environ.get(
+        "MLFLOW_TRACKING_URI", ""
+    )
 
     assert release.publish_aliases(registry, store, catalog) == {CHAMPION: first, CHALLENGER: second}
     assert store.aliases() == {CHAMPION: first, CHALLENGER: second}
@@ -79,7 +85,9 @@ def test_register_gate_and_publish(registry, store, trained, catalog, tmp_path):
     np.testing.assert_allclose(store.user_vector(first, user), trained.model.user_vectors()[0], rtol=1e-6)
 
 
-def test_an_ann_index_is_logged_with_versions_of_large_catalogs(registry, store, trained, catalog, tmp_path, monkeypatch):
+def test_an_ann_index_is_logged_with_versions_of_large_catalogs(
+    registry, store, trained, catalog, tmp_path, monkeypatch
+):
     from models.ann import CatalogIndex
 
     small, large = (_register(registry, trained, tmp_path, n) for n in (1, 2))
@@ -174,14 +182,19 @@ def test_the_gate_judges_the_champion_on_the_same_pairs(registry, trained, tmp_p
     challenger = dataclasses.replace(trained, metrics={AT_5: logged * 0.8}, head_to_head=versus)
     second = _register(registry, challenger, tmp_path, 2)
     recorded_metrics = registry.run_metrics(second)
-    assert (recorded_metrics[f"head_to_head_{AT_5}"], recorded_metrics[f"head_to_head_incumbent_{AT_5}"], recorded_metrics["head_to_head_pairs"]) == \
-        pytest.approx((logged * 0.9, logged * 0.7, 40))  # fmt: skip
+    assert (
+        recorded_metrics[f"head_to_head_{AT_5}"],
+        recorded_metrics[f"head_to_head_incumbent_{AT_5}"],
+        recorded_metrics["head_to_head_pairs"],
+    ) == pytest.approx((logged * 0.9, logged * 0.7, 40))
     decision = release.gate(registry, second, challenger, AT_5, margin=0.0, incumbent_version=first)
     assert decision.promoted and registry.alias(CHAMPION) == second, decision.reason
     assert registry.version_tags(second)["promotion_compared_on"] == "same_split"
     run_id = registry.client.get_model_version(registry.name, second).run_id
     recorded = json.loads(Path(registry.client.download_artifacts(run_id, "promotion.json", str(tmp_path))).read_text())
-    assert (recorded["challenger_compared"], recorded["champion"], recorded["champion_logged"]) == pytest.approx((logged * 0.9, logged * 0.7, logged))
+    assert (recorded["challenger_compared"], recorded["champion"], recorded["champion_logged"]) == pytest.approx(
+        (logged * 0.9, logged * 0.7, logged)
+    )
 
     # figures measured against another version than the champion now (it moved during training): the logged ones
     third = _register(registry, challenger, tmp_path, 3)

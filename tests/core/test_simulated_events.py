@@ -20,11 +20,16 @@ def test_training_leaves_out_simulated_events_and_the_event_log_keeps_them(tmp_p
     assert counts["simulated_left_out"] == 0 and counts["events"] == len(history)
 
     # the same listeners answering an experiment's lists: likes of tracks they never played before
-    simulated = world.events(1_500, days=3).assign(source=SIMULATED_SOURCE, type="like", experiment_id="demo", variant="treatment")
+    simulated = world.events(1_500, days=3).assign(
+        source=SIMULATED_SOURCE, type="like", experiment_id="demo", variant="treatment"
+    )
     simulated["event_id"] = [f"sim-{i}" for i in range(len(simulated))]
     store.write_events(simulated, part="simulation-demo")
     after, counts = build_interactions(store)
     assert counts["simulated_left_out"] == len(simulated) and counts["events"] == len(history)
-    pd.testing.assert_frame_equal(after.sort_values(["user_id", "item_id"], ignore_index=True), before.sort_values(["user_id", "item_id"], ignore_index=True))
+    pd.testing.assert_frame_equal(
+        after.sort_values(["user_id", "item_id"], ignore_index=True),
+        before.sort_values(["user_id", "item_id"], ignore_index=True),
+    )
     logged = store.read_events()  # what the experiment report reads
     assert (logged["source"] == SIMULATED_SOURCE).sum() == len(simulated)

@@ -37,16 +37,28 @@ def test_local_paths_stay_the_default(tmp_path):
     assert settings.layout.serving_cache("p") == tmp_path / "var" / "serving_cache" / "p"
     # a local storage_url (a mount every host shares) is resolved against home and holds MLflow's artifacts too
     mounted = Settings(home=tmp_path, storage_url="shared")
-    assert mounted.layout.tables == tmp_path / "shared" / "tables" and mounted.mlflow_artifact_location == f"{tmp_path / 'shared'}/mlflow"
+    assert (
+        mounted.layout.tables == tmp_path / "shared" / "tables"
+        and mounted.mlflow_artifact_location == f"{tmp_path / 'shared'}/mlflow"
+    )
 
 
 def test_remote_layout_keeps_runtime_state_local(tmp_path):
     settings = Settings(home=tmp_path, storage_url="s3://bucket/prefix/", s3_endpoint_url="http://127.0.0.1:1")
     tables = settings.layout.tables
-    assert is_remote(tables) and str(tables) == "s3://bucket/prefix/tables" and tables.storage_options["endpoint_url"] == "http://127.0.0.1:1"
+    assert (
+        is_remote(tables)
+        and str(tables) == "s3://bucket/prefix/tables"
+        and tables.storage_options["endpoint_url"] == "http://127.0.0.1:1"
+    )
     assert settings.mlflow_artifact_location == "s3://bucket/prefix/mlflow"
-    assert str(settings.layout.serving_cache("p")) == "s3://bucket/prefix/serving_cache/p"  # a new host finds the last model
-    assert settings.layout.spool("p") == tmp_path / "var" / "spool" / "p" and settings.layout.redis == tmp_path / "var" / "redis"
+    assert (
+        str(settings.layout.serving_cache("p")) == "s3://bucket/prefix/serving_cache/p"
+    )  # a new host finds the last model
+    assert (
+        settings.layout.spool("p") == tmp_path / "var" / "spool" / "p"
+        and settings.layout.redis == tmp_path / "var" / "redis"
+    )
 
 
 @pytest.mark.slow
@@ -65,7 +77,9 @@ def test_tables_round_trip_through_s3(tmp_path, storage_url, s3_server):
     last_day = max(written)
     assert len(store.read_events(days=[last_day])) == written[last_day]
     assert store.count_events_after(0, part="synthetic") == len(events)
-    assert store.write_events(events, part="synthetic", merge=True) == dict.fromkeys(written, 0)  # a re-import adds nothing
+    assert store.write_events(events, part="synthetic", merge=True) == dict.fromkeys(
+        written, 0
+    )  # a re-import adds nothing
 
     store.write_interactions(pd.DataFrame({"user_id": ["u1"], "item_id": ["t1"], "weight": [1.5]}))
     assert store.read_interactions().to_dict("records") == [{"user_id": "u1", "item_id": "t1", "weight": 1.5}]
@@ -98,13 +112,25 @@ def test_a_key_in_object_storage_is_created_once(storage_url, s3_server):
 
 
 @pytest.mark.slow
-def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_url, s3_server, monkeypatch, mlflow_migrated):
+def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(
+    tmp_path, storage_url, s3_server, monkeypatch, mlflow_migrated
+):
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)  # set by the registry below; put back after
-    settings = _shared(Settings(home=tmp_path, mlflow_tracking_uri=mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}"),
-                                mlflow_experiment="storage-test", registered_model="storage-model"), storage_url, s3_server)  # fmt: skip
+    settings = _shared(
+        Settings(
+            home=tmp_path,
+            mlflow_tracking_uri=mlflow_migrated(f"sqlite:///{tmp_path / 'mlflow.db'}"),
+            mlflow_experiment="storage-test",
+            registered_model="storage-model",
+        ),
+        storage_url,
+        s3_server,
+    )
     registry = ModelRegistry.from_settings(settings)
     result = train(block_matrix().to_frame(), None, "lowrank_ease", {"dimensions": 4}, k=5)
-    version = release.register(registry, result, result.model.save(tmp_path / "model"), {"trained_until_ms": "1000"}).version
+    version = release.register(
+        registry, result, result.model.save(tmp_path / "model"), {"trained_until_ms": "1000"}
+    ).version
     assert registry.alias(CHALLENGER) == version
 
     source = registry.client.get_model_version_download_uri(registry.name, version)
@@ -129,7 +155,9 @@ def test_mlflow_model_logged_and_loaded_with_artifacts_on_s3(tmp_path, storage_u
     (report / "summary.json").write_text('{"verdict": "ship"}')
     registry.log_report(version, report, "experiments/exp-a")  # a report in shared storage reaches the run
     run_id = registry.client.get_model_version(registry.name, version).run_id
-    assert [a.path for a in registry.client.list_artifacts(run_id, "experiments/exp-a")] == ["experiments/exp-a/summary.json"]
+    assert [a.path for a in registry.client.list_artifacts(run_id, "experiments/exp-a")] == [
+        "experiments/exp-a/summary.json"
+    ]
 
     registry.delete_version(version)  # retention deletes the artifacts on the server, not only the record
     assert not [k for k in s3_server.keys(f"{_prefix(storage_url)}/mlflow/") if k.endswith("model.json")]
@@ -143,7 +171,6 @@ def test_an_experiment_keeps_its_artifact_root_and_says_so(tmp_path, caplog, mlf
     ModelRegistry.open(tracking, tmp_path / "artifacts", "moved", "moved-model")
     ModelRegistry.open(tracking, "s3://bucket/prefix/mlflow", "moved", "moved-model")
     assert "keeps its artifacts at file://" in caplog.text and "ECHOTUNE_MLFLOW_EXPERIMENT" in caplog.text
-
 
 
 @pytest.mark.slow

@@ -27,7 +27,12 @@ def test_listening_follows_taste():
     index = {t: i for i, t in enumerate(world.tracks["track_id"])}
     users = {u: i for i, u in enumerate(world.user_ids)}
     streams = events[events["type"].isin(["track_completed", "track_skipped"])]
-    aff = np.array([world.affinity(np.array([users[u]]), np.array([index[t]]))[0, 0] for u, t in zip(streams["user_id"], streams["track_id"])])
+    aff = np.array(
+        [
+            world.affinity(np.array([users[u]]), np.array([index[t]]))[0, 0]
+            for u, t in zip(streams["user_id"], streams["track_id"])
+        ]
+    )
     completed = (streams["type"] == "track_completed").to_numpy()
     # users finish tracks they like and skip ones they do not
     assert aff[completed].mean() > aff[~completed].mean() + 0.2
@@ -92,7 +97,9 @@ def test_favourite_artists_are_drawn_like_choice_without_replacement():
     fast = _favourite_artists(np.random.default_rng(5), taste, artist_genre)
     pull = np.exp(3.0 * taste[0, artist_genre])
     slow_rng = np.random.default_rng(6)
-    slow = [slow_rng.choice(25, size=min(25, 3 + slow_rng.poisson(6)), replace=False, p=pull / pull.sum()) for _ in range(n)]
+    slow = [
+        slow_rng.choice(25, size=min(25, 3 + slow_rng.poisson(6)), replace=False, p=pull / pull.sum()) for _ in range(n)
+    ]
     assert all(len(set(a)) == len(a) for a in fast)
     share = lambda lists: np.bincount(np.concatenate(lists), minlength=25) / n  # noqa: E731
     both = (share(fast) + share(slow)) / 2

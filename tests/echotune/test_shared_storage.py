@@ -54,12 +54,20 @@ def optional_database_url():
 def _env(home, redis_url, redis_prefix, storage_url, endpoint) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHOTUNE_", "DAGSTER_", "MLFLOW_", "PROMETHEUS_"))}
     env.update(
-        ECHOTUNE_HOME=str(home), ECHOTUNE_REDIS_URL=redis_url, ECHOTUNE_REDIS_PREFIX=redis_prefix,
-        ECHOTUNE_STORAGE_URL=storage_url, ECHOTUNE_S3_ENDPOINT_URL=endpoint, ECHOTUNE_API_KEYS=f"{CLIENT_KEY}:client",
-        ECHOTUNE_EXPERIMENTS_DIR=str(REPO / "experiments" / "definitions"), ECHOTUNE_AUTOMATION="false",
-        ECHOTUNE_SYNTH_TRACKS="300", ECHOTUNE_SYNTH_USERS="80", ECHOTUNE_SYNTH_EVENTS="6000", ECHOTUNE_SYNTH_DAYS="5",
+        ECHOTUNE_HOME=str(home),
+        ECHOTUNE_REDIS_URL=redis_url,
+        ECHOTUNE_REDIS_PREFIX=redis_prefix,
+        ECHOTUNE_STORAGE_URL=storage_url,
+        ECHOTUNE_S3_ENDPOINT_URL=endpoint,
+        ECHOTUNE_API_KEYS=f"{CLIENT_KEY}:client",
+        ECHOTUNE_EXPERIMENTS_DIR=str(REPO / "experiments" / "definitions"),
+        ECHOTUNE_AUTOMATION="false",
+        ECHOTUNE_SYNTH_TRACKS="300",
+        ECHOTUNE_SYNTH_USERS="80",
+        ECHOTUNE_SYNTH_EVENTS="6000",
+        ECHOTUNE_SYNTH_DAYS="5",
         ECHOTUNE_TRAIN_PARAMS='{"dimensions": 16}',
-    )  # fmt: skip
+    )
     return env  # the AWS_* credentials come from the s3_server fixture, as in production from the environment
 
 
@@ -68,19 +76,33 @@ def _get(url: str) -> dict:
     return json.loads(urllib.request.urlopen(request, timeout=10).read())
 
 
-def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_version(tmp_path, redis_url, redis_prefix, storage_url, s3_server, optional_database_url):
+def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_version(
+    tmp_path, redis_url, redis_prefix, storage_url, s3_server, optional_database_url
+):
     pipeline_home, api_home = tmp_path / "dagster-host", tmp_path / "api-host"
     (pipeline_home / "dagster_home").mkdir(parents=True)
     env = _env(pipeline_home, redis_url, redis_prefix, storage_url, s3_server.endpoint_url)
     if optional_database_url:
         env["ECHOTUNE_DATABASE_URL"] = optional_database_url
-    done = subprocess.run([sys.executable, "-m", "echotune.cli", "pipeline"], env=env, cwd=pipeline_home, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "echotune.cli", "pipeline"],
+        env=env,
+        cwd=pipeline_home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     # what the pipeline wrote is on the server, not on its host's disk
     prefix = storage_url.removeprefix(f"s3://{BUCKET}/")
     keys = s3_server.keys(prefix)
-    for wanted in ("/tables/tracks.parquet", "/tables/interactions.parquet", f"/reports/{EXPERIMENT}/summary.json", "/model.json"):
+    for wanted in (
+        "/tables/tracks.parquet",
+        "/tables/interactions.parquet",
+        f"/reports/{EXPERIMENT}/summary.json",
+        "/model.json",
+    ):
         assert any(k.endswith(wanted) for k in keys), wanted
     assert any(k.startswith(f"{prefix}/mlflow/") for k in keys)
     assert not list(pipeline_home.rglob("*.parquet")) and not (pipeline_home / "data").exists()
@@ -105,8 +127,14 @@ def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_versio
     env = _env(api_home, redis_url, redis_prefix, storage_url, s3_server.endpoint_url)
     if optional_database_url:
         env["ECHOTUNE_DATABASE_URL"] = optional_database_url
-    server = subprocess.Popen([sys.executable, "-m", "echotune.cli", "serve", "--port", str(port)], env=env, cwd=api_home,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "echotune.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=api_home,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
 
         def answer() -> dict | None:
@@ -123,6 +151,10 @@ def test_pipeline_on_object_storage_and_an_api_on_another_disk_serves_its_versio
         server.wait(30)
     assert body["model_version"] == champion and not body["degraded"] and len(body["tracks"]) == 5
     # the simulated world's known answer (80 synthetic users, fewer than the demo's minimum of 500 per variant)
-    assert {v["variant"]: v["ctr"] for v in summary["variants"]}["treatment"] > {v["variant"]: v["ctr"] for v in summary["variants"]}["control"]
-    assert summary["verdict"] == "keep running" and "below the minimum sample of 500 users" in summary["reasons"][0], summary["reasons"]
+    assert {v["variant"]: v["ctr"] for v in summary["variants"]}["treatment"] > {
+        v["variant"]: v["ctr"] for v in summary["variants"]
+    }["control"]
+    assert summary["verdict"] == "keep running" and "below the minimum sample of 500 users" in summary["reasons"][0], (
+        summary["reasons"]
+    )
     assert not (api_home / "data").exists() and not list(api_home.rglob("*.parquet"))

@@ -19,13 +19,22 @@ TRACKS = [TRACK[:-1] + c for c in "ABCDEFGHIJ"]  # one list: ten distinct tracks
 
 
 def experiment(**changes) -> Experiment:
-    spec = {"id": "exp", "name": "test", "min_sample_size": 200, "secondary_metrics": ["completion_rate"],
-            "variants": [{"name": "control", "algorithm": "popularity", "weight": 0.5},
-                         {"name": "treatment", "model_alias": "champion", "weight": 0.5}]}  # fmt: skip
+    spec = {
+        "id": "exp",
+        "name": "test",
+        "min_sample_size": 200,
+        "secondary_metrics": ["completion_rate"],
+        "variants": [
+            {"name": "control", "algorithm": "popularity", "weight": 0.5},
+            {"name": "treatment", "model_alias": "champion", "weight": 0.5},
+        ],
+    }
     return Experiment.model_validate({**spec, **changes})
 
 
-def simulate(spec: Experiment, n_users=3000, ctr=(0.10, 0.10), skip=(0.3, 0.3), force_variant=None, seed=0, days=5) -> pd.DataFrame:
+def simulate(
+    spec: Experiment, n_users=3000, ctr=(0.10, 0.10), skip=(0.3, 0.3), force_variant=None, seed=0, days=5
+) -> pd.DataFrame:
     """Shown/clicked/completed/skipped events for users assigned by the real assigner."""
     rng = np.random.default_rng(seed)
     assigner = Assigner(spec)
@@ -39,17 +48,59 @@ def simulate(spec: Experiment, n_users=3000, ctr=(0.10, 0.10), skip=(0.3, 0.3), 
         # pre-period activity correlated with engagement: CUPED's covariate
         taste = rng.gamma(2.0, 0.5)
         for i in range(int(rng.poisson(3 * taste))):
-            rows.append((f"pre-{u}-{i}", user, TRACK, "recommendation_clicked", when - pd.Timedelta(days=10), None, None, None, None, None))
+            rows.append(
+                (
+                    f"pre-{u}-{i}",
+                    user,
+                    TRACK,
+                    "recommendation_clicked",
+                    when - pd.Timedelta(days=10),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
         for s in range(int(rng.integers(1, 4))):
             request = f"r{u}-{s}"
             for pos in range(10):
                 track = TRACKS[pos]
-                rows.append((f"s{u}-{s}-{pos}", user, track, "recommendation_shown", when, None, spec.id, variant, request, pos))
+                rows.append(
+                    (f"s{u}-{s}-{pos}", user, track, "recommendation_shown", when, None, spec.id, variant, request, pos)
+                )
                 if rng.random() < ctr[arm] * min(2.5, taste):
-                    rows.append((f"c{u}-{s}-{pos}", user, track, "recommendation_clicked", when, None, spec.id, variant, request, pos))
+                    rows.append(
+                        (
+                            f"c{u}-{s}-{pos}",
+                            user,
+                            track,
+                            "recommendation_clicked",
+                            when,
+                            None,
+                            spec.id,
+                            variant,
+                            request,
+                            pos,
+                        )
+                    )
                     kind = "track_skipped" if rng.random() < skip[arm] else "track_completed"
                     rows.append((f"t{u}-{s}-{pos}", user, track, kind, when, 100_000, spec.id, variant, request, pos))
-    frame = pd.DataFrame(rows, columns=["event_id", "user_id", "track_id", "type", "timestamp", "ms_played", "experiment_id", "variant", "request_id", "position"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "event_id",
+            "user_id",
+            "track_id",
+            "type",
+            "timestamp",
+            "ms_played",
+            "experiment_id",
+            "variant",
+            "request_id",
+            "position",
+        ],
+    )
     frame["rating"], frame["algorithm"], frame["model_version"] = None, None, None
     return frame
 
@@ -75,7 +126,13 @@ def test_no_lift_keeps_running():
 @pytest.mark.slow
 def test_sample_ratio_mismatch_blocks_any_verdict():
     spec = experiment()
-    lopsided = simulate(spec, ctr=(0.10, 0.14), force_variant=lambda u: "control" if u % 100 < 54 else "treatment", n_users=20_000, days=2)
+    lopsided = simulate(
+        spec,
+        ctr=(0.10, 0.14),
+        force_variant=lambda u: "control" if u % 100 < 54 else "treatment",
+        n_users=20_000,
+        days=2,
+    )
     result = analyse(spec, lopsided)
     assert result["sample_ratio"]["mismatch"] and result["verdict"] == DONT_SHIP
     assert "sample ratio mismatch" in result["reasons"][0]
@@ -115,7 +172,9 @@ def test_only_events_within_the_dates_count():
     alone = analyse(spec, inside)
     assert result["verdict"] == alone["verdict"] == SHIP, result["reasons"]
     assert result["primary"][0]["relative_lift"] == alone["primary"][0]["relative_lift"]
-    pd.testing.assert_frame_equal(pd.DataFrame(result["variants"]), pd.DataFrame(alone["variants"]))  # (NaN mean_rating: no ratings)
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(result["variants"]), pd.DataFrame(alone["variants"])
+    )  # (NaN mean_rating: no ratings)
     assert result["ranking_quality"] == alone["ranking_quality"]
     assert [d["day"] for d in result["daily"][0]["days"]] == [f"2024-03-0{d}" for d in range(1, 6)]
 
@@ -129,9 +188,15 @@ def test_the_start_counts_and_the_end_does_not():
     start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-06", tz="UTC")
     tick = pd.Timedelta(microseconds=1)
     times = [start - tick, start, end - tick, end]
-    events = pd.DataFrame({"experiment_id": [spec.id] * 4 + [None], "timestamp": times + [start - pd.Timedelta(days=30)]})
+    events = pd.DataFrame(
+        {"experiment_id": [spec.id] * 4 + [None], "timestamp": times + [start - pd.Timedelta(days=30)]}
+    )
     kept, left_out = events_in_dates(spec, events)
-    assert kept["timestamp"].tolist() == [start, end - tick, start - pd.Timedelta(days=30)]  # history before the start stays
+    assert kept["timestamp"].tolist() == [
+        start,
+        end - tick,
+        start - pd.Timedelta(days=30),
+    ]  # history before the start stays
     assert left_out == {"before_start": 1, "after_end": 1}
 
 
@@ -158,7 +223,9 @@ def test_clicks_that_name_no_served_list_are_left_out_of_ctr_and_flagged():
     assert caveats(spec, events) == []
     # a client posting clicks without tokens: the server stamps the user's arm, but they name no list
     clicks = events[(events["type"] == "recommendation_clicked") & (events["experiment_id"] == spec.id)].head(300)
-    extra = clicks.assign(event_id=clicks["event_id"] + "-untargeted", request_id=None, position=None, context_source="assignment")
+    extra = clicks.assign(
+        event_id=clicks["event_id"] + "-untargeted", request_id=None, position=None, context_source="assignment"
+    )
     with_extra = pd.concat([events.assign(context_source="server"), extra], ignore_index=True)
     before, after = analyse(spec, events), analyse(spec, with_extra)
     ctr = {r["variant"]: r["ctr"] for r in before["variants"]}
@@ -173,10 +240,12 @@ def test_clicks_that_name_no_served_list_are_left_out_of_ctr_and_flagged():
 def test_report_puts_the_verdict_first(tmp_path):
     spec = experiment()
     events = simulate(spec, ctr=(0.10, 0.12))
-    tracks = pd.DataFrame({"track_id": TRACKS, "energy": np.linspace(0.2, 0.8, 10), "tempo": np.linspace(90.0, 150.0, 10)})
+    tracks = pd.DataFrame(
+        {"track_id": TRACKS, "energy": np.linspace(0.2, 0.8, 10), "tempo": np.linspace(90.0, 150.0, 10)}
+    )
     summary, page = write_report(analyse(spec, events), served_tracks(events, spec.id, tracks), tmp_path)
     text = page.read_text()
-    assert text.index('id="echotune-verdict"') < text.index("<div id=\"root_", text.index("<body>"))
+    assert text.index('id="echotune-verdict"') < text.index('<div id="root_', text.index("<body>"))
     assert "Verdict: SHIP" in text and "Sample ratio:</b> ok" in text
     assert json.loads(summary.read_text())["verdict"] == SHIP
 
@@ -191,10 +260,26 @@ def test_cli_analyze_reruns_an_experiment_offline(tmp_path):
     import yaml
 
     definition.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    result = CliRunner().invoke(main, ["experiment", "analyze", "--definition", str(definition), "--events", str(events_file), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "experiment",
+            "analyze",
+            "--definition",
+            str(definition),
+            "--events",
+            str(events_file),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     line = json.loads(result.output.strip().splitlines()[-1])
-    assert line["verdict"] == SHIP and (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "summary.json").exists()
+    assert (
+        line["verdict"] == SHIP
+        and (tmp_path / "out" / "report.html").exists()
+        and (tmp_path / "out" / "summary.json").exists()
+    )
 
 
 @pytest.mark.slow
@@ -211,7 +296,10 @@ def test_cli_analyze_an_ab_log_with_1pct_of_shown_events_missing_still_gives_its
     events_file, definition, out = tmp_path / "events.csv", tmp_path / "exp.yaml", tmp_path / "out"
     events.drop(index=lost).to_csv(events_file, index=False)
     definition.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
-    run = CliRunner().invoke(main, ["experiment", "analyze", "--definition", str(definition), "--events", str(events_file), "--out", str(out)])
+    run = CliRunner().invoke(
+        main,
+        ["experiment", "analyze", "--definition", str(definition), "--events", str(events_file), "--out", str(out)],
+    )
     assert run.exit_code == 0, run.output
     assert json.loads(run.stdout.strip().splitlines()[-1])["verdict"] == SHIP == analyse(spec, events)["verdict"]
     summary = json.loads((out / "summary.json").read_text())
@@ -219,7 +307,10 @@ def test_cli_analyze_an_ab_log_with_1pct_of_shown_events_missing_still_gives_its
     whole_lists = events.loc[shown, "request_id"].nunique()
     assert 0.8 * len(lost) <= gaps["lists"] <= len(lost) and len(gaps["examples"]) == 3  # a list can lose two tracks
     assert sum(q["lists"] for q in summary["ranking_quality"].values()) == whole_lists - gaps["lists"]
-    assert any(c.startswith(f"{gaps['lists']:,} of {whole_lists:,} served lists left out of ranking quality") for c in summary["caveats"])
+    assert any(
+        c.startswith(f"{gaps['lists']:,} of {whole_lists:,} served lists left out of ranking quality")
+        for c in summary["caveats"]
+    )
     assert 'id="echotune-incomplete-lists"' in (out / "report.html").read_text()
 
 
@@ -229,7 +320,11 @@ def test_a_report_on_simulated_listeners_says_so_first(tmp_path):
     spec = experiment()
     events = simulate(spec, n_users=400, seed=6)
     real = analyse(spec, events)
-    assert real["simulated"] == {"events": 0, "of": int((events["experiment_id"] == spec.id).sum()), "listeners": "real"}
+    assert real["simulated"] == {
+        "events": 0,
+        "of": int((events["experiment_id"] == spec.id).sum()),
+        "listeners": "real",
+    }
     assert not any("simulated" in c for c in real["caveats"])
     own = events["experiment_id"] == spec.id
     result = analyse(spec, events.assign(source=np.where(own, "simulation", "synthetic")))
@@ -240,4 +335,6 @@ def test_a_report_on_simulated_listeners_says_so_first(tmp_path):
     text = page.read_text()
     assert text.index("listeners simulated") < text.index("Sample ratio")
     partly = analyse(spec, events.assign(source=np.where(own & (events["user_id"] == "user1"), "simulation", None)))
-    assert partly["simulated"]["listeners"] == "partly simulated" and partly["caveats"][0].startswith("listeners partly simulated")
+    assert partly["simulated"]["listeners"] == "partly simulated" and partly["caveats"][0].startswith(
+        "listeners partly simulated"
+    )

@@ -8,7 +8,9 @@ from experiments.definition import Experiment
 
 def _experiment(allocation=1.0, weights=(0.5, 0.5), exp_id="e1"):
     variants = [{"name": f"v{i}", "algorithm": "popularity", "weight": w} for i, w in enumerate(weights)]
-    return Experiment.model_validate({"id": exp_id, "name": "x", "variants": variants, "traffic_allocation": allocation})
+    return Experiment.model_validate(
+        {"id": exp_id, "name": "x", "variants": variants, "traffic_allocation": allocation}
+    )
 
 
 def test_assignment_is_sticky_and_deterministic():
@@ -45,13 +47,19 @@ def test_experiments_are_independent():
 def widened(draw):
     """An experiment of a layer (its offset, its variants' weights) and the same one with a wider allocation."""
     offset = draw(st.integers(0, 9_000)) / BUCKETS
-    narrow = draw(st.integers(500, BUCKETS - round(offset * BUCKETS))) / BUCKETS  # 5% and up: some of the users are in it
+    narrow = (
+        draw(st.integers(500, BUCKETS - round(offset * BUCKETS))) / BUCKETS
+    )  # 5% and up: some of the users are in it
     wide = draw(st.integers(round(narrow * BUCKETS), BUCKETS - round(offset * BUCKETS))) / BUCKETS
     parts = draw(st.lists(st.integers(1, 20), min_size=2, max_size=4))
     weights = [p / sum(parts) for p in parts[:-1]]
     weights.append(1 - sum(weights))
-    spec = {"id": draw(st.sampled_from(["e1", "home-test", "x"])), "layer": draw(st.sampled_from(["default", "ranking"])), "layer_offset": offset,
-            "variants": [{"name": f"v{i}", "algorithm": "popularity", "weight": w} for i, w in enumerate(weights)]}  # fmt: skip
+    spec = {
+        "id": draw(st.sampled_from(["e1", "home-test", "x"])),
+        "layer": draw(st.sampled_from(["default", "ranking"])),
+        "layer_offset": offset,
+        "variants": [{"name": f"v{i}", "algorithm": "popularity", "weight": w} for i, w in enumerate(weights)],
+    }
     return spec, narrow, wide
 
 

@@ -14,17 +14,37 @@ NAN = float("nan")
 
 def day(i, lift, half_width=0.1, boundary=0.15, users=None, shown=(100, 110)):
     """One daily record as experiments.daily writes it; ``lift=None`` is a day without a comparison."""
-    record = {"day": f"2024-03-{i + 1:02d}", "shown": {"control": shown[0], "treatment": shown[1]},
-              "exposed_users": {"control": shown[0] // 10, "treatment": shown[1] // 10}, "users": users or 100 * (i + 1)}  # fmt: skip
+    record = {
+        "day": f"2024-03-{i + 1:02d}",
+        "shown": {"control": shown[0], "treatment": shown[1]},
+        "exposed_users": {"control": shown[0] // 10, "treatment": shown[1] // 10},
+        "users": users or 100 * (i + 1),
+    }
     if lift is None:
-        return record | dict.fromkeys(("information_fraction", "relative_lift", "relative_ci", "z", "z_boundary", "boundary_lift", "crossed"))
+        return record | dict.fromkeys(
+            ("information_fraction", "relative_lift", "relative_ci", "z", "z_boundary", "boundary_lift", "crossed")
+        )
     z = lift / boundary * 2.0
-    return record | {"information_fraction": (i + 1) / 10, "relative_lift": lift, "relative_ci": (lift - half_width, lift + half_width),
-                     "z": z, "z_boundary": 2.0, "boundary_lift": (-boundary, boundary), "crossed": abs(z) >= 2.0}  # fmt: skip
+    return record | {
+        "information_fraction": (i + 1) / 10,
+        "relative_lift": lift,
+        "relative_ci": (lift - half_width, lift + half_width),
+        "z": z,
+        "z_boundary": 2.0,
+        "boundary_lift": (-boundary, boundary),
+        "crossed": abs(z) >= 2.0,
+    }
 
 
 def series(days):
-    return {"variant": "treatment", "control": "control", "metric": "ctr", "planned_users": 1000, "alpha": 0.05, "days": days}
+    return {
+        "variant": "treatment",
+        "control": "control",
+        "metric": "ctr",
+        "planned_users": 1000,
+        "alpha": 0.05,
+        "days": days,
+    }
 
 
 def parse(svg: str) -> ET.Element:
@@ -72,7 +92,9 @@ def test_days_without_a_comparison_break_the_line_and_draw_no_point():
 
 
 def test_early_wide_intervals_are_clipped_to_a_readable_range():
-    days = [day(0, 0.3, half_width=5.0, boundary=8.0)] + [day(i, 0.05, half_width=0.03, boundary=0.06) for i in range(1, 6)]
+    days = [day(0, 0.3, half_width=5.0, boundary=8.0)] + [
+        day(i, 0.05, half_width=0.03, boundary=0.06) for i in range(1, 6)
+    ]
     root = parse(lift_chart(series(days)))
     ticks = [t for t in texts(root) if t.endswith("%") and t[0] in "+-"]
     assert max(float(t.rstrip("%")) for t in ticks) < 100  # not stretched to +500%
@@ -92,7 +114,9 @@ def test_exposure_bars_one_per_day_and_variant_with_heights_in_proportion():
     bars = with_class(root, "rect", "exposure-bar")
     assert len(bars) == 2 * len(days)
     heights = [float(b.get("height")) for b in bars]
-    assert heights[0] / heights[1] == pytest.approx(2.0, rel=0.01) and heights[6] / heights[0] == pytest.approx(4.0, rel=0.01)
+    assert heights[0] / heights[1] == pytest.approx(2.0, rel=0.01) and heights[6] / heights[0] == pytest.approx(
+        4.0, rel=0.01
+    )
     assert bars[1].find(f"{SVG}title").text == "treatment on 2024-03-01: 50 tracks shown to 5 users"
     assert "tracks shown per day" in texts(root)
 
@@ -101,9 +125,15 @@ def test_the_exposure_table_and_the_sentence_give_the_figures():
     days = [day(0, 0.02, shown=(1234, 1300)), day(1, 0.2, shown=(900, 950), users=250)]
     table = exposures_table(series(days))
     assert "<th>03-01</th><th>03-02</th>" in table and "<td>1,234</td>" in table and "<td>95</td>" in table
-    assert boundary_sentence(series(days)) == ("The cumulative lift of ctr first crossed the sequential boundary on 2024-03-02 "
-                                               "(+20.0% against ±15.0%, 250 of 1,000 planned users).")  # fmt: skip
+    assert boundary_sentence(series(days)) == (
+        "The cumulative lift of ctr first crossed the sequential boundary on 2024-03-02 "
+        "(+20.0% against ±15.0%, 250 of 1,000 planned users)."
+    )
     assert "has not crossed" in boundary_sentence(series(days[:1]))
     section = daily_section(series(days))
-    assert section.count("<svg") == 2 and "<script" not in section and "http://" not in section.replace("http://www.w3.org/2000/svg", "")
+    assert (
+        section.count("<svg") == 2
+        and "<script" not in section
+        and "http://" not in section.replace("http://www.w3.org/2000/svg", "")
+    )
     assert not math.isnan(float(with_class(parse(lift_chart(series(days))), "circle", "lift-point")[0].get("cy")))

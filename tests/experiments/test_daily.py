@@ -74,7 +74,10 @@ def test_the_boundary_of_each_day_is_the_group_sequential_design(known):
         assert d["information_fraction"] == pytest.approx(d["users"] / planned)
         assert d["crossed"] == (abs(d["z"]) >= d["z_boundary"])
         # the dashed line is where the lift line meets the boundary: crossing it is rejecting
-        assert d["crossed"] == (abs(d["relative_lift"]) >= d["boundary_lift"][1]) and d["boundary_lift"][0] == -d["boundary_lift"][1]
+        assert (
+            d["crossed"] == (abs(d["relative_lift"]) >= d["boundary_lift"][1])
+            and d["boundary_lift"][0] == -d["boundary_lift"][1]
+        )
 
 
 @pytest.mark.parametrize("metric", ["ctr", "listening_minutes"])
@@ -87,19 +90,30 @@ def test_users_active_on_several_days_are_counted_once(metric):
     events.loc[later, "timestamp"] += pd.Timedelta(days=1)  # second sessions a day after the first
     result = analyse(spec, events)
     last, final = result["daily"][0]["days"][-1], result["primary"][0]
-    assert last["users"] == final["n_control"] + final["n_treatment"] == events.loc[events["experiment_id"] == spec.id, "user_id"].nunique()
+    assert (
+        last["users"]
+        == final["n_control"] + final["n_treatment"]
+        == events.loc[events["experiment_id"] == spec.id, "user_id"].nunique()
+    )
     assert last["relative_lift"] == pytest.approx(final["relative_lift"], rel=1e-9)
     assert last["relative_ci"] == pytest.approx(final["relative_ci"], rel=1e-9)
 
 
 def test_every_treatment_gets_its_own_series_against_the_control():
-    spec = experiment(variants=[{"name": "control", "algorithm": "popularity", "weight": 0.34},
-                                {"name": "better", "model_alias": "champion", "weight": 0.33},
-                                {"name": "same", "model_alias": "challenger", "weight": 0.33}])  # fmt: skip
+    spec = experiment(
+        variants=[
+            {"name": "control", "algorithm": "popularity", "weight": 0.34},
+            {"name": "better", "model_alias": "champion", "weight": 0.33},
+            {"name": "same", "model_alias": "challenger", "weight": 0.33},
+        ]
+    )
     events = simulate(spec, n_users=1500, ctr=(0.10, 0.13, 0.10), skip=(0.3, 0.3, 0.3), days=3)
     better, same = analyse(spec, events)["daily"]
     assert (better["variant"], same["variant"]) == ("better", "same")
-    assert set(better["days"][0]["shown"]) == {"control", "better"} and set(same["days"][0]["shown"]) == {"control", "same"}
+    assert set(better["days"][0]["shown"]) == {"control", "better"} and set(same["days"][0]["shown"]) == {
+        "control",
+        "same",
+    }
     assert better["days"][-1]["crossed"] and not same["days"][-1]["crossed"]
 
 
@@ -119,14 +133,21 @@ def test_summary_json_holds_the_series_as_strict_json_with_a_reason_for_each_nul
     assert not [p for p in summary["nulls"] if p.startswith("/daily/0/days/1/")]
     # the charts are on the first screen, above Evidently's sections
     text = page.read_text()
-    assert text.index('id="echotune-verdict"') < text.index('class="lift-point"') < text.index('<div id="root_', text.index("<body>"))
+    assert (
+        text.index('id="echotune-verdict"')
+        < text.index('class="lift-point"')
+        < text.index('<div id="root_', text.index("<body>"))
+    )
 
 
 def test_a_control_without_clicks_leaves_the_relative_figures_null_with_the_reason():
     spec = experiment()
     events = simulate(spec, n_users=400, ctr=(0.10, 0.12), days=2)
     # no pre-period either: CUPED's adjusted control would not be 0
-    events = events[(events["experiment_id"] == spec.id) & ~((events["variant"] == "control") & (events["type"] == "recommendation_clicked"))]
+    events = events[
+        (events["experiment_id"] == spec.id)
+        & ~((events["variant"] == "control") & (events["type"] == "recommendation_clicked"))
+    ]
     result = analyse(spec, events)
     day = result["daily"][0]["days"][-1]
     assert np.isnan(day["relative_lift"]) and np.isnan(day["boundary_lift"][1]) and day["crossed"]

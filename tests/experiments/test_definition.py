@@ -6,7 +6,10 @@ from experiments.definition import Experiment
 BASE = {
     "id": "exp-1",
     "name": "test",
-    "variants": [{"name": "a", "algorithm": "popularity", "weight": 0.5}, {"name": "b", "model_alias": "champion", "weight": 0.5}],
+    "variants": [
+        {"name": "a", "algorithm": "popularity", "weight": 0.5},
+        {"name": "b", "model_alias": "champion", "weight": 0.5},
+    ],
 }
 
 

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from scipy import stats
 
 from echotune.cli import main
-
 from experiments import analysis
 from experiments.definition import Experiment
 from experiments.interleaving import (
@@ -142,7 +141,12 @@ def test_credit_and_outcome():
 
 
 def test_sign_test_matches_scipy_binomtest():
-    cases = [(k, n) for n in range(1, 41) for k in range(n + 1)] + [(480, 1000), (5270, 10_000), (3, 2000), (61_000, 120_000)]
+    cases = [(k, n) for n in range(1, 41) for k in range(n + 1)] + [
+        (480, 1000),
+        (5270, 10_000),
+        (3, 2000),
+        (61_000, 120_000),
+    ]
     for k, n in cases:
         assert sign_test(k, n) == pytest.approx(stats.binomtest(k, n, 0.5).pvalue, rel=1e-9, abs=1e-300), (k, n)
     ks, ns = np.array([c[0] for c in cases]), np.array([c[1] for c in cases])
@@ -217,13 +221,22 @@ def test_sign_test_plan_reaches_the_promised_power():
 
 
 def experiment(**changes) -> Experiment:
-    spec = {"id": "il", "name": "interleaving", "design": "interleaving", "min_sample_size": 100,
-            "variants": [{"name": "control", "algorithm": "popularity", "weight": 0.5},
-                         {"name": "treatment", "model_alias": "champion", "weight": 0.5}]}  # fmt: skip
+    spec = {
+        "id": "il",
+        "name": "interleaving",
+        "design": "interleaving",
+        "min_sample_size": 100,
+        "variants": [
+            {"name": "control", "algorithm": "popularity", "weight": 0.5},
+            {"name": "treatment", "model_alias": "champion", "weight": 0.5},
+        ],
+    }
     return Experiment.model_validate({**spec, **changes})
 
 
-def interleaved_events(spec: Experiment, users=300, click=(0.1, 0.1), lists=3, seed=0, click_variant="control") -> pd.DataFrame:
+def interleaved_events(
+    spec: Experiment, users=300, click=(0.1, 0.1), lists=3, seed=0, click_variant="control"
+) -> pd.DataFrame:
     """Merged lists of two rankers with disjoint tracks (so the truth is known: the treatment's tracks
     are clicked with probability click[1]); every click carries ``click_variant`` as its own label."""
     rng = np.random.default_rng(seed)
@@ -238,7 +251,9 @@ def interleaved_events(spec: Experiment, users=300, click=(0.1, 0.1), lists=3, s
             for pos, (track, team) in enumerate(zip(merged, teams)):
                 rows.append((f"s{u}-{s}-{pos}", f"user{u}", track, "recommendation_shown", names[team], request, pos))
                 if rng.random() < click[team == "b"]:
-                    rows.append((f"c{u}-{s}-{pos}", f"user{u}", track, "recommendation_clicked", click_variant, request, pos))
+                    rows.append(
+                        (f"c{u}-{s}-{pos}", f"user{u}", track, "recommendation_clicked", click_variant, request, pos)
+                    )
     frame = pd.DataFrame(rows, columns=["event_id", "user_id", "track_id", "type", "variant", "request_id", "position"])
     return frame.assign(timestamp=when, experiment_id=spec.id)
 
@@ -267,11 +282,13 @@ def test_clicks_on_tracks_or_users_not_in_the_list_are_not_credited():
     spec = experiment()
     events = interleaved_events(spec, users=20, click=(0.0, 0.0))
     shown = events[events["type"] == "recommendation_shown"].iloc[0]
-    stray = pd.DataFrame([
-        {**shown, "event_id": "x1", "type": "recommendation_clicked", "track_id": "not-shown"},
-        {**shown, "event_id": "x2", "type": "recommendation_clicked", "user_id": "someone-else"},
-        {**shown, "event_id": "x3", "type": "recommendation_clicked", "request_id": "other", "experiment_id": None},
-    ])  # fmt: skip
+    stray = pd.DataFrame(
+        [
+            {**shown, "event_id": "x1", "type": "recommendation_clicked", "track_id": "not-shown"},
+            {**shown, "event_id": "x2", "type": "recommendation_clicked", "user_id": "someone-else"},
+            {**shown, "event_id": "x3", "type": "recommendation_clicked", "request_id": "other", "experiment_id": None},
+        ]
+    )
     result = analyse_interleaving(spec, pd.concat([events, stray], ignore_index=True))
     assert result["clicks"] == {"credited": {"control": 0, "treatment": 0}, "not_matched": 2}
     assert result["preference"]["p_value"] is None and result["verdict"] == KEEP_RUNNING
@@ -299,10 +316,16 @@ def test_lists_that_cannot_be_credited_are_left_out_and_named_not_fatal():
     broken.loc[stranger, "variant"] = "other"
     result = analyse_interleaving(spec, broken)
     assert result["verdict"] == SHIP and result["lists"] == 900 - 2
-    assert result["incomplete_lists"] == {"unknown_variant": {"lists": 1, "shown": 10, "examples": ["r1-0"]},
-                                          "repeated_track": {"lists": 1, "shown": 11, "examples": ["r0-0"]}}  # fmt: skip
+    assert result["incomplete_lists"] == {
+        "unknown_variant": {"lists": 1, "shown": 10, "examples": ["r1-0"]},
+        "repeated_track": {"lists": 1, "shown": 11, "examples": ["r0-0"]},
+    }
     [caveat] = [c for c in result["caveats"] if "left out" in c]
-    assert caveat.startswith("2 of 900 served lists left out of the preference") and "'r0-0'" in caveat and "'r1-0'" in caveat
+    assert (
+        caveat.startswith("2 of 900 served lists left out of the preference")
+        and "'r0-0'" in caveat
+        and "'r1-0'" in caveat
+    )
     assert result["clicks"]["not_matched"] == 0  # clicks on the lists set aside are not blamed on the client
 
 
@@ -311,9 +334,10 @@ def test_analysis_without_events_keeps_running_and_uses_the_analysis_verdicts():
     assert result["verdict"] == KEEP_RUNNING and result["lists"] == 0 and result["preference"]["p_value"] is None
     json.dumps(result, allow_nan=False)
     assert (SHIP, DONT_SHIP, KEEP_RUNNING) == (analysis.SHIP, analysis.DONT_SHIP, analysis.KEEP_RUNNING)
-    small = analyse_interleaving(experiment(min_sample_size=1000), interleaved_events(experiment(), users=50, click=(0.0, 0.5)))
+    small = analyse_interleaving(
+        experiment(min_sample_size=1000), interleaved_events(experiment(), users=50, click=(0.0, 0.5))
+    )
     assert small["verdict"] == KEEP_RUNNING and "below the minimum sample" in small["reasons"][0]
-
 
 
 def test_cli_analyze_an_interleaving_log_where_one_rankers_tracks_are_clicked_3x_gives_ship(tmp_path):
@@ -325,13 +349,28 @@ def test_cli_analyze_an_interleaving_log_where_one_rankers_tracks_are_clicked_3x
     events.to_csv(events_file, index=False)
     definition.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     catalog = tmp_path / "tracks.csv"
-    pd.DataFrame({"track_id": CATALOG, "energy": np.r_[np.full(15, 0.3), np.full(15, 0.8)], "tempo": np.linspace(80, 160, 30)}).to_csv(catalog, index=False)
-    args = ["experiment", "analyze", "--definition", str(definition), "--events", str(events_file), "--tracks", str(catalog), "--out", str(out)]
+    pd.DataFrame(
+        {"track_id": CATALOG, "energy": np.r_[np.full(15, 0.3), np.full(15, 0.8)], "tempo": np.linspace(80, 160, 30)}
+    ).to_csv(catalog, index=False)
+    args = [
+        "experiment",
+        "analyze",
+        "--definition",
+        str(definition),
+        "--events",
+        str(events_file),
+        "--tracks",
+        str(catalog),
+        "--out",
+        str(out),
+    ]
     run = CliRunner().invoke(main, args)
     assert run.exit_code == 0, run.output
     line = json.loads(run.stdout.strip().splitlines()[-1])
     assert line["verdict"] == SHIP and line["reasons"][0].startswith("significantly preferred: treatment preferred by")
-    summary = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"summary.json holds {c}"))
+    summary = json.loads(
+        (out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"summary.json holds {c}")
+    )
     assert list(summary)[:4] == ["experiment", "design", "dates", "verdict"] and summary["design"] == "interleaving"
     assert summary["preference"]["winner"] == "treatment" and summary["preference"]["p_value"] < 0.001
     lo, hi = summary["preference"]["share_b_ci"]
@@ -339,8 +378,12 @@ def test_cli_analyze_an_interleaving_log_where_one_rankers_tracks_are_clicked_3x
     assert summary["lists"] == 900 and summary["incomplete_lists"] == {} and "nulls" in summary
     page = (out / "report.html").read_text()
     body = page.index("<body>")
-    assert body < page.index("Verdict: SHIP") < page.index('id="echotune-preference"') < page.index('<div id="root_', body)
-    assert "tracks from treatment (current) vs from control (reference)" in page  # Evidently's drift of what each ranker gave
+    assert (
+        body < page.index("Verdict: SHIP") < page.index('id="echotune-preference"') < page.index('<div id="root_', body)
+    )
+    assert (
+        "tracks from treatment (current) vs from control (reference)" in page
+    )  # Evidently's drift of what each ranker gave
 
 
 def test_an_interleaving_summary_without_preference_says_why_each_null_is_null(tmp_path):

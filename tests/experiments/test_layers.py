@@ -15,8 +15,18 @@ TRACKS = [f"{i:022d}" for i in range(10)]
 
 
 def _experiment(exp_id: str, layer: str, surface: str, **changes) -> Experiment:
-    spec = {"id": exp_id, "name": exp_id, "layer": layer, "surface": surface, "min_sample_size": 1000, "guardrail_metrics": [],
-            "variants": [{"name": "control", "model_version": "1", "weight": 0.5}, {"name": "treatment", "model_version": "2", "weight": 0.5}]}  # fmt: skip
+    spec = {
+        "id": exp_id,
+        "name": exp_id,
+        "layer": layer,
+        "surface": surface,
+        "min_sample_size": 1000,
+        "guardrail_metrics": [],
+        "variants": [
+            {"name": "control", "model_version": "1", "weight": 0.5},
+            {"name": "treatment", "model_version": "2", "weight": 0.5},
+        ],
+    }
     return Experiment.model_validate({**spec, **changes})
 
 
@@ -41,7 +51,9 @@ def test_experiments_of_one_layer_never_share_a_user():
     in_a = [a.variant(u) is not None for u in USERS]
     in_b = [b.variant(u) is not None for u in USERS]
     assert not any(x and y for x, y in zip(in_a, in_b))
-    assert abs(np.mean(in_a) - 0.5) < 0.02 and abs(np.mean(in_b) - 0.5) < 0.02 and all(x or y for x, y in zip(in_a, in_b))
+    assert (
+        abs(np.mean(in_a) - 0.5) < 0.02 and abs(np.mean(in_b) - 0.5) < 0.02 and all(x or y for x, y in zip(in_a, in_b))
+    )
     assert first.overlaps(_experiment("third", "ranking", "recommendations", layer_offset=0.25, traffic_allocation=0.5))
     assert not first.overlaps(_experiment("fourth", "other", "recommendations"))
 
@@ -62,11 +74,28 @@ def _clicks_world(lifts: dict[str, float], seed: int) -> pd.DataFrame:
         request = np.char.add(f"{e.id}-", users)
         variant = np.where(np.repeat(treated[e.id], len(TRACKS)), "treatment", "control")
         when = start + pd.to_timedelta(rng.integers(0, 5 * 86_400, len(USERS)).repeat(len(TRACKS)), unit="s")
-        base = {"user_id": users, "track_id": np.array(TRACKS)[position], "timestamp": when, "experiment_id": e.id, "variant": variant,
-                "request_id": request, "position": position, "surface": e.surface, "context_source": "server"}  # fmt: skip
-        shown = pd.DataFrame({**base, "type": "recommendation_shown", "event_id": np.char.add(request, np.char.add(":", position.astype(str)))})
+        base = {
+            "user_id": users,
+            "track_id": np.array(TRACKS)[position],
+            "timestamp": when,
+            "experiment_id": e.id,
+            "variant": variant,
+            "request_id": request,
+            "position": position,
+            "surface": e.surface,
+            "context_source": "server",
+        }
+        shown = pd.DataFrame(
+            {
+                **base,
+                "type": "recommendation_shown",
+                "event_id": np.char.add(request, np.char.add(":", position.astype(str))),
+            }
+        )
         clicked = rng.random(len(users)) < np.repeat(p, len(TRACKS))
-        clicks = shown[clicked].assign(type="recommendation_clicked", event_id=lambda f: f["event_id"] + ":click", context_source="token")
+        clicks = shown[clicked].assign(
+            type="recommendation_clicked", event_id=lambda f: f["event_id"] + ":click", context_source="token"
+        )
         frames += [shown, clicks]
     events = pd.concat(frames, ignore_index=True)
     events["ms_played"], events["rating"], events["algorithm"], events["model_version"] = None, None, None, None
@@ -88,4 +117,7 @@ def test_each_layers_analysis_finds_its_own_effect_and_not_the_others():
     # and with the other layer's treatment switched off, this layer's estimate moves by less than its noise
     alone = analyse(HOME, _clicks_world({HOME.id: 0.15, SIMILAR.id: 0.0}, seed=7))["primary"][0]
     together = analyse(HOME, events)["primary"][0]
-    assert abs(alone["relative_lift"] - together["relative_lift"]) < (together["relative_ci"][1] - together["relative_ci"][0]) / 2
+    assert (
+        abs(alone["relative_lift"] - together["relative_lift"])
+        < (together["relative_ci"][1] - together["relative_ci"][0]) / 2
+    )

@@ -19,7 +19,14 @@ from echotune.cli import main
 from experiments.analysis import analyse
 from experiments.definition import Experiment
 from experiments.ranking_quality import ServedListError, per_list_metrics, ranking_quality, served_lists
-from experiments.report import check_agreement, evidently_ranking_quality, ranking_snapshot, served_tracks, strict_summary, write_report
+from experiments.report import (
+    check_agreement,
+    evidently_ranking_quality,
+    ranking_snapshot,
+    served_tracks,
+    strict_summary,
+    write_report,
+)
 from experiments.simulation import simulate
 
 K = 10
@@ -31,13 +38,20 @@ METRIC_KEYS = [f"{m}@{K}" for m in ("ndcg", "precision", "hit_rate", "mrr")]
 def spec(variants=VARIANTS) -> Experiment:
     weights = np.round(np.full(len(variants), 1 / len(variants)), 6)
     weights[-1] = round(1 - weights[:-1].sum(), 6)
-    return Experiment.model_validate({
-        "id": "lists", "name": "lists", "min_sample_size": 10, "guardrail_metrics": [],
-        "variants": [{"name": v, "algorithm": "popularity", "weight": float(w)} for v, w in zip(variants, weights)],
-    })  # fmt: skip
+    return Experiment.model_validate(
+        {
+            "id": "lists",
+            "name": "lists",
+            "min_sample_size": 10,
+            "guardrail_metrics": [],
+            "variants": [{"name": v, "algorithm": "popularity", "weight": float(w)} for v, w in zip(variants, weights)],
+        }
+    )
 
 
-def served_events(n_users=60, lists_per_user=4, seed=0, variants=VARIANTS) -> tuple[pd.DataFrame, dict[str, tuple[str, list[bool]]]]:
+def served_events(
+    n_users=60, lists_per_user=4, seed=0, variants=VARIANTS
+) -> tuple[pd.DataFrame, dict[str, tuple[str, list[bool]]]]:
     """Events of users who each saw several lists (6 to 12 tracks, positions 0-based) with known clicks,
     and the truth: request id -> (variant, clicked flag per rank)."""
     rng = np.random.default_rng(seed)
@@ -61,9 +75,27 @@ def served_events(n_users=60, lists_per_user=4, seed=0, variants=VARIANTS) -> tu
                 for _ in range(1 + int(rng.random() < 0.2)):  # a double click counts once
                     add(user, f"track{tracks[pos]:03d}", "recommendation_clicked", when, variant, request, int(pos))
                 add(user, f"track{tracks[pos]:03d}", "track_completed", when, variant, request, int(pos), ms=200_000)
-        add(user, "track999", "recommendation_clicked", start, variant, f"req-{u}-0", 3)  # a click on a track the list never held
-        add(user, "track001", "play", start - pd.Timedelta(days=3), experiment=None, ms=100_000)  # outside the experiment
-    events = pd.DataFrame(rows, columns=["event_id", "user_id", "track_id", "type", "timestamp", "ms_played", "experiment_id", "variant", "request_id", "position"])
+        add(
+            user, "track999", "recommendation_clicked", start, variant, f"req-{u}-0", 3
+        )  # a click on a track the list never held
+        add(
+            user, "track001", "play", start - pd.Timedelta(days=3), experiment=None, ms=100_000
+        )  # outside the experiment
+    events = pd.DataFrame(
+        rows,
+        columns=[
+            "event_id",
+            "user_id",
+            "track_id",
+            "type",
+            "timestamp",
+            "ms_played",
+            "experiment_id",
+            "variant",
+            "request_id",
+            "position",
+        ],
+    )
     events["rating"], events["algorithm"], events["model_version"] = None, None, None
     return events, truth
 
@@ -74,7 +106,12 @@ def naive_list(clicked: list[bool], k: int) -> dict[str, float]:
     dcg = sum(1 / math.log2(r + 1) for r, c in enumerate(top, start=1) if c)
     idcg = sum(1 / math.log2(r + 1) for r in range(1, min(sum(clicked), k) + 1))
     first = next((r for r, c in enumerate(top, start=1) if c), None)
-    return {"ndcg": dcg / idcg if idcg else 0.0, "precision": sum(top) / len(top), "hit_rate": float(any(top)), "mrr": 1 / first if first else 0.0}
+    return {
+        "ndcg": dcg / idcg if idcg else 0.0,
+        "precision": sum(top) / len(top),
+        "hit_rate": float(any(top)),
+        "mrr": 1 / first if first else 0.0,
+    }
 
 
 def naive_quality(truth: dict[str, tuple[str, list[bool]]], k: int) -> dict[str, dict[str, float]]:
@@ -124,13 +161,26 @@ def test_the_demo_simulation_serves_one_list_per_request_with_ranks_1_to_k():
     experiment = spec(("control", "treatment"))
     by_taste = lambda users: np.argsort(-world.affinity(users), axis=1)[:, : 4 * K]  # noqa: E731
     fixed = lambda users: np.tile(np.arange(4 * K), (len(users), 1))  # noqa: E731
-    events = simulate(world, experiment, {"control": fixed, "treatment": by_taste}, {"control": "popularity", "treatment": "taste"}, seed=4)
+    events = simulate(
+        world,
+        experiment,
+        {"control": fixed, "treatment": by_taste},
+        {"control": "popularity", "treatment": "taste"},
+        seed=4,
+    )
     served = served_lists(events, experiment.id)
     per_user = served.groupby("user_id")["request_id"].nunique()
-    assert (per_user == 4).all() and served.groupby("request_id")["rank"].agg(list).map(lambda r: r == list(range(1, K + 1))).all()
-    clicks = set(events.loc[events["type"] == "recommendation_clicked", ["request_id", "track_id"]].itertuples(index=False))
+    assert (per_user == 4).all() and served.groupby("request_id")["rank"].agg(list).map(
+        lambda r: r == list(range(1, K + 1))
+    ).all()
+    clicks = set(
+        events.loc[events["type"] == "recommendation_clicked", ["request_id", "track_id"]].itertuples(index=False)
+    )
     shown_events = events[events["type"] == "recommendation_shown"].sort_values("position")
-    truth = {r: (g["variant"].iloc[0], [(r, t) in clicks for t in g["track_id"]]) for r, g in shown_events.groupby("request_id")}
+    truth = {
+        r: (g["variant"].iloc[0], [(r, t) in clicks for t in g["track_id"]])
+        for r, g in shown_events.groupby("request_id")
+    }
     expected = naive_quality(truth, K)
     quality = ranking_quality(served, ["control", "treatment"])
     shown = evidently_ranking_quality(ranking_snapshot(served, "control", "treatment", K), K)
@@ -175,11 +225,16 @@ def _break(events: pd.DataFrame, how: str) -> pd.DataFrame:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "how, left_out",
-    [("two tracks at one rank", {"repeated_rank": ["req-0-0"]}), ("a gap", {"gap": ["req-0-0"]}),
-     ("1-based positions", {"gap": ["req-0-0"]}), ("a track twice", {"repeated_track": ["req-0-0"]}),
-     ("no request id", {"no_request_id": [], "gap": ["req-0-0"]}), ("no position", {"no_position": ["req-0-0"]}),
-     ("one request id for two users", {"shared_request_id": ["req-0-0"]})],
-)  # fmt: skip
+    [
+        ("two tracks at one rank", {"repeated_rank": ["req-0-0"]}),
+        ("a gap", {"gap": ["req-0-0"]}),
+        ("1-based positions", {"gap": ["req-0-0"]}),
+        ("a track twice", {"repeated_track": ["req-0-0"]}),
+        ("no request id", {"no_request_id": [], "gap": ["req-0-0"]}),
+        ("no position", {"no_position": ["req-0-0"]}),
+        ("one request id for two users", {"shared_request_id": ["req-0-0"]}),
+    ],
+)
 def test_lists_that_are_not_rankings_are_left_out_and_named_not_fatal(how, left_out, tmp_path):
     """Issue 21 item 3: one list with a lost exposure or a track twice stopped the whole analysis, so no
     verdict was written. Now ranking quality is computed over the complete lists (equal to the naive
@@ -187,7 +242,10 @@ def test_lists_that_are_not_rankings_are_left_out_and_named_not_fatal(how, left_
     events, truth = served_events(n_users=9, lists_per_user=2)
     broken = _break(events, how)
     result, whole = analyse(spec(), broken), analyse(spec(), events)
-    assert (result["verdict"], result["reasons"]) == (whole["verdict"], whole["reasons"])  # the verdict of the log without the defect
+    assert (result["verdict"], result["reasons"]) == (
+        whole["verdict"],
+        whole["reasons"],
+    )  # the verdict of the log without the defect
     assert {rule: found["examples"] for rule, found in result["incomplete_lists"].items()} == left_out
     [caveat] = [c for c in result["caveats"] if "left out of ranking quality" in c]
     assert "req-0-0" in caveat
@@ -218,13 +276,19 @@ def test_summary_json_is_strict_with_a_reason_for_every_null(tmp_path):
     assert summary["primary"][0]["relative_lift"] is None
     assert summary["nulls"]["/primary/0/relative_lift"] == "the control's value is 0, so a relative change is undefined"
     assert summary["nulls"]["/primary/0/relative_ci/0"].startswith("a relative interval needs")
-    assert summary["ranking_quality"]["control"]["ndcg@10"] == 0.0 and summary["ranking_quality"]["control"]["lists"] == 30 * 4 // 2
+    assert (
+        summary["ranking_quality"]["control"]["ndcg@10"] == 0.0
+        and summary["ranking_quality"]["control"]["lists"] == 30 * 4 // 2
+    )
 
 
 def test_strict_summary_nulls_every_non_finite_value_and_says_why():
-    result = {"variants": [{"variant": "a", "ctr": float("nan"), "users": np.int64(3)}],
-              "ranking_quality": {"a": {"lists": 0, "ndcg@10": float("nan")}}, "power": {"mde_at_current_size": None},
-              "other": {"x/y": [float("inf"), np.float32("nan")]}}  # fmt: skip
+    result = {
+        "variants": [{"variant": "a", "ctr": float("nan"), "users": np.int64(3)}],
+        "ranking_quality": {"a": {"lists": 0, "ndcg@10": float("nan")}},
+        "power": {"mde_at_current_size": None},
+        "other": {"x/y": [float("inf"), np.float32("nan")]},
+    }
     strict = strict_summary(result)
     assert json.loads(json.dumps(strict, allow_nan=False)) == strict
     assert strict["nulls"] == {
@@ -243,7 +307,16 @@ def test_cli_analyze_writes_per_list_ranking_quality_for_every_variant(tmp_path)
     events_file, definition = tmp_path / "events.csv", tmp_path / "lists.yaml"
     events.to_csv(events_file, index=False)
     definition.write_text(yaml.safe_dump(spec().model_dump(mode="json")))
-    args = ["experiment", "analyze", "--definition", str(definition), "--events", str(events_file), "--out", str(tmp_path / "out")]
+    args = [
+        "experiment",
+        "analyze",
+        "--definition",
+        str(definition),
+        "--events",
+        str(events_file),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     with open(tmp_path / "out" / "summary.json") as summary_file:  # what the issue's strict-JSON one-liner does
@@ -254,9 +327,14 @@ def test_cli_analyze_writes_per_list_ranking_quality_for_every_variant(tmp_path)
         got = summary["ranking_quality"][variant]
         assert got["lists"] == expected[variant]["lists"] == 30 * 4
         for key in METRIC_KEYS:
-            assert got[key] == pytest.approx(expected[variant][key], abs=0.01) and 0.0 <= got[key] <= 1.0, (variant, key)
+            assert got[key] == pytest.approx(expected[variant][key], abs=0.01) and 0.0 <= got[key] <= 1.0, (
+                variant,
+                key,
+            )
     # the figures differ by variant as the click rates do (8%, 20%, 35%)
-    assert expected["control"]["precision@10"] < expected["treatment"]["precision@10"] < expected["other"]["precision@10"]
+    assert (
+        expected["control"]["precision@10"] < expected["treatment"]["precision@10"] < expected["other"]["precision@10"]
+    )
 
 
 def test_cli_analyze_gives_a_verdict_and_names_the_broken_list(tmp_path):
@@ -264,7 +342,16 @@ def test_cli_analyze_gives_a_verdict_and_names_the_broken_list(tmp_path):
     events_file, definition = tmp_path / "events.csv", tmp_path / "lists.yaml"
     _break(events, "a gap").to_csv(events_file, index=False)
     definition.write_text(yaml.safe_dump(spec().model_dump(mode="json")))
-    args = ["experiment", "analyze", "--definition", str(definition), "--events", str(events_file), "--out", str(tmp_path / "out")]
+    args = [
+        "experiment",
+        "analyze",
+        "--definition",
+        str(definition),
+        "--events",
+        str(events_file),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -280,7 +367,14 @@ def test_the_demo_simulation_serves_only_the_users_asked_for_and_clicks_by_taste
     best = lambda users: np.argsort(-world.affinity(users), axis=1)[:, : 4 * K]  # noqa: E731
     worst = lambda users: np.argsort(world.affinity(users), axis=1)[:, : 4 * K]  # noqa: E731
     chosen = np.arange(0, 400, 2)
-    events = simulate(world, experiment, {"control": worst, "treatment": best}, {"control": "worst", "treatment": "best"}, seed=1, users=chosen)
+    events = simulate(
+        world,
+        experiment,
+        {"control": worst, "treatment": best},
+        {"control": "worst", "treatment": "best"},
+        seed=1,
+        users=chosen,
+    )
     assert set(events["user_id"]) == set(world.user_ids[chosen])
     shown = events[events["type"] == "recommendation_shown"].groupby("variant").size()
     clicks = events[events["type"] == "recommendation_clicked"].groupby("variant").size()

@@ -15,10 +15,14 @@ from experiments.analysis import analyse
 from experiments.report import served_tracks, write_report
 from tests.experiments.test_ranking_quality import served_events, spec
 
-BROWSER = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
+BROWSER = next(
+    (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
+)
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(BROWSER is None, reason="no headless browser (chromium) installed; `apt-get install chromium` to run this test"),
+    pytest.mark.skipif(
+        BROWSER is None, reason="no headless browser (chromium) installed; `apt-get install chromium` to run this test"
+    ),
 ]
 LABELS = {"NDCG": "ndcg", "Precision": "precision", "Hit Rate": "hit_rate", "MRR": "mrr"}
 HEADER = re.compile(r"^(NDCG|Precision|Hit Rate|MRR) \(top-(\d+)\)")
@@ -69,7 +73,10 @@ def evidently_counters(texts: list[str]) -> list[tuple[str, str, int, float]]:
 def summary_table(dom: str) -> list[tuple[str, str, float]]:
     """(variant, column header, value) for every ranking figure of the first screen's table."""
     table = re.search(r'<table id="echotune-ranking-quality".*?</table>', dom, re.S).group(0)
-    rows = [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)] for r in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+    rows = [
+        [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)]
+        for r in re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    ]
     header, body = rows[0], rows[1:]
     return [(row[0], header[c], float(row[c])) for row in body for c in range(3, len(header))]
 
@@ -80,10 +87,23 @@ def test_every_ranking_figure_the_browser_shows_is_within_0_1_and_in_summary_jso
     summary_path, page = write_report(result, served_tracks(events, "lists", None), tmp_path)
     summary = json.loads(summary_path.read_text())["ranking_quality"]
     rendered = subprocess.run(
-        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=180, check=True,
-    )  # fmt: skip
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
     parser = _Text()
     parser.feed(rendered.stdout)
 
@@ -92,11 +112,17 @@ def test_every_ranking_figure_the_browser_shows_is_within_0_1_and_in_summary_jso
     assert len(counters) == 4 * 2 * 2, parser.texts[:200]
     for variant, metric, k, value in counters:
         assert 0.0 <= value <= 1.0, (variant, metric, value)
-        assert value == pytest.approx(summary[variant][f"{metric}@{k}"], abs=5e-4), (variant, metric)  # shown to 3 digits
+        assert value == pytest.approx(summary[variant][f"{metric}@{k}"], abs=5e-4), (
+            variant,
+            metric,
+        )  # shown to 3 digits
 
     table = summary_table(rendered.stdout)
     assert len(table) == 4 * 3
     names = {"NDCG": "ndcg", "precision": "precision", "hit rate": "hit_rate", "MRR": "mrr"}
     for variant, column, value in table:
         label, k = column.split("@")
-        assert 0.0 <= value <= 1.0 and value == pytest.approx(summary[variant][f"{names[label]}@{k}"], abs=5e-4), (variant, column)
+        assert 0.0 <= value <= 1.0 and value == pytest.approx(summary[variant][f"{names[label]}@{k}"], abs=5e-4), (
+            variant,
+            column,
+        )

@@ -49,7 +49,9 @@ def test_delta_method_variance_equals_cluster_robust_regression_on_impressions()
     def clustered(clicks, shown):
         users = np.repeat(np.arange(len(shown)), shown)
         clicked = np.concatenate([np.arange(s) < c for c, s in zip(clicks, shown)]).astype(float)
-        fit = sm.OLS(clicked, np.ones_like(clicked)).fit(cov_type="cluster", cov_kwds={"groups": users, "use_correction": False})
+        fit = sm.OLS(clicked, np.ones_like(clicked)).fit(
+            cov_type="cluster", cov_kwds={"groups": users, "use_correction": False}
+        )
         return fit.params[0], fit.bse[0] ** 2 * len(shown) / (len(shown) - 1)
 
     (rc, vc), (rt, vt) = clustered(clicks_c, shown_c), clustered(clicks_t, shown_t)
@@ -60,7 +62,9 @@ def test_delta_method_variance_equals_cluster_robust_regression_on_impressions()
     assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(rt - rc) / se), rel=1e-6)
     assert result.absolute_ci == pytest.approx((rt - rc - z * se, rt - rc + z * se), rel=1e-6)
     log_se = np.sqrt(vc / rc**2 + vt / rt**2)
-    assert result.relative_ci == pytest.approx((rt / rc * np.exp(-z * log_se) - 1, rt / rc * np.exp(z * log_se) - 1), rel=1e-6)
+    assert result.relative_ci == pytest.approx(
+        (rt / rc * np.exp(-z * log_se) - 1, rt / rc * np.exp(z * log_se) - 1), rel=1e-6
+    )
 
 
 def test_ratio_moments_add_up_over_disjoint_users_and_batch_along_an_axis():
@@ -97,7 +101,9 @@ def test_welch_t_test_matches_scipy(alpha):
     log_se = np.sqrt(c.var(ddof=1) / 400 / c.mean() ** 2 + t.var(ddof=1) / 300 / t.mean() ** 2)
     ratio = t.mean() / c.mean()
     assert result.relative_lift == pytest.approx(ratio - 1, rel=1e-9)
-    assert result.relative_ci == pytest.approx((ratio * np.exp(-crit * log_se) - 1, ratio * np.exp(crit * log_se) - 1), rel=1e-6)
+    assert result.relative_ci == pytest.approx(
+        (ratio * np.exp(-crit * log_se) - 1, ratio * np.exp(crit * log_se) - 1), rel=1e-6
+    )
 
 
 def test_welch_t_test_refuses_zero_one_values():
@@ -126,8 +132,19 @@ def test_two_proportion_z_test_rejects_impossible_counts():
 def test_comparison_keeps_the_fields_report_py_reads_in_their_order():
     # experiments/report.py builds on these names; new fields may only be appended with defaults
     names = [f.name for f in dataclasses.fields(Comparison)]
-    assert names[:11] == ["metric", "control", "treatment", "absolute_lift", "absolute_ci", "relative_lift",
-                          "relative_ci", "p_value", "n_control", "n_treatment", "variant"]  # fmt: skip
+    assert names[:11] == [
+        "metric",
+        "control",
+        "treatment",
+        "absolute_lift",
+        "absolute_ci",
+        "relative_lift",
+        "relative_ci",
+        "p_value",
+        "n_control",
+        "n_treatment",
+        "variant",
+    ]
     legacy = Comparison("ctr", 0.1, 0.11, 0.01, (0.0, 0.02), 0.1, (0.0, 0.2), 0.04, 10, 10)
     assert legacy.adjusted_p_value is None and np.isnan(legacy.std_error)
 

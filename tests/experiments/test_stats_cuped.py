@@ -12,7 +12,9 @@ from experiments.stats import ratio_test
 def _ancova(y_c, x_c, y_t, x_t):
     """Treatment coefficient, its slope on x, from OLS y ~ 1 + treated + x."""
     y = np.concatenate([y_c, y_t])
-    design = np.column_stack([np.ones_like(y), np.r_[np.zeros(len(y_c)), np.ones(len(y_t))], np.concatenate([x_c, x_t])])
+    design = np.column_stack(
+        [np.ones_like(y), np.r_[np.zeros(len(y_c)), np.ones(len(y_t))], np.concatenate([x_c, x_t])]
+    )
     fit = sm.OLS(y, design).fit()
     return fit.params[1], fit.params[2]
 

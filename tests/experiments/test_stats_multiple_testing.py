@@ -9,7 +9,23 @@ from experiments.multiple_testing import adjust_comparisons, adjust_p_values
 from experiments.stats import Comparison
 
 # Benjamini & Hochberg (1995), section 4: fifteen p-values from a clinical trial
-BH_1995 = [0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.0]
+BH_1995 = [
+    0.0001,
+    0.0004,
+    0.0019,
+    0.0095,
+    0.0201,
+    0.0278,
+    0.0298,
+    0.0344,
+    0.0459,
+    0.3240,
+    0.4262,
+    0.5719,
+    0.6528,
+    0.7590,
+    1.0,
+]
 
 
 def _holm(p):
@@ -54,8 +70,10 @@ def test_benjamini_hochberg_1995_example():
 
 
 def test_adjust_comparisons_fills_the_field_in_order():
-    comparisons = [Comparison(m, 0.1, 0.11, 0.01, (0, 0.02), 0.1, (0, 0.2), p, 100, 100) for m, p in
-                   [("ctr", 0.01), ("completion_rate", 0.04), ("listening_minutes", 0.03)]]  # fmt: skip
+    comparisons = [
+        Comparison(m, 0.1, 0.11, 0.01, (0, 0.02), 0.1, (0, 0.2), p, 100, 100)
+        for m, p in [("ctr", 0.01), ("completion_rate", 0.04), ("listening_minutes", 0.03)]
+    ]
     adjusted = adjust_comparisons(comparisons, "holm")
     assert [c.metric for c in adjusted] == ["ctr", "completion_rate", "listening_minutes"]
     assert [c.adjusted_p_value for c in adjusted] == pytest.approx([0.03, 0.06, 0.06])

@@ -36,12 +36,17 @@ def test_mean_power_and_mde_match_statsmodels(weights):
     alpha = 0.05 / (len(weights) - 1)  # Bonferroni across treatments, as the sample size does
     reference = NormalIndPower()
     power = power_for_mean(baseline, sd, 0.03, users, weights=weights)
-    assert power == pytest.approx(reference.power(0.03 * baseline / sd, users * share_c, alpha, ratio=share_t / share_c), rel=1e-9)
+    assert power == pytest.approx(
+        reference.power(0.03 * baseline / sd, users * share_c, alpha, ratio=share_t / share_c), rel=1e-9
+    )
     mde = mde_for_mean(baseline, sd, users, weights=weights)
     # statsmodels' power at our MDE is exactly the target (its own solve_power stops near 1e-5 relative)
-    assert reference.power(mde * baseline / sd, users * share_c, alpha, ratio=share_t / share_c) == pytest.approx(0.8, abs=1e-9)
+    assert reference.power(mde * baseline / sd, users * share_c, alpha, ratio=share_t / share_c) == pytest.approx(
+        0.8, abs=1e-9
+    )
     assert mde * baseline / sd == pytest.approx(
-        reference.solve_power(None, nobs1=users * share_c, alpha=alpha, power=0.8, ratio=share_t / share_c), rel=1e-4)
+        reference.solve_power(None, nobs1=users * share_c, alpha=alpha, power=0.8, ratio=share_t / share_c), rel=1e-4
+    )
     needed = sample_size_for_mean(baseline, sd, 0.03, weights=weights)
     assert power_for_mean(baseline, sd, 0.03, needed, weights=weights) >= 0.8
 
@@ -67,10 +72,14 @@ def test_proportion_power_and_mde_match_statsmodels_heterogeneous_normal_power(r
     n_c, n_t = users * weights[0], users * weights[1]
     delta = 0.04 * rate
     se = _proportion_se(rate, delta, n_c, n_t)
-    assert power_for_proportion(rate, 0.04, users, weights=weights) == pytest.approx(normal_power_het(delta, 1, 0.05, se), rel=1e-9)
+    assert power_for_proportion(rate, 0.04, users, weights=weights) == pytest.approx(
+        normal_power_het(delta, 1, 0.05, se), rel=1e-9
+    )
     mde = mde_for_proportion(rate, users, weights=weights)
     mde_delta = mde * rate
-    assert normal_power_het(mde_delta, 1, 0.05, _proportion_se(rate, mde_delta, n_c, n_t)) == pytest.approx(0.8, abs=1e-9)
+    assert normal_power_het(mde_delta, 1, 0.05, _proportion_se(rate, mde_delta, n_c, n_t)) == pytest.approx(
+        0.8, abs=1e-9
+    )
 
 
 def test_ratio_metric_sd_is_the_per_user_delta_method_spread():

@@ -19,8 +19,12 @@ from experiments.stats import ratio_test
 def test_mixture_variance_minimises_the_confidence_sequence_at_the_planned_variance():
     planned = 2.5e-5
     tau2 = mixture_variance(planned, alpha=0.05)
-    best = optimize.minimize_scalar(lambda t: confidence_sequence_radius(planned, t, 0.05), bounds=(planned / 100, planned * 100),
-                                    method="bounded", options={"xatol": 1e-14})  # fmt: skip
+    best = optimize.minimize_scalar(
+        lambda t: confidence_sequence_radius(planned, t, 0.05),
+        bounds=(planned / 100, planned * 100),
+        method="bounded",
+        options={"xatol": 1e-14},
+    )
     assert tau2 == pytest.approx(best.x, rel=1e-4)  # the radius is flat at its minimum: compare radii tightly
     assert confidence_sequence_radius(planned, tau2, 0.05) == pytest.approx(best.fun, rel=1e-9)
 
@@ -31,7 +35,9 @@ def test_always_valid_p_value_matches_johari_et_al_for_paired_observations():
     sigma2, tau2 = 4.0, 0.01
     n = np.array([50, 500, 5000])
     theta = np.array([0.3, 0.12, 0.05])
-    lam = np.sqrt(2 * sigma2 / (2 * sigma2 + n * tau2)) * np.exp(n**2 * tau2 * theta**2 / (4 * sigma2 * (2 * sigma2 + n * tau2)))
+    lam = np.sqrt(2 * sigma2 / (2 * sigma2 + n * tau2)) * np.exp(
+        n**2 * tau2 * theta**2 / (4 * sigma2 * (2 * sigma2 + n * tau2))
+    )
     expected = np.minimum(1.0, 1 / lam)
     assert always_valid_p_value(theta, 2 * sigma2 / n, tau2) == pytest.approx(expected, rel=1e-12)
 
@@ -108,8 +114,9 @@ def test_group_sequential_repeated_p_value_is_the_alpha_whose_boundary_this_look
     z = abs(plain.absolute_lift) / plain.std_error
     assert group_sequential_boundary(fractions, judged.p_value)[-1] == pytest.approx(z, rel=1e-6)
     boundary = group_sequential_boundary(fractions, 0.05)[-1]
-    assert judged.absolute_ci == pytest.approx((plain.absolute_lift - boundary * plain.std_error,
-                                                plain.absolute_lift + boundary * plain.std_error), rel=1e-12)  # fmt: skip
+    assert judged.absolute_ci == pytest.approx(
+        (plain.absolute_lift - boundary * plain.std_error, plain.absolute_lift + boundary * plain.std_error), rel=1e-12
+    )
     assert (judged.p_value < 0.05) == (z >= boundary) == (judged.absolute_ci[0] > 0)
     assert plain.p_value < judged.p_value
 

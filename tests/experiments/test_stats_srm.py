@@ -17,7 +17,9 @@ def _pearson(observed, shares):
 def test_a_52_48_split_of_20000_users_is_flagged():
     check = sample_ratio_check({"control": 10_400, "treatment": 9_600}, {"control": 0.5, "treatment": 0.5})
     statistic, p = _pearson([10_400, 9_600], [0.5, 0.5])
-    assert check.chi_square == pytest.approx(32.0, rel=1e-12) and check.chi_square == pytest.approx(statistic, rel=1e-12)
+    assert check.chi_square == pytest.approx(32.0, rel=1e-12) and check.chi_square == pytest.approx(
+        statistic, rel=1e-12
+    )
     assert check.p_value == pytest.approx(p, rel=1e-9)
     assert check.mismatch and check.p_value < 1e-7
 

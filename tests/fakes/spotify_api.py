@@ -17,25 +17,52 @@ KEYS = {"/v1/tracks": "tracks", "/v1/audio-features": "audio_features", "/v1/art
 def track_json(track_id: str, name: str, artist_id: str, artist: str, duration_ms: int = 200_000) -> dict:
     """A track object in the shape GET /v1/tracks returns."""
     return {
-        "album": {"album_type": "album", "id": "2up3OPMp9Tb4dAKM2erWXQ", "name": f"{name} (Album)",
-                  "release_date": "2019-05-17", "release_date_precision": "day", "type": "album"},
+        "album": {
+            "album_type": "album",
+            "id": "2up3OPMp9Tb4dAKM2erWXQ",
+            "name": f"{name} (Album)",
+            "release_date": "2019-05-17",
+            "release_date_precision": "day",
+            "type": "album",
+        },
         "artists": [{"id": artist_id, "name": artist, "type": "artist", "uri": f"spotify:artist:{artist_id}"}],
-        "disc_number": 1, "duration_ms": duration_ms, "explicit": False,
-        "external_ids": {"isrc": "USUM71900764"}, "href": f"https://api.spotify.com/v1/tracks/{track_id}",
-        "id": track_id, "is_local": False, "name": name, "popularity": 71, "track_number": 1,
-        "type": "track", "uri": f"spotify:track:{track_id}",
-    }  # fmt: skip
+        "disc_number": 1,
+        "duration_ms": duration_ms,
+        "explicit": False,
+        "external_ids": {"isrc": "USUM71900764"},
+        "href": f"https://api.spotify.com/v1/tracks/{track_id}",
+        "id": track_id,
+        "is_local": False,
+        "name": name,
+        "popularity": 71,
+        "track_number": 1,
+        "type": "track",
+        "uri": f"spotify:track:{track_id}",
+    }
 
 
 def features_json(track_id: str, energy: float = 0.6, tempo: float = 120.0) -> dict:
     """An audio-features object in the shape GET /v1/audio-features returns."""
     return {
-        "acousticness": 0.2, "analysis_url": f"https://api.spotify.com/v1/audio-analysis/{track_id}",
-        "danceability": 0.7, "duration_ms": 200000, "energy": energy, "id": track_id, "instrumentalness": 0.0,
-        "key": 5, "liveness": 0.1, "loudness": -6.5, "mode": 1, "speechiness": 0.05, "tempo": tempo,
-        "time_signature": 4, "track_href": f"https://api.spotify.com/v1/tracks/{track_id}", "type": "audio_features",
-        "uri": f"spotify:track:{track_id}", "valence": 0.5,
-    }  # fmt: skip
+        "acousticness": 0.2,
+        "analysis_url": f"https://api.spotify.com/v1/audio-analysis/{track_id}",
+        "danceability": 0.7,
+        "duration_ms": 200000,
+        "energy": energy,
+        "id": track_id,
+        "instrumentalness": 0.0,
+        "key": 5,
+        "liveness": 0.1,
+        "loudness": -6.5,
+        "mode": 1,
+        "speechiness": 0.05,
+        "tempo": tempo,
+        "time_signature": 4,
+        "track_href": f"https://api.spotify.com/v1/tracks/{track_id}",
+        "type": "audio_features",
+        "uri": f"spotify:track:{track_id}",
+        "valence": 0.5,
+    }
 
 
 class FakeSpotify:
@@ -71,7 +98,7 @@ class FakeSpotify:
         for _ in range(times):
             self._faults[path].append((status, headers or {}))
 
-    def __enter__(self) -> "FakeSpotify":
+    def __enter__(self) -> FakeSpotify:
         self._thread.start()
         return self
 
@@ -110,7 +137,9 @@ class FakeSpotify:
                     return self._send(400, {"error": "unsupported_grant_type"})
                 fake.tokens_issued += 1
                 fake.valid_token = f"token-{fake.tokens_issued}"
-                self._send(200, {"access_token": fake.valid_token, "token_type": "Bearer", "expires_in": fake.token_lifetime})
+                self._send(
+                    200, {"access_token": fake.valid_token, "token_type": "Bearer", "expires_in": fake.token_lifetime}
+                )
 
             def do_GET(self):
                 url = urlparse(self.path)
@@ -128,7 +157,9 @@ class FakeSpotify:
                 ids = [i for i in parse_qs(url.query).get("ids", [""])[0].split(",") if i]
                 if len(ids) > LIMITS[url.path]:
                     return self._error(400, "Too many ids requested")
-                store = {"/v1/tracks": fake.tracks, "/v1/audio-features": fake.features, "/v1/artists": fake.artists}[url.path]
+                store = {"/v1/tracks": fake.tracks, "/v1/audio-features": fake.features, "/v1/artists": fake.artists}[
+                    url.path
+                ]
                 self._send(200, {KEYS[url.path]: [store.get(i) for i in ids]})
 
         return Handler

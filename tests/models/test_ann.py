@@ -60,7 +60,9 @@ def test_a_selective_filter_asks_for_exact_scoring(vectors, index):
 
 def test_rows_appended_after_the_build_are_scored(vectors, index):
     items, users = vectors
-    best = np.full((1, items.shape[1]), 50.0, dtype=np.float32)  # a new track better than any other for everyone positive
+    best = np.full(
+        (1, items.shape[1]), 50.0, dtype=np.float32
+    )  # a new track better than any other for everyone positive
     extended = np.vstack([items, best])
     user = np.abs(users[0])
     rows, _ = approximate_top_n(index, extended, user, 5)

@@ -34,7 +34,9 @@ def test_vectors_have_one_row_per_user_and_item(fitted, blocks):
 
 def test_scores_are_dot_products_of_vectors(fitted):
     _, model = fitted
-    np.testing.assert_allclose(model.scores(np.array([3])), model.user_vectors()[[3]] @ model.item_vectors().T, rtol=1e-5)
+    np.testing.assert_allclose(
+        model.scores(np.array([3])), model.user_vectors()[[3]] @ model.item_vectors().T, rtol=1e-5
+    )
 
 
 def test_recommend_never_returns_excluded_or_disallowed_items(fitted, blocks):

@@ -19,7 +19,17 @@ from models.evaluation.splits import Split
 from models.interactions import Interactions
 from models.ranking import top_k
 
-RANKING = ["precision_at_5", "recall_at_5", "ndcg_at_5", "map_at_5", "hit_rate_at_5", "auc", "novelty", "diversity", "users"]
+RANKING = [
+    "precision_at_5",
+    "recall_at_5",
+    "ndcg_at_5",
+    "map_at_5",
+    "hit_rate_at_5",
+    "auc",
+    "novelty",
+    "diversity",
+    "users",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +46,7 @@ def incumbent(split):
 def other_id_space(split: Split, new_item: str = "item_new") -> Split:
     """The same split in another model's id space: items in reverse order, plus ``new_item`` that every
     user played (in training) and that the incumbent never saw."""
+
     def moved(part: Interactions) -> Interactions:
         frame = part.to_frame()
         if part is split.train:
@@ -51,10 +62,14 @@ def test_a_model_scored_through_its_fold_in_on_its_own_split_equals_its_evaluati
     own = evaluate(incumbent, split, k=5)
     folded = evaluate_incumbent(incumbent, split, k=5)
     popularity = evaluate(create("popularity").fit(split.train), split, k=5)
-    assert own["ndcg_at_5"] > 1.5 * popularity["ndcg_at_5"]  # a model that ranks each user's own block, not an empty list
+    assert (
+        own["ndcg_at_5"] > 1.5 * popularity["ndcg_at_5"]
+    )  # a model that ranks each user's own block, not an empty list
     assert folded == pytest.approx(own, rel=1e-5)
     users = np.arange(split.train.n_users)
-    np.testing.assert_allclose(FoldedIn(incumbent, split.train).scores(users), incumbent.scores(users), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        FoldedIn(incumbent, split.train).scores(users), incumbent.scores(users), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_another_id_space_is_mapped_and_items_the_incumbent_lacks_are_never_recommended(split, incumbent):
@@ -93,7 +108,9 @@ def test_only_held_out_pairs_the_incumbent_never_trained_on_are_kept(blocks, spl
     """Regression (issue 21): scored on every held-out pair of a new split, a champion refit on all the
     data of its day is measured on pairs it learned (0.6593 NDCG@10 against the retrained model's 0.3225
     in the taste-shift story); only the pairs it never trained on compare it with the new model."""
-    assert unseen_pairs(split, incumbent).test.nnz == split.test.nnz  # fitted on the training part: every held-out pair is new to it
+    assert (
+        unseen_pairs(split, incumbent).test.nnz == split.test.nnz
+    )  # fitted on the training part: every held-out pair is new to it
     refit = create("lowrank_ease", dimensions=6).fit(blocks)
     assert unseen_pairs(split, refit).test.nnz == 0 and head_to_head(incumbent, refit, split, k=5) is None
     # in another id space, with a held-out pair on an item it never held

@@ -25,7 +25,11 @@ pytestmark = [
 
 def _listens() -> pd.DataFrame:
     path = LASTFM / "user_artists.dat"
-    expected = next(line.split()[0] for line in (LASTFM / "SHA256SUMS").read_text().splitlines() if line.endswith("user_artists.dat"))
+    expected = next(
+        line.split()[0]
+        for line in (LASTFM / "SHA256SUMS").read_text().splitlines()
+        if line.endswith("user_artists.dat")
+    )
     assert hashlib.sha256(path.read_bytes()).hexdigest() == expected, "user_artists.dat is not the published file"
     frame = pd.read_csv(path, sep="\t", dtype={"userID": str, "artistID": str})
     return frame.rename(columns={"userID": "user_id", "artistID": "item_id", "weight": "count"})

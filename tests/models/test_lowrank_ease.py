@@ -15,7 +15,9 @@ def _random_interactions(n_users=30, n_items=12, seed=3):
     dense[:, 0] = 0
     dense[np.arange(n_users), 1 + np.arange(n_users) % (n_items - 1)] = 2  # every item but 0 played
     matrix = sp.csr_matrix(dense.astype(np.float32))
-    return Interactions(matrix, np.array([f"u{i}" for i in range(n_users)]), np.array([f"i{j}" for j in range(n_items)]))
+    return Interactions(
+        matrix, np.array([f"u{i}" for i in range(n_users)]), np.array([f"i{j}" for j in range(n_items)])
+    )
 
 
 def test_full_rank_scores_equal_ease_on_unplayed_items():
@@ -25,8 +27,13 @@ def test_full_rank_scores_equal_ease_on_unplayed_items():
     s = np.linalg.svd(data.matrix.toarray(), compute_uv=False)
     lam = 7.0
     rank = int((s > 1e-9).sum())
-    low = create("lowrank_ease", dimensions=rank + 1, regularization=lam / s[rank - 1] ** 2,
-                 popularity_exponent=0.0, user_norm_exponent=0.0).fit(data)  # fmt: skip
+    low = create(
+        "lowrank_ease",
+        dimensions=rank + 1,
+        regularization=lam / s[rank - 1] ** 2,
+        popularity_exponent=0.0,
+        user_norm_exponent=0.0,
+    ).fit(data)
     ease = create("ease", regularization=lam, min_users=1).fit(data)
     unplayed = data.matrix.toarray() == 0
     users = np.arange(data.n_users)
@@ -88,7 +95,9 @@ def test_large_matrices_use_the_sparse_svd(monkeypatch, blocks):
 def _low_rank_plus_noise(n_users=400, n_items=700, rank=12, seed=5) -> sp.csr_matrix:
     """A sparse non-negative matrix with a decaying spectrum, like weighted listens."""
     rng = np.random.default_rng(seed)
-    signal = rng.gamma(1.0, 1.0, (n_users, rank)) @ (rng.gamma(1.0, 1.0, (rank, n_items)) * (0.7 ** np.arange(rank))[:, None])
+    signal = rng.gamma(1.0, 1.0, (n_users, rank)) @ (
+        rng.gamma(1.0, 1.0, (rank, n_items)) * (0.7 ** np.arange(rank))[:, None]
+    )
     kept = rng.random((n_users, n_items)) < 0.05
     return sp.csr_matrix(np.where(kept, signal, 0.0))
 
@@ -109,7 +118,11 @@ def test_randomized_svd_matches_the_dense_gram(shape):
 def test_randomized_and_dense_models_rank_alike():
     rng = np.random.default_rng(1)
     x = _low_rank_plus_noise()
-    data = Interactions(x.astype(np.float32), np.array([f"u{i}" for i in range(x.shape[0])]), np.array([f"i{j}" for j in range(x.shape[1])]))
+    data = Interactions(
+        x.astype(np.float32),
+        np.array([f"u{i}" for i in range(x.shape[0])]),
+        np.array([f"i{j}" for j in range(x.shape[1])]),
+    )
     dense = create("lowrank_ease", dimensions=9, svd_method="dense_gram").fit(data)
     fast = create("lowrank_ease", dimensions=9, svd_method="randomized").fit(data)
     users = rng.choice(data.n_users, 100, replace=False)
@@ -148,5 +161,7 @@ def test_the_svd_method_used_is_an_mlflow_param(tmp_path, monkeypatch, blocks, m
     registry = ModelRegistry.open(uri, tmp_path / "artifacts", "test", "test-model")
     monkeypatch.setattr(module, "_DENSE_GRAM_LIMIT", 5)
     result = train(blocks.to_frame(), None, "lowrank_ease", {"dimensions": 4}, k=5)
-    run_id = registry.log_version(result.model.save(tmp_path / "m"), result.algorithm, result.params, result.metrics, {}).run_id
+    run_id = registry.log_version(
+        result.model.save(tmp_path / "m"), result.algorithm, result.params, result.metrics, {}
+    ).run_id
     assert MlflowClient(tracking_uri=uri).get_run(run_id).data.params["svd_method"] == "randomized"

@@ -76,10 +76,16 @@ def ref_reciprocal_rank(u):
 
 @pytest.mark.parametrize(
     "fast, ref",
-    [(m.precision_at_k, ref_precision), (m.recall_at_k, ref_recall), (m.ndcg_at_k, ref_ndcg),
-     (m.average_precision_at_k, ref_ap), (m.hit_rate_at_k, ref_hit), (m.shown_precision_at_k, ref_shown_precision),
-     (m.reciprocal_rank_at_k, ref_reciprocal_rank)],
-)  # fmt: skip
+    [
+        (m.precision_at_k, ref_precision),
+        (m.recall_at_k, ref_recall),
+        (m.ndcg_at_k, ref_ndcg),
+        (m.average_precision_at_k, ref_ap),
+        (m.hit_rate_at_k, ref_hit),
+        (m.shown_precision_at_k, ref_shown_precision),
+        (m.reciprocal_rank_at_k, ref_reciprocal_rank),
+    ],
+)
 def test_ranking_metrics_match_reference(fast, ref):
     values = fast(REC, REL, K)
     assert np.isnan(values[3])

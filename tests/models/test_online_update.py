@@ -61,7 +61,9 @@ def test_online_boost_scales_the_delta(fold):
 def test_unknown_tracks_change_nothing(fold):
     vector = np.array([1.0, 2.0, 3.0], np.float32)
     np.testing.assert_array_equal(increment(vector, [("zz", 1.0, 0)], {}, fold=fold, index=INDEX), vector)
-    refolded, scores = refold(vector, [("zz", 1.0, 600)], [(500, "yy", 2.0)], fold=fold, index=INDEX, recency=Recency(100))
+    refolded, scores = refold(
+        vector, [("zz", 1.0, 600)], [(500, "yy", 2.0)], fold=fold, index=INDEX, recency=Recency(100)
+    )
     np.testing.assert_array_equal(refolded, vector)
     assert scores == {"yy": 2.0, "zz": 1.0}  # still the user's online scores against the new version
 
@@ -79,9 +81,13 @@ def test_inputs_are_not_modified_and_a_vector_of_another_model_comes_back_unchan
 def test_refold_replays_only_events_newer_than_the_training_data(fold):
     trained = np.array([0.1, 0.2, 0.3], np.float32)
     recent = [(300, "b", 1.0), (250, "a", 0.5), (200, "c", 9.0), (100, "a", 1.0)]  # newest first, as stored
-    vector, scores = refold(trained, [("c", 1.0, 400)], recent, fold=fold, index=INDEX, recency=Recency(200), online_boost=3.0)
+    vector, scores = refold(
+        trained, [("c", 1.0, 400)], recent, fold=fold, index=INDEX, recency=Recency(200), online_boost=3.0
+    )
     assert scores == {"b": 1.0, "a": 0.5, "c": 1.0}  # 200 and 100 are in the model's data already
-    expected = trained + 3.0 * (np.log(2.0) * fold.matrix[1] + np.log(1.5) * fold.matrix[0] + np.log(2.0) * fold.matrix[2])
+    expected = trained + 3.0 * (
+        np.log(2.0) * fold.matrix[1] + np.log(1.5) * fold.matrix[0] + np.log(2.0) * fold.matrix[2]
+    )
     np.testing.assert_allclose(vector, expected, rtol=1e-5)
 
 
@@ -92,7 +98,9 @@ def test_refold_from_the_tail_equals_incrementing_a_user_without_history(fold):
     week = Recency(0, half_life_days=7 * 800 / DAY_MS)  # a half-life of 800 ms: the events fade measurably
     vector, _ = refold(fold.tail.copy(), new, recent, fold=fold, index=INDEX, recency=week)
     replayed = [(t, c, ms) for ms, t, c in reversed(recent)] + new  # oldest first, as they happened
-    np.testing.assert_allclose(vector, increment(fold.tail.copy(), replayed, {}, fold=fold, index=INDEX, recency=week), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        vector, increment(fold.tail.copy(), replayed, {}, fold=fold, index=INDEX, recency=week), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_increment_many_equals_increment_user_by_user(fold):
@@ -101,7 +109,15 @@ def test_increment_many_equals_increment_user_by_user(fold):
     vectors = rng.normal(size=(5, 3)).astype(np.float32)
     scores = [{t: float(rng.normal()) for t in rng.choice(tracks, 2)} for _ in range(5)]
     # users interleaved, some tracks heard twice by one user (the second event starts from the first's score)
-    events = [(int(rng.integers(5)), str(rng.choice(tracks)), float(rng.choice([1.0, -0.75, 0.3])), int(rng.integers(0, 10 * DAY_MS))) for _ in range(40)]
+    events = [
+        (
+            int(rng.integers(5)),
+            str(rng.choice(tracks)),
+            float(rng.choice([1.0, -0.75, 0.3])),
+            int(rng.integers(0, 10 * DAY_MS)),
+        )
+        for _ in range(40)
+    ]
     recency = Recency(5 * DAY_MS, half_life_days=3)
     together = increment_many(vectors, events, scores, fold=fold, index=INDEX, recency=recency, online_boost=2.0)
     for u in range(5):
@@ -116,12 +132,21 @@ def test_a_live_event_counts_by_its_age_against_the_versions_training_data(fold)
     week = Recency(trained_until, half_life_days=7)
     vector = np.zeros(3, np.float32)
     step = np.log1p(1.0) * fold.matrix[0]  # one completion of a track never heard
-    cases = {trained_until: 1.0, trained_until + 7 * DAY_MS: 2.0, trained_until + 14 * DAY_MS: 4.0, trained_until - 7 * DAY_MS: 0.5}
+    cases = {
+        trained_until: 1.0,
+        trained_until + 7 * DAY_MS: 2.0,
+        trained_until + 14 * DAY_MS: 4.0,
+        trained_until - 7 * DAY_MS: 0.5,
+    }
     for event_ms, factor in cases.items():
         after = increment(vector, [("a", 1.0, event_ms)], {}, fold=fold, index=INDEX, recency=week)
-        np.testing.assert_allclose(after, factor * step, rtol=1e-5, err_msg=f"event {(event_ms - trained_until) / DAY_MS:+.0f} days")
+        np.testing.assert_allclose(
+            after, factor * step, rtol=1e-5, err_msg=f"event {(event_ms - trained_until) / DAY_MS:+.0f} days"
+        )
     # a version trained without a half-life learns without one
-    np.testing.assert_allclose(increment(vector, [("a", 1.0, trained_until + 14 * DAY_MS)], {}, fold=fold, index=INDEX), step, rtol=1e-5)
+    np.testing.assert_allclose(
+        increment(vector, [("a", 1.0, trained_until + 14 * DAY_MS)], {}, fold=fold, index=INDEX), step, rtol=1e-5
+    )
 
 
 def test_online_learning_continues_training_on_the_events_after_it():
@@ -138,17 +163,43 @@ def test_online_learning_continues_training_on_the_events_after_it():
     index = {t: i for i, t in enumerate(tracks)}
     day = pd.Timedelta(days=1)
     start = pd.Timestamp("2025-01-01", tz="UTC")
-    history = [("t0", "track_completed", start), ("t1", "like", start + 3 * day), ("t0", "track_skipped", start + 9 * day), ("t2", "play", start + 10 * day)]
-    live = [("t5", "like", start + 12 * day), ("t6", "track_completed", start + 13 * day), ("t5", "track_completed", start + 15 * day)]
+    history = [
+        ("t0", "track_completed", start),
+        ("t1", "like", start + 3 * day),
+        ("t0", "track_skipped", start + 9 * day),
+        ("t2", "play", start + 10 * day),
+    ]
+    live = [
+        ("t5", "like", start + 12 * day),
+        ("t6", "track_completed", start + 13 * day),
+        ("t5", "track_completed", start + 15 * day),
+    ]
 
     def frame(rows):
-        return pd.DataFrame([{"user_id": "u", "track_id": t, "type": k, "timestamp": ts, "ms_played": None, "rating": None} for t, k, ts in rows])
+        return pd.DataFrame(
+            [
+                {"user_id": "u", "track_id": t, "type": k, "timestamp": ts, "ms_played": None, "rating": None}
+                for t, k, ts in rows
+            ]
+        )
 
     trained_until = (start + 10 * day).timestamp() * 1000
     recency = Recency(trained_until, half_life_days=5)
     trained = graded_interactions(frame(history), half_life_days=5, reference_ms=trained_until)
     vector = fold.vector(np.array([index[t] for t in trained["item_id"]]), trained["weight"].to_numpy())
     contribution = {"like": 2.0, "track_completed": 1.0}
-    online = increment(vector, [(t, contribution[k], ts.timestamp() * 1000) for t, k, ts in live], {}, fold=fold, index=index, recency=recency)
+    online = increment(
+        vector,
+        [(t, contribution[k], ts.timestamp() * 1000) for t, k, ts in live],
+        {},
+        fold=fold,
+        index=index,
+        recency=recency,
+    )
     both = graded_interactions(frame(history + live), half_life_days=5, reference_ms=trained_until)
-    np.testing.assert_allclose(online, fold.vector(np.array([index[t] for t in both["item_id"]]), both["weight"].to_numpy()), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        online,
+        fold.vector(np.array([index[t] for t in both["item_id"]]), both["weight"].to_numpy()),
+        rtol=1e-5,
+        atol=1e-6,
+    )

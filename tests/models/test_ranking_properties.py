@@ -32,7 +32,9 @@ def rows_with_filters(draw, max_items: int = 60):
 @given(rows_with_filters())
 def test_the_batch_and_the_single_row_top_k_choose_the_same_list(case):
     scores, allowed, excluded, k = case
-    exclude = sp.csr_matrix((np.ones(len(excluded)), (np.zeros(len(excluded), dtype=np.int64), excluded)), shape=(1, len(scores)))
+    exclude = sp.csr_matrix(
+        (np.ones(len(excluded)), (np.zeros(len(excluded), dtype=np.int64), excluded)), shape=(1, len(scores))
+    )
     batch_rows, batch_scores = top_k(scores[None, :], k, exclude=exclude, allowed=allowed)
     rows, best = top_n(scores, k, excluded=excluded, allowed=allowed)
     kept = batch_rows[0] >= 0  # top_k pads to k with -1 / -inf
@@ -70,7 +72,9 @@ def test_the_ann_list_is_eligible_distinct_best_first_and_exact_when_the_whole_i
     found = approximate_top_n(index, vectors, query, n, excluded=excluded, allowed=allowed)
     eligible = np.ones(len(vectors), dtype=bool) if allowed is None else allowed.copy()
     eligible[excluded] = False
-    if found is None:  # the caller scores exactly: here (no search deeper than MAX_EF) only when the filter leaves fewer than n rows
+    if (
+        found is None
+    ):  # the caller scores exactly: here (no search deeper than MAX_EF) only when the filter leaves fewer than n rows
         assert allowed is not None and allowed.sum() < n
         return
     rows, scores = found
@@ -99,8 +103,15 @@ def lists_and_clicks(draw):
     """Lists (-1 pads), and a relevance matrix given as unsorted coordinates with repeats and stored zeros."""
     users, items, k = draw(st.integers(1, 12)), draw(st.integers(1, 25)), draw(st.integers(1, 8))
     recommended = draw(hnp.arrays(np.int64, (users, k), elements=st.integers(-1, items - 1)))
-    cells = draw(st.lists(st.tuples(st.integers(0, users - 1), st.integers(0, items - 1), st.sampled_from([0.0, 1.0, 2.0])), max_size=40))
-    rows, cols, values = (np.array(x) for x in zip(*cells)) if cells else (np.array([], int), np.array([], int), np.array([]))
+    cells = draw(
+        st.lists(
+            st.tuples(st.integers(0, users - 1), st.integers(0, items - 1), st.sampled_from([0.0, 1.0, 2.0])),
+            max_size=40,
+        )
+    )
+    rows, cols, values = (
+        (np.array(x) for x in zip(*cells)) if cells else (np.array([], int), np.array([], int), np.array([]))
+    )
     relevant = sp.csr_matrix((values, (rows, cols)), shape=(users, items))
     relevant.has_sorted_indices = False  # as an arbitrary caller's matrix may be
     return recommended, relevant

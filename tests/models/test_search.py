@@ -23,8 +23,14 @@ def test_samples_are_seeded_and_inside_their_ranges():
 def test_random_search_reports_every_trial_and_the_best(blocks):
     split = random_holdout(blocks, test_share=0.25, seed=1)
     seen = []
-    result = random_search("lowrank_ease", {"regularization": LogUniform(0.1, 10.0)}, split, n_trials=3,
-                           base_params={"dimensions": 6}, callback=seen.append)  # fmt: skip
+    result = random_search(
+        "lowrank_ease",
+        {"regularization": LogUniform(0.1, 10.0)},
+        split,
+        n_trials=3,
+        base_params={"dimensions": 6},
+        callback=seen.append,
+    )
     assert [t.number for t in seen] == [0, 1, 2] and result.trials == seen
     assert result.best.metrics["ndcg_at_10"] == max(t.metrics["ndcg_at_10"] for t in seen)
     assert set(seen[0].params) == {"regularization"} and seen[0].fit_seconds >= 0

@@ -31,9 +31,13 @@ def test_cold_start_split_removes_items_entirely(blocks):
 
 def test_time_split_puts_recent_pairs_in_test():
     frame = pd.DataFrame(
-        {"user_id": ["a", "a", "b", "b"], "item_id": ["x", "y", "x", "z"], "weight": 1.0,
-         "timestamp": pd.to_datetime(["2024-01-01", "2024-01-09", "2024-01-02", "2024-01-10"], utc=True)}
-    )  # fmt: skip
+        {
+            "user_id": ["a", "a", "b", "b"],
+            "item_id": ["x", "y", "x", "z"],
+            "weight": 1.0,
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-09", "2024-01-02", "2024-01-10"], utc=True),
+        }
+    )
     inter = Interactions.from_frame(frame)
     seen = last_seen_matrix(frame, inter)
     split = time_split(inter, seen, cutoff=pd.Timestamp("2024-01-08", tz="UTC").timestamp())

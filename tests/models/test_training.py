@@ -31,7 +31,6 @@ def test_evaluation_of_a_sample_of_users_is_seeded_and_batched_by_cells(blocks, 
     assert sample == pytest.approx(evaluate(model, split, k=5, max_users=7, seed=3), nan_ok=True)
 
 
-
 def test_a_new_model_and_the_incumbent_are_measured_on_the_pairs_the_incumbent_never_trained_on():
     """The known answer: the incumbent trained on one group of listeners, the new model on both; on the
     same data the incumbent saw every held-out pair (nothing to compare), on the data with the second
@@ -44,7 +43,9 @@ def test_a_new_model_and_the_incumbent_are_measured_on_the_pairs_the_incumbent_n
     assert train(old, None, "lowrank_ease", {"dimensions": 4}, k=5, incumbent=incumbent).head_to_head is None
     result = train(frame, None, "lowrank_ease", {"dimensions": 4}, k=5, incumbent=incumbent)
     versus = result.head_to_head
-    assert versus.pairs == 20 * 2 < result.data["test_interactions"]  # 2 of the 12 items of each of the second group's 20 listeners
+    assert (
+        versus.pairs == 20 * 2 < result.data["test_interactions"]
+    )  # 2 of the 12 items of each of the second group's 20 listeners
     assert versus.model["test_users"] == versus.incumbent["test_users"] == 20  # the second group's
     # the incumbent never saw the second group's block: through its fold-in it ranks it no better than popularity would
     assert versus.model["test_ndcg_at_5"] > versus.incumbent["test_ndcg_at_5"]

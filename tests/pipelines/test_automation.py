@@ -32,7 +32,9 @@ KEY = "test-client-key-0123456789"
 def prepared(tmp_path_factory, redis_url, module_redis_prefix, mlflow_migrated):
     """The whole graph materialized once for the module (version 1 champion, published)."""
     root = tmp_path_factory.mktemp("platform")
-    settings = small_settings(root / "home", redis_url, False, module_redis_prefix).model_copy(update={"api_keys": f"{KEY}:client", "retrain_after_events": 50})
+    settings = small_settings(root / "home", redis_url, False, module_redis_prefix).model_copy(
+        update={"api_keys": f"{KEY}:client", "retrain_after_events": 50}
+    )
     mlflow_migrated(settings.mlflow_tracking_uri)
     return PreparedPlatform.materialize(settings, root)
 
@@ -40,14 +42,18 @@ def prepared(tmp_path_factory, redis_url, module_redis_prefix, mlflow_migrated):
 @pytest.fixture
 def platform(prepared, tmp_path, redis_prefix):
     """A copy of that platform for this test (its folder, its Dagster instance, its Redis keys), with its definitions."""
-    settings, instance = prepared.copy(tmp_path / "platform", redis_prefix, api_keys=f"{KEY}:client", retrain_after_events=50)
+    settings, instance = prepared.copy(
+        tmp_path / "platform", redis_prefix, api_keys=f"{KEY}:client", retrain_after_events=50
+    )
     with instance:
         yield settings, build_defs(settings), instance
 
 
 def evaluate(defs, instance, name, settings, cursor=None):
     sensor = next(s for s in defs.sensors if s.name == name)
-    with dg.build_sensor_context(instance=instance, resources=resources_from(settings), cursor=cursor, definitions=defs) as context:
+    with dg.build_sensor_context(
+        instance=instance, resources=resources_from(settings), cursor=cursor, definitions=defs
+    ) as context:
         return sensor.evaluate_tick(context), context.cursor
 
 
@@ -58,18 +64,31 @@ def test_volume_and_drift_ask_for_a_retrain_saying_why(platform):
     # 60 live events after the newest version's data: over the threshold of 50
     store = OfflineStore(settings.layout.tables)
     now = pd.Timestamp(datetime.now(UTC))
-    live = pd.DataFrame({"event_id": [f"live{i}" for i in range(60)], "user_id": "someone", "track_id": store.read_tracks()["track_id"].iloc[0],
-                         "type": "play", "timestamp": now, "source": "api"})  # fmt: skip
+    live = pd.DataFrame(
+        {
+            "event_id": [f"live{i}" for i in range(60)],
+            "user_id": "someone",
+            "track_id": store.read_tracks()["track_id"].iloc[0],
+            "type": "play",
+            "timestamp": now,
+            "source": "api",
+        }
+    )
     from core.contracts.events import EVENT_SCHEMA
 
     store.write_events(live.reindex(columns=EVENT_SCHEMA.names), part="live")
     volume, _ = evaluate(defs, instance, "retrain_when_needed", settings)
     (request,) = volume.run_requests
-    assert request.tags[TRIGGER_TAG] == "volume" and "60 live events arrived after version 1's training data" in request.tags[REASON_TAG]
+    assert (
+        request.tags[TRIGGER_TAG] == "volume"
+        and "60 live events arrived after version 1's training data" in request.tags[REASON_TAG]
+    )
 
     # drift found after the newest version was trained asks too (volume below the threshold now)
     calm = settings.model_copy(update={"retrain_after_events": 10_000})
-    instance.report_runless_asset_event(dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.75}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.75})
+    )
     drift, _ = evaluate(build_defs(calm), instance, "retrain_when_needed", calm)
     (request,) = drift.run_requests
     assert request.tags[TRIGGER_TAG] == "drift" and "drift share 0.75" in request.tags[REASON_TAG]
@@ -84,17 +103,32 @@ def test_a_drift_retrain_the_gate_rejected_is_not_asked_for_again_after_every_dr
     registry = ModelRegistry.from_settings(calm)
     tables, training = OfflineStore(calm.layout.tables), resources_from(calm)["training"]
     # version 2, trained by a drift-triggered run and not promoted (version 1 stays champion)
-    run = instance.create_run_for_job(defs.resolve_job_def("retrain"), tags={TRIGGER_TAG: "drift", REASON_TAG: "drift share 0.75"}, status=dg.DagsterRunStatus.SUCCESS)
-    result = train(tables.read_interactions(), tables.read_tracks(), training.algorithm, training.params(), k=training.k)
+    run = instance.create_run_for_job(
+        defs.resolve_job_def("retrain"),
+        tags={TRIGGER_TAG: "drift", REASON_TAG: "drift share 0.75"},
+        status=dg.DagsterRunStatus.SUCCESS,
+    )
+    result = train(
+        tables.read_interactions(), tables.read_tracks(), training.algorithm, training.params(), k=training.k
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        record = release.register(registry, result, result.model.save(Path(tmp) / "model"), {"trained_until_ms": "0", "dagster_run_id": run.run_id})
+        record = release.register(
+            registry,
+            result,
+            result.model.save(Path(tmp) / "model"),
+            {"trained_until_ms": "0", "dagster_run_id": run.run_id},
+        )
     assert registry.alias(CHAMPION) == "1" and record.version == "2"
-    instance.report_runless_asset_event(dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.8}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.8})
+    )
     again, _ = evaluate(defs, instance, "retrain_when_needed", calm)
     assert not again.run_requests and "was not promoted by the gate" in again.skip_message
     # once a version is champion again (the daily retrain, a rollout, a hand move), drift asks as before
     registry.set_alias(CHAMPION, "2")
-    instance.report_runless_asset_event(dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.8}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization("feedback_drift", metadata={"drift_exceeded": True, "drift_share": 0.8})
+    )
     asked, _ = evaluate(defs, instance, "retrain_when_needed", calm)
     (request,) = asked.run_requests
     assert request.tags[TRIGGER_TAG] == "drift"
@@ -105,7 +139,9 @@ def test_drain_runs_for_each_day_in_the_stream(platform):
     stream = FeedbackStream(redis.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix))
     empty, _ = evaluate(defs, instance, "drain_feedback", settings)
     assert not empty.run_requests and "empty" in empty.skip_message
-    (stream_id,) = stream.append([FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="play", event_id="d1").stamped()])
+    (stream_id,) = stream.append(
+        [FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="play", event_id="d1").stamped()]
+    )
     accepted_day = datetime.fromtimestamp(int(stream_id.split("-")[0]) / 1000, tz=UTC).date()
     result, _ = evaluate(defs, instance, "drain_feedback", settings)
     # the day the server accepted the entry, and any day after it up to today (a drain just after midnight)
@@ -124,7 +160,10 @@ def test_a_champion_moved_by_hand_is_published_and_the_run_says_so(platform):
     registry.set_alias(CHAMPION, moved_to)  # what a data scientist does in the MLflow UI
     moved, _ = evaluate(defs, instance, "follow_the_champion", settings)
     (request,) = moved.run_requests
-    assert f"champion moved to version {moved_to} in MLflow" in request.tags[REASON_TAG] and "by hand" in request.tags[REASON_TAG]
+    assert (
+        f"champion moved to version {moved_to} in MLflow" in request.tags[REASON_TAG]
+        and "by hand" in request.tags[REASON_TAG]
+    )
     assert request.tags["echotune/moved_by"] == "MLflow UI or API"
     run = defs.resolve_job_def("publish_champion").execute_in_process(instance=instance, tags=request.tags)
     assert run.success
@@ -138,9 +177,20 @@ def test_new_catalog_tracks_are_served_before_any_retrain(platform, tmp_path):
     # three new tracks of a genre nobody has heard of, with audio features: a file a user imports
     base = catalog.iloc[0]
     new_ids = ["0" * 19 + f"N{i:02d}" for i in range(3)]
-    new = pd.DataFrame({"id": new_ids, "name": [f"New {i}" for i in range(3)], "artists": "Newcomer", "genres": "brand new genre",
-                        "energy": 0.9, "danceability": 0.8, "valence": 0.7, "tempo": 128.0, "acousticness": 0.1,
-                        "duration_ms": int(base["duration_ms"] or 200_000)})  # fmt: skip
+    new = pd.DataFrame(
+        {
+            "id": new_ids,
+            "name": [f"New {i}" for i in range(3)],
+            "artists": "Newcomer",
+            "genres": "brand new genre",
+            "energy": 0.9,
+            "danceability": 0.8,
+            "valence": 0.7,
+            "tempo": 128.0,
+            "acousticness": 0.1,
+            "duration_ms": int(base["duration_ms"] or 200_000),
+        }
+    )
     path = tmp_path / "new.csv"
     new.to_csv(path, index=False)
     ingest_track_files(OfflineStore(settings.layout.tables), [path])  # `echotune ingest tracks new.csv`
@@ -181,9 +231,15 @@ def test_the_drift_monitor_runs_after_a_drain_of_any_day_on_its_own(platform):
     quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert quiet.get_num_requested(drift) == 0  # nothing drained yet
     stream = FeedbackStream(redis.Redis.from_url(settings.redis_url), RedisKeys(settings.redis_prefix))
-    stream.append([FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="play", event_id="d1").stamped()])
+    stream.append(
+        [FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="play", event_id="d1").stamped()]
+    )
     (request,) = evaluate(defs, instance, "drain_feedback", settings)[0].run_requests
-    assert defs.resolve_job_def("drain_feedback").execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags).success
+    assert (
+        defs.resolve_job_def("drain_feedback")
+        .execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags)
+        .success
+    )
 
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
     assert after.get_num_requested(drift) == 1 and after.total_requested == 1  # the monitor, nothing else

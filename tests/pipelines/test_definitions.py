@@ -12,10 +12,21 @@ def test_graph_has_every_asset(settings):
     graph = build_defs(settings).resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
-        "synthetic_catalog", "synthetic_events", "tracks", "feedback_events", "interactions", "recommender_model",
-        "serving_vectors", "experiment_definitions", "demo_experiment_events", "experiment_report", "hyperparameter_search",
-        "user_erasures", "feedback_drift", "catalog_extension",
-    }  # fmt: skip
+        "synthetic_catalog",
+        "synthetic_events",
+        "tracks",
+        "feedback_events",
+        "interactions",
+        "recommender_model",
+        "serving_vectors",
+        "experiment_definitions",
+        "demo_experiment_events",
+        "experiment_report",
+        "hyperparameter_search",
+        "user_erasures",
+        "feedback_drift",
+        "catalog_extension",
+    }
 
 
 def test_every_asset_group_has_checks(settings):
@@ -29,17 +40,34 @@ def test_automation_is_on_by_default_and_off_leaves_everything_manual(settings):
     """Every sensor and schedule of the code location, none excepted. Regression (issue 21): the
     running_experiment_reports sensor started running whatever ECHOTUNE_AUTOMATION said."""
     on = build_defs(settings)
-    assert {s.name for s in on.sensors} >= {"drain_feedback", "retrain_when_needed", "follow_the_champion", "new_catalog_tracks", "asset_automation",
-                                            "running_experiment_reports"}  # fmt: skip
-    assert {s.name: s.default_status.value for s in [*on.sensors, *on.schedules]} == {s.name: "RUNNING" for s in [*on.sensors, *on.schedules]}
+    assert {s.name for s in on.sensors} >= {
+        "drain_feedback",
+        "retrain_when_needed",
+        "follow_the_champion",
+        "new_catalog_tracks",
+        "asset_automation",
+        "running_experiment_reports",
+    }
+    assert {s.name: s.default_status.value for s in [*on.sensors, *on.schedules]} == {
+        s.name: "RUNNING" for s in [*on.sensors, *on.schedules]
+    }
     off = build_defs(settings.model_copy(update={"automation": False}))
-    assert {s.name: s.default_status.value for s in [*off.sensors, *off.schedules]} == {s.name: "STOPPED" for s in [*on.sensors, *on.schedules]}
+    assert {s.name: s.default_status.value for s in [*off.sensors, *off.schedules]} == {
+        s.name: "STOPPED" for s in [*on.sensors, *on.schedules]
+    }
 
 
 def test_sources_come_from_configuration(settings):
     configured = settings.model_copy(update={"sources": "track_files,spotify_history,spotify_api,interaction_logs"})
     keys = {k.to_user_string() for k in build_defs(configured).resolve_asset_graph().get_all_asset_keys()}
-    assert {"track_files", "listening_history", "spotify_api_tracks", "interaction_logs", "tracks", "feedback_events"} <= keys
+    assert {
+        "track_files",
+        "listening_history",
+        "spotify_api_tracks",
+        "interaction_logs",
+        "tracks",
+        "feedback_events",
+    } <= keys
     assert not {"synthetic_catalog", "synthetic_events", "demo_experiment_events"} & keys
 
 
@@ -53,5 +81,11 @@ def test_code_location_loads_the_way_the_ui_loads_it():
 
     repo = Path(__file__).resolve().parents[2]
     dagster = Path(sys.executable).parent / "dagster"
-    done = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=repo, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -86,7 +86,14 @@ def test_erase_post_flush_reimport_retrain(own, caplog):
         again = api.post("/feedback", json={"user_id": user, "track_id": TRACK, "type": "like"})
     assert again.status_code == 422  # still refused after the flush
     places = {r["place"] for r in receipt["removed"]}
-    assert places == {"redis_online_state", "feedback_stream", "dead_letters", "spool", "offline_tables", "model_versions"}
+    assert places == {
+        "redis_online_state",
+        "feedback_stream",
+        "dead_letters",
+        "spool",
+        "offline_tables",
+        "model_versions",
+    }
     versions = next(r for r in receipt["removed"] if r["place"] == "model_versions")
     assert versions["count"] == 1 and "versions 1:" in versions["detail"]
     assert OfflineStore(tables).erasures.subjects()  # recorded by digest, checked above to hold no id

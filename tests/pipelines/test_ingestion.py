@@ -39,8 +39,13 @@ def metadata(result, name):
 def test_real_catalog_and_lastfm_log_through_dagster(settings):
     if not HITS.exists() or not LASTFM.exists():
         pytest.skip(f"real data not present under {SHARED_DATA}")
-    configured = settings.model_copy(update={"sources": "track_files,interaction_logs", "track_files": str(HITS / "*.csv"),
-                                             "interaction_files": str(LASTFM)})  # fmt: skip
+    configured = settings.model_copy(
+        update={
+            "sources": "track_files,interaction_logs",
+            "track_files": str(HITS / "*.csv"),
+            "interaction_files": str(LASTFM),
+        }
+    )
     result = materialize(configured, ["track_files", "interaction_logs", "tracks"])
     assert result.success
     files = metadata(result, "track_files")
@@ -54,9 +59,15 @@ def test_real_catalog_and_lastfm_log_through_dagster(settings):
 
 def test_too_many_rejects_fail_the_check_and_block_downstream(settings, tmp_path):
     bad = tmp_path / "tracks.csv"
-    rows = ["id,energy"] + [f"{i:04d}" + "A" * 18 + ",0.5" for i in range(90)] + [f"{i:04d}" + "B" * 18 + ",7" for i in range(10)]
+    rows = (
+        ["id,energy"]
+        + [f"{i:04d}" + "A" * 18 + ",0.5" for i in range(90)]
+        + [f"{i:04d}" + "B" * 18 + ",7" for i in range(10)]
+    )
     bad.write_text("\n".join(rows) + "\n")
-    configured = settings.model_copy(update={"sources": "track_files", "track_files": str(bad), "reject_threshold": 0.05})
+    configured = settings.model_copy(
+        update={"sources": "track_files", "track_files": str(bad), "reject_threshold": 0.05}
+    )
     result = materialize(configured, ["track_files", "tracks"])
     assert not result.success
     meta = metadata(result, "track_files")
@@ -77,10 +88,19 @@ def test_web_api_without_audio_feature_access(settings):
         from core.ingest.catalog import upsert_source
         from core.tables import OfflineStore
 
-        upsert_source(OfflineStore(configured.layout.tables), "spotify_history", pd.DataFrame({"track_id": list(fake.tracks)}))
-        spotify = SpotifyApiResource(client_id="test-id", client_secret="test-secret", base_url=fake.url, accounts_url=fake.url,
-                                     max_tracks=configured.spotify_max_tracks)
-        result = materialize(configured, ["synthetic_catalog", "spotify_api_tracks", "tracks"], resources={"spotify": spotify})
+        upsert_source(
+            OfflineStore(configured.layout.tables), "spotify_history", pd.DataFrame({"track_id": list(fake.tracks)})
+        )
+        spotify = SpotifyApiResource(
+            client_id="test-id",
+            client_secret="test-secret",
+            base_url=fake.url,
+            accounts_url=fake.url,
+            max_tracks=configured.spotify_max_tracks,
+        )
+        result = materialize(
+            configured, ["synthetic_catalog", "spotify_api_tracks", "tracks"], resources={"spotify": spotify}
+        )
     assert result.success
     meta = metadata(result, "spotify_api_tracks")
     assert meta["accepted"] == 30 and meta["audio_features_available"] is False
@@ -92,7 +112,10 @@ def test_web_api_without_audio_feature_access(settings):
 
 def test_live_feedback_partition(settings, redis_client):
     stream = FeedbackStream(redis_client, RedisKeys(settings.redis_prefix))
-    events = [FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="like", event_id=f"x{i}").stamped() for i in range(5)]
+    events = [
+        FeedbackEvent(user_id="u1", track_id="4uLU6hMCjMI75M1A2tKUQC", type="like", event_id=f"x{i}").stamped()
+        for i in range(5)
+    ]
     stream_ids = stream.append(events)
     # the day the server accepted them (stream ids are acceptance ms): reading the clock here instead
     # would name the next day when the events were appended just before midnight

@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from core.contracts import RedisKeys
-from core.vectorstore import VectorStore
 from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+from core.vectorstore import VectorStore
 from pipelines.automation.jobs import everything_job
 from pipelines.definitions import build_defs
 from pipelines.experiment_reports.assets import DEMO_EXPERIMENT
@@ -28,8 +28,11 @@ def test_materialize_everything(settings, redis_url):
     assert set(runs) == {"materialize_everything", "measure_drift", "experiment_reports"}
     # a healthy first run shows no failed check in the UI. Regression (issue 21): the first `make demo`
     # showed running_experiments_are_servable failed, judged before serving_vectors published the champion
-    evaluations = [e.dagster_event.event_specific_data for run in instance.get_runs()
-                   for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]  # fmt: skip
+    evaluations = [
+        e.dagster_event.event_specific_data
+        for run in instance.get_runs()
+        for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
     assert len(evaluations) >= 12 and [e.asset_check_key.name for e in evaluations if not e.passed] == []
     defs = build_defs(settings)
     result = defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance)
@@ -45,11 +48,21 @@ def test_materialize_everything(settings, redis_url):
     assert model_meta["test_ndcg_at_10"].value > 0 and model_meta["version"].value == "2"
 
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == dict.fromkeys([
-        "tracks_have_unique_ids", "tracks_have_audio_features", "interactions_have_unique_pairs", "interaction_weights_in_range",
-        "enough_users_and_items", "model_beats_popularity", "published_versions_are_complete", "vectors_follow_the_champion",
-        "champion_is_fresh", "running_experiments_are_servable",
-    ], True)  # fmt: skip
+    assert checks == dict.fromkeys(
+        [
+            "tracks_have_unique_ids",
+            "tracks_have_audio_features",
+            "interactions_have_unique_pairs",
+            "interaction_weights_in_range",
+            "enough_users_and_items",
+            "model_beats_popularity",
+            "published_versions_are_complete",
+            "vectors_follow_the_champion",
+            "champion_is_fresh",
+            "running_experiments_are_servable",
+        ],
+        True,
+    )
     assert model_meta["test_precision_at_10"].value > 0 and model_meta["mlflow_run"].value.startswith("http")
 
     registry = ModelRegistry.from_settings(settings)
@@ -61,7 +74,9 @@ def test_materialize_everything(settings, redis_url):
     first, second = (registry.run_metrics(v)["test_ndcg_at_10"] for v in ("1", "2"))
     should_promote = second > first
     assert model_meta["promoted"].value is should_promote and model_meta["gate_compared_on"].value == "logged"
-    assert ("beats the champion's" if should_promote else "does not beat the champion's") in model_meta["promotion_reason"].value
+    assert ("beats the champion's" if should_promote else "does not beat the champion's") in model_meta[
+        "promotion_reason"
+    ].value
     champion = registry.alias(CHAMPION)
     assert (champion, registry.alias(CHALLENGER)) == ("2" if should_promote else "1", "2")
     assert registry.version_tags("2")["promotion"] == ("promoted" if should_promote else "rejected")
@@ -78,7 +93,9 @@ def test_materialize_everything(settings, redis_url):
     # the 80 synthetic users are fewer than the 500 per variant the demo's definition asks before a verdict
     ctr = {v["variant"]: v["ctr"] for v in summary["variants"]}
     assert ctr["treatment"] > ctr["control"] and summary["primary"][0]["relative_lift"] > 0, ctr
-    assert summary["verdict"] == "keep running" and "below the minimum sample of 500 users" in summary["reasons"][0], summary["reasons"]
+    assert summary["verdict"] == "keep running" and "below the minimum sample of 500 users" in summary["reasons"][0], (
+        summary["reasons"]
+    )
     assert summary["simulated"]["listeners"] == "simulated" and summary["caveats"][0].startswith("listeners simulated")
     assert summary["sample_ratio"]["mismatch"] is False
     page = (report / "report.html").read_text()

@@ -39,7 +39,9 @@ def postgres_admin():
     try:
         admin = psycopg2.connect(**SERVER, dbname="postgres", connect_timeout=3)
     except psycopg2.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL reachable at 127.0.0.1:5432 ({str(exc).strip()}): production configuration not tested")
+        pytest.skip(
+            f"no PostgreSQL reachable at 127.0.0.1:5432 ({str(exc).strip()}): production configuration not tested"
+        )
     admin.autocommit = True
     yield admin
     admin.close()
@@ -95,7 +97,10 @@ def test_default_instance_is_sqlite_with_a_run_queue(settings):
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 2
-        assert [(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits] == [(TRAINING_TAG, 1), (DRAIN_TAG, 1)]
+        assert [(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits] == [
+            (TRAINING_TAG, 1),
+            (DRAIN_TAG, 1),
+        ]
 
 
 def test_drains_asked_for_in_one_tick_start_one_at_a_time_oldest_first(settings):
@@ -105,17 +110,31 @@ def test_drains_asked_for_in_one_tick_start_one_at_a_time_oldest_first(settings)
     prepare_instance(settings)
     defs = build_defs(settings)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="pipelines.definitions", working_directory=str(REPO)), "echotune")
+        origin = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name="pipelines.definitions", working_directory=str(REPO)), "echotune"
+        )
         remote = next(iter(origin.create_location(instance).get_repositories().values())).get_full_job(drain_job.name)
-        runs = [instance.create_run_for_job(defs.resolve_job_def(drain_job.name), status=dg.DagsterRunStatus.QUEUED, remote_job_origin=remote.get_remote_origin(),
-                                            tags={**remote.run_tags, "dagster/partition": day}) for day in ("2025-03-01", "2025-03-02")]  # fmt: skip
+        runs = [
+            instance.create_run_for_job(
+                defs.resolve_job_def(drain_job.name),
+                status=dg.DagsterRunStatus.QUEUED,
+                remote_job_origin=remote.get_remote_origin(),
+                tags={**remote.run_tags, "dagster/partition": day},
+            )
+            for day in ("2025-03-01", "2025-03-02")
+        ]
         daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
 
         def next_up() -> list[str]:
-            return [run.tags["dagster/partition"] for run in daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)]
+            return [
+                run.tags["dagster/partition"]
+                for run in daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(), None)
+            ]
 
         assert next_up() == ["2025-03-01"]
-        instance.report_dagster_event(dg.DagsterEvent(event_type_value="PIPELINE_STARTING", job_name=drain_job.name), run_id=runs[0].run_id)
+        instance.report_dagster_event(
+            dg.DagsterEvent(event_type_value="PIPELINE_STARTING", job_name=drain_job.name), run_id=runs[0].run_id
+        )
         assert next_up() == []  # the second waits while the first runs
         instance.report_run_failed(runs[0])
         assert next_up() == ["2025-03-02"]
@@ -123,23 +142,49 @@ def test_drains_asked_for_in_one_tick_start_one_at_a_time_oldest_first(settings)
 
 def test_every_training_job_carries_the_tag_and_jobs_run_multiprocess(settings):
     defs = build_defs(settings)
-    trains = {name for name in ("materialize_everything", "retrain", "search_hyperparameters", "drain_feedback", "publish_champion",
-                                "rollback_champion") if defs.resolve_job_def(name).run_tags.get(TRAINING_TAG) == "true"}  # fmt: skip
+    trains = {
+        name
+        for name in (
+            "materialize_everything",
+            "retrain",
+            "search_hyperparameters",
+            "drain_feedback",
+            "publish_champion",
+            "rollback_champion",
+        )
+        if defs.resolve_job_def(name).run_tags.get(TRAINING_TAG) == "true"
+    }
     assert trains == {"materialize_everything", "retrain", "search_hyperparameters"}
-    assert {defs.resolve_job_def(name).executor_def.name for name in ("materialize_everything", "retrain", "drain_feedback")} == {"multiprocess"}
+    assert {
+        defs.resolve_job_def(name).executor_def.name for name in ("materialize_everything", "retrain", "drain_feedback")
+    } == {"multiprocess"}
 
 
 def test_the_password_is_never_written(tmp_path):
-    settings = Settings(home=tmp_path, database_url="postgresql://echotune:s%40cret@db.internal:6543/echo?sslmode=require")
+    settings = Settings(
+        home=tmp_path, database_url="postgresql://echotune:s%40cret@db.internal:6543/echo?sslmode=require"
+    )
     text = yaml.safe_dump(instance_config(settings))
     assert "cret" not in text
     storage = instance_config(settings)["storage"]["postgres"]["postgres_db"]
-    assert storage == {"username": "echotune", "hostname": "db.internal", "port": 6543, "db_name": "echo", "scheme": "postgresql+psycopg2",
-                       "params": {"sslmode": "require", "options": "-csearch_path=dagster"}}  # fmt: skip
+    assert storage == {
+        "username": "echotune",
+        "hostname": "db.internal",
+        "port": 6543,
+        "db_name": "echo",
+        "scheme": "postgresql+psycopg2",
+        "params": {"sslmode": "require", "options": "-csearch_path=dagster"},
+    }
     # MLflow gets the whole URL in process, in its own schema; the demo's MLflow server gets it without the
     # password on its command line
-    assert settings.mlflow_tracking_uri == "postgresql+psycopg2://echotune:s%40cret@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
-    assert _mlflow_backend(settings) == "postgresql+psycopg2://echotune@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
+    assert (
+        settings.mlflow_tracking_uri
+        == "postgresql+psycopg2://echotune:s%40cret@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
+    )
+    assert (
+        _mlflow_backend(settings)
+        == "postgresql+psycopg2://echotune@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
+    )
 
 
 def test_a_bad_database_url_is_refused_naming_the_setting(tmp_path, monkeypatch):
@@ -148,7 +193,10 @@ def test_a_bad_database_url_is_refused_naming_the_setting(tmp_path, monkeypatch)
         ("mysql://u@h/db", "ECHOTUNE_DATABASE_URL: must be a PostgreSQL URL"),
         ("postgresql://u@h", "ECHOTUNE_DATABASE_URL: must name a user, a host and a database"),
         ("postgresql://u@h/db?options=-cx=y", "ECHOTUNE_DATABASE_URL: must not set options"),
-        ("postgresql://u@127.0.0.1:1/db", "cannot connect to PostgreSQL database 'db' at 127.0.0.1:1 (ECHOTUNE_DATABASE_URL)"),
+        (
+            "postgresql://u@127.0.0.1:1/db",
+            "cannot connect to PostgreSQL database 'db' at 127.0.0.1:1 (ECHOTUNE_DATABASE_URL)",
+        ),
     ]:
         monkeypatch.setenv("ECHOTUNE_DATABASE_URL", url)
         get_settings.cache_clear()
@@ -168,22 +216,31 @@ def test_training_runs_queued_beyond_the_limit_wait(settings, database_url):
     assert "word" not in (settings.dagster_home / "dagster.yaml").read_text()
     defs = build_defs(settings)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        assert [type(s).__name__ for s in (instance.run_storage, instance.event_log_storage, instance.schedule_storage)] == [
-            "PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage"]  # fmt: skip
+        assert [
+            type(s).__name__ for s in (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+        ] == ["PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage"]
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 8
 
         # the code location as the webserver and the daemon load it (pipelines.definitions, in process here)
-        origin = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="pipelines.definitions", working_directory=str(REPO)), "echotune")
+        origin = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name="pipelines.definitions", working_directory=str(REPO)), "echotune"
+        )
         repository = next(iter(origin.create_location(instance).get_repositories().values()))
 
         def enqueue(job_name: str) -> dg.DagsterRun:
             """Submit a run the way the launchpad and the sensors do: with its job's tags, to the queue."""
             remote = repository.get_full_job(job_name)
-            return instance.create_run_for_job(defs.resolve_job_def(job_name), status=dg.DagsterRunStatus.QUEUED, tags=dict(remote.run_tags),
-                                               remote_job_origin=remote.get_remote_origin())  # fmt: skip
+            return instance.create_run_for_job(
+                defs.resolve_job_def(job_name),
+                status=dg.DagsterRunStatus.QUEUED,
+                tags=dict(remote.run_tags),
+                remote_job_origin=remote.get_remote_origin(),
+            )
 
         def started(run: dg.DagsterRun) -> None:  # what the daemon records before it hands a run to the launcher
-            instance.report_dagster_event(dg.DagsterEvent(event_type_value="PIPELINE_STARTING", job_name=run.job_name), run_id=run.run_id)
+            instance.report_dagster_event(
+                dg.DagsterEvent(event_type_value="PIPELINE_STARTING", job_name=run.job_name), run_id=run.run_id
+            )
 
         daily, by_volume = enqueue(retrain_job.name), enqueue(everything_job.name)
         drain = enqueue(drain_job.name)
@@ -195,7 +252,12 @@ def test_training_runs_queued_beyond_the_limit_wait(settings, database_url):
         instance.report_run_failed(daily)  # finished (failed or not), it frees the training slot
         assert run_queue(instance) == [everything_job.name]
 
-        result = dg.materialize(defs.assets, selection=["synthetic_catalog", "tracks"], resources=resources_from(settings), instance=instance)
+        result = dg.materialize(
+            defs.assets,
+            selection=["synthetic_catalog", "tracks"],
+            resources=resources_from(settings),
+            instance=instance,
+        )
         assert result.success and instance.get_latest_materialization_event(dg.AssetKey("tracks")) is not None
 
 
@@ -211,7 +273,9 @@ def test_a_user_who_may_not_create_schemas_is_told_what_to_do(settings, database
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 1
-    assert f"user '{limited_role}' may not create schema 'dagster' in database '{name}' at 127.0.0.1:5432" in result.output
+    assert (
+        f"user '{limited_role}' may not create schema 'dagster' in database '{name}' at 127.0.0.1:5432" in result.output
+    )
     assert f"CREATE SCHEMA dagster AUTHORIZATION {limited_role}" in result.output
 
     admin = psycopg2.connect(**SERVER, dbname=name)  # what the message says: the schemas made for the user
@@ -233,13 +297,28 @@ def test_echotune_pipeline_on_a_fresh_database(settings, database_url, postgres_
     """`echotune pipeline` with only ECHOTUNE_DATABASE_URL set: Dagster and MLflow create their schemas'
     tables on first use (migrated to their newest revision), nothing lands in SQLite."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHOTUNE_", "DAGSTER_", "MLFLOW_"))}
-    env.update({
-        "ECHOTUNE_HOME": str(settings.home), "ECHOTUNE_DATABASE_URL": database_url, "ECHOTUNE_REDIS_URL": settings.redis_url,
-        "ECHOTUNE_REDIS_PREFIX": settings.redis_prefix, "ECHOTUNE_SYNTH_TRACKS": "300", "ECHOTUNE_SYNTH_USERS": "80",
-        "ECHOTUNE_SYNTH_EVENTS": "6000", "ECHOTUNE_SYNTH_DAYS": "5", "ECHOTUNE_TRAIN_PARAMS": '{"dimensions": 16}',
-        "ECHOTUNE_EXPERIMENTS_DIR": str(REPO / "experiments" / "definitions"),
-    })  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "echotune.cli", "pipeline"], cwd=settings.home, env=env, capture_output=True, text=True, timeout=900)
+    env.update(
+        {
+            "ECHOTUNE_HOME": str(settings.home),
+            "ECHOTUNE_DATABASE_URL": database_url,
+            "ECHOTUNE_REDIS_URL": settings.redis_url,
+            "ECHOTUNE_REDIS_PREFIX": settings.redis_prefix,
+            "ECHOTUNE_SYNTH_TRACKS": "300",
+            "ECHOTUNE_SYNTH_USERS": "80",
+            "ECHOTUNE_SYNTH_EVENTS": "6000",
+            "ECHOTUNE_SYNTH_DAYS": "5",
+            "ECHOTUNE_TRAIN_PARAMS": '{"dimensions": 16}',
+            "ECHOTUNE_EXPERIMENTS_DIR": str(REPO / "experiments" / "definitions"),
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "echotune.cli", "pipeline"],
+        cwd=settings.home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     settings = on_postgres(settings, database_url)
@@ -250,14 +329,19 @@ def test_echotune_pipeline_on_a_fresh_database(settings, database_url, postgres_
         assert instance.get_latest_materialization_event(dg.AssetKey("recommender_model")) is not None
     registry = ModelRegistry.from_settings(settings)
     assert registry.alias(CHAMPION) == "1"
-    assert not (settings.home / "mlruns" / "mlflow.db").exists() and not (settings.dagster_home / "history" / "runs.db").exists()
+    assert (
+        not (settings.home / "mlruns" / "mlflow.db").exists()
+        and not (settings.dagster_home / "history" / "runs.db").exists()
+    )
 
     name = database_url.rsplit("/", 1)[1]
     connection = psycopg2.connect(**SERVER, dbname=name)
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema IN ('public', %s, %s)",
-                           (DAGSTER_SCHEMA, MLFLOW_SCHEMA))  # fmt: skip
+            cursor.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema IN ('public', %s, %s)",
+                (DAGSTER_SCHEMA, MLFLOW_SCHEMA),
+            )
             tables = set(cursor.fetchall())
             revisions = {}
             for schema in (DAGSTER_SCHEMA, MLFLOW_SCHEMA):
@@ -266,7 +350,9 @@ def test_echotune_pipeline_on_a_fresh_database(settings, database_url, postgres_
     finally:
         connection.close()
     assert {(DAGSTER_SCHEMA, t) for t in ("runs", "event_logs", "jobs", "job_ticks")} <= tables
-    assert {(MLFLOW_SCHEMA, t) for t in ("runs", "experiments", "registered_models", "registered_model_aliases")} <= tables
+    assert {
+        (MLFLOW_SCHEMA, t) for t in ("runs", "experiments", "registered_models", "registered_model_aliases")
+    } <= tables
     assert not {t for s, t in tables if s == "public"}
     assert revisions == {DAGSTER_SCHEMA: head_revision("dagster"), MLFLOW_SCHEMA: head_revision("mlflow")}
 
@@ -276,6 +362,8 @@ def head_revision(package: str) -> str:
     import dagster
     import mlflow
 
-    folder = {"dagster": Path(dagster.__file__).parent / "_core" / "storage" / "alembic",
-              "mlflow": Path(mlflow.__file__).parent / "store" / "db_migrations"}[package]  # fmt: skip
+    folder = {
+        "dagster": Path(dagster.__file__).parent / "_core" / "storage" / "alembic",
+        "mlflow": Path(mlflow.__file__).parent / "store" / "db_migrations",
+    }[package]
     return ScriptDirectory(str(folder)).get_current_head()

@@ -11,13 +11,13 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from echotune.cli import main
 from core import release
 from core.contracts import RedisKeys
+from core.model_registry import CHAMPION, ModelRegistry
 from core.settings import get_settings
 from core.tables import OfflineStore
 from core.vectorstore import VectorStore
-from core.model_registry import CHAMPION, ModelRegistry
+from echotune.cli import main
 from models.training import train
 from pipelines.automation.jobs import everything_job
 from pipelines.definitions import build_defs, resources_from
@@ -42,13 +42,17 @@ def released_twice(settings, redis_url):
     assert defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance).success
     registry = ModelRegistry.from_settings(settings)
     tables, training = OfflineStore(settings.layout.tables), resources_from(settings)["training"]
-    result = train(tables.read_interactions(), tables.read_tracks(), training.algorithm, training.params(), k=training.k)
+    result = train(
+        tables.read_interactions(), tables.read_tracks(), training.algorithm, training.params(), k=training.k
+    )
     with tempfile.TemporaryDirectory() as tmp:
         record = release.register(registry, result, result.model.save(Path(tmp) / "model"), {"trained_until_ms": "0"})
     assert record.version == "2"
     registry.client.set_model_version_tag(settings.registered_model, "2", "promotion", "promoted")
     registry.set_alias(CHAMPION, "2")
-    release.publish_aliases(registry, VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix)), tables.read_tracks())
+    release.publish_aliases(
+        registry, VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix)), tables.read_tracks()
+    )
     return defs, instance, registry
 
 
@@ -66,7 +70,9 @@ def test_rollback_from_dagster_moves_mlflow_and_redis(settings, redis_url, two_v
     defs, instance, registry = two_versions
     store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
     store.set_alias("champion", "2")
-    result = defs.resolve_job_def("rollback_champion").execute_in_process(instance=instance, run_config={"ops": {"move_champion_back": {"config": {"to_version": "1"}}}})
+    result = defs.resolve_job_def("rollback_champion").execute_in_process(
+        instance=instance, run_config={"ops": {"move_champion_back": {"config": {"to_version": "1"}}}}
+    )
     assert result.success
     assert registry.alias(CHAMPION) == "1" and store.alias("champion") == "1"
 
@@ -90,11 +96,22 @@ def test_rollback_from_the_cli(settings, redis_url, two_versions, monkeypatch):
 
 def test_hyperparameter_search_logs_every_trial(settings, two_versions):
     defs, instance, registry = two_versions
-    config = {"ops": {"hyperparameter_search": {"config": {"n_trials": 3, "space_json": json.dumps({"dimensions": [8, 16], "regularization": {"log_uniform": [1, 5]}})}}}}
+    config = {
+        "ops": {
+            "hyperparameter_search": {
+                "config": {
+                    "n_trials": 3,
+                    "space_json": json.dumps({"dimensions": [8, 16], "regularization": {"log_uniform": [1, 5]}}),
+                }
+            }
+        }
+    }
     result = defs.resolve_job_def("search_hyperparameters").execute_in_process(instance=instance, run_config=config)
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     parent = meta["mlflow_parent_run"].value
-    trials = registry.client.search_runs([registry.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    trials = registry.client.search_runs(
+        [registry.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
     assert len(trials) == 3 and all("validation_ndcg_at_10" in t.data.metrics for t in trials)
     assert set(meta["best_params"].value) == {"dimensions", "regularization"}

@@ -17,7 +17,12 @@ TRACK = "4uLU6hMCjMI75M1A2tKUQC"
 def test_an_event_labelled_with_a_separator_is_refused_and_metrics_still_answer(settings, client, redis_client):
     """Regression: `"algorithm": "a|b"` was accepted, stored in the aggregates, and every /metrics
     scrape from then on answered 500."""
-    event = {"user_id": "u1", "track_id": TRACK, "type": "recommendation_clicked", "context": {"algorithm": "a|b", "variant": "x\ny"}}
+    event = {
+        "user_id": "u1",
+        "track_id": TRACK,
+        "type": "recommendation_clicked",
+        "context": {"algorithm": "a|b", "variant": "x\ny"},
+    }
     refused = client.post("/feedback", json=event)
     assert refused.status_code == 422
     fields = {d["field"] for d in refused.json()["error"]["details"]}
@@ -25,11 +30,16 @@ def test_an_event_labelled_with_a_separator_is_refused_and_metrics_still_answer(
     assert "letters, digits and _.:-" in refused.json()["error"]["message"]
     # a field of another shape already stored (an older version, a hand edit) is skipped, not fatal
     keys = RedisKeys(settings.redis_prefix)
-    redis_client.hset(keys.feedback_aggregates(), mapping={"a|b|c|d": 3, 'bad"label|x|play': 1, "lowrank_ease|none|play": "NaNx"})
+    redis_client.hset(
+        keys.feedback_aggregates(), mapping={"a|b|c|d": 3, 'bad"label|x|play': 1, "lowrank_ease|none|play": "NaNx"}
+    )
     redis_client.hset(keys.feedback_aggregates(), "lowrank_ease|control|recommendation_shown", 4)
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
-    assert 'echotune_feedback_events_total{algorithm="lowrank_ease",type="recommendation_shown",variant="control"} 4.0' in metrics.text
+    assert (
+        'echotune_feedback_events_total{algorithm="lowrank_ease",type="recommendation_shown",variant="control"} 4.0'
+        in metrics.text
+    )
 
 
 def test_made_up_genres_match_nothing_and_leave_nothing_behind(client, known_user_id):
@@ -40,7 +50,9 @@ def test_made_up_genres_match_nothing_and_leave_nothing_behind(client, known_use
     assert body["tracks"] == []
     assert set(model.genre_rows) == vocabulary  # the vocabulary is the catalog's, whatever clients send
     real = sorted(vocabulary)[0]
-    mixed = client.get(f"/recommendations/{known_user_id}", params=[("genres", junk[0]), ("genres", real.upper())]).json()
+    mixed = client.get(
+        f"/recommendations/{known_user_id}", params=[("genres", junk[0]), ("genres", real.upper())]
+    ).json()
     assert mixed["tracks"] and all(real in [g.lower() for g in t["genres"]] for t in mixed["tracks"])
 
 
@@ -75,7 +87,9 @@ def test_every_route_answers_413_to_an_oversized_body_even_without_a_length(sett
             response = client.post(path, content=chunked(), headers={"Content-Type": "application/json"})
             assert response.status_code == 413, (path, response.text)
             assert response.json()["error"]["code"] == "body_too_large"
-        declared = client.post("/feedback", content=b"[" + b" " * 3000 + b"]", headers={"Content-Type": "application/json"})
+        declared = client.post(
+            "/feedback", content=b"[" + b" " * 3000 + b"]", headers={"Content-Type": "application/json"}
+        )
         assert declared.status_code == 413
 
 
@@ -94,6 +108,9 @@ def test_the_rate_limit_holds_in_process_while_redis_is_down(settings, published
     with TestClient(create_app(limited, clock=ManualClock()), headers={"X-API-Key": CLIENT_KEY}) as client:
         client.app.state.echotune.breaker.failed()  # as after a Redis failure: requests skip Redis
         codes = [client.get(f"/recommendations/{known_user_id}").status_code for _ in range(5)]
-        feedback = [client.post("/feedback", json={"user_id": "u1", "track_id": TRACK, "type": "play"}).status_code for _ in range(4)]
+        feedback = [
+            client.post("/feedback", json={"user_id": "u1", "track_id": TRACK, "type": "play"}).status_code
+            for _ in range(4)
+        ]
     assert codes == [200, 200, 200, 429, 429]
     assert feedback == [202, 202, 202, 429]  # spooled (Redis is down), then limited in process

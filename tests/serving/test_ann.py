@@ -74,14 +74,23 @@ def test_exact_true_is_for_admin_keys_only(client, known_user_id, world):
     assert refused.status_code == 403 and error["details"][0]["field"] == "exact" and "scope admin" in error["message"]
     track = world.tracks["track_id"].iloc[0]
     assert client.get(f"/recommendations/{known_user_id}/similar/{track}", params={"exact": "true"}).status_code == 403
-    assert client.get(f"/recommendations/{known_user_id}", params={"exact": "true"}, headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+    assert (
+        client.get(
+            f"/recommendations/{known_user_id}", params={"exact": "true"}, headers={"X-API-Key": ADMIN_KEY}
+        ).status_code
+        == 200
+    )
 
 
 def test_the_served_list_recalls_the_exact_one(client, trained):
     recalls = []
     for user in _users(trained, 20):
         served = _ids(client.get(f"/recommendations/{user}", params={"count": 10}))
-        exact = _ids(client.get(f"/recommendations/{user}", params={"count": 10, "exact": "true"}, headers={"X-API-Key": ADMIN_KEY}))
+        exact = _ids(
+            client.get(
+                f"/recommendations/{user}", params={"count": 10, "exact": "true"}, headers={"X-API-Key": ADMIN_KEY}
+            )
+        )
         recalls.append(len(set(served) & set(exact)) / 10)
     assert np.mean(recalls) >= 0.95
 
@@ -94,7 +103,11 @@ def test_filters_and_played_tracks_never_leak(client, trained, world):
     for user in _users(trained, 10):
         played = set(graded.loc[graded["user_id"] == user, "item_id"])
         excluded = sorted(set(model.item_ids) - played)[:5]
-        ids = _ids(client.get(f"/recommendations/{user}", params={"count": 20, "genres": genre, "exclude_tracks": ",".join(excluded)}))
+        ids = _ids(
+            client.get(
+                f"/recommendations/{user}", params={"count": 20, "genres": genre, "exclude_tracks": ",".join(excluded)}
+            )
+        )
         assert ids and all(genre in list(genre_of[t]) for t in ids)
         assert not set(ids) & played and not set(ids) & set(excluded)
 
@@ -105,7 +118,9 @@ def test_a_selective_filter_is_scored_exactly(client, trained, world):
     for user in _users(trained, 5):
         params = {"count": 10, "genres": rare}
         served = client.get(f"/recommendations/{user}", params=params).json()["tracks"]
-        exact = client.get(f"/recommendations/{user}", params={**params, "exact": "true"}, headers={"X-API-Key": ADMIN_KEY}).json()["tracks"]
+        exact = client.get(
+            f"/recommendations/{user}", params={**params, "exact": "true"}, headers={"X-API-Key": ADMIN_KEY}
+        ).json()["tracks"]
         # the same list up to float32 rounding: scoring the allowed rows alone and the whole catalog may
         # round differently in BLAS, so two nearly tied tracks can swap places (seen in CI)
         assert len(served) == len(exact) == 10
@@ -117,9 +132,18 @@ def test_similar_tracks_through_the_index(client, trained, world, known_user_id)
     model, _ = trained
     recalls = []
     for track in model.item_ids[:10]:
-        served = _ids(client.get(f"/recommendations/{known_user_id}/similar/{track}", params={"count": 10, "exclude_played": "false"}))
-        exact = _ids(client.get(f"/recommendations/{known_user_id}/similar/{track}", params={"count": 10, "exclude_played": "false", "exact": "true"},
-                                headers={"X-API-Key": ADMIN_KEY}))  # fmt: skip
+        served = _ids(
+            client.get(
+                f"/recommendations/{known_user_id}/similar/{track}", params={"count": 10, "exclude_played": "false"}
+            )
+        )
+        exact = _ids(
+            client.get(
+                f"/recommendations/{known_user_id}/similar/{track}",
+                params={"count": 10, "exclude_played": "false", "exact": "true"},
+                headers={"X-API-Key": ADMIN_KEY},
+            )
+        )
         assert track not in served
         recalls.append(len(set(served) & set(exact)) / 10)
     assert np.mean(recalls) >= 0.9
@@ -128,7 +152,9 @@ def test_similar_tracks_through_the_index(client, trained, world, known_user_id)
 def test_index_logged_at_release_is_loaded_then_cached_on_disk(settings, redis_url, world, trained, tmp_path, caplog):
     model, graded = trained
     registry = ModelRegistry.from_settings(settings)
-    version = registry.log_version(model.save(tmp_path / "model"), model.name, {}, {}, {"trained_until_ms": "0"}).version
+    version = registry.log_version(
+        model.save(tmp_path / "model"), model.name, {}, {}, {"trained_until_ms": "0"}
+    ).version
     registry.set_alias("champion", version)
     store = VectorStore(redis.Redis.from_url(redis_url), RedisKeys(settings.redis_prefix))
     release.publish_aliases(registry, store, world.tracks, aliases=("champion",), ann_min_tracks=50)
@@ -160,4 +186,6 @@ def test_a_new_version_swaps_in_with_its_own_index(own_client, published, traine
     assert models.get() is loaded and loaded.ann.items.dimensions == 8
     np.testing.assert_allclose(loaded.ann.items.graph.get_items([0])[0], loaded.vectors[0], rtol=1e-6)
     with pytest.raises(ValueError, match="does not fit model version 2"):
-        loaded.attach_index(own_client.app.state.echotune.models.get().ann.__class__(loaded.ann.similarity, loaded.ann.similarity))
+        loaded.attach_index(
+            own_client.app.state.echotune.models.get().ann.__class__(loaded.ann.similarity, loaded.ann.similarity)
+        )

@@ -27,17 +27,25 @@ def run_until_idle(worker: FeedbackWorker) -> None:
 
 
 def completions(user: str, tracks, at: datetime, prefix: str) -> list[FeedbackEvent]:
-    return [FeedbackEvent(user_id=user, track_id=t, type="track_completed", event_id=f"{prefix}{i}", ms_played=200_000, timestamp=at).stamped()
-            for i, t in enumerate(tracks)]  # fmt: skip
+    return [
+        FeedbackEvent(
+            user_id=user, track_id=t, type="track_completed", event_id=f"{prefix}{i}", ms_played=200_000, timestamp=at
+        ).stamped()
+        for i, t in enumerate(tracks)
+    ]
 
 
-def test_users_with_events_after_the_new_versions_data_are_carried_into_it(settings, redis_client, published, trained, world, known_user_id):
+def test_users_with_events_after_the_new_versions_data_are_carried_into_it(
+    settings, redis_client, published, trained, world, known_user_id
+):
     model, graded = trained
     early, late = graded["user_id"].value_counts().index[1:3]  # two listeners besides the known one
     stream = FeedbackStream(redis_client, RedisKeys(settings.redis_prefix))
     at = datetime(2025, 6, 1, tzinfo=UTC)  # times of our own: nothing here depends on the wall clock
     tracks = list(model.item_ids[:4])
-    stream.append(completions(early, tracks[:2], at, "e") + completions(late, tracks[2:], at + timedelta(seconds=10), "l"))
+    stream.append(
+        completions(early, tracks[:2], at, "e") + completions(late, tracks[2:], at + timedelta(seconds=10), "l")
+    )
     worker = worker_for(settings, redis_client, "w1")
     run_until_idle(worker)  # both learnt online against version 1
 
@@ -49,9 +57,13 @@ def test_users_with_events_after_the_new_versions_data_are_carried_into_it(setti
     run_until_idle(worker)  # no new event of theirs
 
     rows = [list(model.item_ids).index(t) for t in tracks[2:]]
-    carried = model.fold_in().update(trained_vector[late], np.array(rows), np.full(2, worker.online_boost * np.log1p(1.0), np.float32))
+    carried = model.fold_in().update(
+        trained_vector[late], np.array(rows), np.full(2, worker.online_boost * np.log1p(1.0), np.float32)
+    )
     np.testing.assert_allclose(published.user_vector("2", late), carried, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(published.user_vector("2", early), trained_vector[early])  # version 2 learnt their events already
+    np.testing.assert_array_equal(
+        published.user_vector("2", early), trained_vector[early]
+    )  # version 2 learnt their events already
     assert worker.carry_over.done == "2" and worker.carry_over.carried == 1
 
     # a second worker doing the same pass (or a restart) carries nothing twice; the next event moves incrementally

@@ -63,7 +63,9 @@ def test_a_connection_redis_dropped_costs_no_degraded_answer(settings, own_redis
     assert [b["degraded"] for b in bodies] == [False] * 3 and bodies[0]["algorithm"] == "lowrank_ease"
 
 
-def test_starting_while_redis_is_down_serves_the_last_cached_version(settings, own_redis, world, trained, known_user_id):
+def test_starting_while_redis_is_down_serves_the_last_cached_version(
+    settings, own_redis, world, trained, known_user_id
+):
     configured = settings.model_copy(update={"redis_url": own_redis.url})
     publish_trained(own_redis.url, settings.redis_prefix, world, trained)
     with TestClient(create_app(configured)):
@@ -97,4 +99,10 @@ def test_feedback_is_spooled_while_redis_is_down_and_replayed_once(settings, own
         assert stream.xlen(keys.feedback_stream()) == 5  # every event once, though 8 were spooled
         assert int(stream.hget(keys.feedback_counters(), "accepted")) == 5
         again = client.post("/feedback", json=batch[:2]).json()
-        assert again == {"accepted": 0, "duplicates": 2, "event_ids": ["spooled-0", "spooled-1"], "spooled": False, "ignored_tokens": []}
+        assert again == {
+            "accepted": 0,
+            "duplicates": 2,
+            "event_ids": ["spooled-0", "spooled-1"],
+            "spooled": False,
+            "ignored_tokens": [],
+        }

@@ -14,7 +14,9 @@ def ranked_lists(draw):
     n_items = draw(st.integers(1, 40))
     first_artist = np.array(draw(st.lists(st.integers(-1, 5), min_size=n_items, max_size=n_items)), dtype=np.int64)
     rows = np.array(draw(st.permutations(range(n_items))), dtype=np.int64)[: draw(st.integers(0, n_items))]
-    scores = np.sort(np.array(draw(st.lists(st.floats(-10, 10, width=32), min_size=len(rows), max_size=len(rows))), dtype=np.float32))[::-1]
+    scores = np.sort(
+        np.array(draw(st.lists(st.floats(-10, 10, width=32), min_size=len(rows), max_size=len(rows))), dtype=np.float32)
+    )[::-1]
     return rows, scores, first_artist, draw(st.integers(1, 4)), draw(st.integers(1, 20))
 
 

@@ -16,12 +16,24 @@ def _event(user: str, n: int) -> FeedbackEvent:
     return FeedbackEvent(user_id=user, track_id=TRACK, type="play", event_id=f"{user}-{n}").stamped()
 
 
-def test_queued_events_go_new_events_are_refused_and_the_receipt_lists_each_place(settings, client, redis_client, known_user_id):
+def test_queued_events_go_new_events_are_refused_and_the_receipt_lists_each_place(
+    settings, client, redis_client, known_user_id
+):
     keys = RedisKeys(settings.redis_prefix)
     stream = FeedbackStream(redis_client, keys)
     stream.append([_event(known_user_id, 1), _event(known_user_id, 2), _event("bystander", 1)])
-    redis_client.xadd(keys.feedback_dead_letters(), {"entry": "1-0", "error": "x", "field:e": FeedbackEvent.model_validate(
-        {"user_id": known_user_id, "track_id": TRACK, "type": "play", "event_id": "dead-1"}).stamped().model_dump_json()})  # fmt: skip
+    redis_client.xadd(
+        keys.feedback_dead_letters(),
+        {
+            "entry": "1-0",
+            "error": "x",
+            "field:e": FeedbackEvent.model_validate(
+                {"user_id": known_user_id, "track_id": TRACK, "type": "play", "event_id": "dead-1"}
+            )
+            .stamped()
+            .model_dump_json(),
+        },
+    )
 
     spool = client.app.state.echotune.spool  # as if these were accepted while Redis was down
     spool.append([encode(_event(known_user_id, 3)), encode(_event("bystander", 2))], max_bytes=1 << 20)
@@ -34,13 +46,20 @@ def test_queued_events_go_new_events_are_refused_and_the_receipt_lists_each_plac
     assert not any(known_user_id.encode() in p.read_bytes() for p in spool.files())
     assert redis_client.xlen(keys.feedback_stream()) == 1  # the bystander's event stays
     assert int(redis_client.get(keys.erasures_version())) == 1
-    assert redis_client.hkeys(keys.erased_users()) == [client.app.state.echotune.erasure_log.digest(known_user_id).encode()]
+    assert redis_client.hkeys(keys.erased_users()) == [
+        client.app.state.echotune.erasure_log.digest(known_user_id).encode()
+    ]
 
     refused = client.post("/feedback", json={"user_id": known_user_id, "track_id": TRACK, "type": "like"})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "erased_user"
     assert refused.json()["error"]["details"][0]["field"] == "user_id"
-    mixed = client.post("/feedback", json=[{"user_id": "someone", "track_id": TRACK, "type": "like"},
-                                           {"user_id": known_user_id, "track_id": TRACK, "type": "like"}])  # fmt: skip
+    mixed = client.post(
+        "/feedback",
+        json=[
+            {"user_id": "someone", "track_id": TRACK, "type": "like"},
+            {"user_id": known_user_id, "track_id": TRACK, "type": "like"},
+        ],
+    )
     assert mixed.status_code == 422 and mixed.json()["error"]["details"][0]["index"] == 1
     assert redis_client.xlen(keys.feedback_stream()) == 1  # nothing of either batch was accepted
 

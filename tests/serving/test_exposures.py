@@ -22,8 +22,16 @@ from tests.serving.test_observability import samples
 pytestmark = pytest.mark.redis_topologies  # one server and a Redis Cluster
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
-SPEC = {"id": "home-test", "name": "Home list", "min_sample_size": 1, "guardrail_metrics": [],
-        "variants": [{"name": "control", "algorithm": "popularity", "weight": 0.5}, {"name": "treatment", "model_alias": "champion", "weight": 0.5}]}  # fmt: skip
+SPEC = {
+    "id": "home-test",
+    "name": "Home list",
+    "min_sample_size": 1,
+    "guardrail_metrics": [],
+    "variants": [
+        {"name": "control", "algorithm": "popularity", "weight": 0.5},
+        {"name": "treatment", "model_alias": "champion", "weight": 0.5},
+    ],
+}
 
 
 @pytest.fixture
@@ -51,7 +59,13 @@ def stored_events(redis_client, settings) -> pd.DataFrame:
 
 
 def feedback(client, user, track, kind, token=None, **context):
-    body = {"user_id": user, "track_id": track, "type": kind, **({"context": context} if context else {}), **({"token": token} if token else {})}
+    body = {
+        "user_id": user,
+        "track_id": track,
+        "type": kind,
+        **({"context": context} if context else {}),
+        **({"token": token} if token else {}),
+    }
     return client.post("/feedback", json=body)
 
 
@@ -69,7 +83,11 @@ def test_every_list_served_is_counted_as_shown_without_any_client_post(client, w
     flush_exposures(client)
     drain(worker)
     got = samples(client.get("/metrics").text)
-    shown = {labels: n for (name, labels), n in got.items() if name == "echotune_feedback_events_total" and ("type", "recommendation_shown") in labels}
+    shown = {
+        labels: n
+        for (name, labels), n in got.items()
+        if name == "echotune_feedback_events_total" and ("type", "recommendation_shown") in labels
+    }
     assert sum(shown.values()) == 5000
     for variant, n in lists.items():
         assert sum(v for labels, v in shown.items() if ("variant", variant) in labels) == 5 * n
@@ -77,7 +95,9 @@ def test_every_list_served_is_counted_as_shown_without_any_client_post(client, w
     # the daily drain stores them as rows the analysis reads: five positions per list, the server's context
     events = stored_events(redis_client, settings)
     rows = events[events["type"] == "recommendation_shown"]
-    assert len(rows) == 5000 and set(rows["context_source"]) == {"server"} and set(rows["surface"]) == {"recommendations"}
+    assert (
+        len(rows) == 5000 and set(rows["context_source"]) == {"server"} and set(rows["surface"]) == {"recommendations"}
+    )
     assert rows.groupby("request_id")["position"].apply(lambda p: sorted(p) == [0, 1, 2, 3, 4]).all()
     result = analyse(experiment, events)
     assert {v["variant"]: v["shown"] for v in result["variants"]} == {k: 5 * n for k, n in lists.items()}
@@ -91,7 +111,13 @@ def test_a_forged_variant_and_algorithm_count_for_no_arm(client, worker, redis_c
     body = served(client, user, count=5)
     assert body["variant"] == "control" and body["algorithm"] == "popularity"
     track = body["tracks"][2]["track_id"]
-    forged = {"algorithm": "lowrank_ease", "variant": "treatment", "experiment_id": "home-test", "model_version": "1", "position": 0}
+    forged = {
+        "algorithm": "lowrank_ease",
+        "variant": "treatment",
+        "experiment_id": "home-test",
+        "model_version": "1",
+        "position": 0,
+    }
     # with the token, the click counts for the list the server served: control, popularity, position 2
     assert feedback(client, user, track, "recommendation_clicked", token=body["token"], **forged).status_code == 202
     # without a token it counts for no list: not a click of either arm
@@ -100,27 +126,64 @@ def test_a_forged_variant_and_algorithm_count_for_no_arm(client, worker, redis_c
     # each such click is kept, counted as without a token (no list, no arm), and the answer says why
     key_id, payload, signature = body["token"].split(".")
     decoded = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    tampered = key_id + "." + base64.urlsafe_b64encode(orjson.dumps({**decoded, "v": "treatment", "a": "lowrank_ease"})).rstrip(b"=").decode() + "." + signature
+    tampered = (
+        key_id
+        + "."
+        + base64.urlsafe_b64encode(orjson.dumps({**decoded, "v": "treatment", "a": "lowrank_ease"}))
+        .rstrip(b"=")
+        .decode()
+        + "."
+        + signature
+    )
     outside = next(t for t in graded["item_id"].unique() if t not in {x["track_id"] for x in body["tracks"]})
-    for who, what, token, why in [(user, track, tampered, "signature does not match"), ("someone-else", track, body["token"], "another user"),
-                                  (user, outside, body["token"], "is not in the list")]:  # fmt: skip
+    for who, what, token, why in [
+        (user, track, tampered, "signature does not match"),
+        ("someone-else", track, body["token"], "another user"),
+        (user, outside, body["token"], "is not in the list"),
+    ]:
         ignored = feedback(client, who, what, "recommendation_clicked", token=token)
         assert ignored.status_code == 202 and ignored.json()["accepted"] == 1
-        assert ignored.json()["ignored_tokens"][0]["field"] == "token" and why in ignored.json()["ignored_tokens"][0]["problem"]
+        assert (
+            ignored.json()["ignored_tokens"][0]["field"] == "token"
+            and why in ignored.json()["ignored_tokens"][0]["problem"]
+        )
     flush_exposures(client)
     drain(worker)
     got = samples(client.get("/metrics").text)
-    assert got[("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "control")))] == pytest.approx(1 / 5)
+    assert got[
+        ("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "control")))
+    ] == pytest.approx(1 / 5)
     assert ("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "treatment"))) not in got
-    clicks = {labels: n for (name, labels), n in got.items() if name == "echotune_algorithm_events_total" and ("type", "recommendation_clicked") in labels}
+    clicks = {
+        labels: n
+        for (name, labels), n in got.items()
+        if name == "echotune_algorithm_events_total" and ("type", "recommendation_clicked") in labels
+    }
     assert clicks == {
-        (("algorithm", "popularity"), ("experiment", "home-test"), ("model_version", "1"), ("type", "recommendation_clicked"), ("variant", "control")): 1,
+        (
+            ("algorithm", "popularity"),
+            ("experiment", "home-test"),
+            ("model_version", "1"),
+            ("type", "recommendation_clicked"),
+            ("variant", "control"),
+        ): 1,
         # the token-less click and the three whose token did not hold: clicks of no list
-        (("algorithm", "none"), ("experiment", "none"), ("model_version", "none"), ("type", "recommendation_clicked"), ("variant", "none")): 4,
+        (
+            ("algorithm", "none"),
+            ("experiment", "none"),
+            ("model_version", "none"),
+            ("type", "recommendation_clicked"),
+            ("variant", "none"),
+        ): 4,
     }
     events = stored_events(redis_client, settings)
     stored = events[events["type"] == "recommendation_clicked"].set_index("context_source")
-    assert stored.loc["token", ["variant", "algorithm", "position", "request_id"]].tolist() == ["control", "popularity", 2, body["request_id"]]
+    assert stored.loc["token", ["variant", "algorithm", "position", "request_id"]].tolist() == [
+        "control",
+        "popularity",
+        2,
+        body["request_id"],
+    ]
     assert orjson.loads(stored.loc["token", "client_context"])["variant"] == "treatment"  # kept for audit, not counted
     result = analyse(experiment, events)
     per_variant = {v["variant"]: v for v in result["variants"]}
@@ -132,7 +195,9 @@ def test_a_forged_variant_and_algorithm_count_for_no_arm(client, worker, redis_c
 def test_a_clients_own_shown_event_is_the_servers_exposure_again(client, worker, trained):
     _, graded = trained
     body = served(client, graded["user_id"].iloc[0], count=3)
-    reply = feedback(client, body["user_id"], body["tracks"][0]["track_id"], "recommendation_shown", token=body["token"]).json()
+    reply = feedback(
+        client, body["user_id"], body["tracks"][0]["track_id"], "recommendation_shown", token=body["token"]
+    ).json()
     assert (reply["accepted"], reply["duplicates"]) == (0, 1)
     flush_exposures(client)
     drain(worker)
@@ -143,7 +208,9 @@ def test_similar_lists_and_batches_are_exposures_of_their_own_surface(client, re
     model, graded = trained
     user = graded["user_id"].iloc[0]
     similar = client.get(f"/recommendations/{user}/similar/{model.item_ids[0]}", params={"count": 4}).json()
-    batch = client.post("/recommendations/batch", json={"requests": [{"user_id": user, "count": 2}, {"user_id": "cold", "count": 3}]}).json()
+    batch = client.post(
+        "/recommendations/batch", json={"requests": [{"user_id": user, "count": 2}, {"user_id": "cold", "count": 3}]}
+    ).json()
     assert similar["token"] and all(r["result"]["token"] for r in batch["results"])
     flush_exposures(client)
     rows = stored_events(redis_client, settings)
@@ -151,7 +218,9 @@ def test_similar_lists_and_batches_are_exposures_of_their_own_surface(client, re
     assert feedback(client, user, similar["tracks"][1]["track_id"], "play", token=similar["token"]).status_code == 202
 
 
-def test_an_interleaved_list_credits_each_click_to_the_ranker_that_gave_the_track(client, worker, redis_client, settings, trained):
+def test_an_interleaved_list_credits_each_click_to_the_ranker_that_gave_the_track(
+    client, worker, redis_client, settings, trained
+):
     spec = {**SPEC, "id": "rankers", "design": "interleaving"}
     experiment = start(client, spec)
     _, graded = trained
@@ -162,11 +231,16 @@ def test_an_interleaved_list_credits_each_click_to_the_ranker_that_gave_the_trac
     assert again["request_id"] != body["request_id"]  # every list its own id
     clicked = [body["tracks"][i]["track_id"] for i in (0, 3)]
     for track in clicked:
-        assert feedback(client, user, track, "recommendation_clicked", token=body["token"], variant="control").status_code == 202
+        assert (
+            feedback(client, user, track, "recommendation_clicked", token=body["token"], variant="control").status_code
+            == 202
+        )
     flush_exposures(client)
     drain(worker)
     events = stored_events(redis_client, settings)
-    shown = events[(events["type"] == "recommendation_shown") & (events["request_id"] == body["request_id"])].set_index("track_id")
+    shown = events[(events["type"] == "recommendation_shown") & (events["request_id"] == body["request_id"])].set_index(
+        "track_id"
+    )
     teams = shown.loc[clicked, "variant"].tolist()
     result = analyse_interleaving(experiment, events)
     assert result["lists"] == 2

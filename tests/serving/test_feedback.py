@@ -16,7 +16,9 @@ def test_single_and_batched_events_go_to_the_stream(client, settings, redis_clie
     stream = FeedbackStream(redis_client, RedisKeys(settings.redis_prefix))
     one = client.post("/feedback", json=event(event_id="a1"))
     assert one.status_code == 202 and one.json()["event_ids"] == ["a1"] and one.json()["accepted"] == 1
-    batch = client.post("/feedback", json={"events": [event(), event(type="like"), event(type="explicit_rating", rating=4)]})
+    batch = client.post(
+        "/feedback", json={"events": [event(), event(type="like"), event(type="explicit_rating", rating=4)]}
+    )
     assert batch.status_code == 202 and batch.json()["accepted"] == 3
     assert stream.length() == 4
 
@@ -25,7 +27,13 @@ def test_retried_event_ids_are_not_appended_twice(client, settings, redis_client
     stream = FeedbackStream(redis_client, RedisKeys(settings.redis_prefix))
     for _ in range(3):
         response = client.post("/feedback", json=[event(event_id="same"), event(event_id="other")])
-    assert response.json() == {"accepted": 0, "duplicates": 2, "event_ids": ["same", "other"], "spooled": False, "ignored_tokens": []}
+    assert response.json() == {
+        "accepted": 0,
+        "duplicates": 2,
+        "event_ids": ["same", "other"],
+        "spooled": False,
+        "ignored_tokens": [],
+    }
     assert stream.length() == 2
 
 

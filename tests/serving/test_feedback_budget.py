@@ -28,13 +28,24 @@ def small_redis(tmp_path):
 
 def batch(start: int, n: int = 500) -> list[dict]:
     """API events as clients send them, with the context a token-less client adds."""
-    return [{"user_id": f"listener-{i % 300}", "track_id": TRACK, "type": "track_completed", "ms_played": 180_000, "event_id": f"ev-{i:07d}",
-             "context": {"algorithm": "lowrank_ease", "variant": "control", "position": i % 20}} for i in range(start, start + n)]  # fmt: skip
+    return [
+        {
+            "user_id": f"listener-{i % 300}",
+            "track_id": TRACK,
+            "type": "track_completed",
+            "ms_played": 180_000,
+            "event_id": f"ev-{i:07d}",
+            "context": {"algorithm": "lowrank_ease", "variant": "control", "position": i % 20},
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def test_the_default_cap_fits_the_embedded_redis():
     assert memory_bytes("2gb") == 2 * 1024**3 and memory_bytes("100m") == 100_000_000
-    assert stream_cap(memory_bytes("2gb")) * BYTES_PER_EVENT <= memory_bytes("2gb") // 2  # the old 5M x ~620 B was 3.1 GB
+    assert (
+        stream_cap(memory_bytes("2gb")) * BYTES_PER_EVENT <= memory_bytes("2gb") // 2
+    )  # the old 5M x ~620 B was 3.1 GB
 
 
 def test_a_full_stream_answers_503_before_redis_reaches_oom(settings, small_redis):
@@ -55,7 +66,9 @@ def test_a_full_stream_answers_503_before_redis_reaches_oom(settings, small_redi
     assert statuses[-1] == 503 and set(statuses[:-1]) == {202}
     assert response.json()["error"]["code"] == "stream_full" and "cap" in response.json()["error"]["message"]
     assert response.headers["Retry-After"]
-    assert cap <= admin.xlen(keys.feedback_stream()) < cap + 500  # every accepted event is there; the refused batch is not
+    assert (
+        cap <= admin.xlen(keys.feedback_stream()) < cap + 500
+    )  # every accepted event is there; the refused batch is not
     assert memory["used_memory"] < 0.9 * memory["maxmemory"]
     assert admin.set("another-client", b"x" * 100_000)  # Redis still takes everyone else's writes
     admin.close()
@@ -71,7 +84,9 @@ def test_a_redis_near_its_maxmemory_refuses_feedback_whatever_the_streams_length
             admin.set(ballast[-1], b"x" * 100_000)
         refused = client.post("/feedback", json=batch(0, 10))
         admin.delete(*ballast)
-        admin.delete(RedisKeys(settings.redis_prefix).feedback_memory_full())  # the script's verdict is cached for 100 ms: no sleeping it out
+        admin.delete(
+            RedisKeys(settings.redis_prefix).feedback_memory_full()
+        )  # the script's verdict is cached for 100 ms: no sleeping it out
         accepted = client.post("/feedback", json=batch(10, 10))
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "stream_full"
     assert "90% of its maxmemory" in refused.json()["error"]["message"]

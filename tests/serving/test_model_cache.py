@@ -17,7 +17,9 @@ def test_only_a_large_catalog_is_frozen_and_a_smaller_successor_thaws_it():
         _freeze_long_lived(FREEZE_MIN_TRACKS)
         assert gc.get_freeze_count() > 0 and model_cache._froze  # large: frozen
         _freeze_long_lived(300)
-        assert gc.get_freeze_count() == 0 and not model_cache._froze  # replaced by a small one: thawed, so the large one can be freed
+        assert (
+            gc.get_freeze_count() == 0 and not model_cache._froze
+        )  # replaced by a small one: thawed, so the large one can be freed
     finally:
         model_cache._froze = False
         if frozen_before:

@@ -26,44 +26,82 @@ from core.clock import ManualClock
 from core.contracts import FeedbackEvent, RedisKeys
 from core.contracts.served_lists import EXPOSURE_FIELD, ServedList
 from core.feedback_stream import FeedbackStream
+from experiments.assignment import Assigner
+from experiments.definition import Experiment
 from serving.main import create_app
 from serving.worker import GROUP, FeedbackWorker
 from serving.worker.counting import Handled
 from serving.worker.events import stream_id_of
 from serving.worker.metrics import memory_limit_bytes, serve_metrics
-from experiments.assignment import Assigner
-from experiments.definition import Experiment
 from tests.serving.conftest import ADMIN_KEY, CLIENT_KEY, drain, flush_exposures, served
 from tests.waiting import wait_until
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 # the runbook's entries ("**Roll back.** ...") that alerts send their reader to
-RUNBOOK_HEADINGS = set(re.findall(r"^\*\*(.+?)\.\*\*", (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(), re.M))
+RUNBOOK_HEADINGS = set(
+    re.findall(r"^\*\*(.+?)\.\*\*", (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(), re.M)
+)
 FROM_PROMETHEUS = {"up"}  # series Prometheus writes itself for every scrape target
 EXPERIMENT = {
     "id": "home-test",
     "name": "Home list",
-    "variants": [{"name": "control", "algorithm": "popularity", "weight": 0.5}, {"name": "treatment", "model_alias": "champion", "weight": 0.5}],
+    "variants": [
+        {"name": "control", "algorithm": "popularity", "weight": 0.5},
+        {"name": "treatment", "model_alias": "champion", "weight": 0.5},
+    ],
 }
 
 # --- PromQL: the metric names an expression selects ------------------------------------------------
 _NOT_METRICS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless", "atan2", "inf", "nan",
-    "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group", "limitk", "limit_ratio",
-}  # fmt: skip
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "atan2",
+    "inf",
+    "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "group",
+    "limitk",
+    "limit_ratio",
+}
 
 
 def metric_names(expr: str) -> set[str]:
     """The metric names a PromQL expression selects: identifiers that are not functions, aggregations,
     keywords, label names (in matchers and in by/on/... lists), strings, durations or numbers."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)  # strings first: they may hold anything
+    text = re.sub(
+        r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr
+    )  # strings first: they may hold anything
     text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges, subqueries, $__rate_interval
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r" \1 ", text)  # label lists
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         before, after = text[: match.start()], text[match.end() :].lstrip()
-        if before[-1:].isdigit() or before[-1:] == "." or after.startswith("(") or match.group().lower() in _NOT_METRICS:
+        if (
+            before[-1:].isdigit()
+            or before[-1:] == "."
+            or after.startswith("(")
+            or match.group().lower() in _NOT_METRICS
+        ):
             continue  # 2e9 and 1h, a function call, a keyword
         names.add(match.group())
     return names
@@ -77,7 +115,11 @@ def test_metric_names_are_read_out_of_promql():
 
 
 def alert_rules() -> list[dict]:
-    return [rule for group in yaml.safe_load((OPS / "prometheus" / "alerts.yml").read_text())["groups"] for rule in group["rules"]]
+    return [
+        rule
+        for group in yaml.safe_load((OPS / "prometheus" / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    ]
 
 
 def dashboard_exprs() -> list[tuple[str, str]]:
@@ -88,16 +130,28 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 def exported_names(text: str) -> set[str]:
     """Every series name an exposition has, also of families declared but without samples yet (a
     counter that never moved), named as prometheus_client writes them (_total, _bucket, ...)."""
-    suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"], "summary": ["_sum", "_count"]}
+    suffixes = {
+        "counter": ["_total", "_created"],
+        "histogram": ["_bucket", "_sum", "_count", "_created"],
+        "summary": ["_sum", "_count"],
+    }
     names = set()
     for family in text_string_to_metric_families(text):
-        names |= {family.name, *(s.name for s in family.samples), *(family.name + suffix for suffix in suffixes.get(family.type, []))}
+        names |= {
+            family.name,
+            *(s.name for s in family.samples),
+            *(family.name + suffix for suffix in suffixes.get(family.type, [])),
+        }
     return names
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
     """(series name, sorted labels) -> value."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
 
 
 # --- fixtures ----------------------------------------------------------------------------------------
@@ -109,7 +163,13 @@ def worker(settings, redis_client, published):
 
 
 def post(client, user, track, kind, token=None, **context):
-    body = {"user_id": user, "track_id": track, "type": kind, "context": context or None, **({"token": token} if token else {})}
+    body = {
+        "user_id": user,
+        "track_id": track,
+        "type": kind,
+        "context": context or None,
+        **({"token": token} if token else {}),
+    }
     response = client.post("/feedback", json=body)
     assert response.status_code == 202, response.text
 
@@ -122,12 +182,29 @@ def test_every_alert_and_dashboard_expression_names_an_exported_metric(client, w
     client.get(f"/recommendations/{known_user_id}/similar/{tracks[0]}")
     client.post("/recommendations/batch", json={"requests": [{"user_id": known_user_id}]})
     for kind in ("recommendation_shown", "recommendation_clicked", "track_completed", "track_skipped"):
-        post(client, known_user_id, tracks[0], kind, algorithm="lowrank_ease", model_version="1", experiment_id="home-test", variant="control")
+        post(
+            client,
+            known_user_id,
+            tracks[0],
+            kind,
+            algorithm="lowrank_ease",
+            model_version="1",
+            experiment_id="home-test",
+            variant="control",
+        )
     worker.r.xadd(worker.keys.feedback_stream(), {"e": b"{not json"})  # a dead letter
     drain(worker)
-    exported = exported_names(client.get("/metrics").text) | exported_names(generate_latest(worker.metrics.registry).decode()) | FROM_PROMETHEUS
-    queried = [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()] + [(f"panel {title!r}", expr) for title, expr in dashboard_exprs()]
-    unknown = sorted({f"{name} (in {where})" for where, expr in queried for name in metric_names(expr) if name not in exported})
+    exported = (
+        exported_names(client.get("/metrics").text)
+        | exported_names(generate_latest(worker.metrics.registry).decode())
+        | FROM_PROMETHEUS
+    )
+    queried = [(f"alert {r['alert']}", r["expr"]) for r in alert_rules()] + [
+        (f"panel {title!r}", expr) for title, expr in dashboard_exprs()
+    ]
+    unknown = sorted(
+        {f"{name} (in {where})" for where, expr in queried for name in metric_names(expr) if name not in exported}
+    )
     assert not unknown, "metrics queried in ops/ that the code does not export: " + "; ".join(unknown)
 
 
@@ -137,9 +214,13 @@ def test_every_alert_says_what_it_is_and_what_to_do():
     for rule in rules:
         assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["runbook"], rule["alert"]
-        assert "README" not in rule["annotations"]["runbook"], f"{rule['alert']}: the runbook lives in docs/operations.md"
+        assert "README" not in rule["annotations"]["runbook"], (
+            f"{rule['alert']}: the runbook lives in docs/operations.md"
+        )
         headings = set(re.findall(r'docs/operations.md "([^"]+)"', rule["annotations"]["runbook"]))
-        assert headings <= RUNBOOK_HEADINGS, f"{rule['alert']} refers to runbook sections that do not exist: {headings - RUNBOOK_HEADINGS}"
+        assert headings <= RUNBOOK_HEADINGS, (
+            f"{rule['alert']} refers to runbook sections that do not exist: {headings - RUNBOOK_HEADINGS}"
+        )
     dashboard = json.loads((OPS / "grafana" / "echotune.json").read_text())
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)) and all(e.strip() for _, e in dashboard_exprs())
@@ -151,15 +232,35 @@ def test_ctr_completion_and_conversion_by_model_version(client, worker, publishe
     their token names. A click without a token, whatever context it claims, counts for no experiment."""
     model, graded = trained
     release.publish(published, "2", model, world.tracks)  # a second published version for the treatment
-    spec = {**EXPERIMENT, "variants": [{"name": "control", "model_version": "1", "weight": 0.5}, {"name": "treatment", "model_version": "2", "weight": 0.5}]}
-    assert client.post("/experiments", json={**spec, "status": "running"}, headers={"X-API-Key": ADMIN_KEY}).status_code == 201
+    spec = {
+        **EXPERIMENT,
+        "variants": [
+            {"name": "control", "model_version": "1", "weight": 0.5},
+            {"name": "treatment", "model_version": "2", "weight": 0.5},
+        ],
+    }
+    assert (
+        client.post("/experiments", json={**spec, "status": "running"}, headers={"X-API-Key": ADMIN_KEY}).status_code
+        == 201
+    )
     assigner = Assigner(Experiment.model_validate(spec))
     users = {assigner.variant(u): u for u in graded["user_id"].unique()[:50]}
-    lists = {"control": [served(client, users["control"], 2), served(client, users["control"], 2)], "treatment": [served(client, users["treatment"], 2)]}
+    lists = {
+        "control": [served(client, users["control"], 2), served(client, users["control"], 2)],
+        "treatment": [served(client, users["treatment"], 2)],
+    }
     assert [b["model_version"] for b in lists["control"] + lists["treatment"]] == ["1", "1", "2"]
     # (type, list, position): a token counts once per track and type, so repeated completions are of other tracks and lists
-    plays = {"control": [("recommendation_clicked", 0, 0), ("track_completed", 0, 0), ("track_completed", 0, 1), ("track_completed", 1, 0), ("track_skipped", 1, 1)],
-             "treatment": [("recommendation_clicked", 0, 0), ("track_completed", 0, 0), ("track_skipped", 0, 0)]}  # fmt: skip
+    plays = {
+        "control": [
+            ("recommendation_clicked", 0, 0),
+            ("track_completed", 0, 0),
+            ("track_completed", 0, 1),
+            ("track_completed", 1, 0),
+            ("track_skipped", 1, 1),
+        ],
+        "treatment": [("recommendation_clicked", 0, 0), ("track_completed", 0, 0), ("track_skipped", 0, 0)],
+    }
     for variant, events in plays.items():
         for kind, i, position in events:
             body = lists[variant][i]
@@ -175,25 +276,64 @@ def test_ctr_completion_and_conversion_by_model_version(client, worker, publishe
     assert got[("echotune_algorithm_completion_rate", (("algorithm", "lowrank_ease"), ("model_version", "2")))] == 0.5
     assert got[("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "control")))] == 0.25
     assert got[("echotune_experiment_conversion", (("experiment", "home-test"), ("variant", "treatment")))] == 0.5
-    assert got[("echotune_feedback_events_total", (("algorithm", "lowrank_ease"), ("type", "recommendation_shown"), ("variant", "control")))] == 4
+    assert (
+        got[
+            (
+                "echotune_feedback_events_total",
+                (("algorithm", "lowrank_ease"), ("type", "recommendation_shown"), ("variant", "control")),
+            )
+        ]
+        == 4
+    )
     assert got[("echotune_feedback_exposures_total", ())] == 6
     # the tokenless click with a made-up context: counted, but under no version, experiment or variant it named
-    untargeted = (("algorithm", "none"), ("experiment", "none"), ("model_version", "none"), ("type", "recommendation_clicked"), ("variant", "none"))
+    untargeted = (
+        ("algorithm", "none"),
+        ("experiment", "none"),
+        ("model_version", "none"),
+        ("type", "recommendation_clicked"),
+        ("variant", "none"),
+    )
     assert got[("echotune_algorithm_events_total", untargeted)] == 1
     assert not [k for k in got if {"77", "made-up", "x"} & {v for _, v in k[1]}]
 
 
-def test_aggregates_of_older_installs_and_retired_versions_keep_their_totals(client, worker, published, world, trained, redis_client, settings):
+def test_aggregates_of_older_installs_and_retired_versions_keep_their_totals(
+    client, worker, published, world, trained, redis_client, settings
+):
     keys = RedisKeys(settings.redis_prefix)
     model, _ = trained
     release.publish(published, "2", model, world.tracks)
     shown = ServedList("r1", "u1", "recommendations", "lowrank_ease", "2", None, None, (model.item_ids[0],), 0)
     redis_client.xadd(keys.feedback_stream(), {EXPOSURE_FIELD: shown.payload()})  # version 2 served one track
     drain(worker)
-    redis_client.hset(keys.feedback_aggregates(), "lowrank_ease|control|recommendation_shown", 4)  # written before model versions were counted
-    shown = ("echotune_feedback_events_total", (("algorithm", "lowrank_ease"), ("type", "recommendation_shown"), ("variant", "control")))
-    old = ("echotune_algorithm_events_total", (("algorithm", "lowrank_ease"), ("experiment", "none"), ("model_version", "none"), ("type", "recommendation_shown"), ("variant", "control")))  # fmt: skip
-    v2 = ("echotune_algorithm_events_total", (("algorithm", "lowrank_ease"), ("experiment", "none"), ("model_version", "2"), ("type", "recommendation_shown"), ("variant", "none")))  # fmt: skip
+    redis_client.hset(
+        keys.feedback_aggregates(), "lowrank_ease|control|recommendation_shown", 4
+    )  # written before model versions were counted
+    shown = (
+        "echotune_feedback_events_total",
+        (("algorithm", "lowrank_ease"), ("type", "recommendation_shown"), ("variant", "control")),
+    )
+    old = (
+        "echotune_algorithm_events_total",
+        (
+            ("algorithm", "lowrank_ease"),
+            ("experiment", "none"),
+            ("model_version", "none"),
+            ("type", "recommendation_shown"),
+            ("variant", "control"),
+        ),
+    )
+    v2 = (
+        "echotune_algorithm_events_total",
+        (
+            ("algorithm", "lowrank_ease"),
+            ("experiment", "none"),
+            ("model_version", "2"),
+            ("type", "recommendation_shown"),
+            ("variant", "none"),
+        ),
+    )
     before = samples(client.get("/metrics").text)
     assert before[shown] == 4 and before[old] == 4 and before[v2] == 1
     published.delete_version("2")
@@ -201,7 +341,10 @@ def test_aggregates_of_older_installs_and_retired_versions_keep_their_totals(cli
     after = samples(client.get("/metrics").text)
     assert after[shown] == 4 and after[old] == 4 and v2 not in after
     assert after[(v2[0], tuple((k, "other" if k == "model_version" else v) for k, v in v2[1]))] == 1
-    assert set(redis_client.hkeys(keys.feedback_aggregates())) == {b"lowrank_ease|none|none|control|recommendation_shown", b"lowrank_ease|other|none|none|recommendation_shown"}
+    assert set(redis_client.hkeys(keys.feedback_aggregates())) == {
+        b"lowrank_ease|none|none|control|recommendation_shown",
+        b"lowrank_ease|other|none|none|recommendation_shown",
+    }
 
 
 def test_active_users_are_counted_once_per_user(client, worker, settings, published, trained):
@@ -220,7 +363,10 @@ def test_active_users_are_counted_once_per_user(client, worker, settings, publis
     later = ManualClock(at=time.time() + 2 * 3600)
     with TestClient(create_app(settings, clock=later), headers={"X-API-Key": CLIENT_KEY}) as two_hours_later:
         got = samples(two_hours_later.get("/metrics").text)
-    assert got[("echotune_active_users", (("window", "1h"),))] == 0 and got[("echotune_active_users", (("window", "24h"),))] == 3
+    assert (
+        got[("echotune_active_users", (("window", "1h"),))] == 0
+        and got[("echotune_active_users", (("window", "24h"),))] == 3
+    )
 
 
 # --- the worker's own metrics -------------------------------------------------------------------------
@@ -229,11 +375,17 @@ def test_the_worker_reports_pending_lag_rates_and_its_model(settings, redis_clie
     worker = FeedbackWorker(redis_client, keys, consumer="w1", batch=100, block_ms=10, claim_idle_ms=0)
     worker.ensure_group()
     stream = FeedbackStream(redis_client, keys)
-    stream.append([FeedbackEvent(user_id="u1", track_id=t, type="track_completed").stamped() for t in trained[0].item_ids[:5]])
+    stream.append(
+        [FeedbackEvent(user_id="u1", track_id=t, type="track_completed").stamped() for t in trained[0].item_ids[:5]]
+    )
     redis_client.xreadgroup(GROUP, "crashed", {keys.feedback_stream(): ">"}, count=2)  # read, never acknowledged
 
     def figures() -> dict:
-        return {name: value for (name, labels), value in samples(generate_latest(worker.metrics.registry).decode()).items() if not labels}
+        return {
+            name: value
+            for (name, labels), value in samples(generate_latest(worker.metrics.registry).decode()).items()
+            if not labels
+        }
 
     waiting = figures()
     assert waiting["echotune_worker_pending_entries"] == 2 and waiting["echotune_worker_lag_entries"] == 3
@@ -241,12 +393,23 @@ def test_the_worker_reports_pending_lag_rates_and_its_model(settings, redis_clie
     redis_client.xadd(keys.feedback_stream(), {"e": b"{not json"})
     drain(worker)  # reclaims the crashed consumer's two entries too
     done = figures()
-    assert done["echotune_worker_pending_entries"] == 0 and done["echotune_worker_lag_entries"] == 0 and done["echotune_worker_lag_seconds"] == 0
+    assert (
+        done["echotune_worker_pending_entries"] == 0
+        and done["echotune_worker_lag_entries"] == 0
+        and done["echotune_worker_lag_seconds"] == 0
+    )
     assert done["echotune_worker_events_applied_total"] == 5 and done["echotune_worker_entries_total"] == 6
     assert done["echotune_worker_dead_letters_total"] == 1 and done["echotune_worker_dead_letter_stream_length"] == 1
     assert done["echotune_worker_redis_up"] == 1 and done["echotune_worker_heartbeat_age_seconds"] < 5
-    assert samples(generate_latest(worker.metrics.registry).decode())[("echotune_worker_model_info", (("model_version", "1"),))] == 1
-    assert ("echotune_process_resident_memory_bytes", (("pid", str(os.getpid())),)) in samples(generate_latest(worker.metrics.registry).decode())
+    assert (
+        samples(generate_latest(worker.metrics.registry).decode())[
+            ("echotune_worker_model_info", (("model_version", "1"),))
+        ]
+        == 1
+    )
+    assert ("echotune_process_resident_memory_bytes", (("pid", str(os.getpid())),)) in samples(
+        generate_latest(worker.metrics.registry).decode()
+    )
 
 
 def test_worker_metrics_are_served_over_http_and_survive_redis_being_away(settings, caplog):
@@ -275,9 +438,19 @@ def test_memory_and_cpu_are_reported_for_every_api_worker(settings, redis_url, t
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECHOTUNE_", "PROMETHEUS_"))}
-    env.update(ECHOTUNE_HOME=str(tmp_path), ECHOTUNE_REDIS_URL=redis_url, ECHOTUNE_REDIS_PREFIX=settings.redis_prefix, ECHOTUNE_API_KEYS=f"{CLIENT_KEY}:client")
-    server = subprocess.Popen([sys.executable, "-m", "echotune.cli", "serve", "--port", str(port), "--workers", "2"], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    env.update(
+        ECHOTUNE_HOME=str(tmp_path),
+        ECHOTUNE_REDIS_URL=redis_url,
+        ECHOTUNE_REDIS_PREFIX=settings.redis_prefix,
+        ECHOTUNE_API_KEYS=f"{CLIENT_KEY}:client",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "echotune.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
     def pids_until(check, seconds=60) -> set[str]:
         def reported() -> set[str] | None:
@@ -293,13 +466,18 @@ def test_memory_and_cpu_are_reported_for_every_api_worker(settings, redis_url, t
         return wait_until(reported, seconds, "memory and CPU reported for the expected API worker pids", interval=0.2)
 
     try:
-        workers = lambda: {str(p.pid) for p in psutil.Process(server.pid).children() if "spawn_main" in " ".join(p.cmdline())}  # noqa: E731
+
+        def workers():
+            return {str(p.pid) for p in psutil.Process(server.pid).children() if "spawn_main" in " ".join(p.cmdline())}
+
         first = pids_until(lambda seen: len(seen) == 2 and seen == workers())
         dead = sorted(first)[0]
         os.kill(int(dead), signal.SIGKILL)
         second = pids_until(lambda seen: len(seen) == 2 and dead not in seen)
         assert second == workers() and dead not in second
-        assert not list((tmp_path / "var" / "prometheus").glob(f"gauge_live*_{dead}.db"))  # in-flight of the dead worker no longer counts
+        assert not list(
+            (tmp_path / "var" / "prometheus").glob(f"gauge_live*_{dead}.db")
+        )  # in-flight of the dead worker no longer counts
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
@@ -311,7 +489,10 @@ def test_feature_lookup_and_assignment_latency_are_observed_per_request(client, 
 
     def counts() -> dict[str, float]:
         figures = samples(client.get("/metrics").text)
-        return {stage: figures.get(("echotune_stage_duration_seconds_count", (("stage", stage),)), 0.0) for stage in ("feature_lookup", "experiment_assignment")}
+        return {
+            stage: figures.get(("echotune_stage_duration_seconds_count", (("stage", stage),)), 0.0)
+            for stage in ("feature_lookup", "experiment_assignment")
+        }
 
     before = counts()
     for _ in range(3):

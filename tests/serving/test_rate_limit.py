@@ -31,10 +31,15 @@ def test_a_1000_event_batch_at_a_600_a_minute_limit_gets_429_and_stores_nothing(
         fits = client.post("/feedback", json={"events": [play(i) for i in range(600)]})
         one_more = client.post("/feedback", json=play(600))
     assert big.status_code == 429 and big.json()["error"]["code"] == "rate_limited"
-    assert "1,000 feedback events" in big.json()["error"]["message"] and "smaller batches" in big.json()["error"]["message"]
+    assert (
+        "1,000 feedback events" in big.json()["error"]["message"]
+        and "smaller batches" in big.json()["error"]["message"]
+    )
     assert stored_after_big == 0
     assert fits.status_code == 202 and fits.json()["accepted"] == 600
-    assert one_more.status_code == 429 and "more than 600 feedback events a minute" in one_more.json()["error"]["message"]
+    assert (
+        one_more.status_code == 429 and "more than 600 feedback events a minute" in one_more.json()["error"]["message"]
+    )
     assert redis_client.xlen(stream) == 600
 
 
@@ -48,20 +53,33 @@ def test_refused_requests_count_and_past_the_limit_the_answer_is_429(settings, p
             client.get(f"/recommendations/{known_user_id}", params={"count": 0}),  # 422 from the route's query model
             client.get(f"/recommendations/{'u' * 129}"),  # 422 from FastAPI's path validation
             client.get(f"/recommendations/{known_user_id}", params={"exact": "true"}),  # 403: exact needs an admin key
-            client.post("/recommendations/batch", json={"requests": [{"user_id": known_user_id, "count": 0}]}),  # 422 body
+            client.post(
+                "/recommendations/batch", json={"requests": [{"user_id": known_user_id, "count": 0}]}
+            ),  # 422 body
         ]
-        past = [client.get(f"/recommendations/{known_user_id}/similar/{'0' * 22}"), client.get(f"/recommendations/{known_user_id}")]
+        past = [
+            client.get(f"/recommendations/{known_user_id}/similar/{'0' * 22}"),
+            client.get(f"/recommendations/{known_user_id}"),
+        ]
     assert [r.status_code for r in refused] == [404, 422, 422, 403, 422]
     assert [r.status_code for r in past] == [429, 429]
     assert all(r.json()["error"]["code"] == "rate_limited" and int(r.headers["Retry-After"]) >= 1 for r in past)
 
 
 def test_each_endpoint_class_has_its_own_limit_per_key(settings, published, known_user_id):
-    limited = settings.model_copy(update={"rate_limit_per_minute": 2, "rate_limit_feedback_events_per_minute": 2, "rate_limit_admin_per_minute": 2})
+    limited = settings.model_copy(
+        update={
+            "rate_limit_per_minute": 2,
+            "rate_limit_feedback_events_per_minute": 2,
+            "rate_limit_admin_per_minute": 2,
+        }
+    )
     admin = {"X-API-Key": ADMIN_KEY}
     with TestClient(create_app(limited, clock=ManualClock()), headers={"X-API-Key": CLIENT_KEY}) as client:
         recommendations = [client.get(f"/recommendations/{known_user_id}").status_code for _ in range(3)]
-        events = [client.post("/feedback", json=play(i)).status_code for i in range(3)]  # the spent recommendation limit does not stop feedback
+        events = [
+            client.post("/feedback", json=play(i)).status_code for i in range(3)
+        ]  # the spent recommendation limit does not stop feedback
         receipts = [client.get("/users/nobody/erasure", headers=admin).status_code for _ in range(3)]  # 404s count too
         admins_recommendations = client.get(f"/recommendations/{known_user_id}", headers=admin).status_code
         client_on_admin_routes = [client.delete("/users/nobody").status_code for _ in range(3)]
@@ -81,7 +99,9 @@ def own_redis(tmp_path):
     server.stop()
 
 
-def test_a_redis_that_refuses_the_counters_write_still_limits_in_process(settings, own_redis, world, trained, known_user_id):
+def test_a_redis_that_refuses_the_counters_write_still_limits_in_process(
+    settings, own_redis, world, trained, known_user_id
+):
     """Regression (issue 23): when Redis answered but refused the counter's write (OOM; READONLY after
     a failover) the request passed uncounted: the limit failed open."""
     configured = settings.model_copy(update={"redis_url": own_redis.url, "rate_limit_per_minute": 3})

@@ -62,7 +62,9 @@ def test_filters(client, world, known_user):
     assert body["tracks"] and all(genre in t["genres"] for t in body["tracks"])
 
     meta = world.tracks.set_index("track_id")
-    body = client.get(f"/recommendations/{known_user}", params={"count": 20, "explicit": "false", "energy_min": 0.5, "tempo_max": 130}).json()
+    body = client.get(
+        f"/recommendations/{known_user}", params={"count": 20, "explicit": "false", "energy_min": 0.5, "tempo_max": 130}
+    ).json()
     assert body["tracks"]
     for t in body["tracks"]:
         row = meta.loc[t["track_id"]]
@@ -70,7 +72,10 @@ def test_filters(client, world, known_user):
 
     first = client.get(f"/recommendations/{known_user}", params={"count": 5}).json()["tracks"]
     artist = meta.loc[first[0]["track_id"], "artist_ids"][0]
-    body = client.get(f"/recommendations/{known_user}", params=[("count", 20), ("exclude_tracks", first[1]["track_id"]), ("exclude_artists", artist)]).json()
+    body = client.get(
+        f"/recommendations/{known_user}",
+        params=[("count", 20), ("exclude_tracks", first[1]["track_id"]), ("exclude_artists", artist)],
+    ).json()
     assert first[1]["track_id"] not in {t["track_id"] for t in body["tracks"]}
     assert body["tracks"] and all(meta.loc[t["track_id"], "artist_ids"][0] != artist for t in body["tracks"])
 
@@ -88,8 +93,13 @@ def test_algorithm_override(client, known_user):
 
 @pytest.mark.redis_topologies("node")  # validation errors: no Redis path of their own
 def test_bad_requests_name_the_field(client):
-    for params, field in [({"count": 0}, "count"), ({"energy_min": "high"}, "energy_min"), ({"colour": "red"}, "colour"),
-                          ({"energy_min": 0.9, "energy_max": 0.1}, "energy"), ({"seed_tracks": "nope"}, "seed_tracks")]:  # fmt: skip
+    for params, field in [
+        ({"count": 0}, "count"),
+        ({"energy_min": "high"}, "energy_min"),
+        ({"colour": "red"}, "colour"),
+        ({"energy_min": 0.9, "energy_max": 0.1}, "energy"),
+        ({"seed_tracks": "nope"}, "seed_tracks"),
+    ]:
         response = client.get("/recommendations/u1", params=params)
         assert response.status_code == 422, params
         assert field in response.json()["error"]["message"], (params, response.json())
@@ -99,7 +109,9 @@ def test_bad_requests_name_the_field(client):
 
 def test_similar_tracks(client, world, known_user):
     seed = world.tracks.iloc[10]
-    body = client.get(f"/recommendations/{known_user}/similar/spotify:track:{seed.track_id}", params={"count": 10}).json()
+    body = client.get(
+        f"/recommendations/{known_user}/similar/spotify:track:{seed.track_id}", params={"count": 10}
+    ).json()
     assert body["algorithm"] == "similar" and body["metadata"] == {"seed_track": seed.track_id, "personalised": True}
     assert seed.track_id not in {t["track_id"] for t in body["tracks"]} and len(body["tracks"]) == 10
     missing = client.get(f"/recommendations/{known_user}/similar/{TRACK}")
@@ -114,14 +126,23 @@ def test_similar_tracks_share_the_seed_genre_more_than_chance(client, world):
         body = client.get(f"/recommendations/nobody/similar/{seed.track_id}", params={"count": 10}).json()
         hits += sum(seed.genres[0] in t["genres"] for t in body["tracks"])
         total += len(body["tracks"])
-    base_rate = np.mean([tracks["genres"].map(lambda g, x=x: x in g).mean() for x in tracks["genres"].explode().unique()])
+    base_rate = np.mean(
+        [tracks["genres"].map(lambda g, x=x: x in g).mean() for x in tracks["genres"].explode().unique()]
+    )
     assert hits / total > 2 * base_rate
 
 
 def test_batch(client, known_user):
-    body = client.post("/recommendations/batch", json={"requests": [
-        {"user_id": known_user, "count": 3}, {"user_id": "newbie", "count": 2, "algorithm": "popularity"},
-        {"user_id": known_user, "count": 2, "algorithm": "nope"}]}).json()  # fmt: skip
+    body = client.post(
+        "/recommendations/batch",
+        json={
+            "requests": [
+                {"user_id": known_user, "count": 3},
+                {"user_id": "newbie", "count": 2, "algorithm": "popularity"},
+                {"user_id": known_user, "count": 2, "algorithm": "nope"},
+            ]
+        },
+    ).json()
     results = body["results"]
     assert [r["user_id"] for r in results] == [known_user, "newbie", known_user]
     assert len(results[0]["result"]["tracks"]) == 3 and results[1]["result"]["algorithm"] == "popularity"
@@ -139,8 +160,13 @@ def test_health_readiness_and_metrics_need_no_key(client):
     metrics = client.get("/metrics", headers=anonymous)
     assert metrics.status_code == 200
     text = metrics.text
-    for name in ("echotune_http_requests_total", "echotune_http_request_duration_seconds_bucket",
-                 "echotune_http_requests_in_flight", "echotune_recommendations_served_total", "process_resident_memory_bytes"):  # fmt: skip
+    for name in (
+        "echotune_http_requests_total",
+        "echotune_http_request_duration_seconds_bucket",
+        "echotune_http_requests_in_flight",
+        "echotune_recommendations_served_total",
+        "process_resident_memory_bytes",
+    ):
         assert name in text, name
     assert 'route="/recommendations/{user_id}"' in text
 

@@ -41,7 +41,13 @@ def test_routes_that_count_outside_the_recommendation_round_trip_are_limited_too
 
 def test_security_headers_and_body_limit(client):
     response = client.get("/health")
-    for header in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy", "Strict-Transport-Security"):
+    for header in (
+        "X-Content-Type-Options",
+        "X-Frame-Options",
+        "Content-Security-Policy",
+        "Referrer-Policy",
+        "Strict-Transport-Security",
+    ):
         assert header in response.headers, header
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     big = client.post("/feedback", content=b"[" + b" " * 2_000_000 + b"]", headers={"Content-Type": "application/json"})
@@ -71,7 +77,9 @@ def test_gdpr_erasure_removes_online_data_and_records_it(settings, client, publi
     assert not any(redis_client.exists(k) for k in keys.user_keys(known_user_id, ["1"]))
     assert published.user_vector("1", known_user_id) is None and not published.played(known_user_id)
     subject = client.app.state.echotune.erasure_log.digest(known_user_id)
-    assert redis_client.hexists(keys.erased_users(), subject) and not redis_client.hexists(keys.erased_users(), known_user_id)
+    assert redis_client.hexists(keys.erased_users(), subject) and not redis_client.hexists(
+        keys.erased_users(), known_user_id
+    )
     after = client.get(f"/recommendations/{known_user_id}").json()
     assert after["algorithm"] == "popularity"  # no vector, no history: treated as a new user
 

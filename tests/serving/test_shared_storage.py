@@ -36,12 +36,22 @@ def test_reports_written_to_shared_storage_are_served(client, settings):
 
 
 @pytest.mark.slow
-def test_a_new_host_serves_the_cached_model_from_shared_storage_while_redis_is_down(client, settings, tmp_path, known_user_id):
-    assert client.get(f"/recommendations/{known_user_id}").json()["model_version"] == "1"  # loaded, and cached in storage
+def test_a_new_host_serves_the_cached_model_from_shared_storage_while_redis_is_down(
+    client, settings, tmp_path, known_user_id
+):
+    assert (
+        client.get(f"/recommendations/{known_user_id}").json()["model_version"] == "1"
+    )  # loaded, and cached in storage
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there
-    other_host = settings.model_copy(update={"home": tmp_path / "host-b", "var_dir": tmp_path / "host-b" / "var", "redis_url": f"redis://127.0.0.1:{port}/0"})
+    other_host = settings.model_copy(
+        update={
+            "home": tmp_path / "host-b",
+            "var_dir": tmp_path / "host-b" / "var",
+            "redis_url": f"redis://127.0.0.1:{port}/0",
+        }
+    )
     with TestClient(create_app(other_host), headers={"X-API-Key": CLIENT_KEY}) as other:
         body = other.get(f"/recommendations/{known_user_id}", params={"count": 4}).json()
     assert body["model_version"] == "1" and body["degraded"] and len(body["tracks"]) == 4
@@ -49,7 +59,9 @@ def test_a_new_host_serves_the_cached_model_from_shared_storage_while_redis_is_d
 
 
 @pytest.mark.slow
-def test_erasures_stay_known_while_shared_storage_is_unreachable(redis_url, redis_prefix, storage_url, s3_server, caplog):
+def test_erasures_stay_known_while_shared_storage_is_unreachable(
+    redis_url, redis_prefix, storage_url, s3_server, caplog
+):
     """Every POST /feedback refreshes who is erased from the log: an object store that stops answering
     must neither fail the request nor forget an erasure read before."""
     erasures = f"{storage_url}/tables/erasures"
@@ -58,7 +70,11 @@ def test_erasures_stay_known_while_shared_storage_is_unreachable(redis_url, redi
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens there
-    unreachable = ErasureLog(UPath(erasures, endpoint_url=f"http://127.0.0.1:{port}", retries=1, config_kwargs={"retries": {"max_attempts": 1}}))
+    unreachable = ErasureLog(
+        UPath(
+            erasures, endpoint_url=f"http://127.0.0.1:{port}", retries=1, config_kwargs={"retries": {"max_attempts": 1}}
+        )
+    )
 
     async def refresh_twice() -> tuple[bool, bool, bool]:
         client = aredis.Redis.from_url(redis_url)

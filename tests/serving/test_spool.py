@@ -10,8 +10,8 @@ from pathlib import Path
 import hypothesis
 import orjson
 import pytest
-from hypothesis import strategies as st
 from fastapi.testclient import TestClient
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from core.clock import ManualClock
@@ -60,7 +60,7 @@ def test_a_torn_line_is_quarantined_and_the_rest_replayed(tmp_path):
     assert sorted(recorder.sent) == ["a", "b", "d", "e", "f"]
     assert spool.files() == [] and spool.pending() == 0
     lines = (spool.folder / QUARANTINE).read_bytes().splitlines()
-    assert sorted(lines) == [b'\x00\xff not json', b'{"event_id": "c", "us']
+    assert sorted(lines) == [b"\x00\xff not json", b'{"event_id": "c", "us']
     assert quarantined() - before == 2
     assert stat.S_IMODE((spool.folder / QUARANTINE).stat().st_mode) == 0o600
 
@@ -168,7 +168,11 @@ def test_a_full_spool_answers_503_with_retry_after_and_stores_nothing(settings, 
         clock.advance(1.1)  # Redis is back (the breaker's cooldown is over): replay
         client.portal.call(replay_spool, state)
     stream = FeedbackStream(redis_client, RedisKeys(settings.redis_prefix))
-    streamed = [orjson.loads(fields[b"e"])["event_id"] for _, fields in redis_client.xrange(RedisKeys(settings.redis_prefix).feedback_stream()) if b"e" in fields]
+    streamed = [
+        orjson.loads(fields[b"e"])["event_id"]
+        for _, fields in redis_client.xrange(RedisKeys(settings.redis_prefix).feedback_stream())
+        if b"e" in fields
+    ]
     assert streamed == accepted and stream.counters()["accepted"] == len(accepted)
 
 
@@ -188,10 +192,19 @@ def test_a_torn_spool_file_left_by_a_crash_does_not_stop_the_next_start(settings
         assert state.spool.files() == []
         metrics = client.get("/metrics").text
     keys = RedisKeys(settings.redis_prefix)
-    assert [orjson.loads(f[b"e"])["event_id"] for _, f in redis_client.xrange(keys.feedback_stream()) if b"e" in f] == ["x1", "x2"]
+    assert [orjson.loads(f[b"e"])["event_id"] for _, f in redis_client.xrange(keys.feedback_stream()) if b"e" in f] == [
+        "x1",
+        "x2",
+    ]
     assert (folder / QUARANTINE).read_bytes() == b'{"event_id": "x3", "tr\n'
-    assert "echotune_feedback_spool_quarantined_total" in metrics and "echotune_feedback_spool_quarantine_bytes 23.0" in metrics
-    assert "echotune_feedback_spool_pending 0.0" in metrics and "echotune_feedback_spool_max_bytes 2.68435456e+08" in metrics
+    assert (
+        "echotune_feedback_spool_quarantined_total" in metrics
+        and "echotune_feedback_spool_quarantine_bytes 23.0" in metrics
+    )
+    assert (
+        "echotune_feedback_spool_pending 0.0" in metrics
+        and "echotune_feedback_spool_max_bytes 2.68435456e+08" in metrics
+    )
 
 
 # --- a property over any sequence of appends, torn writes and replays cut short -----------------------
@@ -199,7 +212,9 @@ OPERATIONS = st.lists(
     st.one_of(
         st.tuples(st.just("append"), st.integers(0, 2), st.integers(1, 4)),  # (op, which API process, rows)
         st.tuples(st.just("tear"), st.just(0), st.just(0)),  # a write cut short (a crash) in the newest spool file
-        st.tuples(st.just("replay"), st.integers(0, 3), st.just(0)),  # Redis answers that many batches, then goes away again
+        st.tuples(
+            st.just("replay"), st.integers(0, 3), st.just(0)
+        ),  # Redis answers that many batches, then goes away again
     ),
     max_size=25,
 )

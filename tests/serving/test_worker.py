@@ -27,7 +27,10 @@ def stream(settings, redis_client):
 
 
 def events_for(user, tracks, kind="track_completed", prefix="e"):
-    return [FeedbackEvent(user_id=user, track_id=t, type=kind, event_id=f"{prefix}{i}", ms_played=200_000).stamped() for i, t in enumerate(tracks)]
+    return [
+        FeedbackEvent(user_id=user, track_id=t, type=kind, event_id=f"{prefix}{i}", ms_played=200_000).stamped()
+        for i, t in enumerate(tracks)
+    ]
 
 
 def test_events_move_the_user_vector_through_the_fold_in(worker, stream, published, trained, known_user_id):
@@ -54,13 +57,19 @@ def test_an_unknown_user_gets_a_vector_from_their_first_events(worker, stream, p
     assert vector is not None and np.abs(vector[:-1]).sum() > 0
 
 
-def test_a_crash_before_acknowledging_applies_nothing_twice(settings, redis_client, worker, stream, published, trained, known_user_id):
+def test_a_crash_before_acknowledging_applies_nothing_twice(
+    settings, redis_client, worker, stream, published, trained, known_user_id
+):
     model, _ = trained
     stream.append(events_for(known_user_id, list(model.item_ids[3:8])))
-    entries = redis_client.xreadgroup(GROUP, "w1", {RedisKeys(settings.redis_prefix).feedback_stream(): ">"}, count=100)[0][1]
+    entries = redis_client.xreadgroup(
+        GROUP, "w1", {RedisKeys(settings.redis_prefix).feedback_stream(): ">"}, count=100
+    )[0][1]
     worker._apply_users([e for e in _events(entries)])  # stored the effect, then "died" before counting and acking
     vector = published.user_vector("1", known_user_id).copy()
-    rescuer = FeedbackWorker(redis_client, RedisKeys(settings.redis_prefix), consumer="w2", batch=100, block_ms=10, claim_idle_ms=0)
+    rescuer = FeedbackWorker(
+        redis_client, RedisKeys(settings.redis_prefix), consumer="w2", batch=100, block_ms=10, claim_idle_ms=0
+    )
     assert rescuer.reclaim() == 5
     np.testing.assert_array_equal(published.user_vector("1", known_user_id), vector)  # not applied again
     assert stream.counters()["applied"] == 5  # counted once
@@ -81,14 +90,31 @@ def test_poison_entries_go_to_the_dead_letter_stream(settings, redis_client, wor
 def test_online_aggregates_and_counters_reach_the_metrics(client, worker, stream, known_user_id, trained):
     model, _ = trained
     context = {"algorithm": "lowrank_ease", "variant": "treatment"}
-    shown = [FeedbackEvent(user_id=known_user_id, track_id=t, type="recommendation_shown", event_id=f"s{i}", context=context).stamped()
-             for i, t in enumerate(model.item_ids[:4])]  # fmt: skip
-    clicked = [FeedbackEvent(user_id=known_user_id, track_id=model.item_ids[0], type="recommendation_clicked", event_id="c0", context=context).stamped()]
+    shown = [
+        FeedbackEvent(
+            user_id=known_user_id, track_id=t, type="recommendation_shown", event_id=f"s{i}", context=context
+        ).stamped()
+        for i, t in enumerate(model.item_ids[:4])
+    ]
+    clicked = [
+        FeedbackEvent(
+            user_id=known_user_id,
+            track_id=model.item_ids[0],
+            type="recommendation_clicked",
+            event_id="c0",
+            context=context,
+        ).stamped()
+    ]
     stream.append(shown + clicked)
     drain(worker)
     text = client.get("/metrics").text
-    assert "echotune_feedback_events_accepted_total 5.0" in text and "echotune_feedback_events_applied_total 5.0" in text
-    assert 'echotune_feedback_events_total{algorithm="lowrank_ease",type="recommendation_shown",variant="treatment"} 4.0' in text
+    assert (
+        "echotune_feedback_events_accepted_total 5.0" in text and "echotune_feedback_events_applied_total 5.0" in text
+    )
+    assert (
+        'echotune_feedback_events_total{algorithm="lowrank_ease",type="recommendation_shown",variant="treatment"} 4.0'
+        in text
+    )
     assert 'echotune_recommendation_ctr{algorithm="lowrank_ease",variant="treatment"} 0.25' in text
 
 
@@ -104,8 +130,13 @@ def test_skipping_a_genre_brings_fewer_of_it_without_retraining(client, worker, 
         first = client.get(f"/recommendations/{user}", params={"count": 20}).json()["tracks"]
         genre = collections.Counter(t["genres"][0] for t in first).most_common(1)[0][0]
         skipped = [t["track_id"] for t in first if t["genres"][0] == genre][:4]
-        baseline = client.get(f"/recommendations/{user}", params=[("count", 20), *[("exclude_tracks", t) for t in skipped]]).json()
-        posted = client.post("/feedback", json=[{"user_id": user, "track_id": t, "type": "track_skipped", "ms_played": 4000} for t in skipped])
+        baseline = client.get(
+            f"/recommendations/{user}", params=[("count", 20), *[("exclude_tracks", t) for t in skipped]]
+        ).json()
+        posted = client.post(
+            "/feedback",
+            json=[{"user_id": user, "track_id": t, "type": "track_skipped", "ms_played": 4000} for t in skipped],
+        )
         assert posted.status_code == 202
         drain(worker)
         after = client.get(f"/recommendations/{user}", params={"count": 20}).json()
@@ -116,8 +147,8 @@ def test_skipping_a_genre_brings_fewer_of_it_without_retraining(client, worker, 
 
 
 def _events(entries):
-    from serving.worker import Event
     from core.feedback_stream import decode
+    from serving.worker import Event
 
     return [Event(i.decode(), int(i.decode().split("-")[0]), decode(f[b"e"])) for i, f in entries]
 
@@ -126,7 +157,9 @@ OWN_SERVER = "runs on a Redis server of its own (put in a failure state): the sa
 
 
 @pytest.mark.slow
-def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(request, settings, world, trained, tmp_path, redis_cluster):
+def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(
+    request, settings, world, trained, tmp_path, redis_cluster
+):
     if redis_cluster:
         pytest.skip(OWN_SERVER)
     import threading
@@ -155,7 +188,9 @@ def test_a_redis_restart_loses_nothing_and_applies_nothing_twice(request, settin
         server.start()
         stream = FeedbackStream(redis.Redis.from_url(url), keys)
         stream.append(events_for("listener", tracks[20:], prefix="b"))
-        wait_until(lambda: stream.counters().get("applied", 0) >= 40, 20, "40 events applied after the restart", interval=0.1)
+        wait_until(
+            lambda: stream.counters().get("applied", 0) >= 40, 20, "40 events applied after the restart", interval=0.1
+        )
     finally:
         stop.set()
         thread.join(10)
@@ -170,7 +205,9 @@ def test_a_poison_entry_is_the_only_one_dead_lettered(settings, redis_client, wo
     keys = RedisKeys(settings.redis_prefix)
     redis_client.lpush(keys.user_revision("broken-user"), "not a revision")  # WRONGTYPE for every read of this user
     tracks = list(trained[0].item_ids[:4])
-    stream.append(events_for(known_user_id, tracks[:3], prefix="ok") + events_for("broken-user", tracks[3:], prefix="bad"))
+    stream.append(
+        events_for(known_user_id, tracks[:3], prefix="ok") + events_for("broken-user", tracks[3:], prefix="bad")
+    )
     assert drain(worker) == 4
     dead = redis_client.xrange(keys.feedback_dead_letters())
     assert len(dead) == 1 and b"WRONGTYPE" in dead[0][1][b"error"] and b'"bad0"' in dead[0][1][b"field:e"]
@@ -239,9 +276,19 @@ def test_the_worker_survives_a_redis_error_that_is_not_a_lost_connection(setting
         thread.start()
         try:
             # generous: a loaded machine retries slowly
-            wait_until(lambda: any("OutOfMemoryError" in r.getMessage() for r in caplog.records), 30, "the worker meeting the error", interval=0.01)
+            wait_until(
+                lambda: any("OutOfMemoryError" in r.getMessage() for r in caplog.records),
+                30,
+                "the worker meeting the error",
+                interval=0.01,
+            )
             client.config_set("maxmemory", "2gb")
-            wait_until(lambda: stream.counters().get("applied", 0) >= 5, 30, "the events applied once Redis takes writes again", interval=0.01)
+            wait_until(
+                lambda: stream.counters().get("applied", 0) >= 5,
+                30,
+                "the events applied once Redis takes writes again",
+                interval=0.01,
+            )
             assert thread.is_alive() and stream.counters()["applied"] == 5
         finally:
             client.config_set("maxmemory", "2gb")
@@ -309,8 +356,12 @@ def test_played_sets_keep_only_the_most_recent_tracks(worker, stream, published,
     model, _ = trained
     worker.learner.user_state.played_cap = 5
     tracks = list(model.item_ids[:8])
-    events = [FeedbackEvent(user_id="binger", track_id=t, type="play", event_id=f"b{i}",
-                            timestamp=f"2026-01-01T00:00:0{i}Z").stamped() for i, t in enumerate(tracks)]  # fmt: skip
+    events = [
+        FeedbackEvent(
+            user_id="binger", track_id=t, type="play", event_id=f"b{i}", timestamp=f"2026-01-01T00:00:0{i}Z"
+        ).stamped()
+        for i, t in enumerate(tracks)
+    ]
     stream.append(events)
     drain(worker)
     assert published.played("binger") == set(tracks[3:])  # the five played last
@@ -323,7 +374,10 @@ def test_queued_events_of_an_erased_user_are_dropped(settings, redis_client, str
     worker = FeedbackWorker(redis_client, keys, consumer="w1", batch=100, block_ms=10, erasure_log=log)
     worker.ensure_group()
     model, _ = trained
-    stream.append(events_for("leaving", list(model.item_ids[:4]), prefix="l") + events_for("staying", list(model.item_ids[:2]), prefix="s"))
+    stream.append(
+        events_for("leaving", list(model.item_ids[:4]), prefix="l")
+        + events_for("staying", list(model.item_ids[:2]), prefix="s")
+    )
     # what DELETE /users/leaving records (the API also removes the stream entries; say it lost a race)
     redis_client.hset(keys.erased_users(), log.digest("leaving"), "1")
     redis_client.incr(keys.erasures_version())
@@ -333,7 +387,9 @@ def test_queued_events_of_an_erased_user_are_dropped(settings, redis_client, str
     assert published.played("staying")
 
 
-def test_an_erasure_landing_while_a_batch_is_stored_leaves_nothing_behind(settings, redis_client, stream, published, trained, tmp_path):
+def test_an_erasure_landing_while_a_batch_is_stored_leaves_nothing_behind(
+    settings, redis_client, stream, published, trained, tmp_path
+):
     from core.erasure_log import ErasureLog
 
     keys, log = RedisKeys(settings.redis_prefix), ErasureLog(tmp_path / "erasures")
@@ -353,7 +409,9 @@ def test_an_erasure_landing_while_a_batch_is_stored_leaves_nothing_behind(settin
     assert not [k for k in redis_client.scan_iter(match=f"{settings.redis_prefix}:*") if b"leaving" in k]
 
 
-def test_every_model_version_a_running_experiment_serves_learns_online(worker, stream, redis_client, settings, published, world, trained, known_user_id):
+def test_every_model_version_a_running_experiment_serves_learns_online(
+    worker, stream, redis_client, settings, published, world, trained, known_user_id
+):
     """An experiment between the champion (1) and version 2: a listener's events move their vector of
     both versions, each along its own fold-in, so neither arm is served stale vectors."""
     from core import release
@@ -362,8 +420,17 @@ def test_every_model_version_a_running_experiment_serves_learns_online(worker, s
     model, graded = trained
     other = create_model_like(graded, world, keep=known_user_id)
     release.publish(published, "2", other, world.tracks, int(graded["timestamp"].max().timestamp() * 1000))
-    experiment = Experiment.model_validate({"id": "v1-v2", "name": "x", "status": "running", "variants": [
-        {"name": "control", "model_alias": "champion", "weight": 0.5}, {"name": "treatment", "model_version": "2", "weight": 0.5}]})  # fmt: skip
+    experiment = Experiment.model_validate(
+        {
+            "id": "v1-v2",
+            "name": "x",
+            "status": "running",
+            "variants": [
+                {"name": "control", "model_alias": "champion", "weight": 0.5},
+                {"name": "treatment", "model_version": "2", "weight": 0.5},
+            ],
+        }
+    )
     redis_client.hset(RedisKeys(settings.redis_prefix).experiments(), experiment.id, experiment.model_dump_json())
     before = {v: published.user_vector(v, known_user_id).copy() for v in ("1", "2")}
     tracks = list(model.item_ids[:3])
@@ -373,7 +440,9 @@ def test_every_model_version_a_running_experiment_serves_learns_online(worker, s
     drain(worker)
     for version, trained_model in (("1", model), ("2", other)):
         rows = [list(trained_model.item_ids).index(t) for t in tracks]
-        expected = trained_model.fold_in().update(before[version], np.array(rows), np.full(3, worker.online_boost * np.log1p(1.0), np.float32))
+        expected = trained_model.fold_in().update(
+            before[version], np.array(rows), np.full(3, worker.online_boost * np.log1p(1.0), np.float32)
+        )
         np.testing.assert_allclose(published.user_vector(version, known_user_id), expected, rtol=1e-5, atol=1e-6)
     # the next events move both incrementally (no re-fold counts the first three again)
     stream.append(events_for(known_user_id, tracks[:1], prefix="more"))
@@ -382,9 +451,18 @@ def test_every_model_version_a_running_experiment_serves_learns_online(worker, s
     for version, trained_model in (("1", model), ("2", other)):
         row = list(trained_model.item_ids).index(tracks[0])
         step = worker.online_boost * (np.log1p(2.0) - np.log1p(1.0))
-        np.testing.assert_allclose(published.user_vector(version, known_user_id), moved[version] + step * trained_model.fold_in().matrix[row], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            published.user_vector(version, known_user_id),
+            moved[version] + step * trained_model.fold_in().matrix[row],
+            rtol=1e-5,
+            atol=1e-5,
+        )
     # the experiment stops: version 2 is not learnt any more
-    redis_client.hset(RedisKeys(settings.redis_prefix).experiments(), experiment.id, experiment.with_status("stopped").model_dump_json())
+    redis_client.hset(
+        RedisKeys(settings.redis_prefix).experiments(),
+        experiment.id,
+        experiment.with_status("stopped").model_dump_json(),
+    )
     worker.refresh_model(force=True)
     assert worker.others == []
 
@@ -400,7 +478,9 @@ def create_model_like(graded, world, keep: str):
     return create(DEFAULT_ALGORITHM).fit(matrix, features)
 
 
-def test_a_state_kept_from_the_last_batch_is_checked_against_the_store(settings, redis_client, worker, stream, published, trained, known_user_id):
+def test_a_state_kept_from_the_last_batch_is_checked_against_the_store(
+    settings, redis_client, worker, stream, published, trained, known_user_id
+):
     """The worker keeps the state it stored so a user's next batch skips the read; when another worker
     stored for that user meanwhile, the kept state is stale: the store refuses it and the worker reads
     again, so no update is lost and none is counted twice."""
@@ -416,12 +496,16 @@ def test_a_state_kept_from_the_last_batch_is_checked_against_the_store(settings,
     stream.append(events_for(known_user_id, tracks[6:], prefix="c"))
     drain(worker)
     rows = [list(model.item_ids).index(t) for t in tracks]
-    expected = model.fold_in().update(before, np.array(rows), np.full(9, worker.online_boost * np.log1p(1.0), np.float32))
+    expected = model.fold_in().update(
+        before, np.array(rows), np.full(9, worker.online_boost * np.log1p(1.0), np.float32)
+    )
     np.testing.assert_allclose(published.user_vector("1", known_user_id), expected, rtol=1e-5, atol=1e-5)
     assert stream.counters() == {"accepted": 9, "applied": 9}
 
 
-def test_scripts_the_server_lost_are_loaded_again(settings, redis_client, worker, stream, published, trained, known_user_id):
+def test_scripts_the_server_lost_are_loaded_again(
+    settings, redis_client, worker, stream, published, trained, known_user_id
+):
     """The worker sends its scripts by digest only (no SCRIPT EXISTS round trip): after the server lost
     its script cache (a restart, SCRIPT FLUSH) the next batch loads them and is applied once."""
     model, _ = trained

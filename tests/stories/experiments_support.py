@@ -42,10 +42,16 @@ def project(tmp_path_factory: pytest.TempPathFactory, redis_url: str, mlflow_mig
     """`echotune pipeline` run once on the synthetic data set in a folder of its own, on a real Redis
     (MLflow's tables created already: a first run on a fresh folder is tests/pipelines/test_pipeline.py's subject)."""
     settings = Settings(
-        home=tmp_path_factory.mktemp("story"), redis_url=redis_url, redis_prefix=f"story-{uuid.uuid4().hex[:10]}",
-        api_keys=f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin", synth_tracks=300, synth_users=120, synth_events=9_000, synth_days=5,
+        home=tmp_path_factory.mktemp("story"),
+        redis_url=redis_url,
+        redis_prefix=f"story-{uuid.uuid4().hex[:10]}",
+        api_keys=f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin",
+        synth_tracks=300,
+        synth_users=120,
+        synth_events=9_000,
+        synth_days=5,
         train_params={"dimensions": 16},
-    )  # fmt: skip
+    )
     mlflow_migrated(settings.mlflow_tracking_uri)
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_everything(settings, instance), "echotune pipeline failed"
@@ -78,7 +84,9 @@ def stop_running(api: TestClient) -> list[str]:
     return running
 
 
-def listen(api: TestClient, world: SyntheticWorld, lists: int = 2, count: int = 10, clicks: int | None = 2, seed: int = 0) -> dict[str, int]:
+def listen(
+    api: TestClient, world: SyntheticWorld, lists: int = 2, count: int = 10, clicks: int | None = 2, seed: int = 0
+) -> dict[str, int]:
     """Every synthetic listener asks for ``lists`` lists and clicks the ``clicks`` tracks of each that
     suit their taste best (highest affinity), or with ``clicks=None`` each track with the probability
     the synthetic world's response model gives its affinity (:func:`core.synthetic.click_given_affinity`),
@@ -99,7 +107,15 @@ def listen(api: TestClient, world: SyntheticWorld, lists: int = 2, count: int = 
             else:
                 liked = sorted(tracks, key=lambda t: -taste[index[t]])[:clicks]
             for track in liked:
-                reply = api.post("/feedback", json={"user_id": str(user), "track_id": track, "type": "recommendation_clicked", "token": body["token"]})
+                reply = api.post(
+                    "/feedback",
+                    json={
+                        "user_id": str(user),
+                        "track_id": track,
+                        "type": "recommendation_clicked",
+                        "token": body["token"],
+                    },
+                )
                 assert reply.status_code == 202, reply.text
                 accepted += reply.json()["accepted"]
     return {"lists": served, "clicks": accepted}
@@ -123,8 +139,12 @@ def report(project: Project, experiment_id: str) -> dict:
     """One tick of the ``running_experiment_reports`` sensor, the run it asks for this experiment
     executed as the daemon would launch it, and the summary.json the report asset wrote."""
     sensor = next(s for s in project.defs.sensors if s.name == "running_experiment_reports")
-    with dg.build_sensor_context(instance=project.instance, resources=resources_from(project.settings), definitions=project.defs) as context:
-        tick = sensor(context)  # invoked as Dagster's testing guide does: the daemon adds the partitions it asks for, then launches the runs
+    with dg.build_sensor_context(
+        instance=project.instance, resources=resources_from(project.settings), definitions=project.defs
+    ) as context:
+        tick = sensor(
+            context
+        )  # invoked as Dagster's testing guide does: the daemon adds the partitions it asks for, then launches the runs
     for request in tick.dynamic_partitions_requests:
         project.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     [run] = [r for r in tick.run_requests if r.partition_key == experiment_id]

@@ -32,7 +32,7 @@ class Loop:
     runs: list[dg.ExecuteInProcessResult] = field(default_factory=list)
 
     @classmethod
-    def first_run(cls, settings: Settings) -> "Loop":
+    def first_run(cls, settings: Settings) -> Loop:
         """Everything materialized once (what `echotune pipeline` runs): a champion published."""
         loop = cls(settings, build_defs(settings), dg.DagsterInstance.ephemeral())
         assert loop.defs.resolve_job_def(everything_job.name).execute_in_process(instance=loop.instance).success
@@ -61,7 +61,9 @@ class Loop:
     def tick(self, sensor_name: str, cursor: str | None = None):
         """One evaluation of a sensor: what it asks for (``run_requests``) or why not (``skip_message``)."""
         sensor = next(s for s in self.defs.sensors if s.name == sensor_name)
-        with dg.build_sensor_context(instance=self.instance, resources=resources_from(self.settings), cursor=cursor, definitions=self.defs) as context:
+        with dg.build_sensor_context(
+            instance=self.instance, resources=resources_from(self.settings), cursor=cursor, definitions=self.defs
+        ) as context:
             return sensor.evaluate_tick(context)
 
     def launch(self, request: dg.RunRequest, job_name: str) -> dg.ExecuteInProcessResult:
@@ -76,11 +78,20 @@ class Loop:
     def automate(self) -> Iterator[tuple[dg.AssetKey, dg.ExecuteInProcessResult]]:
         """One evaluation of the automation conditions (the ``asset_automation`` sensor's tick), then a
         run of each asset it requested."""
-        result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.automation_cursor)
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, cursor=self.automation_cursor
+        )
         self.automation_cursor = result.cursor
-        for key in sorted({r.key for r in result.results if isinstance(r.key, dg.AssetKey)}, key=lambda k: k.to_user_string()):
+        for key in sorted(
+            {r.key for r in result.results if isinstance(r.key, dg.AssetKey)}, key=lambda k: k.to_user_string()
+        ):
             if result.get_num_requested(key):
-                run = dg.materialize(self.defs.assets, selection=[key], resources=resources_from(self.settings), instance=self.instance,
-                                     tags={"dagster/from_automation_condition": "true"})  # fmt: skip
+                run = dg.materialize(
+                    self.defs.assets,
+                    selection=[key],
+                    resources=resources_from(self.settings),
+                    instance=self.instance,
+                    tags={"dagster/from_automation_condition": "true"},
+                )
                 assert run.success, f"the run the automation condition of {key.to_user_string()} asked for failed"
                 yield key, run

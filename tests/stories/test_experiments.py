@@ -9,23 +9,44 @@ against a global popularity list."""
 
 import pytest
 
-from tests.stories.experiments_support import ADMIN, DEMO, api, drain, flush_exposures, listen, project, report, stop_running  # noqa: F401  (fixtures)
+from tests.stories.experiments_support import (
+    ADMIN,
+    DEMO,
+    drain,
+    flush_exposures,
+    listen,
+    report,
+    stop_running,
+)  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow
 
-RANKERS = [{"name": "popularity", "algorithm": "popularity", "weight": 0.5}, {"name": "champion", "model_alias": "champion", "weight": 0.5}]
+RANKERS = [
+    {"name": "popularity", "algorithm": "popularity", "weight": 0.5},
+    {"name": "champion", "model_alias": "champion", "weight": 0.5},
+]
 
 
 def test_an_interleaving_experiment_started_through_the_api_reaches_ship_for_the_ranker_listeners_prefer(project, api):  # noqa: F811
     # the demo's own experiment takes every listener of its layer: the admin stops it first
     assert DEMO in stop_running(api)
-    spec = {"id": "home-interleaving", "name": "Champion vs popularity, interleaved", "design": "interleaving", "status": "running",
-            "variants": RANKERS, "min_sample_size": 50, "guardrail_metrics": []}  # fmt: skip
+    spec = {
+        "id": "home-interleaving",
+        "name": "Champion vs popularity, interleaved",
+        "design": "interleaving",
+        "status": "running",
+        "variants": RANKERS,
+        "min_sample_size": 50,
+        "guardrail_metrics": [],
+    }
     created = api.post("/experiments", json=spec, headers=ADMIN)
     assert created.status_code == 201, created.text
 
     first = api.get(f"/recommendations/{project.world.user_ids[0]}", params={"count": 10}).json()
-    assert (first["experiment"], first["algorithm"]) == ("home-interleaving", "interleaved")  # served at once by this API process
+    assert (first["experiment"], first["algorithm"]) == (
+        "home-interleaving",
+        "interleaved",
+    )  # served at once by this API process
     walked = listen(api, project.world)
     assert walked["clicks"] == 2 * walked["lists"]
     flush_exposures(api)
@@ -39,15 +60,23 @@ def test_an_interleaving_experiment_started_through_the_api_reaches_ship_for_the
     credited = summary["clicks"]["credited"]
     assert credited["champion"] > credited["popularity"] and sum(credited.values()) == walked["clicks"]
     assert summary["simulated"]["listeners"] == "real"  # they came through the API, not the demo's simulation
-    assert api.get("/experiments/home-interleaving/summary").json()["verdict"] == "ship"  # what the API shows a reviewer
+    assert (
+        api.get("/experiments/home-interleaving/summary").json()["verdict"] == "ship"
+    )  # what the API shows a reviewer
     page = api.get("/experiments/home-interleaving/report")
     assert page.status_code == 200 and "Verdict: SHIP" in page.text
 
 
 def test_an_ab_experiment_started_through_the_api_reaches_ship_for_the_arm_listeners_click_more(project, api):  # noqa: F811
     stop_running(api)
-    spec = {"id": "home-ab", "name": "Champion vs popularity, A/B", "status": "running", "variants": RANKERS, "min_sample_size": 40,
-            "guardrail_metrics": []}  # fmt: skip
+    spec = {
+        "id": "home-ab",
+        "name": "Champion vs popularity, A/B",
+        "status": "running",
+        "variants": RANKERS,
+        "min_sample_size": 40,
+        "guardrail_metrics": [],
+    }
     assert api.post("/experiments", json=spec, headers=ADMIN).status_code == 201
     walked = listen(api, project.world, clicks=None, seed=1)  # clicks drawn by the synthetic world's response model
     flush_exposures(api)

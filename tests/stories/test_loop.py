@@ -51,7 +51,13 @@ def accept_at(loop: Loop, clock: ManualClock, n: int) -> list[str]:
     ids = []
     for i in range(n):
         when = datetime.fromtimestamp(clock.now(), tz=UTC)
-        event = FeedbackEvent(user_id=f"night-owl-{i % 3}", track_id="4uLU6hMCjMI75M1A2tKUQC", type="play", event_id=f"night-{i}", timestamp=when)
+        event = FeedbackEvent(
+            user_id=f"night-owl-{i % 3}",
+            track_id="4uLU6hMCjMI75M1A2tKUQC",
+            type="play",
+            event_id=f"night-{i}",
+            timestamp=when,
+        )
         loop.redis.xadd(loop.keys.feedback_stream(), {"e": encode(event)}, id=f"{int(clock.now() * 1000)}-0")
         ids.append(event.event_id)
         clock.advance(1)
@@ -79,7 +85,10 @@ def test_drains_across_midnight_keep_every_event_in_either_order(settings, order
 
     stored = loop.store.read_events()
     assert sorted(stored["event_id"]) == sorted(accepted)  # count in = count persisted
-    assert stored.groupby(stored["timestamp"].dt.strftime("%Y-%m-%d")).size().to_dict() == {"2026-03-01": 3, "2026-03-02": 3}
+    assert stored.groupby(stored["timestamp"].dt.strftime("%Y-%m-%d")).size().to_dict() == {
+        "2026-03-01": 3,
+        "2026-03-02": 3,
+    }
     assert loop.redis.xlen(stream) == 0 and not loop.tick("drain_feedback").run_requests
     assert [e.passed for run in loop.runs for e in run.get_asset_check_evaluations()] == [True, True]
 
@@ -87,7 +96,12 @@ def test_drains_across_midnight_keep_every_event_in_either_order(settings, order
 # --- (b) a shift in taste -> drift -> retrain -> a new version served ------------------------------
 def rare_genre_tracks(loop: Loop, users, n: int = 15) -> dict[str, tuple[str, list[str]]]:
     """For each user, the genre they played least (of those with ``n`` tracks) and ``n`` of its tracks."""
-    genre = loop.store.read_tracks().set_index("track_id")["genres"].map(lambda g: g[0] if g is not None and len(g) else None).dropna()
+    genre = (
+        loop.store.read_tracks()
+        .set_index("track_id")["genres"]
+        .map(lambda g: g[0] if g is not None and len(g) else None)
+        .dropna()
+    )
     events = loop.store.read_events()
     played = events.assign(genre=events["track_id"].map(genre)).groupby("user_id")["genre"].value_counts()
     big = [g for g, count in genre.value_counts().items() if count >= n]
@@ -108,9 +122,13 @@ def test_a_shift_in_taste_is_drift_and_retrains_a_version_the_api_serves(setting
     listeners = list(loop.store.read_events()["user_id"].value_counts().index[:40])
     shift = rare_genre_tracks(loop, listeners)
     with api(settings) as client:
-        assert {client.get(f"/recommendations/{u}", params={"count": 10}).json()["model_version"] for u in listeners} == {"1"}
+        assert {
+            client.get(f"/recommendations/{u}", params={"count": 10}).json()["model_version"] for u in listeners
+        } == {"1"}
         for user, (_, tracks) in shift.items():
-            events = [{"user_id": user, "track_id": t, "type": kind} for t in tracks for kind in ("like", "track_completed")]
+            events = [
+                {"user_id": user, "track_id": t, "type": kind} for t in tracks for kind in ("like", "track_completed")
+            ]
             assert client.post("/feedback", json={"events": events}).status_code == 202
         client.portal.call(client.app.state.echotune.flush_exposures)  # the lists it served, as its 0.2 s flush does
         drain(worker)  # learns online and acknowledges
@@ -120,15 +138,27 @@ def test_a_shift_in_taste_is_drift_and_retrains_a_version_the_api_serves(setting
         assert loop.redis.xlen(loop.keys.feedback_stream()) == 0  # stored and acknowledged: trimmed
         monitored = dict(loop.automate())
         assert list(monitored) == [dg.AssetKey("feedback_drift")]  # on its own, after the drain
-        checks = {e.asset_check_key.name: e for e in monitored[dg.AssetKey("feedback_drift")].get_asset_check_evaluations()}
-        assert checks["drift_within_threshold"].passed is False and checks["drift_within_threshold"].metadata["drift_share"].value >= 0.5
+        checks = {
+            e.asset_check_key.name: e for e in monitored[dg.AssetKey("feedback_drift")].get_asset_check_evaluations()
+        }
+        assert (
+            checks["drift_within_threshold"].passed is False
+            and checks["drift_within_threshold"].metadata["drift_share"].value >= 0.5
+        )
 
         (request,) = loop.tick("retrain_when_needed").run_requests
         assert request.tags[TRIGGER_TAG] == "drift" and "drift share" in request.tags[REASON_TAG]
         retrain = loop.launch(request, "retrain")
-        model = next(e.materialization.metadata for e in retrain.get_asset_materialization_events() if e.asset_key.to_user_string() == "recommender_model")
+        model = next(
+            e.materialization.metadata
+            for e in retrain.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "recommender_model"
+        )
         assert model["version"].value == "2" and model["promoted"].value is True, model["promotion_reason"].value
-        assert loop.instance.get_run_by_id(retrain.run_id).tags[TRIGGER_TAG] == "drift" and model["trigger"].value == request.tags[REASON_TAG]
+        assert (
+            loop.instance.get_run_by_id(retrain.run_id).tags[TRIGGER_TAG] == "drift"
+            and model["trigger"].value == request.tags[REASON_TAG]
+        )
 
         assert served_version(client, listeners[0], "2") == "2"
 
@@ -149,17 +179,26 @@ def test_a_champion_moved_by_hand_in_mlflow_is_published_and_served(settings):
     """A data scientist moves `champion` to another version in MLflow (its UI calls this API): the
     follow_the_champion sensor asks for a publish run saying so, and the running API serves that version."""
     loop = Loop.first_run(settings)
-    assert loop.defs.resolve_job_def(everything_job.name).execute_in_process(instance=loop.instance).success  # a second version
+    assert (
+        loop.defs.resolve_job_def(everything_job.name).execute_in_process(instance=loop.instance).success
+    )  # a second version
     registry = loop.registry
     moved_to = "2" if registry.alias(CHAMPION) == "1" else "1"
     user = loop.store.read_events()["user_id"].iloc[0]
     with api(settings) as client:
         before = served_version(client, user, registry.alias(CHAMPION))
-        MlflowClient(settings.mlflow_tracking_uri).set_registered_model_alias(settings.registered_model, CHAMPION, moved_to)
-        assert before != moved_to and client.get(f"/recommendations/{user}").json()["model_version"] == before  # MLflow moved, Redis not yet
+        MlflowClient(settings.mlflow_tracking_uri).set_registered_model_alias(
+            settings.registered_model, CHAMPION, moved_to
+        )
+        assert (
+            before != moved_to and client.get(f"/recommendations/{user}").json()["model_version"] == before
+        )  # MLflow moved, Redis not yet
 
         (request,) = loop.tick("follow_the_champion").run_requests
-        assert request.tags[TRIGGER_TAG] == "champion_moved" and f"champion moved to version {moved_to} in MLflow" in request.tags[REASON_TAG]
+        assert (
+            request.tags[TRIGGER_TAG] == "champion_moved"
+            and f"champion moved to version {moved_to} in MLflow" in request.tags[REASON_TAG]
+        )
         loop.launch(request, "publish_champion")
         assert served_version(client, user, moved_to) == moved_to
     assert not loop.tick("follow_the_champion").run_requests  # published: nothing more to do
@@ -173,8 +212,20 @@ def test_new_catalog_tracks_are_served_before_a_retrain(settings, tmp_path, monk
     loop = Loop.first_run(settings)
     new_ids = ["0" * 19 + f"N{i:02d}" for i in range(3)]
     path = tmp_path / "new.csv"
-    pd.DataFrame({"id": new_ids, "name": [f"New {i}" for i in range(3)], "artists": "Newcomer", "genres": "brand new genre", "energy": 0.9,
-                  "danceability": 0.8, "valence": 0.7, "tempo": 128.0, "acousticness": 0.1, "duration_ms": 200_000}).to_csv(path, index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "id": new_ids,
+            "name": [f"New {i}" for i in range(3)],
+            "artists": "Newcomer",
+            "genres": "brand new genre",
+            "energy": 0.9,
+            "danceability": 0.8,
+            "valence": 0.7,
+            "tempo": 128.0,
+            "acousticness": 0.1,
+            "duration_ms": 200_000,
+        }
+    ).to_csv(path, index=False)
     monkeypatch.setenv("ECHOTUNE_HOME", str(settings.home))
     get_settings.cache_clear()
     try:
@@ -184,12 +235,27 @@ def test_new_catalog_tracks_are_served_before_a_retrain(settings, tmp_path, monk
     assert imported.exit_code == 0, imported.output
 
     with api(settings) as client:
-        assert not client.get("/recommendations/someone-new", params={"genres": "brand new genre", "count": 5}).json()["tracks"]
+        assert not client.get("/recommendations/someone-new", params={"genres": "brand new genre", "count": 5}).json()[
+            "tracks"
+        ]
         (request,) = loop.tick("new_catalog_tracks").run_requests
-        assert request.tags[TRIGGER_TAG] == "new_tracks" and "3 catalog tracks that version 1 does not serve" in request.tags[REASON_TAG]
+        assert (
+            request.tags[TRIGGER_TAG] == "new_tracks"
+            and "3 catalog tracks that version 1 does not serve" in request.tags[REASON_TAG]
+        )
         loop.launch(request, "extend_catalog")
         # the API reloads an extended catalog at its next alias check
-        body = wait_until(lambda: (b := client.get("/recommendations/someone-new", params={"genres": "brand new genre", "count": 5}).json())["tracks"] and b,
-                          10, "the new tracks served")  # fmt: skip
+        body = wait_until(
+            lambda: (
+                (
+                    b := client.get(
+                        "/recommendations/someone-new", params={"genres": "brand new genre", "count": 5}
+                    ).json()
+                )["tracks"]
+                and b
+            ),
+            10,
+            "the new tracks served",
+        )
     assert sorted(t["track_id"] for t in body["tracks"]) == sorted(new_ids) and body["model_version"] == "1"
     assert loop.registry.versions() == ["1"]  # no retrain

@@ -50,10 +50,14 @@ def _mix(*columns: np.ndarray) -> np.ndarray:
     return h
 
 
-def event_ids(user_hash: np.ndarray, timestamp_ms: np.ndarray, track_hash: np.ndarray, ms_played: np.ndarray) -> pa.StringArray:
+def event_ids(
+    user_hash: np.ndarray, timestamp_ms: np.ndarray, track_hash: np.ndarray, ms_played: np.ndarray
+) -> pa.StringArray:
     """One id per stream from the hashes of its user (:func:`string_hashes`) and track (:func:`track_hashes`),
     its time as the export gives it (ms since the epoch) and its ms played."""
-    h = _mix(user_hash, timestamp_ms.astype(np.int64).view(np.uint64), track_hash, ms_played.astype(np.int64).view(np.uint64))
+    h = _mix(
+        user_hash, timestamp_ms.astype(np.int64).view(np.uint64), track_hash, ms_played.astype(np.int64).view(np.uint64)
+    )
     return _hex_ids(h)
 
 

@@ -24,7 +24,15 @@ from core.ingest.history.parsing import AccountDataFile, ExtendedFile, is_accoun
 from core.ingest.result import ImportResult
 
 PII_FIELDS = frozenset(
-    {"ip_addr", "ip_addr_decrypted", "user_agent_decrypted", "username", "platform", "conn_country", "offline_timestamp"}
+    {
+        "ip_addr",
+        "ip_addr_decrypted",
+        "user_agent_decrypted",
+        "username",
+        "platform",
+        "conn_country",
+        "offline_timestamp",
+    }
 )
 COMPLETED_SHARE = 0.8
 PARALLEL_FROM_BYTES = 32 << 20  # below this, starting parsing processes costs more than it saves
@@ -32,7 +40,9 @@ SHORT_PLAY_MS = 30_000
 KINDS = pa.array(["track_completed", "track_skipped", "play"])
 
 
-def _classify(trackdone: np.ndarray, skipped: np.ndarray, fwdbtn: np.ndarray, ms: np.ndarray, duration: np.ndarray) -> pa.Array:
+def _classify(
+    trackdone: np.ndarray, skipped: np.ndarray, fwdbtn: np.ndarray, ms: np.ndarray, duration: np.ndarray
+) -> pa.Array:
     """Event type per stream (the rule in the package docstring), as an Arrow string column."""
     with np.errstate(invalid="ignore", divide="ignore"):
         completed = trackdone | (ms / duration >= COMPLETED_SHARE)
@@ -50,7 +60,9 @@ class HistoryImporter:
     catalog gives durations for the 80% rule and the names account-data exports are matched against.
     ``pseudonymize`` maps a listener's identity to the user id stored."""
 
-    def __init__(self, pseudonymize: Callable[[str], str], catalog: pd.DataFrame | None = None, source: str = "spotify_history"):
+    def __init__(
+        self, pseudonymize: Callable[[str], str], catalog: pd.DataFrame | None = None, source: str = "spotify_history"
+    ):
         self.pseudonymize = pseudonymize
         self.source = source
         self.catalog = CatalogIndex(catalog)
@@ -73,7 +85,9 @@ class HistoryImporter:
         with contextlib.ExitStack() as stack:
             if workers > 1:
                 pool = stack.enter_context(
-                    ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_start_worker, initargs=(self,))
+                    ProcessPoolExecutor(
+                        workers, mp_context=_pool_context(), initializer=_start_worker, initargs=(self,)
+                    )
                 )
                 outcomes = pool.map(_import_in_worker, jobs)
             else:
@@ -90,9 +104,15 @@ class HistoryImporter:
         result.duplicates = len(all_events) - len(unique)
         result.accepted = len(unique)
         if result.extra.get("account_data_rows"):
-            result.extra["account_data_match_rate"] = round(result.extra.pop("account_data_matched") / result.extra.pop("account_data_rows"), 4)
+            result.extra["account_data_match_rate"] = round(
+                result.extra.pop("account_data_matched") / result.extra.pop("account_data_rows"), 4
+            )
         result.extra["users"] = len(pc.unique(unique["user_id"]))
-        meta = pd.concat(tracks, ignore_index=True).drop_duplicates("track_id") if tracks else pd.DataFrame(columns=["track_id"])
+        meta = (
+            pd.concat(tracks, ignore_index=True).drop_duplicates("track_id")
+            if tracks
+            else pd.DataFrame(columns=["track_id"])
+        )
         return unique, meta, result
 
     def import_file(self, path: Path, owner: str) -> tuple[pa.Table, pd.DataFrame, ImportResult]:
@@ -113,7 +133,9 @@ class HistoryImporter:
         return frame, meta, result
 
     # --- extended streaming history ------------------------------------------------------------
-    def _extended(self, parsed: ExtendedFile, path: Path, owner: str, result: ImportResult) -> tuple[pa.Table, pd.DataFrame]:
+    def _extended(
+        self, parsed: ExtendedFile, path: Path, owner: str, result: ImportResult
+    ) -> tuple[pa.Table, pd.DataFrame]:
         table = parsed.table
         uri = table["spotify_track_uri"]
         podcast = pc.is_null(uri).to_numpy(zero_copy_only=False)
@@ -128,13 +150,23 @@ class HistoryImporter:
         if odd.any():  # other ISO-8601 spellings (fractions, offsets): the slow parser, for those rows only
             texts = pd.Series(table["ts"].to_numpy(zero_copy_only=False)[odd])
             parsed_ts = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601").dt.tz_localize(None)
-            ts_ms[odd] = parsed_ts.to_numpy(dtype="datetime64[ms]").astype(np.int64)  # NaT stays negative: rejected below
+            ts_ms[odd] = parsed_ts.to_numpy(dtype="datetime64[ms]").astype(
+                np.int64
+            )  # NaT stays negative: rejected below
         ms = pc.fill_null(table["ms_played"], -1).to_numpy(zero_copy_only=False)
         # 'spotify:track:' + 22 ASCII letters or digits, without a regex per row
         tail = pc.utf8_slice_codeunits(uri, 14)
-        valid_uri = _flag(pc.and_(pc.and_(pc.starts_with(uri, "spotify:track:"), pc.equal(pc.binary_length(uri), 36)), pc.ascii_is_alnum(tail)))
-        checks = [("ms_played: not a non-negative number", ms < 0), ("ts: not an ISO-8601 timestamp", ts_ms < 0),
-                  ("spotify_track_uri: not a spotify:track: URI", ~valid_uri)]  # fmt: skip
+        valid_uri = _flag(
+            pc.and_(
+                pc.and_(pc.starts_with(uri, "spotify:track:"), pc.equal(pc.binary_length(uri), 36)),
+                pc.ascii_is_alnum(tail),
+            )
+        )
+        checks = [
+            ("ms_played: not a non-negative number", ms < 0),
+            ("ts: not an ISO-8601 timestamp", ts_ms < 0),
+            ("spotify_track_uri: not a spotify:track: URI", ~valid_uri),
+        ]
         bad = np.zeros(len(table), dtype=bool) if parsed.problems is None else parsed.problems != ""
         for _, failed in checks:
             bad |= failed
@@ -145,7 +177,10 @@ class HistoryImporter:
             for i in positions:
                 reason = parsed.problems[i] if parsed.problems is not None and parsed.problems[i] else ""
                 reasons.append(reason or next(text for text, failed in checks if failed[i]))
-            raws = [{k: v for k, v in row.items() if k not in PII_FIELDS} for row in table.take(pa.array(positions)).to_pylist()]
+            raws = [
+                {k: v for k, v in row.items() if k not in PII_FIELDS}
+                for row in table.take(pa.array(positions)).to_pylist()
+            ]
             result.rejects.add_many(str(path), pd.Series(positions + 1), pd.Series(reasons), raws)
         keep_np = ~(podcast | incognito | bad)
         keep = pa.array(keep_np)
@@ -158,13 +193,18 @@ class HistoryImporter:
         track_id = tail.filter(keep).combine_chunks() if isinstance(tail, pa.ChunkedArray) else tail.filter(keep)
         track_hash = track_hashes(track_id)
         kinds = _classify(
-            _flag(pc.equal(kept["reason_end"], "trackdone")), _flag(kept["skipped"]),
-            _flag(pc.equal(kept["reason_end"], "fwdbtn")), ms, self.catalog.duration_of(track_id),
-        )  # fmt: skip
+            _flag(pc.equal(kept["reason_end"], "trackdone")),
+            _flag(kept["skipped"]),
+            _flag(pc.equal(kept["reason_end"], "fwdbtn")),
+            ms,
+            self.catalog.duration_of(track_id),
+        )
         events = build_event_table(user_id, ts_ms, track_id, ms, kinds, self.source, track_hash)
         return events, self._new_tracks(parsed, np.flatnonzero(keep_np), track_id, track_hash)
 
-    def _new_tracks(self, parsed: ExtendedFile, kept_rows: np.ndarray, track_id: pa.StringArray, track_hash: np.ndarray) -> pd.DataFrame:
+    def _new_tracks(
+        self, parsed: ExtendedFile, kept_rows: np.ndarray, track_id: pa.StringArray, track_hash: np.ndarray
+    ) -> pd.DataFrame:
         """Track metadata, one row per track not seen in an earlier file (from its first appearance)."""
         _, first = np.unique(track_hash, return_index=True)
         first = np.array([i for i in first if int(track_hash[i]) not in self._seen_tracks], dtype=np.int64)
@@ -180,7 +220,9 @@ class HistoryImporter:
         )
 
     # --- account data export -----------------------------------------------------------------
-    def _account_data(self, account: AccountDataFile, path: Path, owner: str, result: ImportResult) -> tuple[pa.Table, int]:
+    def _account_data(
+        self, account: AccountDataFile, path: Path, owner: str, result: ImportResult
+    ) -> tuple[pa.Table, int]:
         ms, timestamp = account.ms_played, account.timestamp
         reasons = pd.Series("", index=ms.index, dtype=object)
         reasons[(ms.isna() | (ms < 0)) & (reasons == "")] = "msPlayed: not a non-negative number"
@@ -190,7 +232,10 @@ class HistoryImporter:
         if bad.any():
             positions = np.flatnonzero(bad)
             rows = account.rows
-            raws = [{k: v for k, v in rows[i].items() if k not in PII_FIELDS} if isinstance(rows[i], dict) else rows[i] for i in positions]
+            raws = [
+                {k: v for k, v in rows[i].items() if k not in PII_FIELDS} if isinstance(rows[i], dict) else rows[i]
+                for i in positions
+            ]
             result.rejects.add_many(str(path), pd.Series(positions + 1), reasons[bad], raws)
         track_id = self.catalog.match(account.artist, account.track)
         unmatched = ~bad & track_id.isna().to_numpy()

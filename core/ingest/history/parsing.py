@@ -116,7 +116,10 @@ def _read_extended_tolerant(rows: list) -> ExtendedFile:
             ok = [v is None or isinstance(v, bool) for v in values]
             problem = f"{field.name}: not true or false"
         elif pa.types.is_integer(field.type):
-            ok = [v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v == v and v >= 0) for v in values]
+            ok = [
+                v is None or (isinstance(v, int | float) and not isinstance(v, bool) and v == v and v >= 0)
+                for v in values
+            ]
             values = [int(v) if good and v is not None else None for v, good in zip(values, ok)]
             problem = f"{field.name}: not a non-negative number"
         else:

@@ -49,7 +49,9 @@ def test_streams_become_plays_completions_and_skips_with_no_pii_left(export, wor
     # every stream's event type is the one the documented rule gives (checked row by row against a
     # reference written here; regression: this used to assert only the fixture's reason_end values)
     kept = [r for r in rows if r["spotify_track_uri"] and not r["incognito_mode"]]
-    expected = {(pd.Timestamp(r["ts"]), r["spotify_track_uri"][14:], r["ms_played"], _reference_type(r, world)) for r in kept}
+    expected = {
+        (pd.Timestamp(r["ts"]), r["spotify_track_uri"][14:], r["ms_played"], _reference_type(r, world)) for r in kept
+    }
     stored = set(zip(events["timestamp"], events["track_id"], events["ms_played"], events["type"]))
     assert stored == expected and len({t for *_, t in expected}) == 3
     assert events["user_id"].nunique() == 1 and events["user_id"].iloc[0].startswith("p_")
@@ -99,10 +101,18 @@ def test_bad_rows_are_rejected_with_reasons_and_without_pii(export, world, tmp_p
 
 def test_completion_by_share_of_known_duration(world, tmp_path):
     track = world.tracks.iloc[0]
-    base = {"ts": "2024-05-01T10:00:00Z", "spotify_track_uri": f"spotify:track:{track.track_id}", "reason_end": "endplay",
-            "skipped": None, "incognito_mode": False}  # fmt: skip
-    rows = [{**base, "ms_played": int(track.duration_ms * 0.9)}, {**base, "ts": "2024-05-01T11:00:00Z", "ms_played": 10_000},
-            {**base, "ts": "2024-05-01T12:00:00Z", "ms_played": int(track.duration_ms * 0.5)}]  # fmt: skip
+    base = {
+        "ts": "2024-05-01T10:00:00Z",
+        "spotify_track_uri": f"spotify:track:{track.track_id}",
+        "reason_end": "endplay",
+        "skipped": None,
+        "incognito_mode": False,
+    }
+    rows = [
+        {**base, "ms_played": int(track.duration_ms * 0.9)},
+        {**base, "ts": "2024-05-01T11:00:00Z", "ms_played": 10_000},
+        {**base, "ts": "2024-05-01T12:00:00Z", "ms_played": int(track.duration_ms * 0.5)},
+    ]
     path = tmp_path / "h.json"
     path.write_bytes(orjson.dumps(rows))
     events, _, _ = HistoryImporter(PSEUDONYMS, world.tracks).run([path], user="bob")
@@ -111,8 +121,15 @@ def test_completion_by_share_of_known_duration(world, tmp_path):
 
 def test_account_data_export_is_matched_by_artist_and_title(world, tmp_path):
     known = world.tracks.iloc[:3]
-    rows = [{"endTime": "2024-02-01 10:0%d" % i, "artistName": t.artists[0].upper(), "trackName": f"{t['name']} (Remastered 2011)",
-             "msPlayed": 200_000} for i, (_, t) in enumerate(known.iterrows())]  # fmt: skip
+    rows = [
+        {
+            "endTime": f"2024-02-01 10:0{i}",
+            "artistName": t.artists[0].upper(),
+            "trackName": f"{t['name']} (Remastered 2011)",
+            "msPlayed": 200_000,
+        }
+        for i, (_, t) in enumerate(known.iterrows())
+    ]
     rows.append({"endTime": "2024-02-01 11:00", "artistName": "Nobody", "trackName": "Unknown", "msPlayed": 1000})
     path = tmp_path / "StreamingHistory_music_0.json"
     path.write_bytes(orjson.dumps(rows))
@@ -130,15 +147,37 @@ def test_text_normalisation():
 # Ids computed by the importer before it was split into a package (core/ingest/history.py): stored
 # events carry them, so a re-import only adds nothing while these stay the same.
 PINNED_CATALOG = pd.DataFrame(
-    {"track_id": ["4uLU6hMCjMI75M1A2tKUQC", "3n3Ppam7vgaVa1iaRUc9Lp"], "name": ["Never Gonna Give You Up", "Mr. Brightside"],
-     "artists": [["Rick Astley"], ["The Killers"]], "duration_ms": [213_000, 222_000]}
-)  # fmt: skip
+    {
+        "track_id": ["4uLU6hMCjMI75M1A2tKUQC", "3n3Ppam7vgaVa1iaRUc9Lp"],
+        "name": ["Never Gonna Give You Up", "Mr. Brightside"],
+        "artists": [["Rick Astley"], ["The Killers"]],
+        "duration_ms": [213_000, 222_000],
+    }
+)
 PINNED_EVENTS = {
     # (event_id, user_id, track_id, type, ms_played)
-    ("sh-dbf3c18855484fcf", "p_b555aefd06e042851237", "4uLU6hMCjMI75M1A2tKUQC", "track_completed", 213_000),  # extended, own username
-    ("sh-11401b04fc636b79", "p_f5d17c44114f12451c03", "3n3Ppam7vgaVa1iaRUc9Lp", "track_skipped", 12_000),  # extended, folder owner
+    (
+        "sh-dbf3c18855484fcf",
+        "p_b555aefd06e042851237",
+        "4uLU6hMCjMI75M1A2tKUQC",
+        "track_completed",
+        213_000,
+    ),  # extended, own username
+    (
+        "sh-11401b04fc636b79",
+        "p_f5d17c44114f12451c03",
+        "3n3Ppam7vgaVa1iaRUc9Lp",
+        "track_skipped",
+        12_000,
+    ),  # extended, folder owner
     ("sh-71fe8d87b5d9fd2f", "p_f5d17c44114f12451c03", "4uLU6hMCjMI75M1A2tKUQC", "play", 100_000),  # account data
-    ("sh-2fc1bc93d6109c1e", "p_f5d17c44114f12451c03", "3n3Ppam7vgaVa1iaRUc9Lp", "track_completed", 200_000),  # account data
+    (
+        "sh-2fc1bc93d6109c1e",
+        "p_f5d17c44114f12451c03",
+        "3n3Ppam7vgaVa1iaRUc9Lp",
+        "track_completed",
+        200_000,
+    ),  # account data
 }
 
 
@@ -146,15 +185,40 @@ def test_event_ids_of_both_export_kinds_are_the_ids_already_stored(tmp_path):
     folder = tmp_path / "dave"
     folder.mkdir()
     extended = [
-        {"ts": "2024-05-01T10:00:00Z", "ms_played": 213_000, "spotify_track_uri": "spotify:track:4uLU6hMCjMI75M1A2tKUQC",
-         "reason_end": "trackdone", "skipped": False, "incognito_mode": False, "username": "alice.smith@example.com", "ip_addr": "10.0.0.1"},
-        {"ts": "2024-05-01T10:04:00Z", "ms_played": 12_000, "spotify_track_uri": "spotify:track:3n3Ppam7vgaVa1iaRUc9Lp",
-         "reason_end": "fwdbtn", "skipped": True, "incognito_mode": False, "username": None},
-    ]  # fmt: skip
+        {
+            "ts": "2024-05-01T10:00:00Z",
+            "ms_played": 213_000,
+            "spotify_track_uri": "spotify:track:4uLU6hMCjMI75M1A2tKUQC",
+            "reason_end": "trackdone",
+            "skipped": False,
+            "incognito_mode": False,
+            "username": "alice.smith@example.com",
+            "ip_addr": "10.0.0.1",
+        },
+        {
+            "ts": "2024-05-01T10:04:00Z",
+            "ms_played": 12_000,
+            "spotify_track_uri": "spotify:track:3n3Ppam7vgaVa1iaRUc9Lp",
+            "reason_end": "fwdbtn",
+            "skipped": True,
+            "incognito_mode": False,
+            "username": None,
+        },
+    ]
     account = [
-        {"endTime": "2024-02-01 10:03", "artistName": "Rick Astley", "trackName": "Never Gonna Give You Up (Remastered 2022)", "msPlayed": 100_000},
-        {"endTime": "2024-02-01 10:07", "artistName": "THE KILLERS", "trackName": "Mr. Brightside", "msPlayed": 200_000},
-    ]  # fmt: skip
+        {
+            "endTime": "2024-02-01 10:03",
+            "artistName": "Rick Astley",
+            "trackName": "Never Gonna Give You Up (Remastered 2022)",
+            "msPlayed": 100_000,
+        },
+        {
+            "endTime": "2024-02-01 10:07",
+            "artistName": "THE KILLERS",
+            "trackName": "Mr. Brightside",
+            "msPlayed": 200_000,
+        },
+    ]
     (folder / "Streaming_History_Audio_2024_0.json").write_bytes(orjson.dumps(extended))
     (folder / "StreamingHistory_music_0.json").write_bytes(orjson.dumps(account))
     events, _, _ = HistoryImporter(PSEUDONYMS, PINNED_CATALOG).run(sorted(folder.glob("*.json")))
@@ -169,7 +233,10 @@ def test_event_id_hashing_matches_a_plain_python_reference_and_the_pinned_ids():
     timestamps = [1_714_557_600_000, 1_600_000_000_123, 0]
     played = [200_000, 0, 31_000]
     ids = event_ids(
-        string_hashes(pa.array(users)), np.array(timestamps, np.int64), track_hashes(pa.array(tracks)), np.array(played, np.int64)
+        string_hashes(pa.array(users)),
+        np.array(timestamps, np.int64),
+        track_hashes(pa.array(tracks)),
+        np.array(played, np.int64),
     ).to_pylist()
     assert ids == ["sh-9712b2ac4207ca3a", "sh-c1373945587a1bc9", "sh-d3800fe0ecb2b3fd"]  # computed before the split
     assert ids == [_reference_event_id(*stream) for stream in zip(users, timestamps, tracks, played)]

@@ -25,7 +25,9 @@ def test_hundred_corrupted_lastfm_rows(lastfm_user_artists, tmp_path):
 
 def test_columns_kinds_and_timestamps(tmp_path):
     path = tmp_path / "log.csv"
-    path.write_text("user_id,track_id,weight,timestamp\nu1,t1,0.5,2024-01-01T10:00:00Z\nu1,t1,0.5,2024-01-01T10:00:00Z\nu2,t2,-1,2024-01-02\nu3,t3,1,yesterday\n")
+    path.write_text(
+        "user_id,track_id,weight,timestamp\nu1,t1,0.5,2024-01-01T10:00:00Z\nu1,t1,0.5,2024-01-01T10:00:00Z\nu2,t2,-1,2024-01-02\nu3,t3,1,yesterday\n"
+    )
     logs, result = import_interaction_logs([path])
     assert result.extra["kind"] == "weight"
     assert (result.accepted, result.duplicates, result.rejected) == (1, 1, 2)

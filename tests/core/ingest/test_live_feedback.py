@@ -8,7 +8,9 @@ from core.ingest.live_feedback import DrainBusy, drain_day, drain_lock, undraine
 from core.tables import OfflineStore
 
 TRACK = "4uLU6hMCjMI75M1A2tKUQC"
-pytestmark = pytest.mark.redis_topologies  # the drain's keys share the {fb} slot: its lock, watermark and trims work on a cluster too
+pytestmark = (
+    pytest.mark.redis_topologies
+)  # the drain's keys share the {fb} slot: its lock, watermark and trims work on a cluster too
 
 
 def _add(client, keys, when: datetime, n: int, start: int = 0):
@@ -79,7 +81,9 @@ def test_never_trims_what_the_worker_has_not_acknowledged(redis_client, redis_pr
     assert len(store.read_event_part(yesterday.date(), "live")) == 6  # all persisted
     assert redis_client.xlen(stream) == 4  # but only the acknowledged ones left the stream
     assert undrained_days(redis_client, keys) == []  # and they are known to be stored: not drained again
-    _add(redis_client, keys, yesterday + timedelta(hours=1), 2, start=6)  # more later that day: added to the stored ones
+    _add(
+        redis_client, keys, yesterday + timedelta(hours=1), 2, start=6
+    )  # more later that day: added to the stored ones
     again = drain_day(redis_client, keys, store, yesterday.date())
     assert (again.read, again.accepted) == (2, 2) and len(store.read_event_part(yesterday.date(), "live")) == 8
 
@@ -104,8 +108,12 @@ def test_a_day_drains_page_by_page_each_event_once_into_the_day_it_is_dated(redi
     keys, store = RedisKeys(redis_prefix), OfflineStore(tmp_path)
     yesterday, today = days
     _add(redis_client, keys, today, 5)
-    late = FeedbackEvent(user_id="u2", track_id=TRACK, type="like", event_id="late", timestamp=yesterday).stamped()  # an offline client syncing
-    replayed = FeedbackEvent(user_id="u1", track_id=TRACK, type="play", event_id="e1", timestamp=today).stamped()  # a dead letter replayed
+    late = FeedbackEvent(
+        user_id="u2", track_id=TRACK, type="like", event_id="late", timestamp=yesterday
+    ).stamped()  # an offline client syncing
+    replayed = FeedbackEvent(
+        user_id="u1", track_id=TRACK, type="play", event_id="e1", timestamp=today
+    ).stamped()  # a dead letter replayed
     ms = int(today.timestamp() * 1000)
     for seq, event in ((10, late), (11, replayed)):  # both accepted today
         redis_client.xadd(keys.feedback_stream(), {"e": encode(event)}, id=f"{ms}-{seq}")

@@ -27,7 +27,11 @@ def test_hundred_corrupted_rows_are_exactly_the_rejects(hit_predictor_files, tmp
     for i, row in enumerate(rows):
         kind = kinds[i % 4]
         frame.loc[row, {"uri": "uri", "energy": "energy", "tempo": "tempo", "duration_ms": "duration_ms"}[kind]] = {
-            "uri": "spotify:track:broken", "energy": "1.7", "tempo": "fast", "duration_ms": "-5"}[kind]
+            "uri": "spotify:track:broken",
+            "energy": "1.7",
+            "tempo": "fast",
+            "duration_ms": "-5",
+        }[kind]
     corrupted = tmp_path / "corrupted.csv"
     frame.to_csv(corrupted, index=False)
     tracks, result = import_track_files([corrupted])
@@ -47,7 +51,9 @@ def test_tolerates_common_variants(tmp_path):
         f"https://open.spotify.com/track/{TRACK}?si=1,,,,0.8,,y\n"
     )
     api = tmp_path / "b.json"
-    api.write_text(json.dumps({"audio_features": [{"id": "0eGsygTp906u18L0Oimnem", "energy": 0.2, "tempo": 99.0}, None]}))
+    api.write_text(
+        json.dumps({"audio_features": [{"id": "0eGsygTp906u18L0Oimnem", "energy": 0.2, "tempo": 99.0}, None]})
+    )
     tracks, result = import_track_files([csv, api])
     assert (result.read, result.accepted, result.duplicates, result.rejected) == (3, 2, 1, 0)
     row = tracks.set_index("track_id").loc[TRACK]
