@@ -9,15 +9,17 @@ against a global popularity list."""
 
 import pytest
 
-from tests.stories.experiments_support import (
+from tests.stories.experiments_support import (  # noqa: F401  (module fixtures the tests take)
     ADMIN,
     DEMO,
+    api,
     drain,
     flush_exposures,
     listen,
+    project,
     report,
     stop_running,
-)  # noqa: F401  (fixtures)
+)
 
 pytestmark = pytest.mark.slow
 
