@@ -253,9 +253,17 @@ def publish_aliases(
     return published
 
 
-def publish_played(store: VectorStore, interactions: pd.DataFrame, cap: int = PLAYED_CAP) -> int:
+def publish_played(
+    store: VectorStore, interactions: pd.DataFrame, cap: int = PLAYED_CAP, erased: ErasureLog | None = None
+) -> int:
     """Add every (user, item) of the training interactions to the users' played sets, with when it
-    was last played; each user keeps their ``cap`` most recent."""
+    was last played; each user keeps their ``cap`` most recent. Users ``erased`` has recorded are left
+    out: the interactions table of an earlier training may still hold them (publishing a champion moved
+    by hand republished an erased user's played set)."""
+    if erased is not None:
+        gone = erased.erased_among(interactions["user_id"].astype(str).unique())
+        if gone:
+            interactions = interactions[~interactions["user_id"].astype(str).isin(gone)]
     when = pd.to_datetime(interactions["timestamp"], utc=True, errors="coerce")
     frame = pd.DataFrame(
         {

@@ -16,7 +16,16 @@ def pseudonym(name: str) -> None:
     DELETE /users/<pseudonym>."""
     from core.ingest.service import pseudonymizer
 
-    click.echo(pseudonymizer(load_settings())(name))
+    settings = load_settings()
+    # without the key the imports used, a new key would be made and the pseudonym would match nothing:
+    # an admin would erase an id that holds nothing and get a receipt for it
+    if settings.pseudonym_key is None and not settings.layout.pseudonym_key.exists():
+        raise click.ClickException(
+            f"no pseudonym key: neither ECHOTUNE_PSEUDONYM_KEY is set nor {settings.layout.pseudonym_key} exists. "
+            "Run this where the imports ran (the same ECHOTUNE_HOME / ECHOTUNE_VAR_DIR) or set ECHOTUNE_PSEUDONYM_KEY "
+            "to the key they used"
+        )
+    click.echo(pseudonymizer(settings)(name))
 
 
 COMMANDS = [pseudonym]

@@ -153,7 +153,7 @@ def serving_vectors(
     published = release.publish_aliases(
         mlflow.registry, vectors, store.tables.read_tracks(), erased=log, ann_min_tracks=mlflow.ann_min_tracks
     )
-    n_played = release.publish_played(vectors, store.tables.read_interactions())
+    n_played = release.publish_played(vectors, store.tables.read_interactions(), erased=log)
     purged = release.purge_erased(mlflow.registry, vectors, erasures)
     retired = release.retire(
         vectors, monitoring.keep_versions, protected=served_versions(redis.client, redis.key_layout, vectors)

@@ -226,3 +226,25 @@ def test_a_champion_saved_without_its_training_matrix_is_not_an_incumbent(regist
     version = release.register(registry, trained, bare.save(tmp_path / "bare"), {}).version
     registry.set_alias(CHAMPION, version)
     assert release.load_champion(registry) is None
+
+
+def test_publishing_played_sets_leaves_erased_users_out(store, tmp_path):
+    """Regression (issue 23): publish_champion (a champion moved by hand) republished played sets from an
+    interactions table that still held an erased user: their played set was back in Redis."""
+    from core.erasure_log import ErasureLog
+
+    log = ErasureLog(tmp_path / "erasures")
+    interactions = pd.DataFrame(
+        {
+            "user_id": ["kept", "kept", "gone"],
+            "item_id": ["a", "b", "a"],
+            "timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
+        }
+    )
+    log.record_request(log.digest("gone"))
+    release.publish_played(store, interactions, erased=log)
+    assert store.played("kept") == {"a", "b"}
+    assert store.played("gone") == set()
+    assert not list(store.r.scan_iter(match=f"{store.keys.root}*gone*"))  # no key names them
+    release.publish_played(store, interactions)  # without the log (the old call) they came back
+    assert store.played("gone") == {"a"}

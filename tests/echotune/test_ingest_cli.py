@@ -53,3 +53,18 @@ def test_unusable_input_is_a_clear_error(run, tmp_path):
     result = run("ingest", "interactions", str(bad))
     assert result.exit_code == 1 and "no user column" in result.output
     assert run("ingest", "tracks", str(tmp_path / "missing.csv")).exit_code == 2
+
+
+def test_pseudonym_refuses_without_the_key_the_imports_used(run, tmp_path):
+    """Regression (issue 23): without the key, `echotune pseudonym` made a new one and printed a pseudonym
+    that matched nothing, so an admin erased an id that held nothing and got a receipt."""
+    refused = run("pseudonym", "alice")
+    assert refused.exit_code != 0 and "ECHOTUNE_PSEUDONYM_KEY" in refused.output
+    assert not (tmp_path / "var" / "pseudonym.key").exists()  # and no key was made on the way
+    csv = tmp_path / "t.csv"
+    csv.write_text(f"uri,energy\nspotify:track:{TRACK},0.4\n")
+    from core.ingest.service import pseudonymizer
+
+    key_holder = pseudonymizer(get_settings())  # what an import does: the key file is created once
+    answered = run("pseudonym", "alice")
+    assert answered.exit_code == 0 and answered.output.strip() == key_holder("alice")
