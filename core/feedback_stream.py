@@ -6,7 +6,7 @@ id, so a client retrying a batch or the spool replaying one never appends an eve
 event answering a request token, its (list, track, type), so a list's track counts once for the list
 however often a client sends it. A click or an exposure repeated on a list's track is a duplicate; a
 listening event repeated there (a second completion of the same recommended track) is real listening:
-it is appended as a *repeat* (:func:`repeat_row`: no list, no experiment context), kept for learning and
+it is appended as a *repeat* (its :data:`LIST_CONTEXT` cleared: no list, no arm), kept for learning and
 counted for no arm. The script refuses the whole batch (STREAMFULL) when the stream is at its cap or
 Redis is nearly out of memory: sized together below (:data:`BYTES_PER_EVENT`, :func:`stream_cap`).
 """
@@ -42,13 +42,21 @@ STREAM_MEMORY_SHARE = 0.5
 # of feedback never refuses everyone's writes (noeviction).
 REFUSE_ABOVE_MEMORY_SHARE = 0.9
 
+# a repeat of these on a list's track says nothing new (one click, one exposure per track and list)
+COUNTED_ONCE_PER_LIST = frozenset({"recommendation_clicked", "recommendation_shown"})
+# the row columns that name a list or an arm: a repeat names neither
+LIST_CONTEXT = ("request_id", "surface", "algorithm", "model_version", "experiment_id", "variant", "position")
+
+
 # KEYS[1] stream, KEYS[2] counters, KEYS[3] the memory verdict (a 100 ms cache of INFO), then per event
 # two marks: its event id's and its list's (the same key when it answers no token); ARGV[1] ttl, ARGV[2]
 # the stream's cap, ARGV[3] the memory share past which feedback is refused, then per event its payload
-# and its repeat's payload ("" when a repeat is a duplicate). Returns the stream id of each event, or ""
+# and "1" when a repeat of it on its list is stored as a repeat (the script clears the list columns:
+# no second payload crosses the network), "0" when a repeat is a duplicate. Returns the stream id of each event, or ""
 # where it was a duplicate; an error STREAMFULL (nothing appended) when the stream holds the cap already
 # or Redis is above the memory share.
 APPEND_SCRIPT = """
+local LIST_CONTEXT = {LIST_CONTEXT_COLUMNS}
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return redis.error_reply('STREAMFULL the feedback stream holds ' .. ARGV[2] .. ' entries not yet drained (its cap): the drain is behind')
 end
@@ -70,8 +78,11 @@ for i = 4, #KEYS, 2 do
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     if KEYS[i + 1] == KEYS[i] or redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', ARGV[1]) then
       id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
-    elseif ARGV[i + 1] ~= '' then
-      id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
+    elseif ARGV[i + 1] == '1' then
+      local row = cjson.decode(ARGV[i])
+      for _, column in ipairs(LIST_CONTEXT) do row[column] = cjson.null end
+      row['context_source'] = 'repeat'
+      id = redis.call('XADD', KEYS[1], '*', 'e', cjson.encode(row))
     end
   end
   if id ~= '' then new = new + 1 end
@@ -79,7 +90,7 @@ for i = 4, #KEYS, 2 do
 end
 if new > 0 then redis.call('HINCRBY', KEYS[2], 'accepted', new) end
 return ids
-"""
+""".replace("{LIST_CONTEXT_COLUMNS}", "{" + ", ".join(f"'{column}'" for column in LIST_CONTEXT) + "}")
 
 
 def stream_cap(maxmemory_bytes: int) -> int:
@@ -102,26 +113,12 @@ def is_stream_full(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and str(exc).startswith("STREAMFULL")
 
 
-# a repeat of these on a list's track says nothing new (one click, one exposure per track and list)
-COUNTED_ONCE_PER_LIST = frozenset({"recommendation_clicked", "recommendation_shown"})
-# the row columns that name a list or an arm: a repeat names neither
-_LIST_CONTEXT = ("request_id", "surface", "algorithm", "model_version", "experiment_id", "variant", "position")
-
-
 def mark_id(row: Mapping[str, Any]) -> str:
     """The per-list mark of an encoded event row: for an event counted under a request token its (list,
     track, type), so a list's track counts once for the list; else its event id."""
     if row.get("context_source") == "token" and row.get("request_id"):
         return f"list:{row['request_id']}:{row['track_id']}:{row['type']}"
     return row["event_id"]
-
-
-def repeat_row(row: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What is stored of an event whose list already counted its track and type: a listening event
-    without its list and arm (``context_source`` "repeat"), or None for a click or an exposure (a duplicate)."""
-    if row["type"] in COUNTED_ONCE_PER_LIST:
-        return None
-    return {**row, **dict.fromkeys(_LIST_CONTEXT), "context_source": "repeat"}
 
 
 def append_call(
@@ -133,10 +130,8 @@ def append_call(
     args: list = [IDEMPOTENCY_TTL_SECONDS, max_entries, REFUSE_ABOVE_MEMORY_SHARE]
     for payload in rows:
         row = orjson.loads(payload)
-        per_list = mark_id(row)
-        repeat = repeat_row(row) if per_list != row["event_id"] else None
-        call_keys += [keys.feedback_accepted(row["event_id"]), keys.feedback_accepted(per_list)]
-        args += [payload, orjson.dumps(repeat) if repeat else b""]
+        call_keys += [keys.feedback_accepted(row["event_id"]), keys.feedback_accepted(mark_id(row))]
+        args += [payload, "0" if row["type"] in COUNTED_ONCE_PER_LIST else "1"]
     return call_keys, args
 
 
