@@ -21,6 +21,7 @@ from models.training import train
 from pipelines.automation.jobs import REASON_TAG, TRIGGER_TAG, everything_job
 from pipelines.definitions import build_defs, resources_from
 from serving.main import create_app
+from tests.catalog_files import write_new_genre_tracks
 from tests.conftest import small_settings
 from tests.pipelines.prepared_platform import PreparedPlatform
 
@@ -176,23 +177,8 @@ def test_new_catalog_tracks_are_served_before_any_retrain(platform, tmp_path):
     catalog = OfflineStore(settings.layout.tables).read_tracks()
     # three new tracks of a genre nobody has heard of, with audio features: a file a user imports
     base = catalog.iloc[0]
-    new_ids = ["0" * 19 + f"N{i:02d}" for i in range(3)]
-    new = pd.DataFrame(
-        {
-            "id": new_ids,
-            "name": [f"New {i}" for i in range(3)],
-            "artists": "Newcomer",
-            "genres": "brand new genre",
-            "energy": 0.9,
-            "danceability": 0.8,
-            "valence": 0.7,
-            "tempo": 128.0,
-            "acousticness": 0.1,
-            "duration_ms": int(base["duration_ms"] or 200_000),
-        }
-    )
     path = tmp_path / "new.csv"
-    new.to_csv(path, index=False)
+    new_ids = write_new_genre_tracks(path, duration_ms=int(base["duration_ms"] or 200_000))
     ingest_track_files(OfflineStore(settings.layout.tables), [path])  # `echotune ingest tracks new.csv`
 
     sensed, cursor = evaluate(defs, instance, "new_catalog_tracks", settings)

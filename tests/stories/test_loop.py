@@ -6,7 +6,6 @@ the outcome the user sees."""
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
@@ -22,6 +21,7 @@ from pipelines.automation.jobs import REASON_TAG, TRIGGER_TAG, everything_job
 from pipelines.definitions import build_defs
 from serving.main import create_app
 from serving.worker import FeedbackWorker
+from tests.catalog_files import write_new_genre_tracks
 from tests.serving.conftest import drain
 from tests.stories.loop_support import CLIENT_KEY, Loop
 from tests.waiting import wait_until
@@ -210,22 +210,8 @@ def test_new_catalog_tracks_are_served_before_a_retrain(settings, tmp_path, monk
     for an extend_catalog run, and the API serves them (version 1, vectors from their audio features
     and genres) while no new model was trained."""
     loop = Loop.first_run(settings)
-    new_ids = ["0" * 19 + f"N{i:02d}" for i in range(3)]
     path = tmp_path / "new.csv"
-    pd.DataFrame(
-        {
-            "id": new_ids,
-            "name": [f"New {i}" for i in range(3)],
-            "artists": "Newcomer",
-            "genres": "brand new genre",
-            "energy": 0.9,
-            "danceability": 0.8,
-            "valence": 0.7,
-            "tempo": 128.0,
-            "acousticness": 0.1,
-            "duration_ms": 200_000,
-        }
-    ).to_csv(path, index=False)
+    new_ids = write_new_genre_tracks(path)
     monkeypatch.setenv("ECHOTUNE_HOME", str(settings.home))
     get_settings.cache_clear()
     try:
