@@ -47,7 +47,7 @@ RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
     && touch README.md \
     && /opt/venv/bin/pip install --upgrade "pip>=24" "setuptools>=78.1.1" \
-    && /opt/venv/bin/pip install ".[k8s]"
+    && /opt/venv/bin/pip install ".[k8s,lightfm]"
 COPY README.md ./
 COPY echotune ./echotune
 COPY pipelines ./pipelines

@@ -6,12 +6,19 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo lint test check pipeline serve image audit bench clean
 
+# every dependency from a wheel (no compiler needed); LightFM (the `lightfm` algorithm, a source release)
+# only where a C compiler exists
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=78.1.1"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --only-binary=:all: -e ".[dev]"
+	@if command -v cc >/dev/null 2>&1; then \
+		$(BIN)/python -m pip install --quiet -e ".[lightfm]"; \
+	else \
+		echo "no C compiler (cc): the lightfm algorithm is left out; every other part is installed"; \
+	fi
 	@touch $(STAMP)
 
 # promtool for the alert-rule tests (from PATH or Debian's package; the tests skip without it)

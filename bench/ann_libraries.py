@@ -1,5 +1,5 @@
-"""Approximate inner-product search: Spotify's Voyager against hnswlib (what :mod:`models.ann` uses),
-on the vectors the API serves.
+"""Approximate inner-product search: faiss's HNSW (what :mod:`models.ann` uses, with its bias head)
+against hnswlib, usearch and Spotify's Voyager, on the vectors the API serves.
 
 Trains the default algorithm on a synthetic world (``--tracks`` tracks, a fifth as many users, 7.5
 events per track) and indexes its item vectors (64-d, the last coordinate an item bias; users have 1
@@ -8,9 +8,10 @@ coordinate ``sqrt(M² - |x|²)`` that turns maximum inner product into nearest n
 variant: build seconds, memory (the serialised index, and the RSS growth of the build), then per
 ``ef`` the mean query latency (one query at a time, as the API asks) and recall@10 against exact
 scoring for 300 users. ``--synthetic`` indexes random low-rank-like vectors instead (no training).
+Every library at M=16, ef_construction=100, and the served index at its own M.
 
     .venv/bin/python -m bench.ann_libraries [--tracks 20000] [--threads 2] [--synthetic]
-Voyager comes with the bench extra (pip install -e ".[bench]").
+hnswlib, usearch and Voyager come with the bench extra (pip install -e ".[bench]"; hnswlib compiles).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import argparse
 import os
 import time
 
-import hnswlib
 import numpy as np
 import psutil
 
@@ -55,6 +55,12 @@ def augmented(items: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, np.ndar
     )
 
 
+def voyager_space(name: str):
+    import voyager
+
+    return getattr(voyager.Space, name)
+
+
 def rss() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
@@ -71,7 +77,49 @@ def voyager_variant(space, data: np.ndarray, threads: int):
     return query, len(index.as_bytes())
 
 
+def served_variant(data: np.ndarray, threads: int):
+    from models.ann import InnerProductIndex
+
+    index = InnerProductIndex.build(data, threads, bias_head=True)
+
+    def query(vector, ef):
+        rows = index.search(vector, 10, ef)
+        return rows[np.argsort(-(data[rows] @ vector))[:10]]
+
+    return query, len(index.to_bytes())
+
+
+def faiss_variant(data: np.ndarray, threads: int):
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    index = faiss.IndexHNSWFlat(data.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 100
+    index.add(data)
+    faiss.omp_set_num_threads(1)
+
+    def query(vector, ef):
+        return index.search(vector[None], 10, params=faiss.SearchParametersHNSW(efSearch=ef))[1][0]
+
+    return query, len(faiss.serialize_index(index))
+
+
+def usearch_variant(data: np.ndarray, threads: int):
+    from usearch.index import Index
+
+    index = Index(ndim=data.shape[1], metric="ip", connectivity=16, expansion_add=100, dtype="f32")
+    index.add(np.arange(len(data)), data, threads=threads)
+
+    def query(vector, ef):
+        index.expansion_search = ef
+        return index.search(vector, 10).keys
+
+    return query, index.serialized_length
+
+
 def hnswlib_variant(space: str, data: np.ndarray, threads: int):
+    import hnswlib
+
     index = hnswlib.Index(space, data.shape[1])
     index.init_index(len(data), M=16, ef_construction=100)
     index.add_items(data, num_threads=threads)
@@ -99,28 +147,45 @@ def main() -> None:
     exact = np.argsort(-(users @ items.T), axis=1)[:, :10]
     aug_items, aug_users = augmented(items, users)
     variants = [
-        ("hnswlib inner product", lambda: hnswlib_variant("ip", items, args.threads), users),
-        ("hnswlib euclidean+1", lambda: hnswlib_variant("l2", aug_items, args.threads), aug_users),
+        ("served (faiss M32 + head)", lambda: served_variant(items, args.threads), users),
+        ("faiss inner product", lambda: faiss_variant(items, args.threads), users),
     ]
-    try:
-        import voyager
-
-        variants += [
-            ("voyager inner product", lambda: voyager_variant(voyager.Space.InnerProduct, items, args.threads), users),
-            (
-                "voyager euclidean+1",
-                lambda: voyager_variant(voyager.Space.Euclidean, aug_items, args.threads),
-                aug_users,
-            ),
-        ]
-    except ImportError:
-        print('voyager not installed (pip install -e ".[bench]"): hnswlib only')
+    optional = [
+        ("usearch", lambda: [("usearch inner product", lambda: usearch_variant(items, args.threads), users)]),
+        (
+            "hnswlib",
+            lambda: [
+                ("hnswlib inner product", lambda: hnswlib_variant("ip", items, args.threads), users),
+                ("hnswlib euclidean+1", lambda: hnswlib_variant("l2", aug_items, args.threads), aug_users),
+            ],
+        ),
+        (
+            "voyager",
+            lambda: [
+                (
+                    "voyager inner product",
+                    lambda: voyager_variant(voyager_space("InnerProduct"), items, args.threads),
+                    users,
+                ),
+                (
+                    "voyager euclidean+1",
+                    lambda: voyager_variant(voyager_space("Euclidean"), aug_items, args.threads),
+                    aug_users,
+                ),
+            ],
+        ),
+    ]
+    for module, more in optional:
+        try:
+            __import__(module)
+        except ImportError:
+            print(f'{module} not installed (pip install -e ".[bench]"): left out')
+            continue
+        variants += more()
     kind = "synthetic" if args.synthetic else "the default algorithm's"
+    print(f"{len(items):,} x {items.shape[1]} item vectors ({kind}), {len(users)} users, {args.threads} build threads")
     print(
-        f"{len(items):,} x {items.shape[1]} item vectors ({kind}), {len(users)} users, M=16, ef_construction=100, {args.threads} build threads"
-    )
-    print(
-        f"{'variant':24s} {'build s':>8s} {'index MiB':>9s} {'RSS +MiB':>8s} {'ef':>5s} {'query us':>9s} {'recall@10':>9s}"
+        f"{'variant':26s} {'build s':>8s} {'index MiB':>9s} {'RSS +MiB':>8s} {'ef':>5s} {'query us':>9s} {'recall@10':>9s}"
     )
     for name, build, queries in variants:
         before, started = rss(), time.perf_counter()
@@ -132,7 +197,7 @@ def main() -> None:
             latency = (time.perf_counter() - started) / len(queries) * 1e6
             recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / 10 for f, e in zip(found, exact)])
             print(
-                f"{name:24s} {seconds:8.1f} {size / 2**20:9.0f} {grown:8.0f} {ef:5d} {latency:9.0f} {recall:9.3f}",
+                f"{name:26s} {seconds:8.1f} {size / 2**20:9.0f} {grown:8.0f} {ef:5d} {latency:9.0f} {recall:9.3f}",
                 flush=True,
             )
 

@@ -146,7 +146,8 @@ class ModelRegistry:
                     artifacts={"model_dir": str(model_dir)},
                     signature=SIGNATURE,
                     registered_model_name=self.name,
-                    pip_requirements=["lightfm-next==1.19.0", "numpy", "scipy", "pandas"],
+                    pip_requirements=["numpy", "scipy", "pandas"]
+                    + (["lightfm-next==1.19.0"] if algorithm == "lightfm" else []),
                     code_paths=[str(PYFUNC_FILE.parent)],
                 )
         return Registration(

@@ -53,7 +53,13 @@ class LightFMHybrid(StoredVectors):
         return (sp.diags(1.0 / np.where(sums > 0, sums, 1.0)).astype(np.float32) @ matrix).tocsr()
 
     def _fit(self, interactions: Interactions, item_features: ItemFeatures | None) -> None:
-        from lightfm import LightFM  # imported lazily: a compiled extension that serving never needs
+        try:
+            from lightfm import LightFM  # imported lazily: a compiled extension that serving never needs
+        except ImportError as exc:
+            raise ImportError(
+                "the lightfm algorithm needs LightFM, an optional part that builds with a C compiler: "
+                "pip install -e '.[lightfm]' (make install adds it when `cc` exists)"
+            ) from exc
 
         p = self.params
         coo = interactions.matrix.tocoo()

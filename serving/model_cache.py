@@ -24,7 +24,7 @@ import redis.asyncio as aredis
 from core.contracts.redis_keys import RedisKeys
 from core.settings import Settings
 from core.vectorstore import PublishedVersion
-from models.ann import CatalogIndex
+from models.ann import CatalogIndex, UnknownIndexFormat
 from serving.disk_cache import DiskCache
 from serving.loaded_model import LoadedModel
 
@@ -189,7 +189,10 @@ class ModelCache:
             except Exception as exc:  # MLflow unreachable: build it here instead
                 log.warning("could not fetch the ANN index of model version %s: %s", loaded.version, exc)
         if data is not None:
-            loaded.attach_index(CatalogIndex.from_bytes(data))
+            try:
+                loaded.attach_index(CatalogIndex.from_bytes(data))
+            except UnknownIndexFormat as exc:  # logged by an older release: built here instead
+                log.warning("ANN index of model version %s not loaded: %s", loaded.version, exc)
         return loaded
 
     def _index_later(self, alias: str, loaded: LoadedModel, published: PublishedVersion | None = None) -> None:

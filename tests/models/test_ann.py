@@ -1,10 +1,12 @@
 """The ANN index against exact scoring on seeded vectors: recall, filters that never leak, the exact
 fallback for selective filters, rows appended after the build, and z-scores from moments."""
 
+import io
+
 import numpy as np
 import pytest
 
-from models.ann import CatalogIndex, InnerProductIndex, ScoreMoments, approximate_top_n
+from models.ann import CatalogIndex, InnerProductIndex, ScoreMoments, UnknownIndexFormat, approximate_top_n
 from models.ranking import top_n
 
 
@@ -85,3 +87,28 @@ def test_moments_give_the_catalog_z_scores(vectors):
     naive = (scores - scores.mean()) / scores.std()
     rows = np.array([0, 17, 999])
     assert np.allclose(moments.standardise(scores[rows], users[0]), naive[rows], atol=1e-4)
+
+
+def test_tracks_ranked_high_by_their_bias_alone_are_found():
+    """Short vectors with a large bias (the last coordinate; users have 1 there) top every list, and a
+    greedy inner-product walk rarely reaches them: the index scores its bias head with every query."""
+    rng = np.random.default_rng(8)
+    items = np.hstack([rng.standard_normal((6000, 15)), np.zeros((6000, 1))]).astype(np.float32)
+    favourites = rng.choice(6000, 5, replace=False)
+    items[favourites, :-1] *= 0.01
+    items[favourites, -1] = 40.0
+    users = np.hstack([rng.standard_normal((30, 15)), np.ones((30, 1))]).astype(np.float32)
+    index = InnerProductIndex.build(items, threads=1, bias_head=True)
+    allowed = rng.random(6000) < 0.5
+    for user in users:
+        rows, _ = approximate_top_n(index, items, user, 10)
+        assert set(favourites) <= set(rows.tolist())
+        rows, _ = approximate_top_n(index, items, user, 10, allowed=allowed)
+        assert set(favourites[allowed[favourites]]) <= set(rows.tolist()) and allowed[rows].all()
+
+
+def test_index_bytes_of_another_format_are_refused(vectors, index):
+    buffer = io.BytesIO()
+    np.savez(buffer, graph=np.zeros(10, np.uint8), dimensions=np.int64(16))  # what the hnswlib release wrote
+    with pytest.raises(UnknownIndexFormat, match="hnswlib"):
+        InnerProductIndex.from_bytes(buffer.getvalue())

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 
 from models import ALGORITHMS, create, load
 from models.ranking import top_k
+from tests.optional import needs_lightfm
 
 # small, fast settings per algorithm for a 40 x 60 matrix
 PARAMS = {
@@ -18,7 +19,10 @@ PARAMS = {
 PERSONALISED = {"lightfm", "lowrank_ease", "ease", "content", "genre_popularity"}
 
 
-@pytest.fixture(params=sorted(ALGORITHMS), scope="module")
+@pytest.fixture(
+    params=[pytest.param(name, marks=needs_lightfm) if name == "lightfm" else name for name in sorted(ALGORITHMS)],
+    scope="module",
+)
 def fitted(request, blocks, block_features):
     name = request.param
     return name, create(name, **PARAMS.get(name, {})).fit(blocks, block_features)
@@ -93,6 +97,7 @@ def test_unfitted_model_says_so():
         create("popularity").scores(np.array([0]))
 
 
+@needs_lightfm
 def test_lightfm_gives_cold_items_vectors_from_features(blocks, block_features):
     """A hybrid model places an item it never saw near the items that share its features."""
     m = blocks.matrix.tolil()

@@ -3,8 +3,10 @@
 import pytest
 
 from models.training import train
+from tests.optional import needs_lightfm
 
 
+@needs_lightfm
 def test_training_reports_held_out_metrics_for_model_and_baseline(blocks):
     frame = blocks.to_frame()
     result = train(frame, None, "lightfm", {"no_components": 8, "epochs": 30, "num_threads": 1}, k=5)

@@ -184,7 +184,7 @@ def test_a_new_version_swaps_in_with_its_own_index(own_client, published, traine
     assert loaded.version == "2" and loaded.vectors.shape[1] == 8
     own_client.portal.call(models.indexed)
     assert models.get() is loaded and loaded.ann.items.dimensions == 8
-    np.testing.assert_allclose(loaded.ann.items.graph.get_items([0])[0], loaded.vectors[0], rtol=1e-6)
+    np.testing.assert_allclose(loaded.ann.items.graph.reconstruct(0), loaded.vectors[0], rtol=1e-6)
     with pytest.raises(ValueError, match="does not fit model version 2"):
         loaded.attach_index(
             own_client.app.state.echotune.models.get().ann.__class__(loaded.ann.similarity, loaded.ann.similarity)
