@@ -211,9 +211,11 @@ def replay_dead_letters(
     bad model), oldest first, each moved in one transaction (appended, then removed from the dead
     letters). The worker applies each event at most once, so a replay never double-counts. Entries
     that were never events are left where they are. Events of users erased since (the offline log
-    ``erasures`` is the authority, Redis's copy is added to it) are deleted, not replayed."""
+    ``erasures`` is the authority, Redis's copy is added to it) are deleted, not replayed, and so are
+    any online keys of those users (an erasure whose DELETE found Redis down left them)."""
     subjects = set(erasures.subjects()) | {s.decode() for s in client.hkeys(keys.erased_users())}
     moved = dropped = 0
+    erased_users: set[str] = set()
     cursor = "-"
     while limit is None or moved < limit:
         page = client.xrange(keys.feedback_dead_letters(), min=cursor, count=500)
@@ -223,8 +225,10 @@ def replay_dead_letters(
             if limit is not None and moved >= limit:
                 break
             payload = fields.get(b"field:e")
-            if payload is not None and subjects and _erased_user(payload, erasures, subjects):
+            erased = _erased_user(payload, erasures, subjects) if payload is not None and subjects else None
+            if erased is not None:
                 client.xdel(keys.feedback_dead_letters(), entry_id)
+                erased_users.add(erased)
                 dropped += 1
             elif payload is not None:
                 pipe = client.pipeline(transaction=True)
@@ -233,12 +237,17 @@ def replay_dead_letters(
                 pipe.execute()
                 moved += 1
         cursor = "(" + page[-1][0].decode()
+    if erased_users:
+        versions = [v.decode() for v in client.zrange(keys.models_index(), 0, -1)]
+        for user in erased_users:  # one slot per user ({u:<id>}): one DEL each
+            client.execute_command("DEL", *keys.user_keys(user, versions))
     return DeadLetterReplay(moved, dropped)
 
 
-def _erased_user(payload: bytes, erasures: ErasureLog, subjects: set[str]) -> bool:
+def _erased_user(payload: bytes, erasures: ErasureLog, subjects: set[str]) -> str | None:
+    """The user of a dead letter's event when they are an erased subject, else None."""
     try:
         user = orjson.loads(payload).get("user_id")
     except (orjson.JSONDecodeError, AttributeError):
-        return False
-    return isinstance(user, str) and erasures.digest(user) in subjects
+        return None
+    return user if isinstance(user, str) and erasures.digest(user) in subjects else None

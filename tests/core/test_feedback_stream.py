@@ -49,6 +49,8 @@ def test_dead_letter_replay_deletes_the_events_of_users_erased_since(redis_clien
         event = FeedbackEvent(user_id=user, track_id=TRACK, type="play", event_id=f"dl{n}").stamped()
         redis_client.xadd(keys.feedback_dead_letters(), {"entry": f"{n}-1", "error": "boom", "field:e": encode(event)})
     log.record_request(log.digest("gone"))
+    redis_client.set(keys.user_revision("gone"), 3)  # online state the failed DELETE left
     assert replay_dead_letters(redis_client, keys, log) == DeadLetterReplay(1, 2)
+    assert not redis_client.exists(keys.user_revision("gone"))
     assert [decode(f[b"e"])["user_id"] for _, f in redis_client.xrange(keys.feedback_stream())] == ["kept"]
     assert dead_letters(redis_client, keys) == []  # the erased user's letters are gone, not left waiting
