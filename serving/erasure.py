@@ -1,13 +1,14 @@
 """GDPR erasure, online half: ``DELETE /users/{id}`` and what keeps the user erased afterwards.
 
 The request is recorded in the offline erasure log first (durable, the authority: see
-:mod:`core.erasure_log`; by keyed digest, never by id), this host's spool is emptied of the user's
-events (no Redis needed, so also when Redis is down and the DELETE answers 503), then in Redis (the hash of erased subjects and
-its version counter, which the worker checks on every batch). Then everything of the user the online side holds goes: their keys (vectors of every model
-version, played tracks, online learning state), their entries still in the feedback stream and the
-dead-letter stream, and their lines in this host's spool. Each step adds a receipt entry. From then
-on the API refuses their events (:class:`ErasedUsers`), the worker drops any still queued, and every
-offline writer leaves their rows out.
+:mod:`core.erasure_log`; by keyed digest, never by id) and the user's lines leave this host's spool
+(neither needs Redis: a DELETE that answers 503 because Redis is down has done both). Then Redis: the
+hash of erased subjects and its version counter (which the worker checks on every batch), and
+everything of the user the online side holds: their keys (vectors of every model version, played
+tracks, online learning state) and their entries still in the feedback and dead-letter streams. Each
+step adds a receipt entry. From then on the API refuses their events (:class:`ErasedUsers`), the
+worker drops any still queued, spool and dead-letter replays drop theirs, and every offline writer
+leaves their rows out.
 """
 
 from __future__ import annotations

@@ -254,7 +254,11 @@ async def replay_spool(state: AppState) -> None:
     erased since they were spooled are dropped (:func:`append_unerased`). Never raises: a Redis
     failure opens the breaker, anything else (a disk error, a bug) is logged, and the next round
     tries again, so one bad file never stops the spool for good."""
-    if not state.breaker.available or not await asyncio.to_thread(state.spool.files):
+    if not state.breaker.available:
+        return
+    files = await asyncio.to_thread(state.spool.files)
+    state.spool.forget_gone(files)  # the figures /metrics shows lose files another process replayed
+    if not files:
         return
     try:
         # the offline log, not only Redis's copy: an erasure asked while Redis was down is only there

@@ -17,8 +17,8 @@ write torn by a crash) go to ``quarantine.jsonl`` and are counted, instead of st
 **Counting.** What ``/metrics`` shows (:meth:`Spool.counts`) is kept in memory, per file: read from
 disk once when the spool is opened, then updated by this process's appends, replays, erasures and
 quarantines, so a scrape lists and reads no file. With several API processes on one folder, each
-counts its own appends and the replays it ran: a file another process replayed is forgotten when
-this process next appends (its file is then a new one).
+counts its own appends and the replays it ran; files another process replayed are forgotten at the
+replay task's next look at the folder (:meth:`Spool.forget_gone`, once a second).
 """
 
 from __future__ import annotations
@@ -135,6 +135,13 @@ class Spool:
         """Bytes of torn lines kept in the quarantine file (bounded by QUARANTINE_MAX_BYTES)."""
         return _size(self.folder / QUARANTINE)
 
+    def forget_gone(self, present: list[Path]) -> None:
+        """Stop counting files that are no longer in the folder (``present``: a listing the caller made
+        anyway, e.g. the replay task's), such as those another process replayed."""
+        names = {path.name for path in present}
+        for name in [n for n in self._counted if n not in names]:
+            self._counted.pop(name, None)
+
     def counts(self) -> SpoolCounts:
         """Events and bytes waiting and bytes quarantined, from this process's counters: no file is
         listed or read (what ``/metrics`` shows; :meth:`pending` and :meth:`size` read the disk)."""
@@ -180,7 +187,8 @@ class Spool:
                 os.close(out)
             os.rename(tmp, path)
             _fsync_folder(self.folder)
-            self._counted[path.name] = (len(kept), sum(len(line) for line in kept))
+            if path.name in self._counted:  # another process's file it never counted stays uncounted
+                self._counted[path.name] = (len(kept), sum(len(line) for line in kept))
             if path == self._path:
                 self._synced_inode = os.stat(path).st_ino  # our file under a new inode, its lines counted above
             return len(lines) - len(kept)

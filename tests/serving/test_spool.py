@@ -300,6 +300,17 @@ def test_the_spools_counters_follow_appends_replays_quarantines_and_erasures_wit
     assert after.quarantined_bytes == spool.quarantined_bytes() == len(b"torn\n")
 
 
+def test_files_another_process_replayed_leave_the_counts_at_the_next_look(tmp_path):
+    spool, other = Spool(tmp_path / "spool"), Spool(tmp_path / "spool")  # two API processes, one folder
+    other.append(rows("x", "y"), max_bytes=ROOMY)
+    late = Spool(tmp_path / "spool")  # started after: counts the other's file once, from disk
+    assert late.counts().pending == 2 and spool.counts().pending == 0
+    asyncio.run(other.replay(Recorder()))
+    assert late.counts().pending == 2  # nothing read since
+    late.forget_gone(late.files())  # the replay task's listing, once a second
+    assert late.counts().pending == 0
+
+
 def test_a_metrics_scrape_reads_no_spool_file(settings, published, monkeypatch):
     clock = ManualClock()
     with TestClient(create_app(settings, clock=clock), headers={"X-API-Key": CLIENT_KEY}) as client:
