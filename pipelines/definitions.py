@@ -99,16 +99,21 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
+class SecretNotInEnvironment(ValueError):
+    """A setting that carries a password was not given in the process environment."""
+
+
 def secret(setting: str, value: str | None) -> str | dg.EnvVar:
     """``value`` as resource config; when it carries a password, ``dg.EnvVar`` of the setting's variable
     instead (Dagster stores the variable's name in run snapshots and shows the name in its UI; the value
     is read where the step runs). A ValueError naming the variable when the process environment does not
-    hold that value (set in ``.env`` or in code: the run's processes could not read it)."""
+    hold that value (set in ``.env`` or in code: the run's processes could not read it):
+    :class:`SecretNotInEnvironment`."""
     if not has_password(value):
         return value or ""
     variable = f"ECHOTUNE_{setting.upper()}"
     if dg.EnvVar(variable).get_value() != value:
-        raise ValueError(
+        raise SecretNotInEnvironment(
             f"{variable} carries a password ({redacted(value)}): set it in the process environment (not in .env "
             "or code), so Dagster records the variable's name and never the password"
         )

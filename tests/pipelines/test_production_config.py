@@ -497,3 +497,19 @@ def test_a_redis_url_with_a_password_reaches_dagster_as_its_variable(settings, m
     redis_config = resources_from(secret)["redis"]
     assert isinstance(redis_config.url, dg.EnvVar) and redis_config.url.env_var_name == "ECHOTUNE_REDIS_URL"
     assert resources_from(settings)["redis"].url == settings.redis_url  # no password: a plain value
+
+
+def test_echotune_pipeline_refuses_a_password_set_outside_the_environment(tmp_path, monkeypatch):
+    """A password in .env reaches the settings but not the processes Dagster starts: refused at once,
+    naming the variable and without the password, before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ECHOTUNE_REDIS_URL", raising=False)
+    monkeypatch.setenv("ECHOTUNE_HOME", str(tmp_path))
+    (tmp_path / ".env").write_text("ECHOTUNE_REDIS_URL=redis://:hunter2@127.0.0.1:1/0\n")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["pipeline"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert "ECHOTUNE_REDIS_URL carries a password" in result.output and "hunter2" not in result.output
