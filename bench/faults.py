@@ -11,16 +11,24 @@ c. **spool-full**: Redis down and an API with a small spool (``ECHOTUNE_SPOOL_MA
    until it answers 503, then Redis back;
 d. **api-kill**: Redis down, the API SIGKILLed with posts in flight (their events in its spool), Redis
    back, the API restarted: every 202 must be applied;
-e. **worker-kill**: the worker SIGKILLed mid-batch (entries read, not acknowledged), a new one started.
+e. **worker-kill**: the worker SIGKILLed mid-batch (entries read, not acknowledged), a new one started;
+f. **erased-while-paused**: Redis paused (SIGSTOP); events of one user spooled by the API; the user
+   erased through a second API (its own spool), whose DELETE answers 503 (the erasure is then in the
+   offline log only); Redis resumed: after the spool replays and the worker catches up, no key may name
+   the user;
+g. **dead-letters-erased**: dead letters of two users; one of them erased while Redis is paused (503
+   again); ``echotune feedback replay-dead-letters`` must replay the other's and delete the erased
+   user's, and no key may name the erased user.
 
 Per scenario, requests: attempted, succeeded (2xx), degraded (a spooled 202, a degraded list), 503 of a
 full spool, other 5xx, no answer (connection refused or cut: the API was down); events: accepted (in a
 202 answer) and applied (in their user's applied set once the worker caught up). Client threads, not
 wrk, post here: each answer must be tied to the event ids it accepted.
 
-Done when every scenario shows accepted == applied and 0 other 5xx.
+Done when every scenario a-e shows accepted == applied and 0 other 5xx, and f-g leave 0 keys naming
+the erased user.
 
-    .venv/bin/python -m bench.faults [--flap-seconds 30]
+    .venv/bin/python -m bench.faults [--flap-seconds 30] [--scenarios abcdefg]
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -39,6 +49,7 @@ from pathlib import Path
 from bench.harness import KEY, free_port, kill, killable_redis, publish_synthetic, start, start_api, stop
 
 PREFIX = "bench"
+ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 TYPES = ("play", "track_completed", "track_skipped", "like", "recommendation_shown")
 COLUMNS = ("attempted", "ok", "degraded", "503 full", "other 5xx", "no answer")
 
@@ -149,7 +160,7 @@ class Stack:
             "ECHOTUNE_HOME": str(self.folder),
             "ECHOTUNE_REDIS_URL": self.redis_url,
             "ECHOTUNE_REDIS_PREFIX": PREFIX,
-            "ECHOTUNE_API_KEYS": f"{KEY}:client",
+            "ECHOTUNE_API_KEYS": f"{KEY}:client,{ADMIN_KEY}:admin",
             "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000",
             "ECHOTUNE_ACCESS_LOG": "false",
             **env,
@@ -194,10 +205,111 @@ def applied_of(r, keys, accepted: list[tuple[str, str]], timeout: float = 120) -
         time.sleep(0.5)
 
 
+def keys_naming(r, keys, user: str) -> int:
+    """How many keys under the bench's prefix hold ``user``'s id in their name."""
+    return sum(user.encode() in key for key in r.scan_iter(match=f"{keys.root}:*", count=1000))
+
+
+def call(port: int, method: str, path: str, body=None, key: str = KEY) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, body=payload, headers={"X-API-Key": key, "Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        connection.close()
+
+
+def wait_for_no_key(r, keys, user: str, timeout: float = 60) -> tuple[int, float]:
+    """Wait (up to ``timeout``) until no key names ``user``. Returns (keys left, seconds waited)."""
+    started = time.monotonic()
+    while (left := keys_naming(r, keys, user)) and time.monotonic() - started < timeout:
+        time.sleep(0.5)
+    return left, time.monotonic() - started
+
+
+def erased_while_paused(stack: Stack, server, r, keys, user: str, tracks: list[str], admin_port: int) -> dict:
+    """Scenario f (see the module docstring). A command the API sent the paused server and gave up on
+    (its socket timeout) still runs when the server resumes, so some spooled events may reach the stream
+    that way too: the note says how many the worker dropped as erased."""
+    before = keys_naming(r, keys, user)
+    dropped_before = int(r.hget(keys.feedback_counters(), "dropped_erased") or 0)
+    server.pause()
+    try:
+        spooled = 0
+        for n in range(3):
+            batch = [
+                {"event_id": f"f-{n}-{i}", "user_id": user, "track_id": tracks[i], "type": "track_completed"}
+                for i in range(5)
+            ]
+            status, body = call(stack.port, "POST", "/feedback", batch)
+            spooled += 5 if status == 202 and body.get("spooled") else 0
+        deleted, _ = call(admin_port, "DELETE", f"/users/{user}", key=ADMIN_KEY)
+    finally:
+        server.resume()
+    left, waited = wait_for_no_key(r, keys, user)
+    time.sleep(2)  # the worker's batch that dropped them is counted after its keys went
+    worker_dropped = int(r.hget(keys.feedback_counters(), "dropped_erased") or 0) - dropped_before
+    spool = stack.folder / "var" / "spool" / PREFIX
+    waiting = sum(1 for _ in spool.glob("*-*.jsonl")) if spool.exists() else 0
+    print(f"f erased-while-paused: done; {spooled} events spooled, DELETE {deleted}, {left} keys left", flush=True)
+    return {
+        "name": "f erased-paused",
+        "erased user's events": f"{spooled} spooled",
+        "DELETE": deleted,
+        "keys before": before,
+        "keys after": left,
+        "after": waited,
+        "note": f"spool files left {waiting}; the worker dropped {worker_dropped} as erased",
+    }
+
+
+def dead_letters_of_an_erased_user(stack: Stack, server, r, keys, erased: str, kept: str, tracks: list[str]) -> dict:
+    """Scenario g (see the module docstring)."""
+    from core.contracts import FeedbackEvent
+    from core.feedback_stream import encode
+
+    for user in (erased, kept):
+        for i in range(5):
+            event = FeedbackEvent(user_id=user, track_id=tracks[i], type="play", event_id=f"g-{user}-{i}").stamped()
+            r.xadd(
+                keys.feedback_dead_letters(), {"entry": f"0-{i}", "error": "bench: injected", "field:e": encode(event)}
+            )
+    before = keys_naming(r, keys, erased)
+    server.pause()
+    try:
+        deleted, _ = call(stack.port, "DELETE", f"/users/{erased}", key=ADMIN_KEY)
+    finally:
+        server.resume()
+    done = subprocess.run(
+        [sys.executable, "-m", "echotune.cli", "feedback", "replay-dead-letters"],
+        env={**os.environ, **stack.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    replay = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-300:]}
+    left, waited = wait_for_no_key(r, keys, erased)
+    applied, _ = applied_of(r, keys, [(kept, f"g-{kept}-{i}") for i in range(5)], timeout=60)
+    print(f"g dead-letters-erased: done; replay {replay}, DELETE {deleted}, {left} keys left", flush=True)
+    return {
+        "name": "g dead-letters",
+        "erased user's events": f"{replay.get('dropped_erased', '?')} dropped",
+        "DELETE": deleted,
+        "keys before": before,
+        "keys after": left,
+        "after": waited,
+        "note": f"replayed {replay.get('replayed', '?')}, the other user's applied {applied}/5",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flap-seconds", type=int, default=30, help="length of scenario b")
+    parser.add_argument("--scenarios", default="abcdefg", help="which scenarios to run (letters)")
     args = parser.parse_args()
+    run = set(args.scenarios)
 
     import tempfile
 
@@ -215,6 +327,7 @@ def main() -> None:
     r = redis.Redis.from_url(redis_url, socket_timeout=10)
     stack = Stack(folder, redis_url)
     rows: list[tuple[str, Counter, int, int, float, str]] = []
+    erasure_rows: list[dict] = []
 
     def record(name: str, load: Load, note: str) -> None:
         applied, waited = applied_of(redis.Redis.from_url(redis_url, socket_timeout=10), keys, load.accepted)
@@ -238,71 +351,88 @@ def main() -> None:
         time.sleep(2)
 
         # a. Redis SIGKILLed and restarted under mixed load
-        with Load(stack.port, users, tracks, "a", posters=3, readers=3) as load:
-            time.sleep(4)
-            server.kill()
-            time.sleep(3)
-            server.start()
-            time.sleep(6)
-        record("a redis-kill", load, "SIGKILL, down 3 s")
+        if "a" in run:
+            with Load(stack.port, users, tracks, "a", posters=3, readers=3) as load:
+                time.sleep(4)
+                server.kill()
+                time.sleep(3)
+                server.start()
+                time.sleep(6)
+            record("a redis-kill", load, "SIGKILL, down 3 s")
 
         # b. Redis stopped and started every 2 s while posting
-        with Load(stack.port, users, tracks, "b", posters=3) as load:
-            flaps, until = 0, time.monotonic() + args.flap_seconds
-            while time.monotonic() < until:
-                time.sleep(2)
-                server.stop()
-                flaps += 1
-                time.sleep(2)
-                server.start()
-            time.sleep(3)
-        record("b redis-flap", load, f"{flaps} stops in {args.flap_seconds} s")
+        if "b" in run:
+            with Load(stack.port, users, tracks, "b", posters=3) as load:
+                flaps, until = 0, time.monotonic() + args.flap_seconds
+                while time.monotonic() < until:
+                    time.sleep(2)
+                    server.stop()
+                    flaps += 1
+                    time.sleep(2)
+                    server.start()
+                time.sleep(3)
+            record("b redis-flap", load, f"{flaps} stops in {args.flap_seconds} s")
 
         # c. the spool fills up: an API of its own (own var dir: own spool) with a 64 KiB cap
-        small_port = free_port()
-        stack.start_api(
-            "api-small",
-            port=small_port,
-            workers=1,
-            ECHOTUNE_SPOOL_MAX_BYTES=str(64 * 1024),
-            ECHOTUNE_VAR_DIR=str(folder / "var-small"),
-        )
-        server.stop()
-        with Load(small_port, users, tracks, "c", posters=2) as load:
-            deadline = time.monotonic() + 30
-            while load.tally["503 full"] < 50 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            server.start()
-            time.sleep(3)
-        stop(stack.processes.pop("api-small"))
-        record("c spool-full", load, "64 KiB spool, Redis down")
+        if "c" in run:
+            small_port = free_port()
+            stack.start_api(
+                "api-small",
+                port=small_port,
+                workers=1,
+                ECHOTUNE_SPOOL_MAX_BYTES=str(64 * 1024),
+                ECHOTUNE_VAR_DIR=str(folder / "var-small"),
+            )
+            server.stop()
+            with Load(small_port, users, tracks, "c", posters=2) as load:
+                deadline = time.monotonic() + 30
+                while load.tally["503 full"] < 50 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                server.start()
+                time.sleep(3)
+            stop(stack.processes.pop("api-small"))
+            record("c spool-full", load, "64 KiB spool, Redis down")
 
         # d. the API SIGKILLed with posts in flight while its events wait in the spool
-        with Load(stack.port, users, tracks, "d", posters=3) as load:
-            time.sleep(2)
-            server.stop()
-            time.sleep(2)
-            spooled_before_kill = load.tally["degraded"]
-            stack.kill("api")
-            server.start()
-            stack.start_api()
-            time.sleep(4)
-        record("d api-kill", load, f"killed after {spooled_before_kill:,} spooled 202s")
+        if "d" in run:
+            with Load(stack.port, users, tracks, "d", posters=3) as load:
+                time.sleep(2)
+                server.stop()
+                time.sleep(2)
+                spooled_before_kill = load.tally["degraded"]
+                stack.kill("api")
+                server.start()
+                stack.start_api()
+                time.sleep(4)
+            record("d api-kill", load, f"killed after {spooled_before_kill:,} spooled 202s")
 
         # e. the worker SIGKILLed mid-batch
-        consumer = f"worker-{stack.workers_started}"
-        with Load(stack.port, users, tracks, "e", posters=4) as load:
-            time.sleep(2)
-            deadline, pending = time.monotonic() + 10, []
-            while not pending and time.monotonic() < deadline:
-                pending = r.xpending_range(
-                    keys.feedback_stream(), "workers", min="-", max="+", count=1000, consumername=consumer
-                )
-                time.sleep(0.005)
-            stack.kill("worker")
-            stack.start_worker()
-            time.sleep(6)
-        record("e worker-kill", load, f"killed holding {len(pending)} unacknowledged entries")
+        if "e" in run:
+            consumer = f"worker-{stack.workers_started}"
+            with Load(stack.port, users, tracks, "e", posters=4) as load:
+                time.sleep(2)
+                deadline, pending = time.monotonic() + 10, []
+                while not pending and time.monotonic() < deadline:
+                    pending = r.xpending_range(
+                        keys.feedback_stream(), "workers", min="-", max="+", count=1000, consumername=consumer
+                    )
+                    time.sleep(0.005)
+                stack.kill("worker")
+                stack.start_worker()
+                time.sleep(6)
+            record("e worker-kill", load, f"killed holding {len(pending)} unacknowledged entries")
+
+        # f. events spooled while Redis is paused, their user erased meanwhile through another API (503)
+        if "f" in run:
+            stack.start_api(
+                "api-admin", port=(admin_port := free_port()), workers=1, ECHOTUNE_VAR_DIR=str(folder / "var-admin")
+            )
+            erasure_rows.append(erased_while_paused(stack, server, r, keys, users[0], tracks, admin_port))
+            stop(stack.processes.pop("api-admin"))
+
+        # g. dead letters of an erased user (erased while Redis was paused: 503) replayed by the CLI
+        if "g" in run:
+            erasure_rows.append(dead_letters_of_an_erased_user(stack, server, r, keys, users[1], users[2], tracks))
 
         counters = {k.decode(): int(v) for k, v in r.hgetall(keys.feedback_counters()).items()}
         distinct = sum(r.zcard(k) for k in r.scan_iter(match=keys.user_applied_events("*"), count=1000))
@@ -339,6 +469,23 @@ def main() -> None:
         f"dead-lettered {counters.get('dead_lettered', 0):,}; distinct event ids in applied sets {distinct:,}; "
         f"worker alive at the end: {heartbeat.get('worker_alive')} (newest heartbeat {heartbeat.get('worker_heartbeat_age_seconds') or 0:.1f} s old)"
     )
+    if erasure_rows:
+        print()
+        columns = ("erased user's events", "DELETE", "keys before", "keys after")
+        header = f"{'scenario':<17}" + "".join(f"{c:>22}" for c in columns) + f"{'after':>9}  verdict"
+        print(header)
+        print("-" * len(header))
+        for row in erasure_rows:
+            good = row["keys after"] == 0 and row["DELETE"] == 503
+            print(
+                f"{row['name']:<17}"
+                + "".join(f"{row[c]!s:>22}" for c in columns)
+                + f"{row['after']:>8.1f}s  "
+                + ("ok" if good else "FAIL")
+                + f"  ({row['note']})"
+            )
+        print("keys: under the bench's prefix, naming the erased user; DELETE answered 503 (Redis paused): the erasure")
+        print("was in the offline log only, and the replay (spool or dead letters) had to find it there")
     print(f"total {time.monotonic() - began:.0f}s")
 
 

@@ -68,6 +68,13 @@ def killable_redis(folder: Path):
                 self._process.wait()
                 self._process = None
 
+        def pause(self) -> None:
+            """SIGSTOP: the server holds its connections and answers nothing (clients time out)."""
+            os.kill(self._process.pid, signal.SIGSTOP)
+
+        def resume(self) -> None:
+            os.kill(self._process.pid, signal.SIGCONT)
+
     return KillableRedis(folder)
 
 

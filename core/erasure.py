@@ -18,6 +18,7 @@ import redis
 
 from core.contracts.events import EVENT_SCHEMA
 from core.contracts.redis_keys import RedisKeys
+from core.erasure_log import ErasureLog
 from core.parquet_files import write_parquet_atomic
 from core.storage import StoragePath, read_table
 from core.tables import OfflineStore
@@ -43,8 +44,12 @@ def erase_users(store: OfflineStore, subjects: Iterable[str]) -> tuple[dict[str,
 
     def rewrite(path: StoragePath, schema: pa.Schema | None, kind: str) -> None:
         table = read_table(path, schema=schema)
-        if kind == "rejects":  # a rejected row is kept as raw text: drop every one that names an erased user
-            owners = [_erased_in_text(raw, log, subjects) for raw in table["raw"].to_pylist()]
+        if kind == "rejects":  # by the user it belongs to (a pseudonym), or any raw value naming an erased user
+            stored = table["user_id"].to_pylist() if "user_id" in table.column_names else [None] * len(table)
+            owners = [
+                _erased_subject(user, log, subjects) or _erased_in_text(raw, log, subjects)
+                for user, raw in zip(stored, table["raw"].to_pylist())
+            ]
             mask = pa.array([o is not None for o in owners])
             owners = [o for o in owners if o is not None]
         else:
@@ -83,6 +88,40 @@ def sync_erasures(store: OfflineStore, client: redis.Redis, keys: RedisKeys) -> 
         client.hset(keys.erased_users(), mapping={s: str(at) for s, at in missing.items()})
         client.incr(keys.erasures_version())
     return everyone
+
+
+def forget_online(client: redis.Redis, keys: RedisKeys, log: ErasureLog, subjects: Iterable[str]) -> dict[str, int]:
+    """Delete every Redis key that names an erased user (each family of
+    :meth:`RedisKeys.user_keys`, found by their ``{u:<id>}`` hash tag), for every subject in
+    ``subjects``, not only the ones erased lately: an erasure whose online half failed (Redis down
+    when ``DELETE /users`` ran), or state an event replayed later recreated, is removed here. Returns
+    keys deleted per subject (subjects with none left out)."""
+    subjects = set(subjects)
+    if not subjects:
+        return {}
+    by_user: dict[str, list[bytes]] = {}
+    for key in client.scan_iter(match=keys.user_key_pattern(), count=1000):
+        user = keys.user_of_key(key)
+        if user is not None:
+            by_user.setdefault(user, []).append(key)
+    erased = sorted(log.erased_among(by_user, subjects))
+    if not erased:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for user in erased:  # one user's keys share a slot ({u:<id>}); a cluster pipeline refuses delete()
+        pipe.execute_command("DEL", *by_user[user])
+    deleted: dict[str, int] = {}
+    for user, n in zip(erased, pipe.execute()):
+        if n:
+            deleted[log.digest(user)] = deleted.get(log.digest(user), 0) + int(n)
+    return deleted
+
+
+def _erased_subject(user_id: str | None, log: ErasureLog, subjects: set[str]) -> str | None:
+    if not user_id:
+        return None
+    subject = log.digest(user_id)
+    return subject if subject in subjects else None
 
 
 def _erased_in_text(raw: str | None, log, subjects: set[str]) -> str | None:

@@ -14,6 +14,7 @@ Redis is nearly out of memory: sized together below (:data:`BYTES_PER_EVENT`, :f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ import redis
 
 from core.contracts.events import EVENT_SCHEMA, FeedbackEvent
 from core.contracts.redis_keys import RedisKeys
+from core.erasure_log import ErasureLog
 
 # How long an accepted event id stays marked (a retry or a spool replay within it is not appended twice).
 # One day: a mark outlives its stream entry (drained within minutes), so marks are most of the feedback's
@@ -196,12 +198,25 @@ def dead_letters(client: redis.Redis, keys: RedisKeys, count: int = 100) -> list
     ]
 
 
-def replay_dead_letters(client: redis.Redis, keys: RedisKeys, limit: int | None = None) -> int:
+@dataclass(frozen=True)
+class DeadLetterReplay:
+    replayed: int  # entries moved back onto the stream
+    dropped_erased: int  # entries of erased users, deleted instead
+
+
+def replay_dead_letters(
+    client: redis.Redis, keys: RedisKeys, erasures: ErasureLog, limit: int | None = None
+) -> DeadLetterReplay:
     """Put dead letters back on the feedback stream (once whatever made them fail is fixed: a bug, a
     bad model), oldest first, each moved in one transaction (appended, then removed from the dead
     letters). The worker applies each event at most once, so a replay never double-counts. Entries
-    that were never events are left where they are. Returns the entries moved."""
-    moved, cursor = 0, "-"
+    that were never events are left where they are. Events of users erased since (the offline log
+    ``erasures`` is the authority, Redis's copy is added to it) are deleted, not replayed, and so are
+    any online keys of those users (an erasure whose DELETE found Redis down left them)."""
+    subjects = set(erasures.subjects()) | {s.decode() for s in client.hkeys(keys.erased_users())}
+    moved = dropped = 0
+    erased_users: set[str] = set()
+    cursor = "-"
     while limit is None or moved < limit:
         page = client.xrange(keys.feedback_dead_letters(), min=cursor, count=500)
         if not page:
@@ -210,11 +225,29 @@ def replay_dead_letters(client: redis.Redis, keys: RedisKeys, limit: int | None 
             if limit is not None and moved >= limit:
                 break
             payload = fields.get(b"field:e")
-            if payload is not None:
+            erased = _erased_user(payload, erasures, subjects) if payload is not None and subjects else None
+            if erased is not None:
+                client.xdel(keys.feedback_dead_letters(), entry_id)
+                erased_users.add(erased)
+                dropped += 1
+            elif payload is not None:
                 pipe = client.pipeline(transaction=True)
                 pipe.xadd(keys.feedback_stream(), {"e": payload})
                 pipe.xdel(keys.feedback_dead_letters(), entry_id)
                 pipe.execute()
                 moved += 1
         cursor = "(" + page[-1][0].decode()
-    return moved
+    if erased_users:
+        versions = [v.decode() for v in client.zrange(keys.models_index(), 0, -1)]
+        for user in erased_users:  # one slot per user ({u:<id>}): one DEL each
+            client.execute_command("DEL", *keys.user_keys(user, versions))
+    return DeadLetterReplay(moved, dropped)
+
+
+def _erased_user(payload: bytes, erasures: ErasureLog, subjects: set[str]) -> str | None:
+    """The user of a dead letter's event when they are an erased subject, else None."""
+    try:
+        user = orjson.loads(payload).get("user_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return user if isinstance(user, str) and erasures.digest(user) in subjects else None

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import redis
 
+from core.urls import redacted
+
 log = logging.getLogger(__name__)
 
 # AF_UNIX paths are limited to 108 bytes; beyond that the server listens on a loopback TCP port.
@@ -101,7 +103,7 @@ class EmbeddedRedis:
             if self._url_file.exists():
                 url = self._url_file.read_text().strip()
                 if _responds(url):
-                    log.info("attached to embedded redis at %s", url)
+                    log.info("attached to embedded redis at %s", redacted(url))
                     self.url = url
                     return url
             self.url = self._spawn(timeout)
@@ -150,7 +152,7 @@ class EmbeddedRedis:
                 err = self._process.stderr.read().decode() if self._process.stderr else ""
                 raise RuntimeError(f"redis-server exited with {self._process.returncode}: {err.strip()}")
             if _responds(url):
-                log.info("started embedded redis-server (pid %s) at %s", self._process.pid, url)
+                log.info("started embedded redis-server (pid %s) at %s", self._process.pid, redacted(url))
                 return url
             time.sleep(0.05)
         self._process.kill()

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.database import MLFLOW_SCHEMA, Database
 from core.layout import Layout
 from core.storage import location
+from core.urls import redacted
 
 KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "interaction_logs")
 
@@ -327,7 +328,7 @@ class Settings(BaseSettings):
         if self.redis_cluster and not (self.redis_url or "").startswith(("redis://", "rediss://")):
             raise ValueError(
                 f"ECHOTUNE_REDIS_CLUSTER=true needs ECHOTUNE_REDIS_URL to name a node of the cluster as redis://host:port "
-                f"(it is {self.redis_url or 'unset'}; the embedded server is a single node)"
+                f"(it is {redacted(self.redis_url) or 'unset'}; the embedded server is a single node)"
             )
         return self
 

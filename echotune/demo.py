@@ -6,7 +6,6 @@ UI and the MLflow UI running until Ctrl-C, with their logs under ``var/logs``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -16,9 +15,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from core.database import MLFLOW_SCHEMA
 from core.redis_server import EmbeddedRedis
 from core.settings import Settings
+from core.urls import redacted
 from pipelines.instance import prepare_instance
 from serving.security import demo_keys, key_for_scope
 
@@ -81,13 +80,13 @@ def _served(base: str, client_key: str, user: str) -> dict | None:
     return body if body.get("tracks") else None
 
 
-def _mlflow_backend(settings: Settings) -> str:
-    """The MLflow server's store; the database's password stays off its command line (which `ps` shows
-    to every user of the host) and reaches it as PGPASSWORD, like Dagster's processes."""
-    database = settings.database
-    if database is not None and settings.mlflow_tracking_uri == database.url(MLFLOW_SCHEMA):
-        return dataclasses.replace(database, password="").url(MLFLOW_SCHEMA)
-    return settings.mlflow_tracking_uri
+def mlflow_server(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The MLflow UI's command line and the environment it adds. Its store URI (which holds the
+    database's password) goes in the environment, ``MLFLOW_BACKEND_STORE_URI``, which ``mlflow server``
+    reads for ``--backend-store-uri`` and hands its workers the same way: a command line is shown by
+    ``ps`` to every user of the host, an environment only to its owner."""
+    command = [str(BIN / "mlflow"), "server", "--host", settings.mlflow_host, "--port", str(settings.mlflow_port)]
+    return command, {"MLFLOW_BACKEND_STORE_URI": settings.mlflow_tracking_uri}
 
 
 def _interrupt(signum, frame) -> None:
@@ -110,7 +109,7 @@ def run_demo(settings: Settings) -> int:
     if not url:
         server = EmbeddedRedis(settings.layout.redis, settings.embedded_redis_maxmemory)
         url = server.start()
-        _say(f"embedded redis-server at {url} (data in {settings.layout.redis})")
+        _say(f"embedded redis-server at {redacted(url)} (data in {settings.layout.redis})")
     env = {**os.environ, "ECHOTUNE_REDIS_URL": url, **dagster_env}
     children: dict[str, subprocess.Popen] = {}
     try:
@@ -143,21 +142,18 @@ def run_demo(settings: Settings) -> int:
                 "-p",
                 str(settings.dagster_port),
             ],
-            "mlflow": [
-                str(BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                _mlflow_backend(settings),
-                "--host",
-                settings.mlflow_host,
-                "--port",
-                str(settings.mlflow_port),
-            ],
         }
+        mlflow_command, mlflow_env = mlflow_server(settings)
+        commands["mlflow"] = mlflow_command
         for name, command in commands.items():
             log = open(logs / f"{name}.log", "ab")
             children[name] = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.home, start_new_session=True
+                command,
+                env={**env, **mlflow_env} if name == "mlflow" else env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=settings.home,
+                start_new_session=True,
             )
         base = f"http://{settings.api_host}:{settings.api_port}"
         if not _wait_http(f"{base}/health", 60):

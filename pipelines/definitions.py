@@ -4,7 +4,9 @@ import json
 
 import dagster as dg
 
+from core.database import MLFLOW_SCHEMA
 from core.settings import Settings, get_settings
+from core.urls import has_password, redacted
 from pipelines.automation import definitions as automation_defs
 from pipelines.experiment_reports import definitions as experiment_report_defs
 from pipelines.ingestion import definitions as ingestion_defs
@@ -24,6 +26,11 @@ from pipelines.training import definitions as training_defs
 
 
 def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Every resource, configured from ``settings``. A URL that carries a password is passed as the
+    name of its environment variable (see :func:`secret`), never as a value."""
+    database = settings.database
+    # MLflow's store is the database's mlflow schema unless a tracking URI of its own was set
+    mlflow_in_database = database is not None and settings.mlflow_tracking_uri == database.url(MLFLOW_SCHEMA)
     return {
         "store": OfflineStoreResource(
             data_dir=settings.data_location,
@@ -31,14 +38,15 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             s3_endpoint_url=settings.s3_endpoint_url or "",
         ),
         "redis": RedisResource(
-            url=settings.redis_url or "",
+            url=secret("redis_url", settings.redis_url),
             cluster=settings.redis_cluster,
             prefix=settings.redis_prefix,
             embedded_dir=str(settings.layout.redis),
             embedded_maxmemory=settings.embedded_redis_maxmemory,
         ),
         "mlflow": MlflowResource(
-            tracking_uri=settings.mlflow_tracking_uri,
+            tracking_uri="" if mlflow_in_database else secret("mlflow_tracking_uri", settings.mlflow_tracking_uri),
+            database_url=secret("database_url", settings.database_url) if mlflow_in_database else "",
             artifact_root=settings.mlflow_artifact_location,
             s3_endpoint_url=settings.s3_endpoint_url or "",
             experiment=settings.mlflow_experiment,
@@ -89,6 +97,27 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_tracks=settings.spotify_max_tracks,
         ),
     }
+
+
+class SecretNotInEnvironment(ValueError):
+    """A setting that carries a password was not given in the process environment."""
+
+
+def secret(setting: str, value: str | None) -> str | dg.EnvVar:
+    """``value`` as resource config; when it carries a password, ``dg.EnvVar`` of the setting's variable
+    instead (Dagster stores the variable's name in run snapshots and shows the name in its UI; the value
+    is read where the step runs). A ValueError naming the variable when the process environment does not
+    hold that value (set in ``.env`` or in code: the run's processes could not read it):
+    :class:`SecretNotInEnvironment`."""
+    if not has_password(value):
+        return value or ""
+    variable = f"ECHOTUNE_{setting.upper()}"
+    if dg.EnvVar(variable).get_value() != value:
+        raise SecretNotInEnvironment(
+            f"{variable} carries a password ({redacted(value)}): set it in the process environment (not in .env "
+            "or code), so Dagster records the variable's name and never the password"
+        )
+    return dg.EnvVar(variable)
 
 
 def build_defs(settings: Settings) -> dg.Definitions:

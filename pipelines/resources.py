@@ -1,6 +1,10 @@
 """Every external system as a ConfigurableResource. Values come from :class:`core.settings.Settings`
 when the code location loads (``resources_from`` in ``definitions.py``); tests pass their own. Fields
-have no defaults: a default here would repeat the setting's, always overwritten, free to disagree."""
+have no defaults: a default here would repeat the setting's, always overwritten, free to disagree.
+
+Dagster writes resource config into every run's snapshot (run storage) and shows it in its UI: a value
+that carries a secret (a URL with a password, a key) arrives as a ``dg.EnvVar``, whose name is stored
+and whose value is read in the process that runs the step."""
 
 from pathlib import Path
 from typing import Literal
@@ -36,8 +40,9 @@ class OfflineStoreResource(dg.ConfigurableResource):
 
 
 class RedisResource(dg.ConfigurableResource):
-    """Redis at ``url`` (a node of a Redis Cluster when ``cluster``); when ``url`` is empty, the project's
-    embedded server in ``embedded_dir`` (attached to if running, else started for the run and stopped after it)."""
+    """Redis at ``url`` (a node of a Redis Cluster when ``cluster``; ``dg.EnvVar("ECHOTUNE_REDIS_URL")``
+    when it carries a password); when ``url`` is empty, the project's embedded server in ``embedded_dir``
+    (attached to if running, else started for the run and stopped after it)."""
 
     url: str
     cluster: bool
@@ -77,9 +82,12 @@ class RedisResource(dg.ConfigurableResource):
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """The MLflow tracking store and registered model the training assets write to."""
+    """The MLflow tracking store and registered model the training assets write to: ``tracking_uri``, or
+    when empty MLflow's schema of the PostgreSQL ``database_url`` (given as
+    ``dg.EnvVar("ECHOTUNE_DATABASE_URL")``: it carries the password)."""
 
     tracking_uri: str
+    database_url: str
     artifact_root: str
     experiment: str
     registered_model: str
@@ -93,12 +101,21 @@ class MlflowResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._registry = ModelRegistry.open(
-            self.tracking_uri,
+            self.store_uri,
             self.artifact_root,
             self.experiment,
             self.registered_model,
             s3_endpoint_url=self.s3_endpoint_url or None,
         )
+
+    @property
+    def store_uri(self) -> str:
+        """The tracking URI the registry opens (with its password: never put it in config or a log)."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        from core.database import MLFLOW_SCHEMA, Database
+
+        return Database.parse(self.database_url).url(MLFLOW_SCHEMA)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

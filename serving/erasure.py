@@ -1,12 +1,14 @@
 """GDPR erasure, online half: ``DELETE /users/{id}`` and what keeps the user erased afterwards.
 
 The request is recorded in the offline erasure log first (durable, the authority: see
-:mod:`core.erasure_log`; by keyed digest, never by id), then in Redis (the hash of erased subjects and
-its version counter, which the worker checks on every batch). Then everything of the user the online side holds goes: their keys (vectors of every model
-version, played tracks, online learning state), their entries still in the feedback stream and the
-dead-letter stream, and their lines in this host's spool. Each step adds a receipt entry. From then
-on the API refuses their events (:class:`ErasedUsers`), the worker drops any still queued, and every
-offline writer leaves their rows out.
+:mod:`core.erasure_log`; by keyed digest, never by id) and the user's lines leave this host's spool
+(neither needs Redis: a DELETE that answers 503 because Redis is down has done both). Then Redis: the
+hash of erased subjects and its version counter (which the worker checks on every batch), and
+everything of the user the online side holds: their keys (vectors of every model version, played
+tracks, online learning state) and their entries still in the feedback and dead-letter streams. Each
+step adds a receipt entry. From then on the API refuses their events (:class:`ErasedUsers`), the
+worker drops any still queued, spool and dead-letter replays drop theirs, and every offline writer
+leaves their rows out.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ async def erase_online(
     caller answers 503. Returns the time of the request."""
     subject = log.digest(user_id)
     at = await asyncio.to_thread(log.record_request, subject, clock.now())
+    # the spool needs no Redis: emptied (and receipted) before anything that may fail while Redis is
+    # down; another host's spool drops the user's events at replay (serving.feedback.append_unerased)
+    spooled = await asyncio.to_thread(spool.remove_user, user_id)
+    await asyncio.to_thread(
+        log.append, subject, [("spool", spooled, f"this host's spool ({spool.folder})")], clock.now()
+    )
     receipt: list[tuple[str, int | None, str | None]] = []
     versions = [v.decode() for v in await client.zrange(keys.models_index(), 0, -1)]
     # recorded before the keys go, in a round trip of its own: a worker storing the user's events after
@@ -103,9 +111,6 @@ async def erase_online(
             await _delete_entries(client, keys.feedback_dead_letters(), user_id, fields=(b"field:e", b"field:l")),
             "events the worker could not apply",
         )
-    )
-    receipt.append(
-        ("spool", await asyncio.to_thread(spool.remove_user, user_id), f"this host's spool ({spool.folder})")
     )
     await asyncio.to_thread(log.append, subject, receipt, clock.now())
     return at

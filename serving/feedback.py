@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from pydantic import ValidationError
 
@@ -17,7 +18,7 @@ from core.contracts.events import FeedbackEvent
 from core.contracts.served_lists import ServedList
 from core.feedback_stream import append_call, encode, is_stream_full
 from serving.errors import ApiError, error_details, validation_error
-from serving.observability import SPOOL_REFUSED, SPOOLED, TOKENS_IGNORED
+from serving.observability import SPOOL_DROPPED_ERASED, SPOOL_REFUSED, SPOOLED, TOKENS_IGNORED
 from serving.schemas import ErrorDetail, FeedbackAccepted
 from serving.served_lists import InvalidToken
 from serving.spool import SpoolFull
@@ -218,6 +219,29 @@ async def _spool(state: AppState, rows: list[bytes]) -> None:
     SPOOLED.inc(len(rows))
 
 
+async def append_unerased(state: AppState, rows: list[bytes]) -> None:
+    """Append spooled ``rows`` except those of users erased since they were spooled (the erasure may have
+    answered 503 while Redis was down, this host's spool untouched): those are dropped, counted and
+    logged without the id, and any online keys of the user are deleted (an erasure whose online half
+    never ran)."""
+    kept, erased_users = [], set()
+    for row in rows:
+        user = orjson.loads(row).get("user_id")
+        if isinstance(user, str) and state.erased.erased_at(user) is not None:
+            erased_users.add(user)
+        else:
+            kept.append(row)
+    if erased_users:
+        dropped = len(rows) - len(kept)
+        SPOOL_DROPPED_ERASED.inc(dropped)
+        versions = [v.decode() for v in await state.redis.zrange(state.keys.models_index(), 0, -1)]
+        for user in erased_users:  # one slot per user ({u:<id>})
+            await state.redis.delete(*state.keys.user_keys(user, versions))
+        log.info("dropped %d spooled events of %d users erased since they were spooled", dropped, len(erased_users))
+    if kept:
+        await append_rows(state, kept)
+
+
 async def replay_spool_forever(state: AppState, every: float = 1.0) -> None:
     """Move spooled feedback into the stream whenever Redis answers (runs for the app's lifetime)."""
     while True:
@@ -226,13 +250,20 @@ async def replay_spool_forever(state: AppState, every: float = 1.0) -> None:
 
 
 async def replay_spool(state: AppState) -> None:
-    """One replay round, if anything is spooled and Redis is not known to be down. Never raises: a Redis
+    """One replay round, if anything is spooled and Redis is not known to be down. Events of users
+    erased since they were spooled are dropped (:func:`append_unerased`). Never raises: a Redis
     failure opens the breaker, anything else (a disk error, a bug) is logged, and the next round
     tries again, so one bad file never stops the spool for good."""
-    if not state.breaker.available or not await asyncio.to_thread(state.spool.files):
+    if not state.breaker.available:
+        return
+    files = await asyncio.to_thread(state.spool.files)
+    state.spool.forget_gone(files)  # the figures /metrics shows lose files another process replayed
+    if not files:
         return
     try:
-        await state.spool.replay(lambda rows: append_rows(state, rows))
+        # the offline log, not only Redis's copy: an erasure asked while Redis was down is only there
+        await state.erased.refresh(force=True)
+        await state.spool.replay(lambda rows: append_unerased(state, rows))
     except redis.RedisError as exc:  # (an OSError here is the disk's: redis-py wraps socket errors)
         state.breaker.failed()
         log.warning("spool replay paused: redis unavailable (%s: %s)", type(exc).__name__, exc)

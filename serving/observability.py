@@ -75,6 +75,10 @@ SPOOL_QUARANTINED = Counter(
     "echotune_feedback_spool_quarantined_total",
     "Spool lines that were not event rows (torn writes), moved to the quarantine file.",
 )
+SPOOL_DROPPED_ERASED = Counter(
+    "echotune_feedback_spool_dropped_erased_total",
+    "Spooled feedback events dropped at replay: their user was erased after they were spooled.",
+)
 TOKENS_IGNORED = Counter(
     "echotune_feedback_tokens_ignored_total",
     "Feedback events whose request token did not hold, counted as if they had none, by reason "
@@ -104,7 +108,7 @@ def metrics_payload() -> tuple[bytes, str]:
 
 
 def spool_exposition(pending: int, size_bytes: int, max_bytes: int, quarantined_bytes: int) -> bytes:
-    """This host's feedback spool as Prometheus text (read from disk, so also while Redis is down)."""
+    """This host's feedback spool as Prometheus text (the spool's own counters, so also while Redis is down)."""
     families = [
         GaugeMetricFamily(
             "echotune_feedback_spool_pending", "Events in this host's spool, waiting for Redis.", pending

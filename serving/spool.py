@@ -13,6 +13,12 @@ before, and waited for the lock meanwhile, then finds that its name no longer le
 holds and opens the name again (a new file): nothing is ever appended to a file being replayed. A
 claimed file is deleted only once all its events are in the stream. Lines that are not event rows (a
 write torn by a crash) go to ``quarantine.jsonl`` and are counted, instead of stopping the replay.
+
+**Counting.** What ``/metrics`` shows (:meth:`Spool.counts`) is kept in memory, per file: read from
+disk once when the spool is opened, then updated by this process's appends, replays, erasures and
+quarantines, so a scrape lists and reads no file. With several API processes on one folder, each
+counts its own appends and the replays it ran; files another process replayed are forgotten at the
+replay task's next look at the folder (:meth:`Spool.forget_gone`, once a second).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -43,6 +50,15 @@ class SpoolFull(Exception):
     """The spool is at its size cap; nothing of the batch was stored."""
 
 
+@dataclass(frozen=True)
+class SpoolCounts:
+    """What the spool holds, as this process counts it (see the module docstring)."""
+
+    pending: int  # events (lines) waiting to be replayed
+    size_bytes: int  # bytes of those files
+    quarantined_bytes: int  # bytes kept in the quarantine file
+
+
 class Spool:
     """The spool files of one folder (one per Redis key prefix on a host)."""
 
@@ -51,6 +67,9 @@ class Spool:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._path = self.folder / f"spool-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         self._synced_inode: int | None = None  # the file whose folder entry is known to be on disk
+        # lines and bytes per spool file, counted once from disk here and kept up to date after
+        self._counted: dict[str, tuple[int, int]] = {path.name: _count_lines(path) for path in self.files()}
+        self._quarantined = _size(self.folder / QUARANTINE)
 
     # --- appending ---------------------------------------------------------------------------
     def append(self, rows: list[bytes], max_bytes: int) -> None:
@@ -91,6 +110,13 @@ class Spool:
         if inode != self._synced_inode:  # a new file: its name must survive a crash too
             _fsync_folder(self.folder)
             self._synced_inode = inode
+            # the old one was claimed by a replay (maybe another process's); a file that is not empty
+            # was rewritten by an erasure in another process: counted once from disk
+            self._counted[self._path.name] = _count_lines(self._path) if size else (0, 0)
+            if size:
+                return
+        lines, size_before = self._counted.get(self._path.name, (0, 0))
+        self._counted[self._path.name] = (lines + payload.count(b"\n"), size_before + len(payload))
 
     # --- what is waiting ---------------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -102,17 +128,25 @@ class Spool:
         return sum(_size(path) for path in self.files())
 
     def pending(self) -> int:
-        """Events (lines) waiting in every spool file of this folder."""
-        total = 0
-        for path in self.files():
-            with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
-                while chunk := handle.read(READ_BYTES):
-                    total += chunk.count(b"\n")
-        return total
+        """Events (lines) waiting in every spool file of this folder, read from disk."""
+        return sum(_count_lines(path)[0] for path in self.files())
 
     def quarantined_bytes(self) -> int:
         """Bytes of torn lines kept in the quarantine file (bounded by QUARANTINE_MAX_BYTES)."""
         return _size(self.folder / QUARANTINE)
+
+    def forget_gone(self, present: list[Path]) -> None:
+        """Stop counting files that are no longer in the folder (``present``: a listing the caller made
+        anyway, e.g. the replay task's), such as those another process replayed."""
+        names = {path.name for path in present}
+        for name in [n for n in self._counted if n not in names]:
+            self._counted.pop(name, None)
+
+    def counts(self) -> SpoolCounts:
+        """Events and bytes waiting and bytes quarantined, from this process's counters: no file is
+        listed or read (what ``/metrics`` shows; :meth:`pending` and :meth:`size` read the disk)."""
+        counted = list(self._counted.values())
+        return SpoolCounts(sum(n for n, _ in counted), sum(b for _, b in counted), self._quarantined)
 
     # --- erasing -----------------------------------------------------------------------------
     def remove_user(self, user_id: str) -> int:
@@ -153,6 +187,10 @@ class Spool:
                 os.close(out)
             os.rename(tmp, path)
             _fsync_folder(self.folder)
+            if path.name in self._counted:  # another process's file it never counted stays uncounted
+                self._counted[path.name] = (len(kept), sum(len(line) for line in kept))
+            if path == self._path:
+                self._synced_inode = os.stat(path).st_ino  # our file under a new inode, its lines counted above
             return len(lines) - len(kept)
         finally:
             os.close(fd)
@@ -203,6 +241,8 @@ class Spool:
             claimed = self.folder / f"replay-{uuid.uuid4().hex}.jsonl"
             os.rename(path, claimed)
             _fsync_folder(self.folder)
+            # another process's file (never counted here) is counted now: the replay takes it off again
+            self._counted[claimed.name] = self._counted.pop(path.name, None) or _count_lines(claimed)
             return claimed
         finally:
             os.close(fd)
@@ -228,6 +268,7 @@ class Spool:
             self._quarantine(claimed, torn)
         claimed.unlink()
         _fsync_folder(self.folder)
+        self._counted.pop(claimed.name, None)
 
     def _quarantine(self, source: Path, lines: list[bytes]) -> None:
         fd = os.open(self.folder / QUARANTINE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
@@ -242,6 +283,7 @@ class Spool:
                 room -= len(line) + 1
             _write_all(fd, b"".join(kept))
             os.fsync(fd)
+            self._quarantined = os.fstat(fd).st_size
         finally:
             os.close(fd)
         SPOOL_QUARANTINED.inc(len(lines))
@@ -295,6 +337,16 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _count_lines(path: Path) -> tuple[int, int]:
+    """Lines and bytes of a spool file (0, 0 when it is gone)."""
+    lines = size = 0
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
+        while chunk := handle.read(READ_BYTES):
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+    return lines, size
 
 
 def _size(path: Path) -> int:

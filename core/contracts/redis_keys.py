@@ -112,6 +112,19 @@ class RedisKeys:
             self.user_folded_version(user_id),
         ]
 
+    def user_key_pattern(self) -> str:
+        """A SCAN pattern matching every key of :meth:`user_keys` of every user (their hash tag ``{u:<id>}``)."""
+        return f"{self.root}:*{{u:*}}*"
+
+    def user_of_key(self, key: str | bytes) -> str | None:
+        """The user id a key of :meth:`user_keys` names (its ``{u:<id>}`` hash tag), None for any other key."""
+        text = key.decode() if isinstance(key, bytes) else key
+        if not text.startswith(self.root + ":"):
+            return None
+        start = text.find("{u:")
+        end = text.find("}", start)
+        return text[start + 3 : end] if start >= 0 and end > start + 3 else None
+
     def erased_users(self) -> str:
         """Hash: erased subject (a keyed digest of the user id, never the id) -> epoch seconds of the
         request (GDPR): a copy of the offline erasure log (``core.erasure_log``) for the hot paths."""

@@ -24,6 +24,9 @@ REJECTS_SCHEMA = pa.schema(
         pa.field("row", pa.int64()),
         pa.field("reason", pa.string()),
         pa.field("raw", pa.string()),
+        # the user the row belongs to as the stored rows name them (a history import's pseudonym), when
+        # known: an erasure finds the row by it (the raw row has its PII, the username, removed)
+        pa.field("user_id", pa.string()),
     ]
 )
 
@@ -34,20 +37,25 @@ class Rejects:
     is not counted)."""
 
     source: str
-    rows: list[tuple[str, int, str, str]] = field(default_factory=list)
+    rows: list[tuple[str, int, str, str, str | None]] = field(default_factory=list)
 
-    def add(self, file: str, row: int, reason: str, raw: Any) -> None:
-        self.rows.append((file, row, reason, orjson.dumps(raw, default=str, option=orjson.OPT_NON_STR_KEYS).decode()))
+    def add(self, file: str, row: int, reason: str, raw: Any, user_id: str | None = None) -> None:
+        raw_text = orjson.dumps(raw, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        self.rows.append((file, row, reason, raw_text, user_id))
 
-    def add_many(self, file: str, rows: pd.Series, reasons: pd.Series, raws: list[Any]) -> None:
-        for row, reason, raw in zip(rows, reasons, raws):
-            self.add(file, int(row), str(reason), raw)
+    def add_many(
+        self, file: str, rows: pd.Series, reasons: pd.Series, raws: list[Any], users: list[str] | None = None
+    ) -> None:
+        for i, (row, reason, raw) in enumerate(zip(rows, reasons, raws)):
+            self.add(file, int(row), str(reason), raw, None if users is None else users[i])
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([(self.source, *r) for r in self.rows], columns=["source", "file", "row", "reason", "raw"])
+        return pd.DataFrame(
+            [(self.source, *r) for r in self.rows], columns=["source", "file", "row", "reason", "raw", "user_id"]
+        )
 
     def reasons(self) -> dict[str, int]:
         # group "energy 1.5 is outside [0, 1]" and "energy 7 is outside ..." under one heading

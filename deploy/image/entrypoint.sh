@@ -20,9 +20,12 @@ case "$1" in
         exec dagster api grpc --module-name pipelines.definitions --host 0.0.0.0 --port 4000 "$@" ;;
     mlflow-ui)
         shift
-        # artifacts are read and written by the clients themselves, where the runs recorded them
-        store=$(python -c 'from core.settings import get_settings; print(get_settings().mlflow_tracking_uri)')
-        exec mlflow server --backend-store-uri "$store" --host 0.0.0.0 --port 5000 --no-serve-artifacts "$@" ;;
+        # artifacts are read and written by the clients themselves, where the runs recorded them. The store
+        # URI holds the database's password: MLflow reads it from MLFLOW_BACKEND_STORE_URI (the option's
+        # environment variable), so it is on no command line (`ps` shows those to every user of the host)
+        MLFLOW_BACKEND_STORE_URI=$(python -c 'from core.settings import get_settings; print(get_settings().mlflow_tracking_uri)')
+        export MLFLOW_BACKEND_STORE_URI
+        exec mlflow server --host 0.0.0.0 --port 5000 --no-serve-artifacts "$@" ;;
 esac
 if command -v "$1" >/dev/null 2>&1; then
     exec "$@"

@@ -45,12 +45,20 @@ def pipeline() -> None:
     experiments reported (the hyperparameter search runs only when launched from the Dagster UI)."""
     settings = load_settings()  # first: the pipeline's modules read the settings when imported
     from core.redis_server import redis_url
-    from pipelines.runner import materialize_everything
+
+    try:
+        from pipelines.definitions import SecretNotInEnvironment
+        from pipelines.runner import materialize_everything
+    except ValueError as exc:  # the code location refused the settings (a password not in the environment)
+        raise click.ClickException(str(exc)) from None
 
     _use_dagster_home(settings)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines are about creating its own tables
     with redis_url(settings.redis_url, settings.layout.redis, settings.embedded_redis_maxmemory) as url:
-        ok = materialize_everything(settings.model_copy(update={"redis_url": url}))
+        try:
+            ok = materialize_everything(settings.model_copy(update={"redis_url": url}))
+        except SecretNotInEnvironment as exc:
+            raise click.ClickException(str(exc)) from None
     sys.exit(0 if ok else 1)
 
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Response
 
 from core.redis_clients import is_cluster
@@ -80,11 +78,10 @@ async def metrics(state: StateDep) -> Response:
     variant they imply, active users and events per active user in the last hour and day, and the
     workers' heartbeats. The feedback worker serves its own figures (lag, pending, rates) itself."""
     payload, content_type = metrics_payload()
-    spool = state.spool
-    pending, size, quarantined = await asyncio.to_thread(
-        lambda: (spool.pending(), spool.size(), spool.quarantined_bytes())
+    spool = state.spool.counts()  # kept by the spool as it writes and replays: a scrape reads no spool file
+    payload += spool_exposition(
+        spool.pending, spool.size_bytes, state.settings.spool_max_bytes, spool.quarantined_bytes
     )
-    payload += spool_exposition(pending, size, state.settings.spool_max_bytes, quarantined)
     windows = [(window.name, window.bucket_names(state.clock.now())) for window in ACTIVITY_WINDOWS]
     try:
         async with state.redis.pipeline(transaction=False) as pipe:

@@ -69,7 +69,7 @@ class FeedbackWorker:
         self.clock = clock
         self.heartbeat = Heartbeat(client, keys, self.consumer, clock)
         # erased users' queued events are dropped; None (no offline store at hand, e.g. some tests): not checked
-        self.erasures = ErasedSubjects(client, keys, erasure_log)
+        self.erasures = ErasedSubjects(client, keys, erasure_log, clock)
         self.carry_over = CarryOver(
             self.learner, self.erasures, online_boost
         )  # a new champion starts from users' online state
@@ -277,6 +277,8 @@ class FeedbackWorker:
         self.learner.user_state.forget(erased)  # nothing of an erased user stays in the worker's memory
         if dropped:
             events = [e for e in events if e.user not in erased]
+            # and whatever an earlier event of theirs left (an erasure Redis never heard of: its DELETE got a 503)
+            self.erasures.forget({e.user for e in dropped})
             log.info("dropped %d queued events of erased users", len(dropped))
         if events:
             self._apply_users(events)

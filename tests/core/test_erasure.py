@@ -55,6 +55,7 @@ def test_erasure_removes_every_row_of_the_user_and_nothing_else(tmp_path):
             "row": [1, 2],
             "reason": ["bad type"] * 2,
             "raw": ['{"user_id": "gone", "type": "x"}', '{"user_id": "kept", "type": "x"}'],
+            "user_id": [None, None],  # a live stream's reject names its user in the raw row only
         },
         schema=REJECTS_SCHEMA,
     )
@@ -117,3 +118,28 @@ def test_no_writer_stores_rows_of_an_erased_user(tmp_path):
     )
     assert store.write_interaction_source("lastfm", logs, LOG_SCHEMA) == 1
     assert pd.read_parquet(store.interaction_source_path("lastfm"))["user_id"].tolist() == ["kept"]
+
+
+def test_forget_online_deletes_every_key_family_of_every_erased_subject(redis_client, redis_prefix, tmp_path):
+    """The retrain's erasure step (issue 23): every key that names an erased user goes, for every subject
+    the log holds (one erased long ago whose DELETE found Redis down included), nobody else's."""
+    from core.contracts.redis_keys import RedisKeys
+    from core.erasure import forget_online
+
+    keys, log = RedisKeys(redis_prefix), ErasureLog(tmp_path / "erasures")
+    for user in ("old-gone", "new-gone", "kept"):
+        for key in keys.user_keys(user, ["1", "2"]):
+            redis_client.set(key, "x")
+    assert keys.user_of_key(keys.user_played("new-gone")) == "new-gone"
+    assert keys.user_of_key(keys.user_vector("2", "old-gone")) == "old-gone"
+    assert keys.user_of_key(keys.model_meta("2")) is None and keys.user_of_key(keys.erased_users()) is None
+    log.record_request(log.digest("old-gone"), at=1.0)
+    log.record_request(log.digest("new-gone"))
+    families = len(keys.user_keys("x", ["1", "2"]))
+
+    forgotten = forget_online(redis_client, keys, log, log.subjects())
+
+    assert forgotten == {log.digest("old-gone"): families, log.digest("new-gone"): families}
+    left = {k.decode() for k in redis_client.scan_iter(match=f"{keys.root}*", count=1000)}
+    assert left == set(keys.user_keys("kept", ["1", "2"]))
+    assert forget_online(redis_client, keys, log, log.subjects()) == {}  # nothing left to delete

@@ -18,18 +18,39 @@ def test_append_is_idempotent_on_event_id(redis_client, redis_prefix):
     assert row["event_id"] == "e0" and row["track_id"] == TRACK and row["source"] == "api"
 
 
-def test_dead_letters_go_back_on_the_stream_once(redis_client, redis_prefix):
-    from core.feedback_stream import dead_letters, replay_dead_letters
+def test_dead_letters_go_back_on_the_stream_once(redis_client, redis_prefix, tmp_path):
+    from core.erasure_log import ErasureLog
+    from core.feedback_stream import DeadLetterReplay, dead_letters, replay_dead_letters
 
     keys = RedisKeys(redis_prefix)
+    log = ErasureLog(tmp_path / "erasures")
     event = FeedbackEvent(user_id="u", track_id=TRACK, type="play", event_id="dl1").stamped()
     redis_client.xadd(
         keys.feedback_dead_letters(), {"entry": "1-0", "error": "ValueError: boom", "field:e": encode(event)}
     )
     redis_client.xadd(keys.feedback_dead_letters(), {"entry": "2-0", "error": "not an event"})  # nothing to replay
     assert [d["error"] for d in dead_letters(redis_client, keys)] == ["ValueError: boom", "not an event"]
-    assert replay_dead_letters(redis_client, keys) == 1
+    assert replay_dead_letters(redis_client, keys, log) == DeadLetterReplay(1, 0)
     (entry,) = redis_client.xrange(keys.feedback_stream())
     assert entry[1][b"e"] == encode(event)
     assert [d["entry"] for d in dead_letters(redis_client, keys)] == ["2-0"]
-    assert replay_dead_letters(redis_client, keys) == 0
+    assert replay_dead_letters(redis_client, keys, log) == DeadLetterReplay(0, 0)
+
+
+def test_dead_letter_replay_deletes_the_events_of_users_erased_since(redis_client, redis_prefix, tmp_path):
+    """Regression (issue 23): `echotune feedback replay-dead-letters` put an erased user's events back on
+    the stream. An erasure only in the offline log (Redis was down when it was asked) counts too."""
+    from core.erasure_log import ErasureLog
+    from core.feedback_stream import DeadLetterReplay, dead_letters, replay_dead_letters
+
+    keys = RedisKeys(redis_prefix)
+    log = ErasureLog(tmp_path / "erasures")
+    for n, user in enumerate(["gone", "kept", "gone"]):
+        event = FeedbackEvent(user_id=user, track_id=TRACK, type="play", event_id=f"dl{n}").stamped()
+        redis_client.xadd(keys.feedback_dead_letters(), {"entry": f"{n}-1", "error": "boom", "field:e": encode(event)})
+    log.record_request(log.digest("gone"))
+    redis_client.set(keys.user_revision("gone"), 3)  # online state the failed DELETE left
+    assert replay_dead_letters(redis_client, keys, log) == DeadLetterReplay(1, 2)
+    assert not redis_client.exists(keys.user_revision("gone"))
+    assert [decode(f[b"e"])["user_id"] for _, f in redis_client.xrange(keys.feedback_stream())] == ["kept"]
+    assert dead_letters(redis_client, keys) == []  # the erased user's letters are gone, not left waiting

@@ -111,7 +111,7 @@ def fake_path(tmp_path: Path) -> Path:
     for name, body in (
         ("echotune", 'echo echotune "$@"'),
         ("dagster", 'echo dagster "$@"'),
-        ("mlflow", 'echo mlflow "$@"'),
+        ("mlflow", 'echo mlflow "$@" "store=$MLFLOW_BACKEND_STORE_URI"'),
         ("python", "echo postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow"),
     ):
         script = tmp_path / name
@@ -133,8 +133,9 @@ def fake_path(tmp_path: Path) -> Path:
         ),
         (
             ["mlflow-ui", "--workers", "2"],
-            "mlflow server --backend-store-uri postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow "
-            "--host 0.0.0.0 --port 5000 --no-serve-artifacts --workers 2",
+            # the store (with the database's password) from the environment, not the command line
+            "mlflow server --host 0.0.0.0 --port 5000 --no-serve-artifacts --workers 2 "
+            "store=postgresql+psycopg2://u@db/echotune?options=-csearch_path%3Dmlflow",
         ),
         # what Dagster's Helm chart and the K8sRunLauncher pass
         (["dagster", "api", "execute_run", "{}"], "dagster api execute_run {}"),

@@ -232,3 +232,45 @@ def test_the_drift_monitor_runs_after_a_drain_of_any_day_on_its_own(platform):
     assert defs.resolve_job_def("measure_drift").execute_in_process(instance=instance).success
     handled = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
     assert handled.get_num_requested(drift) == 0  # once per drain
+
+
+def test_after_an_erasure_publishing_the_champion_leaves_no_key_naming_the_user(platform):
+    """Issue 23: after ``DELETE /users/U``, the publish_champion job (run when the alias moves by hand)
+    republished U's played set from the interactions table the champion was trained on."""
+    settings, defs, instance = platform
+    admin = "test-admin-key-0123456789"
+    configured = settings.model_copy(update={"api_keys": f"{KEY}:client,{admin}:admin"})
+    user = pd.read_parquet(settings.layout.tables / "interactions.parquet")["user_id"].value_counts().index[0]
+    client = redis.Redis.from_url(settings.redis_url)
+    root = RedisKeys(settings.redis_prefix).root
+
+    def naming_user() -> list[bytes]:
+        return [k for k in client.scan_iter(match=f"{root}*", count=1000) if user.encode() in k]
+
+    assert naming_user()  # the release published their played set and vector
+    with TestClient(create_app(configured), headers={"X-API-Key": admin}) as api:
+        assert api.delete(f"/users/{user}").status_code == 202
+    assert naming_user() == []
+    assert defs.resolve_job_def("publish_champion").execute_in_process(instance=instance).success
+    assert naming_user() == []
+
+
+def test_the_retrains_erasure_step_deletes_online_keys_of_an_erasure_redis_never_heard_of(platform):
+    """Issue 23: an erasure whose DELETE answered 503 (Redis down) is in the offline log only; the user's
+    vector and played set stayed in Redis. The retrain's erasure step deletes every erased subject's keys."""
+    settings, defs, instance = platform
+    tables = OfflineStore(settings.layout.tables)
+    user = pd.read_parquet(settings.layout.tables / "interactions.parquet")["user_id"].value_counts().index[0]
+    client = redis.Redis.from_url(settings.redis_url)
+    root = RedisKeys(settings.redis_prefix).root
+    assert [k for k in client.scan_iter(match=f"{root}*", count=1000) if user.encode() in k]
+    subject = tables.erasures.digest(user)
+    tables.erasures.record_request(subject)  # what the DELETE wrote before Redis failed it
+
+    job = defs.get_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("user_erasures")])
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    assert event.materialization.metadata["deleted_redis_keys"].value >= 2  # a vector and a played set at least
+    assert [k for k in client.scan_iter(match=f"{root}*", count=1000) if user.encode() in k] == []
+    assert "redis_online_state" in [e.place for e in tables.erasures.receipt(subject)]

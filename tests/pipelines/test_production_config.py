@@ -25,7 +25,7 @@ from core.database import DAGSTER_SCHEMA, MLFLOW_SCHEMA
 from core.model_registry import CHAMPION, ModelRegistry
 from core.settings import Settings, get_settings
 from echotune.cli import main
-from echotune.demo import _mlflow_backend
+from echotune.demo import mlflow_server
 from pipelines.automation.jobs import drain_job, everything_job, retrain_job
 from pipelines.definitions import build_defs, resources_from
 from pipelines.instance import DRAIN_TAG, TRAINING_TAG, instance_config, prepare_instance
@@ -175,16 +175,15 @@ def test_the_password_is_never_written(tmp_path):
         "scheme": "postgresql+psycopg2",
         "params": {"sslmode": "require", "options": "-csearch_path=dagster"},
     }
-    # MLflow gets the whole URL in process, in its own schema; the demo's MLflow server gets it without the
-    # password on its command line
+    # MLflow gets the whole URL in process, in its own schema; the demo's MLflow server gets it in its
+    # environment, nothing of it on its command line
     assert (
         settings.mlflow_tracking_uri
         == "postgresql+psycopg2://echotune:s%40cret@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
     )
-    assert (
-        _mlflow_backend(settings)
-        == "postgresql+psycopg2://echotune@db.internal:6543/echo?sslmode=require&options=-csearch_path%3Dmlflow"
-    )
+    command, env = mlflow_server(settings)
+    assert env == {"MLFLOW_BACKEND_STORE_URI": settings.mlflow_tracking_uri}
+    assert not [part for part in command if "cret" in part or "db.internal" in part]
 
 
 def test_a_bad_database_url_is_refused_naming_the_setting(tmp_path, monkeypatch):
@@ -208,10 +207,12 @@ def test_a_bad_database_url_is_refused_naming_the_setting(tmp_path, monkeypatch)
 
 # --- on PostgreSQL ----------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_training_runs_queued_beyond_the_limit_wait(settings, database_url):
+def test_training_runs_queued_beyond_the_limit_wait(settings, database_url, monkeypatch):
     # with a password (this server trusts loopback, so it is carried here, not checked): Dagster's processes
     # get it from the environment, never from the file
-    settings = on_postgres(settings, database_url.replace("postgres@", "postgres:pa%24%24word@"))
+    with_password = database_url.replace("postgres@", "postgres:pa%24%24word@")
+    monkeypatch.setenv("ECHOTUNE_DATABASE_URL", with_password)  # resources name the variable (dg.EnvVar)
+    settings = on_postgres(settings, with_password)
     assert prepare_instance(settings) == {"DAGSTER_HOME": str(settings.dagster_home), "PGPASSWORD": "pa$$word"}
     assert "word" not in (settings.dagster_home / "dagster.yaml").read_text()
     defs = build_defs(settings)
@@ -367,3 +368,153 @@ def head_revision(package: str) -> str:
         "mlflow": Path(mlflow.__file__).parent / "store" / "db_migrations",
     }[package]
     return ScriptDirectory(str(folder)).get_current_head()
+
+
+# --- secrets kept out of stores, files, logs and command lines (issue 23, item 1) ------------------------
+def _hits_in_database(url: str, needle: bytes) -> list[str]:
+    """Every table (any schema) of the database at ``url`` with a row holding ``needle``: rows cast to text,
+    and each binary value also inflated (Dagster keeps snapshots zlib-compressed)."""
+    import zlib
+
+    found = []
+    connection = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+                "AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+            )
+            for schema, table in cursor.fetchall():
+                cursor.execute(f'SELECT t::text FROM "{schema}"."{table}" t')
+                texts = [row[0].encode() for row in cursor.fetchall()]
+                cursor.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                    "AND data_type = 'bytea'",
+                    (schema, table),
+                )
+                for (column,) in cursor.fetchall():
+                    cursor.execute(f'SELECT "{column}" FROM "{schema}"."{table}" WHERE "{column}" IS NOT NULL')
+                    for (blob,) in cursor.fetchall():
+                        texts.append(bytes(blob))
+                        try:
+                            texts.append(zlib.decompress(bytes(blob)))
+                        except zlib.error:
+                            pass
+                found += [f"{schema}.{table}" for text in texts if needle in text][:1]
+    finally:
+        connection.close()
+    return found
+
+
+def _hits_in_files(root: Path, needle: bytes) -> list[str]:
+    return [str(path) for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
+
+
+def _hits_in_command_lines(needle: bytes) -> list[str]:
+    """Every process of the host whose command line holds ``needle`` (what `ps` shows to every user)."""
+    hits = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes():
+                hits.append(cmdline.parent.name)
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return hits
+
+
+@pytest.mark.slow
+def test_a_database_password_reaches_no_dagster_row_file_log_or_command_line(
+    settings, database_url, monkeypatch, caplog, capfd, tmp_path
+):
+    """Issue 23: with ECHOTUNE_DATABASE_URL carrying a password, the tracking URI (and so the password) was
+    plain resource config, written into every run's snapshot in run storage, and the image's MLflow UI
+    had it on its command line. A real job runs on Dagster and MLflow in PostgreSQL; then every row of
+    every table of the database, every file of the project's home (Dagster's home and instance file, the
+    MLflow artifacts, logs), the logs and the command lines of the host's processes (the MLflow UI
+    started the way the demo starts it) are searched for the password: no hit."""
+    import logging
+    import signal
+    import socket
+    import urllib.request
+
+    from tests.waiting import wait_until
+
+    password = f"Pw{uuid.uuid4().hex}"
+    url = database_url.replace("postgres@", f"postgres:{password}@")  # trusted on loopback: carried, not checked
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("ECHOTUNE_DATABASE_URL", url)  # a secret arrives in the environment
+    settings = on_postgres(settings, url).model_copy(update={"mlflow_port": port})
+    for name, value in prepare_instance(settings).items():  # what `echotune pipeline` gives Dagster's processes
+        monkeypatch.setenv(name, value)
+    defs = build_defs(settings)
+    assert resources_from(settings)["mlflow"].tracking_uri == ""  # from the variable at run time
+
+    with caplog.at_level(logging.DEBUG), dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        result = defs.resolve_job_def(everything_job.name).execute_in_process(instance=instance)
+        assert result.success
+        (run,) = instance.get_runs()
+        snapshot = instance.get_job_snapshot(run.job_snapshot_id)
+        assert password not in str(snapshot) and "ECHOTUNE_DATABASE_URL" in str(snapshot)  # the name, not the value
+    assert ModelRegistry.from_settings(settings).alias(CHAMPION) == "1"  # MLflow's store is in the database
+
+    command, env = mlflow_server(settings)
+    log = tmp_path / "mlflow-ui.log"
+    with open(log, "wb") as out:
+        ui = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                assert ui.poll() is None, log.read_text()[-2000:]
+                return False
+
+        wait_until(answers, 120, "the MLflow UI answering")
+        assert _hits_in_command_lines(password.encode()) == []
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(30)
+
+    needle = password.encode()
+    assert _hits_in_database(url, needle) == []
+    assert _hits_in_files(settings.home, needle) == [] and _hits_in_files(settings.dagster_home, needle) == []
+    assert needle not in log.read_bytes()
+    out, err = capfd.readouterr()
+    assert password not in caplog.text and password not in out + err
+
+
+def test_a_redis_url_with_a_password_reaches_dagster_as_its_variable(settings, monkeypatch):
+    secret = settings.model_copy(update={"redis_url": "redis://:hunter2@redis.internal:6379/0"})
+    with pytest.raises(ValueError, match=r"ECHOTUNE_REDIS_URL carries a password \(redis://:\*\*\*@redis.internal"):
+        resources_from(secret)  # set in .env or code: the run's processes would not find it
+    monkeypatch.setenv("ECHOTUNE_REDIS_URL", secret.redis_url)
+    redis_config = resources_from(secret)["redis"]
+    assert isinstance(redis_config.url, dg.EnvVar) and redis_config.url.env_var_name == "ECHOTUNE_REDIS_URL"
+    assert resources_from(settings)["redis"].url == settings.redis_url  # no password: a plain value
+
+
+def test_a_password_in_dotenv_reaches_dagster_as_its_variable(tmp_path, monkeypatch):
+    """A URL with a password in .env (the settings read it, the environment does not hold it): the command
+    line puts it in its process environment, as Dagster's own tools load .env, so the resources take it as
+    dg.EnvVar and the processes the CLI starts inherit it. Never over a variable already set."""
+    from echotune.config import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ECHOTUNE_REDIS_URL", "unset")
+    monkeypatch.delenv("ECHOTUNE_REDIS_URL")  # absent now, and absent again after the test
+    monkeypatch.setenv("ECHOTUNE_HOME", str(tmp_path))
+    (tmp_path / ".env").write_text("ECHOTUNE_REDIS_URL=redis://:hunter2@127.0.0.1:1/0\n")
+    get_settings.cache_clear()
+    try:
+        settings = load_settings()
+    finally:
+        get_settings.cache_clear()
+    assert os.environ["ECHOTUNE_REDIS_URL"] == "redis://:hunter2@127.0.0.1:1/0"
+    config = resources_from(settings)["redis"].url
+    assert isinstance(config, dg.EnvVar) and config.env_var_name == "ECHOTUNE_REDIS_URL"

@@ -106,3 +106,57 @@ def test_feedback_is_spooled_while_redis_is_down_and_replayed_once(settings, own
             "spooled": False,
             "ignored_tokens": [],
         }
+
+
+def test_an_event_spooled_while_redis_paused_for_a_user_erased_meanwhile_leaves_no_key(
+    settings, own_redis, world, trained, known_user_id, tmp_path
+):
+    """Issue 23's story: Redis pauses (SIGSTOP of this test's own server); host A spools an event of a user;
+    the user's erasure reaches host B, whose DELETE records it in the offline log and answers 503 (Redis
+    unreachable: Redis's copy of the erasures never hears of it, and B cannot touch A's spool). Redis
+    comes back, A replays its spool, the worker drains the stream: no key names the user."""
+    import os
+    import signal
+
+    from core.tables import OfflineStore
+    from serving.feedback import replay_spool
+    from serving.worker import FeedbackWorker
+    from tests.serving.conftest import ADMIN_KEY, drain
+
+    configured = settings.model_copy(update={"redis_url": own_redis.url})
+    host_b = configured.model_copy(update={"var_dir": tmp_path / "host-b"})  # its own spool, the same offline store
+    store = publish_trained(own_redis.url, settings.redis_prefix, world, trained)
+    keys = RedisKeys(settings.redis_prefix)
+    user, track = known_user_id, world.tracks["track_id"].iloc[0]
+    assert store.played(user) and store.user_vector("1", user) is not None
+    clock = ManualClock()
+    paused = own_redis._process.pid
+    with (
+        TestClient(create_app(configured, clock=clock), headers={"X-API-Key": CLIENT_KEY}) as host_a,
+        TestClient(create_app(host_b), headers={"X-API-Key": ADMIN_KEY}) as admin,
+    ):
+        os.kill(paused, signal.SIGSTOP)
+        try:
+            batch = [
+                {"user_id": user, "track_id": track, "type": "track_completed", "event_id": "paused-1"},
+                {"user_id": "someone-else", "track_id": track, "type": "play", "event_id": "paused-2"},
+            ]
+            spooled = host_a.post("/feedback", json=batch)
+            assert spooled.status_code == 202 and spooled.json()["spooled"]
+            erased = admin.delete(f"/users/{user}")
+            assert erased.status_code == 503 and erased.json()["error"]["code"] == "redis_unavailable"
+        finally:
+            os.kill(paused, signal.SIGCONT)
+        state = host_a.app.state.echotune
+        clock.advance(1.1)  # the breaker's cooldown is over: Redis is tried again
+        host_a.portal.call(replay_spool, state)
+        assert state.spool.files() == []
+    client = redis.Redis.from_url(own_redis.url)
+    assert not client.hlen(keys.erased_users())  # Redis's copy never heard of the erasure
+    worker = FeedbackWorker(
+        client, keys, consumer="w1", block_ms=10, erasure_log=OfflineStore(settings.layout.tables).erasures
+    )
+    worker.ensure_group()
+    drain(worker)
+    assert [k for k in client.scan_iter(count=1000) if user.encode() in k] == []
+    assert store.played("someone-else") == {track}  # the other user's event went through

@@ -266,3 +266,99 @@ def test_appends_torn_writes_and_interrupted_replays_send_every_event_once(opera
         assert writers[0].files() == [] and writers[0].pending() == 0
         quarantine = folder / QUARANTINE
         assert (quarantine.read_bytes().count(b"\n") if quarantine.exists() else 0) == tears
+
+
+# --- /metrics reads the spool's counters, not its files (issue 23, item 6) -------------------------------
+def test_the_spools_counters_follow_appends_replays_quarantines_and_erasures_without_reading_a_file(tmp_path):
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    (folder / "spool-999-deadbeef.jsonl").write_bytes(rows("old")[0] + b"\n")  # left by an earlier process
+    spool = Spool(folder)
+    assert spool.counts().pending == 1  # counted once from disk when opened
+    spool.append(rows("a", "b"), max_bytes=ROOMY)
+    spool.append([orjson.dumps({"event_id": "c", "user_id": "erased-one", "track_id": TRACK, "type": "play"})], ROOMY)
+    assert spool.counts().pending == spool.pending() == 4 and spool.counts().size_bytes == spool.size()
+    assert spool.remove_user("erased-one") == 1
+    assert spool.counts().pending == spool.pending() == 3 and spool.counts().size_bytes == spool.size()
+    with open(spool.files()[-1], "ab") as handle:
+        handle.write(b"torn\n")  # a line that is no event row, written behind the spool's back: quarantined
+    spool.append(rows("d"), max_bytes=ROOMY)
+
+    class NoReading(Spool):
+        def files(self):
+            raise AssertionError("the counters listed the spool folder")
+
+    counting = spool.counts()
+    spool.__class__ = NoReading
+    assert spool.counts() == counting  # no listing, no read: the figures are kept in memory
+    spool.__class__ = Spool
+
+    recorder = Recorder()
+    assert asyncio.run(spool.replay(recorder)) == 4 and sorted(recorder.sent) == ["a", "b", "d", "old"]
+    after = spool.counts()
+    assert (after.pending, after.size_bytes) == (0, 0) == (spool.pending(), spool.size())
+    assert after.quarantined_bytes == spool.quarantined_bytes() == len(b"torn\n")
+
+
+def test_files_another_process_replayed_leave_the_counts_at_the_next_look(tmp_path):
+    spool, other = Spool(tmp_path / "spool"), Spool(tmp_path / "spool")  # two API processes, one folder
+    other.append(rows("x", "y"), max_bytes=ROOMY)
+    late = Spool(tmp_path / "spool")  # started after: counts the other's file once, from disk
+    assert late.counts().pending == 2 and spool.counts().pending == 0
+    asyncio.run(other.replay(Recorder()))
+    assert late.counts().pending == 2  # nothing read since
+    late.forget_gone(late.files())  # the replay task's listing, once a second
+    assert late.counts().pending == 0
+
+
+def test_a_metrics_scrape_reads_no_spool_file(settings, published, monkeypatch):
+    clock = ManualClock()
+    with TestClient(create_app(settings, clock=clock), headers={"X-API-Key": CLIENT_KEY}) as client:
+        state = client.app.state.echotune
+        state.breaker.failed()  # Redis counts as down: feedback goes to the spool
+        assert client.post("/feedback", json=[event("m1"), event("m2"), event("m3")]).json()["spooled"]
+        size = state.spool.size()
+
+        def no_listing(*args, **kwargs):
+            raise AssertionError("a scrape listed the spool folder")
+
+        monkeypatch.setattr(Spool, "files", no_listing)
+        monkeypatch.setattr("serving.spool._count_lines", no_listing)
+        metrics = client.get("/metrics").text
+        monkeypatch.undo()
+    assert "echotune_feedback_spool_pending 3.0" in metrics
+    assert f"echotune_feedback_spool_bytes {float(size)}" in metrics
+
+
+# --- erasure on the replay path (issue 23, item 3) -----------------------------------------------------
+def test_spool_replay_drops_events_of_users_erased_since_and_deletes_their_keys(
+    settings, published, redis_client, known_user_id
+):
+    """An event spooled on one host, its user erased through another (whose DELETE cannot touch this
+    host's spool, and answered 503 while Redis was down: the erasure is only in the offline log). The
+    replay drops it, counts it, names nobody in its log line, and deletes the user's vector."""
+    from core.erasure_log import ErasureLog
+    from core.tables import OfflineStore
+
+    keys = RedisKeys(settings.redis_prefix)
+    erased_user = known_user_id
+    assert published.played(erased_user)  # the release left keys of theirs
+    clock = ManualClock()
+    dropped_before = REGISTRY.get_sample_value("echotune_feedback_spool_dropped_erased_total") or 0.0
+    with TestClient(create_app(settings, clock=clock), headers={"X-API-Key": CLIENT_KEY}) as client:
+        state = client.app.state.echotune
+        state.breaker.failed()
+        batch = [{"user_id": "kept", "track_id": TRACK, "type": "play", "event_id": "k1"}] + [
+            {"user_id": erased_user, "track_id": TRACK, "type": "play", "event_id": f"x{i}"} for i in range(2)
+        ]
+        assert client.post("/feedback", json=batch).json()["spooled"]
+        log = ErasureLog(OfflineStore(settings.layout.tables).erasures.folder)
+        log.record_request(log.digest(erased_user))  # what another host's DELETE wrote before Redis failed it
+        clock.advance(1.1)
+        client.portal.call(replay_spool, state)
+        assert state.spool.files() == []
+    streamed = [orjson.loads(f[b"e"])["user_id"] for _, f in redis_client.xrange(keys.feedback_stream()) if b"e" in f]
+    assert streamed == ["kept"]
+    dropped = REGISTRY.get_sample_value("echotune_feedback_spool_dropped_erased_total") - dropped_before
+    assert dropped == 2
+    assert not [k for k in redis_client.scan_iter(match=f"{keys.root}*", count=1000) if erased_user.encode() in k]

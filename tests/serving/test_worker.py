@@ -387,6 +387,27 @@ def test_queued_events_of_an_erased_user_are_dropped(settings, redis_client, str
     assert published.played("staying")
 
 
+def test_an_erasure_only_in_the_offline_log_drops_queued_events_and_the_users_keys(
+    settings, redis_client, stream, published, trained, known_user_id, tmp_path
+):
+    """Regression (issue 23): the worker knew erasures only from Redis's copy. An erasure asked while Redis
+    was down (the DELETE answered 503) is in the offline log alone; a queued event of that user then
+    recreated their online state, and the keys they had before stayed."""
+    from core.erasure_log import ErasureLog
+
+    keys, log = RedisKeys(settings.redis_prefix), ErasureLog(tmp_path / "erasures")
+    worker = FeedbackWorker(redis_client, keys, consumer="w1", batch=100, block_ms=10, erasure_log=log)
+    worker.ensure_group()
+    model, _ = trained
+    assert published.played(known_user_id)  # keys of theirs from the release
+    log.record_request(log.digest(known_user_id))  # the offline log only: Redis never heard of it
+    assert not redis_client.hlen(keys.erased_users())
+    stream.append(events_for(known_user_id, list(model.item_ids[:3]), prefix="o"))
+    drain(worker)
+    assert stream.counters()["dropped_erased"] == 3
+    assert not [k for k in redis_client.scan_iter(match=f"{keys.root}*") if known_user_id.encode() in k]
+
+
 def test_an_erasure_landing_while_a_batch_is_stored_leaves_nothing_behind(
     settings, redis_client, stream, published, trained, tmp_path
 ):

@@ -177,11 +177,11 @@ class HistoryImporter:
             for i in positions:
                 reason = parsed.problems[i] if parsed.problems is not None and parsed.problems[i] else ""
                 reasons.append(reason or next(text for text, failed in checks if failed[i]))
-            raws = [
-                {k: v for k, v in row.items() if k not in PII_FIELDS}
-                for row in table.take(pa.array(positions)).to_pylist()
-            ]
-            result.rejects.add_many(str(path), pd.Series(positions + 1), pd.Series(reasons), raws)
+            rejected = table.take(pa.array(positions)).to_pylist()
+            raws = [{k: v for k, v in row.items() if k not in PII_FIELDS} for row in rejected]
+            # each row under its listener's pseudonym (as their events are stored): an erasure finds it
+            users = [self.pseudonymize(row.get("username") or owner) for row in rejected]
+            result.rejects.add_many(str(path), pd.Series(positions + 1), pd.Series(reasons), raws, users)
         keep_np = ~(podcast | incognito | bad)
         keep = pa.array(keep_np)
         kept = table.filter(keep)
@@ -236,7 +236,8 @@ class HistoryImporter:
                 {k: v for k, v in rows[i].items() if k not in PII_FIELDS} if isinstance(rows[i], dict) else rows[i]
                 for i in positions
             ]
-            result.rejects.add_many(str(path), pd.Series(positions + 1), reasons[bad], raws)
+            users = [self.pseudonymize(owner)] * len(raws)
+            result.rejects.add_many(str(path), pd.Series(positions + 1), reasons[bad], raws, users)
         track_id = self.catalog.match(account.artist, account.track)
         unmatched = ~bad & track_id.isna().to_numpy()
         result.dropped += int(unmatched.sum())

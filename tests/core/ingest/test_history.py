@@ -99,6 +99,31 @@ def test_bad_rows_are_rejected_with_reasons_and_without_pii(export, world, tmp_p
     assert not rejects["raw"].str.contains("ip_addr|username|example.com").any()
 
 
+def test_an_erased_listeners_rejected_rows_are_removed_by_pseudonym(export, world, tmp_path):
+    """Regression (issue 23): rejected rows of a history import were matched to an erasure by raw value
+    only; the raw row has the username removed and the file's path names the person, so an erased
+    listener's rejected rows stayed. Each is stored under the listener's pseudonym now."""
+    from core.erasure import erase_users
+
+    path, rows = export
+    music = [i for i, r in enumerate(rows) if r["spotify_track_uri"] and not r["incognito_mode"]]
+    rows[music[0]]["ts"] = "last tuesday"
+    path.write_bytes(orjson.dumps(rows))
+    store = OfflineStore(tmp_path / "tables")
+    store.write_tracks(world.tracks)
+    result = ingest_history(store, [path], PSEUDONYMS)
+    result.save_rejects(store)
+    pseudonym = PSEUDONYMS("alice.smith@example.com")  # what `echotune pseudonym NAME` prints
+    assert pd.read_parquet(store.rejects_path(result.source))["user_id"].tolist() == [pseudonym]
+
+    subject = store.erasures.digest(pseudonym)
+    store.erasures.record_request(subject)  # DELETE /users/<pseudonym>
+    deleted, per_user = erase_users(store, [subject])
+    assert deleted["rejects"] == 1 and per_user[subject]["rejects"] == 1
+    assert pd.read_parquet(store.rejects_path(result.source)).empty
+    assert store.read_events().empty or pseudonym not in set(store.read_events()["user_id"])
+
+
 def test_completion_by_share_of_known_duration(world, tmp_path):
     track = world.tracks.iloc[0]
     base = {
