@@ -201,6 +201,13 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = Field(
         None, description="Hex key for user pseudonyms; default a key file in var/."
     )
+    table_encryption_key: SecretStr | None = Field(
+        None,
+        description="Base64 master key of 32 bytes (`openssl rand -base64 32`): every offline table (feedback events, "
+        "interactions, user-item logs, rejects, the erasure log, the catalog) is written with Parquet modular encryption "
+        "and unreadable without it. Every process that reads or writes the tables needs the same key; losing it loses "
+        "them. Unset: plain files.",
+    )
     spotify_base_url: str = Field(
         "https://api.spotify.com", description="Web API base URL (compatible providers copy it)."
     )
@@ -285,6 +292,16 @@ class Settings(BaseSettings):
             ) from None
         if len(key) < 16:
             raise ValueError(f"{info.field_name} must be at least 16 bytes (32 hex digits); it has {len(key)}")
+        return value
+
+    @field_validator("table_encryption_key")
+    @classmethod
+    def _table_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        from core.table_encryption import parse_master_key
+
+        parse_master_key(value.get_secret_value())  # a ValueError says what the key must be
         return value
 
     @field_validator("embedded_redis_maxmemory")
