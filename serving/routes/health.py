@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from pathlib import Path
 
 from fastapi import APIRouter, Response
 
@@ -20,6 +19,7 @@ from core.redis_clients import is_cluster
 from serving.deps import StateDep
 from serving.observability import feedback_exposition, metrics_payload, spool_exposition
 from serving.schemas import Health, Liveness
+from serving.spool import Spool
 from serving.state import REDIS_ERRORS
 from serving.worker.counting import ACTIVITY_WINDOWS
 from serving.worker.heartbeat import worker_liveness
@@ -44,7 +44,7 @@ async def _health(state) -> Health:
     elif redis_status == "ok":
         status = "ready" if durable else "not_ready"
     else:  # degraded: serve from the cache, spool feedback, as long as the spool takes it
-        spool_ok = await asyncio.to_thread(_spool_takes_feedback, state.spool.folder, state.spool.size, state.settings)
+        spool_ok = await asyncio.to_thread(_spool_takes_feedback, state.spool, state.settings.spool_max_bytes)
         status = "degraded" if spool_ok else "not_ready"
     return Health(
         status=status,
@@ -63,13 +63,14 @@ async def _health(state) -> Health:
 SPOOL_READY_ROOM_BYTES = 4096
 
 
-def _spool_takes_feedback(folder: Path, size, settings) -> bool:
-    """Whether this host's spool can take feedback now: SPOOL_READY_ROOM_BYTES below its cap, and its
-    folder writable (a file created, written and flushed there; a full or read-only disk refuses it)."""
-    if size() + SPOOL_READY_ROOM_BYTES > settings.spool_max_bytes:
+def _spool_takes_feedback(spool: Spool, max_bytes: int) -> bool:
+    """Whether this host's spool can take feedback now: SPOOL_READY_ROOM_BYTES below its cap
+    (``max_bytes``), and its folder writable (a file created, written and flushed there; a full or
+    read-only disk refuses it)."""
+    if spool.size() + SPOOL_READY_ROOM_BYTES > max_bytes:
         return False
     try:
-        with tempfile.TemporaryFile(dir=folder) as probe:
+        with tempfile.TemporaryFile(dir=spool.folder) as probe:
             probe.write(b"\n")
             probe.flush()
     except OSError:
