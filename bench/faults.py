@@ -25,6 +25,9 @@ full spool, other 5xx, no answer (connection refused or cut: the API was down); 
 202 answer) and applied (in their user's applied set once the worker caught up). Client threads, not
 wrk, post here: each answer must be tied to the event ids it accepted.
 
+Scenarios a and c also ask ``/health/ready`` while Redis is down: a pod with a model and room in its spool
+stays in rotation (200 ``degraded``), one whose spool is full leaves it (503 ``not_ready``).
+
 Done when every scenario a-e shows accepted == applied and 0 other 5xx, and f-g leave 0 keys naming
 the erased user.
 
@@ -355,10 +358,12 @@ def main() -> None:
             with Load(stack.port, users, tracks, "a", posters=3, readers=3) as load:
                 time.sleep(4)
                 server.kill()
-                time.sleep(3)
+                time.sleep(1)
+                down = readiness(stack.port)
+                time.sleep(2)
                 server.start()
                 time.sleep(6)
-            record("a redis-kill", load, "SIGKILL, down 3 s")
+            record("a redis-kill", load, f"SIGKILL, down 3 s; readiness while down: {down}")
 
         # b. Redis stopped and started every 2 s while posting
         if "b" in run:
@@ -388,10 +393,11 @@ def main() -> None:
                 deadline = time.monotonic() + 30
                 while load.tally["503 full"] < 50 and time.monotonic() < deadline:
                     time.sleep(0.1)
+                full = readiness(small_port)
                 server.start()
                 time.sleep(3)
             stop(stack.processes.pop("api-small"))
-            record("c spool-full", load, "64 KiB spool, Redis down")
+            record("c spool-full", load, f"64 KiB spool, Redis down; readiness when full: {full}")
 
         # d. the API SIGKILLed with posts in flight while its events wait in the spool
         if "d" in run:
@@ -487,6 +493,19 @@ def main() -> None:
         print("keys: under the bench's prefix, naming the erased user; DELETE answered 503 (Redis paused): the erasure")
         print("was in the offline log only, and the replay (spool or dead letters) had to find it there")
     print(f"total {time.monotonic() - began:.0f}s")
+
+
+def readiness(port: int) -> str:
+    """``/health/ready`` of the API on ``port`` as "status code status" (e.g. "200 degraded")."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/health/ready")
+        response = connection.getresponse()
+        return f"{response.status} {json.loads(response.read()).get('status')}"
+    except (OSError, ValueError) as exc:
+        return f"no answer ({type(exc).__name__})"
+    finally:
+        connection.close()
 
 
 def urlopen_text(url: str) -> str:

@@ -22,6 +22,7 @@ from pandas.util import hash_array
 
 from core.contracts.events import EVENT_SCHEMA
 from core.storage import StoragePath, open_atomic, read_batches
+from core.table_encryption import encryption_properties
 
 if TYPE_CHECKING:
     from core.tables import OfflineStore
@@ -128,7 +129,9 @@ class _DayFile:
     def __init__(self, path: StoragePath, fsync: bool, stack: contextlib.ExitStack) -> None:
         self.seen, self.stored, self.added = SeenIds(), 0, 0
         handle = stack.enter_context(open_atomic(path, fsync))
-        self.writer = pq.ParquetWriter(handle, EVENT_SCHEMA, compression="zstd")
+        self.writer = pq.ParquetWriter(
+            handle, EVENT_SCHEMA, compression="zstd", encryption_properties=encryption_properties()
+        )
         stack.callback(self.writer.close)  # runs before the atomic swap (callbacks run last in, first out)
         self.buffer: list[pa.Table] = []
         self.buffered = 0

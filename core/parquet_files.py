@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.storage import StoragePath, write_atomic
+from core.table_encryption import encryption_properties
 
 
 def write_parquet_atomic(
@@ -15,9 +16,14 @@ def write_parquet_atomic(
     """Write ``table`` to ``path`` (local or in object storage, see :func:`core.storage.write_atomic`):
     readers see the old or the new file, never half of one, and a crash leaves no torn file.
     ``fsync=False`` for outputs that a rerun recreates (bulk imports), where a flush per file would
-    dominate the run."""
+    dominate the run. Encrypted when ECHOTUNE_TABLE_ENCRYPTION_KEY is set (:mod:`core.table_encryption`)."""
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, schema=schema, preserve_index=False, safe=False)
     elif schema is not None:
         table = table.cast(schema, safe=False)
-    return write_atomic(path, lambda handle: pq.write_table(table, handle, compression="zstd"), fsync=fsync)
+    encryption = encryption_properties()
+    return write_atomic(
+        path,
+        lambda handle: pq.write_table(table, handle, compression="zstd", encryption_properties=encryption),
+        fsync=fsync,
+    )

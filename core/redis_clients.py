@@ -6,6 +6,14 @@ of them to the cluster client, which finds the other nodes from the one ``ECHOTU
 :func:`connected` also starts or attaches to the embedded server when no URL is configured.
 The key layout keeps what must change together in one hash slot (:mod:`core.contracts.redis_keys`);
 the helpers below cover the few commands whose single-node form assumes one server.
+
+TLS: ``ECHOTUNE_REDIS_URL`` says it all, so every client of every process (API, worker, pipeline, CLI;
+sync and asyncio; one server or a cluster) gets it from the one string it already reads:
+``rediss://host:6380/0?ssl_ca_certs=/etc/echotune/tls/ca.pem&ssl_certfile=/etc/echotune/tls/client.pem&ssl_keyfile=/etc/echotune/tls/client.key``
+(redis-py hands the query parameters to its SSL connection: the CA that signed the server's
+certificate, and this client's certificate and key for a server started with ``tls-auth-clients yes``).
+:func:`check_url` refuses TLS parameters on a plain ``redis://`` URL, unknown ones, and files that are
+not there, naming the parameter, before any connection is tried.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ import socket
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 import redis.asyncio as aredis
@@ -128,7 +138,39 @@ def _keepalive_options() -> dict[int, int]:
     return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
 
 
+# the TLS parameters a rediss:// URL may carry (redis-py's SSL connection options), and which name files
+TLS_FILE_PARAMETERS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+TLS_PARAMETERS = (*TLS_FILE_PARAMETERS, "ssl_cert_reqs", "ssl_check_hostname", "ssl_ca_path", "ssl_min_version")
+
+
+def check_url(url: str) -> str:
+    """``url`` if its TLS query parameters can work: only on ``rediss://``, only the ones redis-py knows
+    (:data:`TLS_PARAMETERS`), files that exist. Raises ValueError naming ECHOTUNE_REDIS_URL, the
+    parameter and what to do."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    tls = sorted(name for name in query if name.startswith("ssl_"))
+    if tls and parts.scheme != "rediss":
+        raise ValueError(
+            f"ECHOTUNE_REDIS_URL carries TLS parameters ({', '.join(tls)}) but its scheme is {parts.scheme}://: "
+            "use rediss:// for TLS"
+        )
+    unknown = [name for name in tls if name not in TLS_PARAMETERS]
+    if unknown:
+        raise ValueError(
+            f"ECHOTUNE_REDIS_URL: unknown TLS parameter {unknown[0]!r}; known: {', '.join(TLS_PARAMETERS)}"
+        )
+    for name in TLS_FILE_PARAMETERS:
+        for value in query.get(name, []):
+            if not Path(value).is_file():
+                raise ValueError(f"ECHOTUNE_REDIS_URL: {name}={value} is not a file (a PEM file this process can read)")
+    if ("ssl_certfile" in query) != ("ssl_keyfile" in query):
+        raise ValueError("ECHOTUNE_REDIS_URL: a client certificate needs both ssl_certfile and ssl_keyfile")
+    return url
+
+
 def _check(url: str, cluster: bool) -> None:
+    check_url(url)
     if cluster and not url.startswith(("redis://", "rediss://")):
         raise ValueError(
             f"ECHOTUNE_REDIS_CLUSTER needs ECHOTUNE_REDIS_URL to name a cluster node as redis://host:port, not {url!r}"

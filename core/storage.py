@@ -24,6 +24,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from upath import UPath
 
+from core.table_encryption import decryption_properties, process_cipher
+
 StoragePath = Path | UPath
 
 
@@ -51,15 +53,19 @@ def _arrow(path: StoragePath) -> tuple[str, object | None]:
     return (path.path, path.fs) if is_remote(path) else (str(path), None)
 
 
+# Every reader below decrypts a table written encrypted (ECHOTUNE_TABLE_ENCRYPTION_KEY, core.table_encryption);
+# a plain file reads as before.
 def read_table(path: StoragePath, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
     source, fs = _arrow(path)
-    return pq.read_table(source, schema=schema, columns=columns, filesystem=fs)
+    return pq.read_table(
+        source, schema=schema, columns=columns, filesystem=fs, decryption_properties=decryption_properties()
+    )
 
 
 def read_frame(path: StoragePath, columns: list[str] | None = None) -> pd.DataFrame:
     """A parquet file as a DataFrame (what ``pd.read_parquet`` gives for a local file)."""
     source, fs = _arrow(path)
-    return pd.read_parquet(source, columns=columns, filesystem=fs)
+    return pd.read_parquet(source, columns=columns, filesystem=fs, decryption_properties=decryption_properties())
 
 
 def read_batches(
@@ -67,17 +73,19 @@ def read_batches(
 ) -> Iterator[pa.RecordBatch]:
     """A parquet file batch by batch: memory bounded by the batch, not the file."""
     source, fs = _arrow(path)
-    with pq.ParquetFile(source, filesystem=fs) as file:
+    with pq.ParquetFile(source, filesystem=fs, decryption_properties=decryption_properties()) as file:
         yield from file.iter_batches(batch_size=batch_size, columns=columns)
 
 
 def read_files(files: Sequence[StoragePath], schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
     """Many parquet files of one folder tree as one table (multi-threaded C++ read)."""
+    cipher = process_cipher()
+    fmt = cipher.dataset_format() if cipher else "parquet"
     if files and is_remote(files[0]):
-        return ds.dataset([f.path for f in files], schema=schema, format="parquet", filesystem=files[0].fs).to_table(
+        return ds.dataset([f.path for f in files], schema=schema, format=fmt, filesystem=files[0].fs).to_table(
             columns=columns
         )
-    return ds.dataset(list(files), schema=schema, format="parquet").to_table(columns=columns)
+    return ds.dataset(list(files), schema=schema, format=fmt).to_table(columns=columns)
 
 
 def write_atomic(path: StoragePath, write, fsync: bool = True) -> StoragePath:

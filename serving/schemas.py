@@ -51,10 +51,16 @@ class FeedbackAccepted(BaseModel):
     )
 
 
+class Liveness(BaseModel):
+    status: str = Field(..., description="alive: the process answers (nothing else is asked).")
+
+
 class Health(BaseModel):
     status: str = Field(
         ...,
-        description="ready, or not_ready (Redis down, no model loaded, or no append-only file while one is required).",
+        description="ready; degraded (Redis down, but a model is loaded and the spool takes feedback: still in rotation); "
+        "or not_ready (no model loaded, Redis down and the spool full or unwritable, or no append-only file while one is "
+        "required).",
     )
     redis: str
     redis_aof: bool | None = Field(

@@ -11,7 +11,9 @@ whose tables exist already (see there)."""
 
 from __future__ import annotations
 
+import base64
 import gc
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ import redis
 
 from core.redis_clients import redis_client as make_client
 from core.redis_server import EmbeddedCluster, EmbeddedRedis
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from tests.object_storage import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedS3, weed_binary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,3 +195,19 @@ def mlflow_migrated(_migrated_mlflow_db: Path):
         return uri
 
     return seed
+
+
+@pytest.fixture
+def table_encryption_key(monkeypatch: pytest.MonkeyPatch):
+    """``use(key=None)``: put a master key (random unless given) in this process's environment as
+    ECHOTUNE_TABLE_ENCRYPTION_KEY, where every process of a deployment reads it (core.table_encryption);
+    returns the key. Removed, and the settings read again, after the test."""
+
+    def use(key: bytes | None = None) -> bytes:
+        key = key or os.urandom(32)
+        monkeypatch.setenv("ECHOTUNE_TABLE_ENCRYPTION_KEY", base64.b64encode(key).decode())
+        get_settings.cache_clear()
+        return key
+
+    yield use
+    get_settings.cache_clear()  # monkeypatch restores the environment after this; the next reader reads it again

@@ -7,7 +7,7 @@ role is read from PID 1's command line (``echotune serve``, or docker-init's ``-
 serve``):
 
 - ``serve``: ``GET /health`` on the API port answers 200 (liveness: a Redis outage makes the API
-  not ready, not unhealthy);
+  degraded, not unhealthy);
 - ``worker``: the worker's metrics port answers 200 (0 turns the metrics off: nothing to probe);
 - the code server (``code-server`` or ``dagster api grpc``): its gRPC port accepts a connection;
 - the MLflow UI (``mlflow-ui``, which runs ``mlflow server``): ``GET /health`` answers 200;

@@ -85,7 +85,9 @@ def _read(path: Path):
     import pandas as pd
 
     if path.suffix.lower() in {".parquet", ".pq"}:
-        return pd.read_parquet(path)
+        from core.storage import read_frame  # an events file of the offline store may be encrypted
+
+        return read_frame(path)
     if path.suffix.lower() in {".csv", ".txt"}:
         return pd.read_csv(path)
     raise click.ClickException(f"{path}: use .csv or .parquet")

@@ -1,11 +1,25 @@
+"""Health: liveness (``/health/live``: the process answers), readiness (``/health/ready``: take traffic)
+and ``/health`` (the state of every dependency, always 200).
+
+Readiness stays 200 in degraded mode: with Redis down, a pod that has a model loaded (from Redis or its
+disk cache) and a spool it can write still answers recommendations from its cache and takes feedback
+into its spool, which is what the spool is for. Taking every pod out of rotation when Redis goes away
+(what readiness did before) would have turned a Redis outage into a full API outage. Not ready: no
+model loaded, or Redis down and the spool unwritable or full, or Redis up without the append-only file
+ECHOTUNE_REQUIRE_REDIS_AOF asks for."""
+
 from __future__ import annotations
+
+import asyncio
+import tempfile
 
 from fastapi import APIRouter, Response
 
 from core.redis_clients import is_cluster
 from serving.deps import StateDep
 from serving.observability import feedback_exposition, metrics_payload, spool_exposition
-from serving.schemas import Health
+from serving.schemas import Health, Liveness
+from serving.spool import Spool
 from serving.state import REDIS_ERRORS
 from serving.worker.counting import ACTIVITY_WINDOWS
 from serving.worker.heartbeat import worker_liveness
@@ -25,9 +39,15 @@ async def _health(state) -> Health:
     # without an append-only file a Redis restart loses accepted feedback not yet drained, online
     # learning and the copy of the erasures: said always, refused when ECHOTUNE_REQUIRE_REDIS_AOF is set
     durable = aof is not False or not state.settings.require_redis_aof
-    ready = redis_status == "ok" and model is not None and durable
+    if model is None:
+        status = "not_ready"
+    elif redis_status == "ok":
+        status = "ready" if durable else "not_ready"
+    else:  # degraded: serve from the cache, spool feedback, as long as the spool takes it
+        spool_ok = await asyncio.to_thread(_spool_takes_feedback, state.spool, state.settings.spool_max_bytes)
+        status = "degraded" if spool_ok else "not_ready"
     return Health(
-        status="ready" if ready else "not_ready",
+        status=status,
         redis=redis_status,
         redis_aof=aof,
         model_version=model.version if model else None,
@@ -36,6 +56,26 @@ async def _health(state) -> Health:
         worker_alive=worker.alive > 0 if worker else None,
         worker_heartbeat_age_seconds=worker.newest_age_seconds if worker else None,
     )
+
+
+# room the spool must have left to count as taking feedback: a few batches of events (a spooled event
+# is a JSON row of ~300-500 bytes)
+SPOOL_READY_ROOM_BYTES = 4096
+
+
+def _spool_takes_feedback(spool: Spool, max_bytes: int) -> bool:
+    """Whether this host's spool can take feedback now: SPOOL_READY_ROOM_BYTES below its cap
+    (``max_bytes``), and its folder writable (a file created, written and flushed there; a full or
+    read-only disk refuses it)."""
+    if spool.size() + SPOOL_READY_ROOM_BYTES > max_bytes:
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=spool.folder) as probe:
+            probe.write(b"\n")
+            probe.flush()
+    except OSError:
+        return False
+    return True
 
 
 async def _heartbeats_and_aof(client, keys) -> tuple[dict, bool]:
@@ -54,16 +94,24 @@ async def _heartbeats_and_aof(client, keys) -> tuple[dict, bool]:
 
 @router.get("/health", response_model=Health)
 async def health(state: StateDep) -> Health:
-    """Liveness: 200 whenever the process answers, with the state of its dependencies."""
+    """The state of every dependency (Redis, its append-only file, the models, the workers): 200 whenever
+    the process answers."""
     return await _health(state)
+
+
+@router.get("/health/live", response_model=Liveness)
+async def live() -> Liveness:
+    """Liveness: 200 whenever the process answers; asks no dependency (a Redis outage must not restart pods)."""
+    return Liveness(status="alive")
 
 
 @router.get("/health/ready", response_model=Health, responses={503: {"model": Health}})
 async def ready(state: StateDep, response: Response) -> Health:
-    """Readiness: 200 when Redis answers and a model is loaded, else 503 (take me out of rotation).
-    Also reports whether a feedback worker is alive; no worker does not make the API unready."""
+    """Readiness: 200 when a model is loaded and either Redis answers (``ready``) or this pod can spool
+    feedback while it does not (``degraded``); else 503 (take me out of rotation). No feedback worker
+    does not make the API unready: feedback waits in the stream."""
     body = await _health(state)
-    if body.status != "ready":
+    if body.status == "not_ready":
         response.status_code = 503
     return body
 

@@ -124,3 +124,41 @@ def test_connected_uses_the_configured_redis_and_closes_its_client(settings, red
         client.set(f"{redis_prefix}:probe", "1")
         assert client.get(f"{redis_prefix}:probe") == b"1"
         client.delete(f"{redis_prefix}:probe")
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("redis://127.0.0.1:6379/0?ssl_ca_certs={ca}", "use rediss://"),
+        ("rediss://127.0.0.1:6380/0?ssl_ca_cert={ca}", "unknown TLS parameter 'ssl_ca_cert'"),
+        ("rediss://127.0.0.1:6380/0?ssl_ca_certs={missing}", "ssl_ca_certs="),
+        ("rediss://127.0.0.1:6380/0?ssl_ca_certs={ca}&ssl_certfile={ca}", "both ssl_certfile and ssl_keyfile"),
+    ],
+)
+def test_a_redis_url_whose_tls_cannot_work_is_refused_naming_the_setting_and_the_parameter(tmp_path, url, problem):
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ValueError, match="ECHOTUNE_REDIS_URL") as refused:
+        Settings(home=tmp_path, redis_url=url.format(ca=ca, missing=tmp_path / "missing.pem"))
+    assert problem in str(refused.value)
+
+
+def test_a_rediss_url_carries_its_certificates_to_every_client_it_builds(tmp_path):
+    from core.redis_clients import connect_url
+
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key")}
+    for path in files.values():
+        path.write_text("pem")
+    url = (
+        f"rediss://127.0.0.1:6380/0?ssl_ca_certs={files['ca']}&ssl_certfile={files['cert']}&ssl_keyfile={files['key']}"
+    )
+    for role in ("api", "api_sync", "worker", "pipeline", "cli"):
+        client = connect_url(url, False, role)
+        options = client.connection_pool.connection_kwargs
+        assert (options["ssl_ca_certs"], options["ssl_certfile"], options["ssl_keyfile"]) == (
+            str(files["ca"]),
+            str(files["cert"]),
+            str(files["key"]),
+        ), role
+        assert "SSL" in client.connection_pool.connection_class.__name__, role

