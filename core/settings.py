@@ -23,7 +23,10 @@ KNOWN_SOURCES = ("synthetic", "track_files", "spotify_api", "spotify_history", "
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ECHOTUNE_", env_file=".env", extra="ignore")
+    # a rejected value is not echoed in the error: a URL may carry a password (the message names the field)
+    model_config = SettingsConfigDict(
+        env_prefix="ECHOTUNE_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # --- where things live -------------------------------------------------------------------
     home: Path = Field(default_factory=Path.cwd, description="Project root; relative paths below resolve against it.")

@@ -27,3 +27,10 @@ def test_a_settings_error_does_not_repeat_the_password(tmp_path):
     with pytest.raises(ValueError) as raised:
         Settings(home=tmp_path, redis_url="unix://:s3cret@/tmp/redis.sock", redis_cluster=True)
     assert "s3cret" not in str(raised.value) and "ECHOTUNE_REDIS_CLUSTER" in str(raised.value)
+
+
+def test_a_rejected_url_is_not_echoed_in_the_validation_error(tmp_path):
+    """pydantic repeats a rejected input in its message; a URL's password must not reach a log that way."""
+    with pytest.raises(ValueError) as raised:
+        Settings(home=tmp_path, database_url="mysql://user:s3cret@db:3306/echotune")
+    assert "s3cret" not in str(raised.value) and "database_url" in str(raised.value)
