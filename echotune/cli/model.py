@@ -23,7 +23,7 @@ def model() -> None:
 
 @model.command()
 def status() -> None:
-    """Every version with its aliases, gate verdict and held-out metric, as JSON lines."""
+    """Every version with its aliases, gate verdict, rollout decision and held-out metric, as JSON lines."""
     settings = load_settings()
     registry = _registry(settings)
     versions = registry.versions()
@@ -42,6 +42,8 @@ def status() -> None:
                     "aliases": sorted(aliases.get(version, [])),
                     "promotion": tags.get("promotion"),
                     "reason": tags.get("promotion_reason"),
+                    "rollout": tags.get("rollout"),
+                    "rollout_reason": tags.get("rollout_reason"),
                     settings.promotion_metric: metrics.get(f"test_{settings.promotion_metric}"),
                 }
             )
