@@ -219,6 +219,7 @@ def main() -> None:
         "ECHOTUNE_SYNTH_EVENTS": str(args.events),
         "ECHOTUNE_SYNTH_DAYS": "30",
         "ECHOTUNE_DRAIN_EVERY_SECONDS": "20",
+        "ECHOTUNE_RATE_LIMIT_FEEDBACK_EVENTS_PER_MINUTE": str(10**7),  # one key posts every simulated listener's events
         "ECHOTUNE_RETRAIN_AFTER_EVENTS": str(10**9),  # this bench's retrain is the one it asks for
         "ECHOTUNE_ROLLOUT_MIN_USERS": str(args.min_users),
         "ECHOTUNE_ROLLOUT_CTR_MARGIN": str(args.margin),
