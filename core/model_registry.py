@@ -36,6 +36,8 @@ from models.promotion import PromotionDecision
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
+# a version the gate passed that reaches listeners as a canary first (core.release, experiments.rollout)
+CANDIDATE = "candidate"
 ANN_INDEX_PATH, ANN_INDEX_FILE = (
     "ann_index",
     "catalog_index.npz",
@@ -217,6 +219,11 @@ class ModelRegistry:
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.name, alias, version)
 
+    def remove_alias(self, alias: str) -> None:
+        """Delete ``alias`` (nothing happens when it is not set)."""
+        if self.alias(alias) is not None:
+            self.client.delete_registered_model_alias(self.name, alias)
+
     # --- what the gate said, reports, artifacts ------------------------------------------------
     def record_decision(self, version: str, decision: PromotionDecision) -> None:
         """Keep the gate's verdict on the model version, where the MLflow UI shows it."""
@@ -229,6 +236,12 @@ class ModelRegistry:
         run_id = self.client.get_model_version(self.name, version).run_id
         if run_id:
             self.client.log_text(run_id, json.dumps(decision.as_dict(), indent=2), "promotion.json")
+
+    def record_rollout(self, version: str, decision: str, reason: str) -> None:
+        """Keep the rollout's latest decision on the version (``rollout``: candidate, step_up, hold, promote,
+        rollback; ``rollout_reason``), where the MLflow UI shows it."""
+        self.client.set_model_version_tag(self.name, version, "rollout", decision)
+        self.client.set_model_version_tag(self.name, version, "rollout_reason", reason[:5000])
 
     def log_report(self, version: str, folder: StoragePath, artifact_path: str) -> None:
         """Attach a report folder (local or in shared storage) to the run that produced a model

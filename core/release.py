@@ -11,6 +11,9 @@
    gets its ANN index built and logged to MLflow with it (:func:`index_version`), which the API loads
    with the vectors; :func:`publish_played` adds what users played.
 4. :func:`rollback` moves ``champion`` back, in MLflow and Redis together.
+   A guarded rollout (:mod:`experiments.rollout`) moves the ``candidate`` alias: :func:`make_candidate`
+   (the gate does it with ``canary``), :func:`promote_candidate`, :func:`withdraw_candidate`;
+   :func:`register_folder` registers a model trained outside the pipeline (``echotune train --out``).
 5. :func:`retire` deletes published vector sets beyond the newest few, never one an alias or a
    running experiment still serves.
 
@@ -30,7 +33,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from core.erasure_log import ErasureLog
-from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Registration
+from core.model_registry import CANDIDATE, CHALLENGER, CHAMPION, ModelRegistry, Registration
 from core.vectorstore import PLAYED_CAP, VectorStore
 from models.algorithms import load
 from models.ann import CatalogIndex
@@ -40,7 +43,7 @@ from models.promotion import PromotionDecision, decide_promotion
 from models.training import TrainingResult
 
 log = logging.getLogger(__name__)
-ALIASES = (CHAMPION, CHALLENGER)
+ALIASES = (CHAMPION, CHALLENGER, CANDIDATE)
 # the MLflow param (and published meta field) of the recency half-life a version's data was weighted with
 HALF_LIFE_PARAM = "recency_half_life_days"
 
@@ -79,6 +82,7 @@ def gate(
     margin: float,
     erasures: dict[str, float] | None = None,
     incumbent_version: str | None = None,
+    canary: bool = False,
 ) -> PromotionDecision:
     """The champion gate for ``version``: its held-out ``metric`` (e.g. ``test_ndcg_at_10``) must beat
     popularity's and the champion's by ``margin``. Against the champion, the figures of
@@ -87,7 +91,9 @@ def gate(
     pair was new to it, or the champion moved during training) the metrics logged when the champion was
     trained, on its own split. Both are recorded with the verdict. A champion trained before a user's
     erasure (``erasures``: user -> request time) has to go: then beating popularity is enough. Records
-    the verdict; promotes when it passes."""
+    the verdict; promotes when it passes: to ``champion``, or with ``canary`` (ECHOTUNE_ROLLOUT=canary) to
+    ``candidate`` when a champion serves (a guarded rollout then decides; the first version, and one
+    replacing a champion that has to go, become champion at once)."""
     champion = registry.alias(CHAMPION)
     rival = champion is not None and champion != version
     champion_metrics = registry.run_metrics(champion) if rival else None
@@ -104,9 +110,56 @@ def gate(
         head_to_head=None if versus is None else (versus.model, versus.incumbent),
     )
     registry.record_decision(version, decision)
-    if decision.promoted:
+    if decision.promoted and canary and rival and not tainted:
+        make_candidate(registry, version, f"passed the gate: {decision.reason}")
+    elif decision.promoted:
         registry.set_alias(CHAMPION, version)
     return decision
+
+
+def make_candidate(registry: ModelRegistry, version: str, reason: str) -> None:
+    """Point ``candidate`` at ``version`` in MLflow (a rollout publishes and serves it), tagging why."""
+    if version not in registry.versions():
+        raise LookupError(f"{registry.name} has no version {version}; versions: {', '.join(registry.versions())}")
+    registry.set_alias(CANDIDATE, version)
+    registry.record_rollout(version, "candidate", reason)
+
+
+def promote_candidate(registry: ModelRegistry, store: VectorStore, version: str) -> str | None:
+    """The candidate ``version`` becomes ``champion`` in MLflow and Redis (it must be published), and the
+    ``candidate`` alias goes. Returns the previous champion."""
+    if version not in store.versions():
+        raise LookupError(f"version {version} is not published in Redis: it cannot become champion")
+    previous = registry.alias(CHAMPION)
+    registry.set_alias(CHAMPION, version)
+    store.set_alias(CHAMPION, version)
+    withdraw_candidate(registry, store, version)
+    return previous
+
+
+def withdraw_candidate(registry: ModelRegistry, store: VectorStore, version: str) -> None:
+    """``candidate`` no longer points at ``version``, in MLflow and Redis (the API stops serving it to the
+    rollout's arm at its next alias check; an alias another version took meanwhile is left alone)."""
+    if store.alias(CANDIDATE) == version:
+        store.remove_alias(CANDIDATE)
+    if registry.alias(CANDIDATE) == version:
+        registry.remove_alias(CANDIDATE)
+
+
+def register_folder(registry: ModelRegistry, model_dir: Path, tags: dict[str, str]) -> Registration:
+    """Register a model saved outside the pipeline (``echotune train --out DIR``) as a new version, for
+    an operator's own rollout (``echotune model rollout``). Raises ValueError, naming the folder, for a
+    folder that holds no saved model or a model that cannot be served. No alias moves and no gate runs:
+    its held-out figures are unknown, so the live rollout is its only judge."""
+    try:
+        model = load(model_dir)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{model_dir}: not a saved model folder (echotune train --out writes one): {error}") from error
+    if not model.servable:
+        raise ValueError(f"{model_dir}: {model.name} models cannot be served: {model.not_servable_because}")
+    return registry.log_version(
+        model_dir, model.name, {}, {}, {"source": "echotune model register", **tags}, run_name=f"register-{model.name}"
+    )
 
 
 def load_version(registry: ModelRegistry, version: str) -> Recommender:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import glob
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -277,6 +277,52 @@ class Settings(BaseSettings):
         "feedback is refused (503) once Redis is above 90% of its maxmemory.",
     )
     dead_letter_days: int = Field(14, ge=1, description="Dead letters older than this are trimmed by the drain.")
+    # --- guarded rollout: a version the gate passes reaches listeners as a canary ----------------
+    rollout: Literal["canary", "direct"] = Field(
+        "canary",
+        description="canary: a version that passes the gate becomes `candidate`, served to ECHOTUNE_CANARY_SHARE of listeners "
+        "by a rollout experiment (layer `rollout`) and promoted or rolled back by the rollout sensor after each drain. "
+        "direct: the gate moves `champion` at once (the first version always does).",
+    )
+    canary_share: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="Share of listeners (outside running A/B tests) a new candidate is served to first.",
+    )
+    rollout_steps: str = Field(
+        "0.1,0.5,1.0",
+        description="Ramp of the candidate's share, comma-separated, increasing, ending at 1.0: each step is taken when the "
+        "candidate is shown non-inferior with enough users; past the last the candidate becomes `champion`. Steps below "
+        "ECHOTUNE_CANARY_SHARE are skipped.",
+    )
+    rollout_ctr_margin: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Non-inferiority margin of the rollout: the candidate's click-through may be at most this share below the "
+        "champion's (0.05: 5% relative) for a step up; significantly below it rolls back.",
+    )
+    rollout_min_users: int = Field(
+        200, ge=2, description="Users per arm (candidate and champion) before the rollout may step up."
+    )
+    rollout_alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        description="Error rate of the rollout's always-valid sequential tests (split across its guardrails): an A/A rollout "
+        "is rolled back at most this often, however many drains look at it.",
+    )
+    rollout_max_error_rate: float = Field(
+        0.01, gt=0.0, lt=1.0, description="Candidate's share of 5xx answers past which it is rolled back (ADR: 1%)."
+    )
+    rollout_max_p95_ms: float = Field(
+        200.0, gt=0.0, description="Candidate's P95 recommendation latency past which it is rolled back (ADR: 200 ms)."
+    )
+    rollout_min_requests: int = Field(
+        100, ge=1, description="Requests the candidate must have answered before its error rate and latency are judged."
+    )
+
     feedback_backlog_max: int = Field(
         1_000_000,
         ge=1,
@@ -336,6 +382,27 @@ class Settings(BaseSettings):
         from models.algorithms import check_servable  # the models are only loaded when settings are read
 
         return check_servable(value)
+
+    @field_validator("rollout_steps")
+    @classmethod
+    def _ramp(cls, value: str) -> str:
+        try:
+            steps = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError as error:
+            raise ValueError(
+                f"rollout_steps {value!r}: write shares between 0 and 1 separated by commas, e.g. 0.1,0.5,1.0"
+            ) from error
+        if not steps or steps[-1] != 1.0 or any(not 0 < s <= 1 for s in steps) or steps != sorted(set(steps)):
+            raise ValueError(
+                f"rollout_steps {value!r}: the shares must increase, lie in (0, 1] and end at 1.0, e.g. 0.1,0.5,1.0"
+            )
+        return value
+
+    @property
+    def ramp(self) -> tuple[float, ...]:
+        """The candidate's shares, from ECHOTUNE_CANARY_SHARE to 1.0 (ECHOTUNE_ROLLOUT_STEPS above the canary share)."""
+        steps = [float(part) for part in self.rollout_steps.split(",") if part.strip()]
+        return (self.canary_share, *[s for s in steps if s > self.canary_share])
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

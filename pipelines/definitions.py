@@ -18,10 +18,12 @@ from pipelines.resources import (
     MonitoringResource,
     OfflineStoreResource,
     RedisResource,
+    RolloutResource,
     SpotifyApiResource,
     SyntheticDataResource,
     TrainingResource,
 )
+from pipelines.rollout import definitions as rollout_defs
 from pipelines.training import definitions as training_defs
 
 
@@ -87,6 +89,16 @@ def resources_from(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             pseudonym_key_file=str(settings.layout.pseudonym_key),
         ),
         "experiments": ExperimentsResource(definitions_dir=str(settings.experiments_dir)),
+        "rollout": RolloutResource(
+            mode=settings.rollout,
+            ramp=list(settings.ramp),
+            ctr_margin=settings.rollout_ctr_margin,
+            min_users=settings.rollout_min_users,
+            alpha=settings.rollout_alpha,
+            max_error_rate=settings.rollout_max_error_rate,
+            max_p95_ms=settings.rollout_max_p95_ms,
+            min_requests=settings.rollout_min_requests,
+        ),
         "spotify": SpotifyApiResource(
             client_id=settings.spotify_client_id or "unset",
             client_secret=dg.EnvVar("ECHOTUNE_SPOTIFY_CLIENT_SECRET")
@@ -127,6 +139,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
         experiment_report_defs.build(settings),
         monitoring_defs.build(settings),
         automation_defs.build(settings),
+        rollout_defs.build(settings),
         # every job runs its steps in processes of their own (at most one per CPU; the launchpad's
         # execution.config.multiprocess.max_concurrent sets fewer for one run); said here, not left to the default
         dg.Definitions(resources=resources_from(settings), executor=dg.multiprocess_executor),

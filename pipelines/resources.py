@@ -20,6 +20,8 @@ from core.redis_server import EmbeddedRedis
 from core.storage import location
 from core.tables import OfflineStore
 from core.vectorstore import VectorStore
+from experiments.rollout import Rollouts
+from experiments.rollout_rules import RolloutPolicy
 
 
 class OfflineStoreResource(dg.ConfigurableResource):
@@ -224,3 +226,31 @@ class MonitoringResource(dg.ConfigurableResource):
     model_max_age_hours: float
     retrain_after_events: int
     keep_versions: int
+
+
+class RolloutResource(dg.ConfigurableResource):
+    """The guarded rollout's policy (the ECHOTUNE_ROLLOUT* and ECHOTUNE_CANARY_SHARE settings)."""
+
+    mode: str  # canary or direct
+    ramp: list[float]  # the candidate's shares, canary share first, ending at 1.0
+    ctr_margin: float
+    min_users: int
+    alpha: float
+    max_error_rate: float
+    max_p95_ms: float
+    min_requests: int
+
+    @property
+    def policy(self) -> RolloutPolicy:
+        return RolloutPolicy(
+            ramp=tuple(self.ramp),
+            ctr_margin=self.ctr_margin,
+            min_users=self.min_users,
+            alpha=self.alpha,
+            max_error_rate=self.max_error_rate,
+            max_p95_ms=self.max_p95_ms,
+            min_requests=self.min_requests,
+        )
+
+    def rollouts(self, redis: RedisResource, mlflow: MlflowResource) -> Rollouts:
+        return Rollouts(redis.client, redis.key_layout, mlflow.registry, redis.vectors, self.policy)

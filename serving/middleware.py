@@ -13,6 +13,7 @@ import orjson
 
 from serving.observability import ERRORS, IN_FLIGHT, LATENCY, REQUESTS
 from serving.schemas import API_VERSION
+from serving.version_health import open_note
 
 access_log = logging.getLogger("echotune.access")
 
@@ -60,6 +61,7 @@ class RequestContext:
             await send(message)
 
         IN_FLIGHT.inc()
+        note = open_note()  # the route names the model version that answered (a canary's health)
         try:
             receive_app = await self._read_body(scope, receive)
             if receive_app is None:
@@ -75,6 +77,9 @@ class RequestContext:
             LATENCY.labels(template).observe(elapsed)
             if status >= 500:
                 ERRORS.labels(template).inc()
+            state = getattr(getattr(scope.get("app"), "state", None), "echotune", None)
+            if "version" in note and state is not None:
+                state.version_health.record(note["version"], elapsed, status >= 500)
             if self.log_requests:
                 # the route template, not the path: paths carry user ids, which logs must not keep
                 access_log.info(

@@ -52,6 +52,18 @@ STAGE_LATENCY = Histogram(
     ["stage"],
     buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+# per model version, for a canary's health (ECHOTUNE_ROLLOUT): versions are few (ECHOTUNE_KEEP_VERSIONS and aliases)
+VERSION_LATENCY = Histogram(
+    "echotune_model_request_duration_seconds",
+    "Time to answer a recommendation request, by the model version that answered it.",
+    ["model_version"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5),
+)
+VERSION_ERRORS = Counter(
+    "echotune_model_request_errors_total",
+    "Recommendation answers with status >= 500, by the model version that was answering.",
+    ["model_version"],
+)
 IN_FLIGHT = Gauge("echotune_http_requests_in_flight", "Requests being answered right now.", multiprocess_mode="livesum")
 RECOMMENDATIONS = Counter(
     "echotune_recommendations_served_total",
@@ -189,6 +201,29 @@ def feedback_exposition(
         families.append(age)
     registry = CollectorRegistry()
     registry.register(_Fixed([*families, *online_families(aggregates), *_activity_families(activity or {})]))
+    return generate_latest(registry)
+
+
+def rollout_exposition(state: Mapping[bytes, bytes], decisions: Mapping[bytes, bytes]) -> bytes:
+    """The rollout's state (``RedisKeys.rollout``) and decisions taken (``rollout_decision_counts``) as
+    Prometheus text: what the rollout alerts read."""
+    text = {k.decode(): v.decode() for k, v in state.items()}
+    share = GaugeMetricFamily(
+        "echotune_rollout_candidate_share",
+        "Share of the rollout layer's listeners served the candidate version (0 once rolled back, 1 once promoted).",
+        labels=["version", "status"],
+    )
+    if text:
+        share.add_metric([text.get("version", ""), text.get("status", "")], float(text.get("share", 0)))
+    counts = CounterMetricFamily(
+        "echotune_rollout_decisions",
+        "Rollout decisions taken by the rollout sensor (start, hold, step_up, promote, rollback, superseded).",
+        labels=["decision"],
+    )
+    for decision, n in decisions.items():
+        counts.add_metric([decision.decode()], float(n))
+    registry = CollectorRegistry()
+    registry.register(_Fixed([share, counts]))
     return generate_latest(registry)
 
 

@@ -43,6 +43,7 @@ from serving.rate_limit import Charge
 from serving.retrieval import select, select_by_vector, similar_rows
 from serving.schemas import RecommendationResponse
 from serving.state import AppState, RedisUnavailable
+from serving.version_health import note_version
 
 POPULARITY, CONTENT = "popularity", "content"
 _FULL_HISTORY = np.log1p(50)
@@ -237,6 +238,7 @@ async def recommend(state: AppState, request: RecommendationRequest) -> Recommen
     if assignment is not None and assignment[0].design == "interleaving":
         return await _interleaved(state, request, assignment[0])
     ranker = await _ranker(state, assignment[1] if assignment else None, request.algorithm)
+    note_version(ranker.model.version)
     vectors, played, degraded = await _user(state, [ranker.model], request.user_id, request.charge)
     ranked = _rank(ranker, request, vectors[0], played, state.settings)
     experiment, variant = (assignment[0].id, assignment[1].name) if assignment else (None, None)

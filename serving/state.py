@@ -32,6 +32,7 @@ from serving.rate_limit import Charge, RateLimits
 from serving.security import ApiKeys, demo_keys
 from serving.served_lists import TokenSigner
 from serving.spool import Spool
+from serving.version_health import VersionHealthCounts
 
 REDIS_ERRORS = (redis.RedisError, OSError)
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class AppState:
     erased: ErasedUsers | None = None
     exposures: ExposureBuffer | None = None
     tokens: TokenSigner | None = None
+    version_health: VersionHealthCounts = field(default_factory=VersionHealthCounts)
 
     def __post_init__(self) -> None:
         if self.rate_limits is None:
@@ -255,6 +257,7 @@ class AppState:
         if not self.breaker.available:
             return
         exposures = self.exposures.take(limit=1000)
+        health = self.version_health.take_commands(self.keys)  # lost with Redis down: figures, not feedback
         try:
             # the stream's length and the append script's memory verdict: refused client events mean dropped exposures
             replies = await self._round_trip(
@@ -262,6 +265,7 @@ class AppState:
                     ("XLEN", self.keys.feedback_stream()),
                     ("GET", self.keys.feedback_memory_full()),
                     *self.exposures.commands(exposures),
+                    *health,
                 ],
                 must_answer=2,
             )
@@ -270,7 +274,7 @@ class AppState:
             self.breaker.failed()
             return
         self.exposures.stream_full = int(replies[0]) >= self.settings.feedback_stream_cap or replies[1] == b"1"
-        _count_lost(replies[2:])
+        _count_lost(replies[2 : 2 + len(exposures)])
 
     async def _round_trip_or_none(self, commands: list[tuple]) -> list | None:
         """The replies of ``commands``, or None when Redis is unavailable (the breaker is then open)."""

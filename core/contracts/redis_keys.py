@@ -140,6 +140,25 @@ class RedisKeys:
         """Hash: experiment id -> its definition and status (JSON)."""
         return f"{self.root}:experiments"
 
+    # --- guarded rollout ------------------------------------------------------------------
+    def rollout(self) -> str:
+        """Hash: the current rollout's state (version, champion, experiment, share, status, paused, ...), written
+        by the rollout (:mod:`experiments.rollout`); a flag may pause it or change its share here."""
+        return f"{self.root}:rollout"
+
+    def rollout_decisions(self) -> str:
+        """List: the rollout decisions, newest first (JSON), capped (the rollout's report reads them)."""
+        return f"{self.root}:rollout:decisions"
+
+    def rollout_decision_counts(self) -> str:
+        """Hash: decision (hold, step_up, promote, rollback) -> how many were taken (a Prometheus counter)."""
+        return f"{self.root}:rollout:decision_counts"
+
+    def version_health(self, version: str) -> str:
+        """Hash with TTL: what the API answered with one model version (requests, errors, latency histogram
+        buckets ``le:<ms>``), summed over every API process (:mod:`serving.version_health`)."""
+        return f"{self.root}:version_health:{version}"
+
     # --- API ------------------------------------------------------------------------------
     def rate_limit(self, key_id: str, endpoint: str, minute: int) -> str:
         """String with TTL: what one API key sent to one endpoint class in one minute (requests or events)."""

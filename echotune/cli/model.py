@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -22,7 +23,7 @@ def model() -> None:
 
 @model.command()
 def status() -> None:
-    """Every version with its aliases, gate verdict and held-out metric, as JSON lines."""
+    """Every version with its aliases, gate verdict, rollout decision and held-out metric, as JSON lines."""
     settings = load_settings()
     registry = _registry(settings)
     versions = registry.versions()
@@ -41,6 +42,8 @@ def status() -> None:
                     "aliases": sorted(aliases.get(version, [])),
                     "promotion": tags.get("promotion"),
                     "reason": tags.get("promotion_reason"),
+                    "rollout": tags.get("rollout"),
+                    "rollout_reason": tags.get("rollout_reason"),
                     settings.promotion_metric: metrics.get(f"test_{settings.promotion_metric}"),
                 }
             )
@@ -67,6 +70,67 @@ def rollback(to_version: str | None) -> None:
         except LookupError as exc:
             raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps({"previous_champion": previous, "champion": now}))
+
+
+@model.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--trained-until-ms",
+    type=int,
+    default=0,
+    help="Epoch ms of the newest event in its training data (the worker folds newer ones in); default 0.",
+)
+def register(path: Path, trained_until_ms: int) -> None:
+    """Register a model saved by `echotune train --out PATH` as a new version (no gate, no alias moves):
+    `echotune model rollout VERSION` then serves it to a canary share. Prints the version as JSON."""
+    from core import release
+
+    settings = load_settings()
+    try:
+        record = release.register_folder(_registry(settings), path, {"trained_until_ms": str(trained_until_ms)})
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"version": record.version, "run_id": record.run_id}))
+
+
+@model.command()
+@click.argument("version")
+def rollout(version: str) -> None:
+    """Roll a registered version out: it becomes `candidate`, is published, and is served to
+    ECHOTUNE_CANARY_SHARE of listeners; the rollout sensor promotes it or rolls it back after each drain.
+    A running rollout of another version is superseded. Prints the rollout's state as JSON."""
+    from core import release
+    from core.contracts.redis_keys import RedisKeys
+    from core.redis_clients import connected
+    from core.tables import OfflineStore
+    from core.vectorstore import VectorStore
+    from experiments.rollout import Rollouts
+    from experiments.rollout_rules import RolloutPolicy
+
+    settings = load_settings()
+    registry = _registry(settings)
+    tables = OfflineStore(settings.layout.tables)
+    with connected(settings, "cli") as client:
+        keys = RedisKeys(settings.redis_prefix)
+        store = VectorStore(client, keys)
+        try:
+            if store.alias(release.CHAMPION) in (None, version):
+                raise LookupError(f"version {version} cannot be rolled out: it must differ from a published champion")
+            release.make_candidate(registry, version, "rolled out by hand (echotune model rollout)")
+            release.publish_aliases(
+                registry,
+                store,
+                tables.read_tracks(),
+                aliases=[release.CANDIDATE],
+                erased=tables.erasures,
+                ann_min_tracks=settings.ann_min_tracks,
+            )
+            state = Rollouts(client, keys, registry, store, RolloutPolicy.from_settings(settings)).start(
+                version, "rolled out by hand (echotune model rollout)"
+            )
+        except (LookupError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(state.as_hash()))
 
 
 @model.command()

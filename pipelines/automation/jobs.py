@@ -20,12 +20,13 @@ REPORTS = dg.AssetSelection.assets("experiment_report")
 SEARCH = dg.AssetSelection.assets("hyperparameter_search")
 CATALOG = dg.AssetSelection.assets("catalog_extension")
 DRIFT = dg.AssetSelection.assets("feedback_drift")
+ROLLOUT = dg.AssetSelection.assets("model_rollout")
 
-# one run for everything unpartitioned (what `echotune pipeline` runs); live feedback (by day) and
-# experiment reports (by experiment) have jobs of their own, and the search runs when launched
+# one run for everything unpartitioned (what `echotune pipeline` runs); live feedback (by day),
+# experiment reports (by experiment) and the rollout's looks have jobs of their own, and the search runs when launched
 everything_job = dg.define_asset_job(
     "materialize_everything",
-    selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS - SEARCH - CATALOG - DRIFT,
+    selection=dg.AssetSelection.all() - LIVE_FEEDBACK - REPORTS - SEARCH - CATALOG - DRIFT - ROLLOUT,
     tags=TRAINS,
 )
 drain_job = dg.define_asset_job(

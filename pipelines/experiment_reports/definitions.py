@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from core.settings import Settings
+from experiments.rollout import LAYER as ROLLOUT_LAYER
 from experiments.store import ExperimentStore
 from pipelines.automation.jobs import tags
 from pipelines.automation.sensors import sensor_status
@@ -17,8 +18,10 @@ reports_job = dg.define_asset_job(
 
 
 def running_experiment_reports(context: dg.SensorEvaluationContext, redis: RedisResource):
-    """Once a day, a fresh report for every running experiment (adding partitions for new ones)."""
-    running = [e.id for e in ExperimentStore(redis.client, redis.key_layout).running()]
+    """Once a day, a fresh report for every running experiment (adding partitions for new ones). A rollout's
+    experiment (layer ``rollout``) has its own report, written at every look by ``model_rollout``: its
+    share moves, which the A/B analysis would read as a sample ratio mismatch."""
+    running = [e.id for e in ExperimentStore(redis.client, redis.key_layout).running() if e.layer != ROLLOUT_LAYER]
     known = set(context.instance.get_dynamic_partitions(assets.EXPERIMENTS.name))
     new = [i for i in running if i not in known]
     today = datetime.now(UTC).date().isoformat()

@@ -16,6 +16,7 @@ from pipelines.resources import (
     MonitoringResource,
     OfflineStoreResource,
     RedisResource,
+    RolloutResource,
     TrainingResource,
 )
 
@@ -47,11 +48,16 @@ def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
 
 @dg.asset(group_name="training", kinds={"mlflow"}, deps=["interactions", "tracks"])
 def recommender_model(
-    context: dg.AssetExecutionContext, training: TrainingResource, store: OfflineStoreResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    training: TrainingResource,
+    store: OfflineStoreResource,
+    mlflow: MlflowResource,
+    rollout: RolloutResource,
 ) -> dg.MaterializeResult:
     """A model trained on the interactions, measured on held-out interactions against popularity and the
     current champion (scored on the same held-out interactions), logged to MLflow and registered. It
-    becomes ``challenger``, and ``champion`` only if it passes the gate."""
+    becomes ``challenger``, and if it passes the gate ``candidate`` (ECHOTUNE_ROLLOUT=canary: a guarded
+    rollout serves it to a share of listeners first) or ``champion`` (direct, or no champion yet)."""
     interactions = store.tables.read_interactions()
     registry = mlflow.registry
     incumbent_version, incumbent = release.load_champion(registry) or (None, None)
@@ -91,6 +97,7 @@ def recommender_model(
         mlflow.promotion_margin,
         erasures=store.tables.erasures.subjects(),
         incumbent_version=incumbent_version,
+        canary=rollout.mode == "canary",
     )
     context.log.info("model version %s: %s", record.version, decision.reason)
 
@@ -108,6 +115,7 @@ def recommender_model(
             "promoted": decision.promoted,
             "promotion_reason": decision.reason,
             "champion_version": registry.alias(release.CHAMPION) or "none",
+            "candidate_version": registry.alias(release.CANDIDATE) or "none",
             "dataset_fingerprint": result.fingerprint,
             "fit_seconds": round(result.fit_seconds, 2),
             # every held-out figure as a number, so the asset's plots follow them across versions
@@ -142,11 +150,12 @@ def serving_vectors(
     mlflow: MlflowResource,
     redis: RedisResource,
     monitoring: MonitoringResource,
+    rollout: RolloutResource,
 ) -> dg.MaterializeResult:
-    """User and track vectors of the champion (and challenger) model versions, published to Redis.
-    Each version is written completely before its Redis alias moves, so the API switches atomically.
-    Older vector sets beyond ECHOTUNE_KEEP_VERSIONS are deleted (never one an alias or a running
-    experiment serves)."""
+    """User and track vectors of the champion (and challenger, and candidate) model versions, published to
+    Redis. Each version is written completely before its Redis alias moves, so the API switches atomically.
+    A candidate published here starts its rollout (:mod:`experiments.rollout`). Older vector sets beyond
+    ECHOTUNE_KEEP_VERSIONS are deleted (never one an alias or a running experiment serves)."""
     vectors = redis.vectors
     log = store.tables.erasures
     erasures = log.subjects()
@@ -154,6 +163,13 @@ def serving_vectors(
         mlflow.registry, vectors, store.tables.read_tracks(), erased=log, ann_min_tracks=mlflow.ann_min_tracks
     )
     n_played = release.publish_played(vectors, store.tables.read_interactions(), erased=log)
+    rollouts = rollout.rollouts(redis, mlflow)
+    candidate, running = published.get(release.CANDIDATE), rollouts.current()
+    if candidate is not None and not (running is not None and running.running and running.version == candidate):
+        state = rollouts.start(
+            candidate, f"version {candidate} passed the gate ({context.run.tags.get(REASON_TAG, 'manual')})"
+        )
+        context.log.info("rollout %s: version %s to %g of listeners", state.experiment_id, candidate, state.share)
     purged = release.purge_erased(mlflow.registry, vectors, erasures)
     retired = release.retire(
         vectors, monitoring.keep_versions, protected=served_versions(redis.client, redis.key_layout, vectors)
@@ -166,6 +182,7 @@ def serving_vectors(
         metadata={
             "champion_version": champion or "none",
             "challenger_version": published.get(release.CHALLENGER, "none"),
+            "candidate_version": published.get(release.CANDIDATE, "none"),
             "users_with_vectors": int(meta.get("users", 0)),
             "items": int(meta.get("items", 0)),
             "dimensions": int(meta.get("dimensions", 0)),

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Response
 
 from core.redis_clients import is_cluster
 from serving.deps import StateDep
-from serving.observability import feedback_exposition, metrics_payload, spool_exposition
+from serving.observability import feedback_exposition, metrics_payload, rollout_exposition, spool_exposition
 from serving.schemas import Health, Liveness
 from serving.spool import Spool
 from serving.state import REDIS_ERRORS
@@ -124,7 +124,7 @@ async def metrics(state: StateDep) -> Response:
     feedback accepted / applied / dead-lettered, events by algorithm, model version, experiment,
     variant and type, the CTR and completion rate by model version and the conversion by experiment
     variant they imply, active users and events per active user in the last hour and day, and the
-    workers' heartbeats. The feedback worker serves its own figures (lag, pending, rates) itself."""
+    workers' heartbeats, the rollout's candidate share and decisions. The feedback worker serves its own figures (lag, pending, rates) itself."""
     payload, content_type = metrics_payload()
     spool = state.spool.counts()  # kept by the spool as it writes and replays: a scrape reads no spool file
     payload += spool_exposition(
@@ -141,7 +141,9 @@ async def metrics(state: StateDep) -> Response:
                 # spelled out: redis-py's cluster pipeline refuses pfcount() and mget() (their keys share the {fb} slot)
                 pipe.execute_command("PFCOUNT", *[state.keys.feedback_active_users(b) for b in buckets])
                 pipe.execute_command("MGET", *[state.keys.feedback_active_events(b) for b in buckets])
-            counters, aggregates, stream_length, heartbeats, *activity = await pipe.execute()
+            pipe.hgetall(state.keys.rollout())
+            pipe.hgetall(state.keys.rollout_decision_counts())
+            counters, aggregates, stream_length, heartbeats, *activity, rollout, decisions = await pipe.execute()
     except REDIS_ERRORS:  # the process and spool metrics are still worth a scrape
         return Response(payload, media_type=content_type)
     worker = worker_liveness(heartbeats, state.clock.now(), state.settings.worker_stale_seconds)
@@ -152,4 +154,4 @@ async def metrics(state: StateDep) -> Response:
     exposition = feedback_exposition(
         counters, aggregates, stream_length, worker.newest_age_seconds, worker.alive, engagement
     )
-    return Response(payload + exposition, media_type=content_type)
+    return Response(payload + exposition + rollout_exposition(rollout, decisions), media_type=content_type)

@@ -15,7 +15,7 @@ import pytest
 
 from core import release
 from core.contracts import RedisKeys
-from core.model_registry import CHALLENGER, CHAMPION, ModelRegistry
+from core.model_registry import CANDIDATE, CHALLENGER, CHAMPION, ModelRegistry
 from core.vectorstore import VectorStore
 from models import create
 from models.evaluation import HeadToHead
@@ -248,3 +248,37 @@ def test_publishing_played_sets_leaves_erased_users_out(store, tmp_path):
     assert not list(store.r.scan_iter(match=f"{store.keys.root}*gone*"))  # no key names them
     release.publish_played(store, interactions)  # without the log (the old call) they came back
     assert store.played("gone") == {"a"}
+
+
+def test_a_canary_gate_makes_a_candidate_which_is_promoted_or_withdrawn(registry, store, trained, catalog, tmp_path):
+    """Issue 24: with ECHOTUNE_ROLLOUT=canary the gate moves ``candidate``, not ``champion`` (the first
+    version still becomes champion: there is nothing to measure it against); the rollout then promotes or
+    withdraws it, in MLflow and Redis together."""
+    first = _register(registry, trained, tmp_path, 1)
+    assert release.gate(registry, first, trained, AT_5, margin=0.0, canary=True).promoted
+    assert registry.alias(CHAMPION) == first and registry.alias(CANDIDATE) is None
+    better = dataclasses.replace(trained, metrics={**trained.metrics, AT_5: trained.metrics[AT_5] * 1.5})
+    second = _register(registry, better, tmp_path, 2)
+    assert release.gate(registry, second, better, AT_5, margin=0.0, canary=True).promoted
+    assert (registry.alias(CHAMPION), registry.alias(CANDIDATE)) == (first, second)
+    assert registry.version_tags(second)["rollout"] == "candidate"
+    assert release.publish_aliases(registry, store, catalog)[CANDIDATE] == second
+
+    release.withdraw_candidate(registry, store, second)
+    assert registry.alias(CANDIDATE) is None and store.alias(CANDIDATE) is None and store.alias(CHAMPION) == first
+
+    release.make_candidate(registry, second, "again")
+    release.publish_aliases(registry, store, catalog)
+    assert release.promote_candidate(registry, store, second) == first
+    assert registry.alias(CHAMPION) == store.alias(CHAMPION) == second
+    assert registry.alias(CANDIDATE) is None and store.alias(CANDIDATE) is None
+    with pytest.raises(LookupError, match="has no version 9"):
+        release.make_candidate(registry, "9", "no such version")
+
+
+def test_a_folder_that_holds_no_model_is_refused_by_name(registry, trained, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: not a saved model folder"):
+        release.register_folder(registry, tmp_path / "empty", {})
+    record = release.register_folder(registry, trained.model.save(tmp_path / "outside"), {"trained_until_ms": "5"})
+    assert registry.alias(CHAMPION) is None and registry.run_tags(record.version)["source"] == "echotune model register"

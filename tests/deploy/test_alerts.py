@@ -65,6 +65,13 @@ def test_every_adr_rule_is_tested_firing_and_quiet():
         assert any(not c["exp_alerts"] for c in mine), f"no test keeps {name} quiet"
 
 
+def test_the_rollback_rule_is_tested_firing_and_quiet():
+    """Issue 24: every rollout decision is a metric and a rollback an alert."""
+    cases = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+    checks = [c for case in cases for c in case["alert_rule_test"] if c["alertname"] == "EchotuneRolloutRolledBack"]
+    assert any(c["exp_alerts"] for c in checks) and any(not c["exp_alerts"] for c in checks)
+
+
 def test_the_rules_load_and_pass_their_unit_tests():
     tool = promtool()
     checked = subprocess.run([tool, "check", "rules", "alerts.yml"], cwd=PROMETHEUS, capture_output=True, text=True)

@@ -26,6 +26,7 @@ def test_graph_has_every_asset(settings):
         "user_erasures",
         "feedback_drift",
         "catalog_extension",
+        "model_rollout",
     }
 
 
@@ -47,6 +48,7 @@ def test_automation_is_on_by_default_and_off_leaves_everything_manual(settings):
         "new_catalog_tracks",
         "asset_automation",
         "running_experiment_reports",
+        "watch_rollout",
     }
     assert {s.name: s.default_status.value for s in [*on.sensors, *on.schedules]} == {
         s.name: "RUNNING" for s in [*on.sensors, *on.schedules]

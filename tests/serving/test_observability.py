@@ -28,7 +28,9 @@ from core.contracts.served_lists import EXPOSURE_FIELD, ServedList
 from core.feedback_stream import FeedbackStream
 from experiments.assignment import Assigner
 from experiments.definition import Experiment
+from experiments.rollout import read_health
 from serving.main import create_app
+from serving.version_health import VersionHealthCounts
 from serving.worker import GROUP, FeedbackWorker
 from serving.worker.counting import Handled
 from serving.worker.events import stream_id_of
@@ -513,3 +515,25 @@ def test_the_memory_limit_is_the_containers_cgroup_limit(tmp_path):
     assert memory_limit_bytes((v2, v1)) == 536870912
     v2.write_text(str(host * 4))
     assert memory_limit_bytes((v2,)) == host  # v1's "unlimited" sentinel is a huge number: capped at the host
+
+
+def test_answers_are_counted_per_model_version_for_a_canary(client, settings, redis_client, known_user_id):
+    """Issue 24: the rollout judges a candidate's errors and P95 from what every API process answered with
+    it, summed in Redis (and exported per version to Prometheus)."""
+    for _ in range(3):
+        served(client, known_user_id)
+    flush_exposures(client)  # the counts ride along with the exposures' flush
+    keys = RedisKeys(settings.redis_prefix)
+    health = read_health(redis_client, keys, "1")
+    assert health.requests == 3 and health.errors == 0 and sum(health.buckets) == 3
+    assert health.p95_ms is not None and redis_client.ttl(keys.version_health("1")) > 0
+    assert 'echotune_model_request_duration_seconds_count{model_version="1"}' in client.get("/metrics").text
+
+    counts = VersionHealthCounts()  # a failing answer counts as an error of its version, in its latency bucket
+    counts.record("7", 0.25, error=True)
+    counts.record("7", 0.004, error=False)
+    for command in counts.take_commands(keys):
+        redis_client.execute_command(*command)
+    seven = read_health(redis_client, keys, "7")
+    assert (seven.requests, seven.errors, seven.error_rate, seven.p95_ms) == (2, 1, 0.5, 300.0)
+    assert counts.take_commands(keys) == []  # sent once

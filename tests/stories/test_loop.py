@@ -36,7 +36,11 @@ def settings(settings, mlflow_migrated):
     here does it for its own reason. MLflow's tables exist already (a first run on a fresh folder is
     tests/pipelines/test_pipeline.py's subject, not these stories')."""
     mlflow_migrated(settings.mlflow_tracking_uri)
-    return settings.model_copy(update={"api_keys": f"{CLIENT_KEY}:client", "retrain_after_events": 10**9})
+    # direct releases (ECHOTUNE_ROLLOUT=direct): these stories follow a retrain to what the API serves;
+    # the canary path between them is tests/stories/test_rollout.py's subject
+    return settings.model_copy(
+        update={"api_keys": f"{CLIENT_KEY}:client", "retrain_after_events": 10**9, "rollout": "direct"}
+    )
 
 
 def api(settings) -> TestClient:

@@ -94,6 +94,7 @@ def test_a_taste_shift_is_followed_online_and_kept_by_the_next_version(settings)
             "api_keys": f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin",
             "rate_limit_per_minute": 100_000,
             "retrain_after_events": 10**9,
+            "rollout": "direct",  # the retrain is served at once: the canary path is tests/stories/test_rollout.py's
         }
     )
     loop = Loop.first_run(settings)  # version 1, champion
