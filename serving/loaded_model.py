@@ -1,9 +1,12 @@
 """What the API holds in memory for one model version: the item table, item vectors, similarity and
-content vectors, precomputed filter columns, a popularity ranking and, for large catalogs, the
-version's ANN index (:mod:`models.ann`). User vectors stay in Redis."""
+content vectors, precomputed filter columns, the popularity order (every row, most popular first,
+sorted once at load so a popularity list walks it instead of ranking the catalog per request), a few
+recent filter masks and, for large catalogs, the version's ANN index (:mod:`models.ann`). User vectors
+stay in Redis."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,6 +17,8 @@ import pandas as pd
 from core.vectorstore import PublishedVersion
 from models.ann import CatalogIndex, ScoreMoments
 from models.features import CONTINUOUS_FEATURES, content_vectors, unit_rows
+
+MASK_CACHE = 8  # (genres, explicit) masks kept per loaded version: 8 x n_items bytes at most
 
 
 @dataclass
@@ -42,9 +47,15 @@ class LoadedModel:
     ann: CatalogIndex | None = field(default=None, repr=False)
     vector_moments: ScoreMoments | None = field(default=None, repr=False)
     similarity_moments: ScoreMoments | None = field(default=None, repr=False)
+    # every row, most popular first (ties by row): popularity lists walk it (see serving.retrieval.select_popular)
+    popularity_order: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         items = self.items
+        self.popularity_order = np.argsort(-self.popularity, kind="stable").astype(np.int64)
+        # masks of the few (genres, explicit) filters asked most recently, read-only and shared by requests:
+        # building one is a pass over the catalog (about 0.2 ms at 1M tracks), the cache makes it a lookup
+        self.catalog_mask = functools.lru_cache(maxsize=MASK_CACHE)(self._catalog_mask)
         # plain lists of JSON-ready values: responses index them per track
         self.track_ids = items["track_id"].astype(str).tolist()
         self.names = [
@@ -130,12 +141,31 @@ class LoadedModel:
         return np.fromiter((self.index[t] for t in track_ids if t in self.index), dtype=np.int64)
 
     def genre_mask(self, genres: Iterable[str]) -> np.ndarray:
-        """Items of any of ``genres`` (case-insensitive). The genres come from a vocabulary built once
-        when the version is loaded: a genre the catalog does not have matches nothing and costs one
-        dict lookup, so a client sending thousands of made-up genres leaves nothing behind."""
-        mask = np.zeros(self.n_items, dtype=bool)
-        for genre in genres:
-            rows = self.genre_rows.get(genre.lower())
-            if rows is not None:
-                mask[rows] = True
+        """Items of any of ``genres`` (case-insensitive), read-only. The genres come from a vocabulary
+        built once when the version is loaded: a genre the catalog does not have matches nothing and costs
+        one dict lookup, so a client sending thousands of made-up genres leaves nothing behind (nor in the
+        mask cache: its key holds only the genres the catalog has)."""
+        return self.catalog_mask(self._known_genres(genres), None)
+
+    def genre_and_explicit_mask(self, genres: Iterable[str], explicit: bool | None) -> np.ndarray | None:
+        """Items of any of ``genres`` (all when empty) and, with ``explicit`` False, not explicit;
+        read-only, from the cache when asked recently. None: no restriction."""
+        known = self._known_genres(genres) if genres else None
+        if known is None and explicit is not False:
+            return None
+        return self.catalog_mask(known, explicit is False)
+
+    def _known_genres(self, genres: Iterable[str]) -> tuple[str, ...]:
+        return tuple(sorted({g.lower() for g in genres if g.lower() in self.genre_rows}))
+
+    def _catalog_mask(self, genres: tuple[str, ...] | None, clean: bool | None) -> np.ndarray:
+        if genres is None:
+            mask = np.ones(self.n_items, dtype=bool)
+        else:
+            mask = np.zeros(self.n_items, dtype=bool)
+            for genre in genres:
+                mask[self.genre_rows[genre]] = True
+        if clean:
+            mask &= ~self.explicit
+        mask.flags.writeable = False
         return mask

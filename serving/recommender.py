@@ -40,7 +40,7 @@ from serving.filters import RecommendationContext, RecommendationFilters, exclud
 from serving.loaded_model import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS, STAGE_LATENCY
 from serving.rate_limit import Charge
-from serving.retrieval import select, select_by_vector, similar_rows
+from serving.retrieval import popularity_scores, select, select_by_vector, select_popular, similar_rows
 from serving.schemas import RecommendationResponse
 from serving.state import AppState, RedisUnavailable
 
@@ -90,11 +90,12 @@ class Recommendations:
 
 @dataclass
 class _Scored:
-    scores: np.ndarray | None  # None: the list comes from the ANN index with ``query``
+    scores: np.ndarray | None  # None: the list comes from the ANN index with ``query``, or the popularity order
     algorithm: str
     confidence: float
     cold_start: bool
     query: np.ndarray | None = None
+    first_genres: tuple[str, ...] = ()  # popularity: tracks of these genres first (a cold user who named them)
 
 
 async def _model(state: AppState, alias: str = "champion") -> LoadedModel:
@@ -158,11 +159,11 @@ def _score(
         if len(seeds):
             confidence = min(1.0, float(np.log1p(history) / _FULL_HISTORY)) / 3
             return _Scored(_content_scores(model, seeds), CONTENT, confidence, vector is None)
-    scored = _Scored(model.popularity, POPULARITY, 0.0, vector is None and wanted != POPULARITY)
-    if request.context.genres:  # a cold user who named genres: popular tracks of those genres first
-        boost = model.genre_mask(request.context.genres)
-        scored.scores = scored.scores + boost * (float(scored.scores.max()) + 1.0)
-    return scored
+    # a cold user who named genres: popular tracks of those genres first
+    first = tuple(request.context.genres)
+    if request.exact:
+        return _Scored(popularity_scores(model, first), POPULARITY, 0.0, vector is None and wanted != POPULARITY)
+    return _Scored(None, POPULARITY, 0.0, vector is None and wanted != POPULARITY, first_genres=first)
 
 
 def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
@@ -226,6 +227,9 @@ def _rank(
         return _Ranked(
             ranker, scored, *select_by_vector(model, scored.query, request.filters, request.count, excluded, settings)
         )
+    if scored.scores is None:
+        popular = select_popular(model, request.filters, request.count, excluded, scored.first_genres)
+        return _Ranked(ranker, scored, *popular)
     return _Ranked(ranker, scored, *select(model, scored.scores, request.filters, request.count, excluded))
 
 

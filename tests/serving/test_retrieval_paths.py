@@ -1,0 +1,151 @@
+"""Every served path on a small catalog against the exact result (scores over the whole catalog):
+the popularity order walked with filters, exclusions, an artist cap and a cold user's genres first, and
+that the walk never ranks the whole catalog; the cached filter masks."""
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.vectorstore import PublishedVersion
+from models import ranking
+from serving import retrieval
+from serving.filters import RecommendationFilters, allowed_mask
+from serving.loaded_model import LoadedModel
+from serving.retrieval import popularity_scores, select, select_popular
+
+N = 3_000
+GENRES = ["rock", "jazz", "pop", "folk", "metal"]
+
+
+@functools.cache
+def catalog(seed: int = 7, distinct: bool = True) -> LoadedModel:
+    """N tracks: popularity distinct (``distinct``) or in a few tied levels, five genres (rock on about
+    a fifth), a third explicit, 40 artists of which artist 0 holds the most popular tracks."""
+    rng = np.random.default_rng(seed)
+    popularity = rng.permutation(N).astype(np.float32) / 100 if distinct else rng.integers(0, 6, N).astype(np.float32)
+    artists = [["a0"] if p > np.quantile(popularity, 0.97) else [f"a{rng.integers(1, 40)}"] for p in popularity]
+    items = pd.DataFrame(
+        {
+            "track_id": [f"{i:022d}" for i in range(N)],
+            "name": [f"t{i}" for i in range(N)],
+            "artists": [["x"]] * N,
+            "artist_ids": artists,
+            "genres": [[GENRES[i % 5]] + (["pop"] if i % 7 == 0 else []) for i in range(N)],
+            "explicit": rng.random(N) < 0.33,
+            "popularity": popularity,
+        }
+    )
+    vectors = rng.normal(size=(N, 8)).astype(np.float32)
+    return LoadedModel.from_published(PublishedVersion("1", items, vectors, {"algorithm": "lowrank_ease"}))
+
+
+def exact(model, filters, count, excluded, first=()):
+    """The old path: scores for every row, ranked by top_n (ties: any order among equals)."""
+    return select(model, popularity_scores(model, first), filters, count, excluded)
+
+
+FILTERS = [
+    RecommendationFilters(),
+    RecommendationFilters(genres=["rock"]),
+    RecommendationFilters(genres=["rock", "JAZZ"], explicit=False),
+    RecommendationFilters(explicit=False, exclude_artists=["a0"]),
+    RecommendationFilters(audio={"tempo": {"min": 100}}),  # no tempo known: allows nothing
+    RecommendationFilters(max_per_artist=2),
+    RecommendationFilters(genres=["metal"], max_per_artist=1),
+    RecommendationFilters(genres=["no-such-genre"]),
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: f.model_dump_json(exclude_defaults=True))
+@pytest.mark.parametrize("first", [(), ("jazz",), ("folk", "pop")])
+def test_the_popularity_walk_equals_the_exact_ranking(filters, first):
+    model = catalog()
+    rng = np.random.default_rng(1)
+    excluded = np.unique(np.concatenate([model.popularity_order[:15], rng.choice(N, 40, replace=False)]))
+    for count in (1, 10, 50):
+        rows, scores = select_popular(model, filters, count, excluded, first)
+        want_rows, want_scores = exact(model, filters, count, excluded, first)
+        assert rows.tolist() == want_rows.tolist()  # distinct popularity: one right answer
+        np.testing.assert_array_equal(scores, want_scores)
+        assert scores.dtype == np.float32
+
+
+def test_ties_in_popularity_give_the_same_scores_and_only_allowed_rows():
+    model = catalog(distinct=False)
+    filters = RecommendationFilters(genres=["rock"], explicit=False)
+    excluded = model.popularity_order[:30]
+    rows, scores = select_popular(model, filters, 40, excluded, ("jazz",))
+    _, want_scores = exact(model, filters, 40, excluded, ("jazz",))
+    np.testing.assert_array_equal(scores, want_scores)
+    mask = allowed_mask(model, filters)
+    assert mask[rows].all() and not np.isin(rows, excluded).any() and len(set(rows.tolist())) == 40
+
+
+def test_a_selective_filter_past_the_walk_limit_is_ranked_exactly(monkeypatch):
+    model = catalog()
+    monkeypatch.setattr(retrieval, "_walk_limit", lambda count, n_excluded: 64)  # the walk gives up at once
+    for filters in FILTERS:
+        rows, scores = select_popular(model, filters, 10, np.array([5, 6], dtype=np.int64), ("jazz",))
+        want_rows, want_scores = exact(model, filters, 10, np.array([5, 6], dtype=np.int64), ("jazz",))
+        assert rows.tolist() == want_rows.tolist()
+        np.testing.assert_array_equal(scores, want_scores)
+
+
+def test_the_popularity_path_never_ranks_the_whole_catalog(monkeypatch):
+    """The regression behind requests through the demo's popularity arm at 0.30x the floor (issue 25):
+    each one ranked every track (an argpartition of 1M per request)."""
+    model = catalog()
+    visited = []
+    walk = ranking.first_in_order
+
+    def counting(order, n, *args, **kwargs):
+        rows = walk(order, n, *args, **kwargs)
+        visited.append(n)
+        return rows
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("top_n over the catalog on the popularity path")
+
+    monkeypatch.setattr(retrieval, "top_n", refuse)
+    monkeypatch.setattr(retrieval, "first_in_order", counting)
+    for filters in FILTERS[:4]:
+        rows, _ = select_popular(model, filters, 10, model.popularity_order[:5], ("jazz",))
+        assert len(rows) == 10
+    assert visited
+
+
+def test_first_in_order_visits_rows_in_proportion_to_the_list():
+    order = np.arange(1_000_000, dtype=np.int64)
+    allowed = np.zeros(1_000_000, dtype=bool)
+    allowed[::5] = True  # a fifth of the catalog
+    seen = []
+
+    class Watched(np.ndarray):
+        def __getitem__(self, key):
+            if isinstance(key, slice):
+                seen.append(len(range(*key.indices(len(self)))))
+            return super().__getitem__(key)
+
+    rows = ranking.first_in_order(order.view(Watched), 20, np.array([0, 5], dtype=np.int64), (allowed,))
+    assert np.asarray(rows).tolist() == list(range(10, 110, 5))
+    assert sum(seen) < 1_000  # a few chunks of 64 and 128, not a million rows
+    assert ranking.first_in_order(order, 20, None, (np.zeros(1_000_000, dtype=bool),), limit=500) is None
+
+
+def test_filter_masks_are_cached_read_only_and_never_leak_between_requests():
+    model = catalog(seed=8)
+    rock = RecommendationFilters(genres=["Rock"], explicit=False)
+    first = allowed_mask(model, rock)
+    assert allowed_mask(model, RecommendationFilters(genres=["rock"], explicit=False)) is first
+    assert not first.flags.writeable
+    narrowed = allowed_mask(model, RecommendationFilters(genres=["rock"], explicit=False, exclude_artists=["a0"]))
+    assert narrowed is not first and narrowed.sum() < first.sum()
+    assert allowed_mask(model, rock).sum() == first.sum()  # the copy was narrowed, not the cached mask
+    for i in range(50):  # made-up genres leave nothing behind in the cache
+        allowed_mask(model, RecommendationFilters(genres=[f"made-up-{i}"]))
+    assert model.catalog_mask.cache_info().currsize <= 8
+    want = np.zeros(N, dtype=bool)
+    want[model.genre_rows["rock"]] = True
+    np.testing.assert_array_equal(first, want & ~model.explicit)
