@@ -30,6 +30,7 @@ import faiss
 import numpy as np
 
 DEFAULT_EF = 100  # search depth: recall@10 0.98 on the default model's vectors (bench/ann_libraries.py)
+EF_MEASURED_TRACKS = 200_000  # the largest catalog DEFAULT_EF was measured on (recall@10 ~0.98, 0.94 a fifth allowed)
 MAX_EF = 4096  # widening stops here; past it the caller scores the allowed rows exactly
 HEAD = 128  # rows of largest item bias scored with every query (see above)
 FORMAT = "faiss-hnsw-ip-1"  # what :meth:`InnerProductIndex.to_bytes` writes; other bytes are refused
@@ -37,6 +38,17 @@ FORMAT = "faiss-hnsw-ip-1"  # what :meth:`InnerProductIndex.to_bytes` writes; ot
 
 class UnknownIndexFormat(ValueError):
     """Index bytes written by another library or format (an index logged by an older release)."""
+
+
+def ef_for(n_items: int, configured: int | None = None) -> int:
+    """The search depth for a catalog of ``n_items`` tracks: ``configured`` when set, else ``DEFAULT_EF``
+    up to ``EF_MEASURED_TRACKS`` tracks and growing with the square root of the size past it (an HNSW
+    walk's misses grow with the graph; 224 at 1,000,000 tracks, to be confirmed by bench/serving.py's
+    recall run alone at that size), at most ``MAX_EF``."""
+    if configured is not None:
+        return configured
+    scale = max(1.0, n_items / EF_MEASURED_TRACKS) ** 0.5
+    return min(MAX_EF, int(round(DEFAULT_EF * scale)))
 
 
 @dataclass

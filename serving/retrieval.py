@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.settings import Settings
-from models.ann import approximate_top_n
+from models.ann import approximate_top_n, ef_for
 from models.ranking import first_in_order, top_n
 from serving.filters import RecommendationFilters, allowed_mask, diversify
 from serving.loaded_model import LoadedModel
@@ -141,7 +141,14 @@ def select_by_vector(
     cap = filters.max_per_artist
     pool = count if cap is None else min(model.n_items, count * 8)
     found = approximate_top_n(
-        model.ann.items, model.vectors, query, pool, excluded, mask, settings.ann_min_tracks, settings.ann_ef
+        model.ann.items,
+        model.vectors,
+        query,
+        pool,
+        excluded,
+        mask,
+        settings.ann_min_tracks,
+        ef_for(model.n_items, settings.ann_ef),
     )
     if found is not None:
         if cap is None:
@@ -212,7 +219,7 @@ def _similar_approximate(
         excluded,
         mask,
         settings.ann_min_tracks,
-        settings.ann_ef,
+        ef_for(model.n_items, settings.ann_ef),
     )
     if found is None:
         return None
