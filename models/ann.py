@@ -171,28 +171,34 @@ def approximate_top_n(
 
 @dataclass
 class CatalogIndex:
-    """The ANN indexes of one model version: over its item vectors (``vectors @ user``: recommendations)
-    and over its unit similarity vectors (cosine: similar tracks). Built at release, logged with the
-    version, loaded with its vectors."""
+    """The ANN indexes of one model version: over its item vectors (``vectors @ user``: recommendations),
+    its unit similarity vectors (cosine: similar tracks) and its unit content vectors (cosine to a seed
+    profile: listeners with seeds or history but no vector; None in an index logged before it, whose
+    content lists are scored exactly). Built at release, logged with the version, loaded with its vectors."""
 
     items: InnerProductIndex
     similarity: InnerProductIndex
+    content: InnerProductIndex | None = None
 
     @classmethod
-    def build(cls, item_vectors: np.ndarray, similarity_vectors: np.ndarray, threads: int = -1) -> CatalogIndex:
-        """``similarity_vectors`` as the API holds them: unit rows."""
+    def build(
+        cls,
+        item_vectors: np.ndarray,
+        similarity_vectors: np.ndarray,
+        content_vectors: np.ndarray | None = None,
+        threads: int = -1,
+    ) -> CatalogIndex:
+        """``similarity_vectors`` and ``content_vectors`` as the API holds them: unit rows."""
         return cls(
             InnerProductIndex.build(item_vectors, threads, bias_head=True),
             InnerProductIndex.build(similarity_vectors, threads),
+            None if content_vectors is None else InnerProductIndex.build(content_vectors, threads),
         )
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            items=np.frombuffer(self.items.to_bytes(), np.uint8),
-            similarity=np.frombuffer(self.similarity.to_bytes(), np.uint8),
-        )
+        parts = {"items": self.items, "similarity": self.similarity, "content": self.content}
+        np.savez(buffer, **{name: np.frombuffer(i.to_bytes(), np.uint8) for name, i in parts.items() if i is not None})
         return buffer.getvalue()
 
     @classmethod
@@ -201,6 +207,7 @@ class CatalogIndex:
             return cls(
                 InnerProductIndex.from_bytes(parts["items"].tobytes()),
                 InnerProductIndex.from_bytes(parts["similarity"].tobytes()),
+                InnerProductIndex.from_bytes(parts["content"].tobytes()) if "content" in parts.files else None,
             )
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from core.vectorstore import PublishedVersion
 from models.ann import CatalogIndex, ScoreMoments
-from models.features import CONTINUOUS_FEATURES, content_vectors, unit_rows
+from models.features import catalog_audio, catalog_content, unit_rows
 
 MASK_CACHE = 8  # (genres, explicit) masks kept per loaded version: 8 x n_items bytes at most
 
@@ -79,12 +79,7 @@ class LoadedModel:
         popularity = (
             items["popularity"].to_numpy(dtype=np.float32) if "popularity" in items else np.zeros(n, np.float32)
         )
-        features = {
-            f: pd.to_numeric(items[f], errors="coerce").to_numpy(dtype=np.float32)
-            if f in items
-            else np.full(n, np.nan, np.float32)
-            for f in CONTINUOUS_FEATURES
-        }
+        features = catalog_audio(items)
         genres = items["genres"] if "genres" in items else pd.Series([None] * n)
         artist_lists = items["artist_ids"] if "artist_ids" in items else pd.Series([None] * n)
         artist_rows: dict[str, list[int]] = {}
@@ -107,7 +102,7 @@ class LoadedModel:
             items=items,
             vectors=vectors,
             similarity=unit_rows(np.asarray(similarity, dtype=np.float32)),
-            content=content_vectors(features, list(genres)),
+            content=catalog_content(items, features),
             popularity=popularity,
             index={t: i for i, t in enumerate(items["track_id"].astype(str))},
             explicit=items["explicit"].fillna(False).astype(bool).to_numpy()
@@ -129,6 +124,10 @@ class LoadedModel:
                 f"ANN index of {index.items.rows} x {index.items.dimensions} does not fit model version {self.version} "
                 f"({self.n_items} x {self.vectors.shape[1]}): rebuild it from this version's vectors"
             )
+        content = index.content
+        if content is not None and (content.dimensions != self.content.shape[1] or content.rows > self.n_items):
+            # the catalog's genres changed since the release (a genre new to it adds a column): scored exactly
+            index = replace(index, content=None)
         self.vector_moments = ScoreMoments.of(self.vectors)
         self.similarity_moments = ScoreMoments.of(self.similarity)
         self.ann = index

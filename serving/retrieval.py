@@ -134,15 +134,18 @@ def select_by_vector(
     count: int,
     excluded: np.ndarray,
     settings: Settings,
+    space: str = "items",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``count`` rows of ``model.vectors @ query`` through the version's ANN index; exact when
-    the index cannot fill the list."""
+    """The best ``count`` rows of ``vectors @ query`` through the version's ANN index of that space
+    (``items``: ``model.vectors``, a user's list; ``content``: ``model.content``, a profile of seed
+    tracks); exact when the index cannot fill the list."""
+    index, vectors = (model.ann.content, model.content) if space == "content" else (model.ann.items, model.vectors)
     mask = allowed_mask(model, filters)
     cap = filters.max_per_artist
     pool = count if cap is None else min(model.n_items, count * 8)
     found = approximate_top_n(
-        model.ann.items,
-        model.vectors,
+        index,
+        vectors,
         query,
         pool,
         excluded,
@@ -157,16 +160,22 @@ def select_by_vector(
         if len(rows) == count:
             return rows, top
     if mask is not None:  # a selective filter: score only the rows it allows
-        return _exact_among(model, np.flatnonzero(mask), query, count, excluded, cap)
-    return select(model, model.vectors @ query, filters, count, excluded)
+        return _exact_among(model, vectors, np.flatnonzero(mask), query, count, excluded, cap)
+    return select(model, vectors @ query, filters, count, excluded)
 
 
 def _exact_among(
-    model: LoadedModel, rows: np.ndarray, query: np.ndarray, count: int, excluded: np.ndarray, cap: int | None
+    model: LoadedModel,
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    query: np.ndarray,
+    count: int,
+    excluded: np.ndarray,
+    cap: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``count`` of ``rows`` by ``model.vectors @ query``, none ``excluded``, at most ``cap``
-    per artist."""
-    scores = model.vectors[rows] @ query
+    """The best ``count`` of ``rows`` by ``vectors @ query``, none ``excluded``, at most ``cap`` per
+    artist."""
+    scores = vectors[rows] @ query
     keep = ~np.isin(rows, excluded) if len(excluded) else None
     top, best = top_n(scores, count if cap is None else len(rows), allowed=keep)
     if cap is None:

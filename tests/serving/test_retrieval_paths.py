@@ -1,6 +1,7 @@
 """Every served path on a small catalog against the exact result (scores over the whole catalog):
 the popularity order walked with filters, exclusions, an artist cap and a cold user's genres first, and
-that the walk never ranks the whole catalog; the cached filter masks."""
+that the walk never ranks the whole catalog; seeded lists through the content index; the cached filter
+masks."""
 
 import functools
 
@@ -8,12 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.settings import Settings
 from core.vectorstore import PublishedVersion
 from models import ranking
+from models.ann import CatalogIndex
+from models.features import CONTINUOUS_FEATURES
 from serving import retrieval
 from serving.filters import RecommendationFilters, allowed_mask
 from serving.loaded_model import LoadedModel
-from serving.retrieval import popularity_scores, select, select_popular
+from serving.retrieval import popularity_scores, select, select_by_vector, select_popular
 
 N = 3_000
 GENRES = ["rock", "jazz", "pop", "folk", "metal"]
@@ -26,8 +30,10 @@ def catalog(seed: int = 7, distinct: bool = True) -> LoadedModel:
     rng = np.random.default_rng(seed)
     popularity = rng.permutation(N).astype(np.float32) / 100 if distinct else rng.integers(0, 6, N).astype(np.float32)
     artists = [["a0"] if p > np.quantile(popularity, 0.97) else [f"a{rng.integers(1, 40)}"] for p in popularity]
+    audio = {f: rng.random(N).astype(np.float32) for f in CONTINUOUS_FEATURES if f != "tempo"}
     items = pd.DataFrame(
         {
+            **audio,
             "track_id": [f"{i:022d}" for i in range(N)],
             "name": [f"t{i}" for i in range(N)],
             "artists": [["x"]] * N,
@@ -149,3 +155,55 @@ def test_filter_masks_are_cached_read_only_and_never_leak_between_requests():
     want = np.zeros(N, dtype=bool)
     want[model.genre_rows["rock"]] = True
     np.testing.assert_array_equal(first, want & ~model.explicit)
+
+
+@functools.cache
+def indexed_catalog() -> LoadedModel:
+    model = catalog(seed=9)
+    model.attach_index(CatalogIndex.build(model.vectors, model.similarity, model.content, threads=1))
+    return model
+
+
+@pytest.mark.parametrize("filters", FILTERS[:4] + FILTERS[5:7], ids=lambda f: f.model_dump_json(exclude_defaults=True))
+def test_a_seeded_list_through_the_content_index_equals_the_exact_one(filters):
+    """Listeners with seeds but no vector: cosine to the seeds' profile through the content index, not
+    ``content @ profile`` over the whole catalog."""
+    model = indexed_catalog()
+    settings = Settings(ann_min_tracks=50, ann_ef=400)  # deep enough that 3,000 tracks are found exactly
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        seeds = rng.choice(N, 3, replace=False)
+        profile = model.content[seeds].mean(axis=0)
+        excluded = np.sort(seeds).astype(np.int64)
+        rows, scores = select_by_vector(model, profile, filters, 10, excluded, settings, space="content")
+        want_rows, want_scores = select(model, model.content @ profile, filters, 10, excluded)
+        assert rows.tolist() == want_rows.tolist()
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+
+
+def test_the_content_path_searches_the_content_index(monkeypatch):
+    model = indexed_catalog()
+    searched = []
+    search = type(model.ann.content).search
+    monkeypatch.setattr(
+        type(model.ann.content), "search", lambda self, *a, **k: searched.append(self) or search(self, *a, **k)
+    )
+    profile = model.content[:2].mean(axis=0)
+    select_by_vector(
+        model, profile, RecommendationFilters(), 10, np.array([0, 1]), Settings(ann_min_tracks=50), "content"
+    )
+    assert searched and all(s is model.ann.content for s in searched)
+
+
+def test_an_index_without_content_vectors_still_loads():
+    """An index logged before the content index: the content path is scored exactly."""
+    model = catalog(seed=10)
+    index = CatalogIndex.build(model.vectors, model.similarity, threads=1)
+    again = CatalogIndex.from_bytes(index.to_bytes())
+    assert again.content is None
+    model.attach_index(again)
+    assert model.ann.items.rows == N
+    with_content = CatalogIndex.from_bytes(
+        CatalogIndex.build(model.vectors, model.similarity, model.content, 1).to_bytes()
+    )
+    assert with_content.content.rows == N and with_content.content.dimensions == model.content.shape[1]
