@@ -215,6 +215,7 @@ def test_the_drift_monitor_reports_in_the_ui_and_checks_the_backlog(platform):
     # no live feedback yet: nothing to compare, and it says so instead of guessing
     assert meta["drift_measured"].value is False and "too few events" in meta["not_measured_because"].value
     assert meta["reference_events"].value > 0 and meta["stream_backlog"].value == 0
+    assert meta["sample_cap_per_window"].value == 20_000 and meta["live_events_compared"].value == 0
     checks = {e.asset_check_key.name: e.passed for e in run.get_asset_check_evaluations()}
     assert checks == {"drift_within_threshold": True, "feedback_backlog_under_threshold": True}
 
