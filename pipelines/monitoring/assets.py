@@ -9,6 +9,7 @@ from core.contracts import TRACK_SCHEMA
 from core.drift import MAX_ROWS, WINDOW_DAYS, catalog_columns, measure, save_report
 from core.model_registry import CHAMPION
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource
+from pipelines.step_cost import measured
 
 GROUP = "monitoring"
 DRIFT_CHECK, BACKLOG_CHECK = "drift_within_threshold", "feedback_backlog_under_threshold"
@@ -34,6 +35,7 @@ AFTER_EACH_DRAIN = (
         dg.AssetCheckSpec(BACKLOG_CHECK, asset="feedback_drift"),
     ],
 )
+@measured
 def feedback_drift(
     context: dg.AssetExecutionContext,
     store: OfflineStoreResource,
