@@ -143,22 +143,29 @@ def select_by_vector(
     mask = allowed_mask(model, filters)
     cap = filters.max_per_artist
     pool = count if cap is None else min(model.n_items, count * 8)
-    found = approximate_top_n(
-        index,
-        vectors,
-        query,
-        pool,
-        excluded,
-        mask,
-        settings.ann_min_tracks,
-        ef_for(model.n_items, settings.ann_ef),
-    )
-    if found is not None:
+    # an artist cap one artist fills: a pool eight times deeper, up to 512 per track asked, before the exact path
+    deepest = min(model.n_items, count * 512)
+    while True:
+        found = approximate_top_n(
+            index,
+            vectors,
+            query,
+            pool,
+            excluded,
+            mask,
+            settings.ann_min_tracks,
+            ef_for(model.n_items, settings.ann_ef),
+        )
+        if found is None:
+            break
         if cap is None:
             return found
         rows, top = diversify(*found, model.first_artist, cap, count)
         if len(rows) == count:
             return rows, top
+        if pool >= deepest:
+            break
+        pool = min(deepest, pool * 8)
     if mask is not None:  # a selective filter: score only the rows it allows
         return _exact_among(model, vectors, np.flatnonzero(mask), query, count, excluded, cap)
     return select(model, vectors @ query, filters, count, excluded)

@@ -207,3 +207,24 @@ def test_an_index_without_content_vectors_still_loads():
         CatalogIndex.build(model.vectors, model.similarity, model.content, 1).to_bytes()
     )
     assert with_content.content.rows == N and with_content.content.dimensions == model.content.shape[1]
+
+
+def test_an_artist_cap_one_artist_fills_widens_the_index_search_not_the_catalog(monkeypatch):
+    model = catalog(seed=11)
+    model.attach_index(CatalogIndex.build(model.vectors, model.similarity, threads=1))
+    query = model.vectors[0]
+    order = np.argsort(-(model.vectors @ query), kind="stable")
+    artists = np.arange(N, dtype=np.int64) + 1000
+    artists[order[:150]] = 7  # the 150 best tracks for this query: one artist
+    model.first_artist = artists
+    filters = RecommendationFilters(max_per_artist=1)
+    settings = Settings(ann_min_tracks=50, ann_ef=400)
+    want_rows, want_scores = select(model, model.vectors @ query, filters, 10, np.empty(0, dtype=np.int64))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scored the whole catalog")
+
+    monkeypatch.setattr(retrieval, "select", refuse)
+    rows, scores = select_by_vector(model, query, filters, 10, np.empty(0, dtype=np.int64), settings)
+    assert rows.tolist() == want_rows.tolist()
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
