@@ -225,30 +225,36 @@ def _similar_approximate(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     mask = allowed_mask(model, filters)
     cap = filters.max_per_artist
-    pool = (count if cap is None else count * 8) * (1 if vector is None else 4)
+    pool = min(model.n_items, (count if cap is None else count * 8) * (1 if vector is None else 4))
+    deepest = min(model.n_items, count * 512)  # an artist cap one artist fills: eightfold deeper up to here
     query = model.similarity[row]
-    found = approximate_top_n(
-        model.ann.similarity,
-        model.similarity,
-        query,
-        min(model.n_items, pool),
-        excluded,
-        mask,
-        settings.ann_min_tracks,
-        ef_for(model.n_items, settings.ann_ef),
-    )
-    if found is None:
-        return None
-    rows, similarity = found
-    scores = model.similarity_moments.standardise(similarity, query)
-    if vector is not None:
-        scores = scores + PERSONAL_WEIGHT * model.vector_moments.standardise(model.vectors[rows] @ vector, vector)
-    order = np.argsort(-scores, kind="stable")
-    rows, scores = rows[order], scores[order].astype(np.float32)
-    if cap is None:
-        return rows[:count], scores[:count]
-    rows, scores = diversify(rows, scores, model.first_artist, cap, count)
-    return (rows, scores) if len(rows) == count else None
+    while True:
+        found = approximate_top_n(
+            model.ann.similarity,
+            model.similarity,
+            query,
+            pool,
+            excluded,
+            mask,
+            settings.ann_min_tracks,
+            ef_for(model.n_items, settings.ann_ef),
+        )
+        if found is None:
+            return None
+        rows, similarity = found
+        scores = model.similarity_moments.standardise(similarity, query)
+        if vector is not None:
+            scores = scores + PERSONAL_WEIGHT * model.vector_moments.standardise(model.vectors[rows] @ vector, vector)
+        order = np.argsort(-scores, kind="stable")
+        rows, scores = rows[order], scores[order].astype(np.float32)
+        if cap is None:
+            return rows[:count], scores[:count]
+        kept, top = diversify(rows, scores, model.first_artist, cap, count)
+        if len(kept) == count:
+            return kept, top
+        if pool >= deepest:
+            return None
+        pool = min(deepest, pool * 8)
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from models.features import CONTINUOUS_FEATURES
 from serving import retrieval
 from serving.filters import RecommendationFilters, allowed_mask
 from serving.loaded_model import LoadedModel
-from serving.retrieval import popularity_scores, select, select_by_vector, select_popular
+from serving.retrieval import popularity_scores, select, select_by_vector, select_popular, similar_rows
 
 N = 3_000
 GENRES = ["rock", "jazz", "pop", "folk", "metal"]
@@ -228,3 +228,23 @@ def test_an_artist_cap_one_artist_fills_widens_the_index_search_not_the_catalog(
     rows, scores = select_by_vector(model, query, filters, 10, np.empty(0, dtype=np.int64), settings)
     assert rows.tolist() == want_rows.tolist()
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+
+
+def test_similar_tracks_under_an_artist_cap_one_artist_fills_stay_in_the_index(monkeypatch):
+    model = catalog(seed=12)
+    model.attach_index(CatalogIndex.build(model.vectors, model.similarity, threads=1))
+    order = np.argsort(-(model.similarity @ model.similarity[0]), kind="stable")
+    artists = np.arange(N, dtype=np.int64) + 1000
+    artists[order[:150]] = 7  # the 150 tracks most like track 0: one artist
+    model.first_artist = artists
+    filters, settings = RecommendationFilters(max_per_artist=1), Settings(ann_min_tracks=50, ann_ef=400)
+    excluded = np.array([0], dtype=np.int64)
+    want_rows, want_scores = similar_rows(model, 0, None, filters, 10, excluded, settings, exact=True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scored the whole catalog")
+
+    monkeypatch.setattr(retrieval, "select", refuse)
+    rows, scores = similar_rows(model, 0, None, filters, 10, excluded, settings)
+    assert rows.tolist() == want_rows.tolist()
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-3, atol=1e-4)
