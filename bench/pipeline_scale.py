@@ -60,8 +60,10 @@ class TreeMemory:
         self._thread.join()
 
 
-def step_seconds(dagster_home: Path) -> list[tuple[str, str, float]]:
-    """(job, step, seconds) of every step of every run in the instance, in the order they started."""
+def step_seconds(dagster_home: Path) -> list[tuple[str, str, float, int | None]]:
+    """(job, step, seconds, peak RSS MiB of the step's process from its materialization's metadata, see
+    pipelines.step_cost; None for checks and steps that record none) of every step of every run in the
+    instance, in the order they started."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(dagster_home)
@@ -69,17 +71,28 @@ def step_seconds(dagster_home: Path) -> list[tuple[str, str, float]]:
     steps = []
     for run in reversed(instance.get_runs()):
         started: dict[str, float] = {}
+        peaks: dict[str, int] = {}
         for entry in instance.all_logs(run.run_id):
             event = entry.dagster_event
             if event is None or entry.step_key is None:
                 continue
             if event.event_type_value == "STEP_START":
                 started[entry.step_key] = entry.timestamp
+            elif event.event_type_value == "ASSET_MATERIALIZATION":
+                peak = event.event_specific_data.materialization.metadata.get("step_peak_rss_mib")
+                if peak is not None:
+                    peaks[entry.step_key] = max(peaks.get(entry.step_key, 0), int(peak.value))
             elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in started:
                 steps.append(
-                    (started[entry.step_key], run.job_name, entry.step_key, entry.timestamp - started[entry.step_key])
+                    (
+                        started[entry.step_key],
+                        run.job_name,
+                        entry.step_key,
+                        entry.timestamp - started[entry.step_key],
+                        peaks.get(entry.step_key),
+                    )
                 )
-    return [(job, step, seconds) for _, job, step, seconds in sorted(steps)]
+    return [(job, step, seconds, peak) for _, job, step, seconds, peak in sorted(steps)]
 
 
 def main() -> None:
@@ -119,9 +132,9 @@ def main() -> None:
     total = time.perf_counter() - began
     memory.stop()
 
-    print(f"\n{'job':<24} {'step':<58} {'seconds':>8}")
-    for job, step, seconds in step_seconds(home / "dagster_home"):
-        print(f"{job:<24} {step:<58} {seconds:8.1f}")
+    print(f"\n{'job':<24} {'step':<58} {'seconds':>8} {'peak MiB':>9}")
+    for job, step, seconds, peak in step_seconds(home / "dagster_home"):
+        print(f"{job:<24} {step:<58} {seconds:8.1f} {'' if peak is None else f'{peak:,}':>9}")
     print(
         f"\nexit code {code}; total {total:.0f} s ({total / 60:.1f} min, target < 15); "
         f"peak RSS of the process tree {memory.peak / 2**30:.2f} GiB (target < 8), of the pipeline process {memory.peak_main / 2**30:.2f} GiB; "

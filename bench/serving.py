@@ -51,6 +51,7 @@ from bench.harness import (
     train_synthetic,
     wait_ready,
 )
+from models.ann import ef_for
 
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"  # exact=true, for the recall figures
 MLFLOW = {"ECHOTUNE_MLFLOW_EXPERIMENT": "bench", "ECHOTUNE_REGISTERED_MODEL": "bench-model"}
@@ -312,7 +313,8 @@ def _run(
     recall, recall_genre = recall_against_exact(api_port, stack.users, stack.genres, args.recall_users)
     rss = rss_mib(api)
     print(
-        f"recall@10 against exact=true: {recall:.3f} unfiltered, {recall_genre:.3f} with a genre filter; API RSS {rss:,.0f} MiB; "
+        f"recall@10 against exact=true: {recall:.3f} unfiltered, {recall_genre:.3f} with a genre filter "
+        f"(search depth {ef_for(n_tracks)}, ECHOTUNE_ANN_EF unset); API RSS {rss:,.0f} MiB; "
         f"release {stack.release_seconds:.0f} s, index {stack.index_bytes / 2**20:,.0f} MiB",
         flush=True,
     )

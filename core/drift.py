@@ -31,6 +31,8 @@ class DriftResult:
     reference_events: int
     current_events: int
     share: float | None = None
+    reference_compared: int = 0  # events of each window described and compared: a sample of at most MAX_ROWS
+    current_compared: int = 0
     drifted: dict[str, float] = field(default_factory=dict)  # column -> p-value (or distance) of the drifted ones
     ctr_by_model_version: dict[str, float] = field(default_factory=dict)
     reason: str | None = None  # why nothing was compared
@@ -49,11 +51,20 @@ def windows(
     return reference, current
 
 
+def catalog_columns(names: list[str]) -> list[str]:
+    """The catalog columns :func:`describe` reads, of a table with columns ``names`` (the monitor reads
+    only these: the catalog's names, artists and the rest stay on disk)."""
+    return [c for c in ("track_id", "genres", *CONTINUOUS_FEATURES) if c in names]
+
+
 def describe(events: pd.DataFrame, catalog: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One row per event (at most MAX_ROWS, sampled): type, first genre and audio features of its track,
-    and the user's number of events in the window."""
+    """One row per event (at most MAX_ROWS, a seeded sample): type, first genre and audio features of its
+    track, and the user's number of events in the whole window (counted before sampling: in a sample of
+    a large window nearly every user would have one)."""
+    user_events = events.groupby("user_id")["user_id"].transform("size").to_numpy(dtype=float)
     if len(events) > MAX_ROWS:
-        events = events.sample(MAX_ROWS, random_state=seed)
+        picked = np.sort(np.random.default_rng(seed).choice(len(events), MAX_ROWS, replace=False))
+        events, user_events = events.iloc[picked], user_events[picked]
     tracks = catalog.set_index("track_id")
     rows = pd.DataFrame({"type": events["type"].astype(str).to_numpy()})
     genres = tracks["genres"].reindex(events["track_id"]) if "genres" in tracks else pd.Series([None] * len(events))
@@ -65,7 +76,7 @@ def describe(events: pd.DataFrame, catalog: pd.DataFrame, seed: int = 0) -> pd.D
             else pd.Series(np.nan, index=range(len(events)))
         )
         rows[feature] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    rows["user_events"] = events.groupby("user_id")["user_id"].transform("size").to_numpy(dtype=float)
+    rows["user_events"] = user_events
     return rows
 
 
@@ -93,6 +104,7 @@ def measure(
         result.reason = f"too few events to compare: {len(reference):,} in the training window, {len(current):,} live (need {min_events:,} each)"
         return result
     ref, cur = describe(reference, catalog), describe(current, catalog)
+    result.reference_compared, result.current_compared = len(ref), len(cur)
     columns = [c for c in DRIFT_COLUMNS if ref[c].notna().any() and cur[c].notna().any()]
     result.snapshot = _evidently(ref[columns], cur[columns], columns)
     drifted = {}

@@ -38,7 +38,7 @@ from core.vectorstore import PLAYED_CAP, VectorStore
 from models.algorithms import load
 from models.ann import CatalogIndex
 from models.base import Recommender
-from models.features import track_features, unit_rows
+from models.features import catalog_content, track_features, unit_rows
 from models.promotion import PromotionDecision, decide_promotion
 from models.training import TrainingResult
 
@@ -207,10 +207,12 @@ def served_items(catalog: pd.DataFrame, model: Recommender) -> pd.DataFrame:
     return items
 
 
-def index_version(registry: ModelRegistry, version: str, model: Recommender) -> CatalogIndex:
-    """Build the ANN index of ``version`` (its item vectors and unit similarity vectors, as the API
-    holds them) and log it to MLflow with the version. Returns the index."""
-    index = CatalogIndex.build(model.item_vectors(), unit_rows(model.similarity_vectors()))
+def index_version(registry: ModelRegistry, version: str, model: Recommender, catalog: pd.DataFrame) -> CatalogIndex:
+    """Build the ANN index of ``version`` (its item vectors, unit similarity vectors and the content
+    vectors of its published item table, as the API holds them) and log it to MLflow with the version.
+    Returns the index."""
+    content = catalog_content(served_items(catalog, model))
+    index = CatalogIndex.build(model.item_vectors(), unit_rows(model.similarity_vectors()), content)
     registry.log_ann_index(version, index.to_bytes())
     return index
 
@@ -290,7 +292,7 @@ def publish_aliases(
                 and len(model.item_ids) >= ann_min_tracks
                 and not registry.has_ann_index(version)
             ):
-                index_version(registry, version, model)
+                index_version(registry, version, model, catalog)
             publish(
                 store,
                 version,

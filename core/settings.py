@@ -136,11 +136,13 @@ class Settings(BaseSettings):
         description="Catalogs of at least this many tracks are searched through the version's ANN index (HNSW); "
         "smaller ones, and filters that leave fewer tracks, are scored exactly.",
     )
-    ann_ef: int = Field(
-        100,
+    ann_ef: int | None = Field(
+        None,
         ge=10,
         le=4096,
-        description="Search depth of the ANN index: higher finds more of the exact top list, slower.",
+        description="Search depth of the ANN index: higher finds more of the exact top list, slower. Unset: chosen "
+        "from the catalog's size (100 up to 200,000 tracks, then growing with the square root of the size: 224 at "
+        "1,000,000; see models.ann.ef_for).",
     )
     cors_origins: str = Field("", description="Comma-separated allowed CORS origins; empty disables CORS.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body the API accepts (413 above).")

@@ -78,10 +78,11 @@ class OfflineStore:
     def write_tracks(self, tracks: pd.DataFrame) -> StoragePath:
         return write_parquet_atomic(tracks[TRACK_SCHEMA.names], self.tracks_path, TRACK_SCHEMA)
 
-    def read_tracks(self) -> pd.DataFrame:
+    def read_tracks(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The catalog (only ``columns`` when given: the sensor reads the ids alone)."""
         if not self.tracks_path.exists():
             raise FileNotFoundError(f"no catalog at {self.tracks_path}: materialize the tracks asset first")
-        return read_frame(self.tracks_path)
+        return read_frame(self.tracks_path, columns=columns)
 
     # --- events -----------------------------------------------------------------------------
     def write_events(

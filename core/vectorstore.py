@@ -49,6 +49,18 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def track_ids_digest(track_ids: Iterable[str]) -> str:
+    """An order-free fingerprint of a set of track ids: ``count:sum of their 64-bit hashes``, computed
+    without sorting (pandas' fixed-key hash, the same in every process). Kept in a version's meta at
+    publish and extend, so the new-catalog-tracks sensor tells "the catalog is what this version
+    serves" from one Redis hash field instead of loading the version."""
+    unique = pd.unique(
+        pd.Series(list(track_ids) if isinstance(track_ids, set) else track_ids, dtype=object).astype(str)
+    )
+    hashes = pd.util.hash_array(np.asarray(unique, dtype=object))  # sums wrap modulo 2**64: order-free
+    return f"{len(unique)}:{int(hashes.sum(dtype=np.uint64)):016x}"
+
+
 class VectorStore:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self.r = client
@@ -92,6 +104,7 @@ class VectorStore:
             "version": version,
             "dimensions": str(item_vectors.shape[1]),
             "items": str(len(items)),
+            "track_ids_digest": track_ids_digest(items["track_id"]),
             "users": str(len(user_ids)),
             "published_at": str(time.time()),
         }
@@ -129,7 +142,12 @@ class VectorStore:
             zeros = np.zeros((len(items), fold[0].shape[1]), dtype=np.float32)
             pipe.set(self.keys.model_fold_in(version), _npy_bytes(np.vstack([fold[0], zeros])))
         pipe.hset(
-            self.keys.model_meta(version), mapping={"items": str(len(merged_items)), "extended_at": str(time.time())}
+            self.keys.model_meta(version),
+            mapping={
+                "items": str(len(merged_items)),
+                "track_ids_digest": track_ids_digest(merged_items["track_id"]),
+                "extended_at": str(time.time()),
+            },
         )
         pipe.hincrby(self.keys.model_meta(version), "catalog_revision", 1)
         pipe.execute()
@@ -209,6 +227,13 @@ class VectorStore:
         vectors = np.load(io.BytesIO(vectors_blob), allow_pickle=False)
         similarity = None if similarity_blob is None else np.load(io.BytesIO(similarity_blob), allow_pickle=False)
         return PublishedVersion(version, items, vectors, {k.decode(): v.decode() for k, v in meta.items()}, similarity)
+
+    def track_ids(self, version: str) -> set[str]:
+        """The track ids ``version`` serves: its item table's one column, without the vectors."""
+        blob = self.r.get(self.keys.model_items(version))
+        if blob is None:
+            raise KeyError(f"model version {version} is not (completely) published in Redis")
+        return set(pq.read_table(io.BytesIO(blob), columns=["track_id"]).column("track_id").to_pylist())
 
     def is_complete(self, version: str) -> bool:
         """Whether every artefact of ``version`` the API and the worker read is in Redis."""

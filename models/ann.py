@@ -30,6 +30,7 @@ import faiss
 import numpy as np
 
 DEFAULT_EF = 100  # search depth: recall@10 0.98 on the default model's vectors (bench/ann_libraries.py)
+EF_MEASURED_TRACKS = 200_000  # the largest catalog DEFAULT_EF was measured on (recall@10 ~0.98, 0.94 a fifth allowed)
 MAX_EF = 4096  # widening stops here; past it the caller scores the allowed rows exactly
 HEAD = 128  # rows of largest item bias scored with every query (see above)
 FORMAT = "faiss-hnsw-ip-1"  # what :meth:`InnerProductIndex.to_bytes` writes; other bytes are refused
@@ -37,6 +38,17 @@ FORMAT = "faiss-hnsw-ip-1"  # what :meth:`InnerProductIndex.to_bytes` writes; ot
 
 class UnknownIndexFormat(ValueError):
     """Index bytes written by another library or format (an index logged by an older release)."""
+
+
+def ef_for(n_items: int, configured: int | None = None) -> int:
+    """The search depth for a catalog of ``n_items`` tracks: ``configured`` when set, else ``DEFAULT_EF``
+    up to ``EF_MEASURED_TRACKS`` tracks and growing with the square root of the size past it (an HNSW
+    walk's misses grow with the graph; 224 at 1,000,000 tracks, to be confirmed by bench/serving.py's
+    recall run alone at that size), at most ``MAX_EF``."""
+    if configured is not None:
+        return configured
+    scale = max(1.0, n_items / EF_MEASURED_TRACKS) ** 0.5
+    return min(MAX_EF, int(round(DEFAULT_EF * scale)))
 
 
 @dataclass
@@ -159,28 +171,34 @@ def approximate_top_n(
 
 @dataclass
 class CatalogIndex:
-    """The ANN indexes of one model version: over its item vectors (``vectors @ user``: recommendations)
-    and over its unit similarity vectors (cosine: similar tracks). Built at release, logged with the
-    version, loaded with its vectors."""
+    """The ANN indexes of one model version: over its item vectors (``vectors @ user``: recommendations),
+    its unit similarity vectors (cosine: similar tracks) and its unit content vectors (cosine to a seed
+    profile: listeners with seeds or history but no vector; None in an index logged before it, whose
+    content lists are scored exactly). Built at release, logged with the version, loaded with its vectors."""
 
     items: InnerProductIndex
     similarity: InnerProductIndex
+    content: InnerProductIndex | None = None
 
     @classmethod
-    def build(cls, item_vectors: np.ndarray, similarity_vectors: np.ndarray, threads: int = -1) -> CatalogIndex:
-        """``similarity_vectors`` as the API holds them: unit rows."""
+    def build(
+        cls,
+        item_vectors: np.ndarray,
+        similarity_vectors: np.ndarray,
+        content_vectors: np.ndarray | None = None,
+        threads: int = -1,
+    ) -> CatalogIndex:
+        """``similarity_vectors`` and ``content_vectors`` as the API holds them: unit rows."""
         return cls(
             InnerProductIndex.build(item_vectors, threads, bias_head=True),
             InnerProductIndex.build(similarity_vectors, threads),
+            None if content_vectors is None else InnerProductIndex.build(content_vectors, threads),
         )
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            items=np.frombuffer(self.items.to_bytes(), np.uint8),
-            similarity=np.frombuffer(self.similarity.to_bytes(), np.uint8),
-        )
+        parts = {"items": self.items, "similarity": self.similarity, "content": self.content}
+        np.savez(buffer, **{name: np.frombuffer(i.to_bytes(), np.uint8) for name, i in parts.items() if i is not None})
         return buffer.getvalue()
 
     @classmethod
@@ -189,6 +207,7 @@ class CatalogIndex:
             return cls(
                 InnerProductIndex.from_bytes(parts["items"].tobytes()),
                 InnerProductIndex.from_bytes(parts["similarity"].tobytes()),
+                InnerProductIndex.from_bytes(parts["content"].tobytes()) if "content" in parts.files else None,
             )
 
 

@@ -192,3 +192,21 @@ def content_vectors(audio: dict[str, np.ndarray], genres: Sequence[Sequence[str]
             for g in gs:
                 onehot[row, column[g]] = 1.0
     return unit_rows(np.hstack([dense, onehot * (GENRE_WEIGHT * np.sqrt(len(CONTINUOUS_FEATURES)))]))
+
+
+def catalog_audio(items: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each of ``CONTINUOUS_FEATURES`` of an item table as float32 (NaN where unknown or missing)."""
+    n = len(items)
+    return {
+        f: pd.to_numeric(items[f], errors="coerce").to_numpy(dtype=np.float32)
+        if f in items
+        else np.full(n, np.nan, np.float32)
+        for f in CONTINUOUS_FEATURES
+    }
+
+
+def catalog_content(items: pd.DataFrame, audio: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The unit content vectors of a published item table (what the API holds and the release indexes):
+    :func:`content_vectors` of its audio features (``audio`` when already read) and genres."""
+    genres = items["genres"] if "genres" in items else pd.Series([None] * len(items))
+    return content_vectors(catalog_audio(items) if audio is None else audio, list(genres))

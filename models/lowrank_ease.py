@@ -16,7 +16,7 @@ users do not dominate the singular directions).
 Cold start: the last vector coordinate is an item bias (users have 1 there; items with plays have 0).
 Items without interactions get their whole vector from their features through a linear map ``W``
 fitted on the items with interactions so that ``user_vectors @ (F W)ᵀ`` reproduces the (scaled)
-interaction matrix (LinMap, Sedhain et al. 2017), solved as one ridge regression per dimension.
+interaction matrix (LinMap, Sedhain et al. 2017): one ridge regression per dimension, all solved at once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from scipy.sparse.linalg import lsqr
 
 from models.base import StoredVectors, checked_params
 from models.features import ItemFeatures
@@ -210,7 +209,8 @@ def _fit_feature_map(
 
     Rotating U to orthogonal columns (U E, with UᵀU = E Λ Eᵀ) splits the problem into one ridge
     regression per column k: F w_k ≈ targetsᵀ U e_k / λ_k with penalty / λ_k. With few features the
-    regressions share one eigendecomposition of FᵀF; with many, each is solved iteratively.
+    regressions share one eigendecomposition of FᵀF; with many, they are solved iteratively together
+    (:func:`_ridge_columns`).
     """
     u = user_vecs.astype(np.float64)
     lam, e = np.linalg.eigh(u.T @ u)
@@ -221,10 +221,38 @@ def _fit_feature_map(
         rhs = basis.T @ np.asarray(features.T @ projected)
         w = basis @ (rhs / (eig_f[:, None] + penalty / lam[None, :]))
     else:
-        w = np.column_stack(
-            [
-                lsqr(features, projected[:, k], damp=np.sqrt(penalty / lam[k]), atol=1e-6, btol=1e-6)[0]
-                for k in range(len(lam))
-            ]
-        )
+        w = _ridge_columns(features, projected, penalty / lam)
     return w @ e.T
+
+
+def _ridge_columns(a: sp.csr_matrix, b: np.ndarray, damping: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """Every column k of ``W`` minimising ‖a w_k − b_k‖² + damping_k ‖w_k‖², in one solve: conjugate
+    gradients on the normal equations ``(aᵀa + damping_k I) w_k = aᵀ b_k``, all columns together, over
+    the sparse Gram matrix ``aᵀa`` (formed once) and preconditioned by its diagonal (feature counts
+    differ by orders of magnitude). One LSQR per column read ``a`` twice per column and iteration: at
+    100,000 tracks x 9,156 features, 64 LSQRs took 31 s of a 34 s fit. A column stops once its
+    normal-equation residual is ``tol`` of its right-hand side's."""
+    gram = (a.T @ a).tocsr()
+    rhs = np.asarray(a.T @ b)
+    inverse_diagonal = 1.0 / (gram.diagonal()[:, None] + damping[None, :])
+    w = np.zeros_like(rhs)
+    r = rhs.copy()
+    z = r * inverse_diagonal
+    p = z.copy()
+    rz = np.einsum("ij,ij->j", r, z)
+    stop = tol * np.linalg.norm(rhs, axis=0)
+    for _ in range(max(10 * a.shape[1], 1000)):
+        active = np.linalg.norm(r, axis=0) > stop
+        if not active.any():
+            break
+        q = np.asarray(gram @ p) + p * damping[None, :]
+        curvature = np.einsum("ij,ij->j", p, q)
+        alpha = np.where(active, rz / np.where(curvature > 0, curvature, 1.0), 0.0)
+        w += p * alpha[None, :]
+        r -= q * alpha[None, :]
+        z = r * inverse_diagonal
+        rz_next = np.einsum("ij,ij->j", r, z)
+        beta = np.where(active, rz_next / np.where(rz > 0, rz, 1.0), 0.0)
+        p = z + p * beta[None, :]
+        rz = rz_next
+    return w

@@ -62,3 +62,36 @@ def top_n(
     top = top[np.argsort(-scores[top], kind="stable")]
     top = top[np.isfinite(scores[top])]
     return top.astype(np.int64), scores[top]
+
+
+def first_in_order(
+    order: np.ndarray,
+    n: int,
+    excluded: np.ndarray | None = None,
+    allowed: tuple[np.ndarray, ...] = (),
+    skipped: np.ndarray | None = None,
+    limit: int | None = None,
+) -> np.ndarray | None:
+    """The first ``n`` rows of ``order`` (a precomputed ranking, best first) that every mask of ``allowed``
+    allows, ``skipped`` (a boolean mask) does not mark and ``excluded`` does not name; fewer when the
+    order runs out. Walked in chunks that double, so the rows visited are about ``(n + len(excluded)) /
+    share allowed``, not the whole order. Returns None once ``limit`` rows were visited without ``n``
+    found (a selective filter: the caller ranks the rows it allows exactly instead)."""
+    n_excluded = 0 if excluded is None else len(excluded)
+    found: list[np.ndarray] = []
+    have, start, step = 0, 0, max(64, 2 * (n + n_excluded))
+    while have < n and start < len(order):
+        if limit is not None and start >= limit:
+            return None
+        chunk = order[start : start + step]
+        for mask in allowed:
+            chunk = chunk[mask[chunk]]
+        if skipped is not None:
+            chunk = chunk[~skipped[chunk]]
+        if n_excluded:
+            chunk = chunk[~np.isin(chunk, excluded)]
+        found.append(chunk)
+        have += len(chunk)
+        start, step = start + step, step * 2
+    rows = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+    return rows[:n].astype(np.int64, copy=False)

@@ -88,14 +88,15 @@ class RecommendationContext(BaseModel):
 
 
 def allowed_mask(model: LoadedModel, filters: RecommendationFilters) -> np.ndarray | None:
-    """Boolean mask of items the filters allow, or None when they allow everything."""
+    """Boolean mask of items the filters allow, or None when they allow everything. Read-only when it
+    is the version's cached (genres, explicit) mask; audio ranges and excluded artists, which vary per
+    request, are applied to a copy."""
     if not filters.restricts_items:
         return None
-    mask = np.ones(model.n_items, dtype=bool)
-    if filters.genres:
-        mask &= model.genre_mask(filters.genres)
-    if filters.explicit is False:
-        mask &= ~model.explicit
+    base = model.genre_and_explicit_mask(filters.genres, filters.explicit)
+    if not filters.audio and not filters.exclude_artists:
+        return base
+    mask = np.ones(model.n_items, dtype=bool) if base is None else base.copy()
     for feature, bounds in filters.audio.items():
         values = model.features[feature]
         with np.errstate(invalid="ignore"):  # NaN (unknown feature) never satisfies a range

@@ -205,7 +205,7 @@ class ModelCache:
         async def build() -> None:
             try:
                 started = time.perf_counter()
-                index = await asyncio.to_thread(CatalogIndex.build, loaded.vectors, loaded.similarity)
+                index = await asyncio.to_thread(CatalogIndex.build, loaded.vectors, loaded.similarity, loaded.content)
                 loaded.attach_index(index)
                 log.info(
                     "built the ANN index of model version %s (%d tracks) in %.1f s",

@@ -8,7 +8,8 @@ Scoring, by what is known about the user:
   audio-feature and genre vectors and the mean vector of the seeds (or of the played tracks);
 * nothing: popularity.
 
-A catalog served with an ANN index finds a known user's list and similar tracks through it
+A catalog served with an ANN index finds a known user's list, a list from seed tracks (its content index)
+and similar tracks through it, and a popularity list by walking the popularity order
 (:mod:`serving.retrieval`); ``exact`` (an admin's ``exact=true``) scores the whole catalog instead.
 
 ``confidence`` says how personal the list is: for a vector, ``min(1, log(1 + played) / log(51))``
@@ -40,7 +41,7 @@ from serving.filters import RecommendationContext, RecommendationFilters, exclud
 from serving.loaded_model import LoadedModel
 from serving.observability import DEGRADED, RECOMMENDATIONS, STAGE_LATENCY
 from serving.rate_limit import Charge
-from serving.retrieval import select, select_by_vector, similar_rows
+from serving.retrieval import popularity_scores, select, select_by_vector, select_popular, similar_rows
 from serving.schemas import RecommendationResponse
 from serving.state import AppState, RedisUnavailable
 from serving.version_health import note_version
@@ -91,11 +92,13 @@ class Recommendations:
 
 @dataclass
 class _Scored:
-    scores: np.ndarray | None  # None: the list comes from the ANN index with ``query``
+    scores: np.ndarray | None  # None: the list comes from the ANN index with ``query``, or the popularity order
     algorithm: str
     confidence: float
     cold_start: bool
     query: np.ndarray | None = None
+    first_genres: tuple[str, ...] = ()  # popularity: tracks of these genres first (a cold user who named them)
+    space: str = "items"  # the vectors ``query`` is scored against: items (a user's vector) or content (seeds)
 
 
 async def _model(state: AppState, alias: str = "champion") -> LoadedModel:
@@ -129,9 +132,10 @@ def _check_algorithm(model: LoadedModel, algorithm: str | None) -> None:
         )
 
 
-def _content_scores(model: LoadedModel, seeds: np.ndarray) -> np.ndarray:
-    profile = model.content[seeds].mean(axis=0)
-    return model.content @ profile
+def _content_profile(model: LoadedModel, seeds: np.ndarray) -> np.ndarray:
+    """The mean content vector of the seed rows: a track's content score is its (unit) vector's inner
+    product with it, the cosine up to the profile's length."""
+    return model.content[seeds].mean(axis=0)
 
 
 def _score(
@@ -158,12 +162,15 @@ def _score(
         seeds = model.rows(request.context.seed_tracks or played)
         if len(seeds):
             confidence = min(1.0, float(np.log1p(history) / _FULL_HISTORY)) / 3
-            return _Scored(_content_scores(model, seeds), CONTENT, confidence, vector is None)
-    scored = _Scored(model.popularity, POPULARITY, 0.0, vector is None and wanted != POPULARITY)
-    if request.context.genres:  # a cold user who named genres: popular tracks of those genres first
-        boost = model.genre_mask(request.context.genres)
-        scored.scores = scored.scores + boost * (float(scored.scores.max()) + 1.0)
-    return scored
+            profile = _content_profile(model, seeds)
+            if model.ann is not None and model.ann.content is not None and not request.exact:
+                return _Scored(None, CONTENT, confidence, vector is None, query=profile, space="content")
+            return _Scored(model.content @ profile, CONTENT, confidence, vector is None)
+    # a cold user who named genres: popular tracks of those genres first
+    first = tuple(request.context.genres)
+    if request.exact:
+        return _Scored(popularity_scores(model, first), POPULARITY, 0.0, vector is None and wanted != POPULARITY)
+    return _Scored(None, POPULARITY, 0.0, vector is None and wanted != POPULARITY, first_genres=first)
 
 
 def _tracks(model: LoadedModel, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
@@ -225,8 +232,13 @@ def _rank(
     excluded = excluded_rows(model, request.filters, played, extra=tuple(request.context.seed_tracks))
     if scored.query is not None:
         return _Ranked(
-            ranker, scored, *select_by_vector(model, scored.query, request.filters, request.count, excluded, settings)
+            ranker,
+            scored,
+            *select_by_vector(model, scored.query, request.filters, request.count, excluded, settings, scored.space),
         )
+    if scored.scores is None:
+        popular = select_popular(model, request.filters, request.count, excluded, scored.first_genres)
+        return _Ranked(ranker, scored, *popular)
     return _Ranked(ranker, scored, *select(model, scored.scores, request.filters, request.count, excluded))
 
 

@@ -15,6 +15,7 @@ from core.ingest.live_feedback import undrained_days
 from core.model_registry import CHAMPION
 from core.settings import Settings
 from core.storage import modified_ns
+from core.vectorstore import track_ids_digest
 from pipelines.automation.jobs import TRIGGER_TAG, catalog_job, drain_job, publish_job, retrain_job, tags
 from pipelines.resources import MlflowResource, MonitoringResource, OfflineStoreResource, RedisResource
 
@@ -144,8 +145,13 @@ def build_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         champion = redis.vectors.alias(CHAMPION)
         if champion is None:
             return dg.SkipReason("no model is served yet")
-        served = set(redis.vectors.load(champion).items["track_id"].astype(str))
-        new = set(store.tables.read_tracks()["track_id"].astype(str)) - served
+        # the catalog's ids alone, and the version's digest of its own (kept at publish and extend): the
+        # version's tracks, vectors and similarity vectors (gigabytes at 1M tracks) are not loaded per tick
+        catalog_ids = store.tables.read_tracks(columns=["track_id"])["track_id"].astype(str)
+        if redis.vectors.meta(champion).get("track_ids_digest") == track_ids_digest(catalog_ids):
+            context.update_cursor(stamp)
+            return dg.SkipReason(f"version {champion} serves every catalog track")
+        new = set(catalog_ids) - redis.vectors.track_ids(champion)
         context.update_cursor(stamp)
         if not new:
             return dg.SkipReason(f"version {champion} serves every catalog track")

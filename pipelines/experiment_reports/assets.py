@@ -30,6 +30,7 @@ from pipelines.resources import (
     RedisResource,
     SyntheticDataResource,
 )
+from pipelines.step_cost import measured
 
 GROUP = "experiments"
 EXPERIMENTS = dg.DynamicPartitionsDefinition(name="experiments")
@@ -79,6 +80,7 @@ def stop_demo_experiment(experiment_store: ExperimentStore) -> list[str]:
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["serving_vectors", "experiment_definitions", "synthetic_events"])
+@measured
 def demo_experiment_events(
     context: dg.AssetExecutionContext,
     store: OfflineStoreResource,
@@ -156,6 +158,7 @@ def demo_experiment_events(
 @dg.asset(
     group_name=GROUP, kinds={"evidently", "html"}, partitions_def=EXPERIMENTS, deps=["experiment_definitions", "tracks"]
 )
+@measured
 def experiment_report(
     context: dg.AssetExecutionContext, store: OfflineStoreResource, redis: RedisResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:

@@ -13,11 +13,13 @@ from core.ingest.service import ingest_history, ingest_interaction_logs
 from core.synthetic import SyntheticWorld
 from pipelines.ingestion.accounting import import_materialization, rejects_check_spec
 from pipelines.resources import IngestionResource, OfflineStoreResource, RedisResource, SyntheticDataResource
+from pipelines.step_cost import measured
 
 GROUP = "ingestion"
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, deps=["synthetic_catalog"])
+@measured
 def synthetic_events(store: OfflineStoreResource, synthetic: SyntheticDataResource) -> dg.MaterializeResult:
     """Generated listening and recommendation events following the synthetic users' tastes."""
     events = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed).events(
@@ -47,6 +49,7 @@ def listening_history_asset(track_sources: list[str]) -> dg.AssetsDefinition:
         deps=track_sources,
         check_specs=[rejects_check_spec("listening_history")],
     )
+    @measured
     def listening_history(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
         """Plays, completions and skips from Spotify streaming history exports; PII dropped at the door,
         listeners known only by keyed pseudonyms."""
@@ -58,6 +61,7 @@ def listening_history_asset(track_sources: list[str]) -> dg.AssetsDefinition:
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, check_specs=[rejects_check_spec("interaction_logs")])
+@measured
 def interaction_logs(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
     """User-item listen counts or weights from other services (CSV, TSV/.dat, Parquet)."""
     paths = ingestion.paths("interaction_files")

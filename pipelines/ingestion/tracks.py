@@ -7,11 +7,13 @@ from core.ingest.service import ingest_spotify_api, ingest_track_files, tracks_t
 from core.synthetic import SyntheticWorld
 from pipelines.ingestion.accounting import import_materialization, rejects_check_spec
 from pipelines.resources import IngestionResource, OfflineStoreResource, SpotifyApiResource, SyntheticDataResource
+from pipelines.step_cost import measured
 
 GROUP = "ingestion"
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"})
+@measured
 def synthetic_catalog(store: OfflineStoreResource, synthetic: SyntheticDataResource) -> dg.MaterializeResult:
     """The generated catalog: artists, genres and audio features drawn per genre (the default data set)."""
     catalog = SyntheticWorld.generate(synthetic.tracks, synthetic.users, synthetic.seed).tracks
@@ -20,6 +22,7 @@ def synthetic_catalog(store: OfflineStoreResource, synthetic: SyntheticDataResou
 
 
 @dg.asset(group_name=GROUP, kinds={"parquet"}, check_specs=[rejects_check_spec("track_files")])
+@measured
 def track_files(store: OfflineStoreResource, ingestion: IngestionResource) -> dg.MaterializeResult:
     """Track metadata and audio features from CSV/Parquet/JSON files in Spotify's schema."""
     paths = ingestion.paths("track_files")
@@ -35,6 +38,7 @@ def spotify_api_tracks_asset(upstream: list[str]) -> dg.AssetsDefinition:
         deps=upstream,
         check_specs=[rejects_check_spec("spotify_api_tracks")],
     )
+    @measured
     def spotify_api_tracks(
         context: dg.AssetExecutionContext,
         store: OfflineStoreResource,
@@ -58,6 +62,7 @@ def spotify_api_tracks_asset(upstream: list[str]) -> dg.AssetsDefinition:
 
 def tracks_asset(sources: list[str]) -> dg.AssetsDefinition:
     @dg.asset(name="tracks", group_name=GROUP, kinds={"parquet"}, deps=sources)
+    @measured
     def tracks(store: OfflineStoreResource) -> dg.MaterializeResult:
         """The catalog: every track source merged (first non-null value per column, the Web API first)."""
         catalog = build_catalog(store.tables)

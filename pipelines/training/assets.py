@@ -19,12 +19,14 @@ from pipelines.resources import (
     RolloutResource,
     TrainingResource,
 )
+from pipelines.step_cost import measured
 
 REASON_TAG = "echotune/reason"
 
 
 def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
     @dg.asset(name="interactions", group_name="training", kinds={"parquet"}, deps=["tracks", "user_erasures", *sources])
+    @measured
     def interactions(store: OfflineStoreResource, training: TrainingResource) -> dg.MaterializeResult:
         """Graded (user, item) pairs: events weighted by ``models.weighting`` plus every interaction log,
         recent ones weighing more (half-life ``ECHOTUNE_RECENCY_HALF_LIFE_DAYS`` before the newest)."""
@@ -47,6 +49,7 @@ def interactions_asset(sources: list[str]) -> dg.AssetsDefinition:
 
 
 @dg.asset(group_name="training", kinds={"mlflow"}, deps=["interactions", "tracks"])
+@measured
 def recommender_model(
     context: dg.AssetExecutionContext,
     training: TrainingResource,
@@ -144,6 +147,7 @@ def recommender_model(
 
 
 @dg.asset(group_name="serving", kinds={"redis"}, deps=[recommender_model])
+@measured
 def serving_vectors(
     context: dg.AssetExecutionContext,
     store: OfflineStoreResource,
@@ -197,6 +201,7 @@ def serving_vectors(
 
 
 @dg.asset(group_name="serving", kinds={"redis"}, deps=["tracks"])
+@measured
 def catalog_extension(
     context: dg.AssetExecutionContext, store: OfflineStoreResource, mlflow: MlflowResource, redis: RedisResource
 ) -> dg.MaterializeResult:

@@ -96,3 +96,21 @@ def test_the_issue_s_taste_shift_is_drift():
     assert shifted.share >= 0.5 and {"genre", "energy", "acousticness", "valence", "danceability"} <= set(
         shifted.drifted
     )
+
+
+def test_a_large_window_is_sampled_with_each_user_s_activity_from_the_whole_window(monkeypatch):
+    """Issue 25: the monitor stays cheap at millions of events by comparing a bounded sample, and the
+    activity column is each listener's count in the whole window (a sample would give nearly everyone 1)."""
+    from core import drift
+
+    monkeypatch.setattr(drift, "MAX_ROWS", 500)
+    world = SyntheticWorld.generate(300, 20, seed=2)
+    events = world.events(3000, days=3)
+    rows = drift.describe(events, world.tracks)
+    assert len(rows) == 500
+    per_user = events.groupby("user_id").size()
+    assert set(rows["user_events"].astype(int)) <= set(per_user.astype(int))
+    assert rows["user_events"].mean() > 2 * (3000 / 500)  # whole-window counts, not the sample's
+    again = drift.describe(events, world.tracks)
+    pd.testing.assert_frame_equal(rows, again)  # seeded: the same sample each run
+    assert drift.catalog_columns(["name", "track_id", "genres", "energy"]) == ["track_id", "genres", "energy"]

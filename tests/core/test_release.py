@@ -100,6 +100,7 @@ def test_an_ann_index_is_logged_with_versions_of_large_catalogs(
     index = CatalogIndex.from_bytes(registry.ann_index(large))
     assert (index.items.rows, index.items.dimensions) == trained.model.item_vectors().shape
     assert index.similarity.rows == n_items
+    assert index.content is not None and index.content.rows == n_items  # seeded cold starts (issue 25)
     assert registry.ann_index("99") is None  # not a registered version
     assert registry.has_ann_index(large) and not registry.has_ann_index(small) and not registry.has_ann_index("99")
 

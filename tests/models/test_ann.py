@@ -112,3 +112,12 @@ def test_index_bytes_of_another_format_are_refused(vectors, index):
     np.savez(buffer, graph=np.zeros(10, np.uint8), dimensions=np.int64(16))  # what the hnswlib release wrote
     with pytest.raises(UnknownIndexFormat, match="hnswlib"):
         InnerProductIndex.from_bytes(buffer.getvalue())
+
+
+def test_search_depth_grows_with_the_catalog_unless_configured():
+    from models.ann import DEFAULT_EF, MAX_EF, ef_for
+
+    assert ef_for(20_000) == ef_for(200_000) == DEFAULT_EF
+    assert ef_for(800_000) == 2 * DEFAULT_EF and ef_for(1_000_000) == 224
+    assert ef_for(10**12) == MAX_EF
+    assert ef_for(1_000_000, configured=60) == 60

@@ -17,6 +17,7 @@ from core.feedback_stream import FeedbackStream
 from core.ingest.service import ingest_track_files
 from core.model_registry import CHAMPION, ModelRegistry
 from core.tables import OfflineStore
+from core.vectorstore import VectorStore
 from models.training import train
 from pipelines.automation.jobs import REASON_TAG, TRIGGER_TAG, everything_job
 from pipelines.definitions import build_defs, resources_from
@@ -188,6 +189,16 @@ def test_new_catalog_tracks_are_served_before_any_retrain(platform, tmp_path):
     assert not again.run_requests  # the same catalog is not extended twice
     assert defs.resolve_job_def("extend_catalog").execute_in_process(instance=instance, tags=request.tags).success
 
+    # the next tick on a changed catalog reads its ids and the version's digest, never the version's vectors
+    # (issue 25: at 1M tracks each tick loaded gigabytes from Redis)
+    def refuse(*_):
+        raise AssertionError("the sensor loaded the whole version")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VectorStore, "load", refuse)
+        served, _ = evaluate(defs, instance, "new_catalog_tracks", settings)
+    assert not served.run_requests and "serves every catalog track" in served.skip_message
+
     with TestClient(create_app(settings), headers={"X-API-Key": KEY}) as client:
         body = client.get("/recommendations/someone-new", params={"genres": "brand new genre", "count": 5}).json()
     assert sorted(t["track_id"] for t in body["tracks"]) == sorted(new_ids) and body["model_version"] == "1"
@@ -204,6 +215,7 @@ def test_the_drift_monitor_reports_in_the_ui_and_checks_the_backlog(platform):
     # no live feedback yet: nothing to compare, and it says so instead of guessing
     assert meta["drift_measured"].value is False and "too few events" in meta["not_measured_because"].value
     assert meta["reference_events"].value > 0 and meta["stream_backlog"].value == 0
+    assert meta["sample_cap_per_window"].value == 20_000 and meta["live_events_compared"].value == 0
     checks = {e.asset_check_key.name: e.passed for e in run.get_asset_check_evaluations()}
     assert checks == {"drift_within_threshold": True, "feedback_backlog_under_threshold": True}
 
