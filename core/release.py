@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 ALIASES = (CHAMPION, CHALLENGER, CANDIDATE)
 # the MLflow param (and published meta field) of the recency half-life a version's data was weighted with
 HALF_LIFE_PARAM = "recency_half_life_days"
+REFIT_PARAM = "refit"  # TrainingResult.refit: "full", "warm_started:..." or "reused_evaluation_fit"
 
 
 def register(
@@ -69,7 +70,8 @@ def register(
             f"head_to_head_incumbent_{k}": v for k, v in versus.incumbent.items()
         }
         metrics["head_to_head_pairs"] = versus.pairs
-    record = registry.log_version(model_dir, result.algorithm, {**result.params, **(weighting or {})}, metrics, tags)
+    params = {**result.params, **(weighting or {}), REFIT_PARAM: result.refit}  # refit: what the released model is
+    record = registry.log_version(model_dir, result.algorithm, params, metrics, tags)
     registry.set_alias(CHALLENGER, record.version)
     return record
 

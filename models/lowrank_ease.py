@@ -51,6 +51,10 @@ _DENSE_GRAM_LIMIT = 8000
 # 0.2016 vs 0.2014: the randomized row of bench/quality_lastfm.py)
 _OVERSAMPLING = 32
 _POWER_ITERATIONS = 12
+# a refit warm-started from the evaluation fit (:meth:`LowRankEASE.warm_start`) starts its subspace
+# iteration from that fit's basis, which already spans nearly the same top directions (the two matrices
+# differ by the held-out rows only), so it needs fewer iterations
+_WARM_POWER_ITERATIONS = 4
 
 
 class LowRankEASE(StoredVectors):
@@ -64,6 +68,17 @@ class LowRankEASE(StoredVectors):
             raise ValueError(
                 f"lowrank_ease svd_method must be one of {', '.join(SVD_METHODS)} (got {self.params['svd_method']!r})"
             )
+        self._warm: LowRankEASE | None = None
+        self._subspace: np.ndarray | None = None  # the randomized SVD's basis (in memory only)
+        self.refit = "full"  # how this fit was made: "full", or warm-started from an earlier fit
+
+    def warm_start(self, previous: LowRankEASE) -> None:
+        """Make the next :meth:`fit` reuse the item-side work of ``previous`` (a fit on a subset of the
+        same users x items, e.g. the evaluation fit on the training split): the randomized SVD's
+        subspace iteration starts from its basis (``_WARM_POWER_ITERATIONS`` instead of
+        ``_POWER_ITERATIONS``) and the feature map's conjugate gradients from its map. The exact SVD
+        (``dense_gram``) is recomputed as before; the feature map still converges to its tolerance."""
+        self._warm = previous
 
     # --- fitting -------------------------------------------------------------------------
     def _fit(self, interactions: Interactions, item_features: ItemFeatures | None) -> None:
@@ -77,25 +92,39 @@ class LowRankEASE(StoredVectors):
 
         method = p["svd_method"] if p["svd_method"] != "auto" else svd_method_for(balanced.shape)
         self.params["svd_method"] = method  # logged with the other parameters: which SVD this model had
-        s, v = _top_singular(balanced, int(p["dimensions"]) - 1, int(p["random_state"]), method)
+        warm = self._warm if self._warm is not None and self._warm._item_vecs.shape[0] == x.shape[1] else None
+        self._warm = None
+        start = getattr(warm, "_subspace", None) if warm is not None and method == "randomized" else None
+        if start is not None and start.shape[0] != min(x.shape):
+            start = None
+        s, v, self._subspace = _top_singular(
+            balanced, int(p["dimensions"]) - 1, int(p["random_state"]), method, start=start
+        )
+        parts = (["svd_basis"] if start is not None else []) + (
+            ["feature_map"] if warm is not None and len(warm._feature_names) else []
+        )
+        self.refit = "warm_started:" + "+".join(parts) if parts else "full"
         lam = max(float(p["regularization"]) * s[-1] ** 2, 1e-9 * s[0] ** 2) if len(s) else 1.0
         diag_p = (v**2 / (s**2 + lam)).sum(axis=1) + np.clip(1.0 - (v**2).sum(axis=1), 0.0, None) / lam
         self._fold_in = (v * self._column_scale[:, None]) * (s**2 / (s**2 + lam))  # x_u @ this = user vector
         item_vecs = np.hstack([v * (1.0 / (diag_p * lam))[:, None], np.zeros((x.shape[1], 1))])
         self._user_vecs = self._with_bias(x @ self._fold_in)
 
-        warm = users_per_item > 0
+        played = users_per_item > 0
         self._feature_names = np.array([], dtype=str)
         self._feature_map = np.zeros((0, item_vecs.shape[1]), dtype=np.float32)
         if item_features is not None and item_features.n_features:
             self._feature_names = np.asarray(item_features.names, dtype=str)
             self._feature_map = _fit_feature_map(
-                _with_count_columns(item_features.matrix)[warm],
-                scaled[:, warm],
+                _with_count_columns(item_features.matrix)[played],
+                scaled[:, played],
                 self._user_vecs,
                 float(p["feature_regularization"]),
+                initial=warm._feature_map.astype(np.float64)
+                if warm is not None and np.array_equal(warm._feature_names, self._feature_names)
+                else None,
             ).astype(np.float32)
-            cold = np.flatnonzero(~warm)
+            cold = np.flatnonzero(~played)
             item_vecs[cold] = _with_count_columns(item_features.matrix[cold]) @ self._feature_map
         self._item_vecs = item_vecs.astype(np.float32)
 
@@ -159,9 +188,13 @@ def svd_method_for(shape: tuple[int, int]) -> str:
     return "dense_gram" if min(shape) <= _DENSE_GRAM_LIMIT else "randomized"
 
 
-def _top_singular(x: sp.csr_matrix, rank: int, seed: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """The ``rank`` largest singular values of ``x`` (descending, zeros dropped) and their right
-    singular vectors (n_items, rank). ``method``: "dense_gram" (exact) or "randomized"."""
+def _top_singular(
+    x: sp.csr_matrix, rank: int, seed: int, method: str, start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The ``rank`` largest singular values of ``x`` (descending, zeros dropped), their right
+    singular vectors (n_items, rank), and the randomized SVD's basis (None for the exact one).
+    ``method``: "dense_gram" (exact) or "randomized" (from ``start``, a basis over the smaller side,
+    when given)."""
     n_users, n_items = x.shape
     rank = min(rank, n_users, n_items)
     small_side_users = n_users <= n_items
@@ -171,27 +204,34 @@ def _top_singular(x: sp.csr_matrix, rank: int, seed: int, method: str) -> tuple[
         n = gram.shape[0]
         w, left = scipy.linalg.eigh(gram, subset_by_index=[n - rank, n - 1])
         w, left = w[::-1], left[:, ::-1]
+        basis = None
     else:
-        w, left = _randomized_eigh_of_gram(a, rank, seed)
+        w, left, basis = _randomized_eigh_of_gram(a, rank, seed, start)
     keep = w > 1e-10 * max(w[0], 1e-300) if len(w) else np.zeros(0, dtype=bool)
     s, left = np.sqrt(w[keep]), left[:, keep]
     v = (a.T @ left) / s if small_side_users else left
-    return s, np.asarray(v)
+    return s, np.asarray(v), basis
 
 
-def _randomized_eigh_of_gram(a: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``rank`` eigenvalues (descending) and eigenvectors of ``a aᵀ`` by subspace iteration from a
-    seeded Gaussian start: only products with ``a`` and ``aᵀ``, memory (rows + columns) x (rank +
-    oversampling). Halko, Martinsson & Tropp (2011), Algorithms 4.4 and 5.1."""
+def _randomized_eigh_of_gram(
+    a: sp.csr_matrix, rank: int, seed: int, start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top ``rank`` eigenvalues (descending) and eigenvectors of ``a aᵀ`` by subspace iteration from
+    ``start`` (a basis, e.g. an earlier fit's: fewer iterations) or else a seeded Gaussian: only products
+    with ``a`` and ``aᵀ``, memory (rows + columns) x (rank + oversampling). Also returns the final basis. Halko, Martinsson & Tropp (2011), Algorithms 4.4 and 5.1."""
     width = min(rank + _OVERSAMPLING, a.shape[0])
     at = a.T.tocsr()
-    q = np.linalg.qr(np.random.default_rng(seed).standard_normal((a.shape[0], width)))[0]
-    for _ in range(_POWER_ITERATIONS):
+    if start is not None and start.shape == (a.shape[0], width):
+        q, iterations = start, _WARM_POWER_ITERATIONS
+    else:
+        q = np.linalg.qr(np.random.default_rng(seed).standard_normal((a.shape[0], width)))[0]
+        iterations = _POWER_ITERATIONS
+    for _ in range(iterations):
         q = np.linalg.qr(a @ (at @ q))[0]
     projected = at @ q  # (aᵀ q): a ≈ q (aᵀ q)ᵀ
     w, small = np.linalg.eigh(projected.T @ projected)
     top = np.argsort(-w)[:rank]
-    return np.maximum(w[top], 0.0), q @ small[:, top]
+    return np.maximum(w[top], 0.0), q @ small[:, top], q
 
 
 def _with_count_columns(features: sp.spmatrix) -> sp.csr_matrix:
@@ -203,14 +243,18 @@ def _with_count_columns(features: sp.spmatrix) -> sp.csr_matrix:
 
 
 def _fit_feature_map(
-    features: sp.csr_matrix, targets: sp.csr_matrix, user_vecs: np.ndarray, penalty: float
+    features: sp.csr_matrix,
+    targets: sp.csr_matrix,
+    user_vecs: np.ndarray,
+    penalty: float,
+    initial: np.ndarray | None = None,
 ) -> np.ndarray:
     """W minimising ‖targets − U (F W)ᵀ‖² + penalty‖W‖², U = user_vecs, F = features (rows = items).
 
     Rotating U to orthogonal columns (U E, with UᵀU = E Λ Eᵀ) splits the problem into one ridge
     regression per column k: F w_k ≈ targetsᵀ U e_k / λ_k with penalty / λ_k. With few features the
     regressions share one eigendecomposition of FᵀF; with many, they are solved iteratively together
-    (:func:`_ridge_columns`).
+    (:func:`_ridge_columns`), from ``initial`` (an earlier W, e.g. the evaluation fit's) when given.
     """
     u = user_vecs.astype(np.float64)
     lam, e = np.linalg.eigh(u.T @ u)
@@ -221,11 +265,13 @@ def _fit_feature_map(
         rhs = basis.T @ np.asarray(features.T @ projected)
         w = basis @ (rhs / (eig_f[:, None] + penalty / lam[None, :]))
     else:
-        w = _ridge_columns(features, projected, penalty / lam)
+        w = _ridge_columns(features, projected, penalty / lam, initial=None if initial is None else initial @ e)
     return w @ e.T
 
 
-def _ridge_columns(a: sp.csr_matrix, b: np.ndarray, damping: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+def _ridge_columns(
+    a: sp.csr_matrix, b: np.ndarray, damping: np.ndarray, tol: float = 1e-6, initial: np.ndarray | None = None
+) -> np.ndarray:
     """Every column k of ``W`` minimising ‖a w_k − b_k‖² + damping_k ‖w_k‖², in one solve: conjugate
     gradients on the normal equations ``(aᵀa + damping_k I) w_k = aᵀ b_k``, all columns together, over
     the sparse Gram matrix ``aᵀa`` (formed once) and preconditioned by its diagonal (feature counts
@@ -235,8 +281,12 @@ def _ridge_columns(a: sp.csr_matrix, b: np.ndarray, damping: np.ndarray, tol: fl
     gram = (a.T @ a).tocsr()
     rhs = np.asarray(a.T @ b)
     inverse_diagonal = 1.0 / (gram.diagonal()[:, None] + damping[None, :])
-    w = np.zeros_like(rhs)
-    r = rhs.copy()
+    if initial is not None and initial.shape == rhs.shape:
+        w = initial.copy()
+        r = rhs - (np.asarray(gram @ w) + w * damping[None, :])
+    else:
+        w = np.zeros_like(rhs)
+        r = rhs.copy()
     z = r * inverse_diagonal
     p = z.copy()
     rz = np.einsum("ij,ij->j", r, z)

@@ -95,3 +95,18 @@ def first_in_order(
         start, step = start + step, step * 2
     rows = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
     return rows[:n].astype(np.int64, copy=False)
+
+
+def top_k_shared(scores: np.ndarray, k: int, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` of one score vector every row shares (e.g. popularity), each row excluding its own
+    non-zeros of ``exclude`` (n_rows x n_items): only the ``k`` + (most exclusions of a row) best columns
+    can make a row's list, so each row ranks those instead of the whole catalog. The same lists as
+    ``top_k(np.tile(scores, (n_rows, 1)), k, exclude)`` (up to the order of equal scores)."""
+    scores = np.asarray(scores, dtype=np.float32).ravel()
+    exclude = sp.csr_matrix(exclude)
+    pool = min(len(scores), k + int(np.diff(exclude.indptr).max(initial=0)))
+    if pool <= 0:
+        return top_k(np.tile(scores, (exclude.shape[0], 1)), k, exclude)
+    candidates = np.argpartition(-scores, pool - 1)[:pool] if pool < len(scores) else np.arange(len(scores))
+    idx, best = top_k(np.tile(scores[candidates], (exclude.shape[0], 1)), k, exclude[:, candidates])
+    return np.where(idx >= 0, candidates[np.maximum(idx, 0)], -1), best

@@ -44,6 +44,10 @@ class TrainingResult:
     # the model and the incumbent (the model serving now) on the held-out pairs the incumbent never trained on,
     # prefixed test_; None without an incumbent or without such pairs
     head_to_head: HeadToHead | None = None
+    # what the released model is: "full" (a second fit on all data from scratch), "warm_started:..." (a
+    # fit on all data reusing the evaluation fit's work, see LowRankEASE.warm_start) or
+    # "reused_evaluation_fit" (refit=False: the evaluation fit itself)
+    refit: str = "full"
 
 
 def fingerprint(frame: pd.DataFrame, columns: tuple[str, ...] = ("user_id", "item_id", "weight")) -> str:
@@ -110,7 +114,14 @@ def train(
             versus.pairs,
         )
 
-    model = create(algorithm, **params).fit(matrix, features) if refit else candidate
+    if refit:
+        model = create(algorithm, **params)
+        if hasattr(model, "warm_start"):
+            model.warm_start(candidate)  # the item-side work of the evaluation fit, reused
+        model.fit(matrix, features)
+        refit_mode = getattr(model, "refit", "full")
+    else:
+        model, refit_mode = candidate, "reused_evaluation_fit"
     return TrainingResult(
         model=model,
         algorithm=algorithm,
@@ -127,4 +138,5 @@ def train(
             "items_with_interactions": int((np.diff(matrix.matrix.tocsc().indptr) > 0).sum()),
         },
         head_to_head=versus,
+        refit=refit_mode,
     )

@@ -22,7 +22,7 @@ from experiments.store import ExperimentStore
 from models import create
 from models import load as load_model
 from models.interactions import Interactions
-from models.ranking import top_k
+from models.ranking import top_k, top_k_shared
 from pipelines.resources import (
     ExperimentsResource,
     MlflowResource,
@@ -116,7 +116,11 @@ def demo_experiment_events(
             known = np.flatnonzero(rows >= 0)
             step = max(1, _SCORE_CELLS // max(len(model.item_ids), 1))
             for part in (known[i : i + step] for i in range(0, len(known), step)):
-                idx, _ = top_k(recommender.scores(rows[part]), sessions * k, exclude=model.train_matrix[rows[part]])
+                played = model.train_matrix[rows[part]]
+                if recommender is popularity:  # one ranking for everyone: rank its head, not the catalog
+                    idx, _ = top_k_shared(popularity.item_vectors()[:, 0], sessions * k, exclude=played)
+                else:
+                    idx, _ = top_k(recommender.scores(rows[part]), sessions * k, exclude=played)
                 out[part] = np.where(idx >= 0, to_world[np.maximum(idx, 0)], -1)
             return out
 
@@ -150,6 +154,8 @@ def demo_experiment_events(
         metadata={
             "dagster/row_count": len(events),
             "users": int(events["user_id"].nunique()),
+            "users_sampled": int(world.n_users if users is None else len(users)),  # at most DEMO_USERS
+            "users_in_world": int(world.n_users),
             "champion_version": champion,
         }
     )

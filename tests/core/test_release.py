@@ -61,6 +61,7 @@ def test_register_gate_and_publish(registry, store, trained, catalog, tmp_path):
     uri_before = mlflow.get_tracking_uri()
     first = _register(registry, trained, tmp_path, 1)
     assert registry.alias(CHALLENGER) == first and registry.alias(CHAMPION) is None
+    assert registry.run_params(first)[release.REFIT_PARAM] == trained.refit  # what the released model is
     decision = release.gate(registry, first, trained, "test_ndcg_at_5", margin=0.0)
     assert decision.promoted and registry.alias(CHAMPION) == first
     # the same model again cannot beat itself: it stays challenger, the champion stays

@@ -133,3 +133,17 @@ def test_fold_in_maps_a_history_to_a_useful_vector(fitted, blocks):
     r = rows[0]
     step = fold.update(fold.vector(r.indices[:3], r.data[:3]), r.indices[3:], r.data[3:])
     np.testing.assert_allclose(step, fold.vector(r.indices, r.data), rtol=1e-4, atol=1e-5)
+
+
+def test_a_shared_ranking_is_cut_from_its_head_with_the_same_lists(blocks):
+    """top_k_shared (the demo simulation's popularity arm): the lists of one shared score vector with
+    each user's played tracks excluded, ranking only the k + (most played) best columns, are those of
+    top_k over the whole catalog (distinct scores, so no ties to order)."""
+    from models.ranking import top_k_shared
+
+    scores = np.random.default_rng(4).permutation(blocks.n_items).astype(np.float32)
+    for k in (1, 10, blocks.n_items):
+        idx, best = top_k_shared(scores, k, exclude=blocks.matrix)
+        want_idx, want_best = top_k(np.tile(scores, (blocks.n_users, 1)), k, exclude=blocks.matrix)
+        np.testing.assert_array_equal(idx, want_idx)
+        np.testing.assert_array_equal(best, want_best)

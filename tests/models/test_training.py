@@ -52,3 +52,15 @@ def test_a_new_model_and_the_incumbent_are_measured_on_the_pairs_the_incumbent_n
     # the incumbent never saw the second group's block: through its fold-in it ranks it no better than popularity would
     assert versus.model["test_ndcg_at_5"] > versus.incumbent["test_ndcg_at_5"]
     assert versus.model["test_ndcg_at_5"] != pytest.approx(result.metrics["test_ndcg_at_5"])
+
+
+def test_the_result_says_what_the_released_model_is(blocks):
+    """refit (logged as the MLflow param ``refit``): the randomized low-rank EASE refit on everything
+    starts from the evaluation fit's basis; refit=False releases the evaluation fit itself."""
+    frame = blocks.to_frame()
+    params = {"dimensions": 6, "svd_method": "randomized"}
+    warm = train(frame, None, "lowrank_ease", params, k=5)
+    assert warm.refit == "warm_started:svd_basis" and warm.model.train_matrix.nnz == blocks.nnz
+    reused = train(frame, None, "lowrank_ease", params, k=5, refit=False)
+    assert reused.refit == "reused_evaluation_fit" and reused.model.train_matrix.nnz < blocks.nnz
+    assert train(frame, None, "popularity", {}, k=5).refit == "full"

@@ -48,6 +48,8 @@ def test_materialize_everything(settings, redis_url):
     assert model_meta["test_ndcg_at_10"].value > 0 and model_meta["version"].value == "2"
     for step in ("tracks", "interactions", "recommender_model", "serving_vectors"):  # what each step cost (issue 25)
         assert mats[step]["step_seconds"].value > 0 and mats[step]["step_peak_rss_mib"].value > 50, step
+    demo_meta = mats["demo_experiment_events"]  # every synthetic user simulated (fewer than DEMO_USERS)
+    assert demo_meta["users_sampled"].value == demo_meta["users_in_world"].value == settings.synth_users
 
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == dict.fromkeys(
