@@ -55,6 +55,10 @@ RUNNING, PROMOTED, ROLLED_BACK, SUPERSEDED = "running", "promoted", "rolled_back
 DECISIONS_KEPT = 1000  # rows of the decisions list (newest first); older ones are trimmed
 HEALTH_TTL_SECONDS = 14 * 86_400  # a version's health counters outlive any rollout of it
 START = "start"
+# A step's window opens this much before the step began: API hosts stamp events with their own clocks, a
+# little apart. Harmless to the window: a listener moved at the step is served by both arms within it and
+# left out; the others stayed on one arm.
+STEP_CLOCK_SLACK_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class RolloutState:
     candidate_users_at_step: int = 0
     paused: bool = False
     reason: str = ""
+    step_started_at: float = 0.0  # when the current share began: each step is judged on its own window
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> RolloutState:
@@ -84,6 +89,7 @@ class RolloutState:
             candidate_users_at_step=int(text.get("candidate_users_at_step", "0")),
             paused=text.get("paused", "0") == "1",
             reason=text.get("reason", ""),
+            step_started_at=float(text.get("step_started_at", text["started_at"])),
         )
 
     def as_hash(self) -> dict[str, str]:
@@ -119,6 +125,34 @@ def arm_moments(events: pd.DataFrame, experiment_id: str) -> dict[str, tuple[Rat
                 RatioMoments.of_users(arm[num].to_numpy(), arm[den].to_numpy()) for arm in arms.values()
             )
     return out
+
+
+def step_window(events: pd.DataFrame, experiment_id: str, since: float) -> pd.DataFrame:
+    """The events of the rollout's experiment stamped at or after ``since`` (the current step's start,
+    seconds since the epoch, less :data:`STEP_CLOCK_SLACK_SECONDS`) of the listeners served by one arm only within it. A step up moves listeners
+    from the champion arm to the candidate arm: judged on all events since the rollout began, a moved
+    listener's earlier sessions counted for the champion and the later ones (favourite tracks already
+    played) for the candidate, and a copy of the champion was rolled back for skip rate +12.6% (bench/rollout.py)."""
+    ev = events[events["experiment_id"] == experiment_id]
+    stamps = pd.to_datetime(ev["timestamp"], utc=True)
+    ev = ev[stamps >= pd.Timestamp(since - STEP_CLOCK_SLACK_SECONDS, unit="s", tz="UTC")]
+    arms_per_user = ev.groupby("user_id")["variant"].nunique()
+    return ev[ev["user_id"].isin(arms_per_user.index[arms_per_user == 1])]
+
+
+def decide_step(
+    events: pd.DataFrame,
+    experiment_id: str,
+    step_started_at: float,
+    health: VersionHealth,
+    share: float,
+    policy: RolloutPolicy,
+) -> RolloutDecision:
+    """The decision at one look on the current step's window (:func:`step_window`) at the step's share of
+    alpha (:meth:`RolloutPolicy.per_step`), so an A/A rollout is rolled back at most ``alpha`` of the time
+    over all its steps."""
+    window = step_window(events, experiment_id, step_started_at)
+    return decide(arm_moments(window, experiment_id), health, share, policy.per_step())
 
 
 def rollout_experiment(experiment_id: str, version: str, share: float, policy: RolloutPolicy) -> Experiment:
@@ -200,7 +234,7 @@ class Rollouts:
         experiment_id = f"rollout-v{version}-{started:%Y%m%d%H%M%S}"
         share = self.policy.ramp[0]
         self.experiments.put(rollout_experiment(experiment_id, version, share, self.policy))
-        state = RolloutState(version, champion, experiment_id, share, RUNNING, now, now, 0, False, reason)
+        state = RolloutState(version, champion, experiment_id, share, RUNNING, now, now, 0, False, reason, now)
         self.r.delete(self.keys.rollout())
         self.r.hset(self.keys.rollout(), mapping=state.as_hash())
         self._record(state, START, [reason], {})
@@ -236,9 +270,8 @@ class Rollouts:
         if state is None or not state.running:
             return None
         health = read_health(self.r, self.keys, state.version)
-        return decide(
-            arm_moments(events, state.experiment_id), health, state.share, self.policy, state.candidate_users_at_step
-        )
+        since = state.step_started_at or state.started_at
+        return decide_step(events, state.experiment_id, since, health, state.share, self.policy)
 
     def act(self, decision: RolloutDecision) -> RolloutState:
         """Carry ``decision`` out on the running rollout (a paused one only records it) and record it."""
@@ -256,8 +289,9 @@ class Rollouts:
             release.promote_candidate(self.registry, self.store, state.version)
             state = self._end(state, PROMOTED, reason)
         elif decision.action == STEP_UP:
+            # the next look judges the new step on its own window: users counted afresh from now
             state = replace(
-                self.set_share(decision.share, reason), candidate_users_at_step=decision.users.get("candidate", 0)
+                self.set_share(decision.share, reason), candidate_users_at_step=0, step_started_at=self.clock.now()
             )
             self.r.hset(self.keys.rollout(), mapping=state.as_hash())
         else:

@@ -29,7 +29,7 @@ Otherwise **hold**.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,6 +79,15 @@ class RolloutPolicy:
         """Users in both arms the mixture is tuned for (fixed for a rollout, as validity needs): ten
         times the minimum per arm."""
         return 10 * self.min_users
+
+    @property
+    def steps(self) -> int:
+        """The ramp's shares below 1.0: each is judged on its own window of events."""
+        return max(1, sum(1 for s in self.ramp if s < 1.0))
+
+    def per_step(self) -> RolloutPolicy:
+        """This policy at one step's share of ``alpha`` (split evenly across the steps; union bound)."""
+        return replace(self, alpha=self.alpha / self.steps)
 
     def next_share(self, share: float) -> float:
         """The ramp's next share after ``share`` (1.0 means: promote)."""
