@@ -132,6 +132,8 @@ def main() -> None:
         "ECHOTUNE_REDIS_PREFIX": prefix,
         "ECHOTUNE_API_KEYS": f"{KEY}:client",
         "ECHOTUNE_RATE_LIMIT_PER_MINUTE": "1000000000",
+        # feedback is limited by the events it carries (issue 23): one bench key posts every event
+        "ECHOTUNE_RATE_LIMIT_FEEDBACK_EVENTS_PER_MINUTE": "1000000000",
     }
 
     def start_role(name: str, role: list[str]) -> None:
