@@ -146,16 +146,7 @@ def select_by_vector(
     # an artist cap one artist fills: a pool eight times deeper, up to 512 per track asked, before the exact path
     deepest = min(model.n_items, count * 512)
     while True:
-        found = approximate_top_n(
-            index,
-            vectors,
-            query,
-            pool,
-            excluded,
-            mask,
-            settings.ann_min_tracks,
-            ef_for(model.n_items, settings.ann_ef),
-        )
+        found = _search(model, index, vectors, query, pool, excluded, mask, settings)
         if found is None:
             break
         if cap is None:
@@ -229,16 +220,7 @@ def _similar_approximate(
     deepest = min(model.n_items, count * 512)  # an artist cap one artist fills: eightfold deeper up to here
     query = model.similarity[row]
     while True:
-        found = approximate_top_n(
-            model.ann.similarity,
-            model.similarity,
-            query,
-            pool,
-            excluded,
-            mask,
-            settings.ann_min_tracks,
-            ef_for(model.n_items, settings.ann_ef),
-        )
+        found = _search(model, model.ann.similarity, model.similarity, query, pool, excluded, mask, settings)
         if found is None:
             return None
         rows, similarity = found
@@ -260,3 +242,10 @@ def _similar_approximate(
 def _standardise(values: np.ndarray) -> np.ndarray:
     std = float(values.std())
     return (values - float(values.mean())) / (std if std > 0 else 1.0)
+
+
+def _search(model, index, vectors, query, pool, excluded, mask, settings: Settings):
+    """One ANN search of ``model``'s catalog with the settings' exact threshold and the depth for its size."""
+    return approximate_top_n(
+        index, vectors, query, pool, excluded, mask, settings.ann_min_tracks, ef_for(model.n_items, settings.ann_ef)
+    )
